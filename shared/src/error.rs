@@ -1,0 +1,123 @@
+//! The one error type of Coach, and what each error means to an HTTP caller.
+//!
+//! Handlers return [`Error`]; [`crate::http::error_response`] turns it into the JSON body
+//! `{"error":{"code","message","request_id"}}` with the matching status. Messages are
+//! written for the caller: they never carry internals, tokens, secrets or message text.
+//! [`Error::Internal`] keeps its detail for the logs and shows the caller a generic text.
+
+use lambda_http::http::StatusCode;
+
+/// Result with Coach's error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or fails validation (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or invalid credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed to do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource, or not visible to the caller (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this method (405); `allow` lists the methods it takes.
+    #[error("method not allowed; this route accepts {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request body or a declared size is over a limit (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The content type is not one Coach accepts (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Too many requests; retry after the given number of seconds (429).
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// An upstream service (the LLM, an identity provider) failed (502).
+    #[error("{0}")]
+    Upstream(String),
+    /// A dependency Coach needs (S3, DynamoDB, Secrets Manager) is unavailable (503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state (500). The detail is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code for clients to branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::BadRequest(_) => "bad_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::Conflict(_) => "conflict",
+            Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Upstream(_) => "upstream_error",
+            Error::Unavailable(_) => "service_unavailable",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message shown to the caller: the error text, except for internal errors.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Internal(_) => "internal error; the request id identifies it in the logs".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_detail_is_never_public() {
+        let err = Error::Internal("dynamodb said: table arn:aws:... missing".into());
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.public_message().contains("arn:aws"));
+    }
+
+    #[test]
+    fn statuses_follow_the_design() {
+        assert_eq!(Error::BadRequest("x".into()).status().as_u16(), 400);
+        assert_eq!(Error::Unauthorized("x".into()).status().as_u16(), 401);
+        assert_eq!(Error::Forbidden("x".into()).status().as_u16(), 403);
+        assert_eq!(Error::NotFound("x".into()).status().as_u16(), 404);
+        assert_eq!(Error::Conflict("x".into()).status().as_u16(), 409);
+        assert_eq!(Error::PayloadTooLarge("x".into()).status().as_u16(), 413);
+        assert_eq!(Error::UnsupportedMediaType("x".into()).status().as_u16(), 415);
+        assert_eq!(Error::RateLimited { retry_after_secs: 3 }.status().as_u16(), 429);
+        assert_eq!(Error::Upstream("x".into()).status().as_u16(), 502);
+        assert_eq!(Error::Unavailable("x".into()).status().as_u16(), 503);
+    }
+}

@@ -1,0 +1,24 @@
+//! Sample events from the repository's `events/` folder, as the Lambda runtime would
+//! deliver them.
+
+use lambda_http::{Context, Request, RequestExt};
+
+/// Path of a file in `events/`.
+pub fn path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(name)
+}
+
+/// The raw JSON of an event file.
+pub fn load(name: &str) -> String {
+    let path = path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// An API Gateway event from `events/` as an HTTP request, with a Lambda context whose
+/// request id is `request_id`.
+pub fn http_request(name: &str, request_id: &str) -> Request {
+    let request = lambda_http::request::from_str(&load(name)).unwrap_or_else(|e| panic!("parse events/{name}: {e}"));
+    let mut context = Context::default();
+    context.request_id = request_id.to_owned();
+    request.with_lambda_context(context)
+}

@@ -1,0 +1,120 @@
+//! The AWS resources Coach runs on, created against an emulator: the bucket, the table and
+//! the secret. The table definition mirrors `CoachTable` in template.yaml; the local stack
+//! (`coach-dev setup`) and the integration tests both create resources through here.
+
+use std::time::Duration;
+
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_s3::config::Credentials;
+use coach::config::Config;
+
+/// Partition and sort key attribute names, and the TTL attribute (see template.yaml).
+pub const PARTITION_KEY: &str = "pk";
+pub const SORT_KEY: &str = "sk";
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// SDK configuration for an emulator at `endpoint`, with dummy credentials.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "coach-testkit"))
+        .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
+        .load()
+        .await
+}
+
+/// A bucket and table name no other test uses (lowercase, valid for both services).
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Creates the bucket unless it exists.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), String> {
+    match s3.create_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_bucket_already_owned_by_you()) => Ok(()),
+        Err(e) => Err(format!("create bucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(e))),
+    }
+}
+
+/// Creates the table (on-demand, `pk`/`sk` string keys, TTL on `expires_at`) unless it exists.
+pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
+    let key = |name: &str, key_type| {
+        KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(|e| e.to_string())
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let created = dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
+        .attribute_definitions(attr(PARTITION_KEY)?)
+        .attribute_definitions(attr(SORT_KEY)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => return Ok(()),
+        Err(e) => return Err(format!("create table {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e))),
+    }
+    dynamodb
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .send()
+        .await
+        .map_err(|e| format!("enable TTL on {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+/// A Coach stack on the shared emulator with names of its own: bucket and table created.
+pub struct TestStack {
+    pub sdk: SdkConfig,
+    pub config: Config,
+    pub aws: coach::aws::AwsClients,
+}
+
+impl TestStack {
+    /// Creates a bucket and a table with unique names on the shared moto server.
+    pub async fn new() -> Self {
+        let stack = Self::without_resources().await;
+        create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
+        create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
+        stack
+    }
+
+    /// Configuration and clients for unique names, with nothing created.
+    pub async fn without_resources() -> Self {
+        let moto = crate::moto::Moto::shared();
+        let name = unique_name("coach-test");
+        let config = Config::from_lookup(|var| match var {
+            "COACH_BUCKET" | "COACH_TABLE" => Some(name.clone()),
+            "COACH_S3_FORCE_PATH_STYLE" => Some("true".into()),
+            _ => None,
+        })
+        .expect("test configuration is valid");
+        let sdk = sdk_config(&moto.endpoint).await;
+        let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &config);
+        Self { sdk, config, aws }
+    }
+}

@@ -1,0 +1,94 @@
+//! `GET /health` through the chat handler, against moto's S3 and DynamoDB.
+
+use coach_testkit::{events, stack::TestStack};
+use lambda_http::{http::StatusCode, Body, Response};
+use serde_json::{json, Value};
+
+fn body(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).expect("JSON body")
+}
+
+async fn chat_state(stack: TestStack) -> chat::State {
+    chat::State { config: stack.config, aws: stack.aws }
+}
+
+#[tokio::test]
+async fn healthy_when_bucket_and_table_exist() {
+    let state = chat_state(TestStack::new().await).await;
+    let response = chat::handle(&state, events::http_request("chat-health.json", "req-healthy")).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body = body(&response);
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["components"]["s3"]["status"], "healthy");
+    assert_eq!(body["components"]["dynamodb"]["status"], "healthy");
+    assert!(body["components"]["s3"]["latency_ms"].is_u64());
+    assert!(body.get("error").is_none());
+}
+
+#[tokio::test]
+async fn missing_table_is_503_with_json_error() {
+    let stack = TestStack::without_resources().await;
+    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
+    let state = chat_state(stack).await;
+    let response = chat::handle(&state, events::http_request("chat-health.json", "req-no-table")).await;
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = body(&response);
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["components"]["s3"]["status"], "healthy");
+    assert_eq!(body["components"]["dynamodb"], json!({"status": "degraded", "latency_ms": body["components"]["dynamodb"]["latency_ms"], "reason": "not_found"}));
+    assert_eq!(body["error"]["code"], "service_unavailable");
+    assert_eq!(body["error"]["message"], "dependencies degraded: dynamodb");
+    assert_eq!(body["error"]["request_id"], "req-no-table");
+}
+
+#[tokio::test]
+async fn missing_bucket_is_503() {
+    let stack = TestStack::without_resources().await;
+    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
+    let state = chat_state(stack).await;
+    let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = body(&response);
+    assert_eq!(body["components"]["s3"]["reason"], "not_found");
+    assert_eq!(body["components"]["dynamodb"]["status"], "healthy");
+}
+
+#[tokio::test]
+async fn unreachable_emulator_is_503_not_500() {
+    let mut moto = coach_testkit::moto::Moto::start();
+    let endpoint = moto.endpoint.clone();
+    moto.stop();
+    let stack = TestStack::without_resources().await;
+    let sdk = coach_testkit::stack::sdk_config(&endpoint).await;
+    let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &stack.config);
+    let state = chat::State { config: stack.config, aws };
+    let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = body(&response);
+    assert_eq!(body["components"]["s3"]["reason"], "unreachable");
+    assert_eq!(body["components"]["dynamodb"]["reason"], "unreachable");
+}
+
+#[tokio::test]
+async fn unknown_route_is_json_404_and_wrong_method_405() {
+    let state = chat_state(TestStack::without_resources().await).await;
+    let request = events::http_request("chat-health.json", "r");
+    let (mut parts, body_in) = request.into_parts();
+    parts.uri = "https://example.com/nope".parse().unwrap();
+    let response = chat::handle(&state, lambda_http::Request::from_parts(parts, body_in)).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(&response)["error"]["code"], "not_found");
+
+    let request = events::http_request("chat-health.json", "r");
+    let (mut parts, body_in) = request.into_parts();
+    parts.method = lambda_http::http::Method::POST;
+    let response = chat::handle(&state, lambda_http::Request::from_parts(parts, body_in)).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET");
+    assert_eq!(body(&response)["error"]["code"], "method_not_allowed");
+}

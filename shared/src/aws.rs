@@ -78,7 +78,11 @@ pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Fai
                 Failure::NotFound
             } else if code.starts_with("AccessDenied") || code == "UnrecognizedClientException" || status == Some(403) {
                 Failure::AccessDenied
-            } else if code.contains("Throttl") || code == "SlowDown" || code.contains("LimitExceeded") || status == Some(429) {
+            } else if code.contains("Throttl")
+                || code == "SlowDown"
+                || code.contains("LimitExceeded")
+                || status == Some(429)
+            {
                 Failure::Throttled
             } else {
                 Failure::Failed

@@ -46,10 +46,16 @@ impl Config {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
 
         let bucket = get("COACH_BUCKET").unwrap_or_else(|| DEFAULT_BUCKET.to_owned());
-        validate_bucket_name(&bucket).map_err(|reason| ConfigError { var: "COACH_BUCKET", reason })?;
+        validate_bucket_name(&bucket).map_err(|reason| ConfigError {
+            var: "COACH_BUCKET",
+            reason,
+        })?;
 
         let table = get("COACH_TABLE").unwrap_or_else(|| DEFAULT_TABLE.to_owned());
-        validate_table_name(&table).map_err(|reason| ConfigError { var: "COACH_TABLE", reason })?;
+        validate_table_name(&table).map_err(|reason| ConfigError {
+            var: "COACH_TABLE",
+            reason,
+        })?;
 
         let aws_timeout_ms = match get("COACH_AWS_TIMEOUT_MS") {
             None => 3_000,
@@ -87,14 +93,20 @@ fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(ConfigError { var, reason: format!("expected true or false, got {value:?}") }),
+        _ => Err(ConfigError {
+            var,
+            reason: format!("expected true or false, got {value:?}"),
+        }),
     }
 }
 
 /// S3 bucket naming rules (general purpose buckets).
 fn validate_bucket_name(name: &str) -> Result<(), String> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_ends =
+        name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if (3..=63).contains(&name.len()) && ok_chars && ok_ends && !name.contains("..") {
         Ok(())
     } else {
@@ -106,11 +118,15 @@ fn validate_bucket_name(name: &str) -> Result<(), String> {
 
 /// DynamoDB table naming rules.
 fn validate_table_name(name: &str) -> Result<(), String> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if (3..=255).contains(&name.len()) && ok_chars {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a valid DynamoDB table name (3-255 letters, digits, '_', '-' or '.')"))
+        Err(format!(
+            "{name:?} is not a valid DynamoDB table name (3-255 letters, digits, '_', '-' or '.')"
+        ))
     }
 }
 
@@ -135,8 +151,15 @@ mod tests {
 
     #[test]
     fn custom_endpoint_implies_path_style_unless_overridden() {
-        assert!(config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]).unwrap().s3_force_path_style);
-        let c = config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("COACH_S3_FORCE_PATH_STYLE", "false")]);
+        assert!(
+            config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")])
+                .unwrap()
+                .s3_force_path_style
+        );
+        let c = config(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("COACH_S3_FORCE_PATH_STYLE", "false"),
+        ]);
         assert!(!c.unwrap().s3_force_path_style);
     }
 
@@ -147,9 +170,18 @@ mod tests {
         assert!(err.to_string().contains("COACH_BUCKET"), "{err}");
 
         assert_eq!(config(&[("COACH_TABLE", "a b")]).unwrap_err().var, "COACH_TABLE");
-        assert_eq!(config(&[("COACH_AWS_TIMEOUT_MS", "fast")]).unwrap_err().var, "COACH_AWS_TIMEOUT_MS");
-        assert_eq!(config(&[("COACH_AWS_TIMEOUT_MS", "10")]).unwrap_err().var, "COACH_AWS_TIMEOUT_MS");
-        assert_eq!(config(&[("COACH_S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "COACH_S3_FORCE_PATH_STYLE");
+        assert_eq!(
+            config(&[("COACH_AWS_TIMEOUT_MS", "fast")]).unwrap_err().var,
+            "COACH_AWS_TIMEOUT_MS"
+        );
+        assert_eq!(
+            config(&[("COACH_AWS_TIMEOUT_MS", "10")]).unwrap_err().var,
+            "COACH_AWS_TIMEOUT_MS"
+        );
+        assert_eq!(
+            config(&[("COACH_S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var,
+            "COACH_S3_FORCE_PATH_STYLE"
+        );
     }
 
     #[test]

@@ -85,10 +85,18 @@ async fn check_dynamodb(aws: &AwsClients, config: &Config) -> Component {
 fn component(name: &'static str, started: Instant, outcome: Result<(), Failure>) -> Component {
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match outcome {
-        Ok(()) => Component { status: Status::Healthy, latency_ms, reason: None },
+        Ok(()) => Component {
+            status: Status::Healthy,
+            latency_ms,
+            reason: None,
+        },
         Err(reason) => {
             tracing::warn!(component = name, ?reason, latency_ms, "health check failed");
-            Component { status: Status::Degraded, latency_ms, reason: Some(reason) }
+            Component {
+                status: Status::Degraded,
+                latency_ms,
+                reason: Some(reason),
+            }
         }
     }
 }

@@ -51,8 +51,14 @@ pub fn error_object(err: &Error, request_id: &str) -> serde_json::Value {
 pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
     match err {
         Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-        other if other.status().is_server_error() => tracing::warn!(code = other.code(), error = %other, "request failed"),
-        other => tracing::info!(code = other.code(), status = other.status().as_u16(), "request rejected"),
+        other if other.status().is_server_error() => {
+            tracing::warn!(code = other.code(), error = %other, "request failed")
+        }
+        other => tracing::info!(
+            code = other.code(),
+            status = other.status().as_u16(),
+            "request rejected"
+        ),
     }
     let mut response = json_response(err.status(), &json!({ "error": error_object(err, request_id) }));
     let headers = response.headers_mut();

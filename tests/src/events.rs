@@ -5,7 +5,9 @@ use lambda_http::{Context, Request, RequestExt};
 
 /// Path of a file in `events/`.
 pub fn path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name)
 }
 
 /// The raw JSON of an event file.

@@ -9,7 +9,10 @@ fn body(response: &Response<Body>) -> Value {
 }
 
 async fn chat_state(stack: TestStack) -> chat::State {
-    chat::State { config: stack.config, aws: stack.aws }
+    chat::State {
+        config: stack.config,
+        aws: stack.aws,
+    }
 }
 
 #[tokio::test]
@@ -30,7 +33,9 @@ async fn healthy_when_bucket_and_table_exist() {
 #[tokio::test]
 async fn missing_table_is_503_with_json_error() {
     let stack = TestStack::without_resources().await;
-    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
+    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket)
+        .await
+        .unwrap();
     let state = chat_state(stack).await;
     let response = chat::handle(&state, events::http_request("chat-health.json", "req-no-table")).await;
 
@@ -38,7 +43,10 @@ async fn missing_table_is_503_with_json_error() {
     let body = body(&response);
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["components"]["s3"]["status"], "healthy");
-    assert_eq!(body["components"]["dynamodb"], json!({"status": "degraded", "latency_ms": body["components"]["dynamodb"]["latency_ms"], "reason": "not_found"}));
+    assert_eq!(
+        body["components"]["dynamodb"],
+        json!({"status": "degraded", "latency_ms": body["components"]["dynamodb"]["latency_ms"], "reason": "not_found"})
+    );
     assert_eq!(body["error"]["code"], "service_unavailable");
     assert_eq!(body["error"]["message"], "dependencies degraded: dynamodb");
     assert_eq!(body["error"]["request_id"], "req-no-table");
@@ -47,7 +55,9 @@ async fn missing_table_is_503_with_json_error() {
 #[tokio::test]
 async fn missing_bucket_is_503() {
     let stack = TestStack::without_resources().await;
-    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
+    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table)
+        .await
+        .unwrap();
     let state = chat_state(stack).await;
     let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
 
@@ -65,7 +75,10 @@ async fn unreachable_emulator_is_503_not_500() {
     let stack = TestStack::without_resources().await;
     let sdk = coach_testkit::stack::sdk_config(&endpoint).await;
     let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &stack.config);
-    let state = chat::State { config: stack.config, aws };
+    let state = chat::State {
+        config: stack.config,
+        aws,
+    };
     let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

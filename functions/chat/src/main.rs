@@ -8,5 +8,8 @@ async fn main() -> Result<(), Error> {
     let state = chat::State::from_env().await.inspect_err(|err| {
         tracing::error!(error = %err, "cold start failed");
     })?;
-    lambda_http::run(service_fn(|req| async { Ok::<_, Error>(chat::handle(&state, req).await) })).await
+    lambda_http::run(service_fn(|req| async {
+        Ok::<_, Error>(chat::handle(&state, req).await)
+    }))
+    .await
 }

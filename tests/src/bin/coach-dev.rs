@@ -43,7 +43,11 @@ async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
 
     let docs_dir = docs_dir.unwrap_or_else(|| PathBuf::from("examples/docs"));
     let uploaded = upload_docs(&aws.s3, &config.bucket, &docs_dir).await?;
-    println!("docs     {uploaded} file(s) from {} to s3://{}/docs/", docs_dir.display(), config.bucket);
+    println!(
+        "docs     {uploaded} file(s) from {} to s3://{}/docs/",
+        docs_dir.display(),
+        config.bucket
+    );
     Ok(())
 }
 
@@ -54,7 +58,10 @@ async fn create_secret(client: &aws_sdk_secretsmanager::Client, secret_id: &str)
     match client.create_secret().name(secret_id).secret_string(value).send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => Ok(()),
-        Err(e) => Err(format!("create secret {secret_id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))),
+        Err(e) => Err(format!(
+            "create secret {secret_id}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+        )),
     }
 }
 
@@ -75,7 +82,10 @@ async fn upload_docs(s3: &aws_sdk_s3::Client, bucket: &str, dir: &Path) -> Resul
         .collect();
     entries.sort();
     for path in &entries {
-        let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("bad file name {}", path.display()))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("bad file name {}", path.display()))?;
         let body = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
         let content_type = match path.extension().and_then(|e| e.to_str()) {
             Some("md") => "text/markdown; charset=utf-8",

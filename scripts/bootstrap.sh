@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the project's Python tools (cargo-lambda, moto, aws-sam-cli, cfn-lint) into
+# ./.venv from requirements-dev.txt. Idempotent: reinstalls only when the pins change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo not found; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "bootstrap: $python not found; install Python 3.9+ or set PYTHON" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.installed-requirements
+if ! cmp -s requirements-dev.txt "$stamp"; then
+  echo "bootstrap: installing Python tools from requirements-dev.txt (first run takes a minute)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  cp requirements-dev.txt "$stamp"
+fi

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs Coach locally: moto's server on loopback (S3, DynamoDB, Secrets Manager), the bucket,
+# table and secret created, the example docs uploaded, then `cargo lambda watch` serving
+# every function at http://127.0.0.1:$COACH_WATCH_PORT/lambda-url/<function>/...
+# Ctrl-C stops everything. Nothing here talks to AWS: credentials are dummies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+
+moto_port=${COACH_MOTO_PORT:-5050}
+watch_port=${COACH_WATCH_PORT:-9000}
+
+# Always the local emulator, never a real account.
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE
+export AWS_ENDPOINT_URL="http://127.0.0.1:${moto_port}"
+export AWS_REGION=${AWS_REGION:-us-east-1}
+export AWS_DEFAULT_REGION=$AWS_REGION
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export COACH_BUCKET=${COACH_BUCKET:-coach-local}
+export COACH_TABLE=${COACH_TABLE:-coach-local}
+export COACH_SECRET_ID=${COACH_SECRET_ID:-coach-local}
+export RUST_LOG=${RUST_LOG:-info}
+export PATH="$PWD/.venv/bin:$PATH"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$moto_port" "$watch_port"; do
+  if port_busy "$port"; then
+    echo "dev: port $port on 127.0.0.1 is in use; stop what uses it or set COACH_MOTO_PORT / COACH_WATCH_PORT" >&2
+    exit 1
+  fi
+done
+
+mkdir -p .local
+echo "dev: starting moto on 127.0.0.1:${moto_port} (log: .local/moto.log)"
+.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do
+  port_busy "$moto_port" && break
+  kill -0 "$moto_pid" 2>/dev/null || { echo "dev: moto exited; see .local/moto.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+cargo run --quiet --locked -p coach-integration-tests --bin coach-dev -- setup examples/docs
+
+base="http://127.0.0.1:${watch_port}/lambda-url"
+cat <<MSG
+
+Coach is starting at ${base}/<function>/ (first build takes a few minutes).
+Try:
+  curl -s ${base}/chat/health
+
+MSG
+exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port"

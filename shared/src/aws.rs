@@ -17,6 +17,7 @@ use crate::config::Config;
 pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl AwsClients {
@@ -43,6 +44,7 @@ impl AwsClients {
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
         }
     }
 }

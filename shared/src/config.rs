@@ -7,9 +7,12 @@
 
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// Default bucket and table names used by the local stack.
 pub const DEFAULT_BUCKET: &str = "coach-local";
 pub const DEFAULT_TABLE: &str = "coach-local";
+pub const DEFAULT_SECRET_ID: &str = "coach-local";
 
 /// Typed configuration shared by every function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,12 @@ pub struct Config {
     pub aws_timeout: Duration,
     /// Path-style S3 addressing, needed by local emulators (`COACH_S3_FORCE_PATH_STYLE`).
     pub s3_force_path_style: bool,
+    /// Secrets Manager id or ARN of the Coach secret (`COACH_SECRET_ID`).
+    pub secret_id: String,
+    /// How long secret values are cached (`COACH_SECRET_CACHE_TTL_SECS`).
+    pub secret_ttl: Duration,
+    /// How callers are authenticated.
+    pub auth: AuthConfig,
 }
 
 /// A configuration variable that is present but unusable.
@@ -43,60 +52,92 @@ impl Config {
     /// Reads the configuration through `lookup`, so tests need not touch the process
     /// environment. Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let env = Env(&lookup);
 
-        let bucket = get("COACH_BUCKET").unwrap_or_else(|| DEFAULT_BUCKET.to_owned());
+        let bucket = env.string_or("COACH_BUCKET", DEFAULT_BUCKET);
         validate_bucket_name(&bucket).map_err(|reason| ConfigError {
             var: "COACH_BUCKET",
             reason,
         })?;
 
-        let table = get("COACH_TABLE").unwrap_or_else(|| DEFAULT_TABLE.to_owned());
+        let table = env.string_or("COACH_TABLE", DEFAULT_TABLE);
         validate_table_name(&table).map_err(|reason| ConfigError {
             var: "COACH_TABLE",
             reason,
         })?;
 
-        let aws_timeout_ms = match get("COACH_AWS_TIMEOUT_MS") {
-            None => 3_000,
-            Some(v) => parse_in_range("COACH_AWS_TIMEOUT_MS", &v, 100, 60_000)?,
-        };
+        let aws_timeout = Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000)?);
 
         // Local emulators serve buckets by path, not by virtual host: default to path style
         // whenever a custom endpoint is configured.
-        let custom_endpoint = get("AWS_ENDPOINT_URL").is_some() || get("AWS_ENDPOINT_URL_S3").is_some();
-        let s3_force_path_style = match get("COACH_S3_FORCE_PATH_STYLE") {
-            None => custom_endpoint,
-            Some(v) => parse_bool("COACH_S3_FORCE_PATH_STYLE", &v)?,
-        };
+        let custom_endpoint = env.string("AWS_ENDPOINT_URL").is_some() || env.string("AWS_ENDPOINT_URL_S3").is_some();
+        let s3_force_path_style = env.boolean("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?;
 
         Ok(Self {
             bucket,
             table,
-            aws_timeout: Duration::from_millis(aws_timeout_ms),
+            aws_timeout,
             s3_force_path_style,
+            secret_id: env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID),
+            secret_ttl: Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS", 300, 0, 86_400)?),
+            auth: AuthConfig::from_env(&env)?,
         })
     }
 }
 
-fn parse_in_range(var: &'static str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let reason = || format!("expected a whole number from {min} to {max}, got {value:?}");
-    let n: u64 = value.parse().map_err(|_| ConfigError { var, reason: reason() })?;
-    if (min..=max).contains(&n) {
-        Ok(n)
-    } else {
-        Err(ConfigError { var, reason: reason() })
-    }
-}
+/// Typed access to environment variables; every error names its variable.
+pub struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
 
-fn parse_bool(var: &'static str, value: &str) -> Result<bool, ConfigError> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(ConfigError {
-            var,
-            reason: format!("expected true or false, got {value:?}"),
-        }),
+impl Env<'_> {
+    /// The trimmed value, `None` when unset or blank.
+    pub fn string(&self, var: &str) -> Option<String> {
+        (self.0)(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    pub fn string_or(&self, var: &str, default: &str) -> String {
+        self.string(var).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// A comma-separated list, items trimmed, blanks dropped; empty when unset.
+    pub fn list(&self, var: &str) -> Vec<String> {
+        self.string(var)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A whole number in `min..=max`, `default` when unset.
+    pub fn number(&self, var: &'static str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        let reason = || format!("expected a whole number from {min} to {max}, got {value:?}");
+        let n: u64 = value.parse().map_err(|_| ConfigError { var, reason: reason() })?;
+        if (min..=max).contains(&n) {
+            Ok(n)
+        } else {
+            Err(ConfigError { var, reason: reason() })
+        }
+    }
+
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`), `default` when unset.
+    pub fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(default);
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(ConfigError {
+                var,
+                reason: format!("expected true or false, got {value:?}"),
+            }),
+        }
     }
 }
 

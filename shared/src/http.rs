@@ -69,6 +69,12 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
         Error::MethodNotAllowed { allow } => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        Error::Unauthorized(_) => {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="coach""#),
+            );
+        }
         _ => {}
     }
     response
@@ -98,6 +104,13 @@ mod tests {
         let response = error_response(&Error::RateLimited { retry_after_secs: 7 }, "r");
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn unauthorized_carries_www_authenticate() {
+        let response = error_response(&Error::Unauthorized("token expired".into()), "r");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], r#"Bearer realm="coach""#);
     }
 
     #[test]

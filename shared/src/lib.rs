@@ -3,19 +3,25 @@
 //! The functions under `functions/` are thin adapters: they parse their event, call into
 //! this crate and shape the response. Each concern lives in a module named for it:
 //!
+//! - [`auth`]: JWT verification (JWKS or HS256), principals, roles and route guards.
+//! - [`secrets`]: JSON secrets from Secrets Manager, cached with a TTL.
 //! - [`config`]: the typed configuration read from environment variables at cold start.
 //! - [`aws`]: AWS SDK clients, built once per cold start with the endpoint from the
 //!   environment, so the same code reaches AWS or a local emulator.
 //! - [`error`]: the one error type, and its mapping to HTTP statuses and error codes.
 //! - [`http`]: JSON responses and the JSON error body every HTTP route returns.
 //! - [`health`]: dependency checks behind `GET /health`.
+//! - [`services`]: all of the above bundled as the per-cold-start state handlers borrow.
 //! - [`logging`]: structured JSON logs with the Lambda request id.
 
+pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod logging;
+pub mod secrets;
+pub mod services;
 
 pub use error::{Error, Result};

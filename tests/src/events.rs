@@ -24,3 +24,15 @@ pub fn http_request(name: &str, request_id: &str) -> Request {
     context.request_id = request_id.to_owned();
     request.with_lambda_context(context)
 }
+
+/// Like [`http_request`], with `Authorization: Bearer <token>` (or no such header for `None`).
+pub fn http_request_with_token(name: &str, token: Option<&str>) -> Request {
+    let mut request = http_request(name, "req-auth");
+    let headers = request.headers_mut();
+    headers.remove(lambda_http::http::header::AUTHORIZATION);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("header value");
+        headers.insert(lambda_http::http::header::AUTHORIZATION, value);
+    }
+    request
+}

@@ -8,3 +8,4 @@
 pub mod events;
 pub mod moto;
 pub mod stack;
+pub mod tokens;

@@ -108,7 +108,32 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> R
     Ok(())
 }
 
-/// A Coach stack on the shared emulator with names of its own: bucket and table created.
+/// Creates the Coach secret (a JSON object of string fields) unless it exists.
+pub async fn create_secret(
+    secrets: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+    fields: &serde_json::Value,
+) -> Result<(), String> {
+    match secrets
+        .create_secret()
+        .name(secret_id)
+        .secret_string(fields.to_string())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => Ok(()),
+        Err(e) => Err(format!(
+            "create secret {secret_id}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+        )),
+    }
+}
+
+/// The HS256 key the test stacks put in their secret.
+pub const TEST_HS256_KEY: &str = "test-hs256-key-0123456789abcdef0123456789abcdef";
+
+/// A Coach stack on the shared emulator with names of its own.
 pub struct TestStack {
     pub sdk: SdkConfig,
     pub config: Config,
@@ -116,26 +141,40 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// Creates a bucket and a table with unique names on the shared moto server.
+    /// Bucket, table and secret (with [`TEST_HS256_KEY`]) created, default configuration.
     pub async fn new() -> Self {
-        let stack = Self::without_resources().await;
+        Self::with_env(&[]).await
+    }
+
+    /// Like [`TestStack::new`], with extra environment variables for the configuration.
+    pub async fn with_env(vars: &[(&str, &str)]) -> Self {
+        let stack = Self::without_resources(vars).await;
         create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
         create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
+        let fields = serde_json::json!({ coach::auth::HS256_SECRET_FIELD: TEST_HS256_KEY });
+        create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields)
+            .await
+            .unwrap();
         stack
     }
 
     /// Configuration and clients for unique names, with nothing created.
-    pub async fn without_resources() -> Self {
+    pub async fn without_resources(vars: &[(&str, &str)]) -> Self {
         let moto = crate::moto::Moto::shared();
         let name = unique_name("coach-test");
         let config = Config::from_lookup(|var| match var {
-            "COACH_BUCKET" | "COACH_TABLE" => Some(name.clone()),
+            "COACH_BUCKET" | "COACH_TABLE" | "COACH_SECRET_ID" => Some(name.clone()),
             "COACH_S3_FORCE_PATH_STYLE" => Some("true".into()),
-            _ => None,
+            _ => vars.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned()),
         })
         .expect("test configuration is valid");
         let sdk = sdk_config(&moto.endpoint).await;
         let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &config);
         Self { sdk, config, aws }
+    }
+
+    /// The per-cold-start services over this stack, as a function's `main` builds them.
+    pub fn services(&self) -> coach::services::Services {
+        coach::services::Services::new(self.config.clone(), self.aws.clone()).expect("services")
     }
 }

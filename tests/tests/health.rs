@@ -8,16 +8,9 @@ fn body(response: &Response<Body>) -> Value {
     serde_json::from_slice(response.body().as_ref()).expect("JSON body")
 }
 
-async fn chat_state(stack: TestStack) -> chat::State {
-    chat::State {
-        config: stack.config,
-        aws: stack.aws,
-    }
-}
-
 #[tokio::test]
 async fn healthy_when_bucket_and_table_exist() {
-    let state = chat_state(TestStack::new().await).await;
+    let state = TestStack::new().await.services();
     let response = chat::handle(&state, events::http_request("chat-health.json", "req-healthy")).await;
 
     assert_eq!(response.status(), StatusCode::OK);
@@ -32,11 +25,11 @@ async fn healthy_when_bucket_and_table_exist() {
 
 #[tokio::test]
 async fn missing_table_is_503_with_json_error() {
-    let stack = TestStack::without_resources().await;
+    let stack = TestStack::without_resources(&[]).await;
     coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket)
         .await
         .unwrap();
-    let state = chat_state(stack).await;
+    let state = stack.services();
     let response = chat::handle(&state, events::http_request("chat-health.json", "req-no-table")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -54,11 +47,11 @@ async fn missing_table_is_503_with_json_error() {
 
 #[tokio::test]
 async fn missing_bucket_is_503() {
-    let stack = TestStack::without_resources().await;
+    let stack = TestStack::without_resources(&[]).await;
     coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table)
         .await
         .unwrap();
-    let state = chat_state(stack).await;
+    let state = stack.services();
     let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -72,13 +65,10 @@ async fn unreachable_emulator_is_503_not_500() {
     let mut moto = coach_testkit::moto::Moto::start();
     let endpoint = moto.endpoint.clone();
     moto.stop();
-    let stack = TestStack::without_resources().await;
+    let stack = TestStack::without_resources(&[]).await;
     let sdk = coach_testkit::stack::sdk_config(&endpoint).await;
     let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &stack.config);
-    let state = chat::State {
-        config: stack.config,
-        aws,
-    };
+    let state = coach::services::Services::new(stack.config, aws).unwrap();
     let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -89,7 +79,7 @@ async fn unreachable_emulator_is_503_not_500() {
 
 #[tokio::test]
 async fn unknown_route_is_json_404_and_wrong_method_405() {
-    let state = chat_state(TestStack::without_resources().await).await;
+    let state = TestStack::without_resources(&[]).await.services();
     let request = events::http_request("chat-health.json", "r");
     let (mut parts, body_in) = request.into_parts();
     parts.uri = "https://example.com/nope".parse().unwrap();

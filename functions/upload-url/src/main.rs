@@ -1,15 +1,15 @@
-//! Lambda entry point for the upload-url function: build state once, then serve requests.
+//! Lambda entry point for the upload-url function: build services once, then serve requests.
 
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     coach::logging::init();
-    let state = upload_url::State::from_env().await.inspect_err(|err| {
+    let services = coach::services::Services::from_env().await.inspect_err(|err| {
         tracing::error!(error = %err, "cold start failed");
     })?;
     lambda_http::run(service_fn(|req| async {
-        Ok::<_, Error>(upload_url::handle(&state, req).await)
+        Ok::<_, Error>(upload_url::handle(&services, req).await)
     }))
     .await
 }

@@ -1,22 +1,33 @@
-//! `coach-dev`: sets up the local stack against the AWS endpoint in the environment.
+//! `coach-dev`: sets up the local stack and mints tokens for it, against the AWS endpoint
+//! in the environment. It refuses to run without `AWS_ENDPOINT_URL`, so it never touches a
+//! real account.
 //!
-//! `coach-dev setup [DOCS_DIR]` creates the bucket (`COACH_BUCKET`), the table
-//! (`COACH_TABLE`) and the secret (`COACH_SECRET_ID`, default `coach-local`) unless they
-//! exist, and uploads every file of DOCS_DIR (default `examples/docs`) to `docs/`.
-//! It refuses to run without `AWS_ENDPOINT_URL`, so it never touches a real account.
+//! - `coach-dev setup [DOCS_DIR]`: creates the bucket (`COACH_BUCKET`), the table
+//!   (`COACH_TABLE`) and the secret (`COACH_SECRET_ID`, with a random HS256 key) unless
+//!   they exist, and uploads every file of DOCS_DIR (default `examples/docs`) to `docs/`.
+//! - `coach-dev token [--user U] [--tenant T] [--roles R1,R2] [--ttl SECONDS]`: prints an
+//!   HS256 token signed with the local secret's key (defaults: `dev-user`, `dev`, `user`,
+//!   3600), with `iss`/`aud` set when `COACH_JWT_ISSUER`/`COACH_JWT_AUDIENCE` are.
 
 use std::path::{Path, PathBuf};
 
 use aws_config::BehaviorVersion;
-use coach::config::Config;
-use coach_testkit::stack::{create_bucket, create_table};
+use coach::{auth::HS256_SECRET_FIELD, aws::AwsClients, config::Config};
+use coach_testkit::{
+    stack::{create_bucket, create_secret, create_table},
+    tokens,
+};
+
+const USAGE: &str = "usage: coach-dev setup [DOCS_DIR]
+       coach-dev token [--user USER] [--tenant TENANT] [--roles ROLE,...] [--ttl SECONDS]";
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => setup(args.get(1).map(PathBuf::from)).await,
-        _ => Err("usage: coach-dev setup [DOCS_DIR]".to_owned()),
+        Some("setup") if args.len() <= 2 => setup(args.get(1).map(PathBuf::from)).await,
+        Some("token") => token(&args[1..]).await,
+        _ => Err(USAGE.to_owned()),
     };
     if let Err(message) = result {
         eprintln!("coach-dev: {message}");
@@ -24,22 +35,25 @@ async fn main() {
     }
 }
 
-async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
+async fn local_stack() -> Result<(Config, AwsClients), String> {
     if std::env::var("AWS_ENDPOINT_URL").map_or(true, |v| v.trim().is_empty()) {
-        return Err("AWS_ENDPOINT_URL is not set; coach-dev only sets up a local emulator".into());
+        return Err("AWS_ENDPOINT_URL is not set; coach-dev only works with a local emulator".into());
     }
     let config = Config::from_env().map_err(|e| e.to_string())?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &config);
+    let aws = AwsClients::from_sdk_config(&sdk, &config);
+    Ok((config, aws))
+}
 
+async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
+    let (config, aws) = local_stack().await?;
     create_bucket(&aws.s3, &config.bucket).await?;
     println!("bucket   {}", config.bucket);
     create_table(&aws.dynamodb, &config.table).await?;
     println!("table    {}", config.table);
-
-    let secret_id = std::env::var("COACH_SECRET_ID").unwrap_or_else(|_| "coach-local".to_owned());
-    create_secret(&aws_sdk_secretsmanager::Client::new(&sdk), &secret_id).await?;
-    println!("secret   {secret_id}");
+    let fields = serde_json::json!({ HS256_SECRET_FIELD: random_hex(32)? });
+    create_secret(&aws.secrets, &config.secret_id, &fields).await?;
+    println!("secret   {}", config.secret_id);
 
     let docs_dir = docs_dir.unwrap_or_else(|| PathBuf::from("examples/docs"));
     let uploaded = upload_docs(&aws.s3, &config.bucket, &docs_dir).await?;
@@ -51,18 +65,66 @@ async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the secret with a fresh random HS256 key unless it exists.
-async fn create_secret(client: &aws_sdk_secretsmanager::Client, secret_id: &str) -> Result<(), String> {
-    let key = random_hex(32)?;
-    let value = serde_json::json!({ "jwt_hs256_secret": key }).to_string();
-    match client.create_secret().name(secret_id).secret_string(value).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => Ok(()),
-        Err(e) => Err(format!(
-            "create secret {secret_id}: {}",
-            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-        )),
+async fn token(args: &[String]) -> Result<(), String> {
+    let (mut user, mut tenant, mut roles, mut ttl) = ("dev-user".to_owned(), "dev".to_owned(), "user".to_owned(), 3600);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        match flag.as_str() {
+            "--user" => user = value.clone(),
+            "--tenant" => tenant = value.clone(),
+            "--roles" => roles = value.clone(),
+            "--ttl" => {
+                ttl = value
+                    .parse()
+                    .map_err(|_| format!("--ttl takes seconds, got {value:?}"))?
+            }
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
+        }
     }
+    let (config, aws) = local_stack().await?;
+    let secret = aws
+        .secrets
+        .get_secret_value()
+        .secret_id(&config.secret_id)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "read secret {}: {}",
+                config.secret_id,
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?;
+    let fields: serde_json::Value = serde_json::from_str(secret.secret_string().unwrap_or_default())
+        .map_err(|_| "secret is not JSON".to_owned())?;
+    let key = fields[HS256_SECRET_FIELD]
+        .as_str()
+        .ok_or_else(|| format!("secret has no {HS256_SECRET_FIELD}"))?;
+
+    let role_list: Vec<&str> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+    let mut claims = tokens::claims(&user, &tenant, &role_list, ttl);
+    // Use the configured claim names, so the token matches what the functions read.
+    let auth = &config.auth;
+    if auth.user_claim != "sub" {
+        claims[&auth.user_claim] = claims["sub"].take();
+    }
+    if let coach::auth::TenantSource::Claim(name) = &auth.tenant {
+        if name != "tenant_id" {
+            claims[name] = claims["tenant_id"].take();
+        }
+    }
+    if auth.roles_claim != "roles" {
+        claims[&auth.roles_claim] = claims["roles"].take();
+    }
+    if let Some(issuer) = &auth.issuer {
+        claims["iss"] = issuer.clone().into();
+    }
+    if let Some(audience) = auth.audience.first() {
+        claims["aud"] = audience.clone().into();
+    }
+    println!("{}", tokens::hs256(key.as_bytes(), &claims));
+    Ok(())
 }
 
 fn random_hex(bytes: usize) -> Result<String, String> {

@@ -1,0 +1,229 @@
+//! From verified JWT claims to a [`Principal`]: user id, tenant and roles, read from the
+//! claim names configured in [`AuthConfig`]. Nothing here checks signatures.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{unauthorized, AuthConfig, TenantSource};
+use crate::error::Error;
+
+/// What a caller may do. Roles are ordered: an admin may do what an editor may, and an
+/// editor what a user may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Chat.
+    User,
+    /// Upload and delete documents.
+    Editor,
+    /// Everything, including refreshing the system prompt.
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "user" => Ok(Role::User),
+            "editor" => Ok(Role::Editor),
+            "admin" => Ok(Role::Admin),
+            _ => Err(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::User => "user",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub user_id: String,
+    pub tenant: String,
+    /// Known roles named by the token (or the default role), sorted, no duplicates.
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    /// Whether the caller has `role` or a higher one.
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.iter().any(|r| *r >= role)
+    }
+
+    /// Route guard: 403 unless the caller has `role` or a higher one.
+    pub fn require(&self, role: Role) -> Result<(), Error> {
+        if self.has_role(role) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!("this action needs the {role} role")))
+        }
+    }
+}
+
+/// Tenant ids end up in S3 keys and DynamoDB keys: keep them to a safe alphabet.
+pub(crate) fn validate_tenant(tenant: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !tenant.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{tenant:?} is not a valid tenant id (1-64 letters, digits, '-', '_' or '.')"
+        ))
+    }
+}
+
+pub(super) fn principal(claims: &Map<String, Value>, config: &AuthConfig) -> Result<Principal, Error> {
+    let user_id = match claims.get(&config.user_claim) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => s.clone(),
+        Some(_) => {
+            return Err(unauthorized(format!(
+                "token claim {:?} is malformed",
+                config.user_claim
+            )))
+        }
+        None => return Err(unauthorized(format!("token lacks the {:?} claim", config.user_claim))),
+    };
+    let tenant = match &config.tenant {
+        TenantSource::Single(tenant) => tenant.clone(),
+        TenantSource::Claim(claim) => match claims.get(claim) {
+            Some(Value::String(s)) if validate_tenant(s).is_ok() => s.clone(),
+            Some(_) => return Err(unauthorized(format!("token claim {claim:?} is not a valid tenant id"))),
+            None => return Err(unauthorized(format!("token lacks the {claim:?} claim"))),
+        },
+    };
+    let mut roles: Vec<Role> = match claims.get(&config.roles_claim) {
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str()?.parse().ok()).collect(),
+        // A space- or comma-separated string, as in OAuth `scope`.
+        Some(Value::String(s)) => s.split([' ', ',']).filter_map(|r| r.parse().ok()).collect(),
+        _ => Vec::new(),
+    };
+    roles.sort();
+    roles.dedup();
+    if roles.is_empty() {
+        roles.extend(config.default_role);
+    }
+    Ok(Principal { user_id, tenant, roles })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthMode;
+    use serde_json::json;
+
+    fn config() -> AuthConfig {
+        AuthConfig {
+            mode: AuthMode::Hs256,
+            issuer: None,
+            audience: vec![],
+            leeway_secs: 30,
+            user_claim: "sub".into(),
+            tenant: TenantSource::Claim("https://coach.example.com/tenant".into()),
+            roles_claim: "cognito:groups".into(),
+            default_role: Some(Role::User),
+        }
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn maps_namespaced_and_prefixed_claims() {
+        let p = principal(
+            &claims(json!({"sub": "auth0|42", "https://coach.example.com/tenant": "acme", "cognito:groups": ["Editor", "other", "admin"]})),
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            Principal {
+                user_id: "auth0|42".into(),
+                tenant: "acme".into(),
+                roles: vec![Role::Editor, Role::Admin]
+            }
+        );
+        assert!(p.has_role(Role::User));
+    }
+
+    #[test]
+    fn roles_from_a_scope_string_and_default_role() {
+        let mut c = config();
+        c.roles_claim = "scope".into();
+        let p = principal(
+            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "t", "scope": "openid editor"})),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(p.roles, vec![Role::Editor]);
+        let p = principal(
+            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "t"})),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(p.roles, vec![Role::User]);
+        c.default_role = None;
+        let p = principal(
+            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "t"})),
+            &c,
+        )
+        .unwrap();
+        assert!(p.roles.is_empty());
+        assert_eq!(p.require(Role::User).unwrap_err().status().as_u16(), 403);
+    }
+
+    #[test]
+    fn missing_or_unsafe_claims_are_401() {
+        let c = config();
+        let err = principal(&claims(json!({"https://coach.example.com/tenant": "t"})), &c).unwrap_err();
+        assert_eq!(err, Error::Unauthorized("token lacks the \"sub\" claim".into()));
+        let err = principal(&claims(json!({"sub": "u"})), &c).unwrap_err();
+        assert_eq!(err.status().as_u16(), 401);
+        let err = principal(
+            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "../other"})),
+            &c,
+        )
+        .unwrap_err();
+        assert_eq!(err.status().as_u16(), 401);
+        let err = principal(&claims(json!({"sub": 7, "https://coach.example.com/tenant": "t"})), &c).unwrap_err();
+        assert_eq!(err.status().as_u16(), 401);
+    }
+
+    #[test]
+    fn single_tenant_ignores_tenant_claims() {
+        let mut c = config();
+        c.tenant = TenantSource::Single("default".into());
+        let p = principal(
+            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "evil"})),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(p.tenant, "default");
+    }
+
+    #[test]
+    fn role_guard_follows_the_hierarchy() {
+        let p = Principal {
+            user_id: "u".into(),
+            tenant: "t".into(),
+            roles: vec![Role::Editor],
+        };
+        assert!(p.require(Role::User).is_ok());
+        assert!(p.require(Role::Editor).is_ok());
+        assert_eq!(
+            p.require(Role::Admin),
+            Err(Error::Forbidden("this action needs the admin role".into()))
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! Authentication and authorisation for every HTTP route but `GET /health`.
+//!
+//! A request carries `Authorization: Bearer <JWT>`. Two modes, by configuration:
+//! - `jwks`: RS256/ES256 tokens from an OIDC issuer (Auth0, Cognito, ...), verified against
+//!   keys fetched from its JWKS URL and cached (see [`jwks`]);
+//! - `hs256`: HS256 tokens signed with `jwt_hs256_secret` from the Secrets Manager secret.
+//!
+//! Algorithms are pinned per mode before any key is chosen (no `none`, no HS256 in JWKS
+//! mode, so a token "signed" with an RSA public key as HMAC secret is refused). `exp` is
+//! required and `nbf` honoured, with a small leeway; `iss` and `aud` are checked when
+//! configured. Claims map to a [`Principal`] (user id, tenant, roles); route guards ask for
+//! a [`Role`]. Failures are 401 (bad or missing token) or 403 (wrong role). Tokens are never
+//! logged.
+
+mod claims;
+mod jwks;
+
+use std::time::Duration;
+
+use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use lambda_http::{http::header::AUTHORIZATION, Request};
+
+pub use claims::{Principal, Role};
+
+use crate::{
+    config::{ConfigError, Env},
+    error::Error,
+    secrets::Secrets,
+};
+
+/// Field of the Coach secret holding the HS256 signing key.
+pub const HS256_SECRET_FIELD: &str = "jwt_hs256_secret";
+/// Shortest HS256 key accepted (RFC 7518 asks for at least the hash size, 256 bits).
+const MIN_HS256_KEY_BYTES: usize = 32;
+
+/// Where signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// HS256 with the key from the Coach secret (`COACH_SECRET_ID`).
+    Hs256,
+    /// RS256/ES256 against an issuer's JWKS.
+    Jwks {
+        url: String,
+        algorithms: Vec<Algorithm>,
+        cache_ttl: Duration,
+        min_refetch: Duration,
+    },
+}
+
+/// Which tenant a caller belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantSource {
+    /// Read from this claim; a token without it is refused.
+    Claim(String),
+    /// Every caller belongs to this one tenant (`COACH_SINGLE_TENANT`).
+    Single(String),
+}
+
+/// Authentication settings (`COACH_AUTH_*`, `COACH_JWT_*`, claim names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub issuer: Option<String>,
+    pub audience: Vec<String>,
+    pub leeway_secs: u64,
+    pub user_claim: String,
+    pub tenant: TenantSource,
+    pub roles_claim: String,
+    /// Role of a caller whose token names no known role; `None` gives no role at all.
+    pub default_role: Option<Role>,
+}
+
+impl AuthConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mode = match env.string_or("COACH_AUTH_MODE", "hs256").to_ascii_lowercase().as_str() {
+            "hs256" => {
+                let algorithms = env.list("COACH_JWT_ALGORITHMS");
+                if algorithms.iter().any(|a| a != "HS256") {
+                    return Err(ConfigError {
+                        var: "COACH_JWT_ALGORITHMS",
+                        reason: "hs256 mode accepts only HS256".into(),
+                    });
+                }
+                AuthMode::Hs256
+            }
+            "jwks" => {
+                let url = env.string("COACH_JWKS_URL").ok_or_else(|| ConfigError {
+                    var: "COACH_JWKS_URL",
+                    reason: "required when COACH_AUTH_MODE=jwks".into(),
+                })?;
+                if !(url.starts_with("https://") || is_loopback_http(&url)) {
+                    return Err(ConfigError {
+                        var: "COACH_JWKS_URL",
+                        reason: format!("must be an https:// URL (http:// only on loopback), got {url:?}"),
+                    });
+                }
+                let mut algorithms = Vec::new();
+                for name in env.list("COACH_JWT_ALGORITHMS") {
+                    match name.as_str() {
+                        "RS256" => algorithms.push(Algorithm::RS256),
+                        "ES256" => algorithms.push(Algorithm::ES256),
+                        other => {
+                            return Err(ConfigError {
+                                var: "COACH_JWT_ALGORITHMS",
+                                reason: format!("jwks mode accepts RS256 and ES256, got {other:?}"),
+                            })
+                        }
+                    }
+                }
+                if algorithms.is_empty() {
+                    algorithms = vec![Algorithm::RS256, Algorithm::ES256];
+                }
+                AuthMode::Jwks {
+                    url,
+                    algorithms,
+                    cache_ttl: Duration::from_secs(env.number("COACH_JWKS_CACHE_TTL_SECS", 3600, 1, 86_400)?),
+                    min_refetch: Duration::from_secs(env.number("COACH_JWKS_MIN_REFETCH_SECS", 60, 0, 3600)?),
+                }
+            }
+            other => {
+                return Err(ConfigError {
+                    var: "COACH_AUTH_MODE",
+                    reason: format!("expected hs256 or jwks, got {other:?}"),
+                })
+            }
+        };
+        let tenant = match env.string("COACH_SINGLE_TENANT") {
+            Some(tenant) => {
+                claims::validate_tenant(&tenant).map_err(|reason| ConfigError {
+                    var: "COACH_SINGLE_TENANT",
+                    reason,
+                })?;
+                TenantSource::Single(tenant)
+            }
+            None => TenantSource::Claim(env.string_or("COACH_TENANT_CLAIM", "tenant_id")),
+        };
+        let default_role = match env
+            .string_or("COACH_DEFAULT_ROLE", "user")
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "none" => None,
+            name => Some(name.parse().map_err(|_| ConfigError {
+                var: "COACH_DEFAULT_ROLE",
+                reason: format!("expected user, editor, admin or none, got {name:?}"),
+            })?),
+        };
+        Ok(Self {
+            mode,
+            issuer: env.string("COACH_JWT_ISSUER"),
+            audience: env.list("COACH_JWT_AUDIENCE"),
+            leeway_secs: env.number("COACH_JWT_LEEWAY_SECS", 30, 0, 300)?,
+            user_claim: env.string_or("COACH_USER_CLAIM", "sub"),
+            tenant,
+            roles_claim: env.string_or("COACH_ROLES_CLAIM", "roles"),
+            default_role,
+        })
+    }
+}
+
+fn is_loopback_http(url: &str) -> bool {
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| {
+            url.strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        })
+}
+
+/// Verifies bearer tokens. Built once per cold start; keys and secrets are cached inside.
+pub struct Authenticator {
+    config: AuthConfig,
+    keys: Keys,
+}
+
+enum Keys {
+    Hs256 { secrets: Secrets, secret_id: String },
+    Jwks(jwks::Jwks),
+}
+
+impl Authenticator {
+    /// `secrets` and `secret_id` serve HS256 mode; `http` fetches JWKS in JWKS mode.
+    pub fn new(config: AuthConfig, secrets: Secrets, secret_id: String, http: reqwest::Client) -> Self {
+        let keys = match &config.mode {
+            AuthMode::Hs256 => Keys::Hs256 { secrets, secret_id },
+            AuthMode::Jwks {
+                url,
+                cache_ttl,
+                min_refetch,
+                ..
+            } => Keys::Jwks(jwks::Jwks::new(http, url.clone(), *cache_ttl, *min_refetch)),
+        };
+        Self { config, keys }
+    }
+
+    /// Authenticates a request by its `Authorization: Bearer` header.
+    pub async fn authenticate(&self, req: &Request) -> Result<Principal, Error> {
+        let header = req
+            .headers()
+            .get(AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization header"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| unauthorized("malformed Authorization header"))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
+            _ => return Err(unauthorized("expected Authorization: Bearer <token>")),
+        };
+        self.verify(token).await
+    }
+
+    /// Verifies a token and maps its claims to a principal.
+    pub async fn verify(&self, token: &str) -> Result<Principal, Error> {
+        // Bound the work a hostile header can cause before any parsing.
+        if token.len() > 16 * 1024 {
+            return Err(unauthorized("token too large"));
+        }
+        let header = decode_header(token).map_err(|_| unauthorized("malformed token"))?;
+        let alg = header.alg;
+        let key = match &self.keys {
+            Keys::Hs256 { secrets, secret_id } => {
+                if alg != Algorithm::HS256 {
+                    return Err(unauthorized("token algorithm not accepted"));
+                }
+                hs256_key(secrets, secret_id).await?
+            }
+            Keys::Jwks(jwks) => {
+                let AuthMode::Jwks { algorithms, .. } = &self.config.mode else {
+                    return Err(Error::Internal("JWKS keys without JWKS mode".into()));
+                };
+                if !algorithms.contains(&alg) {
+                    return Err(unauthorized("token algorithm not accepted"));
+                }
+                jwks.key(header.kid.as_deref(), alg).await?
+            }
+        };
+
+        let mut validation = Validation::new(alg);
+        validation.algorithms = vec![alg];
+        validation.leeway = self.config.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if let Some(issuer) = &self.config.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if self.config.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.config.audience);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+
+        let data = decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation).map_err(|e| {
+            unauthorized(match e.kind() {
+                ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                ErrorKind::ImmatureSignature => "token not yet valid".to_owned(),
+                ErrorKind::InvalidIssuer => "token issuer not accepted".to_owned(),
+                ErrorKind::InvalidAudience => "token audience not accepted".to_owned(),
+                ErrorKind::InvalidSignature => "invalid token signature".to_owned(),
+                ErrorKind::InvalidAlgorithm => "token algorithm not accepted".to_owned(),
+                ErrorKind::MissingRequiredClaim(claim) => format!("token lacks the {claim:?} claim"),
+                ErrorKind::InvalidClaimFormat(claim) => format!("token claim {claim:?} is malformed"),
+                _ => "malformed token".to_owned(),
+            })
+        })?;
+        claims::principal(&data.claims, &self.config)
+    }
+}
+
+async fn hs256_key(secrets: &Secrets, secret_id: &str) -> Result<DecodingKey, Error> {
+    let key = secrets.field(secret_id, HS256_SECRET_FIELD).await?;
+    match key {
+        Some(key) if key.len() >= MIN_HS256_KEY_BYTES => Ok(DecodingKey::from_secret(key.as_bytes())),
+        _ => {
+            tracing::error!(
+                secret_id,
+                field = HS256_SECRET_FIELD,
+                "HS256 key missing or shorter than {MIN_HS256_KEY_BYTES} bytes"
+            );
+            Err(Error::Unavailable("authentication is not configured".into()))
+        }
+    }
+}
+
+pub(crate) fn unauthorized(message: impl Into<String>) -> Error {
+    Error::Unauthorized(message.into())
+}

@@ -1,0 +1,52 @@
+//! Everything a request handler needs, built once per cold start: configuration, AWS
+//! clients, the secrets cache, the outbound HTTP client and the authenticator. Handlers
+//! borrow it; nothing in it is a global.
+
+use std::time::Duration;
+
+use crate::{auth::Authenticator, aws::AwsClients, config::Config, secrets::Secrets};
+
+/// Error raised while building [`Services`] at cold start.
+pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct Services {
+    pub config: Config,
+    pub aws: AwsClients,
+    pub secrets: Secrets,
+    /// Outbound HTTPS client (JWKS, identity provider, LLM), with connection pooling.
+    pub http: reqwest::Client,
+    pub auth: Authenticator,
+}
+
+impl Services {
+    /// Reads the configuration from the environment and builds everything from it.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let config = Config::from_env()?;
+        let aws = AwsClients::new(&config).await;
+        Self::new(config, aws)
+    }
+
+    /// Builds the services from a configuration and ready SDK clients (tests pass clients
+    /// pointed at the local emulator).
+    pub fn new(config: Config, aws: AwsClients) -> Result<Self, StartupError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("coach/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let secrets = Secrets::new(aws.secrets.clone(), config.secret_ttl);
+        let auth = Authenticator::new(
+            config.auth.clone(),
+            secrets.clone(),
+            config.secret_id.clone(),
+            http.clone(),
+        );
+        Ok(Self {
+            config,
+            aws,
+            secrets,
+            http,
+            auth,
+        })
+    }
+}

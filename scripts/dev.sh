@@ -42,14 +42,24 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-cargo run --quiet --locked -p coach-integration-tests --bin coach-dev -- setup examples/docs
+cargo build --quiet --locked -p coach-integration-tests --bin coach-dev
+coach_dev=target/debug/coach-dev
+"$coach_dev" setup examples/docs
+token=$("$coach_dev" token --user dev-user --tenant dev --roles user,editor,admin --ttl 86400)
 
 base="http://127.0.0.1:${watch_port}/lambda-url"
 cat <<MSG
 
-Coach is starting at ${base}/<function>/ (first build takes a few minutes).
+Coach is starting at ${base}/<function>/ (the first request waits for the build).
+
+Dev token (user dev-user, tenant dev, roles user,editor,admin; valid 24 h):
+  export TOKEN=${token}
+More tokens: target/debug/coach-dev token --user alice --tenant acme --roles user
+  (with AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=${AWS_REGION})
+
 Try:
   curl -s ${base}/chat/health
+  curl -s -H "Authorization: Bearer \$TOKEN" ${base}/chat/me
 
 MSG
 exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port"

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::auth::AuthConfig;
+use crate::{auth::AuthConfig, profile::ProfileConfig};
 
 /// Default bucket and table names used by the local stack.
 pub const DEFAULT_BUCKET: &str = "coach-local";
@@ -31,6 +31,8 @@ pub struct Config {
     pub secret_ttl: Duration,
     /// How callers are authenticated.
     pub auth: AuthConfig,
+    /// Where user profiles come from, if anywhere.
+    pub profile: Option<ProfileConfig>,
 }
 
 /// A configuration variable that is present but unusable.
@@ -81,6 +83,7 @@ impl Config {
             secret_id: env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID),
             secret_ttl: Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS", 300, 0, 86_400)?),
             auth: AuthConfig::from_env(&env)?,
+            profile: ProfileConfig::from_env(&env)?,
         })
     }
 }
@@ -223,6 +226,104 @@ mod tests {
             config(&[("COACH_S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var,
             "COACH_S3_FORCE_PATH_STYLE"
         );
+    }
+
+    #[test]
+    fn auth_defaults_to_hs256_with_standard_claims() {
+        use crate::auth::{AuthMode, Role, TenantSource};
+        let auth = config(&[]).unwrap().auth;
+        assert_eq!(auth.mode, AuthMode::Hs256);
+        assert_eq!(auth.user_claim, "sub");
+        assert_eq!(auth.tenant, TenantSource::Claim("tenant_id".into()));
+        assert_eq!(auth.roles_claim, "roles");
+        assert_eq!(auth.default_role, Some(Role::User));
+        assert_eq!(auth.leeway_secs, 30);
+    }
+
+    #[test]
+    fn jwks_mode_settings() {
+        use crate::auth::AuthMode;
+        use jsonwebtoken::Algorithm;
+        let c = config(&[
+            ("COACH_AUTH_MODE", "jwks"),
+            ("COACH_JWKS_URL", "https://tenant.auth0.com/.well-known/jwks.json"),
+            ("COACH_JWT_ALGORITHMS", "ES256"),
+            ("COACH_JWT_AUDIENCE", "a, b"),
+        ])
+        .unwrap();
+        let AuthMode::Jwks {
+            url,
+            algorithms,
+            cache_ttl,
+            min_refetch,
+        } = c.auth.mode
+        else {
+            panic!("jwks")
+        };
+        assert_eq!(url, "https://tenant.auth0.com/.well-known/jwks.json");
+        assert_eq!(algorithms, vec![Algorithm::ES256]);
+        assert_eq!(cache_ttl, Duration::from_secs(3600));
+        assert_eq!(min_refetch, Duration::from_secs(60));
+        assert_eq!(c.auth.audience, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn bad_auth_settings_name_the_variable() {
+        let var = |vars: &[(&str, &str)]| config(vars).unwrap_err().var;
+        assert_eq!(var(&[("COACH_AUTH_MODE", "basic")]), "COACH_AUTH_MODE");
+        assert_eq!(var(&[("COACH_AUTH_MODE", "jwks")]), "COACH_JWKS_URL");
+        assert_eq!(
+            var(&[
+                ("COACH_AUTH_MODE", "jwks"),
+                ("COACH_JWKS_URL", "http://idp.example.com/jwks")
+            ]),
+            "COACH_JWKS_URL"
+        );
+        assert_eq!(
+            var(&[
+                ("COACH_AUTH_MODE", "jwks"),
+                ("COACH_JWKS_URL", "https://x/j"),
+                ("COACH_JWT_ALGORITHMS", "HS256")
+            ]),
+            "COACH_JWT_ALGORITHMS"
+        );
+        assert_eq!(var(&[("COACH_JWT_ALGORITHMS", "RS256")]), "COACH_JWT_ALGORITHMS");
+        assert_eq!(var(&[("COACH_DEFAULT_ROLE", "root")]), "COACH_DEFAULT_ROLE");
+        assert_eq!(var(&[("COACH_SINGLE_TENANT", "a/b")]), "COACH_SINGLE_TENANT");
+        assert_eq!(
+            var(&[("COACH_AUTH0_DOMAIN", "tenant.auth0.com")]),
+            "COACH_AUTH0_CLIENT_ID"
+        );
+        assert_eq!(var(&[("COACH_AUTH0_CLIENT_ID", "abc")]), "COACH_AUTH0_DOMAIN");
+        assert_eq!(var(&[("COACH_JWT_LEEWAY_SECS", "3600")]), "COACH_JWT_LEEWAY_SECS");
+    }
+
+    #[test]
+    fn loopback_http_jwks_is_allowed_for_local_issuers() {
+        for url in ["http://127.0.0.1:8080/jwks", "http://localhost/jwks"] {
+            assert!(
+                config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url)]).is_ok(),
+                "{url}"
+            );
+        }
+        let spoof = config(&[
+            ("COACH_AUTH_MODE", "jwks"),
+            ("COACH_JWKS_URL", "http://localhost.evil.com/jwks"),
+        ]);
+        assert!(spoof.is_err());
+    }
+
+    #[test]
+    fn auth0_profile_settings() {
+        let p = config(&[
+            ("COACH_AUTH0_DOMAIN", "tenant.eu.auth0.com/"),
+            ("COACH_AUTH0_CLIENT_ID", "abc"),
+        ])
+        .unwrap()
+        .profile
+        .unwrap();
+        assert_eq!(p.base_url, "https://tenant.eu.auth0.com");
+        assert_eq!(p.cache_ttl, Duration::from_secs(600));
     }
 
     #[test]

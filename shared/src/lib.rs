@@ -4,6 +4,7 @@
 //! this crate and shape the response. Each concern lives in a module named for it:
 //!
 //! - [`auth`]: JWT verification (JWKS or HS256), principals, roles and route guards.
+//! - [`profile`]: optional user profiles (Auth0 `user_metadata`), cached.
 //! - [`secrets`]: JSON secrets from Secrets Manager, cached with a TTL.
 //! - [`config`]: the typed configuration read from environment variables at cold start.
 //! - [`aws`]: AWS SDK clients, built once per cold start with the endpoint from the
@@ -21,6 +22,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod logging;
+pub mod profile;
 pub mod secrets;
 pub mod services;
 

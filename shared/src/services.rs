@@ -1,10 +1,11 @@
 //! Everything a request handler needs, built once per cold start: configuration, AWS
-//! clients, the secrets cache, the outbound HTTP client and the authenticator. Handlers
+//! clients, the secrets cache, the outbound HTTP client, the authenticator and the
+//! optional profile client. Handlers
 //! borrow it; nothing in it is a global.
 
 use std::time::Duration;
 
-use crate::{auth::Authenticator, aws::AwsClients, config::Config, secrets::Secrets};
+use crate::{auth::Authenticator, aws::AwsClients, config::Config, profile::Profiles, secrets::Secrets};
 
 /// Error raised while building [`Services`] at cold start.
 pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
@@ -16,6 +17,8 @@ pub struct Services {
     /// Outbound HTTPS client (JWKS, identity provider, LLM), with connection pooling.
     pub http: reqwest::Client,
     pub auth: Authenticator,
+    /// User profiles, when an Auth0 Management API client is configured.
+    pub profiles: Option<Profiles>,
 }
 
 impl Services {
@@ -41,12 +44,17 @@ impl Services {
             config.secret_id.clone(),
             http.clone(),
         );
+        let profiles = config
+            .profile
+            .clone()
+            .map(|p| Profiles::new(p, http.clone(), secrets.clone(), config.secret_id.clone()));
         Ok(Self {
             config,
             aws,
             secrets,
             http,
             auth,
+            profiles,
         })
     }
 }

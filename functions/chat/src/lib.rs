@@ -54,10 +54,17 @@ async fn health(services: &Services, request_id: &str) -> Response<Body> {
     }
 }
 
-/// `GET /me`: the caller as Coach sees them (user id, tenant, roles), to check an identity
-/// provider's configuration.
+/// `GET /me`: the caller as Coach sees them (user id, tenant, roles, and the profile when
+/// one is configured and available), to check an identity provider's configuration.
 async fn me(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
     let principal = services.auth.authenticate(req).await?;
     principal.require(Role::User)?;
-    Ok(json_response(StatusCode::OK, &principal))
+    let mut body = serde_json::to_value(&principal).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(profiles) = &services.profiles {
+        body["profile"] = match profiles.get(&principal.user_id).await {
+            Some(profile) => (*profile).clone(),
+            None => serde_json::Value::Null,
+        };
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }

@@ -404,3 +404,17 @@ async fn jwks_endpoint_failure_is_502() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(body(&response)["error"]["code"], "upstream_error");
 }
+
+#[tokio::test]
+async fn upload_url_function_authenticates_too() {
+    let services = TestStack::new().await.services();
+    let response = upload_url::handle(&services, events::http_request_with_token("documents-list.json", None)).await;
+    assert_unauthorized(&response, "missing Authorization header");
+    let token = hs(&claims("alice", "acme", &["user"], 300));
+    let response = upload_url::handle(
+        &services,
+        events::http_request_with_token("documents-list.json", Some(&token)),
+    )
+    .await;
+    assert_ne!(response.status(), StatusCode::UNAUTHORIZED);
+}

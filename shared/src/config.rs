@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::{auth::AuthConfig, profile::ProfileConfig};
+use crate::{auth::AuthConfig, llm::LlmConfig, profile::ProfileConfig};
 
 /// Default bucket and table names used by the local stack.
 pub const DEFAULT_BUCKET: &str = "coach-local";
@@ -33,6 +33,23 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Where user profiles come from, if anywhere.
     pub profile: Option<ProfileConfig>,
+    /// Chat limits and history settings.
+    pub chat: ChatConfig,
+    /// The language model.
+    pub llm: LlmConfig,
+}
+
+/// Chat limits and history settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatConfig {
+    /// Past messages sent to the model (`COACH_HISTORY_LIMIT`).
+    pub history_limit: i32,
+    /// How long messages are kept (`COACH_HISTORY_RETENTION_DAYS`, DynamoDB TTL).
+    pub retention: Duration,
+    /// Longest accepted message, in characters (`COACH_MAX_MESSAGE_CHARS`).
+    pub max_message_chars: usize,
+    /// Least time between system prompt revalidations (`COACH_PROMPT_REVALIDATE_SECS`).
+    pub prompt_revalidate: Duration,
 }
 
 /// A configuration variable that is present but unusable.
@@ -84,6 +101,13 @@ impl Config {
             secret_ttl: Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS", 300, 0, 86_400)?),
             auth: AuthConfig::from_env(&env)?,
             profile: ProfileConfig::from_env(&env)?,
+            chat: ChatConfig {
+                history_limit: env.number("COACH_HISTORY_LIMIT", 10, 0, 100)? as i32,
+                retention: Duration::from_secs(86_400 * env.number("COACH_HISTORY_RETENTION_DAYS", 90, 1, 3650)?),
+                max_message_chars: env.number("COACH_MAX_MESSAGE_CHARS", 4000, 1, 100_000)? as usize,
+                prompt_revalidate: Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS", 5, 0, 3600)?),
+            },
+            llm: LlmConfig::from_env(&env)?,
         })
     }
 }

@@ -26,6 +26,64 @@ pub fn request_id(req: &Request) -> String {
     .unwrap_or_else(|| "unknown".to_owned())
 }
 
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Parses a JSON request body into `T`: 415 for a non-JSON content type, 413 past
+/// [`MAX_BODY_BYTES`], 400 for bad JSON, unknown fields or wrong types. Error messages name
+/// fields and positions, never echo the body (it may hold message text).
+pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Error> {
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(Error::UnsupportedMediaType("send the body as application/json".into()));
+        }
+    }
+    let body = req.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Error::PayloadTooLarge(format!("request body is over {MAX_BODY_BYTES} bytes")));
+    }
+    if body.is_empty() {
+        return Err(Error::BadRequest("request body is empty; send a JSON object".into()));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        let detail = e.to_string();
+        Error::BadRequest(match e.classify() {
+            Category::Data if detail.starts_with("unknown field") || detail.starts_with("missing field") => {
+                // "unknown field `x`, expected one of ..." -> keep the part naming the field.
+                detail.split(", expected").next().unwrap_or("invalid field").split(" at line").next().unwrap_or("").to_owned()
+            }
+            Category::Data => format!("a field has the wrong type (line {}, column {})", e.line(), e.column()),
+            _ => "request body is not valid JSON".to_owned(),
+        })
+    })
+}
+
+/// The query parameter `name`, if present.
+pub fn query_param<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.query_string_parameters_ref().and_then(|q| q.first(name))
+}
+
+/// `limit` from the query string: `default` when absent, 400 unless `1..=max`.
+pub fn query_limit(req: &Request, default: i32, max: i32) -> Result<i32, Error> {
+    match query_param(req, "limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<i32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| Error::BadRequest(format!("limit must be a whole number from 1 to {max}"))),
+    }
+}
+
+/// An empty response with the given status (204 after a delete).
+pub fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = status;
+    response
+}
+
 /// A JSON response with the given status.
 pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     // Serialising our own response types cannot fail (string keys, no foreign maps); if it
@@ -117,6 +175,36 @@ mod tests {
     fn method_not_allowed_carries_allow() {
         let response = error_response(&Error::MethodNotAllowed { allow: "GET" }, "r");
         assert_eq!(response.headers()[header::ALLOW], "GET");
+    }
+
+    fn post(body: &str, content_type: Option<&str>) -> Request {
+        let mut req = Request::new(Body::Text(body.to_owned()));
+        if let Some(ct) = content_type {
+            req.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        }
+        req
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Input {
+        message: String,
+    }
+
+    #[test]
+    fn json_body_errors_are_4xx_and_do_not_echo_the_body() {
+        let err = |body: &str, ct: Option<&str>| json_body::<Input>(&post(body, ct)).unwrap_err();
+        assert_eq!(err(r#"{"message": 5}"#, None).status().as_u16(), 400);
+        assert!(!err(r#"{"message": 5}"#, None).to_string().contains('5'));
+        assert_eq!(err(r#"{"message":"secret text","x":1}"#, None).to_string(), "unknown field `x`");
+        assert_eq!(err(r#"{}"#, None).to_string(), "missing field `message`");
+        assert_eq!(err("{not json", None).to_string(), "request body is not valid JSON");
+        assert_eq!(err("", None).status().as_u16(), 400);
+        assert_eq!(err(r#"{"message":"hi"}"#, Some("text/plain")).status().as_u16(), 415);
+        let big = format!(r#"{{"message":"{}"}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert_eq!(err(&big, None).status().as_u16(), 413);
+        assert!(json_body::<Input>(&post(r#"{"message":"hi"}"#, Some("application/json; charset=utf-8"))).is_ok());
     }
 
     #[test]

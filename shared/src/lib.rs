@@ -6,6 +6,10 @@
 //! - [`auth`]: JWT verification (JWKS or HS256), principals, roles and route guards.
 //! - [`profile`]: optional user profiles (Auth0 `user_metadata`), cached.
 //! - [`secrets`]: JSON secrets from Secrets Manager, cached with a TTL.
+//! - [`chat`]: one chat turn end to end.
+//! - [`history`]: sessions and messages in DynamoDB, scoped to the caller.
+//! - [`prompt`]: the cached system prompt from S3 and prompt assembly with a token budget.
+//! - [`llm`]: the language model over HTTP (OpenAI-compatible, Anthropic, Gemini, none).
 //! - [`config`]: the typed configuration read from environment variables at cold start.
 //! - [`aws`]: AWS SDK clients, built once per cold start with the endpoint from the
 //!   environment, so the same code reaches AWS or a local emulator.
@@ -16,13 +20,17 @@
 //! - [`logging`]: structured JSON logs with the Lambda request id.
 
 pub mod auth;
+pub mod chat;
 pub mod aws;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod http;
+pub mod llm;
 pub mod logging;
 pub mod profile;
+pub mod prompt;
 pub mod secrets;
 pub mod services;
 

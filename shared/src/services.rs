@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use crate::{auth::Authenticator, aws::AwsClients, config::Config, profile::Profiles, secrets::Secrets};
+use crate::{
+    auth::Authenticator, aws::AwsClients, config::Config, history::History, llm::Llm, profile::Profiles,
+    prompt::SystemPrompt, secrets::Secrets,
+};
 
 /// Error raised while building [`Services`] at cold start.
 pub type StartupError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,6 +22,9 @@ pub struct Services {
     pub auth: Authenticator,
     /// User profiles, when an Auth0 Management API client is configured.
     pub profiles: Option<Profiles>,
+    pub history: History,
+    pub system_prompt: SystemPrompt,
+    pub llm: Llm,
 }
 
 impl Services {
@@ -48,13 +54,9 @@ impl Services {
             .profile
             .clone()
             .map(|p| Profiles::new(p, http.clone(), secrets.clone(), config.secret_id.clone()));
-        Ok(Self {
-            config,
-            aws,
-            secrets,
-            http,
-            auth,
-            profiles,
-        })
+        let history = History::new(aws.dynamodb.clone(), config.table.clone(), config.chat.retention);
+        let system_prompt = SystemPrompt::new(aws.s3.clone(), config.bucket.clone(), config.chat.prompt_revalidate);
+        let llm = Llm::new(config.llm.clone(), http.clone(), secrets.clone(), config.secret_id.clone());
+        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm })
     }
 }

@@ -1,0 +1,112 @@
+//! `POST /chat/stream`: one chat turn as Server-Sent Events, for Lambda response streaming.
+//!
+//! Events, in order: `token` (`{"text"}`) as the model streams, then `sources` (the list),
+//! then `done` (`{session_id, message_id, usage, model}`) once the full reply is stored.
+//! A failure after the stream has started ends it with one `error` event
+//! (`{code, message, request_id}`); a failure before it starts is a plain JSON error with
+//! its status. The user's message is stored before the model is called either way.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coach::{
+    chat::{self, ChatInput},
+    http::{error_object, error_response, json_body, request_id},
+    llm::{Completion, Delta, Usage},
+    services::Services,
+    Error,
+};
+use futures_util::StreamExt;
+use lambda_http::{
+    http::{header, HeaderValue, Method, StatusCode},
+    lambda_runtime::streaming::{channel, Body as StreamBody, Sender},
+    Request, Response,
+};
+use serde_json::json;
+
+/// Handles one streaming request. Never fails: errors become JSON or an `error` event.
+pub async fn handle(services: Arc<Services>, req: Request) -> Response<StreamBody> {
+    let request_id = request_id(&req);
+    let path = req.uri().path().trim_end_matches('/');
+    let started = match (req.method(), path) {
+        (&Method::POST, "/chat/stream") => start(services, &req, request_id.clone()).await,
+        (_, "/chat/stream") => Err(Error::MethodNotAllowed { allow: "POST" }),
+        (method, _) => Err(Error::NotFound(format!("no route for {method} {path}"))),
+    };
+    started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)))
+}
+
+async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
+    let who = crate::user(&services, req).await?;
+    let input: ChatInput = json_body(req)?;
+    let prepared = chat::prepare(&services, &who, input).await?;
+    let mut deltas = services.llm.stream(&prepared.prompt, &prepared.sources).await?;
+
+    let (mut tx, body) = channel();
+    tokio::spawn(async move {
+        let mut text = String::new();
+        let mut usage = Usage::default();
+        let mut model = services.llm.config().model.clone();
+        while let Some(delta) = deltas.next().await {
+            match delta {
+                Ok(Delta::Text(piece)) => {
+                    if !send(&mut tx, "token", &json!({ "text": piece })).await {
+                        return; // the client went away; nothing more to say
+                    }
+                    text.push_str(&piece);
+                }
+                Ok(Delta::Usage(u)) => {
+                    usage.input_tokens = if u.input_tokens > 0 { u.input_tokens } else { usage.input_tokens };
+                    usage.output_tokens = if u.output_tokens > 0 { u.output_tokens } else { usage.output_tokens };
+                }
+                Ok(Delta::Model(m)) => model = m,
+                Err(err) => {
+                    send(&mut tx, "error", &error_object(&err, &request_id)).await;
+                    return;
+                }
+            }
+        }
+        let completion = Completion { text, usage, model };
+        match chat::finish(&services, &who, prepared, completion).await {
+            Ok(reply) => {
+                send(&mut tx, "sources", &json!(reply.sources)).await;
+                let done = json!({
+                    "session_id": reply.session_id,
+                    "message_id": reply.message_id,
+                    "usage": reply.usage,
+                    "model": reply.model,
+                });
+                send(&mut tx, "done", &done).await;
+            }
+            Err(err) => {
+                send(&mut tx, "error", &error_object(&err, &request_id)).await;
+            }
+        }
+    });
+
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// Writes one SSE event; `false` when the client is gone.
+async fn send(tx: &mut Sender, event: &str, data: &serde_json::Value) -> bool {
+    tx.send_data(Bytes::from(format!("event: {event}\ndata: {data}\n\n"))).await.is_ok()
+}
+
+/// A buffered response (an error before the stream started) as a streaming body.
+fn buffered(response: Response<lambda_http::Body>) -> Response<StreamBody> {
+    let (parts, body) = response.into_parts();
+    let (mut tx, stream_body) = channel();
+    let bytes = Bytes::copy_from_slice(body.as_ref());
+    tokio::spawn(async move {
+        let _ = tx.send_data(bytes).await;
+    });
+    let mut response = Response::from_parts(parts, stream_body);
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    response
+}

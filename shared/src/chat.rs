@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     auth::Principal,
     error::Error,
-    history::{Author, Message, Source},
+    history::{Author, Message, NewMessage, Source},
     llm::{Completion, Prompt, Usage},
     services::Services,
 };
@@ -59,12 +59,14 @@ pub async fn prepare(services: &Services, who: &Principal, input: ChatInput) -> 
     let (session_id, past) = match input.session_id.as_deref() {
         Some(id) => {
             let session = history.session(who, id).await?;
-            let past = history.recent_messages(who, &session.session_id, limits.history_limit).await?;
+            let past = history
+                .recent_messages(who, &session.session_id, limits.history_limit)
+                .await?;
             (session.session_id, past)
         }
         None => (history.create_session(who, message).await?.session_id, Vec::new()),
     };
-    let user_message = history.add_message(who, &session_id, Author::User, message, &[], None, None).await?;
+    let user_message = history.add_message(who, &session_id, NewMessage::user(message)).await?;
 
     let (system, profile) = tokio::join!(services.system_prompt.current(), async {
         match &services.profiles {
@@ -75,23 +77,39 @@ pub async fn prepare(services: &Services, who: &Principal, input: ChatInput) -> 
     // Retrieval (hybrid search over the tenant's documents) feeds `sources` once the
     // document index exists; until then replies are grounded in the system prompt only.
     let sources: Vec<Source> = Vec::new();
-    let budget = services.llm.config().context_tokens.saturating_sub(services.llm.config().max_output_tokens);
+    let budget = services
+        .llm
+        .config()
+        .context_tokens
+        .saturating_sub(services.llm.config().max_output_tokens);
     let prompt = crate::prompt::build(&system, profile.as_deref(), &sources, &past, message, budget);
-    Ok(Prepared { session_id, user_message, prompt, sources })
+    Ok(Prepared {
+        session_id,
+        user_message,
+        prompt,
+        sources,
+    })
 }
 
 /// Stores the model's reply and shapes the answer.
-pub async fn finish(services: &Services, who: &Principal, prepared: Prepared, completion: Completion) -> Result<ChatReply, Error> {
+pub async fn finish(
+    services: &Services,
+    who: &Principal,
+    prepared: Prepared,
+    completion: Completion,
+) -> Result<ChatReply, Error> {
     let reply = services
         .history
         .add_message(
             who,
             &prepared.session_id,
-            Author::Assistant,
-            &completion.text,
-            &prepared.sources,
-            Some(completion.usage),
-            Some(&completion.model),
+            NewMessage {
+                role: Author::Assistant,
+                content: &completion.text,
+                sources: &prepared.sources,
+                usage: Some(completion.usage),
+                model: Some(&completion.model),
+            },
         )
         .await?;
     Ok(ChatReply {

@@ -86,6 +86,29 @@ pub struct Message {
     pub created_at: String,
 }
 
+/// A message to store: the user's (content only) or a reply (with sources, usage, model).
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub role: Author,
+    pub content: &'a str,
+    pub sources: &'a [Source],
+    pub usage: Option<Usage>,
+    pub model: Option<&'a str>,
+}
+
+impl<'a> NewMessage<'a> {
+    /// The user's message.
+    pub fn user(content: &'a str) -> Self {
+        Self {
+            role: Author::User,
+            content,
+            sources: &[],
+            usage: None,
+            model: None,
+        }
+    }
+}
+
 /// One page of a listing, with the cursor for the next page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page<T> {
@@ -103,13 +126,19 @@ pub struct History {
 
 impl History {
     pub fn new(dynamodb: aws_sdk_dynamodb::Client, table: String, retention: Duration) -> Self {
-        Self { dynamodb, table, retention, ids: Mutex::new(ulid::Generator::new()) }
+        Self {
+            dynamodb,
+            table,
+            retention,
+            ids: Mutex::new(ulid::Generator::new()),
+        }
     }
 
     /// A new id, strictly greater than every id this instance made before.
     pub fn next_id(&self) -> Ulid {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        ids.generate().unwrap_or_else(|overflow| overflow.commit_overflow_random())
+        ids.generate()
+            .unwrap_or_else(|overflow| overflow.commit_overflow_random())
     }
 
     /// Creates a session. `title` is trimmed and cut to 80 characters.
@@ -185,27 +214,31 @@ impl History {
                 .exclusive_start_key("pk", s(&pk))
                 .exclusive_start_key("sk", s(&format!("SESSION#{id}")));
         }
-        let output = query.send().await.map_err(|e| storage_error("list sessions", &classify(&e)))?;
+        let output = query
+            .send()
+            .await
+            .map_err(|e| storage_error("list sessions", &classify(&e)))?;
         let items = output.items().iter().map(session_from).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = output.last_evaluated_key().map(|key| {
             let activity = string(key, "gsi1sk").unwrap_or_default();
-            let id = string(key, "sk").unwrap_or_default().trim_start_matches("SESSION#").to_owned();
+            let id = string(key, "sk")
+                .unwrap_or_default()
+                .trim_start_matches("SESSION#")
+                .to_owned();
             encode_cursor(&format!("{activity}|{id}"))
         });
         Ok(Page { items, next_cursor })
     }
 
-    /// Stores a message; returns it with its new id.
-    pub async fn add_message(
-        &self,
-        who: &Principal,
-        session_id: &str,
-        role: Author,
-        content: &str,
-        sources: &[Source],
-        usage: Option<Usage>,
-        model: Option<&str>,
-    ) -> Result<Message, Error> {
+    /// Stores a message in the caller's session; returns it with its new id.
+    pub async fn add_message(&self, who: &Principal, session_id: &str, new: NewMessage<'_>) -> Result<Message, Error> {
+        let NewMessage {
+            role,
+            content,
+            sources,
+            usage,
+            model,
+        } = new;
         let id = self.next_id();
         let now = id.timestamp_ms();
         let mut put = self
@@ -225,12 +258,16 @@ impl History {
             put = put.item("sources", s(&json));
         }
         if let Some(usage) = usage {
-            put = put.item("input_tokens", n(usage.input_tokens)).item("output_tokens", n(usage.output_tokens));
+            put = put
+                .item("input_tokens", n(usage.input_tokens))
+                .item("output_tokens", n(usage.output_tokens));
         }
         if let Some(model) = model {
             put = put.item("model", s(model));
         }
-        put.send().await.map_err(|e| storage_error("store message", &classify(&e)))?;
+        put.send()
+            .await
+            .map_err(|e| storage_error("store message", &classify(&e)))?;
 
         // Bump the session's activity, count and expiry; it must still exist.
         self.dynamodb
@@ -289,9 +326,14 @@ impl History {
             .limit(limit);
         if let Some(cursor) = cursor {
             let id = parse_id(&decode_cursor(cursor)?, "cursor")?;
-            query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(&format!("MSG#{id}")));
+            query = query
+                .exclusive_start_key("pk", s(&pk))
+                .exclusive_start_key("sk", s(&format!("MSG#{id}")));
         }
-        let output = query.send().await.map_err(|e| storage_error("read messages", &classify(&e)))?;
+        let output = query
+            .send()
+            .await
+            .map_err(|e| storage_error("read messages", &classify(&e)))?;
         let items = output.items().iter().map(message_from).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = output
             .last_evaluated_key()
@@ -342,7 +384,10 @@ impl History {
         let mut requests: Vec<WriteRequest> = keys
             .iter()
             .map(|key| {
-                let delete = DeleteRequest::builder().set_key(Some(key.clone())).build().map_err(|e| Error::Internal(e.to_string()))?;
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key.clone()))
+                    .build()
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 Ok(WriteRequest::builder().delete_request(delete).build())
             })
             .collect::<Result<_, Error>>()?;
@@ -355,7 +400,11 @@ impl History {
                 .send()
                 .await
                 .map_err(|e| storage_error("delete messages", &classify(&e)))?;
-            requests = output.unprocessed_items().and_then(|m| m.get(&self.table)).cloned().unwrap_or_default();
+            requests = output
+                .unprocessed_items()
+                .and_then(|m| m.get(&self.table))
+                .cloned()
+                .unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
             }
@@ -465,7 +514,10 @@ fn message_from(item: &HashMap<String, AttributeValue>) -> Result<Message, Error
         None => Vec::new(),
     };
     let usage = match (number(item, "input_tokens"), number(item, "output_tokens")) {
-        (Some(input_tokens), Some(output_tokens)) => Some(Usage { input_tokens, output_tokens }),
+        (Some(input_tokens), Some(output_tokens)) => Some(Usage {
+            input_tokens,
+            output_tokens,
+        }),
         _ => None,
     };
     Ok(Message {
@@ -489,7 +541,10 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -498,9 +553,17 @@ mod tests {
 
     #[test]
     fn user_ids_cannot_forge_key_separators() {
-        let who = Principal { user_id: "x#SESSION#y".into(), tenant: "t".into(), roles: vec![] };
+        let who = Principal {
+            user_id: "x#SESSION#y".into(),
+            tenant: "t".into(),
+            roles: vec![],
+        };
         assert_eq!(user_pk(&who), "TENANT#t#USER#x%23SESSION%23y");
-        let who = Principal { user_id: "a%23b".into(), tenant: "t".into(), roles: vec![] };
+        let who = Principal {
+            user_id: "a%23b".into(),
+            tenant: "t".into(),
+            roles: vec![],
+        };
         assert_eq!(user_pk(&who), "TENANT#t#USER#a%2523b");
     }
 

@@ -34,14 +34,22 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// fields and positions, never echo the body (it may hold message text).
 pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Error> {
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+        let essence = content_type
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(Error::UnsupportedMediaType("send the body as application/json".into()));
         }
     }
     let body = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge(format!("request body is over {MAX_BODY_BYTES} bytes")));
+        return Err(Error::PayloadTooLarge(format!(
+            "request body is over {MAX_BODY_BYTES} bytes"
+        )));
     }
     if body.is_empty() {
         return Err(Error::BadRequest("request body is empty; send a JSON object".into()));
@@ -52,7 +60,14 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Err
         Error::BadRequest(match e.classify() {
             Category::Data if detail.starts_with("unknown field") || detail.starts_with("missing field") => {
                 // "unknown field `x`, expected one of ..." -> keep the part naming the field.
-                detail.split(", expected").next().unwrap_or("invalid field").split(" at line").next().unwrap_or("").to_owned()
+                detail
+                    .split(", expected")
+                    .next()
+                    .unwrap_or("invalid field")
+                    .split(" at line")
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
             }
             Category::Data => format!("a field has the wrong type (line {}, column {})", e.line(), e.column()),
             _ => "request body is not valid JSON".to_owned(),
@@ -180,7 +195,8 @@ mod tests {
     fn post(body: &str, content_type: Option<&str>) -> Request {
         let mut req = Request::new(Body::Text(body.to_owned()));
         if let Some(ct) = content_type {
-            req.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            req.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         }
         req
     }
@@ -197,7 +213,10 @@ mod tests {
         let err = |body: &str, ct: Option<&str>| json_body::<Input>(&post(body, ct)).unwrap_err();
         assert_eq!(err(r#"{"message": 5}"#, None).status().as_u16(), 400);
         assert!(!err(r#"{"message": 5}"#, None).to_string().contains('5'));
-        assert_eq!(err(r#"{"message":"secret text","x":1}"#, None).to_string(), "unknown field `x`");
+        assert_eq!(
+            err(r#"{"message":"secret text","x":1}"#, None).to_string(),
+            "unknown field `x`"
+        );
         assert_eq!(err(r#"{}"#, None).to_string(), "missing field `message`");
         assert_eq!(err("{not json", None).to_string(), "request body is not valid JSON");
         assert_eq!(err("", None).status().as_u16(), 400);

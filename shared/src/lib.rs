@@ -20,8 +20,8 @@
 //! - [`logging`]: structured JSON logs with the Lambda request id.
 
 pub mod auth;
-pub mod chat;
 pub mod aws;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -56,7 +56,22 @@ impl Services {
             .map(|p| Profiles::new(p, http.clone(), secrets.clone(), config.secret_id.clone()));
         let history = History::new(aws.dynamodb.clone(), config.table.clone(), config.chat.retention);
         let system_prompt = SystemPrompt::new(aws.s3.clone(), config.bucket.clone(), config.chat.prompt_revalidate);
-        let llm = Llm::new(config.llm.clone(), http.clone(), secrets.clone(), config.secret_id.clone());
-        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm })
+        let llm = Llm::new(
+            config.llm.clone(),
+            http.clone(),
+            secrets.clone(),
+            config.secret_id.clone(),
+        );
+        Ok(Self {
+            config,
+            aws,
+            secrets,
+            http,
+            auth,
+            profiles,
+            history,
+            system_prompt,
+            llm,
+        })
     }
 }

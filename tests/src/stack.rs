@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use aws_config::{timeout::TimeoutConfig, BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::config::Credentials;
 use coach::config::Config;
@@ -51,7 +52,8 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), 
     }
 }
 
-/// Creates the table (on-demand, `pk`/`sk` string keys, TTL on `expires_at`) unless it exists.
+/// Creates the table (on-demand, `pk`/`sk` string keys, index `gsi1` on `gsi1pk`/`gsi1sk`,
+/// TTL on `expires_at`) unless it exists.
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
     let key = |name: &str, key_type| {
         KeySchemaElement::builder()
@@ -75,6 +77,17 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> R
         .key_schema(key(SORT_KEY, KeyType::Range)?)
         .attribute_definitions(attr(PARTITION_KEY)?)
         .attribute_definitions(attr(SORT_KEY)?)
+        .attribute_definitions(attr("gsi1pk")?)
+        .attribute_definitions(attr("gsi1sk")?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(coach::history::SESSIONS_INDEX)
+                .key_schema(key("gsi1pk", KeyType::Hash)?)
+                .key_schema(key("gsi1sk", KeyType::Range)?)
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
         .send()
         .await;
     match created {

@@ -23,7 +23,15 @@ fn every_event_parses_as_its_trigger_sends_it() {
     for name in files {
         let raw = events::load(&name);
         let json: serde_json::Value = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
-        if json.get("routeKey").is_some() {
+        if json["routeKey"] == "$default" {
+            // A Function URL request (chat-stream): routed by path in the function itself.
+            let request = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(request.uri().path(), "/chat/stream", "{name}");
+            assert!(
+                template.contains("InvokeMode: RESPONSE_STREAM"),
+                "{name}: no streaming Function URL in template.yaml"
+            );
+        } else if json.get("routeKey").is_some() {
             let request = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
             let route_key = json["routeKey"].as_str().unwrap();
             let (method, route) = route_key.split_once(' ').unwrap();

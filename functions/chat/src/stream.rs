@@ -56,8 +56,16 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
                     text.push_str(&piece);
                 }
                 Ok(Delta::Usage(u)) => {
-                    usage.input_tokens = if u.input_tokens > 0 { u.input_tokens } else { usage.input_tokens };
-                    usage.output_tokens = if u.output_tokens > 0 { u.output_tokens } else { usage.output_tokens };
+                    usage.input_tokens = if u.input_tokens > 0 {
+                        u.input_tokens
+                    } else {
+                        usage.input_tokens
+                    };
+                    usage.output_tokens = if u.output_tokens > 0 {
+                        u.output_tokens
+                    } else {
+                        usage.output_tokens
+                    };
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
@@ -93,7 +101,9 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
 
 /// Writes one SSE event; `false` when the client is gone.
 async fn send(tx: &mut Sender, event: &str, data: &serde_json::Value) -> bool {
-    tx.send_data(Bytes::from(format!("event: {event}\ndata: {data}\n\n"))).await.is_ok()
+    tx.send_data(Bytes::from(format!("event: {event}\ndata: {data}\n\n")))
+        .await
+        .is_ok()
 }
 
 /// A buffered response (an error before the stream started) as a streaming body.

@@ -44,7 +44,11 @@ pub(super) fn request(
 
 pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
     let blocks = body["content"].as_array()?;
-    let text: String = blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
+    let text: String = blocks
+        .iter()
+        .filter(|b| b["type"] == "text")
+        .filter_map(|b| b["text"].as_str())
+        .collect();
     Some(Completion {
         text,
         usage: Usage {
@@ -56,7 +60,8 @@ pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
 }
 
 pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> {
-    let data: Value = serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
+    let data: Value =
+        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
     let kind = event.event.as_deref().or(data["type"].as_str()).unwrap_or_default();
     let deltas = match kind {
         "message_start" => {
@@ -72,7 +77,9 @@ pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> 
             deltas
         }
         "content_block_delta" => match data["delta"]["text"].as_str() {
-            Some(text) if data["delta"]["type"] == "text_delta" && !text.is_empty() => vec![Delta::Text(text.to_owned())],
+            Some(text) if data["delta"]["type"] == "text_delta" && !text.is_empty() => {
+                vec![Delta::Text(text.to_owned())]
+            }
             _ => Vec::new(),
         },
         "message_delta" => vec![Delta::Usage(Usage {

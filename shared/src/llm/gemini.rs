@@ -30,7 +30,10 @@ pub(super) fn request(
         "generationConfig": {"maxOutputTokens": config.max_output_tokens},
     });
     let url = if stream {
-        format!("{}/v1beta/models/{}:streamGenerateContent?alt=sse", config.base_url, config.model)
+        format!(
+            "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
+            config.base_url, config.model
+        )
     } else {
         format!("{}/v1beta/models/{}:generateContent", config.base_url, config.model)
     };
@@ -62,7 +65,8 @@ pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
 }
 
 pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> {
-    let chunk: Value = serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
+    let chunk: Value =
+        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
     if chunk.get("error").is_some() {
         return Err(upstream("the language model failed mid-reply"));
     }

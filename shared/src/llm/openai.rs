@@ -53,7 +53,8 @@ pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> 
     if event.data.trim() == "[DONE]" {
         return Ok(StreamStep::Done);
     }
-    let chunk: Value = serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
+    let chunk: Value =
+        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
     if chunk.get("error").is_some() {
         return Err(upstream("the language model failed mid-reply"));
     }

@@ -60,6 +60,11 @@ More tokens: target/debug/coach-dev token --user alice --tenant acme --roles use
 Try:
   curl -s ${base}/chat/health
   curl -s -H "Authorization: Bearer \$TOKEN" ${base}/chat/me
+  curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
+    -d '{"message":"How do I give feedback?"}' ${base}/chat/chat
+  curl -sN -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
+    -d '{"message":"Plan my week"}' ${base}/chat-stream/chat/stream
+  (model: COACH_LLM_PROVIDER=${COACH_LLM_PROVIDER:-none}; see README "Chat")
 
 MSG
 exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port"

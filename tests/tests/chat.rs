@@ -779,3 +779,49 @@ async fn none_provider_streams_the_offline_answer() {
         .starts_with("No language model is configured"));
     assert_eq!(events[2].1["model"], "none");
 }
+
+#[tokio::test]
+async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/v1/messages"))
+        .respond_with(sse(&[
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"model": "claude-test", "usage": {"input_tokens": 5}}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Whole "}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "reply."}}),
+            ),
+            ("message_stop", json!({"type": "message_stop"})),
+        ]))
+        .mount(&server)
+        .await;
+    let services = Arc::new(llm_stack("anthropic", &server, &[]).await);
+    let request = events::with(
+        "chat-stream.json",
+        "POST",
+        "/chat/stream",
+        Some(&json!({"message": "hi"})),
+        Some(&alice()),
+    );
+    let response = chat::stream::handle(services.clone(), request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response); // the client hangs up before reading anything
+
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        let (_, list) = call(&services, req("GET", "/sessions", None, &alice())).await;
+        if list["sessions"][0]["message_count"] == 2 {
+            stored = messages(&services, &alice(), list["sessions"][0]["session_id"].as_str().unwrap()).await;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored.len(), 2, "reply stored after the client left");
+    assert_eq!(stored[0]["content"], "Whole reply.");
+}

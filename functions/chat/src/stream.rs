@@ -42,17 +42,18 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
     let prepared = chat::prepare(&services, &who, input).await?;
     let mut deltas = services.llm.stream(&prepared.prompt, &prepared.sources).await?;
 
-    let (mut tx, body) = channel();
+    let (tx, body) = channel();
     tokio::spawn(async move {
+        // Keeps going when the client disconnects: the reply is still stored, so the
+        // conversation reads the same on the next request.
+        let mut client = Some(tx);
         let mut text = String::new();
         let mut usage = Usage::default();
         let mut model = services.llm.config().model.clone();
         while let Some(delta) = deltas.next().await {
             match delta {
                 Ok(Delta::Text(piece)) => {
-                    if !send(&mut tx, "token", &json!({ "text": piece })).await {
-                        return; // the client went away; nothing more to say
-                    }
+                    send(&mut client, "token", &json!({ "text": piece })).await;
                     text.push_str(&piece);
                 }
                 Ok(Delta::Usage(u)) => {
@@ -69,7 +70,7 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
-                    send(&mut tx, "error", &error_object(&err, &request_id)).await;
+                    send(&mut client, "error", &error_object(&err, &request_id)).await;
                     return;
                 }
             }
@@ -77,17 +78,17 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
         let completion = Completion { text, usage, model };
         match chat::finish(&services, &who, prepared, completion).await {
             Ok(reply) => {
-                send(&mut tx, "sources", &json!(reply.sources)).await;
+                send(&mut client, "sources", &json!(reply.sources)).await;
                 let done = json!({
                     "session_id": reply.session_id,
                     "message_id": reply.message_id,
                     "usage": reply.usage,
                     "model": reply.model,
                 });
-                send(&mut tx, "done", &done).await;
+                send(&mut client, "done", &done).await;
             }
             Err(err) => {
-                send(&mut tx, "error", &error_object(&err, &request_id)).await;
+                send(&mut client, "error", &error_object(&err, &request_id)).await;
             }
         }
     });
@@ -99,11 +100,15 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
     Ok(response)
 }
 
-/// Writes one SSE event; `false` when the client is gone.
-async fn send(tx: &mut Sender, event: &str, data: &serde_json::Value) -> bool {
-    tx.send_data(Bytes::from(format!("event: {event}\ndata: {data}\n\n")))
-        .await
-        .is_ok()
+/// Writes one SSE event to the client, if it is still there; forgets a client that left.
+async fn send(client: &mut Option<Sender>, event: &str, data: &serde_json::Value) {
+    if let Some(tx) = client {
+        let frame = Bytes::from(format!("event: {event}\ndata: {data}\n\n"));
+        if tx.send_data(frame).await.is_err() {
+            tracing::info!("client left the stream; finishing the reply without it");
+            *client = None;
+        }
+    }
 }
 
 /// A buffered response (an error before the stream started) as a streaming body.

@@ -5,6 +5,7 @@
 //! - `coach-dev setup [DOCS_DIR]`: creates the bucket (`COACH_BUCKET`), the table
 //!   (`COACH_TABLE`) and the secret (`COACH_SECRET_ID`, with a random HS256 key) unless
 //!   they exist, and uploads every file of DOCS_DIR (default `examples/docs`) to `docs/`.
+//!   `COACH_DEV_LLM_API_KEY`, when set, goes into the secret as `llm_api_key`.
 //! - `coach-dev token [--user U] [--tenant T] [--roles R1,R2] [--ttl SECONDS]`: prints an
 //!   HS256 token signed with the local secret's key (defaults: `dev-user`, `dev`, `user`,
 //!   3600), with `iss`/`aud` set when `COACH_JWT_ISSUER`/`COACH_JWT_AUDIENCE` are.
@@ -51,7 +52,10 @@ async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
     println!("bucket   {}", config.bucket);
     create_table(&aws.dynamodb, &config.table).await?;
     println!("table    {}", config.table);
-    let fields = serde_json::json!({ HS256_SECRET_FIELD: random_hex(32)? });
+    let mut fields = serde_json::json!({ HS256_SECRET_FIELD: random_hex(32)? });
+    if let Ok(key) = std::env::var("COACH_DEV_LLM_API_KEY") {
+        fields[coach::llm::API_KEY_FIELD] = key.into();
+    }
     create_secret(&aws.secrets, &config.secret_id, &fields).await?;
     println!("secret   {}", config.secret_id);
 

@@ -38,9 +38,7 @@ impl AwsClients {
     /// Builds the clients from an already loaded SDK configuration (used by tests that
     /// point at an emulator with explicit credentials).
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: &Config) -> Self {
-        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(config.s3_force_path_style)
-            .build();
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(config.s3_force_path_style).build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),

@@ -59,9 +59,7 @@ pub async fn prepare(services: &Services, who: &Principal, input: ChatInput) -> 
     let (session_id, past) = match input.session_id.as_deref() {
         Some(id) => {
             let session = history.session(who, id).await?;
-            let past = history
-                .recent_messages(who, &session.session_id, limits.history_limit)
-                .await?;
+            let past = history.recent_messages(who, &session.session_id, limits.history_limit).await?;
             (session.session_id, past)
         }
         None => (history.create_session(who, message).await?.session_id, Vec::new()),
@@ -77,18 +75,9 @@ pub async fn prepare(services: &Services, who: &Principal, input: ChatInput) -> 
     // Retrieval (hybrid search over the tenant's documents) feeds `sources` once the
     // document index exists; until then replies are grounded in the system prompt only.
     let sources: Vec<Source> = Vec::new();
-    let budget = services
-        .llm
-        .config()
-        .context_tokens
-        .saturating_sub(services.llm.config().max_output_tokens);
+    let budget = services.llm.config().context_tokens.saturating_sub(services.llm.config().max_output_tokens);
     let prompt = crate::prompt::build(&system, profile.as_deref(), &sources, &past, message, budget);
-    Ok(Prepared {
-        session_id,
-        user_message,
-        prompt,
-        sources,
-    })
+    Ok(Prepared { session_id, user_message, prompt, sources })
 }
 
 /// Stores the model's reply and shapes the answer.

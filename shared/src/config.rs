@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use crate::{auth::AuthConfig, llm::LlmConfig, profile::ProfileConfig};
+use crate::{
+    auth::AuthConfig, documents::UploadConfig, ingest::chunk::ChunkConfig, llm::LlmConfig, profile::ProfileConfig,
+};
 
 /// Default bucket and table names used by the local stack.
 pub const DEFAULT_BUCKET: &str = "coach-local";
@@ -37,6 +39,10 @@ pub struct Config {
     pub chat: ChatConfig,
     /// The language model.
     pub llm: LlmConfig,
+    /// Upload limits.
+    pub uploads: UploadConfig,
+    /// Chunk sizes for ingestion.
+    pub chunks: ChunkConfig,
 }
 
 /// Chat limits and history settings.
@@ -74,16 +80,10 @@ impl Config {
         let env = Env(&lookup);
 
         let bucket = env.string_or("COACH_BUCKET", DEFAULT_BUCKET);
-        validate_bucket_name(&bucket).map_err(|reason| ConfigError {
-            var: "COACH_BUCKET",
-            reason,
-        })?;
+        validate_bucket_name(&bucket).map_err(|reason| ConfigError { var: "COACH_BUCKET", reason })?;
 
         let table = env.string_or("COACH_TABLE", DEFAULT_TABLE);
-        validate_table_name(&table).map_err(|reason| ConfigError {
-            var: "COACH_TABLE",
-            reason,
-        })?;
+        validate_table_name(&table).map_err(|reason| ConfigError { var: "COACH_TABLE", reason })?;
 
         let aws_timeout = Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000)?);
 
@@ -108,6 +108,21 @@ impl Config {
                 prompt_revalidate: Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS", 5, 0, 3600)?),
             },
             llm: LlmConfig::from_env(&env)?,
+            uploads: UploadConfig {
+                max_bytes: env.number("COACH_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, 1, 100 * 1024 * 1024)?,
+                url_ttl: Duration::from_secs(env.number("COACH_UPLOAD_URL_TTL_SECS", 300, 60, 3600)?),
+            },
+            chunks: {
+                let size = env.number("COACH_CHUNK_SIZE", 1000, 100, 20_000)? as usize;
+                let overlap = env.number("COACH_CHUNK_OVERLAP", 150, 0, 10_000)? as usize;
+                if overlap >= size / 2 {
+                    return Err(ConfigError {
+                        var: "COACH_CHUNK_OVERLAP",
+                        reason: format!("must be less than half of COACH_CHUNK_SIZE ({size})"),
+                    });
+                }
+                ChunkConfig { size, overlap }
+            },
         })
     }
 }
@@ -128,13 +143,7 @@ impl Env<'_> {
     /// A comma-separated list, items trimmed, blanks dropped; empty when unset.
     pub fn list(&self, var: &str) -> Vec<String> {
         self.string(var)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
     }
 
@@ -160,19 +169,14 @@ impl Env<'_> {
         match value.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => Ok(true),
             "false" | "0" | "no" => Ok(false),
-            _ => Err(ConfigError {
-                var,
-                reason: format!("expected true or false, got {value:?}"),
-            }),
+            _ => Err(ConfigError { var, reason: format!("expected true or false, got {value:?}") }),
         }
     }
 }
 
 /// S3 bucket naming rules (general purpose buckets).
 fn validate_bucket_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
     let ok_ends =
         name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if (3..=63).contains(&name.len()) && ok_chars && ok_ends && !name.contains("..") {
@@ -186,15 +190,11 @@ fn validate_bucket_name(name: &str) -> Result<(), String> {
 
 /// DynamoDB table naming rules.
 fn validate_table_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     if (3..=255).contains(&name.len()) && ok_chars {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a valid DynamoDB table name (3-255 letters, digits, '_', '-' or '.')"
-        ))
+        Err(format!("{name:?} is not a valid DynamoDB table name (3-255 letters, digits, '_', '-' or '.')"))
     }
 }
 
@@ -219,15 +219,8 @@ mod tests {
 
     #[test]
     fn custom_endpoint_implies_path_style_unless_overridden() {
-        assert!(
-            config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")])
-                .unwrap()
-                .s3_force_path_style
-        );
-        let c = config(&[
-            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-            ("COACH_S3_FORCE_PATH_STYLE", "false"),
-        ]);
+        assert!(config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]).unwrap().s3_force_path_style);
+        let c = config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("COACH_S3_FORCE_PATH_STYLE", "false")]);
         assert!(!c.unwrap().s3_force_path_style);
     }
 
@@ -238,18 +231,9 @@ mod tests {
         assert!(err.to_string().contains("COACH_BUCKET"), "{err}");
 
         assert_eq!(config(&[("COACH_TABLE", "a b")]).unwrap_err().var, "COACH_TABLE");
-        assert_eq!(
-            config(&[("COACH_AWS_TIMEOUT_MS", "fast")]).unwrap_err().var,
-            "COACH_AWS_TIMEOUT_MS"
-        );
-        assert_eq!(
-            config(&[("COACH_AWS_TIMEOUT_MS", "10")]).unwrap_err().var,
-            "COACH_AWS_TIMEOUT_MS"
-        );
-        assert_eq!(
-            config(&[("COACH_S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var,
-            "COACH_S3_FORCE_PATH_STYLE"
-        );
+        assert_eq!(config(&[("COACH_AWS_TIMEOUT_MS", "fast")]).unwrap_err().var, "COACH_AWS_TIMEOUT_MS");
+        assert_eq!(config(&[("COACH_AWS_TIMEOUT_MS", "10")]).unwrap_err().var, "COACH_AWS_TIMEOUT_MS");
+        assert_eq!(config(&[("COACH_S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "COACH_S3_FORCE_PATH_STYLE");
     }
 
     #[test]
@@ -275,15 +259,7 @@ mod tests {
             ("COACH_JWT_AUDIENCE", "a, b"),
         ])
         .unwrap();
-        let AuthMode::Jwks {
-            url,
-            algorithms,
-            cache_ttl,
-            min_refetch,
-        } = c.auth.mode
-        else {
-            panic!("jwks")
-        };
+        let AuthMode::Jwks { url, algorithms, cache_ttl, min_refetch } = c.auth.mode else { panic!("jwks") };
         assert_eq!(url, "https://tenant.auth0.com/.well-known/jwks.json");
         assert_eq!(algorithms, vec![Algorithm::ES256]);
         assert_eq!(cache_ttl, Duration::from_secs(3600));
@@ -297,27 +273,17 @@ mod tests {
         assert_eq!(var(&[("COACH_AUTH_MODE", "basic")]), "COACH_AUTH_MODE");
         assert_eq!(var(&[("COACH_AUTH_MODE", "jwks")]), "COACH_JWKS_URL");
         assert_eq!(
-            var(&[
-                ("COACH_AUTH_MODE", "jwks"),
-                ("COACH_JWKS_URL", "http://idp.example.com/jwks")
-            ]),
+            var(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "http://idp.example.com/jwks")]),
             "COACH_JWKS_URL"
         );
         assert_eq!(
-            var(&[
-                ("COACH_AUTH_MODE", "jwks"),
-                ("COACH_JWKS_URL", "https://x/j"),
-                ("COACH_JWT_ALGORITHMS", "HS256")
-            ]),
+            var(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "https://x/j"), ("COACH_JWT_ALGORITHMS", "HS256")]),
             "COACH_JWT_ALGORITHMS"
         );
         assert_eq!(var(&[("COACH_JWT_ALGORITHMS", "RS256")]), "COACH_JWT_ALGORITHMS");
         assert_eq!(var(&[("COACH_DEFAULT_ROLE", "root")]), "COACH_DEFAULT_ROLE");
         assert_eq!(var(&[("COACH_SINGLE_TENANT", "a/b")]), "COACH_SINGLE_TENANT");
-        assert_eq!(
-            var(&[("COACH_AUTH0_DOMAIN", "tenant.auth0.com")]),
-            "COACH_AUTH0_CLIENT_ID"
-        );
+        assert_eq!(var(&[("COACH_AUTH0_DOMAIN", "tenant.auth0.com")]), "COACH_AUTH0_CLIENT_ID");
         assert_eq!(var(&[("COACH_AUTH0_CLIENT_ID", "abc")]), "COACH_AUTH0_DOMAIN");
         assert_eq!(var(&[("COACH_JWT_LEEWAY_SECS", "3600")]), "COACH_JWT_LEEWAY_SECS");
     }
@@ -325,27 +291,18 @@ mod tests {
     #[test]
     fn loopback_http_jwks_is_allowed_for_local_issuers() {
         for url in ["http://127.0.0.1:8080/jwks", "http://localhost/jwks"] {
-            assert!(
-                config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url)]).is_ok(),
-                "{url}"
-            );
+            assert!(config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url)]).is_ok(), "{url}");
         }
-        let spoof = config(&[
-            ("COACH_AUTH_MODE", "jwks"),
-            ("COACH_JWKS_URL", "http://localhost.evil.com/jwks"),
-        ]);
+        let spoof = config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "http://localhost.evil.com/jwks")]);
         assert!(spoof.is_err());
     }
 
     #[test]
     fn auth0_profile_settings() {
-        let p = config(&[
-            ("COACH_AUTH0_DOMAIN", "tenant.eu.auth0.com/"),
-            ("COACH_AUTH0_CLIENT_ID", "abc"),
-        ])
-        .unwrap()
-        .profile
-        .unwrap();
+        let p = config(&[("COACH_AUTH0_DOMAIN", "tenant.eu.auth0.com/"), ("COACH_AUTH0_CLIENT_ID", "abc")])
+            .unwrap()
+            .profile
+            .unwrap();
         assert_eq!(p.base_url, "https://tenant.eu.auth0.com");
         assert_eq!(p.cache_ttl, Duration::from_secs(600));
     }

@@ -39,11 +39,7 @@ pub struct Report {
 impl Report {
     /// Names of the degraded components, in order.
     pub fn degraded(&self) -> Vec<&'static str> {
-        self.components
-            .iter()
-            .filter(|(_, c)| c.status == Status::Degraded)
-            .map(|(name, _)| *name)
-            .collect()
+        self.components.iter().filter(|(_, c)| c.status == Status::Degraded).map(|(name, _)| *name).collect()
     }
 }
 
@@ -51,11 +47,8 @@ impl Report {
 pub async fn check(aws: &AwsClients, config: &Config) -> Report {
     let (s3, dynamodb) = tokio::join!(check_s3(aws, config), check_dynamodb(aws, config));
     let components = BTreeMap::from([("s3", s3), ("dynamodb", dynamodb)]);
-    let status = if components.values().all(|c| c.status == Status::Healthy) {
-        Status::Healthy
-    } else {
-        Status::Degraded
-    };
+    let status =
+        if components.values().all(|c| c.status == Status::Healthy) { Status::Healthy } else { Status::Degraded };
     Report { status, components }
 }
 
@@ -85,18 +78,10 @@ async fn check_dynamodb(aws: &AwsClients, config: &Config) -> Component {
 fn component(name: &'static str, started: Instant, outcome: Result<(), Failure>) -> Component {
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match outcome {
-        Ok(()) => Component {
-            status: Status::Healthy,
-            latency_ms,
-            reason: None,
-        },
+        Ok(()) => Component { status: Status::Healthy, latency_ms, reason: None },
         Err(reason) => {
             tracing::warn!(component = name, ?reason, latency_ms, "health check failed");
-            Component {
-                status: Status::Degraded,
-                latency_ms,
-                reason: Some(reason),
-            }
+            Component { status: Status::Degraded, latency_ms, reason: Some(reason) }
         }
     }
 }

@@ -99,13 +99,7 @@ pub struct NewMessage<'a> {
 impl<'a> NewMessage<'a> {
     /// The user's message.
     pub fn user(content: &'a str) -> Self {
-        Self {
-            role: Author::User,
-            content,
-            sources: &[],
-            usage: None,
-            model: None,
-        }
+        Self { role: Author::User, content, sources: &[], usage: None, model: None }
     }
 }
 
@@ -126,19 +120,13 @@ pub struct History {
 
 impl History {
     pub fn new(dynamodb: aws_sdk_dynamodb::Client, table: String, retention: Duration) -> Self {
-        Self {
-            dynamodb,
-            table,
-            retention,
-            ids: Mutex::new(ulid::Generator::new()),
-        }
+        Self { dynamodb, table, retention, ids: Mutex::new(ulid::Generator::new()) }
     }
 
     /// A new id, strictly greater than every id this instance made before.
     pub fn next_id(&self) -> Ulid {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        ids.generate()
-            .unwrap_or_else(|overflow| overflow.commit_overflow_random())
+        ids.generate().unwrap_or_else(|overflow| overflow.commit_overflow_random())
     }
 
     /// Creates a session. `title` is trimmed and cut to 80 characters.
@@ -214,17 +202,11 @@ impl History {
                 .exclusive_start_key("pk", s(&pk))
                 .exclusive_start_key("sk", s(&format!("SESSION#{id}")));
         }
-        let output = query
-            .send()
-            .await
-            .map_err(|e| storage_error("list sessions", &classify(&e)))?;
+        let output = query.send().await.map_err(|e| storage_error("list sessions", &classify(&e)))?;
         let items = output.items().iter().map(session_from).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = output.last_evaluated_key().map(|key| {
             let activity = string(key, "gsi1sk").unwrap_or_default();
-            let id = string(key, "sk")
-                .unwrap_or_default()
-                .trim_start_matches("SESSION#")
-                .to_owned();
+            let id = string(key, "sk").unwrap_or_default().trim_start_matches("SESSION#").to_owned();
             encode_cursor(&format!("{activity}|{id}"))
         });
         Ok(Page { items, next_cursor })
@@ -232,13 +214,7 @@ impl History {
 
     /// Stores a message in the caller's session; returns it with its new id.
     pub async fn add_message(&self, who: &Principal, session_id: &str, new: NewMessage<'_>) -> Result<Message, Error> {
-        let NewMessage {
-            role,
-            content,
-            sources,
-            usage,
-            model,
-        } = new;
+        let NewMessage { role, content, sources, usage, model } = new;
         let id = self.next_id();
         let now = id.timestamp_ms();
         let mut put = self
@@ -258,16 +234,12 @@ impl History {
             put = put.item("sources", s(&json));
         }
         if let Some(usage) = usage {
-            put = put
-                .item("input_tokens", n(usage.input_tokens))
-                .item("output_tokens", n(usage.output_tokens));
+            put = put.item("input_tokens", n(usage.input_tokens)).item("output_tokens", n(usage.output_tokens));
         }
         if let Some(model) = model {
             put = put.item("model", s(model));
         }
-        put.send()
-            .await
-            .map_err(|e| storage_error("store message", &classify(&e)))?;
+        put.send().await.map_err(|e| storage_error("store message", &classify(&e)))?;
 
         // Bump the session's activity, count and expiry; it must still exist.
         self.dynamodb
@@ -326,14 +298,9 @@ impl History {
             .limit(limit);
         if let Some(cursor) = cursor {
             let id = parse_id(&decode_cursor(cursor)?, "cursor")?;
-            query = query
-                .exclusive_start_key("pk", s(&pk))
-                .exclusive_start_key("sk", s(&format!("MSG#{id}")));
+            query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(&format!("MSG#{id}")));
         }
-        let output = query
-            .send()
-            .await
-            .map_err(|e| storage_error("read messages", &classify(&e)))?;
+        let output = query.send().await.map_err(|e| storage_error("read messages", &classify(&e)))?;
         let items = output.items().iter().map(message_from).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = output
             .last_evaluated_key()
@@ -400,11 +367,7 @@ impl History {
                 .send()
                 .await
                 .map_err(|e| storage_error("delete messages", &classify(&e)))?;
-            requests = output
-                .unprocessed_items()
-                .and_then(|m| m.get(&self.table))
-                .cloned()
-                .unwrap_or_default();
+            requests = output.unprocessed_items().and_then(|m| m.get(&self.table)).cloned().unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
             }
@@ -514,10 +477,7 @@ fn message_from(item: &HashMap<String, AttributeValue>) -> Result<Message, Error
         None => Vec::new(),
     };
     let usage = match (number(item, "input_tokens"), number(item, "output_tokens")) {
-        (Some(input_tokens), Some(output_tokens)) => Some(Usage {
-            input_tokens,
-            output_tokens,
-        }),
+        (Some(input_tokens), Some(output_tokens)) => Some(Usage { input_tokens, output_tokens }),
         _ => None,
     };
     Ok(Message {
@@ -534,17 +494,12 @@ fn message_from(item: &HashMap<String, AttributeValue>) -> Result<Message, Error
 /// Milliseconds since the epoch as RFC 3339 (`2026-11-22T18:00:00.123Z`).
 pub fn rfc3339(ms: u64) -> String {
     let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    aws_smithy_types::DateTime::from_millis(ms)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
+    aws_smithy_types::DateTime::from_millis(ms).fmt(aws_smithy_types::date_time::Format::DateTime).unwrap_or_default()
 }
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -553,17 +508,9 @@ mod tests {
 
     #[test]
     fn user_ids_cannot_forge_key_separators() {
-        let who = Principal {
-            user_id: "x#SESSION#y".into(),
-            tenant: "t".into(),
-            roles: vec![],
-        };
+        let who = Principal { user_id: "x#SESSION#y".into(), tenant: "t".into(), roles: vec![] };
         assert_eq!(user_pk(&who), "TENANT#t#USER#x%23SESSION%23y");
-        let who = Principal {
-            user_id: "a%23b".into(),
-            tenant: "t".into(),
-            roles: vec![],
-        };
+        let who = Principal { user_id: "a%23b".into(), tenant: "t".into(), roles: vec![] };
         assert_eq!(user_pk(&who), "TENANT#t#USER#a%2523b");
     }
 

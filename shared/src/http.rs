@@ -34,22 +34,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// fields and positions, never echo the body (it may hold message text).
 pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Error> {
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        let essence = content_type
-            .to_str()
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim();
+        let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(Error::UnsupportedMediaType("send the body as application/json".into()));
         }
     }
     let body = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge(format!(
-            "request body is over {MAX_BODY_BYTES} bytes"
-        )));
+        return Err(Error::PayloadTooLarge(format!("request body is over {MAX_BODY_BYTES} bytes")));
     }
     if body.is_empty() {
         return Err(Error::BadRequest("request body is empty; send a JSON object".into()));
@@ -108,9 +100,7 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
     });
     let mut response = Response::new(Body::Text(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -127,11 +117,7 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
         other if other.status().is_server_error() => {
             tracing::warn!(code = other.code(), error = %other, "request failed")
         }
-        other => tracing::info!(
-            code = other.code(),
-            status = other.status().as_u16(),
-            "request rejected"
-        ),
+        other => tracing::info!(code = other.code(), status = other.status().as_u16(), "request rejected"),
     }
     let mut response = json_response(err.status(), &json!({ "error": error_object(err, request_id) }));
     let headers = response.headers_mut();
@@ -143,10 +129,7 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         Error::Unauthorized(_) => {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="coach""#),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="coach""#));
         }
         _ => {}
     }
@@ -195,8 +178,7 @@ mod tests {
     fn post(body: &str, content_type: Option<&str>) -> Request {
         let mut req = Request::new(Body::Text(body.to_owned()));
         if let Some(ct) = content_type {
-            req.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            req.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         }
         req
     }
@@ -213,10 +195,7 @@ mod tests {
         let err = |body: &str, ct: Option<&str>| json_body::<Input>(&post(body, ct)).unwrap_err();
         assert_eq!(err(r#"{"message": 5}"#, None).status().as_u16(), 400);
         assert!(!err(r#"{"message": 5}"#, None).to_string().contains('5'));
-        assert_eq!(
-            err(r#"{"message":"secret text","x":1}"#, None).to_string(),
-            "unknown field `x`"
-        );
+        assert_eq!(err(r#"{"message":"secret text","x":1}"#, None).to_string(), "unknown field `x`");
         assert_eq!(err(r#"{}"#, None).to_string(), "missing field `message`");
         assert_eq!(err("{not json", None).to_string(), "request body is not valid JSON");
         assert_eq!(err("", None).status().as_u16(), 400);

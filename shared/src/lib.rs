@@ -10,6 +10,8 @@
 //! - [`history`]: sessions and messages in DynamoDB, scoped to the caller.
 //! - [`prompt`]: the cached system prompt from S3 and prompt assembly with a token budget.
 //! - [`llm`]: the language model over HTTP (OpenAI-compatible, Anthropic, Gemini, none).
+//! - [`documents`]: document records, upload validation and presigned uploads.
+//! - [`ingest`]: S3 events to extracted, chunked, indexed documents with a status.
 //! - [`config`]: the typed configuration read from environment variables at cold start.
 //! - [`aws`]: AWS SDK clients, built once per cold start with the endpoint from the
 //!   environment, so the same code reaches AWS or a local emulator.
@@ -23,10 +25,12 @@ pub mod auth;
 pub mod aws;
 pub mod chat;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod health;
 pub mod history;
 pub mod http;
+pub mod ingest;
 pub mod llm;
 pub mod logging;
 pub mod profile;

@@ -12,16 +12,12 @@ const QUIET_DEPENDENCIES: &str = "aws_config=warn,aws_smithy_runtime=warn,hyper=
 
 /// Installs the global JSON subscriber. Call once, first thing in `main`.
 pub fn init() {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|spec| EnvFilter::try_new(spec).ok())
-        .unwrap_or_else(|| {
-            let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-                .map(|l| l.to_ascii_lowercase())
-                .unwrap_or_else(|_| "info".to_owned());
-            EnvFilter::try_new(format!("{level},{QUIET_DEPENDENCIES}"))
-                .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_DEPENDENCIES}")))
-        });
+    let filter = std::env::var("RUST_LOG").ok().and_then(|spec| EnvFilter::try_new(spec).ok()).unwrap_or_else(|| {
+        let level =
+            std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or_else(|_| "info".to_owned());
+        EnvFilter::try_new(format!("{level},{QUIET_DEPENDENCIES}"))
+            .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_DEPENDENCIES}")))
+    });
     // `try_init` so that a second call (tests) is harmless.
     let _ = tracing_subscriber::fmt()
         .json()

@@ -25,11 +25,8 @@ pub const AUTH0_CLIENT_SECRET_FIELD: &str = "auth0_client_secret";
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_PROFILES: u64 = 1000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-const USER_ID_ENCODE_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const USER_ID_ENCODE_SET: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Where and how to fetch profiles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,11 +66,7 @@ impl ProfileConfig {
             var: "COACH_AUTH0_DOMAIN",
             reason: format!("not a domain or URL ({e}): {domain:?}"),
         })?;
-        Ok(Some(Self {
-            base_url,
-            client_id,
-            cache_ttl,
-        }))
+        Ok(Some(Self { base_url, client_id, cache_ttl }))
     }
 }
 
@@ -108,10 +101,7 @@ impl Profiles {
     pub fn new(config: ProfileConfig, http: reqwest::Client, secrets: Secrets, secret_id: String) -> Self {
         Self {
             token: Cache::builder().max_capacity(1).time_to_live(TOKEN_TTL).build(),
-            profiles: Cache::builder()
-                .max_capacity(MAX_PROFILES)
-                .time_to_live(config.cache_ttl)
-                .build(),
+            profiles: Cache::builder().max_capacity(MAX_PROFILES).time_to_live(config.cache_ttl).build(),
             config,
             http,
             secrets,
@@ -152,9 +142,7 @@ impl Profiles {
         let user = percent_encoding::utf8_percent_encode(user_id, USER_ID_ENCODE_SET);
         let mut url = reqwest::Url::parse(&format!("{}/api/v2/users/{user}", self.config.base_url))
             .map_err(|e| Miss::Failed(e.to_string()))?;
-        url.query_pairs_mut()
-            .append_pair("fields", "user_metadata")
-            .append_pair("include_fields", "true");
+        url.query_pairs_mut().append_pair("fields", "user_metadata").append_pair("include_fields", "true");
         let response = self
             .http
             .get(url)
@@ -173,13 +161,8 @@ impl Profiles {
         struct User {
             user_metadata: Option<Value>,
         }
-        let user: User = response
-            .json()
-            .await
-            .map_err(|_| Miss::Failed("users endpoint sent bad JSON".into()))?;
-        Ok(user
-            .user_metadata
-            .filter(|m| m.as_object().is_some_and(|o| !o.is_empty())))
+        let user: User = response.json().await.map_err(|_| Miss::Failed("users endpoint sent bad JSON".into()))?;
+        Ok(user.user_metadata.filter(|m| m.as_object().is_some_and(|o| !o.is_empty())))
     }
 
     async fn token(&self) -> Result<Arc<ManagementToken>, Miss> {
@@ -189,11 +172,7 @@ impl Profiles {
             }
             self.token.invalidate(&()).await;
         }
-        let token = self
-            .token
-            .try_get_with((), self.fetch_token())
-            .await
-            .map_err(|e| Miss::Failed((*e).clone()))?;
+        let token = self.token.try_get_with((), self.fetch_token()).await.map_err(|e| Miss::Failed((*e).clone()))?;
         Ok(token)
     }
 
@@ -226,17 +205,11 @@ impl Profiles {
             access_token: String,
             expires_in: Option<u64>,
         }
-        let body: TokenResponse = response
-            .json()
-            .await
-            .map_err(|_| "token endpoint sent bad JSON".to_owned())?;
+        let body: TokenResponse = response.json().await.map_err(|_| "token endpoint sent bad JSON".to_owned())?;
         // Renew a minute early; never keep a token longer than the cache's 24 h.
         let lifetime = body.expires_in.map_or(TOKEN_TTL, Duration::from_secs).min(TOKEN_TTL);
         let lifetime = lifetime.saturating_sub(Duration::from_secs(60));
-        Ok(Arc::new(ManagementToken {
-            value: body.access_token,
-            expires_at: Instant::now() + lifetime,
-        }))
+        Ok(Arc::new(ManagementToken { value: body.access_token, expires_at: Instant::now() + lifetime }))
     }
 }
 

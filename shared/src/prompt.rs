@@ -42,12 +42,7 @@ pub struct SystemPrompt {
 
 impl SystemPrompt {
     pub fn new(s3: aws_sdk_s3::Client, bucket: String, revalidate_after: Duration) -> Self {
-        Self {
-            s3,
-            bucket,
-            revalidate_after,
-            cached: tokio::sync::Mutex::new(None),
-        }
+        Self { s3, bucket, revalidate_after, cached: tokio::sync::Mutex::new(None) }
     }
 
     /// The prompt text; at most one S3 call per revalidation interval.
@@ -59,14 +54,8 @@ impl SystemPrompt {
             }
         }
         let etag = cached.as_ref().and_then(|c| c.etag.clone());
-        let result = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(SYSTEM_PROMPT_KEY)
-            .set_if_none_match(etag)
-            .send()
-            .await;
+        let result =
+            self.s3.get_object().bucket(&self.bucket).key(SYSTEM_PROMPT_KEY).set_if_none_match(etag).send().await;
         let fresh = match result {
             Ok(output) => {
                 let etag = output.e_tag().map(str::to_owned);
@@ -78,11 +67,7 @@ impl SystemPrompt {
                             chars = text.len(),
                             "loaded system prompt"
                         );
-                        Cached {
-                            text: text.into(),
-                            etag,
-                            checked: Instant::now(),
-                        }
+                        Cached { text: text.into(), etag, checked: Instant::now() }
                     }
                     Err(_) => return self.keep(&mut cached, "body read failed"),
                 }
@@ -95,15 +80,8 @@ impl SystemPrompt {
                 None => return self.keep(&mut cached, "not modified, but nothing cached"),
             },
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                tracing::warn!(
-                    key = SYSTEM_PROMPT_KEY,
-                    "no system prompt in the bucket; using the built-in default"
-                );
-                Cached {
-                    text: DEFAULT_SYSTEM_PROMPT.into(),
-                    etag: None,
-                    checked: Instant::now(),
-                }
+                tracing::warn!(key = SYSTEM_PROMPT_KEY, "no system prompt in the bucket; using the built-in default");
+                Cached { text: DEFAULT_SYSTEM_PROMPT.into(), etag: None, checked: Instant::now() }
             }
             Err(e) => return self.keep(&mut cached, &format!("{:?}", classify(&e))),
         };
@@ -152,14 +130,8 @@ pub fn build(
     let mut turns: Vec<Turn> = Vec::with_capacity(history.len() + 1);
     for m in history
         .iter()
-        .map(|m| Turn {
-            role: m.role,
-            content: m.content.clone(),
-        })
-        .chain([Turn {
-            role: Author::User,
-            content: message.to_owned(),
-        }])
+        .map(|m| Turn { role: m.role, content: m.content.clone() })
+        .chain([Turn { role: Author::User, content: message.to_owned() }])
     {
         match turns.last_mut() {
             Some(last) if last.role == m.role => {
@@ -195,17 +167,10 @@ mod tests {
 
     #[test]
     fn history_then_message_alternating_from_a_user_turn() {
-        let history = [
-            msg(Author::Assistant, "orphan reply"),
-            msg(Author::User, "q1"),
-            msg(Author::Assistant, "a1"),
-        ];
+        let history = [msg(Author::Assistant, "orphan reply"), msg(Author::User, "q1"), msg(Author::Assistant, "a1")];
         let prompt = build("sys", None, &[], &history, "q2", 10_000);
         let roles: Vec<_> = prompt.turns.iter().map(|t| (t.role, t.content.as_str())).collect();
-        assert_eq!(
-            roles,
-            vec![(Author::User, "q1"), (Author::Assistant, "a1"), (Author::User, "q2")]
-        );
+        assert_eq!(roles, vec![(Author::User, "q1"), (Author::Assistant, "a1"), (Author::User, "q2")]);
     }
 
     #[test]
@@ -236,9 +201,7 @@ mod tests {
         }];
         let profile = serde_json::json!({"role": "team lead"});
         let prompt = build("sys", Some(&profile), &passages, &[], "q", 10_000);
-        assert!(prompt
-            .system
-            .starts_with("sys\n\n## About the user\n{\"role\":\"team lead\"}"));
+        assert!(prompt.system.starts_with("sys\n\n## About the user\n{\"role\":\"team lead\"}"));
         assert!(prompt.system.contains("[1] goals.md\nThree goals."));
     }
 }

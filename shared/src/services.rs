@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::{
-    auth::Authenticator, aws::AwsClients, config::Config, history::History, llm::Llm, profile::Profiles,
-    prompt::SystemPrompt, secrets::Secrets,
+    auth::Authenticator, aws::AwsClients, config::Config, documents::Documents, history::History, llm::Llm,
+    profile::Profiles, prompt::SystemPrompt, secrets::Secrets,
 };
 
 /// Error raised while building [`Services`] at cold start.
@@ -25,6 +25,7 @@ pub struct Services {
     pub history: History,
     pub system_prompt: SystemPrompt,
     pub llm: Llm,
+    pub documents: Documents,
 }
 
 impl Services {
@@ -44,34 +45,19 @@ impl Services {
             .user_agent(concat!("coach/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let secrets = Secrets::new(aws.secrets.clone(), config.secret_ttl);
-        let auth = Authenticator::new(
-            config.auth.clone(),
-            secrets.clone(),
-            config.secret_id.clone(),
-            http.clone(),
-        );
-        let profiles = config
-            .profile
-            .clone()
-            .map(|p| Profiles::new(p, http.clone(), secrets.clone(), config.secret_id.clone()));
+        let auth = Authenticator::new(config.auth.clone(), secrets.clone(), config.secret_id.clone(), http.clone());
+        let profiles =
+            config.profile.clone().map(|p| Profiles::new(p, http.clone(), secrets.clone(), config.secret_id.clone()));
         let history = History::new(aws.dynamodb.clone(), config.table.clone(), config.chat.retention);
         let system_prompt = SystemPrompt::new(aws.s3.clone(), config.bucket.clone(), config.chat.prompt_revalidate);
-        let llm = Llm::new(
-            config.llm.clone(),
-            http.clone(),
-            secrets.clone(),
-            config.secret_id.clone(),
+        let llm = Llm::new(config.llm.clone(), http.clone(), secrets.clone(), config.secret_id.clone());
+        let documents = Documents::new(
+            aws.s3.clone(),
+            aws.dynamodb.clone(),
+            config.bucket.clone(),
+            config.table.clone(),
+            config.uploads.clone(),
         );
-        Ok(Self {
-            config,
-            aws,
-            secrets,
-            http,
-            auth,
-            profiles,
-            history,
-            system_prompt,
-            llm,
-        })
+        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm, documents })
     }
 }

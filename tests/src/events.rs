@@ -5,9 +5,7 @@ use lambda_http::{Context, Request, RequestExt};
 
 /// Path of a file in `events/`.
 pub fn path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../events")
-        .join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events").join(name)
 }
 
 /// The raw JSON of an event file.
@@ -65,10 +63,7 @@ pub fn with(
     if body.is_empty() {
         parts.headers.remove(lambda_http::http::header::CONTENT_TYPE);
     } else {
-        parts.headers.insert(
-            lambda_http::http::header::CONTENT_TYPE,
-            "application/json".parse().expect("header"),
-        );
+        parts.headers.insert(lambda_http::http::header::CONTENT_TYPE, "application/json".parse().expect("header"));
     }
     Request::from_parts(parts, body).with_query_string_parameters(query)
 }

@@ -51,10 +51,7 @@ impl Moto {
     /// A server of its own, stopped when the value is dropped.
     pub fn start() -> Moto {
         let (child, endpoint) = spawn().unwrap_or_else(|e| panic!("{e}"));
-        Moto {
-            endpoint,
-            child: Some(child),
-        }
+        Moto { endpoint, child: Some(child) }
     }
 
     /// Stops a dedicated server now (no-op for the shared one).
@@ -111,9 +108,7 @@ fn spawn() -> Result<(Child, String), String> {
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         match wait_ready(&mut child, port) {
             Ok(()) => return Ok((child, format!("http://127.0.0.1:{port}"))),
             Err(e) => {

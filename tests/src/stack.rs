@@ -23,11 +23,7 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .credentials_provider(Credentials::new("test", "test", None, None, "coach-testkit"))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .operation_timeout(Duration::from_secs(10))
-                .build(),
-        )
+        .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
         .load()
         .await
 }
@@ -45,10 +41,7 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), 
     match s3.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|e| e.is_bucket_already_owned_by_you()) => Ok(()),
-        Err(e) => Err(format!(
-            "create bucket {bucket}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(e)
-        )),
+        Err(e) => Err(format!("create bucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(e))),
     }
 }
 
@@ -56,11 +49,7 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), 
 /// TTL on `expires_at`) unless it exists.
 pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), String> {
     let key = |name: &str, key_type| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(key_type)
-            .build()
-            .map_err(|e| e.to_string())
+        KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(|e| e.to_string())
     };
     let attr = |name: &str| {
         AttributeDefinition::builder()
@@ -93,12 +82,7 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> R
     match created {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => return Ok(()),
-        Err(e) => {
-            return Err(format!(
-                "create table {table}: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e)
-            ))
-        }
+        Err(e) => return Err(format!("create table {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e))),
     }
     dynamodb
         .update_time_to_live()
@@ -112,12 +96,7 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> R
         )
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "enable TTL on {table}: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e)
-            )
-        })?;
+        .map_err(|e| format!("enable TTL on {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     Ok(())
 }
 
@@ -127,19 +106,10 @@ pub async fn create_secret(
     secret_id: &str,
     fields: &serde_json::Value,
 ) -> Result<(), String> {
-    match secrets
-        .create_secret()
-        .name(secret_id)
-        .secret_string(fields.to_string())
-        .send()
-        .await
-    {
+    match secrets.create_secret().name(secret_id).secret_string(fields.to_string()).send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => Ok(()),
-        Err(e) => Err(format!(
-            "create secret {secret_id}: {}",
-            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-        )),
+        Err(e) => Err(format!("create secret {secret_id}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e))),
     }
 }
 
@@ -165,9 +135,7 @@ impl TestStack {
         create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
         create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
         let fields = serde_json::json!({ coach::auth::HS256_SECRET_FIELD: TEST_HS256_KEY });
-        create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields)
-            .await
-            .unwrap();
+        create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields).await.unwrap();
         stack
     }
 

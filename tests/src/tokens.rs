@@ -5,9 +5,7 @@ use serde_json::{json, Value};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    let elapsed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
 }
 
@@ -19,19 +17,12 @@ pub fn claims(user: &str, tenant: &str, roles: &[&str], ttl_secs: i64) -> Value 
 
 /// An HS256 token signed with `secret`.
 pub fn hs256(secret: &[u8], claims: &Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("sign HS256")
+    encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).expect("sign HS256")
 }
 
 /// Path of a test key in `tests/fixtures/keys/`.
 pub fn key_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/keys")
-        .join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/keys").join(name)
 }
 
 /// A token signed with the fixture key `name` (`rsa-1`, `rsa-2`, `ec-1`, `rsa-attacker`),
@@ -59,10 +50,5 @@ pub fn jwks(names: &[&str]) -> Value {
 /// malformed-token cases (`alg: none`, forged algorithms).
 pub fn raw(header: &Value, claims: &Value, signature: &[u8]) -> String {
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD as b64, Engine};
-    format!(
-        "{}.{}.{}",
-        b64.encode(header.to_string()),
-        b64.encode(claims.to_string()),
-        b64.encode(signature)
-    )
+    format!("{}.{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()), b64.encode(signature))
 }

@@ -43,19 +43,13 @@ async fn hs256_valid_token_gives_the_principal() {
     let services = TestStack::new().await.services();
     let response = me(&services, Some(&hs(&claims("alice", "acme", &["editor"], 300)))).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        body(&response),
-        json!({"user_id": "alice", "tenant": "acme", "roles": ["editor"]})
-    );
+    assert_eq!(body(&response), json!({"user_id": "alice", "tenant": "acme", "roles": ["editor"]}));
 }
 
 #[tokio::test]
 async fn hs256_rejects_bad_tokens() {
-    let stack = TestStack::with_env(&[
-        ("COACH_JWT_ISSUER", "https://issuer.test/"),
-        ("COACH_JWT_AUDIENCE", "coach-api"),
-    ])
-    .await;
+    let stack =
+        TestStack::with_env(&[("COACH_JWT_ISSUER", "https://issuer.test/"), ("COACH_JWT_AUDIENCE", "coach-api")]).await;
     let services = stack.services();
     let good = |extra: Value| {
         let mut c = claims("alice", "acme", &["user"], 300);
@@ -70,69 +64,30 @@ async fn hs256_rejects_bad_tokens() {
         }
         c
     };
-    assert_eq!(
-        me(&services, Some(&hs(&good(json!({}))))).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(me(&services, Some(&hs(&good(json!({}))))).await.status(), StatusCode::OK);
 
     let cases: Vec<(&str, String, &str)> = vec![
         ("expired", hs(&good(json!({"exp": now() - 120}))), "token expired"),
-        (
-            "not yet valid",
-            hs(&good(json!({"nbf": now() + 600}))),
-            "token not yet valid",
-        ),
-        (
-            "wrong issuer",
-            hs(&good(json!({"iss": "https://evil.test/"}))),
-            "token issuer not accepted",
-        ),
-        (
-            "wrong audience",
-            hs(&good(json!({"aud": "another-api"}))),
-            "token audience not accepted",
-        ),
-        (
-            "no audience",
-            hs(&good(json!({"aud": null}))),
-            "token lacks the \"aud\" claim",
-        ),
-        (
-            "no exp",
-            hs(&good(json!({"exp": null}))),
-            "token lacks the \"exp\" claim",
-        ),
+        ("not yet valid", hs(&good(json!({"nbf": now() + 600}))), "token not yet valid"),
+        ("wrong issuer", hs(&good(json!({"iss": "https://evil.test/"}))), "token issuer not accepted"),
+        ("wrong audience", hs(&good(json!({"aud": "another-api"}))), "token audience not accepted"),
+        ("no audience", hs(&good(json!({"aud": null}))), "token lacks the \"aud\" claim"),
+        ("no exp", hs(&good(json!({"exp": null}))), "token lacks the \"exp\" claim"),
         (
             "wrong signature",
             tokens::hs256(b"another-key-that-is-long-enough-0123456789", &good(json!({}))),
             "invalid token signature",
         ),
-        (
-            "alg none",
-            tokens::raw(&json!({"alg": "none", "typ": "JWT"}), &good(json!({})), b""),
-            "malformed token",
-        ),
+        ("alg none", tokens::raw(&json!({"alg": "none", "typ": "JWT"}), &good(json!({})), b""), "malformed token"),
         (
             "RS256 in HS256 mode",
             tokens::signed("rsa-1", Some("rsa-1"), &good(json!({}))),
             "token algorithm not accepted",
         ),
         ("malformed header", "not-a-jwt".to_owned(), "malformed token"),
-        (
-            "header not JSON",
-            format!("e30x.{}.sig", "eyJzdWIiOiJ4In0"),
-            "malformed token",
-        ),
-        (
-            "missing sub",
-            hs(&good(json!({"sub": null}))),
-            "token lacks the \"sub\" claim",
-        ),
-        (
-            "missing tenant",
-            hs(&good(json!({"tenant_id": null}))),
-            "token lacks the \"tenant_id\" claim",
-        ),
+        ("header not JSON", format!("e30x.{}.sig", "eyJzdWIiOiJ4In0"), "malformed token"),
+        ("missing sub", hs(&good(json!({"sub": null}))), "token lacks the \"sub\" claim"),
+        ("missing tenant", hs(&good(json!({"tenant_id": null}))), "token lacks the \"tenant_id\" claim"),
         (
             "unsafe tenant",
             hs(&good(json!({"tenant_id": "../other"}))),
@@ -141,12 +96,7 @@ async fn hs256_rejects_bad_tokens() {
     ];
     for (case, token, message) in cases {
         let response = me(&services, Some(&token)).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNAUTHORIZED,
-            "case {case}: {:?}",
-            body(&response)
-        );
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "case {case}: {:?}", body(&response));
         assert_eq!(body(&response)["error"]["message"], message, "case {case}");
     }
 }
@@ -168,22 +118,12 @@ async fn missing_or_malformed_authorization_header_is_401() {
     assert_unauthorized(&me(&services, None).await, "missing Authorization header");
 
     let mut request = events::http_request_with_token("chat-me.json", None);
-    request
-        .headers_mut()
-        .insert("authorization", "Basic YWxpY2U6c2VjcmV0".parse().unwrap());
-    assert_unauthorized(
-        &chat::handle(&services, request).await,
-        "expected Authorization: Bearer <token>",
-    );
+    request.headers_mut().insert("authorization", "Basic YWxpY2U6c2VjcmV0".parse().unwrap());
+    assert_unauthorized(&chat::handle(&services, request).await, "expected Authorization: Bearer <token>");
 
     let mut request = events::http_request_with_token("chat-me.json", None);
-    request
-        .headers_mut()
-        .insert("authorization", "Bearer ".parse().unwrap());
-    assert_unauthorized(
-        &chat::handle(&services, request).await,
-        "expected Authorization: Bearer <token>",
-    );
+    request.headers_mut().insert("authorization", "Bearer ".parse().unwrap());
+    assert_unauthorized(&chat::handle(&services, request).await, "expected Authorization: Bearer <token>");
 }
 
 #[tokio::test]
@@ -216,13 +156,9 @@ async fn configured_claim_names_and_default_role() {
 #[tokio::test]
 async fn hs256_without_a_key_in_the_secret_is_503() {
     let stack = TestStack::without_resources(&[]).await;
-    coach_testkit::stack::create_secret(
-        &stack.aws.secrets,
-        &stack.config.secret_id,
-        &json!({"llm_api_key": "x"}),
-    )
-    .await
-    .unwrap();
+    coach_testkit::stack::create_secret(&stack.aws.secrets, &stack.config.secret_id, &json!({"llm_api_key": "x"}))
+        .await
+        .unwrap();
     let response = me(&stack.services(), Some(&hs(&claims("alice", "acme", &["user"], 300)))).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body(&response)["error"]["message"], "authentication is not configured");
@@ -292,9 +228,7 @@ async fn jwks_rotation_refetches_once_on_unknown_kid() {
     let server = jwks_server(&["rsa-1"]).await;
     let services = jwks_services(&server, &[]).await;
     assert_eq!(
-        me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims())))
-            .await
-            .status(),
+        me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims()))).await.status(),
         StatusCode::OK
     );
 
@@ -332,12 +266,8 @@ async fn jwks_rejects_forged_and_confused_tokens() {
     let public_pem = std::fs::read(tokens::key_path("rsa-1.pub.pem")).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("rsa-1".into());
-    let confused = jsonwebtoken::encode(
-        &header,
-        &oidc_claims(),
-        &jsonwebtoken::EncodingKey::from_secret(&public_pem),
-    )
-    .unwrap();
+    let confused =
+        jsonwebtoken::encode(&header, &oidc_claims(), &jsonwebtoken::EncodingKey::from_secret(&public_pem)).unwrap();
     assert_unauthorized(&me(&services, Some(&confused)).await, "token algorithm not accepted");
 
     // Signed by a key the issuer never published, claiming a published kid.
@@ -350,10 +280,7 @@ async fn jwks_rejects_forged_and_confused_tokens() {
 
     // An RSA-signed token pointing at the EC key.
     let mismatched = tokens::signed("rsa-1", Some("ec-1"), &oidc_claims());
-    assert_unauthorized(
-        &me(&services, Some(&mismatched)).await,
-        "token algorithm does not match its signing key",
-    );
+    assert_unauthorized(&me(&services, Some(&mismatched)).await, "token algorithm does not match its signing key");
 
     // Wrong issuer and audience, and expiry, are checked in JWKS mode too.
     let mut c = oidc_claims();
@@ -370,10 +297,7 @@ async fn jwks_rejects_forged_and_confused_tokens() {
     );
     let mut c = oidc_claims();
     c["exp"] = (now() - 3600).into();
-    assert_unauthorized(
-        &me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &c))).await,
-        "token expired",
-    );
+    assert_unauthorized(&me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &c))).await, "token expired");
 }
 
 #[tokio::test]
@@ -395,10 +319,7 @@ async fn jwks_without_kid_uses_the_only_matching_key() {
 #[tokio::test]
 async fn jwks_endpoint_failure_is_502() {
     let server = MockServer::start().await;
-    Mock::given(matchers::path(JWKS_PATH))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&server)
-        .await;
+    Mock::given(matchers::path(JWKS_PATH)).respond_with(ResponseTemplate::new(500)).mount(&server).await;
     let services = jwks_services(&server, &[]).await;
     let response = me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims()))).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
@@ -411,10 +332,7 @@ async fn upload_url_function_authenticates_too() {
     let response = upload_url::handle(&services, events::http_request_with_token("documents-list.json", None)).await;
     assert_unauthorized(&response, "missing Authorization header");
     let token = hs(&claims("alice", "acme", &["user"], 300));
-    let response = upload_url::handle(
-        &services,
-        events::http_request_with_token("documents-list.json", Some(&token)),
-    )
-    .await;
+    let response =
+        upload_url::handle(&services, events::http_request_with_token("documents-list.json", Some(&token))).await;
     assert_ne!(response.status(), StatusCode::UNAUTHORIZED);
 }

@@ -49,16 +49,10 @@ async fn chat_turn(services: &Services, token: &str, message: &str, session: Opt
 /// A stack whose secret also holds an LLM API key, with `vars` for the configuration.
 async fn stack(vars: &[(&str, &str)]) -> TestStack {
     let stack = TestStack::without_resources(vars).await;
-    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket)
-        .await
-        .unwrap();
-    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table)
-        .await
-        .unwrap();
+    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
+    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
     let fields = json!({ "jwt_hs256_secret": TEST_HS256_KEY, "llm_api_key": "sk-test-123" });
-    create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields)
-        .await
-        .unwrap();
+    create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields).await.unwrap();
     stack
 }
 
@@ -83,21 +77,11 @@ fn openai_reply(text: &str) -> ResponseTemplate {
 }
 
 async fn requests(server: &MockServer) -> Vec<Value> {
-    server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .map(|r| r.body_json().unwrap_or(Value::Null))
-        .collect()
+    server.received_requests().await.unwrap_or_default().iter().map(|r| r.body_json().unwrap_or(Value::Null)).collect()
 }
 
 async fn messages(services: &Services, token: &str, session: &str) -> Vec<Value> {
-    let (status, body) = call(
-        services,
-        req("GET", &format!("/sessions/{session}/messages"), None, token),
-    )
-    .await;
+    let (status, body) = call(services, req("GET", &format!("/sessions/{session}/messages"), None, token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["messages"].as_array().unwrap().clone()
 }
@@ -109,10 +93,7 @@ async fn none_provider_answers_and_stores_the_turn() {
     let services = stack(&[]).await.services();
     let (status, reply) = chat_turn(&services, &alice(), "How do I give feedback?", None).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
-    assert!(reply["answer"]
-        .as_str()
-        .unwrap()
-        .starts_with("No language model is configured"));
+    assert!(reply["answer"].as_str().unwrap().starts_with("No language model is configured"));
     assert_eq!(reply["sources"], json!([]));
     assert_eq!(reply["usage"], json!({"input_tokens": 0, "output_tokens": 0}));
     assert_eq!(reply["model"], "none");
@@ -138,11 +119,8 @@ async fn none_provider_answers_and_stores_the_turn() {
 async fn sessions_are_created_listed_most_recent_first_and_deleted() {
     let stack = stack(&[]).await;
     let services = stack.services();
-    let (status, first) = call(
-        &services,
-        req("POST", "/sessions", Some(json!({"title": "Quarterly goals"})), &alice()),
-    )
-    .await;
+    let (status, first) =
+        call(&services, req("POST", "/sessions", Some(json!({"title": "Quarterly goals"})), &alice())).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(first["title"], "Quarterly goals");
     assert_eq!(first["message_count"], 0);
@@ -156,22 +134,14 @@ async fn sessions_are_created_listed_most_recent_first_and_deleted() {
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
     assert_eq!(list["sessions"][0]["session_id"], first["session_id"]);
     let cursor = list["next_cursor"].as_str().expect("a second page");
-    let (_, page2) = call(
-        &services,
-        req("GET", &format!("/sessions?limit=1&cursor={cursor}"), None, &alice()),
-    )
-    .await;
+    let (_, page2) = call(&services, req("GET", &format!("/sessions?limit=1&cursor={cursor}"), None, &alice())).await;
     assert_eq!(page2["sessions"][0]["session_id"], second["session_id"]);
 
     // Delete removes the session and every message item.
     let id = first["session_id"].as_str().unwrap();
     let (status, _) = call(&services, req("DELETE", &format!("/sessions/{id}"), None, &alice())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call(
-        &services,
-        req("GET", &format!("/sessions/{id}/messages"), None, &alice()),
-    )
-    .await;
+    let (status, _) = call(&services, req("GET", &format!("/sessions/{id}/messages"), None, &alice())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = call(&services, req("DELETE", &format!("/sessions/{id}"), None, &alice())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -208,23 +178,13 @@ async fn messages_paginate_newest_first_without_gaps() {
         };
         let (status, page) = call(&services, req("GET", &path, None, &alice())).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(
-            page["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| (m["role"].clone(), m["content"].clone())),
-        );
+        seen.extend(page["messages"].as_array().unwrap().iter().map(|m| (m["role"].clone(), m["content"].clone())));
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
         }
     }
-    let users: Vec<_> = seen
-        .iter()
-        .filter(|(r, _)| r == "user")
-        .map(|(_, c)| c.as_str().unwrap())
-        .collect();
+    let users: Vec<_> = seen.iter().filter(|(r, _)| r == "user").map(|(_, c)| c.as_str().unwrap()).collect();
     assert_eq!(users, vec!["three", "two", "one"]);
     assert_eq!(seen.len(), 6);
 }
@@ -238,24 +198,12 @@ async fn other_users_and_tenants_get_404_never_data() {
         let (status, body) = chat_turn(&services, &intruder, "let me in", Some(session)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert!(!body.to_string().contains("private question"));
-        let (status, _) = call(
-            &services,
-            req("GET", &format!("/sessions/{session}/messages"), None, &intruder),
-        )
-        .await;
+        let (status, _) = call(&services, req("GET", &format!("/sessions/{session}/messages"), None, &intruder)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _) = call(
-            &services,
-            req("DELETE", &format!("/sessions/{session}"), None, &intruder),
-        )
-        .await;
+        let (status, _) = call(&services, req("DELETE", &format!("/sessions/{session}"), None, &intruder)).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (_, list) = call(&services, req("GET", "/sessions", None, &intruder)).await;
-        assert!(list["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["session_id"] != session));
+        assert!(list["sessions"].as_array().unwrap().iter().all(|s| s["session_id"] != session));
     }
     // Alice's session survived the attempts.
     assert_eq!(messages(&services, &alice(), session).await.len(), 2);
@@ -266,32 +214,13 @@ async fn bad_input_is_4xx_with_json_errors() {
     let services = stack(&[("COACH_MAX_MESSAGE_CHARS", "50")]).await.services();
     let cases = [
         (req("POST", "/chat", Some(json!({"message": "   "})), &alice()), 400),
-        (
-            req("POST", "/chat", Some(json!({"message": "x".repeat(51)})), &alice()),
-            413,
-        ),
-        (
-            req("POST", "/chat", Some(json!({"message": "hi", "extra": true})), &alice()),
-            400,
-        ),
+        (req("POST", "/chat", Some(json!({"message": "x".repeat(51)})), &alice()), 413),
+        (req("POST", "/chat", Some(json!({"message": "hi", "extra": true})), &alice()), 400),
         (req("POST", "/chat", Some(json!({"message": 42})), &alice()), 400),
         (req("POST", "/chat", None, &alice()), 400),
+        (req("POST", "/chat", Some(json!({"message": "hi", "session_id": "../../x"})), &alice()), 400),
         (
-            req(
-                "POST",
-                "/chat",
-                Some(json!({"message": "hi", "session_id": "../../x"})),
-                &alice(),
-            ),
-            400,
-        ),
-        (
-            req(
-                "POST",
-                "/chat",
-                Some(json!({"message": "hi", "session_id": "01JD3Q7Z8X4K2M9N5P6R7S8T9V"})),
-                &alice(),
-            ),
+            req("POST", "/chat", Some(json!({"message": "hi", "session_id": "01JD3Q7Z8X4K2M9N5P6R7S8T9V"})), &alice()),
             404,
         ),
         (req("GET", "/sessions?limit=0", None, &alice()), 400),
@@ -339,12 +268,7 @@ async fn openai_compatible_conversation_sends_history_in_order_with_limit() {
         .unwrap()
         .iter()
         .skip(1)
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_owned(),
-                m["content"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|m| (m["role"].as_str().unwrap().to_owned(), m["content"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(
         third,
@@ -383,14 +307,8 @@ async fn anthropic_wire_format() {
     assert_eq!(reply["usage"], json!({"input_tokens": 30, "output_tokens": 4}));
     assert_eq!(reply["model"], "claude-test");
     let sent = &requests(&server).await[0];
-    assert!(
-        sent["system"].as_str().unwrap().starts_with("You are Coach"),
-        "built-in prompt without prompt/ in S3"
-    );
-    assert_eq!(
-        sent["messages"],
-        json!([{"role": "user", "content": "Where do I start?"}])
-    );
+    assert!(sent["system"].as_str().unwrap().starts_with("You are Coach"), "built-in prompt without prompt/ in S3");
+    assert_eq!(sent["messages"], json!([{"role": "user", "content": "Where do I start?"}]));
     assert_eq!(sent["max_tokens"], 1024);
 }
 
@@ -414,10 +332,7 @@ async fn gemini_wire_format() {
     assert_eq!(reply["usage"], json!({"input_tokens": 40, "output_tokens": 3}));
     assert_eq!(reply["model"], "gemini-test-001");
     let sent = &requests(&server).await[0];
-    assert_eq!(
-        sent["contents"],
-        json!([{"role": "user", "parts": [{"text": "Plan my week"}]}])
-    );
+    assert_eq!(sent["contents"], json!([{"role": "user", "parts": [{"text": "Plan my week"}]}]));
     assert!(sent["systemInstruction"]["parts"][0]["text"].is_string());
 }
 
@@ -445,10 +360,7 @@ async fn retries_429_then_succeeds() {
 #[tokio::test]
 async fn persistent_5xx_is_502_after_three_tries_and_the_message_stays_stored() {
     let server = MockServer::start().await;
-    Mock::given(matchers::path("/chat/completions"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&server)
-        .await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
     let services = llm_stack("openai", &server, &[]).await;
     let (status, body) = chat_turn(&services, &alice(), "please keep this", None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -470,12 +382,8 @@ async fn slow_upstream_times_out_and_is_retried() {
         .respond_with(openai_reply("too late").set_delay(std::time::Duration::from_secs(3)))
         .mount(&server)
         .await;
-    let services = llm_stack(
-        "openai",
-        &server,
-        &[("COACH_LLM_TIMEOUT_MS", "200"), ("COACH_LLM_MAX_ATTEMPTS", "2")],
-    )
-    .await;
+    let services =
+        llm_stack("openai", &server, &[("COACH_LLM_TIMEOUT_MS", "200"), ("COACH_LLM_MAX_ATTEMPTS", "2")]).await;
     let (status, body) = chat_turn(&services, &alice(), "hi", None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(requests(&server).await.len(), 2);
@@ -491,10 +399,7 @@ async fn client_errors_from_the_provider_are_not_retried() {
     let services = llm_stack("openai", &server, &[]).await;
     let (status, body) = chat_turn(&services, &alice(), "hi", None).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(
-        !body.to_string().contains("sk-test"),
-        "no upstream detail or key in the error: {body}"
-    );
+    assert!(!body.to_string().contains("sk-test"), "no upstream detail or key in the error: {body}");
     assert_eq!(requests(&server).await.len(), 1);
 }
 
@@ -503,10 +408,7 @@ async fn client_errors_from_the_provider_are_not_retried() {
 #[tokio::test]
 async fn system_prompt_comes_from_s3_and_is_revalidated() {
     let server = MockServer::start().await;
-    Mock::given(matchers::path("/chat/completions"))
-        .respond_with(openai_reply("ok"))
-        .mount(&server)
-        .await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(openai_reply("ok")).mount(&server).await;
     let uri = server.uri();
     let stack = stack(&[
         ("COACH_LLM_PROVIDER", "openai"),
@@ -531,24 +433,15 @@ async fn system_prompt_comes_from_s3_and_is_revalidated() {
     put("Prompt version two.").await.unwrap();
     chat_turn(&services, &alice(), "c", None).await;
 
-    let systems: Vec<String> = requests(&server)
-        .await
-        .iter()
-        .map(|r| r["messages"][0]["content"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        systems,
-        vec!["Prompt version one.", "Prompt version one.", "Prompt version two."]
-    );
+    let systems: Vec<String> =
+        requests(&server).await.iter().map(|r| r["messages"][0]["content"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(systems, vec!["Prompt version one.", "Prompt version one.", "Prompt version two."]);
 }
 
 #[tokio::test]
 async fn cached_system_prompt_is_not_refetched_within_the_interval() {
     let server = MockServer::start().await;
-    Mock::given(matchers::path("/chat/completions"))
-        .respond_with(openai_reply("ok"))
-        .mount(&server)
-        .await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(openai_reply("ok")).mount(&server).await;
     let uri = server.uri();
     let stack = stack(&[
         ("COACH_LLM_PROVIDER", "openai"),
@@ -571,11 +464,7 @@ async fn cached_system_prompt_is_not_refetched_within_the_interval() {
     chat_turn(&services, &alice(), "a", None).await;
     put("Second.").await.unwrap();
     chat_turn(&services, &alice(), "b", None).await;
-    let systems: Vec<Value> = requests(&server)
-        .await
-        .iter()
-        .map(|r| r["messages"][0]["content"].clone())
-        .collect();
+    let systems: Vec<Value> = requests(&server).await.iter().map(|r| r["messages"][0]["content"].clone()).collect();
     assert_eq!(systems, vec![json!("First."), json!("First.")]);
 }
 
@@ -585,29 +474,18 @@ async fn stream(services: Arc<Services>, body: Value, token: &str) -> (StatusCod
     let request = events::with("chat-stream.json", "POST", "/chat/stream", Some(&body), Some(token));
     let response: Response<_> = chat::stream::handle(services, request).await;
     let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let bytes = response.into_body().collect().await.expect("stream body").to_bytes();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     if !content_type.starts_with("text/event-stream") {
-        return (
-            status,
-            content_type,
-            vec![("json".into(), serde_json::from_str(&text).unwrap())],
-        );
+        return (status, content_type, vec![("json".into(), serde_json::from_str(&text).unwrap())]);
     }
     let events = text
         .split("\n\n")
         .filter(|block| !block.trim().is_empty())
         .map(|block| {
-            let event = block
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap()
-                .to_owned();
+            let event = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap().to_owned();
             let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
             (event, serde_json::from_str(data).unwrap())
         })
@@ -616,16 +494,17 @@ async fn stream(services: Arc<Services>, body: Value, token: &str) -> (StatusCod
 }
 
 fn sse(events: &[(&str, Value)]) -> ResponseTemplate {
-    let body: String = events
-        .iter()
-        .map(|(event, data)| {
-            if event.is_empty() {
-                format!("data: {data}\n\n")
-            } else {
-                format!("event: {event}\ndata: {data}\n\n")
-            }
-        })
-        .collect();
+    let body: String =
+        events
+            .iter()
+            .map(|(event, data)| {
+                if event.is_empty() {
+                    format!("data: {data}\n\n")
+                } else {
+                    format!("event: {event}\ndata: {data}\n\n")
+                }
+            })
+            .collect();
     ResponseTemplate::new(200)
         .insert_header("content-type", "text/event-stream")
         .set_body_raw(body, "text/event-stream")
@@ -649,9 +528,7 @@ async fn openai_stream_gives_tokens_then_sources_then_done_and_stores_the_reply(
         .join("\n\ndata: ")
         + "\n\n";
     Mock::given(matchers::path("/chat/completions"))
-        .and(matchers::body_partial_json(
-            json!({"stream": true, "stream_options": {"include_usage": true}}),
-        ))
+        .and(matchers::body_partial_json(json!({"stream": true, "stream_options": {"include_usage": true}})))
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
         .mount(&server)
         .await;
@@ -726,10 +603,7 @@ async fn upstream_error_mid_stream_ends_with_an_error_event_and_keeps_the_user_m
                 "content_block_delta",
                 json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Partial"}}),
             ),
-            (
-                "error",
-                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-            ),
+            ("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
         ]))
         .mount(&server)
         .await;
@@ -749,10 +623,7 @@ async fn upstream_error_mid_stream_ends_with_an_error_event_and_keeps_the_user_m
 #[tokio::test]
 async fn stream_failures_before_the_first_byte_are_json_errors() {
     let server = MockServer::start().await;
-    Mock::given(matchers::path("/chat/completions"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&server)
-        .await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(ResponseTemplate::new(503)).mount(&server).await;
     let services = Arc::new(llm_stack("openai", &server, &[]).await);
     let (status, content_type, events) = stream(services.clone(), json!({"message": "hi"}), &alice()).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -773,10 +644,7 @@ async fn none_provider_streams_the_offline_answer() {
     let (status, _, events) = stream(services, json!({"message": "hi"}), &alice()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(kinds(&events), vec!["token", "sources", "done"]);
-    assert!(events[0].1["text"]
-        .as_str()
-        .unwrap()
-        .starts_with("No language model is configured"));
+    assert!(events[0].1["text"].as_str().unwrap().starts_with("No language model is configured"));
     assert_eq!(events[2].1["model"], "none");
 }
 
@@ -802,13 +670,8 @@ async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
         .mount(&server)
         .await;
     let services = Arc::new(llm_stack("anthropic", &server, &[]).await);
-    let request = events::with(
-        "chat-stream.json",
-        "POST",
-        "/chat/stream",
-        Some(&json!({"message": "hi"})),
-        Some(&alice()),
-    );
+    let request =
+        events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": "hi"})), Some(&alice()));
     let response = chat::stream::handle(services.clone(), request).await;
     assert_eq!(response.status(), StatusCode::OK);
     drop(response); // the client hangs up before reading anything

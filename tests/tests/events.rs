@@ -49,10 +49,7 @@ fn every_event_parses_as_its_trigger_sends_it() {
             let event: SqsEvent = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
             for record in event.records {
                 let body: serde_json::Value = serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
-                assert!(
-                    body.get("Records").is_some() || body["Event"] == "s3:TestEvent",
-                    "{name}"
-                );
+                assert!(body.get("Records").is_some() || body["Event"] == "s3:TestEvent", "{name}");
             }
         } else if json["source"] == "aws.events" {
             let event: CloudWatchEvent = serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));

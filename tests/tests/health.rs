@@ -26,9 +26,7 @@ async fn healthy_when_bucket_and_table_exist() {
 #[tokio::test]
 async fn missing_table_is_503_with_json_error() {
     let stack = TestStack::without_resources(&[]).await;
-    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket)
-        .await
-        .unwrap();
+    coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
     let state = stack.services();
     let response = chat::handle(&state, events::http_request("chat-health.json", "req-no-table")).await;
 
@@ -48,9 +46,7 @@ async fn missing_table_is_503_with_json_error() {
 #[tokio::test]
 async fn missing_bucket_is_503() {
     let stack = TestStack::without_resources(&[]).await;
-    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table)
-        .await
-        .unwrap();
+    coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
     let state = stack.services();
     let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
 

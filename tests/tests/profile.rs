@@ -13,15 +13,11 @@ use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, Request, ResponseTemplate};
 
 async fn services(auth0: &MockServer) -> Services {
-    let stack = TestStack::without_resources(&[
-        ("COACH_AUTH0_DOMAIN", &auth0.uri()),
-        ("COACH_AUTH0_CLIENT_ID", "client-123"),
-    ])
-    .await;
+    let stack =
+        TestStack::without_resources(&[("COACH_AUTH0_DOMAIN", &auth0.uri()), ("COACH_AUTH0_CLIENT_ID", "client-123")])
+            .await;
     let fields = json!({ "jwt_hs256_secret": TEST_HS256_KEY, "auth0_client_secret": "s3cret-value" });
-    create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields)
-        .await
-        .unwrap();
+    create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields).await.unwrap();
     stack.services()
 }
 
@@ -76,35 +72,21 @@ async fn profile_is_fetched_once_per_user_with_one_cached_token() {
     let services = services(&auth0).await;
 
     let first = me(&services, "auth0|alice").await;
-    assert_eq!(
-        first["profile"],
-        json!({"goal": "delegate more", "timezone": "Europe/Paris"})
-    );
+    assert_eq!(first["profile"], json!({"goal": "delegate more", "timezone": "Europe/Paris"}));
     assert_eq!(me(&services, "auth0|alice").await["profile"], first["profile"]);
     me(&services, "auth0|bob").await;
 
     let users = requests_to(&auth0, "/api/v2/users/").await;
     assert_eq!(users.len(), 2, "one fetch per user, then the cache");
-    assert_eq!(
-        users[0].url.path(),
-        "/api/v2/users/auth0%7Calice",
-        "user id is percent-encoded"
-    );
-    assert_eq!(
-        requests_to(&auth0, "/oauth/token").await.len(),
-        1,
-        "the management token is cached"
-    );
+    assert_eq!(users[0].url.path(), "/api/v2/users/auth0%7Calice", "user id is percent-encoded");
+    assert_eq!(requests_to(&auth0, "/oauth/token").await.len(), 1, "the management token is cached");
 }
 
 #[tokio::test]
 async fn user_without_metadata_has_no_profile_and_is_not_asked_again() {
     let auth0 = MockServer::start().await;
     mount_token_endpoint(&auth0).await;
-    Mock::given(matchers::path_regex("^/api/v2/users/"))
-        .respond_with(ResponseTemplate::new(404))
-        .mount(&auth0)
-        .await;
+    Mock::given(matchers::path_regex("^/api/v2/users/")).respond_with(ResponseTemplate::new(404)).mount(&auth0).await;
     let services = services(&auth0).await;
     assert_eq!(me(&services, "auth0|ghost").await["profile"], Value::Null);
     assert_eq!(me(&services, "auth0|ghost").await["profile"], Value::Null);
@@ -115,27 +97,17 @@ async fn user_without_metadata_has_no_profile_and_is_not_asked_again() {
 async fn auth0_failures_degrade_to_no_profile_and_are_retried_later() {
     let auth0 = MockServer::start().await;
     mount_token_endpoint(&auth0).await;
-    Mock::given(matchers::path_regex("^/api/v2/users/"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&auth0)
-        .await;
+    Mock::given(matchers::path_regex("^/api/v2/users/")).respond_with(ResponseTemplate::new(503)).mount(&auth0).await;
     let services = services(&auth0).await;
     assert_eq!(me(&services, "auth0|alice").await["profile"], Value::Null);
     assert_eq!(me(&services, "auth0|alice").await["profile"], Value::Null);
-    assert_eq!(
-        requests_to(&auth0, "/api/v2/users/").await.len(),
-        2,
-        "failures are not cached"
-    );
+    assert_eq!(requests_to(&auth0, "/api/v2/users/").await.len(), 2, "failures are not cached");
 }
 
 #[tokio::test]
 async fn token_endpoint_failure_degrades_to_no_profile() {
     let auth0 = MockServer::start().await;
-    Mock::given(matchers::path("/oauth/token"))
-        .respond_with(ResponseTemplate::new(401))
-        .mount(&auth0)
-        .await;
+    Mock::given(matchers::path("/oauth/token")).respond_with(ResponseTemplate::new(401)).mount(&auth0).await;
     let services = services(&auth0).await;
     assert_eq!(me(&services, "auth0|alice").await["profile"], Value::Null);
     assert!(requests_to(&auth0, "/api/v2/users/").await.is_empty());
@@ -145,18 +117,11 @@ async fn token_endpoint_failure_degrades_to_no_profile() {
 async fn rejected_management_token_is_dropped_and_renewed() {
     let auth0 = MockServer::start().await;
     mount_token_endpoint(&auth0).await;
-    Mock::given(matchers::path_regex("^/api/v2/users/"))
-        .respond_with(ResponseTemplate::new(401))
-        .mount(&auth0)
-        .await;
+    Mock::given(matchers::path_regex("^/api/v2/users/")).respond_with(ResponseTemplate::new(401)).mount(&auth0).await;
     let services = services(&auth0).await;
     assert_eq!(me(&services, "auth0|alice").await["profile"], Value::Null);
     assert_eq!(me(&services, "auth0|alice").await["profile"], Value::Null);
-    assert_eq!(
-        requests_to(&auth0, "/oauth/token").await.len(),
-        2,
-        "a rejected token is fetched anew"
-    );
+    assert_eq!(requests_to(&auth0, "/oauth/token").await.len(), 2, "a rejected token is fetched anew");
 }
 
 #[tokio::test]

@@ -8,9 +8,8 @@ fn scan(text: &str, names: &mut BTreeSet<String>) {
     let mut rest = text;
     while let Some(at) = rest.find("COACH_") {
         let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
+        let end =
+            tail.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')).unwrap_or(tail.len());
         let name = tail[..end].trim_end_matches('_');
         let is_pattern = tail[end..].starts_with('*'); // `COACH_JWT_*` in prose
         if name.len() > "COACH_".len() && !is_pattern {
@@ -38,22 +37,10 @@ fn every_coach_variable_is_in_the_readme_table() {
     for dir in ["shared/src", "functions", "tests/src", "scripts"] {
         scan_dir(&root.join(dir), &mut names);
     }
-    scan(
-        &std::fs::read_to_string(root.join("template.yaml")).unwrap(),
-        &mut names,
-    );
-    assert!(
-        names.contains("COACH_BUCKET") && names.len() > 10,
-        "scan found {names:?}"
-    );
+    scan(&std::fs::read_to_string(root.join("template.yaml")).unwrap(), &mut names);
+    assert!(names.contains("COACH_BUCKET") && names.len() > 10, "scan found {names:?}");
 
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let missing: Vec<_> = names
-        .iter()
-        .filter(|n| !readme.contains(&format!("| `{n}` |")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "not in the README's configuration table: {missing:?}"
-    );
+    let missing: Vec<_> = names.iter().filter(|n| !readme.contains(&format!("| `{n}` |"))).collect();
+    assert!(missing.is_empty(), "not in the README's configuration table: {missing:?}");
 }

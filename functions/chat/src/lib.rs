@@ -118,14 +118,8 @@ async fn post_chat(services: &Services, req: &Request) -> Result<Response<Body>,
 async fn list_sessions(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
     let who = user(services, req).await?;
     let limit = query_limit(req, 20, MAX_PAGE)?;
-    let page = services
-        .history
-        .sessions(&who, limit, query_param(req, "cursor"))
-        .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"sessions": page.items, "next_cursor": page.next_cursor}),
-    ))
+    let page = services.history.sessions(&who, limit, query_param(req, "cursor")).await?;
+    Ok(json_response(StatusCode::OK, &json!({"sessions": page.items, "next_cursor": page.next_cursor})))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,17 +132,8 @@ struct NewSession {
 /// `POST /sessions` `{title?}` (body optional): 201 with the new session.
 async fn create_session(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
     let who = user(services, req).await?;
-    let input: NewSession = if req.body().is_empty() {
-        NewSession::default()
-    } else {
-        json_body(req)?
-    };
-    let title = input
-        .title
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .unwrap_or("New conversation");
+    let input: NewSession = if req.body().is_empty() { NewSession::default() } else { json_body(req)? };
+    let title = input.title.as_deref().map(str::trim).filter(|t| !t.is_empty()).unwrap_or("New conversation");
     let session = services.history.create_session(&who, title).await?;
     Ok(json_response(StatusCode::CREATED, &session))
 }
@@ -158,10 +143,7 @@ async fn session_messages(services: &Services, req: &Request, id: &str) -> Resul
     let who = user(services, req).await?;
     let limit = query_limit(req, 50, MAX_PAGE)?;
     let session = services.history.session(&who, id).await?;
-    let page = services
-        .history
-        .messages(&who, &session.session_id, limit, query_param(req, "cursor"))
-        .await?;
+    let page = services.history.messages(&who, &session.session_id, limit, query_param(req, "cursor")).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"session_id": session.session_id, "messages": page.items, "next_cursor": page.next_cursor}),

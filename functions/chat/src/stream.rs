@@ -57,16 +57,8 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
                     text.push_str(&piece);
                 }
                 Ok(Delta::Usage(u)) => {
-                    usage.input_tokens = if u.input_tokens > 0 {
-                        u.input_tokens
-                    } else {
-                        usage.input_tokens
-                    };
-                    usage.output_tokens = if u.output_tokens > 0 {
-                        u.output_tokens
-                    } else {
-                        usage.output_tokens
-                    };
+                    usage.input_tokens = if u.input_tokens > 0 { u.input_tokens } else { usage.input_tokens };
+                    usage.output_tokens = if u.output_tokens > 0 { u.output_tokens } else { usage.output_tokens };
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {

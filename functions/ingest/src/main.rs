@@ -1,8 +1,7 @@
-//! Lambda entry point for the ingest function (S3 ObjectCreated/ObjectRemoved events).
-//!
-//! The ingestion pipeline (extract, chunk, embed, index, status) arrives with the documents
-//! work (issue 5). Until then each event is refused with an error, so nothing is marked as
-//! processed that was not.
+//! Lambda entry point for the ingest function: build services once, then handle S3 events
+//! (directly from S3 or wrapped in SQS).
+
+#![recursion_limit = "256"]
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -10,9 +9,12 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     coach::logging::init();
-    coach::config::Config::from_env().inspect_err(|err| tracing::error!(error = %err, "cold start failed"))?;
-    lambda_runtime::run(service_fn(|_event: LambdaEvent<Value>| async {
-        Err::<(), Error>("document ingestion is not available in this build".into())
+    let services = coach::services::Services::from_env().await.inspect_err(|err| {
+        tracing::error!(error = %err, "cold start failed");
+    })?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        let services = &services;
+        async move { ingest::handle(services, event.payload).await.map_err(Error::from) }
     }))
     .await
 }

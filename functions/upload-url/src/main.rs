@@ -1,5 +1,7 @@
 //! Lambda entry point for the upload-url function: build services once, then serve requests.
 
+#![recursion_limit = "256"]
+
 use lambda_http::{service_fn, Error};
 
 #[tokio::main]
@@ -8,8 +10,5 @@ async fn main() -> Result<(), Error> {
     let services = coach::services::Services::from_env().await.inspect_err(|err| {
         tracing::error!(error = %err, "cold start failed");
     })?;
-    lambda_http::run(service_fn(|req| async {
-        Ok::<_, Error>(upload_url::handle(&services, req).await)
-    }))
-    .await
+    lambda_http::run(service_fn(|req| async { Ok::<_, Error>(upload_url::handle(&services, req).await) })).await
 }

@@ -67,18 +67,17 @@ impl Principal {
     }
 }
 
-/// Tenant ids end up in S3 keys and DynamoDB keys: keep them to a safe alphabet.
-pub(crate) fn validate_tenant(tenant: &str) -> Result<(), String> {
+/// Tenant ids end up in S3 keys and DynamoDB keys: keep them to a safe alphabet. A leading
+/// `_` or `.` is refused, so no tenant can be named like `_global` (the shared docs' scope).
+pub fn validate_tenant(tenant: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&tenant.len())
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !tenant.starts_with('.');
+        && tenant.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !tenant.starts_with(['.', '_']);
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{tenant:?} is not a valid tenant id (1-64 letters, digits, '-', '_' or '.')"
+            "{tenant:?} is not a valid tenant id (1-64 letters, digits, '-', '_' or '.', not starting with '_' or '.')"
         ))
     }
 }
@@ -86,12 +85,7 @@ pub(crate) fn validate_tenant(tenant: &str) -> Result<(), String> {
 pub(super) fn principal(claims: &Map<String, Value>, config: &AuthConfig) -> Result<Principal, Error> {
     let user_id = match claims.get(&config.user_claim) {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => s.clone(),
-        Some(_) => {
-            return Err(unauthorized(format!(
-                "token claim {:?} is malformed",
-                config.user_claim
-            )))
-        }
+        Some(_) => return Err(unauthorized(format!("token claim {:?} is malformed", config.user_claim))),
         None => return Err(unauthorized(format!("token lacks the {:?} claim", config.user_claim))),
     };
     let tenant = match &config.tenant {
@@ -148,11 +142,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             p,
-            Principal {
-                user_id: "auth0|42".into(),
-                tenant: "acme".into(),
-                roles: vec![Role::Editor, Role::Admin]
-            }
+            Principal { user_id: "auth0|42".into(), tenant: "acme".into(), roles: vec![Role::Editor, Role::Admin] }
         );
         assert!(p.has_role(Role::User));
     }
@@ -167,18 +157,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.roles, vec![Role::Editor]);
-        let p = principal(
-            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "t"})),
-            &c,
-        )
-        .unwrap();
+        let p = principal(&claims(json!({"sub": "u", "https://coach.example.com/tenant": "t"})), &c).unwrap();
         assert_eq!(p.roles, vec![Role::User]);
         c.default_role = None;
-        let p = principal(
-            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "t"})),
-            &c,
-        )
-        .unwrap();
+        let p = principal(&claims(json!({"sub": "u", "https://coach.example.com/tenant": "t"})), &c).unwrap();
         assert!(p.roles.is_empty());
         assert_eq!(p.require(Role::User).unwrap_err().status().as_u16(), 403);
     }
@@ -190,11 +172,8 @@ mod tests {
         assert_eq!(err, Error::Unauthorized("token lacks the \"sub\" claim".into()));
         let err = principal(&claims(json!({"sub": "u"})), &c).unwrap_err();
         assert_eq!(err.status().as_u16(), 401);
-        let err = principal(
-            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "../other"})),
-            &c,
-        )
-        .unwrap_err();
+        let err =
+            principal(&claims(json!({"sub": "u", "https://coach.example.com/tenant": "../other"})), &c).unwrap_err();
         assert_eq!(err.status().as_u16(), 401);
         let err = principal(&claims(json!({"sub": 7, "https://coach.example.com/tenant": "t"})), &c).unwrap_err();
         assert_eq!(err.status().as_u16(), 401);
@@ -204,26 +183,15 @@ mod tests {
     fn single_tenant_ignores_tenant_claims() {
         let mut c = config();
         c.tenant = TenantSource::Single("default".into());
-        let p = principal(
-            &claims(json!({"sub": "u", "https://coach.example.com/tenant": "evil"})),
-            &c,
-        )
-        .unwrap();
+        let p = principal(&claims(json!({"sub": "u", "https://coach.example.com/tenant": "evil"})), &c).unwrap();
         assert_eq!(p.tenant, "default");
     }
 
     #[test]
     fn role_guard_follows_the_hierarchy() {
-        let p = Principal {
-            user_id: "u".into(),
-            tenant: "t".into(),
-            roles: vec![Role::Editor],
-        };
+        let p = Principal { user_id: "u".into(), tenant: "t".into(), roles: vec![Role::Editor] };
         assert!(p.require(Role::User).is_ok());
         assert!(p.require(Role::Editor).is_ok());
-        assert_eq!(
-            p.require(Role::Admin),
-            Err(Error::Forbidden("this action needs the admin role".into()))
-        );
+        assert_eq!(p.require(Role::Admin), Err(Error::Forbidden("this action needs the admin role".into())));
     }
 }

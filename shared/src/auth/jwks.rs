@@ -30,10 +30,7 @@ enum Family {
 
 impl Family {
     fn signs(self, alg: Algorithm) -> bool {
-        matches!(
-            (self, alg),
-            (Family::Rsa, Algorithm::RS256) | (Family::EcP256, Algorithm::ES256)
-        )
+        matches!((self, alg), (Family::Rsa, Algorithm::RS256) | (Family::EcP256, Algorithm::ES256))
     }
 }
 
@@ -79,10 +76,7 @@ impl Jwks {
     }
 
     async fn keys(&self) -> Result<Arc<Vec<Key>>, Error> {
-        self.cache
-            .try_get_with((), self.fetch())
-            .await
-            .map_err(|e| (*e).clone())
+        self.cache.try_get_with((), self.fetch()).await.map_err(|e| (*e).clone())
     }
 
     fn may_refetch(&self) -> bool {
@@ -102,12 +96,7 @@ impl Jwks {
             tracing::error!(url = %self.url, problem = what, "cannot load signing keys");
             Error::Upstream("the identity provider's signing keys are unavailable".into())
         };
-        let response = self
-            .http
-            .get(&self.url)
-            .send()
-            .await
-            .map_err(|e| unavailable(&e.to_string()))?;
+        let response = self.http.get(&self.url).send().await.map_err(|e| unavailable(&e.to_string()))?;
         if !response.status().is_success() {
             return Err(unavailable(&format!("status {}", response.status())));
         }

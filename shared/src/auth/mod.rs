@@ -20,7 +20,7 @@ use std::time::Duration;
 use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use lambda_http::{http::header::AUTHORIZATION, Request};
 
-pub use claims::{Principal, Role};
+pub use claims::{validate_tenant, Principal, Role};
 
 use crate::{
     config::{ConfigError, Env},
@@ -39,12 +39,7 @@ pub enum AuthMode {
     /// HS256 with the key from the Coach secret (`COACH_SECRET_ID`).
     Hs256,
     /// RS256/ES256 against an issuer's JWKS.
-    Jwks {
-        url: String,
-        algorithms: Vec<Algorithm>,
-        cache_ttl: Duration,
-        min_refetch: Duration,
-    },
+    Jwks { url: String, algorithms: Vec<Algorithm>, cache_ttl: Duration, min_refetch: Duration },
 }
 
 /// Which tenant a caller belongs to.
@@ -126,19 +121,13 @@ impl AuthConfig {
         };
         let tenant = match env.string("COACH_SINGLE_TENANT") {
             Some(tenant) => {
-                claims::validate_tenant(&tenant).map_err(|reason| ConfigError {
-                    var: "COACH_SINGLE_TENANT",
-                    reason,
-                })?;
+                claims::validate_tenant(&tenant)
+                    .map_err(|reason| ConfigError { var: "COACH_SINGLE_TENANT", reason })?;
                 TenantSource::Single(tenant)
             }
             None => TenantSource::Claim(env.string_or("COACH_TENANT_CLAIM", "tenant_id")),
         };
-        let default_role = match env
-            .string_or("COACH_DEFAULT_ROLE", "user")
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        let default_role = match env.string_or("COACH_DEFAULT_ROLE", "user").to_ascii_lowercase().as_str() {
             "none" => None,
             name => Some(name.parse().map_err(|_| ConfigError {
                 var: "COACH_DEFAULT_ROLE",
@@ -161,10 +150,7 @@ impl AuthConfig {
 fn is_loopback_http(url: &str) -> bool {
     ["http://127.0.0.1", "http://localhost", "http://[::1]"]
         .iter()
-        .any(|p| {
-            url.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
-        })
+        .any(|p| url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])))
 }
 
 /// Verifies bearer tokens. Built once per cold start; keys and secrets are cached inside.
@@ -183,25 +169,17 @@ impl Authenticator {
     pub fn new(config: AuthConfig, secrets: Secrets, secret_id: String, http: reqwest::Client) -> Self {
         let keys = match &config.mode {
             AuthMode::Hs256 => Keys::Hs256 { secrets, secret_id },
-            AuthMode::Jwks {
-                url,
-                cache_ttl,
-                min_refetch,
-                ..
-            } => Keys::Jwks(jwks::Jwks::new(http, url.clone(), *cache_ttl, *min_refetch)),
+            AuthMode::Jwks { url, cache_ttl, min_refetch, .. } => {
+                Keys::Jwks(jwks::Jwks::new(http, url.clone(), *cache_ttl, *min_refetch))
+            }
         };
         Self { config, keys }
     }
 
     /// Authenticates a request by its `Authorization: Bearer` header.
     pub async fn authenticate(&self, req: &Request) -> Result<Principal, Error> {
-        let header = req
-            .headers()
-            .get(AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing Authorization header"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
+        let header = req.headers().get(AUTHORIZATION).ok_or_else(|| unauthorized("missing Authorization header"))?;
+        let value = header.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
             _ => return Err(unauthorized("expected Authorization: Bearer <token>")),

@@ -32,10 +32,8 @@ pub(super) fn request(
         "max_tokens": config.max_output_tokens,
         "stream": stream,
     });
-    let request = http
-        .post(format!("{}/v1/messages", config.base_url))
-        .header("anthropic-version", API_VERSION)
-        .json(&body);
+    let request =
+        http.post(format!("{}/v1/messages", config.base_url)).header("anthropic-version", API_VERSION).json(&body);
     match api_key {
         Some(key) => request.header("x-api-key", key),
         None => request,
@@ -44,11 +42,7 @@ pub(super) fn request(
 
 pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
     let blocks = body["content"].as_array()?;
-    let text: String = blocks
-        .iter()
-        .filter(|b| b["type"] == "text")
-        .filter_map(|b| b["text"].as_str())
-        .collect();
+    let text: String = blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
     Some(Completion {
         text,
         usage: Usage {

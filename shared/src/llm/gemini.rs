@@ -30,10 +30,7 @@ pub(super) fn request(
         "generationConfig": {"maxOutputTokens": config.max_output_tokens},
     });
     let url = if stream {
-        format!(
-            "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
-            config.base_url, config.model
-        )
+        format!("{}/v1beta/models/{}:streamGenerateContent?alt=sse", config.base_url, config.model)
     } else {
         format!("{}/v1beta/models/{}:generateContent", config.base_url, config.model)
     };

@@ -64,11 +64,7 @@ pub struct LlmConfig {
 
 impl LlmConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let provider = match env
-            .string_or("COACH_LLM_PROVIDER", "none")
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        let provider = match env.string_or("COACH_LLM_PROVIDER", "none").to_ascii_lowercase().as_str() {
             "none" => Provider::None,
             "openai" => Provider::OpenAi,
             "anthropic" => Provider::Anthropic,
@@ -86,15 +82,9 @@ impl LlmConfig {
             Provider::Anthropic => ("https://api.anthropic.com", "claude-3-5-haiku-latest"),
             Provider::Gemini => ("https://generativelanguage.googleapis.com", "gemini-1.5-flash"),
         };
-        let base_url = env
-            .string_or("COACH_LLM_BASE_URL", default_url)
-            .trim_end_matches('/')
-            .to_owned();
+        let base_url = env.string_or("COACH_LLM_BASE_URL", default_url).trim_end_matches('/').to_owned();
         if provider != Provider::None && reqwest::Url::parse(&base_url).is_err() {
-            return Err(ConfigError {
-                var: "COACH_LLM_BASE_URL",
-                reason: format!("not a URL: {base_url:?}"),
-            });
+            return Err(ConfigError { var: "COACH_LLM_BASE_URL", reason: format!("not a URL: {base_url:?}") });
         }
         let max_output_tokens = env.number("COACH_LLM_MAX_OUTPUT_TOKENS", 1024, 16, 65_536)? as u32;
         let context_tokens = env.number("COACH_LLM_CONTEXT_TOKENS", 16_000, 1_000, 2_000_000)? as u32;
@@ -162,12 +152,7 @@ pub struct Llm {
 
 impl Llm {
     pub fn new(config: LlmConfig, http: reqwest::Client, secrets: Secrets, secret_id: String) -> Self {
-        Self {
-            config,
-            http,
-            secrets,
-            secret_id,
-        }
+        Self { config, http, secrets, secret_id }
     }
 
     pub fn config(&self) -> &LlmConfig {
@@ -201,11 +186,8 @@ impl Llm {
     pub async fn stream(&self, prompt: &Prompt, passages: &[Source]) -> Result<DeltaStream, Error> {
         if self.config.provider == Provider::None {
             let answer = offline_answer(passages);
-            let deltas = vec![
-                Ok(Delta::Model(answer.model)),
-                Ok(Delta::Text(answer.text)),
-                Ok(Delta::Usage(answer.usage)),
-            ];
+            let deltas =
+                vec![Ok(Delta::Model(answer.model)), Ok(Delta::Text(answer.text)), Ok(Delta::Usage(answer.usage))];
             return Ok(Box::pin(futures_util::stream::iter(deltas)));
         }
         let response = self.send(prompt, true).await?;
@@ -273,9 +255,7 @@ impl Llm {
                     let status = response.status().as_u16();
                     if status != 429 && status < 500 {
                         tracing::error!(status, attempt, "language model refused the request");
-                        return Err(upstream(&format!(
-                            "the language model refused the request (status {status})"
-                        )));
+                        return Err(upstream(&format!("the language model refused the request (status {status})")));
                     }
                     tracing::warn!(status, attempt, "language model call failed");
                     retry_after(&response)
@@ -321,14 +301,7 @@ impl Llm {
 
 /// A `Retry-After` of up to 10 s, in seconds.
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let secs: u64 = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     (secs <= 10).then(|| Duration::from_secs(secs))
 }
 
@@ -359,21 +332,11 @@ pub fn offline_answer(passages: &[Source]) -> Completion {
             "No language model is configured, so here are the most relevant passages from your documents:\n",
         );
         for (i, p) in passages.iter().enumerate() {
-            text.push_str(&format!(
-                "\n[{}] {} (part {})\n{}\n",
-                i + 1,
-                p.title,
-                p.chunk + 1,
-                p.snippet
-            ));
+            text.push_str(&format!("\n[{}] {} (part {})\n{}\n", i + 1, p.title, p.chunk + 1, p.snippet));
         }
         text
     };
-    Completion {
-        text,
-        usage: Usage::default(),
-        model: "none".to_owned(),
-    }
+    Completion { text, usage: Usage::default(), model: "none".to_owned() }
 }
 
 /// A sender for a hand-written stream.
@@ -398,9 +361,7 @@ where
 {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(producer(StreamSender(tx)));
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
 }
 
 #[cfg(test)]

@@ -96,14 +96,8 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                SseEvent {
-                    event: Some("content_block_delta".into()),
-                    data: "{\"a\":1}".into()
-                },
-                SseEvent {
-                    event: None,
-                    data: "[DONE]".into()
-                },
+                SseEvent { event: Some("content_block_delta".into()), data: "{\"a\":1}".into() },
+                SseEvent { event: None, data: "[DONE]".into() },
             ]
         );
     }
@@ -112,26 +106,14 @@ mod tests {
     fn crlf_comments_and_multiline_data() {
         let mut d = SseDecoder::default();
         let events = d.push(b": keep-alive\r\n\r\ndata: a\r\ndata: b\r\n\r\n").unwrap();
-        assert_eq!(
-            events,
-            vec![SseEvent {
-                event: None,
-                data: "a\nb".into()
-            }]
-        );
+        assert_eq!(events, vec![SseEvent { event: None, data: "a\nb".into() }]);
     }
 
     #[test]
     fn unterminated_last_event_is_flushed() {
         let mut d = SseDecoder::default();
         assert!(d.push(b"data: tail").unwrap().is_empty());
-        assert_eq!(
-            d.finish(),
-            Some(SseEvent {
-                event: None,
-                data: "tail".into()
-            })
-        );
+        assert_eq!(d.finish(), Some(SseEvent { event: None, data: "tail".into() }));
     }
 
     #[test]

@@ -61,11 +61,7 @@ async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
 
     let docs_dir = docs_dir.unwrap_or_else(|| PathBuf::from("examples/docs"));
     let uploaded = upload_docs(&aws.s3, &config.bucket, &docs_dir).await?;
-    println!(
-        "docs     {uploaded} file(s) from {} to s3://{}/docs/",
-        docs_dir.display(),
-        config.bucket
-    );
+    println!("docs     {uploaded} file(s) from {} to s3://{}/docs/", docs_dir.display(), config.bucket);
     Ok(())
 }
 
@@ -78,33 +74,17 @@ async fn token(args: &[String]) -> Result<(), String> {
             "--user" => user = value.clone(),
             "--tenant" => tenant = value.clone(),
             "--roles" => roles = value.clone(),
-            "--ttl" => {
-                ttl = value
-                    .parse()
-                    .map_err(|_| format!("--ttl takes seconds, got {value:?}"))?
-            }
+            "--ttl" => ttl = value.parse().map_err(|_| format!("--ttl takes seconds, got {value:?}"))?,
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
     let (config, aws) = local_stack().await?;
-    let secret = aws
-        .secrets
-        .get_secret_value()
-        .secret_id(&config.secret_id)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "read secret {}: {}",
-                config.secret_id,
-                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-            )
-        })?;
+    let secret = aws.secrets.get_secret_value().secret_id(&config.secret_id).send().await.map_err(|e| {
+        format!("read secret {}: {}", config.secret_id, aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+    })?;
     let fields: serde_json::Value = serde_json::from_str(secret.secret_string().unwrap_or_default())
         .map_err(|_| "secret is not JSON".to_owned())?;
-    let key = fields[HS256_SECRET_FIELD]
-        .as_str()
-        .ok_or_else(|| format!("secret has no {HS256_SECRET_FIELD}"))?;
+    let key = fields[HS256_SECRET_FIELD].as_str().ok_or_else(|| format!("secret has no {HS256_SECRET_FIELD}"))?;
 
     let role_list: Vec<&str> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
     let mut claims = tokens::claims(&user, &tenant, &role_list, ttl);
@@ -148,10 +128,8 @@ async fn upload_docs(s3: &aws_sdk_s3::Client, bucket: &str, dir: &Path) -> Resul
         .collect();
     entries.sort();
     for path in &entries {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| format!("bad file name {}", path.display()))?;
+        let name =
+            path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("bad file name {}", path.display()))?;
         let body = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
         let content_type = match path.extension().and_then(|e| e.to_str()) {
             Some("md") => "text/markdown; charset=utf-8",

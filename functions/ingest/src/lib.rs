@@ -1,0 +1,89 @@
+//! The ingest function: S3 ObjectCreated/ObjectRemoved events, delivered directly by S3 or
+//! wrapped in SQS messages, handed to [`coach::ingest`].
+//!
+//! Direct S3 events: a transient failure fails the invocation, so Lambda retries it.
+//! SQS: each message is handled on its own and only the failed ones are reported back
+//! (`batchItemFailures`), so only they are retried. S3's `s3:TestEvent` is skipped, and a
+//! malformed event or message is logged and reported, never a crash.
+
+use aws_lambda_events::{s3::S3Event, sqs::SqsEvent};
+use coach::{
+    ingest::{self, ObjectEvent, Outcome},
+    services::Services,
+    Error,
+};
+use serde_json::{json, Value};
+
+/// Handles one invocation. `Err` asks Lambda to retry a direct S3 event.
+pub async fn handle(services: &Services, event: Value) -> Result<Value, Error> {
+    match event["Records"][0]["eventSource"].as_str() {
+        Some("aws:sqs") => {
+            let sqs: SqsEvent = serde_json::from_value(event).map_err(|_| malformed("SQS event"))?;
+            Ok(handle_sqs(services, sqs).await)
+        }
+        Some("aws:s3") => {
+            let s3: S3Event = serde_json::from_value(event).map_err(|_| malformed("S3 event"))?;
+            handle_s3(services, &s3).await?;
+            Ok(json!({}))
+        }
+        _ if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => Ok(json!({})),
+        _ => Err(malformed("event (neither S3 nor SQS)")),
+    }
+}
+
+fn malformed(what: &str) -> Error {
+    tracing::error!(what, "malformed event");
+    Error::BadRequest(format!("malformed {what}"))
+}
+
+async fn handle_s3(services: &Services, event: &S3Event) -> Result<(), Error> {
+    let mut first_error = None;
+    for record in &event.records {
+        let Some(object) = ObjectEvent::from_record(record) else {
+            tracing::warn!(event = record.event_name.as_deref().unwrap_or(""), "skipping S3 record without object");
+            continue;
+        };
+        if let Err(err) = handle_object(services, &object).await {
+            first_error.get_or_insert(err);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn handle_sqs(services: &Services, event: SqsEvent) -> Value {
+    let mut failures = Vec::new();
+    for message in event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or_default();
+        let ok = match serde_json::from_str::<Value>(body) {
+            Ok(body) if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => true,
+            Ok(body) => match serde_json::from_value::<S3Event>(body) {
+                Ok(s3) => handle_s3(services, &s3).await.is_ok(),
+                Err(_) => {
+                    tracing::error!(message_id = %id, "SQS message is not an S3 event");
+                    false
+                }
+            },
+            Err(_) => {
+                tracing::error!(message_id = %id, "SQS message body is not JSON");
+                false
+            }
+        };
+        if !ok {
+            failures.push(json!({ "itemIdentifier": id }));
+        }
+    }
+    json!({ "batchItemFailures": failures })
+}
+
+async fn handle_object(services: &Services, object: &ObjectEvent) -> Result<Outcome, Error> {
+    let outcome = ingest::handle(services, object).await;
+    match &outcome {
+        Ok(Outcome::Indexed { chunks }) => tracing::info!(key = %object.key, chunks, "indexed"),
+        Ok(Outcome::Failed(reason)) => tracing::warn!(key = %object.key, reason, "document failed"),
+        Ok(Outcome::Removed) => tracing::info!(key = %object.key, "removed"),
+        Ok(Outcome::Skipped(why)) => tracing::info!(key = %object.key, why, "skipped"),
+        Err(err) => tracing::error!(key = %object.key, error = %err, "ingest failed; will be retried"),
+    }
+    outcome
+}

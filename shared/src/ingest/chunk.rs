@@ -1,0 +1,162 @@
+//! Splitting text into overlapping chunks for retrieval.
+//!
+//! Markdown is split by headings first, so a chunk never straddles two sections and carries
+//! its heading path ("Giving feedback > Praise"); other text is one section. Inside a section,
+//! chunks are about `size` characters, cut at a paragraph, sentence or word boundary when one
+//! is near, and each starts `overlap` characters before the previous one ended.
+
+use serde::{Deserialize, Serialize};
+
+/// One piece of a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Heading path of the section, for markdown.
+    pub heading: Option<String>,
+    pub text: String,
+}
+
+/// Chunk sizes in characters (`COACH_CHUNK_SIZE`, `COACH_CHUNK_OVERLAP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkConfig {
+    pub size: usize,
+    pub overlap: usize,
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        Self { size: 1000, overlap: 150 }
+    }
+}
+
+/// Chunks of a markdown document, section by section.
+pub fn chunk_markdown(text: &str, config: ChunkConfig) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut path: Vec<(usize, String)> = Vec::new();
+    let mut body = String::new();
+    let mut in_fence = false;
+    let flush = |path: &[(usize, String)], body: &mut String, chunks: &mut Vec<Chunk>| {
+        let heading = (!path.is_empty()).then(|| path.iter().map(|(_, h)| h.as_str()).collect::<Vec<_>>().join(" > "));
+        for text in split(body, config) {
+            chunks.push(Chunk { heading: heading.clone(), text });
+        }
+        body.clear();
+    };
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") || line.trim_start().starts_with("~~~") {
+            in_fence = !in_fence;
+        }
+        let level = if in_fence { 0 } else { line.chars().take_while(|&c| c == '#').count() };
+        if (1..=6).contains(&level) && line[level..].starts_with(' ') {
+            flush(&path, &mut body, &mut chunks);
+            path.retain(|(l, _)| *l < level);
+            path.push((level, line[level..].trim().trim_end_matches('#').trim().to_owned()));
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    flush(&path, &mut body, &mut chunks);
+    chunks
+}
+
+/// Chunks of plain text (one section, no heading).
+pub fn chunk_text(text: &str, config: ChunkConfig) -> Vec<Chunk> {
+    split(text, config).into_iter().map(|text| Chunk { heading: None, text }).collect()
+}
+
+/// Splits one section into trimmed, non-empty pieces of about `size` characters.
+fn split(text: &str, config: ChunkConfig) -> Vec<String> {
+    let text = text.trim();
+    let size = config.size.max(1);
+    let overlap = config.overlap.min(size / 2);
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut pieces = Vec::new();
+    let mut start = 0; // index into `chars`
+    while start < chars.len() {
+        let hard_end = (start + size).min(chars.len());
+        let end = if hard_end == chars.len() { hard_end } else { boundary(&chars, start, hard_end) };
+        let from = chars[start].0;
+        let to = chars.get(end).map_or(text.len(), |c| c.0);
+        let piece = text[from..to].trim();
+        if !piece.is_empty() {
+            pieces.push(piece.to_owned());
+        }
+        if end >= chars.len() {
+            break;
+        }
+        // Step back by the overlap, then forward to the start of a word; always progress.
+        let mut next = end.saturating_sub(overlap).max(start + 1);
+        while next < end && !chars[next - 1].1.is_whitespace() {
+            next += 1;
+        }
+        start = next;
+    }
+    pieces
+}
+
+/// The best cut in the last 30% of `start..hard_end`: after a blank line, else after a
+/// sentence end, else at whitespace, else `hard_end` itself.
+fn boundary(chars: &[(usize, char)], start: usize, hard_end: usize) -> usize {
+    let floor = start + (hard_end - start) * 7 / 10;
+    let window = floor..hard_end;
+    let find = |pred: &dyn Fn(usize) -> bool| window.clone().rev().find(|&i| i > start && pred(i));
+    find(&|i| chars[i - 1].1 == '\n' && i >= 2 && chars[i - 2].1 == '\n')
+        .or_else(|| {
+            find(&|i| matches!(chars[i - 1].1, ' ' | '\n') && i >= 2 && matches!(chars[i - 2].1, '.' | '!' | '?'))
+        })
+        .or_else(|| find(&|i| chars[i - 1].1.is_whitespace()))
+        .unwrap_or(hard_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_sections_carry_their_heading_path() {
+        let md = "# Giving feedback\nIntro.\n\n## Praise\nBe specific.\n\n```\n# not a heading\n```\n## Deadlines\nAsk early.\n";
+        let chunks = chunk_markdown(md, ChunkConfig::default());
+        let got: Vec<(Option<&str>, &str)> = chunks.iter().map(|c| (c.heading.as_deref(), c.text.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("Giving feedback"), "Intro."),
+                (Some("Giving feedback > Praise"), "Be specific.\n\n```\n# not a heading\n```"),
+                (Some("Giving feedback > Deadlines"), "Ask early."),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_text_is_cut_at_boundaries_with_overlap() {
+        let sentence = "Feedback is a conversation, not a verdict. ";
+        let text = sentence.repeat(60); // ~2600 chars
+        let config = ChunkConfig { size: 1000, overlap: 150 };
+        let chunks = chunk_text(&text, config);
+        assert!(chunks.len() >= 3, "{}", chunks.len());
+        for c in &chunks {
+            assert!(c.text.chars().count() <= 1000);
+            assert!(c.text.ends_with('.'), "cut at a sentence end: {:?}", &c.text[c.text.len() - 20..]);
+            assert!(c.text.starts_with(|ch: char| ch.is_alphabetic()), "starts at a word");
+        }
+        // Consecutive chunks overlap.
+        let tail: String = chunks[0].text.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+        assert!(chunks[1].text.contains(tail.trim()), "overlap carried over");
+    }
+
+    #[test]
+    fn no_text_is_lost_and_unicode_is_safe() {
+        let text = "é".repeat(2500);
+        let chunks = chunk_text(&text, ChunkConfig { size: 1000, overlap: 100 });
+        assert_eq!(chunks[0].text.chars().count(), 1000);
+        let total: usize = chunks.iter().map(|c| c.text.chars().count()).sum();
+        assert!(total >= 2500);
+        assert!(chunk_text("  \n ", ChunkConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn tiny_sizes_still_progress() {
+        let chunks = chunk_text("a b c d e f", ChunkConfig { size: 1, overlap: 5 });
+        assert_eq!(chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(""), "abcdef");
+    }
+}

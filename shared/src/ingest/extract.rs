@@ -1,0 +1,214 @@
+//! Text out of documents: plain text and markdown as they are, HTML to text, PDF through
+//! the `pdf-extract` crate. Failures carry reasons written for the person who uploaded the
+//! file; nothing here panics on bad input (the PDF parser is additionally fenced with
+//! `catch_unwind`, since it is a large third-party parser).
+
+use crate::documents::Kind;
+
+/// Why a document cannot be read, in words for the person who uploaded it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("the PDF is encrypted or password-protected; upload an unprotected copy")]
+    EncryptedPdf,
+    #[error("the PDF is damaged or not a PDF file")]
+    CorruptPdf,
+    #[error("no text found in the document (a scanned PDF needs text recognition first)")]
+    NoText,
+    #[error("the file is not valid UTF-8 text")]
+    NotUtf8,
+}
+
+/// The document's text; markdown keeps its markup (the chunker reads its headings).
+pub fn extract(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
+    let text = match kind {
+        Kind::Text | Kind::Markdown => utf8(bytes)?,
+        Kind::Html => html_to_text(&utf8(bytes)?),
+        Kind::Pdf => pdf_text(bytes)?,
+    };
+    if text.trim().is_empty() {
+        return Err(ExtractError::NoText);
+    }
+    Ok(text)
+}
+
+fn utf8(bytes: &[u8]) -> Result<String, ExtractError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    String::from_utf8(bytes.to_vec()).map_err(|_| ExtractError::NotUtf8)
+}
+
+fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(ExtractError::CorruptPdf);
+    }
+    let owned = bytes.to_vec();
+    let result = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem(&owned));
+    match result {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(e)) => {
+            let detail = format!("{e:?}").to_ascii_lowercase();
+            if detail.contains("encrypt") || detail.contains("decrypt") || detail.contains("password") {
+                Err(ExtractError::EncryptedPdf)
+            } else {
+                Err(ExtractError::CorruptPdf)
+            }
+        }
+        Err(_) => Err(ExtractError::CorruptPdf),
+    }
+}
+
+/// HTML to readable text: drops `script`, `style`, `head` and comments, turns block
+/// elements into line breaks, decodes the common entities and numeric references.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len() / 2);
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        push_text(&mut out, &rest[..lt]);
+        rest = &rest[lt..];
+        if let Some(after) = rest.strip_prefix("<!--") {
+            rest = after.find("-->").map_or("", |end| &after[end + 3..]);
+            continue;
+        }
+        let Some(gt) = rest.find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = &rest[1..gt];
+        rest = &rest[gt + 1..];
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if !tag.starts_with('/') && matches!(name.as_str(), "script" | "style" | "head" | "noscript" | "template") {
+            let close = format!("</{name}");
+            rest = find_ci(rest, &close).map_or("", |at| {
+                let after = &rest[at..];
+                after.find('>').map_or("", |gt| &after[gt + 1..])
+            });
+            continue;
+        }
+        if matches!(
+            name.as_str(),
+            "p" | "div"
+                | "br"
+                | "li"
+                | "ul"
+                | "ol"
+                | "h1"
+                | "h2"
+                | "h3"
+                | "h4"
+                | "h5"
+                | "h6"
+                | "tr"
+                | "table"
+                | "section"
+                | "article"
+                | "header"
+                | "footer"
+                | "blockquote"
+                | "pre"
+                | "hr"
+                | "title"
+        ) {
+            out.push('\n');
+        } else if matches!(name.as_str(), "td" | "th") {
+            out.push(' ');
+        }
+    }
+    push_text(&mut out, rest);
+    // Collapse runs of blank lines and spaces.
+    let lines: Vec<String> = out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let mut text = String::new();
+    let mut blank = false;
+    for line in lines {
+        if line.is_empty() {
+            blank = !text.is_empty();
+            continue;
+        }
+        if blank {
+            text.push_str("\n\n");
+        } else if !text.is_empty() {
+            text.push('\n');
+        }
+        blank = false;
+        text.push_str(&line);
+    }
+    text
+}
+
+fn find_ci(haystack: &str, needle: &str) -> Option<usize> {
+    haystack.to_ascii_lowercase().find(&needle.to_ascii_lowercase())
+}
+
+fn push_text(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let end = rest.find(';').filter(|&e| e <= 10);
+        let decoded = end.and_then(|e| decode_entity(&rest[1..e]));
+        match (end, decoded) {
+            (Some(e), Some(c)) => {
+                out.push(c);
+                rest = &rest[e + 1..];
+            }
+            _ => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+}
+
+fn decode_entity(entity: &str) -> Option<char> {
+    match entity {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" | "#39" => Some('\''),
+        "nbsp" => Some(' '),
+        "mdash" => Some('—'),
+        "ndash" => Some('–'),
+        "hellip" => Some('…'),
+        _ => {
+            let number = entity.strip_prefix('#')?;
+            let code = match number.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => number.parse().ok()?,
+            };
+            char::from_u32(code).filter(|c| !c.is_control() || c.is_whitespace())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_to_text_keeps_words_and_structure() {
+        let html = "<html><head><title>x</title><style>p{}</style></head><body><h1>Giving&nbsp;feedback</h1>\
+                    <!-- note --><p>Be <b>specific</b> &amp; kind.</p><script>alert(1)</script><ul><li>One</li><li>Two &#8212; &#x41;</li></ul></body></html>";
+        assert_eq!(html_to_text(html), "Giving feedback\nBe specific & kind.\nOne\nTwo — A");
+    }
+
+    #[test]
+    fn html_survives_broken_markup() {
+        assert_eq!(html_to_text("a < b and <unclosed"), "a");
+        assert_eq!(html_to_text("x &bogus; &#xZZ; &"), "x &bogus; &#xZZ; &");
+        assert_eq!(html_to_text("<script>never closed"), "");
+    }
+
+    #[test]
+    fn failures_have_reasons() {
+        assert_eq!(extract(Kind::Text, b"   \n"), Err(ExtractError::NoText));
+        assert_eq!(extract(Kind::Markdown, b"\xff\xfe"), Err(ExtractError::NotUtf8));
+        assert_eq!(extract(Kind::Pdf, b"not a pdf"), Err(ExtractError::CorruptPdf));
+        assert_eq!(extract(Kind::Pdf, b"%PDF-1.4 garbage"), Err(ExtractError::CorruptPdf));
+        assert_eq!(extract(Kind::Text, b"\xEF\xBB\xBFhello").unwrap(), "hello");
+    }
+}

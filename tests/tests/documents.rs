@@ -1,0 +1,390 @@
+//! Documents end to end: presigned upload, a real HTTP PUT to the emulator's S3, the ingest
+//! event, and the status callers see; failures, idempotency, deletion, tenants and roles.
+
+use coach::services::Services;
+use coach_testkit::{
+    events,
+    stack::{TestStack, TEST_HS256_KEY},
+    tokens,
+};
+use lambda_http::{http::StatusCode, Request};
+use serde_json::{json, Value};
+
+fn token(user: &str, tenant: &str, roles: &[&str]) -> String {
+    tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims(user, tenant, roles, 600))
+}
+
+fn editor() -> String {
+    token("erin", "acme", &["editor"])
+}
+
+fn req(method: &str, path: &str, body: Option<Value>, token: &str) -> Request {
+    events::with("uploads-create.json", method, path, body.as_ref(), Some(token))
+}
+
+async fn call(services: &Services, request: Request) -> (StatusCode, Value) {
+    let response = upload_url::handle(services, request).await;
+    let status = response.status();
+    let body = if response.body().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(response.body().as_ref()).unwrap()
+    };
+    (status, body)
+}
+
+/// `POST /uploads`, then the PUT a browser would make with the returned URL and headers.
+async fn upload(services: &Services, token: &str, filename: &str, content_type: &str, bytes: &[u8]) -> String {
+    let body = json!({"filename": filename, "content_type": content_type, "size_bytes": bytes.len()});
+    let (status, upload) = call(services, req("POST", "/uploads", Some(body), token)).await;
+    assert_eq!(status, StatusCode::CREATED, "{upload}");
+    assert_eq!(upload["method"], "PUT");
+    let mut put = reqwest::Client::new().put(upload["upload_url"].as_str().unwrap()).body(bytes.to_vec());
+    for (name, value) in upload["headers"].as_object().unwrap() {
+        put = put.header(name, value.as_str().unwrap());
+    }
+    let response = put.send().await.unwrap();
+    assert!(response.status().is_success(), "PUT to the presigned URL: {}", response.status());
+    upload["document_id"].as_str().unwrap().to_owned()
+}
+
+/// The S3 event S3 would send for `key` (from events/, key URL-encoded as S3 does).
+fn s3_event(stack: &TestStack, name: &str, key: &str) -> Value {
+    let mut event: Value = serde_json::from_str(&events::load(name)).unwrap();
+    let encoded: String = key.split('/').map(percent_encode).collect::<Vec<_>>().join("/");
+    event["Records"][0]["s3"]["object"]["key"] = encoded.into();
+    event["Records"][0]["s3"]["bucket"]["name"] = stack.config.bucket.clone().into();
+    event
+}
+
+fn percent_encode(part: &str) -> String {
+    part.bytes()
+        .map(|b| match b {
+            b' ' => "+".to_owned(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn document(services: &Services, token: &str, id: &str) -> (StatusCode, Value) {
+    call(services, req("GET", &format!("/documents/{id}"), None, token)).await
+}
+
+/// The object key recorded for a document of tenant `acme`.
+async fn key_of(services: &Services, id: &str) -> String {
+    let who = coach::auth::Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
+    services.documents.get(&who, id).await.unwrap().key
+}
+
+async fn object_exists(stack: &TestStack, key: &str) -> bool {
+    stack.aws.s3.head_object().bucket(&stack.config.bucket).key(key).send().await.is_ok()
+}
+
+async fn shard(stack: &TestStack, key: &str) -> coach::ingest::index::Shard {
+    let object = stack.aws.s3.get_object().bucket(&stack.config.bucket).key(key).send().await.unwrap();
+    let bytes = object.body.collect().await.unwrap().into_bytes();
+    coach::ingest::index::Shard::decode(&bytes).unwrap()
+}
+
+const GUIDE: &str =
+    "# Weekly planning\n\nSpend twenty minutes on Monday.\n\n## One-on-ones\n\nTheir agenda comes first.\n";
+
+#[tokio::test]
+async fn upload_then_ingest_makes_the_document_ready() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "Weekly planning (v2).md", "text/markdown", GUIDE.as_bytes()).await;
+
+    let (_, pending) = document(&services, &editor(), &id).await;
+    assert_eq!(pending["status"], "pending");
+    assert_eq!(pending["filename"], "Weekly planning (v2).md");
+    assert_eq!(pending["size_bytes"], GUIDE.len());
+
+    let key = key_of(&services, &id).await;
+    assert_eq!(key, format!("uploads/acme/{id}/Weekly planning (v2).md"));
+    let result = ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await;
+    assert!(result.is_ok(), "{result:?}");
+
+    let (status, ready) = document(&services, &editor(), &id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["chunks"], 2);
+    assert!(ready.get("error").is_none());
+    let shard = shard(&stack, &format!("index/acme/{id}")).await;
+    assert_eq!(shard.title, "Weekly planning (v2).md");
+    assert_eq!(shard.chunks[1].heading.as_deref(), Some("Weekly planning > One-on-ones"));
+    assert_eq!(shard.chunks[1].text, "Their agenda comes first.");
+
+    // Listed for the tenant, newest first.
+    let second = upload(&services, &editor(), "notes.txt", "text/plain", b"plain notes").await;
+    let (_, list) = call(&services, req("GET", "/documents", None, &token("uma", "acme", &["user"]))).await;
+    let ids: Vec<&str> =
+        list["documents"].as_array().unwrap().iter().map(|d| d["document_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![second.as_str(), id.as_str()]);
+}
+
+#[tokio::test]
+async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    let event = s3_event(&stack, "s3-put.json", &key);
+    ingest::handle(&services, event.clone()).await.unwrap();
+    let (_, first) = document(&services, &editor(), &id).await;
+
+    let outcome =
+        coach::ingest::handle(&services, &coach::ingest::ObjectEvent { created: true, key: key.clone() }).await;
+    assert_eq!(outcome, Ok(coach::ingest::Outcome::Skipped("this version is already indexed")));
+    let (_, again) = document(&services, &editor(), &id).await;
+    assert_eq!(again, first, "nothing changed on re-delivery");
+
+    // The same key with new content is indexed again.
+    let body = "# Weekly planning\n\nA new version.\n".as_bytes().to_vec();
+    stack.aws.s3.put_object().bucket(&stack.config.bucket).key(&key).body(body.into()).send().await.unwrap();
+    ingest::handle(&services, event).await.unwrap();
+    let (_, updated) = document(&services, &editor(), &id).await;
+    assert_eq!(updated["status"], "ready");
+    assert_eq!(updated["chunks"], 1);
+}
+
+#[tokio::test]
+async fn unreadable_documents_fail_with_a_reason() {
+    let stack = TestStack::with_env(&[("COACH_MAX_UPLOAD_BYTES", "1000")]).await;
+    let services = stack.services();
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("empty.txt", "text/plain", b"   \n\n ".to_vec(), "no text found in the document"),
+        ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec(), "the file is not valid UTF-8 text"),
+        ("fake.pdf", "application/pdf", b"this is not a pdf".to_vec(), "the PDF is damaged or not a PDF file"),
+        (
+            "broken.pdf",
+            "application/pdf",
+            b"%PDF-1.7\n1 0 obj << /Type /Catalog".to_vec(),
+            "the PDF is damaged or not a PDF file",
+        ),
+    ];
+    for (name, content_type, bytes, reason) in cases {
+        let id = upload(&services, &editor(), name, content_type, &bytes).await;
+        let key = key_of(&services, &id).await;
+        ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+        let (_, doc) = document(&services, &editor(), &id).await;
+        assert_eq!(doc["status"], "failed", "{name}: {doc}");
+        assert!(doc["error"].as_str().unwrap().starts_with(reason), "{name}: {doc}");
+        assert!(doc.get("chunks").is_none());
+        assert!(!object_exists(&stack, &format!("index/acme/{id}")).await, "{name}: no shard half-written");
+    }
+
+    // An object larger than the limit (written past the presigned URL) is refused too.
+    let id = upload(&services, &editor(), "big.txt", "text/plain", b"small").await;
+    let key = key_of(&services, &id).await;
+    stack
+        .aws
+        .s3
+        .put_object()
+        .bucket(&stack.config.bucket)
+        .key(&key)
+        .body(vec![b'a'; 2000].into())
+        .send()
+        .await
+        .unwrap();
+    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    let (_, doc) = document(&services, &editor(), &id).await;
+    assert_eq!(doc["error"], "the file is 2000 bytes; the limit is 1000");
+}
+
+#[tokio::test]
+async fn a_real_pdf_is_read() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let pdf = minimal_pdf("Delegate outcomes, not tasks.");
+    let id = upload(&services, &editor(), "delegation.pdf", "application/pdf", &pdf).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    let (_, doc) = document(&services, &editor(), &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
+    let shard = shard(&stack, &format!("index/acme/{id}")).await;
+    assert!(shard.chunks[0].text.contains("Delegate outcomes, not tasks."), "{:?}", shard.chunks);
+}
+
+/// A one-page PDF with `text` in Helvetica, with a correct cross-reference table.
+fn minimal_pdf(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+    );
+    pdf
+}
+
+#[tokio::test]
+async fn delete_removes_object_shard_and_record() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    assert!(object_exists(&stack, &format!("index/acme/{id}")).await);
+
+    let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &editor())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!object_exists(&stack, &key).await);
+    assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
+    assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
+
+    // The ObjectRemoved event S3 then sends finds nothing left to do.
+    assert!(ingest::handle(&services, s3_event(&stack, "s3-remove.json", &key)).await.is_ok());
+}
+
+#[tokio::test]
+async fn object_removed_event_deletes_shard_and_record() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    stack.aws.s3.delete_object().bucket(&stack.config.bucket).key(&key).send().await.unwrap();
+    ingest::handle(&services, s3_event(&stack, "s3-remove.json", &key)).await.unwrap();
+    assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
+    assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn other_tenants_see_404_and_roles_are_enforced() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let outsider = token("erin", "globex", &["editor"]);
+    assert_eq!(document(&services, &outsider, &id).await.0, StatusCode::NOT_FOUND);
+    let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &outsider)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, list) = call(&services, req("GET", "/documents", None, &outsider)).await;
+    assert_eq!(list["documents"], json!([]));
+    assert_eq!(document(&services, &editor(), &id).await.1["status"], "pending", "untouched");
+
+    let user = token("uma", "acme", &["user"]);
+    let body = json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 10});
+    let (status, err) = call(&services, req("POST", "/uploads", Some(body), &user)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(err["error"]["message"], "this action needs the editor role");
+    let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &user)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(document(&services, &user, &id).await.0, StatusCode::OK, "users may read");
+    let (status, _) = call(&services, req("GET", "/documents", None, "not-a-token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn upload_requests_are_validated() {
+    let stack = TestStack::with_env(&[("COACH_MAX_UPLOAD_BYTES", "1000")]).await;
+    let services = stack.services();
+    let cases = [
+        (json!({"filename": "a.exe", "content_type": "application/octet-stream", "size_bytes": 10}), 415),
+        (json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 1001}), 413),
+        (json!({"filename": "a.pdf", "content_type": "text/markdown", "size_bytes": 10}), 400),
+        (json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 0}), 400),
+        (json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": -5}), 400),
+        (json!({"filename": "a.md", "content_type": "text/markdown"}), 400),
+        (json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 5, "acl": "public"}), 400),
+    ];
+    for (i, (body, expected)) in cases.into_iter().enumerate() {
+        let (status, err) = call(&services, req("POST", "/uploads", Some(body), &editor())).await;
+        assert_eq!(status.as_u16(), expected, "case {i}: {err}");
+        assert!(err["error"]["code"].is_string());
+    }
+    let (status, _) = call(&services, req("GET", "/documents/../../etc", None, &editor())).await;
+    assert!(status.is_client_error());
+    let (status, _) = call(&services, req("GET", "/documents/not-an-id", None, &editor())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A traversal attempt in the file name stays inside the document's own folder.
+    let body = json!({"filename": "../../other-tenant/x.md", "content_type": "text/markdown", "size_bytes": 5});
+    let (status, upload) = call(&services, req("POST", "/uploads", Some(body), &editor())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let id = upload["document_id"].as_str().unwrap();
+    assert_eq!(key_of(&services, id).await, format!("uploads/acme/{id}/x.md"));
+    assert!(upload["upload_url"].as_str().unwrap().contains(&format!("uploads/acme/{id}/x.md")));
+}
+
+#[tokio::test]
+async fn sqs_wrapped_events_report_only_failed_messages() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    let mut event: Value = serde_json::from_str(&events::load("sqs-s3-put.json")).unwrap();
+    event["Records"][1]["body"] = s3_event(&stack, "s3-put.json", &key).to_string().into();
+    let mut broken = event["Records"][1].clone();
+    broken["messageId"] = "broken-1".into();
+    broken["body"] = "{not json".into();
+    event["Records"].as_array_mut().unwrap().push(broken);
+
+    let response = ingest::handle(&services, event).await.unwrap();
+    assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": "broken-1"}]}));
+    assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
+}
+
+#[tokio::test]
+async fn malformed_events_are_errors_not_crashes() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    assert!(ingest::handle(&services, json!({"hello": "world"})).await.is_err());
+    assert!(ingest::handle(&services, json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]})).await.is_err());
+    let ignored = s3_event(&stack, "s3-put.json", "prompt/system_prompt.md");
+    assert!(ingest::handle(&services, ignored).await.is_ok(), "keys ingest does not own are skipped");
+}
+
+#[tokio::test]
+async fn shared_docs_are_indexed_in_the_global_scope() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let key = "docs/giving feedback.md";
+    stack
+        .aws
+        .s3
+        .put_object()
+        .bucket(&stack.config.bucket)
+        .key(key)
+        .body(GUIDE.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    ingest::handle(&services, s3_event(&stack, "s3-put-doc.json", key)).await.unwrap();
+
+    let record = stack
+        .aws
+        .dynamodb
+        .query()
+        .table_name(&stack.config.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S("GLOBAL".into()))
+        .send()
+        .await
+        .unwrap();
+    let item = &record.items()[0];
+    assert_eq!(item["status"].as_s().unwrap(), "ready");
+    assert_eq!(item["filename"].as_s().unwrap(), "giving feedback.md");
+    let id = item["document_id"].as_s().unwrap();
+    assert_eq!(shard(&stack, &format!("index/_global/{id}")).await.chunks.len(), 2);
+
+    // Tenants do not see shared docs in their document list.
+    let (_, list) = call(&services, req("GET", "/documents", None, &editor())).await;
+    assert_eq!(list["documents"], json!([]));
+}

@@ -35,7 +35,11 @@ mkdir -p .local
 echo "dev: starting moto on 127.0.0.1:${moto_port} (log: .local/moto.log)"
 .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
 moto_pid=$!
-trap 'kill "$moto_pid" 2>/dev/null || true' EXIT INT TERM
+relay_pid=
+# Background jobs of a script ignore Ctrl-C: stop them explicitly on the way out.
+cleanup() { kill $relay_pid "$moto_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 for _ in $(seq 1 100); do
   port_busy "$moto_port" && break
   kill -0 "$moto_pid" 2>/dev/null || { echo "dev: moto exited; see .local/moto.log" >&2; exit 1; }
@@ -66,5 +70,15 @@ Try:
     -d '{"message":"Plan my week"}' ${base}/chat-stream/chat/stream
   (model: COACH_LLM_PROVIDER=${COACH_LLM_PROVIDER:-none}; see README "Chat")
 
+Upload a document (editor role): POST ${base}/upload-url/uploads, then PUT the file to
+upload_url with the returned headers; ingest runs on its own (log: .local/relay.log):
+  curl -s -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
+    -d '{"filename":"notes.md","content_type":"text/markdown","size_bytes":12}' ${base}/upload-url/uploads
+  curl -s -H "Authorization: Bearer \$TOKEN" ${base}/upload-url/documents
+
 MSG
-exec cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port"
+# S3 events reach ingest through the relay (moto -> SQS -> coach-dev relay -> ingest).
+"$coach_dev" relay "http://127.0.0.1:${watch_port}" 2>>.local/relay.log &
+relay_pid=$!
+
+cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$watch_port"

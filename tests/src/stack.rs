@@ -116,6 +116,65 @@ pub async fn create_secret(
 /// The HS256 key the test stacks put in their secret.
 pub const TEST_HS256_KEY: &str = "test-hs256-key-0123456789abcdef0123456789abcdef";
 
+/// Name of the local ingest queue for a bucket.
+pub fn queue_name(bucket: &str) -> String {
+    format!("{bucket}-ingest")
+}
+
+/// Creates the ingest queue and sends the bucket's object events for `uploads/` and `docs/`
+/// to it, as template.yaml sends them to the ingest function.
+pub async fn notify_queue(s3: &aws_sdk_s3::Client, sqs: &aws_sdk_sqs::Client, bucket: &str) -> Result<String, String> {
+    use aws_sdk_s3::types::{
+        Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter,
+        QueueConfiguration, S3KeyFilter,
+    };
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(queue_name(bucket))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .map_err(|e| format!("create queue: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .queue_url
+        .ok_or("create queue: no URL")?;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| format!("queue ARN: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .attributes
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+        .ok_or("queue has no ARN")?;
+    let mut configuration = NotificationConfiguration::builder();
+    for prefix in ["uploads/", "docs/"] {
+        let filter = NotificationConfigurationFilter::builder()
+            .key(
+                S3KeyFilter::builder()
+                    .filter_rules(FilterRule::builder().name(FilterRuleName::Prefix).value(prefix).build())
+                    .build(),
+            )
+            .build();
+        configuration = configuration.queue_configurations(
+            QueueConfiguration::builder()
+                .queue_arn(&arn)
+                .events(Event::from("s3:ObjectCreated:*"))
+                .events(Event::from("s3:ObjectRemoved:*"))
+                .filter(filter)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(configuration.build())
+        .send()
+        .await
+        .map_err(|e| format!("bucket notifications: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    Ok(queue_url)
+}
+
 /// A Coach stack on the shared emulator with names of its own.
 pub struct TestStack {
     pub sdk: SdkConfig,

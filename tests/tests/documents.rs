@@ -39,6 +39,11 @@ async fn upload(services: &Services, token: &str, filename: &str, content_type: 
     let (status, upload) = call(services, req("POST", "/uploads", Some(body), token)).await;
     assert_eq!(status, StatusCode::CREATED, "{upload}");
     assert_eq!(upload["method"], "PUT");
+    // Bound to the content type and exact size (signed headers), short-lived.
+    let url = upload["upload_url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost"), "{url}");
+    assert!(url.contains("X-Amz-Expires=300"), "{url}");
+    assert_eq!(upload["headers"]["content-type"], content_type);
     let mut put = reqwest::Client::new().put(upload["upload_url"].as_str().unwrap()).body(bytes.to_vec());
     for (name, value) in upload["headers"].as_object().unwrap() {
         put = put.header(name, value.as_str().unwrap());
@@ -387,4 +392,38 @@ async fn shared_docs_are_indexed_in_the_global_scope() {
     // Tenants do not see shared docs in their document list.
     let (_, list) = call(&services, req("GET", "/documents", None, &editor())).await;
     assert_eq!(list["documents"], json!([]));
+}
+
+#[tokio::test]
+async fn emulator_notifications_through_sqs_reach_ingest_as_on_aws() {
+    let stack = TestStack::new().await;
+    let services = stack.services();
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+    let queue_url = coach_testkit::stack::notify_queue(&stack.aws.s3, &sqs, &stack.config.bucket).await.unwrap();
+
+    let id = upload(&services, &editor(), "Team notes.md", "text/markdown", GUIDE.as_bytes()).await;
+    // Collect what the emulator sent: its s3:TestEvent first, then the upload's event.
+    let mut records = Vec::new();
+    for _ in 0..10 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in received.messages.unwrap_or_default() {
+            records.push(json!({"messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "eventSource": "aws:sqs", "awsRegion": "us-east-1"}));
+        }
+        if records.iter().any(|r| r["body"].as_str().unwrap_or_default().contains("ObjectCreated")) {
+            break;
+        }
+    }
+    assert!(!records.is_empty(), "the emulator sent notifications");
+    let response = ingest::handle(&services, json!({ "Records": records })).await.unwrap();
+    assert_eq!(response, json!({"batchItemFailures": []}));
+    let (_, doc) = document(&services, &editor(), &id).await;
+    assert_eq!(doc["status"], "ready", "{doc}");
 }

@@ -6,9 +6,9 @@
 //! (`batchItemFailures`), so only they are retried. S3's `s3:TestEvent` is skipped, and a
 //! malformed event or message is logged and reported, never a crash.
 
-use aws_lambda_events::{s3::S3Event, sqs::SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
 use coach::{
-    ingest::{self, ObjectEvent, Outcome},
+    ingest::{self, ObjectEvent, Outcome, S3Notification},
     services::Services,
     Error,
 };
@@ -22,7 +22,7 @@ pub async fn handle(services: &Services, event: Value) -> Result<Value, Error> {
             Ok(handle_sqs(services, sqs).await)
         }
         Some("aws:s3") => {
-            let s3: S3Event = serde_json::from_value(event).map_err(|_| malformed("S3 event"))?;
+            let s3: S3Notification = serde_json::from_value(event).map_err(|_| malformed("S3 event"))?;
             handle_s3(services, &s3).await?;
             Ok(json!({}))
         }
@@ -36,7 +36,7 @@ fn malformed(what: &str) -> Error {
     Error::BadRequest(format!("malformed {what}"))
 }
 
-async fn handle_s3(services: &Services, event: &S3Event) -> Result<(), Error> {
+async fn handle_s3(services: &Services, event: &S3Notification) -> Result<(), Error> {
     let mut first_error = None;
     for record in &event.records {
         let Some(object) = ObjectEvent::from_record(record) else {
@@ -57,7 +57,7 @@ async fn handle_sqs(services: &Services, event: SqsEvent) -> Value {
         let body = message.body.as_deref().unwrap_or_default();
         let ok = match serde_json::from_str::<Value>(body) {
             Ok(body) if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => true,
-            Ok(body) => match serde_json::from_value::<S3Event>(body) {
+            Ok(body) => match serde_json::from_value::<S3Notification>(body) {
                 Ok(s3) => handle_s3(services, &s3).await.is_ok(),
                 Err(_) => {
                     tracing::error!(message_id = %id, "SQS message is not an S3 event");

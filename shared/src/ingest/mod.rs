@@ -25,6 +25,36 @@ use crate::{
 use chunk::{chunk_markdown, chunk_text};
 use index::Shard;
 
+/// An S3 event notification, as S3 sends it to Lambda or SQS. Only what ingest reads is
+/// modelled, and every field may be absent, so notifications from S3-compatible emulators
+/// (which leave out identity and request fields) parse too.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct S3Notification {
+    #[serde(rename = "Records")]
+    pub records: Vec<S3Record>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct S3Record {
+    pub event_source: Option<String>,
+    pub event_name: Option<String>,
+    pub s3: S3Entity,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct S3Entity {
+    pub object: S3Object,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct S3Object {
+    pub key: Option<String>,
+}
+
 /// What an S3 record asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEvent {
@@ -35,7 +65,7 @@ pub struct ObjectEvent {
 
 impl ObjectEvent {
     /// From an S3 notification record; `None` when it has no event name or key.
-    pub fn from_record(record: &aws_lambda_events::s3::S3EventRecord) -> Option<ObjectEvent> {
+    pub fn from_record(record: &S3Record) -> Option<ObjectEvent> {
         let name = record.event_name.as_deref()?;
         let raw_key = record.s3.object.key.as_deref()?;
         let created = if name.starts_with("ObjectCreated") {

@@ -6,6 +6,11 @@
 //!   (`COACH_TABLE`) and the secret (`COACH_SECRET_ID`, with a random HS256 key) unless
 //!   they exist, and uploads every file of DOCS_DIR (default `examples/docs`) to `docs/`.
 //!   `COACH_DEV_LLM_API_KEY`, when set, goes into the secret as `llm_api_key`.
+//! - `coach-dev relay [INVOKE_URL]`: does for the local stack what the S3 trigger does on
+//!   AWS. `setup` points the bucket's notifications for `uploads/` and `docs/` at an SQS
+//!   queue (`{COACH_BUCKET}-ingest`); `relay` long-polls it and invokes the `ingest`
+//!   function served by `cargo lambda watch` (default `http://127.0.0.1:9000`) with the
+//!   messages as an SQS event, deleting those it did not report as failed.
 //! - `coach-dev token [--user U] [--tenant T] [--roles R1,R2] [--ttl SECONDS]`: prints an
 //!   HS256 token signed with the local secret's key (defaults: `dev-user`, `dev`, `user`,
 //!   3600), with `iss`/`aud` set when `COACH_JWT_ISSUER`/`COACH_JWT_AUDIENCE` are.
@@ -15,11 +20,12 @@ use std::path::{Path, PathBuf};
 use aws_config::BehaviorVersion;
 use coach::{auth::HS256_SECRET_FIELD, aws::AwsClients, config::Config};
 use coach_testkit::{
-    stack::{create_bucket, create_secret, create_table},
+    stack::{create_bucket, create_secret, create_table, notify_queue, queue_name},
     tokens,
 };
 
 const USAGE: &str = "usage: coach-dev setup [DOCS_DIR]
+       coach-dev relay [INVOKE_URL]
        coach-dev token [--user USER] [--tenant TENANT] [--roles ROLE,...] [--ttl SECONDS]";
 
 #[tokio::main]
@@ -28,6 +34,7 @@ async fn main() {
     let result = match args.first().map(String::as_str) {
         Some("setup") if args.len() <= 2 => setup(args.get(1).map(PathBuf::from)).await,
         Some("token") => token(&args[1..]).await,
+        Some("relay") if args.len() <= 2 => relay(args.get(1).map_or("http://127.0.0.1:9000", String::as_str)).await,
         _ => Err(USAGE.to_owned()),
     };
     if let Err(message) = result {
@@ -58,6 +65,10 @@ async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
     }
     create_secret(&aws.secrets, &config.secret_id, &fields).await?;
     println!("secret   {}", config.secret_id);
+
+    let sqs = aws_sdk_sqs::Client::new(&aws_config::defaults(BehaviorVersion::latest()).load().await);
+    let queue_url = notify_queue(&aws.s3, &sqs, &config.bucket).await?;
+    println!("events   s3://{}/uploads/ and docs/ -> {queue_url}", config.bucket);
 
     let docs_dir = docs_dir.unwrap_or_else(|| PathBuf::from("examples/docs"));
     let uploaded = upload_docs(&aws.s3, &config.bucket, &docs_dir).await?;
@@ -147,4 +158,88 @@ async fn upload_docs(s3: &aws_sdk_s3::Client, bucket: &str, dir: &Path) -> Resul
             .map_err(|e| format!("upload {name}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
     }
     Ok(entries.len())
+}
+
+/// Long-polls the ingest queue and invokes the watched ingest function with each batch.
+async fn relay(invoke_base: &str) -> Result<(), String> {
+    let (config, _) = local_stack().await?;
+    let sqs = aws_sdk_sqs::Client::new(&aws_config::defaults(BehaviorVersion::latest()).load().await);
+    let queue_url = sqs
+        .get_queue_url()
+        .queue_name(queue_name(&config.bucket))
+        .send()
+        .await
+        .map_err(|e| {
+            format!("find queue (run `coach-dev setup` first): {}", aws_sdk_sqs::error::DisplayErrorContext(e))
+        })?
+        .queue_url
+        .ok_or("queue has no URL")?;
+    let http = reqwest::Client::new();
+    let invoke = format!("{}/2015-03-31/functions/ingest/invocations", invoke_base.trim_end_matches('/'));
+    eprintln!("relay: {queue_url} -> {invoke}");
+    loop {
+        let received = match sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(5)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("relay: receive failed ({}); retrying", aws_sdk_sqs::error::DisplayErrorContext(e));
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "messageId": m.message_id.clone().unwrap_or_default(),
+                    "receiptHandle": m.receipt_handle.clone().unwrap_or_default(),
+                    "body": m.body.clone().unwrap_or_default(),
+                    "attributes": {},
+                    "messageAttributes": {},
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": format!("arn:aws:sqs:us-east-1:000000000000:{}", queue_name(&config.bucket)),
+                    "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let response = http.post(&invoke).json(&serde_json::json!({ "Records": records })).send().await;
+        let failed: Vec<String> = match response {
+            Ok(r) if r.status().is_success() => {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                body["batchItemFailures"]
+                    .as_array()
+                    .map(|items| items.iter().filter_map(|i| i["itemIdentifier"].as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default()
+            }
+            Ok(r) => {
+                eprintln!("relay: ingest answered {}; messages will be retried", r.status());
+                continue;
+            }
+            Err(e) => {
+                eprintln!("relay: ingest not reachable yet ({e}); messages will be retried");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        for message in &messages {
+            let id = message.message_id.clone().unwrap_or_default();
+            if failed.contains(&id) {
+                eprintln!("relay: ingest reported message {id} as failed; it will be retried");
+                continue;
+            }
+            if let Some(handle) = &message.receipt_handle {
+                let _ = sqs.delete_message().queue_url(&queue_url).receipt_handle(handle).send().await;
+            }
+        }
+    }
 }

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use crate::{
-    auth::AuthConfig, documents::UploadConfig, ingest::chunk::ChunkConfig, llm::LlmConfig, profile::ProfileConfig,
+    auth::AuthConfig, documents::UploadConfig, embeddings::EmbeddingConfig, ingest::chunk::ChunkConfig, llm::LlmConfig,
+    profile::ProfileConfig,
 };
 
 /// Default bucket and table names used by the local stack.
@@ -43,6 +44,8 @@ pub struct Config {
     pub uploads: UploadConfig,
     /// Chunk sizes for ingestion.
     pub chunks: ChunkConfig,
+    /// The embedding service, if any.
+    pub embeddings: EmbeddingConfig,
 }
 
 /// Chat limits and history settings.
@@ -123,6 +126,7 @@ impl Config {
                 }
                 ChunkConfig { size, overlap }
             },
+            embeddings: EmbeddingConfig::from_env(&env)?,
         })
     }
 }

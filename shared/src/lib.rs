@@ -11,6 +11,7 @@
 //! - [`prompt`]: the cached system prompt from S3 and prompt assembly with a token budget.
 //! - [`llm`]: the language model over HTTP (OpenAI-compatible, Anthropic, Gemini, none).
 //! - [`documents`]: document records, upload validation and presigned uploads.
+//! - [`embeddings`]: text embeddings over HTTP (OpenAI-compatible, Gemini), optional.
 //! - [`ingest`]: S3 events to extracted, chunked, indexed documents with a status.
 //! - [`config`]: the typed configuration read from environment variables at cold start.
 //! - [`aws`]: AWS SDK clients, built once per cold start with the endpoint from the
@@ -26,6 +27,7 @@ pub mod aws;
 pub mod chat;
 pub mod config;
 pub mod documents;
+pub mod embeddings;
 pub mod error;
 pub mod health;
 pub mod history;
@@ -35,6 +37,7 @@ pub mod llm;
 pub mod logging;
 pub mod profile;
 pub mod prompt;
+pub mod retry;
 pub mod secrets;
 pub mod services;
 

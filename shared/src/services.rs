@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::{
-    auth::Authenticator, aws::AwsClients, config::Config, documents::Documents, history::History, llm::Llm,
-    profile::Profiles, prompt::SystemPrompt, secrets::Secrets,
+    auth::Authenticator, aws::AwsClients, config::Config, documents::Documents, embeddings::Embedder, history::History,
+    llm::Llm, profile::Profiles, prompt::SystemPrompt, secrets::Secrets,
 };
 
 /// Error raised while building [`Services`] at cold start.
@@ -26,6 +26,7 @@ pub struct Services {
     pub system_prompt: SystemPrompt,
     pub llm: Llm,
     pub documents: Documents,
+    pub embedder: Embedder,
 }
 
 impl Services {
@@ -58,6 +59,8 @@ impl Services {
             config.table.clone(),
             config.uploads.clone(),
         );
-        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm, documents })
+        let embedder =
+            Embedder::new(config.embeddings.clone(), http.clone(), secrets.clone(), config.secret_id.clone());
+        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm, documents, embedder })
     }
 }

@@ -427,3 +427,112 @@ async fn emulator_notifications_through_sqs_reach_ingest_as_on_aws() {
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
 }
+
+// ------------------------------------------------------------------ embeddings
+
+/// A fake embedding service: vector `[i, len(text), 1, 0]` per input, in either wire format.
+fn embeddings_responder(gemini: bool) -> impl wiremock::Respond {
+    move |request: &wiremock::Request| {
+        let body: Value = request.body_json().unwrap();
+        let texts: Vec<String> = if gemini {
+            body["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["content"]["parts"][0]["text"].as_str().unwrap().to_owned())
+                .collect()
+        } else {
+            body["input"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect()
+        };
+        let vectors: Vec<Value> =
+            texts.iter().enumerate().map(|(i, t)| json!([i as f32, t.len() as f32, 1.0, 0.0])).collect();
+        let body = if gemini {
+            json!({"embeddings": vectors.iter().map(|v| json!({"values": v})).collect::<Vec<_>>()})
+        } else {
+            json!({"object": "list", "model": "embed-test", "data": vectors.iter().enumerate()
+                .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v})).collect::<Vec<_>>()})
+        };
+        wiremock::ResponseTemplate::new(200).set_body_json(body)
+    }
+}
+
+async fn ingest_with(vars: &[(&str, &str)]) -> (TestStack, Services, String) {
+    let stack = TestStack::with_env(vars).await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    let _ = ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await;
+    (stack, services, id)
+}
+
+#[tokio::test]
+async fn chunks_are_embedded_when_a_provider_is_configured() {
+    use wiremock::{matchers, Mock, MockServer};
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/v1/embeddings")).respond_with(embeddings_responder(false)).mount(&server).await;
+    Mock::given(matchers::path("/v1beta/models/embed-g:batchEmbedContents"))
+        .respond_with(embeddings_responder(true))
+        .mount(&server)
+        .await;
+    let base = format!("{}/v1", server.uri());
+    let (stack, _, id) = ingest_with(&[
+        ("COACH_EMBEDDING_PROVIDER", "openai"),
+        ("COACH_EMBEDDING_BASE_URL", &base),
+        ("COACH_EMBEDDING_MODEL", "embed-test"),
+    ])
+    .await;
+    let openai = shard(&stack, &format!("index/acme/{id}")).await;
+    assert_eq!(openai.embedding_model.as_deref(), Some("embed-test"));
+    assert_eq!(openai.dims, 4);
+    assert_eq!(openai.vectors.len(), openai.chunks.len() * 4);
+    // The second chunk is embedded with its heading path.
+    let expected = format!("Weekly planning > One-on-ones\n\n{}", openai.chunks[1].text);
+    assert_eq!(openai.vectors[4..8], [1.0, expected.len() as f32, 1.0, 0.0]);
+    let sent: Value = server.received_requests().await.unwrap()[0].body_json().unwrap();
+    assert_eq!(sent["model"], "embed-test");
+
+    let (stack, _, id) = ingest_with(&[
+        ("COACH_EMBEDDING_PROVIDER", "gemini"),
+        ("COACH_EMBEDDING_BASE_URL", &server.uri()),
+        ("COACH_EMBEDDING_MODEL", "embed-g"),
+    ])
+    .await;
+    let gemini = shard(&stack, &format!("index/acme/{id}")).await;
+    assert_eq!(gemini.dims, 4);
+    assert_eq!(gemini.vectors.len(), gemini.chunks.len() * 4);
+}
+
+#[tokio::test]
+async fn embedding_outages_are_retried_and_refusals_fail_the_document() {
+    use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/embeddings")).respond_with(ResponseTemplate::new(503)).mount(&server).await;
+    let uri = server.uri();
+    let vars = [
+        ("COACH_EMBEDDING_PROVIDER", "openai"),
+        ("COACH_EMBEDDING_BASE_URL", uri.as_str()),
+        ("COACH_LLM_BACKOFF_MS", "1"),
+    ];
+    let stack = TestStack::with_env(&vars).await;
+    let services = stack.services();
+    let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let event = s3_event(&stack, "s3-put.json", &key_of(&services, &id).await);
+    assert!(ingest::handle(&services, event.clone()).await.is_err(), "outage: the event is retried");
+    assert_eq!(document(&services, &editor(), &id).await.1["status"], "processing");
+    assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
+
+    // The service recovers; the retried event completes the document.
+    server.reset().await;
+    Mock::given(matchers::path("/embeddings")).respond_with(embeddings_responder(false)).mount(&server).await;
+    ingest::handle(&services, event.clone()).await.unwrap();
+    assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
+
+    // A refusal (bad key) is final for this version: failed, with the reason.
+    server.reset().await;
+    Mock::given(matchers::path("/embeddings")).respond_with(ResponseTemplate::new(401)).mount(&server).await;
+    let id = upload(&services, &editor(), "other.md", "text/markdown", GUIDE.as_bytes()).await;
+    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key_of(&services, &id).await)).await.unwrap();
+    let (_, doc) = document(&services, &editor(), &id).await;
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["error"], "the embedding service refused the request (status 401)");
+}

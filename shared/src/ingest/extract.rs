@@ -212,3 +212,14 @@ mod tests {
         assert_eq!(extract(Kind::Text, b"\xEF\xBB\xBFhello").unwrap(), "hello");
     }
 }
+
+#[cfg(test)]
+mod pdf_fixture_tests {
+    use super::*;
+
+    #[test]
+    fn password_protected_pdf_is_reported_as_encrypted() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/encrypted.pdf")).unwrap();
+        assert_eq!(extract(Kind::Pdf, &bytes), Err(ExtractError::EncryptedPdf));
+    }
+}

@@ -19,6 +19,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use crate::{
     aws::classify,
     documents::{safe_filename, Kind, Scope},
+    embeddings::EmbedError,
     error::Error,
     services::Services,
 };
@@ -191,13 +192,36 @@ pub async fn handle(services: &Services, event: &ObjectEvent) -> Result<Outcome,
         Kind::Markdown => chunk_markdown(&text, services.config.chunks),
         _ => chunk_text(&text, services.config.chunks),
     };
+    let (embedding_model, dims, vectors) = if services.embedder.enabled() && !chunks.is_empty() {
+        let texts: Vec<String> = chunks
+            .iter()
+            .map(|c| match &c.heading {
+                Some(h) => format!("{h}\n\n{}", c.text),
+                None => c.text.clone(),
+            })
+            .collect();
+        match services.embedder.embed(&texts).await {
+            Ok(vectors) => {
+                let dims = vectors[0].len();
+                (Some(services.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect())
+            }
+            Err(EmbedError::Refused(reason)) => {
+                docs.mark_failed(&target.scope, &target.id, &reason).await?;
+                return Ok(Outcome::Failed(reason));
+            }
+            // Transient: leave the document `processing` and let the event be retried.
+            Err(EmbedError::Unavailable(reason)) => return Err(Error::Upstream(reason)),
+        }
+    } else {
+        (None, 0, Vec::new())
+    };
     let shard = Shard {
         document_id: target.id.clone(),
         title: target.filename.clone(),
         chunks,
-        embedding_model: None,
-        dims: 0,
-        vectors: Vec::new(),
+        embedding_model,
+        dims,
+        vectors,
     };
     let count = shard.chunks.len();
     let shard_key = format!("{}{}", target.scope.index_prefix(), target.id);

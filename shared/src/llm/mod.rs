@@ -25,6 +25,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     history::{Author, Source},
+    retry::{self, RetryPolicy, SendError},
     secrets::Secrets,
 };
 
@@ -234,75 +235,35 @@ impl Llm {
         Ok(stream)
     }
 
-    /// Sends the request, retrying on 429, 5xx, timeouts and connection failures.
+    /// Sends the request with the retry policy (see [`crate::retry`]).
     async fn send(&self, prompt: &Prompt, stream: bool) -> Result<reqwest::Response, Error> {
+        if self.config.provider == Provider::None {
+            return Err(Error::Internal("the none provider sends no requests".into()));
+        }
         let api_key = self.secrets.field(&self.secret_id, API_KEY_FIELD).await?;
-        let mut attempt = 1;
-        loop {
-            let request = match self.config.provider {
-                Provider::OpenAi => openai::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
-                Provider::Anthropic => anthropic::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
-                Provider::Gemini => gemini::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
-                Provider::None => return Err(Error::Internal("no request for the none provider".into())),
-            };
-            // The whole body of a non-streaming reply must arrive in time; for a stream,
-            // the headers must, and each chunk then gets the same bound.
-            let outcome =
-                tokio::time::timeout(self.config.timeout, request.timeout(self.stream_budget(stream)).send()).await;
-            let retry_after = match outcome {
-                Ok(Ok(response)) if response.status().is_success() => return Ok(response),
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
-                    if status != 429 && status < 500 {
-                        tracing::error!(status, attempt, "language model refused the request");
-                        return Err(upstream(&format!("the language model refused the request (status {status})")));
-                    }
-                    tracing::warn!(status, attempt, "language model call failed");
-                    retry_after(&response)
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(
-                        attempt,
-                        timeout = e.is_timeout(),
-                        connect = e.is_connect(),
-                        "language model unreachable"
-                    );
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(attempt, "language model timed out");
-                    None
-                }
-            };
-            if attempt >= self.config.max_attempts {
-                return Err(upstream("the language model is unavailable; try again shortly"));
+        let policy = RetryPolicy {
+            timeout: self.config.timeout,
+            max_attempts: self.config.max_attempts,
+            backoff: self.config.backoff,
+        };
+        // A whole reply must arrive within the timeout; a stream gets a generous cap and is
+        // bounded chunk by chunk.
+        let total = if stream { Duration::from_secs(15 * 60) } else { self.config.timeout };
+        let build = || match self.config.provider {
+            Provider::OpenAi => openai::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
+            Provider::Anthropic => anthropic::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
+            // `None` returned above.
+            Provider::Gemini | Provider::None => {
+                gemini::request(&self.http, &self.config, prompt, api_key.as_deref(), stream)
             }
-            tokio::time::sleep(retry_after.unwrap_or_else(|| self.backoff(attempt))).await;
-            attempt += 1;
-        }
+        };
+        retry::send(&policy, "llm", total, build).await.map_err(|e| match e {
+            SendError::Refused(status) => {
+                upstream(&format!("the language model refused the request (status {status})"))
+            }
+            SendError::Unavailable => upstream("the language model is unavailable; try again shortly"),
+        })
     }
-
-    /// Total time a request may take: one timeout for a whole reply, and a generous cap
-    /// for a stream (which is also bounded chunk by chunk).
-    fn stream_budget(&self, stream: bool) -> Duration {
-        if stream {
-            Duration::from_secs(15 * 60)
-        } else {
-            self.config.timeout
-        }
-    }
-
-    /// Full jitter: a random wait up to `backoff * 2^(attempt-1)`.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let cap = self.config.backoff.saturating_mul(1 << (attempt - 1).min(16));
-        cap.mul_f64(fastrand::f64())
-    }
-}
-
-/// A `Retry-After` of up to 10 s, in seconds.
-fn retry_after(response: &reqwest::Response) -> Option<Duration> {
-    let secs: u64 = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    (secs <= 10).then(|| Duration::from_secs(secs))
 }
 
 fn upstream(message: &str) -> Error {

@@ -1,0 +1,182 @@
+//! Text embeddings over HTTP, for ingest (chunk vectors) and retrieval (query vectors).
+//!
+//! Providers (`COACH_EMBEDDING_PROVIDER`): `none` (default: lexical retrieval only),
+//! `openai` (any OpenAI-compatible `POST {base}/embeddings`) and `gemini`
+//! (`POST {base}/v1beta/models/{model}:batchEmbedContents`). The key is the secret's
+//! `embedding_api_key` field, else `llm_api_key`. Calls use the same timeouts and retries
+//! as the language model ([`crate::retry`]); texts go in batches of [`BATCH`].
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{
+    config::{ConfigError, Env},
+    error::Error,
+    llm::API_KEY_FIELD,
+    retry::{self, RetryPolicy, SendError},
+    secrets::Secrets,
+};
+
+/// Field of the Coach secret with the embedding key (falls back to `llm_api_key`).
+pub const EMBEDDING_KEY_FIELD: &str = "embedding_api_key";
+/// Texts per request.
+pub const BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    None,
+    OpenAi,
+    Gemini,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingConfig {
+    pub provider: EmbeddingProvider,
+    pub model: String,
+    pub base_url: String,
+    pub policy: RetryPolicy,
+}
+
+impl EmbeddingConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let provider = match env.string_or("COACH_EMBEDDING_PROVIDER", "none").to_ascii_lowercase().as_str() {
+            "none" => EmbeddingProvider::None,
+            "openai" => EmbeddingProvider::OpenAi,
+            "gemini" => EmbeddingProvider::Gemini,
+            other => {
+                return Err(ConfigError {
+                    var: "COACH_EMBEDDING_PROVIDER",
+                    reason: format!("expected none, openai or gemini, got {other:?}"),
+                })
+            }
+        };
+        let (url, model) = match provider {
+            EmbeddingProvider::None => ("", ""),
+            EmbeddingProvider::OpenAi => ("https://api.openai.com/v1", "text-embedding-3-small"),
+            EmbeddingProvider::Gemini => ("https://generativelanguage.googleapis.com", "text-embedding-004"),
+        };
+        let base_url = env.string_or("COACH_EMBEDDING_BASE_URL", url).trim_end_matches('/').to_owned();
+        if provider != EmbeddingProvider::None && reqwest::Url::parse(&base_url).is_err() {
+            return Err(ConfigError { var: "COACH_EMBEDDING_BASE_URL", reason: format!("not a URL: {base_url:?}") });
+        }
+        Ok(Self {
+            provider,
+            model: env.string_or("COACH_EMBEDDING_MODEL", model),
+            base_url,
+            policy: RetryPolicy {
+                timeout: Duration::from_millis(env.number("COACH_EMBEDDING_TIMEOUT_MS", 30_000, 100, 900_000)?),
+                max_attempts: env.number("COACH_LLM_MAX_ATTEMPTS", 3, 1, 10)? as u32,
+                backoff: Duration::from_millis(env.number("COACH_LLM_BACKOFF_MS", 250, 0, 10_000)?),
+            },
+        })
+    }
+}
+
+/// Why embeddings could not be computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmbedError {
+    /// The service refused the request for good (bad key, bad model): retrying will not help.
+    Refused(String),
+    /// The service is unavailable or answered nonsense; try again later.
+    Unavailable(String),
+}
+
+impl From<EmbedError> for Error {
+    fn from(e: EmbedError) -> Error {
+        match e {
+            EmbedError::Refused(m) | EmbedError::Unavailable(m) => Error::Upstream(m),
+        }
+    }
+}
+
+pub struct Embedder {
+    config: EmbeddingConfig,
+    http: reqwest::Client,
+    secrets: Secrets,
+    secret_id: String,
+}
+
+impl Embedder {
+    pub fn new(config: EmbeddingConfig, http: reqwest::Client, secrets: Secrets, secret_id: String) -> Self {
+        Self { config, http, secrets, secret_id }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.provider != EmbeddingProvider::None
+    }
+
+    pub fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    /// One vector per text, all of one length.
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let key = match self.secrets.field(&self.secret_id, EMBEDDING_KEY_FIELD).await {
+            Ok(Some(key)) => Some(key),
+            Ok(None) => self.secrets.field(&self.secret_id, API_KEY_FIELD).await.ok().flatten(),
+            Err(e) => return Err(EmbedError::Unavailable(e.to_string())),
+        };
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(BATCH) {
+            let (url, body) = match self.config.provider {
+                EmbeddingProvider::None => {
+                    return Err(EmbedError::Refused("no embedding provider is configured".into()))
+                }
+                EmbeddingProvider::OpenAi => (
+                    format!("{}/embeddings", self.config.base_url),
+                    json!({"model": self.config.model, "input": batch}),
+                ),
+                EmbeddingProvider::Gemini => {
+                    let model = format!("models/{}", self.config.model);
+                    let requests: Vec<Value> =
+                        batch.iter().map(|t| json!({"model": model, "content": {"parts": [{"text": t}]}})).collect();
+                    (
+                        format!("{}/v1beta/{model}:batchEmbedContents", self.config.base_url),
+                        json!({"requests": requests}),
+                    )
+                }
+            };
+            let build = || {
+                let request = self.http.post(&url).json(&body);
+                match (&key, self.config.provider) {
+                    (Some(k), EmbeddingProvider::Gemini) => request.header("x-goog-api-key", k),
+                    (Some(k), _) => request.bearer_auth(k),
+                    (None, _) => request,
+                }
+            };
+            let response = retry::send(&self.config.policy, "embeddings", self.config.policy.timeout, build)
+                .await
+                .map_err(|e| match e {
+                    SendError::Refused(status) => {
+                        EmbedError::Refused(format!("the embedding service refused the request (status {status})"))
+                    }
+                    SendError::Unavailable => EmbedError::Unavailable("the embedding service is unavailable".into()),
+                })?;
+            let body: Value = response
+                .json()
+                .await
+                .map_err(|_| EmbedError::Unavailable("the embedding service sent an unreadable reply".into()))?;
+            let parsed = match self.config.provider {
+                EmbeddingProvider::Gemini => parse_list(&body["embeddings"], "values"),
+                _ => parse_list(&body["data"], "embedding"),
+            };
+            let batch_vectors = parsed
+                .filter(|v| v.len() == batch.len())
+                .ok_or_else(|| EmbedError::Unavailable("the embedding service sent an unexpected reply".into()))?;
+            vectors.extend(batch_vectors);
+        }
+        let dims = vectors.first().map_or(0, Vec::len);
+        if dims == 0 || vectors.iter().any(|v| v.len() != dims) {
+            return Err(EmbedError::Unavailable("the embedding service sent vectors of different lengths".into()));
+        }
+        Ok(vectors)
+    }
+}
+
+fn parse_list(list: &Value, field: &str) -> Option<Vec<Vec<f32>>> {
+    list.as_array()?
+        .iter()
+        .map(|item| item[field].as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect())
+        .collect()
+}

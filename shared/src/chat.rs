@@ -10,6 +10,7 @@ use crate::{
     error::Error,
     history::{Author, Message, NewMessage, Source},
     llm::{Completion, Prompt, Usage},
+    retrieval::Passage,
     services::Services,
 };
 
@@ -38,6 +39,7 @@ pub struct Prepared {
     pub session_id: String,
     pub user_message: Message,
     pub prompt: Prompt,
+    pub passages: Vec<Passage>,
     pub sources: Vec<Source>,
 }
 
@@ -72,12 +74,37 @@ pub async fn prepare(services: &Services, who: &Principal, input: ChatInput) -> 
             None => None,
         }
     });
-    // Retrieval (hybrid search over the tenant's documents) feeds `sources` once the
-    // document index exists; until then replies are grounded in the system prompt only.
-    let sources: Vec<Source> = Vec::new();
+    let passages = retrieve(services, who, message).await?;
+    let sources = passages.iter().map(|p| p.source.clone()).collect();
     let budget = services.llm.config().context_tokens.saturating_sub(services.llm.config().max_output_tokens);
-    let prompt = crate::prompt::build(&system, profile.as_deref(), &sources, &past, message, budget);
-    Ok(Prepared { session_id, user_message, prompt, sources })
+    let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, &past, message, budget);
+    Ok(Prepared { session_id, user_message, prompt, passages, sources })
+}
+
+/// The passages of the caller's tenant and the shared docs that best match the message.
+/// Without a working embedding service the search is lexical only.
+async fn retrieve(services: &Services, who: &Principal, message: &str) -> Result<Vec<Passage>, Error> {
+    let config = &services.config.retrieval;
+    if config.top_k == 0 {
+        return Ok(Vec::new());
+    }
+    let shards = services.index.shards_for(&who.tenant).await?;
+    if shards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let vector = if services.embedder.enabled() {
+        match services.embedder.embed(&[message.to_owned()]).await {
+            Ok(mut v) => v.pop(),
+            Err(e) => {
+                tracing::warn!(problem = ?e, "query embedding failed; searching words only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let query_vector = vector.as_deref().map(|v| (services.embedder.model(), v));
+    Ok(crate::retrieval::search(&shards, message, query_vector, config))
 }
 
 /// Stores the model's reply and shapes the answer.
@@ -114,6 +141,6 @@ pub async fn finish(
 /// A whole chat turn, answered in one piece.
 pub async fn chat(services: &Services, who: &Principal, input: ChatInput) -> Result<ChatReply, Error> {
     let prepared = prepare(services, who, input).await?;
-    let completion = services.llm.complete(&prepared.prompt, &prepared.sources).await?;
+    let completion = services.llm.complete(&prepared.prompt, &prepared.passages).await?;
     finish(services, who, prepared, completion).await
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     auth::AuthConfig, documents::UploadConfig, embeddings::EmbeddingConfig, ingest::chunk::ChunkConfig, llm::LlmConfig,
-    profile::ProfileConfig,
+    profile::ProfileConfig, retrieval::RetrievalConfig,
 };
 
 /// Default bucket and table names used by the local stack.
@@ -18,7 +18,7 @@ pub const DEFAULT_TABLE: &str = "coach-local";
 pub const DEFAULT_SECRET_ID: &str = "coach-local";
 
 /// Typed configuration shared by every function.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// S3 bucket holding `docs/`, `prompt/`, `uploads/` and `index/` (`COACH_BUCKET`).
     pub bucket: String,
@@ -46,6 +46,8 @@ pub struct Config {
     pub chunks: ChunkConfig,
     /// The embedding service, if any.
     pub embeddings: EmbeddingConfig,
+    /// Retrieval over the document index.
+    pub retrieval: RetrievalConfig,
 }
 
 /// Chat limits and history settings.
@@ -127,6 +129,12 @@ impl Config {
                 ChunkConfig { size, overlap }
             },
             embeddings: EmbeddingConfig::from_env(&env)?,
+            retrieval: RetrievalConfig {
+                top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
+                min_score: env.float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0)?,
+                min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
+                revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 5, 0, 3600)?),
+            },
         })
     }
 }
@@ -163,6 +171,16 @@ impl Env<'_> {
         } else {
             Err(ConfigError { var, reason: reason() })
         }
+    }
+
+    /// A decimal number in `min..=max`, `default` when unset.
+    pub fn float(&self, var: &'static str, default: f32, min: f32, max: f32) -> Result<f32, ConfigError> {
+        let Some(value) = self.string(var) else { return Ok(default) };
+        value
+            .parse::<f32>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| ConfigError { var, reason: format!("expected a number from {min} to {max}, got {value:?}") })
     }
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`), `default` when unset.

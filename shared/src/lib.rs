@@ -9,6 +9,7 @@
 //! - [`chat`]: one chat turn end to end.
 //! - [`history`]: sessions and messages in DynamoDB, scoped to the caller.
 //! - [`prompt`]: the cached system prompt from S3 and prompt assembly with a token budget.
+//! - [`retrieval`]: hybrid BM25 + vector search over the tenant's and the shared docs.
 //! - [`llm`]: the language model over HTTP (OpenAI-compatible, Anthropic, Gemini, none).
 //! - [`documents`]: document records, upload validation and presigned uploads.
 //! - [`embeddings`]: text embeddings over HTTP (OpenAI-compatible, Gemini), optional.
@@ -37,6 +38,7 @@ pub mod llm;
 pub mod logging;
 pub mod profile;
 pub mod prompt;
+pub mod retrieval;
 pub mod retry;
 pub mod secrets;
 pub mod services;

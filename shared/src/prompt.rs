@@ -13,8 +13,9 @@ use std::{
 
 use crate::{
     aws::classify,
-    history::{Author, Message, Source},
+    history::{Author, Message},
     llm::{Prompt, Turn},
+    retrieval::Passage,
 };
 
 /// Key of the generated system prompt.
@@ -111,7 +112,7 @@ pub fn estimate_tokens(text: &str) -> u32 {
 pub fn build(
     system_prompt: &str,
     profile: Option<&serde_json::Value>,
-    passages: &[Source],
+    passages: &[Passage],
     history: &[Message],
     message: &str,
     budget_tokens: u32,
@@ -124,7 +125,7 @@ pub fn build(
     if !passages.is_empty() {
         system.push_str("\n\n## Passages from the user's documents\nCite them as [n].\n");
         for (i, p) in passages.iter().enumerate() {
-            system.push_str(&format!("\n[{}] {}\n{}\n", i + 1, p.title, p.snippet));
+            system.push_str(&format!("\n[{}] {}\n{}\n", i + 1, p.source.title, p.text));
         }
     }
     let mut turns: Vec<Turn> = Vec::with_capacity(history.len() + 1);
@@ -192,13 +193,14 @@ mod tests {
 
     #[test]
     fn profile_and_passages_go_into_the_system_text() {
-        let passages = [Source {
+        let source = crate::history::Source {
             document_id: "d".into(),
             title: "goals.md".into(),
             chunk: 0,
             score: 1.0,
-            snippet: "Three goals.".into(),
-        }];
+            snippet: "Three".into(),
+        };
+        let passages = [Passage { source, text: "Three goals.".into() }];
         let profile = serde_json::json!({"role": "team lead"});
         let prompt = build("sys", Some(&profile), &passages, &[], "q", 10_000);
         assert!(prompt.system.starts_with("sys\n\n## About the user\n{\"role\":\"team lead\"}"));

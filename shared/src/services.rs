@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     auth::Authenticator, aws::AwsClients, config::Config, documents::Documents, embeddings::Embedder, history::History,
-    llm::Llm, profile::Profiles, prompt::SystemPrompt, secrets::Secrets,
+    llm::Llm, profile::Profiles, prompt::SystemPrompt, retrieval::Index, secrets::Secrets,
 };
 
 /// Error raised while building [`Services`] at cold start.
@@ -27,6 +27,8 @@ pub struct Services {
     pub llm: Llm,
     pub documents: Documents,
     pub embedder: Embedder,
+    /// The document index, shards cached by ETag.
+    pub index: Index,
 }
 
 impl Services {
@@ -61,6 +63,7 @@ impl Services {
         );
         let embedder =
             Embedder::new(config.embeddings.clone(), http.clone(), secrets.clone(), config.secret_id.clone());
-        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm, documents, embedder })
+        let index = Index::new(aws.s3.clone(), config.bucket.clone(), config.retrieval.revalidate);
+        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm, documents, embedder, index })
     }
 }

@@ -40,7 +40,7 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
     let who = crate::user(&services, req).await?;
     let input: ChatInput = json_body(req)?;
     let prepared = chat::prepare(&services, &who, input).await?;
-    let mut deltas = services.llm.stream(&prepared.prompt, &prepared.sources).await?;
+    let mut deltas = services.llm.stream(&prepared.prompt, &prepared.passages).await?;
 
     let (tx, body) = channel();
     tokio::spawn(async move {

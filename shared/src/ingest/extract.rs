@@ -193,7 +193,7 @@ mod tests {
     fn html_to_text_keeps_words_and_structure() {
         let html = "<html><head><title>x</title><style>p{}</style></head><body><h1>Giving&nbsp;feedback</h1>\
                     <!-- note --><p>Be <b>specific</b> &amp; kind.</p><script>alert(1)</script><ul><li>One</li><li>Two &#8212; &#x41;</li></ul></body></html>";
-        assert_eq!(html_to_text(html), "Giving feedback\nBe specific & kind.\nOne\nTwo — A");
+        assert_eq!(html_to_text(html), "Giving feedback\n\nBe specific & kind.\n\nOne\n\nTwo — A");
     }
 
     #[test]

@@ -24,7 +24,8 @@ use serde::Serialize;
 use crate::{
     config::{ConfigError, Env},
     error::Error,
-    history::{Author, Source},
+    history::Author,
+    retrieval::Passage,
     retry::{self, RetryPolicy, SendError},
     secrets::Secrets,
 };
@@ -161,7 +162,7 @@ impl Llm {
     }
 
     /// Asks for a whole reply. `passages` feed the `none` provider's answer.
-    pub async fn complete(&self, prompt: &Prompt, passages: &[Source]) -> Result<Completion, Error> {
+    pub async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
         if self.config.provider == Provider::None {
             return Ok(offline_answer(passages));
         }
@@ -184,7 +185,7 @@ impl Llm {
     }
 
     /// Asks for a reply streamed token by token.
-    pub async fn stream(&self, prompt: &Prompt, passages: &[Source]) -> Result<DeltaStream, Error> {
+    pub async fn stream(&self, prompt: &Prompt, passages: &[Passage]) -> Result<DeltaStream, Error> {
         if self.config.provider == Provider::None {
             let answer = offline_answer(passages);
             let deltas =
@@ -285,7 +286,7 @@ fn parse_stream_event(provider: Provider, event: &sse::SseEvent) -> Result<Strea
 }
 
 /// The `none` provider's answer: the passages themselves, labelled as such.
-pub fn offline_answer(passages: &[Source]) -> Completion {
+pub fn offline_answer(passages: &[Passage]) -> Completion {
     let text = if passages.is_empty() {
         "No language model is configured, and no passage in your documents matched this question.".to_owned()
     } else {
@@ -293,7 +294,7 @@ pub fn offline_answer(passages: &[Source]) -> Completion {
             "No language model is configured, so here are the most relevant passages from your documents:\n",
         );
         for (i, p) in passages.iter().enumerate() {
-            text.push_str(&format!("\n[{}] {} (part {})\n{}\n", i + 1, p.title, p.chunk + 1, p.snippet));
+            text.push_str(&format!("\n[{}] {} (part {})\n{}\n", i + 1, p.source.title, p.source.chunk + 1, p.text));
         }
         text
     };
@@ -331,14 +332,14 @@ mod tests {
 
     #[test]
     fn offline_answer_labels_passages() {
-        let sources = vec![Source {
+        let source = crate::history::Source {
             document_id: "d1".into(),
             title: "giving-feedback.md".into(),
             chunk: 0,
             score: 1.0,
-            snippet: "Be specific.".into(),
-        }];
-        let answer = offline_answer(&sources);
+            snippet: "Be".into(),
+        };
+        let answer = offline_answer(&[Passage { source, text: "Be specific.".into() }]);
         assert!(answer.text.starts_with("No language model is configured"));
         assert!(answer.text.contains("[1] giving-feedback.md (part 1)\nBe specific."));
         assert_eq!(answer.model, "none");

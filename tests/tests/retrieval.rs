@@ -1,0 +1,217 @@
+//! Retrieval in the chat path: documents ingested into moto's S3, then chat turns with the
+//! `none` provider (which answers with the retrieved passages) and with an LLM server that
+//! shows what the prompt carried.
+
+use coach::{
+    documents::UploadRequest,
+    ingest::{self, ObjectEvent, Outcome},
+    services::Services,
+};
+use coach_testkit::{
+    events,
+    stack::{TestStack, TEST_HS256_KEY},
+    tokens,
+};
+use lambda_http::http::StatusCode;
+use serde_json::{json, Value};
+use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
+
+fn corpus() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/corpus");
+    let mut docs: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_str().unwrap().to_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    docs.sort();
+    docs
+}
+
+async fn put(stack: &TestStack, key: &str, body: &str) {
+    stack
+        .aws
+        .s3
+        .put_object()
+        .bucket(&stack.config.bucket)
+        .key(key)
+        .body(body.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Puts `docs/{name}` and ingests it into the global scope.
+async fn add_shared(stack: &TestStack, services: &Services, name: &str, body: &str) {
+    let key = format!("docs/{name}");
+    put(stack, &key, body).await;
+    let outcome = ingest::handle(services, &ObjectEvent { created: true, key }).await.unwrap();
+    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
+}
+
+/// Uploads a markdown document for `tenant` and ingests it; returns its id.
+async fn add_for_tenant(stack: &TestStack, services: &Services, tenant: &str, name: &str, body: &str) -> String {
+    let who = coach::auth::Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] };
+    let id = services.history.next_id().to_string();
+    let request =
+        UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
+    services.documents.create_upload(&who, &id, &request).await.unwrap();
+    let key = format!("uploads/{tenant}/{id}/{name}");
+    put(stack, &key, body).await;
+    let outcome = ingest::handle(services, &ObjectEvent { created: true, key }).await.unwrap();
+    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
+    id
+}
+
+async fn ask(services: &Services, tenant: &str, message: &str) -> Value {
+    let token = tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims("alice", tenant, &["user"], 600));
+    let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&token));
+    let response = chat::handle(services, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+fn titles(reply: &Value) -> Vec<String> {
+    reply["sources"].as_array().unwrap().iter().map(|s| s["title"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_relevant_document_ranks_first_lexically() {
+    let stack = TestStack::with_env(&[("COACH_RETRIEVAL_TOP_K", "3")]).await;
+    let services = stack.services();
+    for (name, body) in corpus() {
+        add_shared(&stack, &services, &name, &body).await;
+    }
+    let cases = [
+        ("A teammate keeps missing deadlines, what should I do?", "giving-feedback.md"),
+        ("How do I hand over work without micromanaging?", "delegation.md"),
+        ("They disagree with me in a tense conversation", "difficult-conversations.md"),
+        ("How many goals should I set per quarter?", "setting-goals.md"),
+        ("How should I block focus time in my calendar?", "weekly-planning.md"),
+    ];
+    for (question, expected) in cases {
+        let reply = ask(&services, "acme", question).await;
+        assert_eq!(titles(&reply)[0], expected, "{question}: {:?}", titles(&reply));
+        assert!(reply["sources"].as_array().unwrap().len() <= 3);
+    }
+
+    // The none provider answers with the passages, numbered, and the reply stores its sources.
+    let reply = ask(&services, "acme", "How often should I check in without micromanaging?").await;
+    let answer = reply["answer"].as_str().unwrap();
+    assert!(answer.starts_with("No language model is configured, so here are the most relevant passages"));
+    assert!(answer.contains("[1] delegation.md"), "{answer}");
+    let source = &reply["sources"][0];
+    assert_eq!(source["chunk"].as_u64(), Some(2), "the 'checking in' section: {source}");
+    assert!(source["snippet"].as_str().unwrap().contains("check-in points"));
+    assert!(source["score"].as_f64().unwrap() > 0.0);
+    assert!(source["document_id"].as_str().unwrap().starts_with("doc-"));
+}
+
+#[tokio::test]
+async fn tenants_never_retrieve_each_others_documents() {
+    let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
+    let services = stack.services();
+    add_for_tenant(
+        &stack,
+        &services,
+        "acme",
+        "acme-handbook.md",
+        "# Expenses\n\nAcme reimburses travel within 30 days.\n",
+    )
+    .await;
+    add_for_tenant(
+        &stack,
+        &services,
+        "globex",
+        "globex-handbook.md",
+        "# Expenses\n\nGlobex reimburses travel within 10 days.\n",
+    )
+    .await;
+
+    let acme = ask(&services, "acme", "When is travel reimbursed?").await;
+    assert_eq!(titles(&acme), vec!["acme-handbook.md"]);
+    assert!(!acme["answer"].as_str().unwrap().contains("Globex"));
+    let globex = ask(&services, "globex", "When is travel reimbursed?").await;
+    assert_eq!(titles(&globex), vec!["globex-handbook.md"]);
+    let other = ask(&services, "initech", "When is travel reimbursed?").await;
+    assert_eq!(other["sources"], json!([]));
+}
+
+#[tokio::test]
+async fn a_new_upload_is_found_on_the_next_message() {
+    let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
+    let services = stack.services();
+    add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
+    assert!(ask(&services, "acme", "What is the parental leave policy?").await["sources"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    add_for_tenant(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n")
+        .await;
+    assert_eq!(titles(&ask(&services, "acme", "What is the parental leave policy?").await), vec!["leave.md"]);
+}
+
+#[tokio::test]
+async fn the_index_listing_is_cached_within_its_interval() {
+    let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "3600")]).await;
+    let services = stack.services();
+    add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
+    ask(&services, "acme", "buddy").await;
+    add_for_tenant(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n")
+        .await;
+    assert!(ask(&services, "acme", "parental leave").await["sources"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
+    // Vectors by topic: anything about "vacation"/"time off"/"leave" points one way, the rest another.
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/embeddings"))
+        .respond_with(|request: &wiremock::Request| {
+            let body: Value = request.body_json().unwrap();
+            let data: Vec<Value> = body["input"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let t = t.as_str().unwrap().to_lowercase();
+                    let about_leave = ["vacation", "time off", "leave"].iter().any(|w| t.contains(w));
+                    let v = if about_leave { [0.0, 1.0, 0.1] } else { [1.0, 0.0, 0.1] };
+                    json!({"index": i, "embedding": v})
+                })
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({"data": data, "model": "fake-embed"}))
+        })
+        .mount(&server)
+        .await;
+    let llm = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "m", "choices": [{"message": {"role": "assistant", "content": "See [1]."}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}})))
+        .mount(&llm)
+        .await;
+    let (embed_uri, llm_uri) = (server.uri(), llm.uri());
+    let stack = TestStack::with_env(&[
+        ("COACH_EMBEDDING_PROVIDER", "openai"),
+        ("COACH_EMBEDDING_BASE_URL", &embed_uri),
+        ("COACH_EMBEDDING_MODEL", "fake-embed"),
+        ("COACH_LLM_PROVIDER", "openai"),
+        ("COACH_LLM_BASE_URL", &llm_uri),
+        ("COACH_RETRIEVAL_TOP_K", "1"),
+    ])
+    .await;
+    let services = stack.services();
+    add_for_tenant(&stack, &services, "acme", "pto.md", "# Paid leave\n\nEveryone gets 25 days a year.\n").await;
+    add_for_tenant(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n")
+        .await;
+
+    // No word in common with pto.md: only the vectors can find it.
+    let reply = ask(&services, "acme", "How much vacation do I get?").await;
+    assert_eq!(titles(&reply), vec!["pto.md"]);
+    let prompt: Value = llm.received_requests().await.unwrap()[0].body_json().unwrap();
+    let system = prompt["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("[1] pto.md\nPaid leave\nEveryone gets 25 days a year."), "{system}");
+    // The stored reply carries the sources too.
+    assert_eq!(reply["answer"], "See [1].");
+}

@@ -48,6 +48,8 @@ pub struct Config {
     pub embeddings: EmbeddingConfig,
     /// Retrieval over the document index.
     pub retrieval: RetrievalConfig,
+    /// Token budget of the generated system prompt (`COACH_PROMPT_MAX_TOKENS`).
+    pub prompt_budget_tokens: u32,
 }
 
 /// Chat limits and history settings.
@@ -135,6 +137,7 @@ impl Config {
                 min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
                 revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 5, 0, 3600)?),
             },
+            prompt_budget_tokens: env.number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000)? as u32,
         })
     }
 }

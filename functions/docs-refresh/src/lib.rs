@@ -1,0 +1,69 @@
+//! The docs-refresh function: rebuilds the system prompt from `docs/` in S3.
+//!
+//! Two triggers reach it: `POST /docs/refresh` through the HTTP API (role `admin`; answers
+//! with the manifest) and the EventBridge schedule (no caller; returns the manifest to the
+//! invocation). One binary serves both, so the event is told apart here: an EventBridge
+//! scheduled event, or an API Gateway v2 / Function URL HTTP request.
+
+use coach::{
+    auth::Role,
+    http::{error_response, json_response, request_id},
+    refresh,
+    services::Services,
+    Error,
+};
+use lambda_http::{
+    http::{Method, StatusCode},
+    request::LambdaRequest,
+    Body, Context, Request, RequestExt, Response,
+};
+use serde_json::{json, Value};
+
+/// S3's page size for listing `docs/`.
+const PAGE_SIZE: i32 = 1000;
+
+/// Handles one invocation: a schedule event or an HTTP request.
+pub async fn handle(services: &Services, event: Value, context: Context) -> Result<Value, Error> {
+    if event.get("source").and_then(Value::as_str) == Some("aws.events") {
+        let manifest = refresh::refresh(services, PAGE_SIZE).await?;
+        return serde_json::to_value(manifest).map_err(|e| Error::Internal(e.to_string()));
+    }
+    let request: Request = match serde_json::from_value::<LambdaRequest>(event) {
+        Ok(request) => Request::from(request).with_lambda_context(context),
+        Err(_) => {
+            tracing::error!("event is neither a schedule event nor an HTTP request");
+            return Err(Error::BadRequest("unrecognised event".into()));
+        }
+    };
+    Ok(to_api_gateway(handle_http(services, request).await))
+}
+
+/// Handles an HTTP request. Never fails: every error becomes a JSON error response.
+pub async fn handle_http(services: &Services, req: Request) -> Response<Body> {
+    let request_id = request_id(&req);
+    let path = req.uri().path().trim_end_matches('/');
+    let result = match (req.method(), path) {
+        (&Method::POST, "/docs/refresh") => post_refresh(services, &req).await,
+        (_, "/docs/refresh") => Err(Error::MethodNotAllowed { allow: "POST" }),
+        (method, path) => Err(Error::NotFound(format!("no route for {method} {path}"))),
+    };
+    result.unwrap_or_else(|err| error_response(&err, &request_id))
+}
+
+async fn post_refresh(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
+    let who = services.auth.authenticate(req).await?;
+    who.require(Role::Admin)?;
+    let manifest = refresh::refresh(services, PAGE_SIZE).await?;
+    Ok(json_response(StatusCode::OK, &manifest))
+}
+
+/// An HTTP response in the API Gateway v2 / Function URL response format.
+fn to_api_gateway(response: Response<Body>) -> Value {
+    let headers: serde_json::Map<String, Value> = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::String(v.to_str().ok()?.to_owned()))))
+        .collect();
+    let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
+    json!({ "statusCode": response.status().as_u16(), "headers": headers, "body": body, "isBase64Encoded": false })
+}

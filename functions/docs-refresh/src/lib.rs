@@ -5,6 +5,7 @@
 //! invocation). One binary serves both, so the event is told apart here: an EventBridge
 //! scheduled event, or an API Gateway v2 / Function URL HTTP request.
 
+use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
     auth::Role,
     http::{error_response, json_response, request_id},
@@ -59,11 +60,11 @@ async fn post_refresh(services: &Services, req: &Request) -> Result<Response<Bod
 
 /// An HTTP response in the API Gateway v2 / Function URL response format.
 fn to_api_gateway(response: Response<Body>) -> Value {
-    let headers: serde_json::Map<String, Value> = response
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), Value::String(v.to_str().ok()?.to_owned()))))
-        .collect();
-    let body = String::from_utf8_lossy(response.body().as_ref()).into_owned();
-    json!({ "statusCode": response.status().as_u16(), "headers": headers, "body": body, "isBase64Encoded": false })
+    let (parts, body) = response.into_parts();
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(parts.status.as_u16());
+    out.headers = parts.headers;
+    out.body = Some(aws_lambda_events::encodings::Body::Text(String::from_utf8_lossy(body.as_ref()).into_owned()));
+    out.is_base64_encoded = false;
+    serde_json::to_value(out).unwrap_or_else(|_| json!({ "statusCode": 500 }))
 }

@@ -177,6 +177,11 @@ async fn relay(invoke_base: &str) -> Result<(), String> {
     let http = reqwest::Client::new();
     let invoke = format!("{}/2015-03-31/functions/ingest/invocations", invoke_base.trim_end_matches('/'));
     eprintln!("relay: {queue_url} -> {invoke}");
+    // Take no message before `cargo lambda watch` answers: a received message stays hidden
+    // for the queue's visibility timeout, which would only delay it.
+    while http.get(invoke_base).send().await.is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     loop {
         let received = match sqs
             .receive_message()

@@ -91,3 +91,23 @@ pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Fai
         _ => Failure::Failed,
     }
 }
+
+/// The caller-facing error for a failed S3/DynamoDB call, with what failed logged (never the
+/// caller's data): 503, "busy" when throttled.
+pub fn unavailable(action: &str, failure: Failure) -> crate::Error {
+    tracing::error!(action, ?failure, "AWS call failed");
+    match failure {
+        Failure::Throttled => crate::Error::Unavailable("storage is busy; try again".into()),
+        _ => crate::Error::Unavailable("storage is unavailable".into()),
+    }
+}
+
+/// A DynamoDB string attribute.
+pub fn s(value: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(value.to_owned())
+}
+
+/// A DynamoDB number attribute.
+pub fn n(value: u64) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::N(value.to_string())
+}

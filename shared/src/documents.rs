@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Principal,
-    aws::{classify, Failure},
+    aws::{classify, n, s, unavailable},
     error::Error,
     history::{now_ms, parse_id, rfc3339},
 };
@@ -241,7 +241,7 @@ impl Documents {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| storage_error("create document", &classify(&e)))?;
+            .map_err(|e| unavailable("create document", classify(&e)))?;
 
         let presigning =
             PresigningConfig::expires_in(self.uploads.url_ttl).map_err(|e| Error::Internal(e.to_string()))?;
@@ -290,7 +290,7 @@ impl Documents {
             let id = parse_id(cursor, "cursor")?;
             query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(&format!("DOC#{id}")));
         }
-        let output = query.send().await.map_err(|e| storage_error("list documents", &classify(&e)))?;
+        let output = query.send().await.map_err(|e| unavailable("list documents", classify(&e)))?;
         let documents = output.items().iter().map(document_from).collect::<Result<Vec<_>, _>>()?;
         let next = output
             .last_evaluated_key()
@@ -319,7 +319,7 @@ impl Documents {
                 .key(&key)
                 .send()
                 .await
-                .map_err(|e| storage_error("delete object", &classify(&e)))?;
+                .map_err(|e| unavailable("delete object", classify(&e)))?;
         }
         self.delete_record(&scope, &doc.document_id).await
     }
@@ -335,7 +335,7 @@ impl Documents {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| storage_error("read document", &classify(&e)))?;
+            .map_err(|e| unavailable("read document", classify(&e)))?;
         output.item.as_ref().map(document_from).transpose()
     }
 
@@ -371,7 +371,7 @@ impl Documents {
             .expression_attribute_values(":pending", s(Status::Pending.as_str()))
             .send()
             .await
-            .map_err(|e| storage_error("record shared doc", &classify(&e)))?;
+            .map_err(|e| unavailable("record shared doc", classify(&e)))?;
         Ok(())
     }
 
@@ -397,7 +397,7 @@ impl Documents {
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(storage_error("mark processing", &classify(&e))),
+            Err(e) => Err(unavailable("mark processing", classify(&e))),
         }
     }
 
@@ -446,7 +446,7 @@ impl Documents {
             Ok(_) => Ok(()),
             // Deleted meanwhile: nothing to record.
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(storage_error("update document status", &classify(&e))),
+            Err(e) => Err(unavailable("update document status", classify(&e))),
         }
     }
 
@@ -459,25 +459,9 @@ impl Documents {
             .key("sk", s(&format!("DOC#{id}")))
             .send()
             .await
-            .map_err(|e| storage_error("delete document record", &classify(&e)))?;
+            .map_err(|e| unavailable("delete document record", classify(&e)))?;
         Ok(())
     }
-}
-
-fn storage_error(action: &str, failure: &Failure) -> Error {
-    tracing::error!(action, ?failure, "AWS call failed");
-    match failure {
-        Failure::Throttled => Error::Unavailable("storage is busy; try again".into()),
-        _ => Error::Unavailable("storage is unavailable".into()),
-    }
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn document_from(item: &HashMap<String, AttributeValue>) -> Result<Document, Error> {

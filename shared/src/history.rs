@@ -27,7 +27,7 @@ use ulid::Ulid;
 
 use crate::{
     auth::Principal,
-    aws::{classify, Failure},
+    aws::{classify, n, s, unavailable},
     error::Error,
     llm::Usage,
 };
@@ -152,7 +152,7 @@ impl History {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| storage_error("create session", &classify(&e)))?;
+            .map_err(|e| unavailable("create session", classify(&e)))?;
         Ok(Session {
             session_id: id.to_string(),
             title,
@@ -174,7 +174,7 @@ impl History {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| storage_error("read session", &classify(&e)))?
+            .map_err(|e| unavailable("read session", classify(&e)))?
             .item
             .ok_or_else(session_not_found)?;
         session_from(&item)
@@ -202,7 +202,7 @@ impl History {
                 .exclusive_start_key("pk", s(&pk))
                 .exclusive_start_key("sk", s(&format!("SESSION#{id}")));
         }
-        let output = query.send().await.map_err(|e| storage_error("list sessions", &classify(&e)))?;
+        let output = query.send().await.map_err(|e| unavailable("list sessions", classify(&e)))?;
         let items = output.items().iter().map(session_from).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = output.last_evaluated_key().map(|key| {
             let activity = string(key, "gsi1sk").unwrap_or_default();
@@ -239,7 +239,7 @@ impl History {
         if let Some(model) = model {
             put = put.item("model", s(model));
         }
-        put.send().await.map_err(|e| storage_error("store message", &classify(&e)))?;
+        put.send().await.map_err(|e| unavailable("store message", classify(&e)))?;
 
         // Bump the session's activity, count and expiry; it must still exist.
         self.dynamodb
@@ -255,7 +255,7 @@ impl History {
             .expression_attribute_values(":one", n(1))
             .send()
             .await
-            .map_err(|e| storage_error("update session", &classify(&e)))?;
+            .map_err(|e| unavailable("update session", classify(&e)))?;
 
         Ok(Message {
             message_id: id.to_string(),
@@ -300,7 +300,7 @@ impl History {
             let id = parse_id(&decode_cursor(cursor)?, "cursor")?;
             query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(&format!("MSG#{id}")));
         }
-        let output = query.send().await.map_err(|e| storage_error("read messages", &classify(&e)))?;
+        let output = query.send().await.map_err(|e| unavailable("read messages", classify(&e)))?;
         let items = output.items().iter().map(message_from).collect::<Result<Vec<_>, _>>()?;
         let next_cursor = output
             .last_evaluated_key()
@@ -327,7 +327,7 @@ impl History {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| storage_error("list messages to delete", &classify(&e)))?;
+                .map_err(|e| unavailable("list messages to delete", classify(&e)))?;
             for batch in output.items().chunks(25) {
                 self.delete_batch(batch).await?;
             }
@@ -343,7 +343,7 @@ impl History {
             .key("sk", s(&format!("SESSION#{id}")))
             .send()
             .await
-            .map_err(|e| storage_error("delete session", &classify(&e)))?;
+            .map_err(|e| unavailable("delete session", classify(&e)))?;
         Ok(())
     }
 
@@ -366,7 +366,7 @@ impl History {
                 .request_items(&self.table, requests)
                 .send()
                 .await
-                .map_err(|e| storage_error("delete messages", &classify(&e)))?;
+                .map_err(|e| unavailable("delete messages", classify(&e)))?;
             requests = output.unprocessed_items().and_then(|m| m.get(&self.table)).cloned().unwrap_or_default();
             if requests.is_empty() {
                 return Ok(());
@@ -426,22 +426,6 @@ fn encode_cursor(raw: &str) -> String {
 fn decode_cursor(cursor: &str) -> Result<String, Error> {
     let bytes = B64.decode(cursor).map_err(|_| bad_cursor())?;
     String::from_utf8(bytes).map_err(|_| bad_cursor())
-}
-
-fn storage_error(action: &str, failure: &Failure) -> Error {
-    tracing::error!(action, ?failure, "DynamoDB call failed");
-    match failure {
-        Failure::Throttled => Error::Unavailable("storage is busy; try again".into()),
-        _ => Error::Unavailable("storage is unavailable".into()),
-    }
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
 }
 
 fn string<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a str> {

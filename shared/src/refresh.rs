@@ -13,7 +13,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use serde::Serialize;
 
 use crate::{
-    aws::classify,
+    aws::{classify, unavailable},
     error::Error,
     history::{now_ms, rfc3339},
     prompt::{estimate_tokens, DEFAULT_SYSTEM_PROMPT, SYSTEM_PROMPT_KEY},
@@ -64,7 +64,7 @@ pub async fn refresh(services: &Services, page_size: i32) -> Result<Manifest, Er
     let mut listed = Vec::new();
     let mut pages = s3.list_objects_v2().bucket(bucket).prefix(DOCS_PREFIX).max_keys(page_size).into_paginator().send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| unavailable("list docs", &classify(&e)))?;
+        let page = page.map_err(|e| unavailable("list docs", classify(&e)))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if key.to_ascii_lowercase().ends_with(".md") {
@@ -129,7 +129,7 @@ pub async fn refresh(services: &Services, page_size: i32) -> Result<Manifest, Er
         .body(ByteStream::from(prompt.clone().into_bytes()))
         .send()
         .await
-        .map_err(|e| unavailable("write prompt", &classify(&e)))?;
+        .map_err(|e| unavailable("write prompt", classify(&e)))?;
     let manifest = Manifest {
         version: services.history.next_id().to_string(),
         generated_at: rfc3339(now_ms()),
@@ -152,7 +152,7 @@ pub async fn refresh(services: &Services, page_size: i32) -> Result<Manifest, Er
         .body(ByteStream::from(json))
         .send()
         .await
-        .map_err(|e| unavailable("write manifest", &classify(&e)))?;
+        .map_err(|e| unavailable("write manifest", classify(&e)))?;
     tracing::info!(version = %manifest.version, documents = manifest.documents.len(), tokens = manifest.estimated_tokens, "system prompt rebuilt");
     Ok(manifest)
 }
@@ -165,7 +165,7 @@ async fn read_optional(services: &Services, key: &str) -> Result<Option<String>,
             Ok(Some(String::from_utf8_lossy(&bytes.into_bytes()).into_owned()))
         }
         Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
-        Err(e) => Err(unavailable("read doc", &classify(&e))),
+        Err(e) => Err(unavailable("read doc", classify(&e))),
     }
 }
 
@@ -178,11 +178,6 @@ fn title_of(key: &str, text: &str) -> String {
             let name = key.rsplit('/').next().unwrap_or(key);
             name.strip_suffix(".md").or_else(|| name.strip_suffix(".MD")).unwrap_or(name).to_owned()
         })
-}
-
-fn unavailable(action: &str, failure: &crate::aws::Failure) -> Error {
-    tracing::error!(action, ?failure, "S3 call failed");
-    Error::Unavailable("storage is unavailable".into())
 }
 
 #[cfg(test)]

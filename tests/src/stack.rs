@@ -213,6 +213,17 @@ impl TestStack {
         Self { sdk, config, aws }
     }
 
+    /// Writes an object to this stack's bucket.
+    pub async fn put(&self, key: &str, body: &[u8]) {
+        self.aws.s3.put_object().bucket(&self.config.bucket).key(key).body(body.to_vec().into()).send().await.unwrap();
+    }
+
+    /// Reads an object of this stack's bucket as text.
+    pub async fn get_text(&self, key: &str) -> String {
+        let object = self.aws.s3.get_object().bucket(&self.config.bucket).key(key).send().await.unwrap();
+        String::from_utf8(object.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    }
+
     /// The per-cold-start services over this stack, as a function's `main` builds them.
     pub fn services(&self) -> coach::services::Services {
         coach::services::Services::new(self.config.clone(), self.aws.clone()).expect("services")

@@ -16,7 +16,7 @@ use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
 // ------------------------------------------------------------------ helpers
 
 fn token(user: &str, tenant: &str) -> String {
-    tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims(user, tenant, &["user"], 600))
+    tokens::for_test(user, tenant, &["user"])
 }
 
 fn alice() -> String {

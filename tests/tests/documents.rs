@@ -2,20 +2,12 @@
 //! event, and the status callers see; failures, idempotency, deletion, tenants and roles.
 
 use coach::services::Services;
-use coach_testkit::{
-    events,
-    stack::{TestStack, TEST_HS256_KEY},
-    tokens,
-};
+use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Request};
 use serde_json::{json, Value};
 
-fn token(user: &str, tenant: &str, roles: &[&str]) -> String {
-    tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims(user, tenant, roles, 600))
-}
-
 fn editor() -> String {
-    token("erin", "acme", &["editor"])
+    tokens::for_test("erin", "acme", &["editor"])
 }
 
 fn req(method: &str, path: &str, body: Option<Value>, token: &str) -> Request {
@@ -123,7 +115,7 @@ async fn upload_then_ingest_makes_the_document_ready() {
 
     // Listed for the tenant, newest first.
     let second = upload(&services, &editor(), "notes.txt", "text/plain", b"plain notes").await;
-    let (_, list) = call(&services, req("GET", "/documents", None, &token("uma", "acme", &["user"]))).await;
+    let (_, list) = call(&services, req("GET", "/documents", None, &tokens::for_test("uma", "acme", &["user"]))).await;
     let ids: Vec<&str> =
         list["documents"].as_array().unwrap().iter().map(|d| d["document_id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![second.as_str(), id.as_str()]);
@@ -276,7 +268,7 @@ async fn other_tenants_see_404_and_roles_are_enforced() {
     let stack = TestStack::new().await;
     let services = stack.services();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
-    let outsider = token("erin", "globex", &["editor"]);
+    let outsider = tokens::for_test("erin", "globex", &["editor"]);
     assert_eq!(document(&services, &outsider, &id).await.0, StatusCode::NOT_FOUND);
     let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &outsider)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -284,7 +276,7 @@ async fn other_tenants_see_404_and_roles_are_enforced() {
     assert_eq!(list["documents"], json!([]));
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "pending", "untouched");
 
-    let user = token("uma", "acme", &["user"]);
+    let user = tokens::for_test("uma", "acme", &["user"]);
     let body = json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 10});
     let (status, err) = call(&services, req("POST", "/uploads", Some(body), &user)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

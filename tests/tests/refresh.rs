@@ -2,35 +2,13 @@
 //! and the schedule event, and seen by the next chat turn.
 
 use coach::services::Services;
-use coach_testkit::{
-    events,
-    stack::{TestStack, TEST_HS256_KEY},
-    tokens,
-};
+use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Context};
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
 
 fn token(roles: &[&str]) -> String {
-    tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims("ada", "acme", roles, 600))
-}
-
-async fn put(stack: &TestStack, key: &str, body: &str) {
-    stack
-        .aws
-        .s3
-        .put_object()
-        .bucket(&stack.config.bucket)
-        .key(key)
-        .body(body.as_bytes().to_vec().into())
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn get(stack: &TestStack, key: &str) -> String {
-    let object = stack.aws.s3.get_object().bucket(&stack.config.bucket).key(key).send().await.unwrap();
-    String::from_utf8(object.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    tokens::for_test("ada", "acme", roles)
 }
 
 /// `POST /docs/refresh` through the function's event entry point, as API Gateway calls it.
@@ -51,16 +29,16 @@ async fn refresh(services: &Services, token: Option<&str>) -> (u16, Value) {
 async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
     let stack = TestStack::new().await;
     let services = stack.services();
-    put(&stack, "prompt/base.md", "You are Acme's coach.\n").await;
-    put(&stack, "docs/b-feedback.md", "# Feedback\n\nBe specific.\n").await;
-    put(&stack, "docs/a-goals.md", "# Goals\n\nThree a quarter.\n").await;
-    put(&stack, "docs/team/c-planning.md", "Plan on Mondays.\n").await;
-    put(&stack, "docs/logo.png", "\u{89}PNG").await;
-    put(&stack, "docs/notes.txt", "not markdown").await;
+    stack.put("prompt/base.md", "You are Acme's coach.\n".as_bytes()).await;
+    stack.put("docs/b-feedback.md", "# Feedback\n\nBe specific.\n".as_bytes()).await;
+    stack.put("docs/a-goals.md", "# Goals\n\nThree a quarter.\n".as_bytes()).await;
+    stack.put("docs/team/c-planning.md", "Plan on Mondays.\n".as_bytes()).await;
+    stack.put("docs/logo.png", "\u{89}PNG".as_bytes()).await;
+    stack.put("docs/notes.txt", "not markdown".as_bytes()).await;
 
     let (status, manifest) = refresh(&services, Some(&token(&["admin"]))).await;
     assert_eq!(status, 200, "{manifest}");
-    let prompt = get(&stack, "prompt/system_prompt.md").await;
+    let prompt = stack.get_text("prompt/system_prompt.md").await;
     assert_eq!(
         prompt,
         "You are Acme's coach.\n\n---\n\n# Goals\n\nThree a quarter.\n\n---\n\n# Feedback\n\nBe specific.\n\n---\n\nPlan on Mondays."
@@ -77,7 +55,7 @@ async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
     assert!(manifest["version"].as_str().unwrap().len() == 26);
 
     // The manifest is written last and describes the prompt beside it.
-    let stored: Value = serde_json::from_str(&get(&stack, "prompt/manifest.json").await).unwrap();
+    let stored: Value = serde_json::from_str(&stack.get_text("prompt/manifest.json").await).unwrap();
     assert_eq!(stored, manifest);
     let head =
         stack.aws.s3.head_object().bucket(&stack.config.bucket).key("prompt/system_prompt.md").send().await.unwrap();
@@ -96,23 +74,23 @@ async fn empty_docs_gives_a_clear_result_and_the_default_prompt() {
     assert_eq!(status, 200);
     assert_eq!(manifest["documents"], json!([]));
     assert_eq!(manifest["notes"], json!(["docs/ has no markdown files", "the system prompt is the built-in default"]));
-    assert!(get(&stack, "prompt/system_prompt.md").await.starts_with("You are Coach"));
+    assert!(stack.get_text("prompt/system_prompt.md").await.starts_with("You are Coach"));
 }
 
 #[tokio::test]
 async fn over_budget_docs_are_reported_not_silently_cut() {
     let stack = TestStack::with_env(&[("COACH_PROMPT_MAX_TOKENS", "100")]).await;
     let services = stack.services();
-    put(&stack, "docs/a.md", &format!("# Short\n\n{}", "word ".repeat(40))).await; // ~52 tokens
-    put(&stack, "docs/b.md", &format!("# Long\n\n{}", "word ".repeat(200))).await; // ~252 tokens
-    put(&stack, "docs/c.md", "# Tiny\n\nok").await;
+    stack.put("docs/a.md", format!("# Short\n\n{}", "word ".repeat(40)).as_bytes()).await; // ~52 tokens
+    stack.put("docs/b.md", format!("# Long\n\n{}", "word ".repeat(200)).as_bytes()).await; // ~252 tokens
+    stack.put("docs/c.md", "# Tiny\n\nok".as_bytes()).await;
     let (_, manifest) = refresh(&services, Some(&token(&["admin"]))).await;
     assert_eq!(manifest["over_budget"], true);
     assert_eq!(manifest["omitted"], json!(["docs/b.md"]));
     assert_eq!(manifest["documents"][1]["included"], false);
     assert_eq!(manifest["documents"][2]["included"], true);
     assert!(manifest["notes"][0].as_str().unwrap().contains("retrieval still finds them"));
-    let prompt = get(&stack, "prompt/system_prompt.md").await;
+    let prompt = stack.get_text("prompt/system_prompt.md").await;
     assert!(prompt.contains("# Short") && prompt.contains("# Tiny") && !prompt.contains("# Long"));
     assert!(manifest["estimated_tokens"].as_u64().unwrap() <= 100);
 }
@@ -122,7 +100,7 @@ async fn listing_is_paginated() {
     let stack = TestStack::new().await;
     let services = stack.services();
     for i in 0..7 {
-        put(&stack, &format!("docs/{i:02}.md"), &format!("# Doc {i}\n")).await;
+        stack.put(&format!("docs/{i:02}.md"), format!("# Doc {i}\n").as_bytes()).await;
     }
     let manifest = coach::refresh::refresh(&services, 2).await.unwrap();
     assert_eq!(manifest.documents.len(), 7);
@@ -147,11 +125,11 @@ async fn only_admins_may_refresh() {
 async fn the_schedule_event_refreshes_without_a_caller() {
     let stack = TestStack::new().await;
     let services = stack.services();
-    put(&stack, "docs/a.md", "# Goals\n").await;
+    stack.put("docs/a.md", "# Goals\n".as_bytes()).await;
     let event: Value = serde_json::from_str(&events::load("schedule.json")).unwrap();
     let manifest = docs_refresh::handle(&services, event, Context::default()).await.unwrap();
     assert_eq!(manifest["documents"][0]["key"], "docs/a.md");
-    assert_eq!(get(&stack, "prompt/system_prompt.md").await, "# Goals");
+    assert_eq!(stack.get_text("prompt/system_prompt.md").await, "# Goals");
     assert!(docs_refresh::handle(&services, json!({"nonsense": true}), Context::default()).await.is_err());
 }
 
@@ -178,10 +156,10 @@ async fn chat_sees_the_new_prompt_after_a_refresh() {
             events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": "hi"})), Some(&token(&["user"])));
         assert_eq!(chat::handle(&services, request).await.status(), StatusCode::OK);
     };
-    put(&stack, "docs/a.md", "# Version one\n").await;
+    stack.put("docs/a.md", "# Version one\n".as_bytes()).await;
     refresh(&services, Some(&token(&["admin"]))).await;
     ask().await;
-    put(&stack, "docs/a.md", "# Version two\n").await;
+    stack.put("docs/a.md", "# Version two\n".as_bytes()).await;
     refresh(&services, Some(&token(&["admin"]))).await;
     ask().await;
     let systems: Vec<String> = llm

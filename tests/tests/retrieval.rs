@@ -7,11 +7,7 @@ use coach::{
     ingest::{self, ObjectEvent, Outcome},
     services::Services,
 };
-use coach_testkit::{
-    events,
-    stack::{TestStack, TEST_HS256_KEY},
-    tokens,
-};
+use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
@@ -27,23 +23,10 @@ fn corpus() -> Vec<(String, String)> {
     docs
 }
 
-async fn put(stack: &TestStack, key: &str, body: &str) {
-    stack
-        .aws
-        .s3
-        .put_object()
-        .bucket(&stack.config.bucket)
-        .key(key)
-        .body(body.as_bytes().to_vec().into())
-        .send()
-        .await
-        .unwrap();
-}
-
 /// Puts `docs/{name}` and ingests it into the global scope.
 async fn add_shared(stack: &TestStack, services: &Services, name: &str, body: &str) {
     let key = format!("docs/{name}");
-    put(stack, &key, body).await;
+    stack.put(&key, body.as_bytes()).await;
     let outcome = ingest::handle(services, &ObjectEvent { created: true, key }).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
 }
@@ -56,14 +39,14 @@ async fn add_for_tenant(stack: &TestStack, services: &Services, tenant: &str, na
         UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
     services.documents.create_upload(&who, &id, &request).await.unwrap();
     let key = format!("uploads/{tenant}/{id}/{name}");
-    put(stack, &key, body).await;
+    stack.put(&key, body.as_bytes()).await;
     let outcome = ingest::handle(services, &ObjectEvent { created: true, key }).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
     id
 }
 
 async fn ask(services: &Services, tenant: &str, message: &str) -> Value {
-    let token = tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims("alice", tenant, &["user"], 600));
+    let token = tokens::for_test("alice", tenant, &["user"]);
     let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&token));
     let response = chat::handle(services, request).await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -17,7 +17,7 @@ pub mod index;
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::{
-    aws::classify,
+    aws::{classify, unavailable},
     documents::{safe_filename, Kind, Scope},
     embeddings::EmbedError,
     error::Error,
@@ -161,7 +161,7 @@ pub async fn handle(services: &Services, event: &ObjectEvent) -> Result<Outcome,
         Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
             return Ok(Outcome::Skipped("object no longer exists"))
         }
-        Err(e) => return Err(s3_error("read object", &e)),
+        Err(e) => return Err(unavailable("read object", classify(&e))),
     };
     let etag = object.e_tag().unwrap_or_default().to_owned();
     let size = u64::try_from(object.content_length().unwrap_or(0)).unwrap_or(0);
@@ -235,7 +235,7 @@ pub async fn handle(services: &Services, event: &ObjectEvent) -> Result<Outcome,
         .body(ByteStream::from(shard.encode()))
         .send()
         .await
-        .map_err(|e| s3_error("write index shard", &e))?;
+        .map_err(|e| unavailable("write index shard", classify(&e)))?;
     docs.mark_ready(&target.scope, &target.id, count as u64, &etag, size).await?;
     Ok(Outcome::Indexed { chunks: count })
 }
@@ -249,16 +249,8 @@ async fn delete_object(services: &Services, key: &str) -> Result<(), Error> {
         .key(key)
         .send()
         .await
-        .map_err(|e| s3_error("delete object", &e))?;
+        .map_err(|e| unavailable("delete object", classify(&e)))?;
     Ok(())
-}
-
-fn s3_error<E: aws_sdk_s3::error::ProvideErrorMetadata>(
-    action: &str,
-    e: &aws_sdk_s3::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> Error {
-    tracing::error!(action, failure = ?classify(e), "S3 call failed");
-    Error::Unavailable("storage is unavailable".into())
 }
 
 #[cfg(test)]

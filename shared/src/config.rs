@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     auth::AuthConfig, documents::UploadConfig, embeddings::EmbeddingConfig, ingest::chunk::ChunkConfig, llm::LlmConfig,
-    profile::ProfileConfig, retrieval::RetrievalConfig,
+    profile::ProfileConfig, ratelimit::RateLimitConfig, retrieval::RetrievalConfig,
 };
 
 /// Default bucket and table names used by the local stack.
@@ -50,6 +50,8 @@ pub struct Config {
     pub retrieval: RetrievalConfig,
     /// Token budget of the generated system prompt (`COACH_PROMPT_MAX_TOKENS`).
     pub prompt_budget_tokens: u32,
+    /// Request limits for chat and uploads.
+    pub rate_limits: RateLimitConfig,
 }
 
 /// Chat limits and history settings.
@@ -138,6 +140,11 @@ impl Config {
                 revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 5, 0, 3600)?),
             },
             prompt_budget_tokens: env.number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000)? as u32,
+            rate_limits: RateLimitConfig {
+                per_user: env.number("COACH_RATE_LIMIT_USER", 30, 0, 1_000_000)?,
+                per_tenant: env.number("COACH_RATE_LIMIT_TENANT", 600, 0, 10_000_000)?,
+                window: Duration::from_secs(env.number("COACH_RATE_LIMIT_WINDOW_SECS", 60, 1, 86_400)?),
+            },
         })
     }
 }

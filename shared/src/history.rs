@@ -382,7 +382,7 @@ impl History {
 }
 
 /// Escapes `#` (the key separator) and `%` in a user id, so no id can reach into another's keys.
-fn key_part(value: &str) -> String {
+pub(crate) fn key_part(value: &str) -> String {
     value.replace('%', "%25").replace('#', "%23")
 }
 

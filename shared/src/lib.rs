@@ -10,6 +10,7 @@
 //! - [`history`]: sessions and messages in DynamoDB, scoped to the caller.
 //! - [`prompt`]: the cached system prompt from S3 and prompt assembly with a token budget.
 //! - [`retrieval`]: hybrid BM25 + vector search over the tenant's and the shared docs.
+//! - [`ratelimit`]: per-user and per-tenant request limits (DynamoDB counters, 429).
 //! - [`refresh`]: rebuilding the system prompt from `docs/` (docs-refresh).
 //! - [`llm`]: the language model over HTTP (OpenAI-compatible, Anthropic, Gemini, none).
 //! - [`documents`]: document records, upload validation and presigned uploads.
@@ -39,6 +40,7 @@ pub mod llm;
 pub mod logging;
 pub mod profile;
 pub mod prompt;
+pub mod ratelimit;
 pub mod refresh;
 pub mod retrieval;
 pub mod retry;

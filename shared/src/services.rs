@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{
     auth::Authenticator, aws::AwsClients, config::Config, documents::Documents, embeddings::Embedder, history::History,
-    llm::Llm, profile::Profiles, prompt::SystemPrompt, retrieval::Index, secrets::Secrets,
+    llm::Llm, profile::Profiles, prompt::SystemPrompt, ratelimit::RateLimiter, retrieval::Index, secrets::Secrets,
 };
 
 /// Error raised while building [`Services`] at cold start.
@@ -29,6 +29,7 @@ pub struct Services {
     pub embedder: Embedder,
     /// The document index, shards cached by ETag.
     pub index: Index,
+    pub rate_limiter: RateLimiter,
 }
 
 impl Services {
@@ -64,6 +65,21 @@ impl Services {
         let embedder =
             Embedder::new(config.embeddings.clone(), http.clone(), secrets.clone(), config.secret_id.clone());
         let index = Index::new(aws.s3.clone(), config.bucket.clone(), config.retrieval.revalidate);
-        Ok(Self { config, aws, secrets, http, auth, profiles, history, system_prompt, llm, documents, embedder, index })
+        let rate_limiter = RateLimiter::new(aws.dynamodb.clone(), config.table.clone(), config.rate_limits);
+        Ok(Self {
+            config,
+            aws,
+            secrets,
+            http,
+            auth,
+            profiles,
+            history,
+            system_prompt,
+            llm,
+            documents,
+            embedder,
+            index,
+            rate_limiter,
+        })
     }
 }

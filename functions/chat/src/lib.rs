@@ -109,6 +109,7 @@ async fn me(services: &Services, req: &Request) -> Result<Response<Body>, Error>
 /// `POST /chat` `{message, session_id?}`.
 async fn post_chat(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
     let who = user(services, req).await?;
+    services.rate_limiter.check(&who).await?;
     let input: ChatInput = json_body(req)?;
     let reply = chat::chat(services, &who, input).await?;
     Ok(json_response(StatusCode::OK, &reply))

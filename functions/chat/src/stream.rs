@@ -38,6 +38,7 @@ pub async fn handle(services: Arc<Services>, req: Request) -> Response<StreamBod
 
 async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
     let who = crate::user(&services, req).await?;
+    services.rate_limiter.check(&who).await?;
     let input: ChatInput = json_body(req)?;
     let prepared = chat::prepare(&services, &who, input).await?;
     let mut deltas = services.llm.stream(&prepared.prompt, &prepared.passages).await?;

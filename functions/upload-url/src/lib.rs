@@ -56,6 +56,7 @@ async fn caller(services: &Services, req: &Request, role: Role) -> Result<Princi
 /// `POST /uploads`: 201 with `{document_id, upload_url, method, headers, expires_at}`.
 async fn create_upload(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
     let who = caller(services, req, Role::Editor).await?;
+    services.rate_limiter.check(&who).await?;
     let input: UploadRequest = json_body(req)?;
     let id = services.history.next_id().to_string();
     let upload = services.documents.create_upload(&who, &id, &input).await?;

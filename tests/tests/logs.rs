@@ -128,7 +128,10 @@ async fn logs_carry_no_tokens_secrets_or_message_text() {
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 5, "logs were captured:\n{logs}");
-    assert!(logs.contains("request rejected") && logs.contains("user profile unavailable"), "Coach's own events are captured:\n{logs}");
+    assert!(
+        logs.contains("request rejected") && logs.contains("user profile unavailable"),
+        "Coach's own events are captured:\n{logs}"
+    );
     for (what, secret) in [
         ("message text", "Zebediah"),
         ("message text", "987654"),

@@ -190,7 +190,18 @@ impl TestStack {
 
     /// Like [`TestStack::new`], with extra environment variables for the configuration.
     pub async fn with_env(vars: &[(&str, &str)]) -> Self {
-        let stack = Self::without_resources(vars).await;
+        Self::on(&crate::moto::Moto::shared().endpoint, vars).await
+    }
+
+    /// Configuration and clients for unique names, with nothing created.
+    pub async fn without_resources(vars: &[(&str, &str)]) -> Self {
+        Self::on_endpoint(&crate::moto::Moto::shared().endpoint, vars).await
+    }
+
+    /// Bucket, table and secret created on the emulator at `endpoint` (for example a
+    /// dedicated [`crate::moto::Moto`] a test will stop).
+    pub async fn on(endpoint: &str, vars: &[(&str, &str)]) -> Self {
+        let stack = Self::on_endpoint(endpoint, vars).await;
         create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
         create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
         let fields = serde_json::json!({ coach::auth::HS256_SECRET_FIELD: TEST_HS256_KEY });
@@ -198,9 +209,7 @@ impl TestStack {
         stack
     }
 
-    /// Configuration and clients for unique names, with nothing created.
-    pub async fn without_resources(vars: &[(&str, &str)]) -> Self {
-        let moto = crate::moto::Moto::shared();
+    async fn on_endpoint(endpoint: &str, vars: &[(&str, &str)]) -> Self {
         let name = unique_name("coach-test");
         let config = Config::from_lookup(|var| match var {
             "COACH_BUCKET" | "COACH_TABLE" | "COACH_SECRET_ID" => Some(name.clone()),
@@ -208,7 +217,7 @@ impl TestStack {
             _ => vars.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned()),
         })
         .expect("test configuration is valid");
-        let sdk = sdk_config(&moto.endpoint).await;
+        let sdk = sdk_config(endpoint).await;
         let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &config);
         Self { sdk, config, aws }
     }

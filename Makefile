@@ -1,5 +1,5 @@
 # Coach developer commands. Each script installs what it needs into ./.venv first.
-.PHONY: dev test lint ci
+.PHONY: dev test lint ci fuzz loadtest
 
 dev:  ## Run the local stack: moto + example docs + cargo lambda watch
 	scripts/dev.sh
@@ -12,3 +12,9 @@ lint: ## cargo fmt --check, clippy -D warnings, sam validate --lint, cfn-lint
 
 ci:   ## What CI runs
 	bash .ci/run
+
+fuzz: ## Run the cargo-fuzz targets for FUZZ_SECONDS each (default 60); not part of CI
+	scripts/fuzz.sh
+
+loadtest: ## Bounded load test of a running `make dev` stack: make loadtest TOKEN=...
+	@python3 scripts/loadtest.py --token "$(TOKEN)"

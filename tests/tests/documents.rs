@@ -152,7 +152,7 @@ async fn unreadable_documents_fail_with_a_reason() {
     let services = stack.services();
     let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("empty.txt", "text/plain", b"   \n\n ".to_vec(), "no text found in the document"),
-        ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec(), "the file is not valid UTF-8 text"),
+        ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec(), "the file is not UTF-8 or UTF-16 text"),
         ("fake.pdf", "application/pdf", b"this is not a pdf".to_vec(), "the PDF is damaged or not a PDF file"),
         (
             "broken.pdf",

@@ -14,7 +14,7 @@ pub enum ExtractError {
     CorruptPdf,
     #[error("no text found in the document (a scanned PDF needs text recognition first)")]
     NoText,
-    #[error("the file is not valid UTF-8 text")]
+    #[error("the file is not UTF-8 or UTF-16 text (it may be a binary file)")]
     NotUtf8,
 }
 
@@ -31,9 +31,29 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
     Ok(text)
 }
 
+/// Text files as editors save them: UTF-8 (with or without a byte-order mark) or UTF-16 with
+/// its byte-order mark. NUL bytes mean a binary file (or UTF-16 without a mark), not text.
 fn utf8(bytes: &[u8]) -> Result<String, ExtractError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    String::from_utf8(bytes.to_vec()).map_err(|_| ExtractError::NotUtf8)
+    let text = if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+        utf16(rest, u16::from_le_bytes)?
+    } else if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        utf16(rest, u16::from_be_bytes)?
+    } else {
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        String::from_utf8(bytes.to_vec()).map_err(|_| ExtractError::NotUtf8)?
+    };
+    if text.contains('\0') {
+        return Err(ExtractError::NotUtf8);
+    }
+    Ok(text)
+}
+
+fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, ExtractError> {
+    if bytes.len() % 2 != 0 {
+        return Err(ExtractError::NotUtf8);
+    }
+    let units = bytes.chunks_exact(2).map(|pair| unit([pair[0], pair[1]]));
+    char::decode_utf16(units).collect::<Result<String, _>>().map_err(|_| ExtractError::NotUtf8)
 }
 
 fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
@@ -43,7 +63,8 @@ fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
     let owned = bytes.to_vec();
     let result = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem(&owned));
     match result {
-        Ok(Ok(text)) => Ok(text),
+        // Text runs from some PDF fonts carry NULs; they are never meant as text.
+        Ok(Ok(text)) => Ok(text.replace('\0', "")),
         Ok(Err(e)) => {
             let detail = format!("{e:?}").to_ascii_lowercase();
             if detail.contains("encrypt") || detail.contains("decrypt") || detail.contains("password") {
@@ -206,10 +227,22 @@ mod tests {
     #[test]
     fn failures_have_reasons() {
         assert_eq!(extract(Kind::Text, b"   \n"), Err(ExtractError::NoText));
-        assert_eq!(extract(Kind::Markdown, b"\xff\xfe"), Err(ExtractError::NotUtf8));
+        assert_eq!(extract(Kind::Markdown, b"\xff\xfa"), Err(ExtractError::NotUtf8));
+        assert_eq!(extract(Kind::Markdown, b"\xff\xfe"), Err(ExtractError::NoText));
         assert_eq!(extract(Kind::Pdf, b"not a pdf"), Err(ExtractError::CorruptPdf));
         assert_eq!(extract(Kind::Pdf, b"%PDF-1.4 garbage"), Err(ExtractError::CorruptPdf));
         assert_eq!(extract(Kind::Text, b"\xEF\xBB\xBFhello").unwrap(), "hello");
+    }
+
+    #[test]
+    fn utf16_with_a_byte_order_mark_is_text_and_nul_bytes_are_binary() {
+        assert_eq!(extract(Kind::Text, b"\xFF\xFEH\x00i\x00 \x00\xac\x20").unwrap(), "Hi €");
+        assert_eq!(extract(Kind::Markdown, b"\xFE\xFF\x00#\x00 \x00T").unwrap(), "# T");
+        assert_eq!(extract(Kind::Text, b"\xFF\xFEH\x00i"), Err(ExtractError::NotUtf8), "odd length");
+        assert_eq!(extract(Kind::Text, b"\xFF\xFE\x00\xD8a\x00"), Err(ExtractError::NotUtf8), "lone surrogate");
+        // Found by the `extract` fuzz target: UTF-16 without a mark is valid UTF-8 full of NULs.
+        assert_eq!(extract(Kind::Text, b"H\x00e\x00l\x00l\x00o\x00"), Err(ExtractError::NotUtf8));
+        assert_eq!(extract(Kind::Html, b"<p>a\x00b</p>"), Err(ExtractError::NotUtf8));
     }
 }
 
@@ -221,5 +254,13 @@ mod pdf_fixture_tests {
     fn password_protected_pdf_is_reported_as_encrypted() {
         let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/encrypted.pdf")).unwrap();
         assert_eq!(extract(Kind::Pdf, &bytes), Err(ExtractError::EncryptedPdf));
+    }
+
+    #[test]
+    fn a_pdf_that_panics_the_parser_is_reported_as_damaged() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/panicking.pdf")).unwrap();
+        let parser = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(&bytes));
+        assert!(parser.is_err(), "the fixture should still make pdf-extract panic");
+        assert_eq!(extract(Kind::Pdf, &bytes), Err(ExtractError::CorruptPdf));
     }
 }

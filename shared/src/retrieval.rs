@@ -2,12 +2,13 @@
 //!
 //! Index shards (see [`crate::ingest::index`]) of `index/{tenant}/` and `index/_global/` are
 //! listed (the listing is cached for `COACH_INDEX_REVALIDATE_SECS`), loaded once per ETag
-//! and kept in memory with an inverted index and vector norms. No other prefix is ever
-//! read, so another tenant's documents cannot be retrieved.
+//! and kept in memory with an inverted index and unit vectors (plus an 8-bit copy of them).
+//! No other prefix is ever read, so another tenant's documents cannot be retrieved.
 //!
 //! A query is ranked twice: BM25 over chunk text (always), and cosine similarity against
-//! chunk vectors when both the query and the shard have embeddings from the same model.
-//! The two rankings are fused with reciprocal rank fusion (k = 60); the top `top_k` above
+//! chunk vectors when both the query and the shard have embeddings from the same model
+//! (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best 100 of each
+//! ranking are fused with reciprocal rank fusion (k = 60); the top `top_k` above
 //! `min_score` are returned with their sources.
 
 use std::{
@@ -44,24 +45,35 @@ const SNIPPET_CHARS: usize = 300;
 const RRF_K: f32 = 60.0;
 const BM25_K1: f32 = 1.2;
 const BM25_B: f32 = 0.75;
+/// How many of each ranking take part in fusion (at least `top_k`). A passage below this in
+/// both rankings cannot reach the top 5 by reciprocal rank fusion anyway.
+const RANK_WINDOW: usize = 100;
+/// The 8-bit vector scan keeps this many candidates per window slot for exact re-ranking.
+const RERANK_FACTOR: usize = 4;
+/// How far below `min_similarity` an 8-bit estimate may be and still be re-checked exactly:
+/// well above the quantisation error seen in practice (about 0.005 at 384 dimensions).
+const QUANTISATION_SLACK: f32 = 0.05;
 
 /// A shard ready for search.
 pub struct LoadedShard {
+    /// The shard as stored, except that its vectors are scaled to unit length.
     pub shard: Shard,
     /// term -> (chunk, term frequency)
     postings: HashMap<String, Vec<(u32, u32)>>,
     /// Tokens per chunk.
     lengths: Vec<u32>,
-    /// Euclidean norm of each chunk vector.
-    norms: Vec<f32>,
+    /// The unit vectors quantised to 8 bits (`chunks * dims`), scanned first.
+    quantised: Vec<i8>,
+    /// Per chunk: the value of one quantisation step (0 for a zero vector, never matched).
+    steps: Vec<f32>,
 }
 
 impl LoadedShard {
-    pub fn new(shard: Shard) -> Self {
+    pub fn new(mut shard: Shard) -> Self {
         let mut postings: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
         let mut lengths = Vec::with_capacity(shard.chunks.len());
+        let mut counts: HashMap<String, u32> = HashMap::new();
         for (i, chunk) in shard.chunks.iter().enumerate() {
-            let mut counts: HashMap<String, u32> = HashMap::new();
             let mut length = 0;
             let heading = chunk.heading.as_deref().unwrap_or_default();
             for token in tokens(heading).chain(tokens(&chunk.text)) {
@@ -69,18 +81,72 @@ impl LoadedShard {
                 length += 1;
             }
             lengths.push(length);
-            for (term, tf) in counts {
+            for (term, tf) in counts.drain() {
                 postings.entry(term).or_default().push((i as u32, tf));
             }
         }
         let dims = shard.dims as usize;
-        let norms = if dims == 0 {
-            Vec::new()
-        } else {
-            shard.vectors.chunks(dims).map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt()).collect()
-        };
-        Self { shard, postings, lengths, norms }
+        let mut quantised = vec![0; shard.vectors.len()];
+        let mut steps = Vec::with_capacity(shard.chunks.len());
+        if dims > 0 {
+            for (v, q) in shard.vectors.chunks_exact_mut(dims).zip(quantised.chunks_exact_mut(dims)) {
+                normalise(v);
+                steps.push(quantise(v, q));
+            }
+        }
+        Self { shard, postings, lengths, quantised, steps }
     }
+}
+
+/// Scales `v` to unit length (a zero vector stays zero).
+fn normalise(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        v.iter_mut().for_each(|x| *x /= norm);
+    } else {
+        v.iter_mut().for_each(|x| *x = 0.0);
+    }
+}
+
+/// Writes `v` as 8-bit steps of `max |v| / 127` into `out` and returns the step (0 when `v`
+/// is zero).
+fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 {
+        out.iter_mut().for_each(|q| *q = 0);
+        return 0.0;
+    }
+    let step = max / 127.0;
+    for (q, x) in out.iter_mut().zip(v) {
+        *q = (x / step).round().clamp(-127.0, 127.0) as i8;
+    }
+    step
+}
+
+/// Dot product of two 8-bit vectors, written so the compiler vectorises it (16 lanes).
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    let mut lanes = [0i32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: i32 = a16.remainder().iter().zip(b16.remainder()).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+    for (x, y) in a16.zip(b16) {
+        for i in 0..16 {
+            lanes[i] += i32::from(x[i]) * i32::from(y[i]);
+        }
+    }
+    lanes.iter().sum::<i32>() + tail
+}
+
+/// Dot product of two f32 vectors with eight running sums, so it vectorises.
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Lowercased words of two or more characters, without common English stop words, with a
@@ -103,6 +169,24 @@ const STOP_WORDS: &[&str] = &[
     "would", "about", "into", "our", "us", "i",
 ];
 
+/// A chunk: (shard index, chunk index).
+type Hit = ((usize, u32), f32);
+
+/// Best first; ties by position, so rankings are stable.
+fn by_score(a: &Hit, b: &Hit) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// The best `n` of `hits`, best first.
+fn best(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
+    if hits.len() > n && n > 0 {
+        hits.select_nth_unstable_by(n - 1, by_score);
+    }
+    hits.truncate(n);
+    hits.sort_unstable_by(by_score);
+    hits
+}
+
 /// Ranks the chunks of `shards` for a query (and its embedding, if any).
 pub fn search(
     shards: &[Arc<LoadedShard>],
@@ -110,58 +194,12 @@ pub fn search(
     query_vector: Option<(&str, &[f32])>,
     config: &RetrievalConfig,
 ) -> Vec<Passage> {
-    let terms: Vec<String> = {
-        let mut t: Vec<String> = tokens(query).collect();
-        t.sort();
-        t.dedup();
-        t
+    let window = RANK_WINDOW.max(config.top_k);
+    let lexical = best(bm25(shards, query), window);
+    let semantic = match query_vector {
+        Some((model, vector)) => best(similar(shards, model, vector, config.min_similarity, window), window),
+        None => Vec::new(),
     };
-    // BM25 over every loaded chunk.
-    let total_chunks: usize = shards.iter().map(|s| s.lengths.len()).sum();
-    let total_length: u64 = shards.iter().flat_map(|s| s.lengths.iter()).map(|&l| u64::from(l)).sum();
-    let avg_length = if total_chunks == 0 { 1.0 } else { (total_length as f32 / total_chunks as f32).max(1.0) };
-    let mut lexical: HashMap<(usize, u32), f32> = HashMap::new();
-    for term in &terms {
-        let df: usize = shards.iter().map(|s| s.postings.get(term).map_or(0, Vec::len)).sum();
-        if df == 0 {
-            continue;
-        }
-        let idf = ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln();
-        for (si, shard) in shards.iter().enumerate() {
-            for &(chunk, tf) in shard.postings.get(term).map_or(&[][..], Vec::as_slice) {
-                let tf = tf as f32;
-                let length = shard.lengths[chunk as usize] as f32;
-                let score = idf * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * length / avg_length));
-                *lexical.entry((si, chunk)).or_default() += score;
-            }
-        }
-    }
-    let mut lexical: Vec<((usize, u32), f32)> = lexical.into_iter().collect();
-    lexical.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-
-    // Cosine similarity where the shard's vectors come from the query's model.
-    let mut semantic: Vec<((usize, u32), f32)> = Vec::new();
-    if let Some((model, vector)) = query_vector {
-        let qnorm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-        for (si, shard) in shards.iter().enumerate() {
-            let dims = shard.shard.dims as usize;
-            if qnorm == 0.0 || dims != vector.len() || shard.shard.embedding_model.as_deref() != Some(model) {
-                continue;
-            }
-            for (ci, v) in shard.shard.vectors.chunks(dims).enumerate() {
-                let norm = shard.norms[ci];
-                if norm == 0.0 {
-                    continue;
-                }
-                let dot: f32 = v.iter().zip(vector).map(|(a, b)| a * b).sum();
-                let cosine = dot / (norm * qnorm);
-                if cosine >= config.min_similarity {
-                    semantic.push(((si, ci as u32), cosine));
-                }
-            }
-        }
-        semantic.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    }
 
     // Reciprocal rank fusion.
     let mut fused: HashMap<(usize, u32), f32> = HashMap::new();
@@ -170,11 +208,9 @@ pub fn search(
             *fused.entry(*id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
         }
     }
-    let mut fused: Vec<((usize, u32), f32)> = fused.into_iter().filter(|(_, s)| *s >= config.min_score).collect();
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    fused
+    let fused: Vec<Hit> = fused.into_iter().filter(|(_, s)| *s >= config.min_score).collect();
+    best(fused, config.top_k)
         .into_iter()
-        .take(config.top_k)
         .map(|((si, ci), score)| {
             let shard = &shards[si].shard;
             let chunk = &shard.chunks[ci as usize];
@@ -193,6 +229,83 @@ pub fn search(
                 },
                 text,
             }
+        })
+        .collect()
+}
+
+/// BM25 scores of every chunk that has a query term, over all `shards` as one collection.
+fn bm25(shards: &[Arc<LoadedShard>], query: &str) -> Vec<Hit> {
+    let mut terms: Vec<String> = tokens(query).collect();
+    terms.sort();
+    terms.dedup();
+    let total_chunks: usize = shards.iter().map(|s| s.lengths.len()).sum();
+    let total_length: u64 = shards.iter().flat_map(|s| s.lengths.iter()).map(|&l| u64::from(l)).sum();
+    let avg_length = if total_chunks == 0 { 1.0 } else { (total_length as f32 / total_chunks as f32).max(1.0) };
+    let idfs: Vec<f32> = terms
+        .iter()
+        .map(|term| {
+            let df: usize = shards.iter().map(|s| s.postings.get(term).map_or(0, Vec::len)).sum();
+            ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()
+        })
+        .collect();
+    let mut hits = Vec::new();
+    let mut scores: Vec<f32> = Vec::new();
+    for (si, shard) in shards.iter().enumerate() {
+        let mut any = false;
+        for (term, idf) in terms.iter().zip(&idfs) {
+            let Some(postings) = shard.postings.get(term) else { continue };
+            if !any {
+                scores.clear();
+                scores.resize(shard.lengths.len(), 0.0);
+                any = true;
+            }
+            for &(chunk, tf) in postings {
+                let tf = tf as f32;
+                let length = shard.lengths[chunk as usize] as f32;
+                scores[chunk as usize] +=
+                    idf * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * length / avg_length));
+            }
+        }
+        if any {
+            // Every matched term adds a positive score (idf > 0), so zero means no match.
+            hits.extend(scores.iter().enumerate().filter(|(_, s)| **s > 0.0).map(|(ci, s)| ((si, ci as u32), *s)));
+        }
+    }
+    hits
+}
+
+/// Chunks whose vector (from `model`) has cosine similarity of at least `min_similarity`
+/// to `vector`: a scan of the 8-bit vectors picks candidates, exact f32 cosine ranks them.
+fn similar(shards: &[Arc<LoadedShard>], model: &str, vector: &[f32], min_similarity: f32, window: usize) -> Vec<Hit> {
+    let mut unit = vector.to_vec();
+    normalise(&mut unit);
+    let mut query = vec![0i8; unit.len()];
+    let query_step = quantise(&unit, &mut query);
+    if query_step == 0.0 {
+        return Vec::new();
+    }
+    let floor = min_similarity - QUANTISATION_SLACK;
+    let mut estimates = Vec::new();
+    for (si, shard) in shards.iter().enumerate() {
+        let dims = shard.shard.dims as usize;
+        if dims != unit.len() || shard.shard.embedding_model.as_deref() != Some(model) {
+            continue;
+        }
+        for (ci, (row, step)) in shard.quantised.chunks_exact(dims).zip(&shard.steps).enumerate() {
+            let estimate = dot_i8(row, &query) as f32 * step * query_step;
+            if *step > 0.0 && estimate >= floor {
+                estimates.push(((si, ci as u32), estimate));
+            }
+        }
+    }
+    best(estimates, window * RERANK_FACTOR)
+        .into_iter()
+        .filter_map(|((si, ci), _)| {
+            let shard = &shards[si].shard;
+            let dims = shard.dims as usize;
+            let row = &shard.vectors[ci as usize * dims..(ci as usize + 1) * dims];
+            let cosine = dot_f32(row, &unit);
+            (cosine >= min_similarity).then_some(((si, ci), cosine))
         })
         .collect()
 }
@@ -357,6 +470,66 @@ mod tests {
         // A vector from another model is ignored.
         let hits = search(&shards, "deadlines", Some(("other", &[1.0, 0.0])), &config());
         assert_eq!(hits.len(), 1);
+    }
+
+    #[test]
+    fn the_8_bit_scan_finds_the_same_neighbours_as_exact_cosine() {
+        let mut rng = fastrand::Rng::with_seed(42);
+        let dims = 384;
+        let query: Vec<f32> = (0..dims).map(|_| rng.f32() * 2.0 - 1.0).collect();
+        // Query plus noise of every strength, so similarities spread from about 0 to 1.
+        let vectors: Vec<Vec<f32>> = (0..3000)
+            .map(|i| {
+                let noise = i as f32 / 300.0;
+                query.iter().map(|q| q + noise * (rng.f32() * 2.0 - 1.0)).collect()
+            })
+            .collect();
+        let all_exact: Vec<(u32, f64)> = {
+            let qn = query.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            let mut all: Vec<(u32, f64)> = vectors
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let dot: f64 = v.iter().zip(&query).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                    let vn = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+                    (i as u32, dot / (vn * qn))
+                })
+                .filter(|(_, c)| *c >= 0.2)
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            all
+        };
+        let exact = &all_exact[..100];
+        let texts = vec!["x"; vectors.len()];
+        let shards = vec![shard("a", &texts, Some(("m", vectors)))];
+        let got = best(similar(&shards, "m", &query, 0.2, 100), 100);
+        assert_eq!(got.len(), exact.len());
+        for (((_, ci), cosine), (i, expected)) in got.iter().zip(exact) {
+            assert_eq!(ci, i);
+            assert!((f64::from(*cosine) - expected).abs() < 1e-4, "{cosine} vs {expected}");
+        }
+        // At the similarity floor too: everything at or above it, and nothing below.
+        // (Compared as sets: near-ties may order differently in f32 and f64.)
+        let mut above: Vec<u32> = all_exact.iter().filter(|(_, c)| *c >= 0.5).map(|(i, _)| *i).collect();
+        assert!(above.len() > 100 && above.len() < 1000, "a floor inside the data: {}", above.len());
+        let mut got: Vec<u32> =
+            best(similar(&shards, "m", &query, 0.5, 1000), 1000).iter().map(|(id, _)| id.1).collect();
+        above.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, above);
+    }
+
+    #[test]
+    fn zero_and_broken_vectors_never_match() {
+        let shards = vec![shard(
+            "a",
+            &["zero", "nan", "fine"],
+            Some(("m", vec![vec![0.0, 0.0], vec![f32::NAN, 1.0], vec![1.0, 0.0]])),
+        )];
+        let hits = best(similar(&shards, "m", &[1.0, 0.0], 0.0, 10), 10);
+        assert_eq!(hits.iter().map(|(id, _)| id.1).collect::<Vec<_>>(), vec![2]);
+        assert!(similar(&shards, "m", &[0.0, 0.0], 0.0, 10).is_empty());
+        assert!(similar(&shards, "m", &[f32::INFINITY, 0.0], 0.0, 10).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 # Coach developer commands. Each script installs what it needs into ./.venv first.
-.PHONY: dev test lint ci fuzz loadtest
+.PHONY: dev test lint ci fuzz loadtest bench
 
 dev:  ## Run the local stack: moto + example docs + cargo lambda watch
 	scripts/dev.sh
@@ -18,3 +18,6 @@ fuzz: ## Run the cargo-fuzz targets for FUZZ_SECONDS each (default 60); not part
 
 loadtest: ## Bounded load test of a running `make dev` stack: make loadtest TOKEN=...
 	@python3 scripts/loadtest.py --token "$(TOKEN)"
+
+bench: ## Benchmarks and cold start vs the Python stack, raw output in target/bench/ (docs/PERFORMANCE.md)
+	scripts/bench.sh

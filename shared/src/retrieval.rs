@@ -7,9 +7,9 @@
 //!
 //! A query is ranked twice: BM25 over chunk text (always), and cosine similarity against
 //! chunk vectors when both the query and the shard have embeddings from the same model
-//! (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best 100 of each
-//! ranking are fused with reciprocal rank fusion (k = 60); the top `top_k` above
-//! `min_score` are returned with their sources.
+//! (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best 100 (or more for
+//! a large `top_k`) of each ranking are fused with reciprocal rank fusion (k = 60); the top
+//! `top_k` above `min_score` are returned with their sources.
 
 use std::{
     collections::HashMap,
@@ -45,8 +45,7 @@ const SNIPPET_CHARS: usize = 300;
 const RRF_K: f32 = 60.0;
 const BM25_K1: f32 = 1.2;
 const BM25_B: f32 = 0.75;
-/// How many of each ranking take part in fusion (at least `top_k`). A passage below this in
-/// both rankings cannot reach the top 5 by reciprocal rank fusion anyway.
+/// How many of each ranking take part in fusion, at least (see [`window`]).
 const RANK_WINDOW: usize = 100;
 /// The 8-bit vector scan keeps this many candidates per window slot for exact re-ranking.
 const RERANK_FACTOR: usize = 4;
@@ -187,6 +186,13 @@ fn best(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
     hits
 }
 
+/// How many of each ranking to fuse for `top_k` results: enough that a chunk outside both
+/// windows, scoring at most 2 / (RRF_K + window + 1), could not beat the `top_k`-th chunk
+/// of either ranking, which scores at least 1 / (RRF_K + top_k).
+fn window(top_k: usize) -> usize {
+    RANK_WINDOW.max(2 * top_k + RRF_K as usize)
+}
+
 /// Ranks the chunks of `shards` for a query (and its embedding, if any).
 pub fn search(
     shards: &[Arc<LoadedShard>],
@@ -194,7 +200,7 @@ pub fn search(
     query_vector: Option<(&str, &[f32])>,
     config: &RetrievalConfig,
 ) -> Vec<Passage> {
-    let window = RANK_WINDOW.max(config.top_k);
+    let window = window(config.top_k);
     let lexical = best(bm25(shards, query), window);
     let semantic = match query_vector {
         Some((model, vector)) => best(similar(shards, model, vector, config.min_similarity, window), window),
@@ -432,6 +438,14 @@ mod tests {
 
     fn config() -> RetrievalConfig {
         RetrievalConfig { top_k: 3, min_score: 0.0, min_similarity: 0.3, revalidate: Duration::ZERO }
+    }
+
+    #[test]
+    fn the_fusion_window_is_wide_enough_for_any_top_k() {
+        for top_k in [1, 5, 20, 21, 50, 100] {
+            let w = window(top_k) as f32;
+            assert!(2.0 / (RRF_K + w + 1.0) < 1.0 / (RRF_K + top_k as f32), "top_k {top_k}");
+        }
     }
 
     #[test]

@@ -105,7 +105,10 @@ async fn run() {
         assert!(!body["sources"].as_array().expect("sources").is_empty(), "retrieval found passages: {body}");
     }
     let own: Vec<Duration> = total.iter().zip(&waited).map(|(t, w)| t.saturating_sub(*w)).collect();
-    println!("chat: {TURNS} turns of POST /chat (history {}, 1000 chunks of 384-d)", services.config.chat.history_limit);
+    println!(
+        "chat: {TURNS} turns of POST /chat (history {}, 1000 chunks of 384-d)",
+        services.config.chat.history_limit
+    );
     report("  total", &total);
     report("  emulator", &waited);
     report("  handler (total - emulator)", &own);
@@ -124,7 +127,8 @@ async fn chat(services: &Services, token: &str, session: Option<&str>, i: usize)
     if let Some(id) = session {
         body["session_id"] = id.into();
     }
-    let response = chat::handle(services, events::with("chat-post.json", "POST", "/chat", Some(&body), Some(token))).await;
+    let response =
+        chat::handle(services, events::with("chat-post.json", "POST", "/chat", Some(&body), Some(token))).await;
     let status = response.status();
     (status, serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
@@ -173,8 +177,26 @@ when they help, cite them, and ask one clarifying question when the request is v
 
 fn shard(rng: &mut fastrand::Rng, d: usize) -> Shard {
     const WORDS: &[&str] = &[
-        "feedback", "goals", "team", "review", "meeting", "priorities", "delegate", "growth", "career", "conflict",
-        "deadline", "planning", "weekly", "one-on-one", "praise", "specific", "behaviour", "impact", "listen", "ask",
+        "feedback",
+        "goals",
+        "team",
+        "review",
+        "meeting",
+        "priorities",
+        "delegate",
+        "growth",
+        "career",
+        "conflict",
+        "deadline",
+        "planning",
+        "weekly",
+        "one-on-one",
+        "praise",
+        "specific",
+        "behaviour",
+        "impact",
+        "listen",
+        "ask",
     ];
     let chunks: Vec<Chunk> = (0..50)
         .map(|c| {
@@ -370,10 +392,7 @@ async fn read_more(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<()> {
 
 async fn respond_json(socket: &mut TcpStream, body: &Value) -> std::io::Result<()> {
     let body = body.to_string();
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
     socket.write_all(format!("{head}{body}").as_bytes()).await
 }
 

@@ -42,8 +42,8 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
   criterion_args=(--warm-up-time 1 --measurement-time 2)
 fi
 echo "bench: micro-benchmarks"
-cargo bench --locked -p coach-shared --bench core -- "${criterion_args[@]}" | tee "$out/core.txt"
-cargo bench --locked -p coach-integration-tests --bench auth -- "${criterion_args[@]}" | tee "$out/auth.txt"
+cargo bench --locked -p coach-shared --bench core -- ${criterion_args[@]+"${criterion_args[@]}"} | tee "$out/core.txt"
+cargo bench --locked -p coach-integration-tests --bench auth -- ${criterion_args[@]+"${criterion_args[@]}"} | tee "$out/auth.txt"
 
 echo "bench: arm64 build (zig from requirements-dev.txt cross-links; the binaries cannot run on this host)"
 if command -v rustup >/dev/null 2>&1; then

@@ -522,13 +522,12 @@ mod tests {
         let mut q8 = vec![0i8; dims];
         let q_step = quantise(&unit, &mut q8);
         let loaded = &shards[0];
-        let worst = all_exact_cosines(&shards[0].shard.vectors, &unit, dims)
-            .into_iter()
-            .enumerate()
-            .map(|(i, exact)| {
-                let row = &loaded.quantised[i * dims..(i + 1) * dims];
-                (dot_i8(row, &q8) as f32 * loaded.steps[i] * q_step - exact).abs()
-            })
+        let worst = loaded
+            .shard
+            .vectors
+            .chunks_exact(dims)
+            .zip(loaded.quantised.chunks_exact(dims).zip(&loaded.steps))
+            .map(|(exact, (row, step))| (dot_i8(row, &q8) as f32 * step * q_step - dot_f32(exact, &unit)).abs())
             .fold(0.0f32, f32::max);
         assert!(worst < QUANTISATION_SLACK / 2.0, "worst 8-bit error {worst}");
         let got = best(similar(&shards, "m", &query, 0.2, 100), 100);
@@ -546,11 +545,6 @@ mod tests {
         above.sort_unstable();
         got.sort_unstable();
         assert_eq!(got, above);
-    }
-
-    /// Cosine of each (unit) row of `vectors` with the unit vector `unit`, in f32.
-    fn all_exact_cosines(vectors: &[f32], unit: &[f32], dims: usize) -> Vec<f32> {
-        vectors.chunks_exact(dims).map(|v| dot_f32(v, unit)).collect()
     }
 
     #[test]

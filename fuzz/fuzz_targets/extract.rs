@@ -7,7 +7,7 @@
 //! checks the target's own `catch_unwind`), which is the bug this target looks for.
 #![no_main]
 
-use coach::{documents::Kind, ingest::extract::extract};
+use coach::{ingest::extract::extract, model::Kind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(init: { std::panic::set_hook(Box::new(|_| {})) }, |data: &[u8]| {

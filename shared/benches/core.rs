@@ -11,13 +11,11 @@
 use std::{hint::black_box, sync::Arc, time::Duration};
 
 use coach::{
-    documents::Kind,
-    history::{Author, Message, Source},
     ingest::{
-        chunk::{chunk_markdown, chunk_text, Chunk, ChunkConfig},
+        chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
-        index::Shard,
     },
+    model::{Author, Chunk, Kind, Message, Shard, Source},
     prompt,
     retrieval::{search, LoadedShard, Passage, RetrievalConfig},
 };

@@ -3,8 +3,9 @@
 //! Providers (`COACH_EMBEDDING_PROVIDER`): `none` (default: lexical retrieval only),
 //! `openai` (any OpenAI-compatible `POST {base}/embeddings`) and `gemini`
 //! (`POST {base}/v1beta/models/{model}:batchEmbedContents`). The key is the secret's
-//! `embedding_api_key` field, else `llm_api_key`. Calls use the same timeouts and retries
-//! as the language model ([`crate::retry`]); texts go in batches of [`BATCH`].
+//! `embedding_api_key` field, else `llm_api_key`. Calls are retried with the same settings
+//! as the language model's ([`Retries`]), each bounded by `COACH_EMBEDDING_TIMEOUT_MS`;
+//! texts go in batches of [`BATCH`].
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     llm::API_KEY_FIELD,
-    retry::{self, RetryPolicy, SendError},
+    retry::{self, Retries, RetryPolicy, SendError},
     secrets::Secrets,
 };
 
@@ -39,7 +40,7 @@ pub struct EmbeddingConfig {
 }
 
 impl EmbeddingConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, retries: Retries) -> Result<Self, ConfigError> {
         let provider = match env.string_or("COACH_EMBEDDING_PROVIDER", "none").to_ascii_lowercase().as_str() {
             "none" => EmbeddingProvider::None,
             "openai" => EmbeddingProvider::OpenAi,
@@ -64,11 +65,12 @@ impl EmbeddingConfig {
             provider,
             model: env.string_or("COACH_EMBEDDING_MODEL", model),
             base_url,
-            policy: RetryPolicy {
-                timeout: Duration::from_millis(env.number("COACH_EMBEDDING_TIMEOUT_MS", 30_000, 100, 900_000)?),
-                max_attempts: env.number("COACH_LLM_MAX_ATTEMPTS", 3, 1, 10)? as u32,
-                backoff: Duration::from_millis(env.number("COACH_LLM_BACKOFF_MS", 250, 0, 10_000)?),
-            },
+            policy: retries.policy(Duration::from_millis(env.number(
+                "COACH_EMBEDDING_TIMEOUT_MS",
+                30_000,
+                100,
+                900_000,
+            )?)),
         })
     }
 }
@@ -85,7 +87,7 @@ pub enum EmbedError {
 impl From<EmbedError> for Error {
     fn from(e: EmbedError) -> Error {
         match e {
-            EmbedError::Refused(m) | EmbedError::Unavailable(m) => Error::Upstream(m),
+            EmbedError::Refused(m) | EmbedError::Unavailable(m) => Error::upstream(m),
         }
     }
 }
@@ -94,12 +96,16 @@ pub struct Embedder {
     config: EmbeddingConfig,
     http: reqwest::Client,
     secrets: Secrets,
-    secret_id: String,
 }
 
 impl Embedder {
-    pub fn new(config: EmbeddingConfig, http: reqwest::Client, secrets: Secrets, secret_id: String) -> Self {
-        Self { config, http, secrets, secret_id }
+    pub fn new(config: EmbeddingConfig, http: reqwest::Client, secrets: Secrets) -> Self {
+        Self { config, http, secrets }
+    }
+
+    /// The provider named by `COACH_EMBEDDING_PROVIDER`, with its settings.
+    pub fn from_env(env: &Env, retries: Retries, http: reqwest::Client, secrets: Secrets) -> Result<Self, ConfigError> {
+        Ok(Self::new(EmbeddingConfig::from_env(env, retries)?, http, secrets))
     }
 
     pub fn enabled(&self) -> bool {
@@ -112,9 +118,9 @@ impl Embedder {
 
     /// One vector per text, all of one length.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let key = match self.secrets.field(&self.secret_id, EMBEDDING_KEY_FIELD).await {
+        let key = match self.secrets.field(EMBEDDING_KEY_FIELD).await {
             Ok(Some(key)) => Some(key),
-            Ok(None) => self.secrets.field(&self.secret_id, API_KEY_FIELD).await.ok().flatten(),
+            Ok(None) => self.secrets.field(API_KEY_FIELD).await.ok().flatten(),
             Err(e) => return Err(EmbedError::Unavailable(e.to_string())),
         };
         let mut vectors = Vec::with_capacity(texts.len());

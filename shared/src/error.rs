@@ -1,16 +1,23 @@
 //! The one error type of Coach, and what each error means to an HTTP caller.
 //!
 //! Handlers return [`Error`]; [`crate::http::error_response`] turns it into the JSON body
-//! `{"error":{"code","message","request_id"}}` with the matching status. Messages are
-//! written for the caller: they never carry internals, tokens, secrets or message text.
-//! [`Error::Internal`] keeps its detail for the logs and shows the caller a generic text.
+//! `{"error":{"code","message","request_id"}}` with the matching status, and logs it once,
+//! with its cause. Messages are written for the caller: they never carry internals, tokens,
+//! secrets or message text. The failures of dependencies ([`Error::Upstream`],
+//! [`Error::Unavailable`], [`Error::Internal`]) keep what caused them as their
+//! [`std::error::Error::source`], for the log line at the edge; the caller sees the message.
+
+use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 
 /// Result with Coach's error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What caused a dependency failure: a store error, an HTTP error, a parse error.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The request is malformed or fails validation (400).
     #[error("{0}")]
@@ -39,18 +46,45 @@ pub enum Error {
     /// Too many requests; retry after the given number of seconds (429).
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// An upstream service (the LLM, an identity provider) failed (502).
-    #[error("{0}")]
-    Upstream(String),
+    /// An upstream service (the LLM, an embedding service, an identity provider) failed (502).
+    #[error("{message}")]
+    Upstream {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// A dependency Coach needs (S3, DynamoDB, Secrets Manager) is unavailable (503).
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// A bug or an unexpected state (500). The detail is logged, never sent.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {detail}")]
+    Internal {
+        detail: String,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
 impl Error {
+    /// A 502 with no further cause than its message.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Error::Upstream { message: message.into(), cause: None }
+    }
+
+    /// A 503 caused by `cause`.
+    pub fn unavailable(message: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Unavailable { message: message.into(), cause: Some(Arc::new(cause)) }
+    }
+
+    /// A 500 whose `detail` is logged, never sent.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        Error::Internal { detail: detail.into(), cause: None }
+    }
+
     /// HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -63,9 +97,9 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -81,20 +115,42 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::RateLimited { .. } => "rate_limited",
-            Error::Upstream(_) => "upstream_error",
-            Error::Unavailable(_) => "service_unavailable",
-            Error::Internal(_) => "internal_error",
+            Error::Upstream { .. } => "upstream_error",
+            Error::Unavailable { .. } => "service_unavailable",
+            Error::Internal { .. } => "internal_error",
         }
     }
 
     /// The message shown to the caller: the error text, except for internal errors.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Internal(_) => "internal error; the request id identifies it in the logs".to_owned(),
+            Error::Internal { .. } => "internal error; the request id identifies it in the logs".to_owned(),
             other => other.to_string(),
         }
     }
+
+    /// The chain of causes below this error, outermost first, joined for one log field.
+    /// Causes are Coach's own errors and the SDK's, which carry operation names, error codes
+    /// and statuses, never request data.
+    pub fn causes(&self) -> String {
+        let mut chain = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            chain.push(cause.to_string());
+            next = cause.source();
+        }
+        chain.join(": ")
+    }
 }
+
+/// Errors are equal when a caller could not tell them apart: same status, code and message.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code() == other.code() && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Error {}
 
 #[cfg(test)]
 mod tests {
@@ -102,7 +158,7 @@ mod tests {
 
     #[test]
     fn internal_detail_is_never_public() {
-        let err = Error::Internal("dynamodb said: table arn:aws:... missing".into());
+        let err = Error::internal("dynamodb said: table arn:aws:... missing");
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!err.public_message().contains("arn:aws"));
     }
@@ -117,7 +173,16 @@ mod tests {
         assert_eq!(Error::PayloadTooLarge("x".into()).status().as_u16(), 413);
         assert_eq!(Error::UnsupportedMediaType("x".into()).status().as_u16(), 415);
         assert_eq!(Error::RateLimited { retry_after_secs: 3 }.status().as_u16(), 429);
-        assert_eq!(Error::Upstream("x".into()).status().as_u16(), 502);
-        assert_eq!(Error::Unavailable("x".into()).status().as_u16(), 503);
+        assert_eq!(Error::upstream("x").status().as_u16(), 502);
+        assert_eq!(Error::unavailable("x", std::fmt::Error).status().as_u16(), 503);
+    }
+
+    #[test]
+    fn causes_are_kept_for_the_logs_not_the_caller() {
+        let err = Error::unavailable("storage is unavailable", std::fmt::Error);
+        assert_eq!(err.public_message(), "storage is unavailable");
+        assert_eq!(err.causes(), "an error occurred when formatting an argument");
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(Error::upstream("x").causes(), "");
     }
 }

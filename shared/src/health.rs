@@ -1,15 +1,13 @@
-//! Dependency checks behind `GET /health`: can this function reach its S3 bucket and its
-//! DynamoDB table right now? Both checks run concurrently, each bounded by the SDK timeout
-//! from [`Config`]. This module reports; shaping the HTTP response is the function's job.
+//! Dependency checks behind `GET /health`: can this function reach its stores (the S3
+//! bucket, the DynamoDB table) right now? Every [`Probe`] runs concurrently, each bounded by
+//! the store's own timeout. This module reports; shaping the HTTP response is the
+//! function's job.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use serde::Serialize;
 
-use crate::{
-    aws::{classify, AwsClients, Failure},
-    config::Config,
-};
+use crate::store::{Failure, Probe};
 
 /// Status of Coach or of one of its components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,36 +41,28 @@ impl Report {
     }
 }
 
-/// Checks the bucket (`HeadBucket`) and the table (`DescribeTable`) concurrently.
-pub async fn check(aws: &AwsClients, config: &Config) -> Report {
-    let (s3, dynamodb) = tokio::join!(check_s3(aws, config), check_dynamodb(aws, config));
-    let components = BTreeMap::from([("s3", s3), ("dynamodb", dynamodb)]);
-    let status =
-        if components.values().all(|c| c.status == Status::Healthy) { Status::Healthy } else { Status::Degraded };
-    Report { status, components }
+/// The dependencies to check. Build once per cold start.
+pub struct Health {
+    probes: Vec<Arc<dyn Probe>>,
 }
 
-async fn check_s3(aws: &AwsClients, config: &Config) -> Component {
-    let started = Instant::now();
-    let result = aws.s3.head_bucket().bucket(&config.bucket).send().await;
-    component("s3", started, result.map(|_| ()).map_err(|e| classify(&e)))
-}
+impl Health {
+    pub fn new(probes: Vec<Arc<dyn Probe>>) -> Self {
+        Self { probes }
+    }
 
-async fn check_dynamodb(aws: &AwsClients, config: &Config) -> Component {
-    let started = Instant::now();
-    let result = aws.dynamodb.describe_table().table_name(&config.table).send().await;
-    let outcome = match result {
-        Ok(out) => {
-            use aws_sdk_dynamodb::types::TableStatus;
-            match out.table().and_then(|t| t.table_status()) {
-                // A table being updated still serves reads and writes.
-                Some(TableStatus::Active | TableStatus::Updating) => Ok(()),
-                _ => Err(Failure::Failed),
-            }
-        }
-        Err(e) => Err(classify(&e)),
-    };
-    component("dynamodb", started, outcome)
+    /// Checks every dependency concurrently.
+    pub async fn check(&self) -> Report {
+        let checks = self.probes.iter().map(|probe| async move {
+            let started = Instant::now();
+            let outcome = probe.check().await;
+            (probe.component(), component(probe.component(), started, outcome))
+        });
+        let components: BTreeMap<_, _> = futures_util::future::join_all(checks).await.into_iter().collect();
+        let status =
+            if components.values().all(|c| c.status == Status::Healthy) { Status::Healthy } else { Status::Degraded };
+        Report { status, components }
+    }
 }
 
 fn component(name: &'static str, started: Instant, outcome: Result<(), Failure>) -> Component {

@@ -110,15 +110,10 @@ pub fn error_object(err: &Error, request_id: &str) -> serde_json::Value {
 }
 
 /// Maps an error to its HTTP response: status, JSON body and, where they apply,
-/// `Retry-After` and `Allow` headers. Internal errors are logged here with their detail.
+/// `Retry-After` and `Allow` headers. This is where a failed request is logged, once, with
+/// what caused it (dependency failures keep their cause for this line).
 pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
-    match err {
-        Error::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-        other if other.status().is_server_error() => {
-            tracing::warn!(code = other.code(), error = %other, "request failed")
-        }
-        other => tracing::info!(code = other.code(), status = other.status().as_u16(), "request rejected"),
-    }
+    log(err);
     let mut response = json_response(err.status(), &json!({ "error": error_object(err, request_id) }));
     let headers = response.headers_mut();
     match err {
@@ -134,6 +129,28 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
         _ => {}
     }
     response
+}
+
+/// Logs a failed request once: server-side failures with their cause chain, rejections
+/// of the caller's request at `info`.
+pub fn log(err: &Error) {
+    match err {
+        Error::Internal { detail, .. } => tracing::error!(error = %detail, cause = %err.causes(), "internal error"),
+        other if other.status().is_server_error() => {
+            tracing::error!(code = other.code(), error = %other, cause = %other.causes(), "request failed")
+        }
+        other => tracing::info!(code = other.code(), status = other.status().as_u16(), "request rejected"),
+    }
+}
+
+/// The outbound HTTPS client (JWKS, identity provider, model, embeddings), with connection
+/// pooling. Build once per cold start and clone.
+pub fn outbound_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("coach/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 #[cfg(test)]

@@ -1,32 +1,26 @@
 //! Coach's shared crate: everything the Lambda functions have in common.
 //!
-//! The functions under `functions/` are thin adapters: they parse their event, call into
-//! this crate and shape the response. Each concern lives in a module named for it:
+//! The functions under `functions/` are thin adapters: they build the state they use once
+//! per cold start, parse their event, call into this crate and shape the response. The
+//! crate has three layers, each importing only the ones below it:
 //!
-//! - [`auth`]: JWT verification (JWKS or HS256), principals, roles and route guards.
-//! - [`profile`]: optional user profiles (Auth0 `user_metadata`), cached.
-//! - [`secrets`]: JSON secrets from Secrets Manager, cached with a TTL.
-//! - [`chat`]: one chat turn end to end.
-//! - [`history`]: sessions and messages in DynamoDB, scoped to the caller.
-//! - [`prompt`]: the cached system prompt from S3 and prompt assembly with a token budget.
-//! - [`retrieval`]: hybrid BM25 + vector search over the tenant's and the shared docs.
-//! - [`ratelimit`]: per-user and per-tenant request limits (DynamoDB counters, 429).
-//! - [`refresh`]: rebuilding the system prompt from `docs/` (docs-refresh).
-//! - [`llm`]: the language model over HTTP (OpenAI-compatible, Anthropic, Gemini, none).
-//! - [`documents`]: document records, upload validation and presigned uploads.
-//! - [`embeddings`]: text embeddings over HTTP (OpenAI-compatible, Gemini), optional.
-//! - [`ingest`]: S3 events to extracted, chunked, indexed documents with a status.
-//! - [`config`]: the typed configuration read from environment variables at cold start.
-//! - [`aws`]: AWS SDK clients, built once per cold start with the endpoint from the
-//!   environment, so the same code reaches AWS or a local emulator.
-//! - [`error`]: the one error type, and its mapping to HTTP statuses and error codes.
-//! - [`http`]: JSON responses and the JSON error body every HTTP route returns.
-//! - [`health`]: dependency checks behind `GET /health`.
-//! - [`services`]: all of the above bundled as the per-cold-start state handlers borrow.
-//! - [`logging`]: structured JSON logs with the Lambda request id.
+//! - **Domain** (what Coach does): [`chat`] (one chat turn), [`history`] (sessions and
+//!   messages), [`prompt`] (the system prompt and prompt assembly), [`retrieval`] (hybrid
+//!   search over the index), [`documents`] (records and uploads), [`ingest`] (S3 events to
+//!   indexed documents), [`refresh`] (the system prompt from `docs/`), [`ratelimit`],
+//!   [`health`], [`auth`] (JWT verification, principals, roles), [`profile`] (Auth0 user
+//!   profiles), [`llm`] (the language model), [`embeddings`] (text embeddings).
+//! - **Stores** ([`store`]): small traits the domain depends on (history, documents,
+//!   counters, blobs, index, secrets), with the DynamoDB, S3 and Secrets Manager
+//!   implementations; the only place that names an SDK type.
+//! - **Foundations**: [`model`] (the records), [`ids`] (ids and clocks), [`error`] (the one
+//!   error type), [`config`] (reading environment variables), [`secrets`] (the cached
+//!   secret), [`retry`] (upstream calls with retries), [`http`] (JSON responses and errors),
+//!   [`logging`].
+//!
+//! `docs/ARCHITECTURE.md` has the picture and the path of each route.
 
 pub mod auth;
-pub mod aws;
 pub mod chat;
 pub mod config;
 pub mod documents;
@@ -35,9 +29,11 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod http;
+pub mod ids;
 pub mod ingest;
 pub mod llm;
 pub mod logging;
+pub mod model;
 pub mod profile;
 pub mod prompt;
 pub mod ratelimit;
@@ -45,6 +41,6 @@ pub mod refresh;
 pub mod retrieval;
 pub mod retry;
 pub mod secrets;
-pub mod services;
+pub mod store;
 
 pub use error::{Error, Result};

@@ -81,7 +81,6 @@ pub struct Profiles {
     config: ProfileConfig,
     http: reqwest::Client,
     secrets: Secrets,
-    secret_id: String,
     token: Cache<(), Arc<ManagementToken>>,
     /// `None` is cached too: a user without metadata is not asked for again and again.
     profiles: Cache<String, Option<Arc<Value>>>,
@@ -98,14 +97,18 @@ enum Miss {
 }
 
 impl Profiles {
-    pub fn new(config: ProfileConfig, http: reqwest::Client, secrets: Secrets, secret_id: String) -> Self {
+    /// `None` unless `COACH_AUTH0_DOMAIN` and `COACH_AUTH0_CLIENT_ID` are set.
+    pub fn from_env(env: &Env, http: reqwest::Client, secrets: Secrets) -> Result<Option<Self>, ConfigError> {
+        Ok(ProfileConfig::from_env(env)?.map(|config| Self::new(config, http, secrets)))
+    }
+
+    pub fn new(config: ProfileConfig, http: reqwest::Client, secrets: Secrets) -> Self {
         Self {
             token: Cache::builder().max_capacity(1).time_to_live(TOKEN_TTL).build(),
             profiles: Cache::builder().max_capacity(MAX_PROFILES).time_to_live(config.cache_ttl).build(),
             config,
             http,
             secrets,
-            secret_id,
         }
     }
 
@@ -179,7 +182,7 @@ impl Profiles {
     async fn fetch_token(&self) -> Result<Arc<ManagementToken>, String> {
         let client_secret = self
             .secrets
-            .field(&self.secret_id, AUTH0_CLIENT_SECRET_FIELD)
+            .field(AUTH0_CLIENT_SECRET_FIELD)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the secret has no {AUTH0_CLIENT_SECRET_FIELD}"))?;
@@ -216,4 +219,33 @@ impl Profiles {
 /// A reqwest error's text without the URL (it may carry a user id).
 fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Option<ProfileConfig>, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = |k: &str| map.get(k).cloned();
+        ProfileConfig::from_env(&Env(&lookup))
+    }
+
+    #[test]
+    fn auth0_profile_settings() {
+        let p = config(&[("COACH_AUTH0_DOMAIN", "tenant.eu.auth0.com/"), ("COACH_AUTH0_CLIENT_ID", "abc")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.base_url, "https://tenant.eu.auth0.com");
+        assert_eq!(p.cache_ttl, Duration::from_secs(600));
+        assert_eq!(config(&[]), Ok(None));
+    }
+
+    #[test]
+    fn both_auth0_settings_or_neither() {
+        let var = |vars: &[(&str, &str)]| config(vars).unwrap_err().var;
+        assert_eq!(var(&[("COACH_AUTH0_DOMAIN", "tenant.auth0.com")]), "COACH_AUTH0_CLIENT_ID");
+        assert_eq!(var(&[("COACH_AUTH0_CLIENT_ID", "abc")]), "COACH_AUTH0_DOMAIN");
+    }
 }

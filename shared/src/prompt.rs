@@ -12,10 +12,11 @@ use std::{
 };
 
 use crate::{
-    aws::classify,
-    history::{Author, Message},
+    config::{ConfigError, Env},
     llm::{Prompt, Turn},
+    model::{Author, Message},
     retrieval::Passage,
+    store::{BlobStore, Revalidated},
 };
 
 /// Key of the generated system prompt.
@@ -35,18 +36,23 @@ struct Cached {
 
 /// The current system prompt, cached per instance.
 pub struct SystemPrompt {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
+    blobs: Arc<dyn BlobStore>,
     revalidate_after: Duration,
     cached: tokio::sync::Mutex<Option<Cached>>,
 }
 
 impl SystemPrompt {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: String, revalidate_after: Duration) -> Self {
-        Self { s3, bucket, revalidate_after, cached: tokio::sync::Mutex::new(None) }
+    /// Revalidated at most every `COACH_PROMPT_REVALIDATE_SECS` (5 s by default).
+    pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>) -> Result<Self, ConfigError> {
+        let revalidate = Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS", 5, 0, 3600)?);
+        Ok(Self::new(blobs, revalidate))
     }
 
-    /// The prompt text; at most one S3 call per revalidation interval.
+    pub fn new(blobs: Arc<dyn BlobStore>, revalidate_after: Duration) -> Self {
+        Self { blobs, revalidate_after, cached: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The prompt text; at most one read per revalidation interval.
     pub async fn current(&self) -> Arc<str> {
         let mut cached = self.cached.lock().await;
         if let Some(c) = cached.as_ref() {
@@ -55,36 +61,24 @@ impl SystemPrompt {
             }
         }
         let etag = cached.as_ref().and_then(|c| c.etag.clone());
-        let result =
-            self.s3.get_object().bucket(&self.bucket).key(SYSTEM_PROMPT_KEY).set_if_none_match(etag).send().await;
-        let fresh = match result {
-            Ok(output) => {
-                let etag = output.e_tag().map(str::to_owned);
-                match output.body.collect().await {
-                    Ok(bytes) => {
-                        let text = String::from_utf8_lossy(&bytes.into_bytes()).trim().to_owned();
-                        tracing::info!(
-                            etag = etag.as_deref().unwrap_or(""),
-                            chars = text.len(),
-                            "loaded system prompt"
-                        );
-                        Cached { text: text.into(), etag, checked: Instant::now() }
-                    }
-                    Err(_) => return self.keep(&mut cached, "body read failed"),
-                }
+        let fresh = match self.blobs.get_if_changed(SYSTEM_PROMPT_KEY, etag.as_deref()).await {
+            Ok(Revalidated::Changed { etag, bytes }) => {
+                let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+                tracing::info!(etag = etag.as_deref().unwrap_or(""), chars = text.len(), "loaded system prompt");
+                Cached { text: text.into(), etag, checked: Instant::now() }
             }
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => match cached.as_mut() {
+            Ok(Revalidated::NotModified) => match cached.as_mut() {
                 Some(c) => {
                     c.checked = Instant::now();
                     return c.text.clone();
                 }
                 None => return self.keep(&mut cached, "not modified, but nothing cached"),
             },
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+            Ok(Revalidated::Missing) => {
                 tracing::warn!(key = SYSTEM_PROMPT_KEY, "no system prompt in the bucket; using the built-in default");
                 Cached { text: DEFAULT_SYSTEM_PROMPT.into(), etag: None, checked: Instant::now() }
             }
-            Err(e) => return self.keep(&mut cached, &format!("{:?}", classify(&e))),
+            Err(e) => return self.keep(&mut cached, &e.to_string()),
         };
         let text = fresh.text.clone();
         *cached = Some(fresh);
@@ -193,7 +187,7 @@ mod tests {
 
     #[test]
     fn profile_and_passages_go_into_the_system_text() {
-        let source = crate::history::Source {
+        let source = crate::model::Source {
             document_id: "d".into(),
             title: "goals.md".into(),
             chunk: 0,

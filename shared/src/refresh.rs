@@ -9,15 +9,17 @@
 //! reach the model through retrieval (docs/ is indexed like any document). Nothing is cut
 //! silently.
 
-use aws_sdk_s3::primitives::ByteStream;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    aws::{classify, unavailable},
+    config::{ConfigError, Env},
     error::Error,
-    history::{now_ms, rfc3339},
+    ids::{now_ms, rfc3339, Ids},
     prompt::{estimate_tokens, DEFAULT_SYSTEM_PROMPT, SYSTEM_PROMPT_KEY},
-    services::Services,
+    store::BlobStore,
 };
 
 pub const DOCS_PREFIX: &str = "docs/";
@@ -55,117 +57,106 @@ pub struct Manifest {
     pub notes: Vec<String>,
 }
 
-/// Rebuilds the prompt; `page_size` is the listing page size (S3's maximum is 1000).
-pub async fn refresh(services: &Services, page_size: i32) -> Result<Manifest, Error> {
-    let s3 = &services.aws.s3;
-    let bucket = &services.config.bucket;
-    let budget = services.config.prompt_budget_tokens;
+/// Rebuilds the system prompt from the shared docs. Build once per cold start.
+pub struct Refresher {
+    blobs: Arc<dyn BlobStore>,
+    ids: Arc<Ids>,
+    /// Token budget of the generated prompt (`COACH_PROMPT_MAX_TOKENS`).
+    budget: u32,
+}
 
-    let mut listed = Vec::new();
-    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(DOCS_PREFIX).max_keys(page_size).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| unavailable("list docs", classify(&e)))?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            if key.to_ascii_lowercase().ends_with(".md") {
-                let modified = object.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0);
-                listed.push((key.to_owned(), modified));
+impl Refresher {
+    pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>, ids: Arc<Ids>) -> Result<Self, ConfigError> {
+        Ok(Self { blobs, ids, budget: env.number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000)? as u32 })
+    }
+
+    /// Rebuilds the prompt; `page_size` is the listing page size (S3's maximum is 1000).
+    pub async fn refresh(&self, page_size: i32) -> Result<Manifest, Error> {
+        let budget = self.budget;
+        let mut listed: Vec<(String, u64)> = self
+            .blobs
+            .list(DOCS_PREFIX, page_size)
+            .await?
+            .into_iter()
+            .filter(|o| o.key.to_ascii_lowercase().ends_with(".md"))
+            .map(|o| (o.key, o.last_modified_ms))
+            .collect();
+        listed.sort();
+
+        let base = self.read_optional(BASE_KEY).await?.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty());
+        let mut prompt = base.clone().unwrap_or_default();
+        let mut used = estimate_tokens(&prompt);
+        let mut documents = Vec::with_capacity(listed.len());
+        let mut omitted = Vec::new();
+        for (key, modified) in listed {
+            // A doc deleted between the listing and now is simply not in this prompt.
+            let Some(text) = self.read_optional(&key).await? else { continue };
+            let text = text.trim().to_owned();
+            let tokens = estimate_tokens(&text);
+            let included = used + tokens <= budget;
+            if included {
+                if !prompt.is_empty() {
+                    prompt.push_str("\n\n---\n\n");
+                }
+                prompt.push_str(&text);
+                used += tokens;
+            } else {
+                omitted.push(key.clone());
             }
+            documents.push(ManifestDoc {
+                title: title_of(&key, &text),
+                size_bytes: text.len() as u64,
+                last_modified: rfc3339(modified),
+                characters: text.chars().count(),
+                estimated_tokens: tokens,
+                included,
+                key,
+            });
         }
-    }
-    listed.sort();
 
-    let base = read_optional(services, BASE_KEY).await?.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty());
-    let mut prompt = base.clone().unwrap_or_default();
-    let mut used = estimate_tokens(&prompt);
-    let mut documents = Vec::with_capacity(listed.len());
-    let mut omitted = Vec::new();
-    for (key, modified) in listed {
-        // A doc deleted between the listing and now is simply not in this prompt.
-        let Some(text) = read_optional(services, &key).await? else { continue };
-        let text = text.trim().to_owned();
-        let tokens = estimate_tokens(&text);
-        let included = used + tokens <= budget;
-        if included {
-            if !prompt.is_empty() {
-                prompt.push_str("\n\n---\n\n");
-            }
-            prompt.push_str(&text);
-            used += tokens;
-        } else {
-            omitted.push(key.clone());
+        let mut notes = Vec::new();
+        if documents.is_empty() {
+            notes.push(format!("{DOCS_PREFIX} has no markdown files"));
         }
-        documents.push(ManifestDoc {
-            title: title_of(&key, &text),
-            size_bytes: text.len() as u64,
-            last_modified: rfc3339(u64::try_from(modified).unwrap_or(0)),
-            characters: text.chars().count(),
-            estimated_tokens: tokens,
-            included,
-            key,
-        });
-    }
-
-    let mut notes = Vec::new();
-    if documents.is_empty() {
-        notes.push(format!("{DOCS_PREFIX} has no markdown files"));
-    }
-    if prompt.is_empty() {
-        notes.push("the system prompt is the built-in default".to_owned());
-        prompt = DEFAULT_SYSTEM_PROMPT.to_owned();
-    }
-    if !omitted.is_empty() {
-        notes.push(format!(
+        if prompt.is_empty() {
+            notes.push("the system prompt is the built-in default".to_owned());
+            prompt = DEFAULT_SYSTEM_PROMPT.to_owned();
+        }
+        if !omitted.is_empty() {
+            notes.push(format!(
             "{} document(s) exceed the prompt budget of {budget} tokens and are left out of the prompt; retrieval still finds them",
             omitted.len()
         ));
+        }
+
+        let prompt_etag =
+            self.blobs.put(SYSTEM_PROMPT_KEY, Bytes::from(prompt.clone()), "text/markdown; charset=utf-8").await?;
+        let manifest = Manifest {
+            version: self.ids.next().to_string(),
+            generated_at: rfc3339(now_ms()),
+            prompt_key: SYSTEM_PROMPT_KEY,
+            prompt_etag,
+            base_included: base.is_some(),
+            total_characters: prompt.chars().count(),
+            estimated_tokens: estimate_tokens(&prompt),
+            token_budget: budget,
+            over_budget: !omitted.is_empty(),
+            documents,
+            omitted,
+            notes,
+        };
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::internal(e.to_string()))?;
+        self.blobs.put(MANIFEST_KEY, Bytes::from(json), "application/json").await?;
+        tracing::info!(version = %manifest.version, documents = manifest.documents.len(), tokens = manifest.estimated_tokens, "system prompt rebuilt");
+        Ok(manifest)
     }
 
-    let put = s3
-        .put_object()
-        .bucket(bucket)
-        .key(SYSTEM_PROMPT_KEY)
-        .content_type("text/markdown; charset=utf-8")
-        .body(ByteStream::from(prompt.clone().into_bytes()))
-        .send()
-        .await
-        .map_err(|e| unavailable("write prompt", classify(&e)))?;
-    let manifest = Manifest {
-        version: services.history.next_id().to_string(),
-        generated_at: rfc3339(now_ms()),
-        prompt_key: SYSTEM_PROMPT_KEY,
-        prompt_etag: put.e_tag().map(str::to_owned),
-        base_included: base.is_some(),
-        total_characters: prompt.chars().count(),
-        estimated_tokens: estimate_tokens(&prompt),
-        token_budget: budget,
-        over_budget: !omitted.is_empty(),
-        documents,
-        omitted,
-        notes,
-    };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
-    s3.put_object()
-        .bucket(bucket)
-        .key(MANIFEST_KEY)
-        .content_type("application/json")
-        .body(ByteStream::from(json))
-        .send()
-        .await
-        .map_err(|e| unavailable("write manifest", classify(&e)))?;
-    tracing::info!(version = %manifest.version, documents = manifest.documents.len(), tokens = manifest.estimated_tokens, "system prompt rebuilt");
-    Ok(manifest)
-}
-
-/// The object's text, or `None` when it does not exist.
-async fn read_optional(services: &Services, key: &str) -> Result<Option<String>, Error> {
-    match services.aws.s3.get_object().bucket(&services.config.bucket).key(key).send().await {
-        Ok(object) => {
-            let bytes = object.body.collect().await.map_err(|_| Error::Unavailable("S3 read broke off".into()))?;
-            Ok(Some(String::from_utf8_lossy(&bytes.into_bytes()).into_owned()))
+    /// The object's text, or `None` when it does not exist.
+    async fn read_optional(&self, key: &str) -> Result<Option<String>, Error> {
+        match self.blobs.get(key).await? {
+            Some(blob) => Ok(Some(String::from_utf8_lossy(&blob.body.bytes().await?).into_owned())),
+            None => Ok(None),
         }
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
-        Err(e) => Err(unavailable("read doc", classify(&e))),
     }
 }
 

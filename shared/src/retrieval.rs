@@ -1,9 +1,11 @@
 //! Hybrid retrieval over a tenant's documents plus the shared docs, in process.
 //!
-//! Index shards (see [`crate::ingest::index`]) of `index/{tenant}/` and `index/_global/` are
-//! listed (the listing is cached for `COACH_INDEX_REVALIDATE_SECS`), loaded once per ETag
-//! and kept in memory with an inverted index and unit vectors (plus an 8-bit copy of them).
-//! No other prefix is ever read, so another tenant's documents cannot be retrieved.
+//! The index shards of the tenant's scope and the shared scope are listed through the
+//! [`IndexStore`] (both scopes at once; each listing cached for `COACH_INDEX_REVALIDATE_SECS`),
+//! loaded concurrently (at most [`LOAD_PARALLELISM`] at a time) once per ETag, decoded on
+//! the blocking pool, and kept in memory with an inverted index and unit vectors (plus an
+//! 8-bit copy of them). No other scope is ever read, so another tenant's documents cannot be
+//! retrieved.
 //!
 //! A query is ranked twice: BM25 over chunk text (always), and cosine similarity against
 //! chunk vectors when both the query and the shard have embeddings from the same model
@@ -17,9 +19,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_util::{StreamExt, TryStreamExt};
 use moka::future::Cache;
 
-use crate::{aws::classify, documents::Scope, error::Error, history::Source, ingest::index::Shard};
+use crate::{
+    config::{ConfigError, Env},
+    embeddings::Embedder,
+    error::Error,
+    model::{Scope, Shard, Source},
+    store::{IndexStore, ShardRef, StoreError},
+};
 
 /// Retrieval settings (`COACH_RETRIEVAL_*`, `COACH_INDEX_REVALIDATE_SECS`).
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +41,20 @@ pub struct RetrievalConfig {
     /// Least time between listings of a scope's shards.
     pub revalidate: Duration,
 }
+
+impl RetrievalConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
+            min_score: env.float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0)?,
+            min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
+            revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 5, 0, 3600)?),
+        })
+    }
+}
+
+/// Shards read from the store at once, at most, when an instance loads an index.
+pub const LOAD_PARALLELISM: usize = 16;
 
 /// A retrieved passage: what to cite, and the text to put in the prompt.
 #[derive(Debug, Clone, PartialEq)]
@@ -316,110 +339,155 @@ fn similar(shards: &[Arc<LoadedShard>], model: &str, vector: &[f32], min_similar
         .collect()
 }
 
-/// A scope's shards as listed: when, and the (key, ETag) of each.
+/// A scope's shards as listed, and when.
 struct Listing {
     at: Instant,
-    objects: Vec<(String, String)>,
+    shards: Vec<ShardRef>,
 }
 
-/// The shards of each scope, loaded from S3 and cached in memory.
+/// What the index is unavailable because of (for the log line at the edge).
+const INDEX_UNAVAILABLE: &str = "the document index is unavailable";
+
+fn unavailable(cause: StoreError) -> Error {
+    Error::unavailable(INDEX_UNAVAILABLE, cause)
+}
+
+/// The shards of each scope, loaded from the [`IndexStore`] and cached in memory.
 pub struct Index {
-    s3: aws_sdk_s3::Client,
-    bucket: String,
+    store: Arc<dyn IndexStore>,
     revalidate: Duration,
-    /// Per scope prefix: when it was listed, and (key, etag) of its shards.
+    /// Per scope: when it was listed, and its shards.
     listings: Cache<String, Arc<Listing>>,
     /// Per shard key: the ETag loaded, and the shard.
     shards: Cache<String, Arc<(String, Arc<LoadedShard>)>>,
 }
 
 impl Index {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: String, revalidate: Duration) -> Self {
+    pub fn new(store: Arc<dyn IndexStore>, revalidate: Duration) -> Self {
         Self {
-            s3,
-            bucket,
+            store,
             revalidate,
             listings: Cache::builder().max_capacity(1_000).build(),
             shards: Cache::builder().max_capacity(100_000).build(),
         }
     }
 
-    /// The shards a caller of `tenant` may search: the tenant's and the shared docs'.
-    pub async fn shards_for(&self, tenant: &str) -> Result<Vec<Arc<LoadedShard>>, Error> {
-        let mut out = Vec::new();
-        for scope in [Scope::Tenant(tenant.to_owned()), Scope::Global] {
-            for (key, etag) in &self.listing(&scope.index_prefix()).await?.objects {
-                if let Some(shard) = self.shard(key, etag).await? {
-                    out.push(shard);
-                }
-            }
-        }
-        Ok(out)
+    /// The shards a caller of `tenant` may search, as listed: the tenant's and the shared
+    /// docs' (both listings at once).
+    pub async fn listed_for(&self, tenant: &str) -> Result<Vec<ShardRef>, Error> {
+        let (own, shared) =
+            tokio::try_join!(self.listing(Scope::Tenant(tenant.to_owned())), self.listing(Scope::Global))?;
+        Ok(own.shards.iter().chain(&shared.shards).cloned().collect())
     }
 
-    async fn listing(&self, prefix: &str) -> Result<Arc<Listing>, Error> {
-        if let Some(cached) = self.listings.get(prefix).await {
+    /// The listed shards, from memory when their ETag is unchanged, else read at most
+    /// [`LOAD_PARALLELISM`] at a time; in listing order. A damaged or vanished shard is
+    /// skipped (and logged), never a failed chat.
+    pub async fn load(&self, listed: Vec<ShardRef>) -> Result<Vec<Arc<LoadedShard>>, Error> {
+        let loaded: Vec<Option<Arc<LoadedShard>>> =
+            futures_util::stream::iter(listed.into_iter().map(|r| async move { self.shard(r).await }))
+                .buffered(LOAD_PARALLELISM)
+                .try_collect()
+                .await?;
+        Ok(loaded.into_iter().flatten().collect())
+    }
+
+    /// The shards a caller of `tenant` may search: the tenant's and the shared docs'.
+    pub async fn shards_for(&self, tenant: &str) -> Result<Vec<Arc<LoadedShard>>, Error> {
+        let listed = self.listed_for(tenant).await?;
+        self.load(listed).await
+    }
+
+    async fn listing(&self, scope: Scope) -> Result<Arc<Listing>, Error> {
+        let name = match &scope {
+            Scope::Tenant(t) => t.clone(),
+            Scope::Global => "_global".to_owned(),
+        };
+        if let Some(cached) = self.listings.get(&name).await {
             if cached.at.elapsed() < self.revalidate {
                 return Ok(cached);
             }
         }
-        let mut objects = Vec::new();
-        let mut pages = self.s3.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                tracing::error!(failure = ?classify(&e), "cannot list index shards");
-                Error::Unavailable("the document index is unavailable".into())
-            })?;
-            for object in page.contents() {
-                if let (Some(key), Some(etag)) = (object.key(), object.e_tag()) {
-                    objects.push((key.to_owned(), etag.to_owned()));
-                }
-            }
-        }
-        let listing = Arc::new(Listing { at: Instant::now(), objects });
-        self.listings.insert(prefix.to_owned(), listing.clone()).await;
+        let shards = self.store.list(&scope).await.map_err(unavailable)?;
+        let listing = Arc::new(Listing { at: Instant::now(), shards });
+        self.listings.insert(name, listing.clone()).await;
         Ok(listing)
     }
 
-    /// The shard at `key`, from memory when its ETag is unchanged. A damaged or vanished
-    /// shard is skipped (and logged), never a failed chat.
-    async fn shard(&self, key: &str, etag: &str) -> Result<Option<Arc<LoadedShard>>, Error> {
-        if let Some(cached) = self.shards.get(key).await {
-            if cached.0 == etag {
+    async fn shard(&self, listed: ShardRef) -> Result<Option<Arc<LoadedShard>>, Error> {
+        if let Some(cached) = self.shards.get(&listed.key).await {
+            if cached.0 == listed.etag {
                 return Ok(Some(cached.1.clone()));
             }
         }
-        let object = match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(object) => object,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => {
-                tracing::error!(failure = ?classify(&e), "cannot read an index shard");
-                return Err(Error::Unavailable("the document index is unavailable".into()));
-            }
-        };
-        let etag = object.e_tag().unwrap_or(etag).to_owned();
-        let bytes = object
-            .body
-            .collect()
+        let Some((etag, bytes)) = self.store.read(&listed).await.map_err(unavailable)? else { return Ok(None) };
+        // Decoding and building the inverted index is CPU work: off the event loop.
+        let decoded = tokio::task::spawn_blocking(move || Shard::decode(&bytes).map(LoadedShard::new))
             .await
-            .map_err(|_| Error::Unavailable("the document index is unavailable".into()))?
-            .into_bytes();
-        let shard = match Shard::decode(&bytes) {
-            Ok(shard) => Arc::new(LoadedShard::new(shard)),
+            .map_err(|e| Error::Internal { detail: "shard decoding task failed".into(), cause: Some(Arc::new(e)) })?;
+        let shard = match decoded {
+            Ok(shard) => Arc::new(shard),
             Err(_) => {
-                tracing::warn!(key, "skipping a damaged index shard");
+                tracing::warn!(key = %listed.key, "skipping a damaged index shard");
                 return Ok(None);
             }
         };
-        self.shards.insert(key.to_owned(), Arc::new((etag, shard.clone()))).await;
+        self.shards.insert(listed.key, Arc::new((etag, shard.clone()))).await;
         Ok(Some(shard))
+    }
+}
+
+/// Retrieval for chat: the index, the query embedding, the ranking. Build once per cold start.
+pub struct Retriever {
+    index: Index,
+    embedder: Embedder,
+    config: RetrievalConfig,
+}
+
+impl Retriever {
+    /// Settings from `COACH_RETRIEVAL_*` and `COACH_INDEX_REVALIDATE_SECS`.
+    pub fn from_env(env: &Env, store: Arc<dyn IndexStore>, embedder: Embedder) -> Result<Self, ConfigError> {
+        let config = RetrievalConfig::from_env(env)?;
+        Ok(Self { index: Index::new(store, config.revalidate), embedder, config })
+    }
+
+    /// The passages of `tenant`'s documents and the shared docs that best match `query`.
+    /// The listing comes first; the shards it names load while the query is embedded.
+    /// Without a working embedding service the search is lexical only.
+    pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
+        if self.config.top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let listed = self.index.listed_for(tenant).await?;
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let embed = async {
+            if !self.embedder.enabled() {
+                return None;
+            }
+            match self.embedder.embed(&[query.to_owned()]).await {
+                Ok(mut v) => v.pop(),
+                Err(e) => {
+                    tracing::warn!(problem = ?e, "query embedding failed; searching words only");
+                    None
+                }
+            }
+        };
+        let (shards, vector) = tokio::join!(self.index.load(listed), embed);
+        let shards = shards?;
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query_vector = vector.as_deref().map(|v| (self.embedder.model(), v));
+        Ok(search(&shards, query, query_vector, &self.config))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::chunk::Chunk;
+    use crate::model::Chunk;
 
     fn shard(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Arc<LoadedShard> {
         let (model, dims, flat) = match vectors {

@@ -1,9 +1,35 @@
 //! Calling an upstream HTTP API with bounded time and retries: up to `max_attempts` tries,
 //! each bounded by `timeout`, on 429, 5xx, timeouts and connection failures, with
 //! exponential backoff and full jitter (a `Retry-After` of up to 10 s is honoured). Other
-//! 4xx answers are final. Used for the language model and the embedding service.
+//! 4xx answers are final. Used for the language model and the embedding service, which
+//! share one set of retry settings ([`Retries`]).
 
 use std::time::Duration;
+
+use crate::config::{ConfigError, Env};
+
+/// How often and how patiently upstream calls are retried (`COACH_LLM_MAX_ATTEMPTS`,
+/// `COACH_LLM_BACKOFF_MS`): read once, shared by the model and the embedding service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    pub max_attempts: u32,
+    /// Base of the exponential backoff between attempts.
+    pub backoff: Duration,
+}
+
+impl Retries {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_attempts: env.number("COACH_LLM_MAX_ATTEMPTS", 3, 1, 10)? as u32,
+            backoff: Duration::from_millis(env.number("COACH_LLM_BACKOFF_MS", 250, 0, 10_000)?),
+        })
+    }
+
+    /// The policy for calls bounded by `timeout` each.
+    pub fn policy(self, timeout: Duration) -> RetryPolicy {
+        RetryPolicy { timeout, max_attempts: self.max_attempts, backoff: self.backoff }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

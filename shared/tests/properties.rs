@@ -2,13 +2,14 @@
 //! their promises on any input (file names stay safe, chunks cover the text, events decode).
 
 use coach::{
-    documents::{safe_filename, Kind},
+    documents::safe_filename,
     ingest::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         decode_key,
         extract::{extract, html_to_text},
     },
     llm::sse::SseDecoder,
+    model::Kind,
 };
 use proptest::prelude::*;
 

@@ -4,7 +4,6 @@
 //!
 //!     COACH_MOTO_SERVER=.venv/bin/moto_server cargo bench -p coach-integration-tests --bench auth
 
-use coach::services::Services;
 use coach_testkit::{stack::TestStack, tokens};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::Value;
@@ -23,7 +22,7 @@ fn oidc_claims() -> Value {
 fn bench_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let (hs256, jwks, _server) = runtime.block_on(async {
-        let hs256 = TestStack::new().await.services();
+        let hs256 = TestStack::new().await.deploy().chat;
         let server = MockServer::start().await;
         Mock::given(matchers::method("GET"))
             .respond_with(ResponseTemplate::new(200).set_body_json(tokens::jwks(&["rsa-1", "ec-1"])))
@@ -36,10 +35,10 @@ fn bench_verify(c: &mut Criterion) {
             ("COACH_JWT_ISSUER", ISSUER),
             ("COACH_JWT_AUDIENCE", AUDIENCE),
         ];
-        let jwks = TestStack::without_resources(&vars).await.services();
+        let jwks = TestStack::without_resources(&vars).await.deploy().chat;
         (hs256, jwks, server)
     });
-    let cases: [(&str, &Services, String); 3] = [
+    let cases: [(&str, &chat::State, String); 3] = [
         ("hs256", &hs256, tokens::for_test("bench", "acme", &["user"])),
         ("rs256", &jwks, tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims())),
         ("es256", &jwks, tokens::signed("ec-1", Some("ec-1"), &oidc_claims())),

@@ -10,6 +10,10 @@
 //! builds the prompt, calls the model and stores the reply. Every AWS call goes through a
 //! timing HTTP client, so the time spent waiting on the emulator is reported on its own and
 //! subtracted: what remains is Coach's own time (the model's loopback round trip included).
+//! The same client records when each AWS call started and ended, and the fake model when
+//! it was asked, so the bench also prints how many *sequential levels* of AWS calls a turn
+//! waits through before the model is called (calls that overlap count as one level; a call
+//! that starts after another ended is one level deeper).
 //!
 //! Streaming: the fake model writes its first token and notes the instant; the time until
 //! `POST /chat/stream` yields the matching `token` event is what streaming adds.
@@ -22,10 +26,10 @@ use std::{
 use aws_smithy_runtime_api::client::http::{
     http_client_fn, HttpClient, HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector,
 };
-use coach::{ingest::chunk::Chunk, ingest::index::Shard, services::Services};
+use coach::model::{Chunk, Shard};
 use coach_testkit::{
     events,
-    stack::{create_bucket, create_secret, create_table, TestStack, TEST_HS256_KEY},
+    stack::{create_bucket, create_secret, create_table, Deployment, TestStack, TEST_HS256_KEY},
     tokens,
 };
 use http_body_util::BodyExt;
@@ -78,8 +82,8 @@ async fn run() {
         ))
         .build_https();
     let sdk = stack.sdk.to_builder().http_client(emulator.wrap(inner)).build();
-    let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &stack.config);
-    let services = Arc::new(Services::new(stack.config.clone(), aws).expect("services"));
+    let aws = coach::store::AwsClients::from_sdk_config(&sdk, stack.config.clone());
+    let services = Arc::new(stack.deploy_with(&aws));
     let token = tokens::for_test("bench-user", "acme", &["user"]);
 
     // A session with history, and warm caches (secret, system prompt, index), as on a warm
@@ -93,26 +97,35 @@ async fn run() {
     let mut total = Vec::with_capacity(TURNS);
     let mut waited = Vec::with_capacity(TURNS);
     let mut calls = 0;
+    let mut depths = Vec::with_capacity(TURNS);
     for i in 0..TURNS {
         emulator.reset();
         let started = Instant::now();
         let (status, body) = chat(&services, &token, Some(&session), i).await;
         total.push(started.elapsed());
-        let (time, count) = emulator.take();
+        let (time, count, spans) = emulator.take();
         waited.push(time);
         calls = count;
+        let asked = upstream.model_called.lock().expect("lock").take().expect("the model was called");
+        depths.push(depth_before(&spans, asked));
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(!body["sources"].as_array().expect("sources").is_empty(), "retrieval found passages: {body}");
     }
     let own: Vec<Duration> = total.iter().zip(&waited).map(|(t, w)| t.saturating_sub(*w)).collect();
     println!(
         "chat: {TURNS} turns of POST /chat (history {}, 1000 chunks of 384-d)",
-        services.config.chat.history_limit
+        services.chat.chat.limits.history_limit
     );
     report("  total", &total);
     report("  emulator", &waited);
     report("  handler (total - emulator)", &own);
     println!("  AWS calls per turn: {calls}");
+    depths.sort_unstable();
+    println!(
+        "  AWS call levels before the model call: {} (p50), {} (max)",
+        depths[depths.len() / 2],
+        depths[depths.len() - 1]
+    );
 
     let mut added = Vec::with_capacity(STREAM_TURNS);
     for i in 0..STREAM_TURNS {
@@ -122,20 +135,20 @@ async fn run() {
     report("  model first token -> client first token", &added);
 }
 
-async fn chat(services: &Services, token: &str, session: Option<&str>, i: usize) -> (StatusCode, Value) {
+async fn chat(services: &Deployment, token: &str, session: Option<&str>, i: usize) -> (StatusCode, Value) {
     let mut body = json!({ "message": format!("How do I give useful feedback to my team about goals? ({i})") });
     if let Some(id) = session {
         body["session_id"] = id.into();
     }
     let response =
-        chat::handle(services, events::with("chat-post.json", "POST", "/chat", Some(&body), Some(token))).await;
+        chat::handle(&services.chat, events::with("chat-post.json", "POST", "/chat", Some(&body), Some(token))).await;
     let status = response.status();
     (status, serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
 
 /// Time from the fake model writing its first token to the handler's body yielding it.
 async fn stream_first_token(
-    services: &Arc<Services>,
+    services: &Arc<Deployment>,
     token: &str,
     session: &str,
     upstream: &FakeModel,
@@ -143,7 +156,7 @@ async fn stream_first_token(
 ) -> Duration {
     let body = json!({ "message": format!("And how do I follow up? ({i})"), "session_id": session });
     let request = events::with("chat-stream.json", "POST", "/chat/stream", Some(&body), Some(token));
-    let response = chat::stream::handle(services.clone(), request).await;
+    let response = chat::stream::handle(services.stream.clone(), request).await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
     let mut seen = String::new();
@@ -160,6 +173,19 @@ async fn stream_first_token(
     assert!(seen.contains("event: done"), "stream finished: {seen}");
     let wrote = upstream.first_token.lock().expect("lock").take().expect("the model streamed");
     first.expect("a token event").saturating_duration_since(wrote)
+}
+
+/// Sequential levels of the AWS calls that ended before `asked`: a call is one level deeper
+/// than the deepest call that had ended when it started.
+fn depth_before(spans: &[(Instant, Instant)], asked: Instant) -> usize {
+    let mut before: Vec<(Instant, Instant)> = spans.iter().copied().filter(|(_, end)| *end <= asked).collect();
+    before.sort();
+    let mut levels: Vec<usize> = Vec::with_capacity(before.len());
+    for (i, (start, _)) in before.iter().enumerate() {
+        let deepest = (0..i).filter(|&j| before[j].1 <= *start).map(|j| levels[j]).max().unwrap_or(0);
+        levels.push(deepest + 1);
+    }
+    levels.into_iter().max().unwrap_or(0)
 }
 
 fn report(label: &str, samples: &[Duration]) {
@@ -228,6 +254,8 @@ struct ClockState {
     since: Option<Instant>,
     busy: Duration,
     calls: usize,
+    /// When each call started and ended.
+    spans: Vec<(Instant, Instant)>,
 }
 
 impl std::fmt::Debug for EmulatorClock {
@@ -241,25 +269,30 @@ impl EmulatorClock {
         let mut state = self.0.lock().expect("lock");
         state.busy = Duration::ZERO;
         state.calls = 0;
+        state.spans.clear();
         state.since = (state.in_flight > 0).then(Instant::now);
     }
 
-    fn take(&self) -> (Duration, usize) {
-        let state = self.0.lock().expect("lock");
-        (state.busy + state.since.map_or(Duration::ZERO, |s| s.elapsed()), state.calls)
+    fn take(&self) -> (Duration, usize, Vec<(Instant, Instant)>) {
+        let mut state = self.0.lock().expect("lock");
+        let busy = state.busy + state.since.map_or(Duration::ZERO, |s| s.elapsed());
+        (busy, state.calls, std::mem::take(&mut state.spans))
     }
 
-    fn start(&self) {
+    fn start(&self) -> Instant {
         let mut state = self.0.lock().expect("lock");
+        let now = Instant::now();
         state.calls += 1;
         state.in_flight += 1;
         if state.in_flight == 1 {
-            state.since = Some(Instant::now());
+            state.since = Some(now);
         }
+        now
     }
 
-    fn end(&self) {
+    fn end(&self, started: Instant) {
         let mut state = self.0.lock().expect("lock");
+        state.spans.push((started, Instant::now()));
         state.in_flight -= 1;
         if state.in_flight == 0 {
             if let Some(since) = state.since.take() {
@@ -288,9 +321,9 @@ impl HttpConnector for Timed {
         let clock = self.clock.clone();
         let call = self.inner.call(request);
         HttpConnectorFuture::new(async move {
-            clock.start();
+            let started = clock.start();
             let response = call.await;
-            clock.end();
+            clock.end(started);
             response
         })
     }
@@ -304,6 +337,8 @@ struct FakeModel {
     port: u16,
     /// When the last streamed reply's first token was written.
     first_token: Arc<Mutex<Option<Instant>>>,
+    /// When the last whole reply was asked for.
+    model_called: Arc<Mutex<Option<Instant>>>,
 }
 
 impl FakeModel {
@@ -311,13 +346,14 @@ impl FakeModel {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let port = listener.local_addr().expect("address").port();
         let first_token = Arc::new(Mutex::new(None));
-        let stamp = first_token.clone();
+        let model_called = Arc::new(Mutex::new(None));
+        let (stamp, called) = (first_token.clone(), model_called.clone());
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(serve(socket, stamp.clone()));
+                tokio::spawn(serve(socket, stamp.clone(), called.clone()));
             }
         });
-        Self { port, first_token }
+        Self { port, first_token, model_called }
     }
 
     fn base_url(&self) -> String {
@@ -325,11 +361,12 @@ impl FakeModel {
     }
 }
 
-async fn serve(mut socket: TcpStream, first_token: Arc<Mutex<Option<Instant>>>) {
+async fn serve(mut socket: TcpStream, first_token: Arc<Mutex<Option<Instant>>>, called: Arc<Mutex<Option<Instant>>>) {
     socket.set_nodelay(true).ok();
     let mut buffer = Vec::new();
     loop {
         let Some((head, body)) = read_request(&mut socket, &mut buffer).await else { return };
+        let arrived = Instant::now();
         let path = head.split_whitespace().nth(1).unwrap_or_default().to_owned();
         let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let written = if path.ends_with("/embeddings") {
@@ -341,6 +378,7 @@ async fn serve(mut socket: TcpStream, first_token: Arc<Mutex<Option<Instant>>>) 
         } else if request["stream"] == true {
             respond_stream(&mut socket, &first_token).await
         } else {
+            *called.lock().expect("lock") = Some(arrived);
             let reply = json!({
                 "id": "chatcmpl-bench", "object": "chat.completion", "model": "bench-model",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],

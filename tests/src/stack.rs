@@ -9,8 +9,13 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, TimeToLiveSpecification,
 };
+use std::sync::Arc;
+
 use aws_sdk_s3::config::Credentials;
-use coach::config::Config;
+use coach::{
+    config::Env,
+    store::{AwsClients, StoreConfig},
+};
 
 /// Partition and sort key attribute names, and the TTL attribute (see template.yaml).
 pub const PARTITION_KEY: &str = "pk";
@@ -70,7 +75,7 @@ pub async fn create_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> R
         .attribute_definitions(attr("gsi1sk")?)
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(coach::history::SESSIONS_INDEX)
+                .index_name(coach::store::SESSIONS_INDEX)
                 .key_schema(key("gsi1pk", KeyType::Hash)?)
                 .key_schema(key("gsi1sk", KeyType::Range)?)
                 .projection(Projection::builder().projection_type(ProjectionType::All).build())
@@ -178,8 +183,21 @@ pub async fn notify_queue(s3: &aws_sdk_s3::Client, sqs: &aws_sdk_sqs::Client, bu
 /// A Coach stack on the shared emulator with names of its own.
 pub struct TestStack {
     pub sdk: SdkConfig,
-    pub config: Config,
-    pub aws: coach::aws::AwsClients,
+    /// The bucket, table and secret names, and how they are reached.
+    pub config: StoreConfig,
+    pub aws: AwsClients,
+    /// The environment the functions read: the test's variables and the names above.
+    vars: Vec<(String, String)>,
+}
+
+/// The functions of one deployment over a stack, each with the state its `main` builds:
+/// what a test drives when it crosses functions (upload, then ingest, then chat).
+pub struct Deployment {
+    pub chat: chat::State,
+    pub stream: Arc<chat::stream::StreamState>,
+    pub uploads: upload_url::State,
+    pub ingest: ingest::State,
+    pub refresh: docs_refresh::State,
 }
 
 impl TestStack {
@@ -211,15 +229,30 @@ impl TestStack {
 
     async fn on_endpoint(endpoint: &str, vars: &[(&str, &str)]) -> Self {
         let name = unique_name("coach-test");
-        let config = Config::from_lookup(|var| match var {
-            "COACH_BUCKET" | "COACH_TABLE" | "COACH_SECRET_ID" => Some(name.clone()),
-            "COACH_S3_FORCE_PATH_STYLE" => Some("true".into()),
-            _ => vars.iter().find(|(k, _)| *k == var).map(|(_, v)| (*v).to_owned()),
-        })
-        .expect("test configuration is valid");
+        let mut all: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        for var in ["COACH_BUCKET", "COACH_TABLE", "COACH_SECRET_ID"] {
+            all.push((var.to_owned(), name.clone()));
+        }
+        all.push(("COACH_S3_FORCE_PATH_STYLE".to_owned(), "true".to_owned()));
+        let config = Self::read(&all, StoreConfig::from_env).expect("test configuration is valid");
         let sdk = sdk_config(endpoint).await;
-        let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &config);
-        Self { sdk, config, aws }
+        let aws = AwsClients::from_sdk_config(&sdk, config.clone());
+        Self { sdk, config, aws, vars: all }
+    }
+
+    /// Runs `read` over this stack's environment (the last value of a variable wins).
+    fn read<T>(vars: &[(String, String)], read: impl FnOnce(&Env) -> T) -> T {
+        let lookup = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        read(&Env(&lookup))
+    }
+
+    /// Builds a function's state over this stack, as its `main` does, with `aws`'s clients.
+    pub fn build<T, E: std::fmt::Debug>(
+        &self,
+        aws: &AwsClients,
+        build: impl FnOnce(&Env, &AwsClients) -> Result<T, E>,
+    ) -> T {
+        Self::read(&self.vars, |env| build(env, aws)).expect("function state")
     }
 
     /// Writes an object to this stack's bucket.
@@ -233,8 +266,20 @@ impl TestStack {
         String::from_utf8(object.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
     }
 
-    /// The per-cold-start services over this stack, as a function's `main` builds them.
-    pub fn services(&self) -> coach::services::Services {
-        coach::services::Services::new(self.config.clone(), self.aws.clone()).expect("services")
+    /// Every function's state over this stack, as each function's `main` builds it.
+    pub fn deploy(&self) -> Deployment {
+        self.deploy_with(&self.aws)
+    }
+
+    /// Like [`TestStack::deploy`], with other clients (an unreachable endpoint, a timing
+    /// HTTP client).
+    pub fn deploy_with(&self, aws: &AwsClients) -> Deployment {
+        Deployment {
+            chat: self.build(aws, chat::State::build),
+            stream: Arc::new(self.build(aws, chat::stream::StreamState::build)),
+            uploads: self.build(aws, upload_url::State::build),
+            ingest: self.build(aws, ingest::State::build),
+            refresh: self.build(aws, docs_refresh::State::build),
+        }
     }
 }

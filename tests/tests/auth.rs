@@ -2,7 +2,7 @@
 //! the key from the emulator's Secrets Manager, and RS256/ES256 against a local JWKS server
 //! that rotates keys.
 
-use coach::services::Services;
+use coach_testkit::stack::Deployment;
 use coach_testkit::{
     events,
     stack::{TestStack, TEST_HS256_KEY},
@@ -14,8 +14,8 @@ use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
 
 const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-async fn me(services: &Services, token: Option<&str>) -> Response<Body> {
-    chat::handle(services, events::http_request_with_token("chat-me.json", token)).await
+async fn me(services: &Deployment, token: Option<&str>) -> Response<Body> {
+    chat::handle(&services.chat, events::http_request_with_token("chat-me.json", token)).await
 }
 
 fn body(response: &Response<Body>) -> Value {
@@ -40,7 +40,7 @@ fn hs(claims: &Value) -> String {
 
 #[tokio::test]
 async fn hs256_valid_token_gives_the_principal() {
-    let services = TestStack::new().await.services();
+    let services = TestStack::new().await.deploy();
     let response = me(&services, Some(&hs(&claims("alice", "acme", &["editor"], 300)))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(body(&response), json!({"user_id": "alice", "tenant": "acme", "roles": ["editor"]}));
@@ -50,7 +50,7 @@ async fn hs256_valid_token_gives_the_principal() {
 async fn hs256_rejects_bad_tokens() {
     let stack =
         TestStack::with_env(&[("COACH_JWT_ISSUER", "https://issuer.test/"), ("COACH_JWT_AUDIENCE", "coach-api")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let good = |extra: Value| {
         let mut c = claims("alice", "acme", &["user"], 300);
         c["iss"] = "https://issuer.test/".into();
@@ -103,7 +103,7 @@ async fn hs256_rejects_bad_tokens() {
 
 #[tokio::test]
 async fn small_clock_skew_is_tolerated() {
-    let services = TestStack::new().await.services();
+    let services = TestStack::new().await.deploy();
     let mut c = claims("alice", "acme", &["user"], 300);
     c["nbf"] = (now() + 10).into();
     assert_eq!(me(&services, Some(&hs(&c))).await.status(), StatusCode::OK);
@@ -114,21 +114,21 @@ async fn small_clock_skew_is_tolerated() {
 
 #[tokio::test]
 async fn missing_or_malformed_authorization_header_is_401() {
-    let services = TestStack::new().await.services();
+    let services = TestStack::new().await.deploy();
     assert_unauthorized(&me(&services, None).await, "missing Authorization header");
 
     let mut request = events::http_request_with_token("chat-me.json", None);
     request.headers_mut().insert("authorization", "Basic YWxpY2U6c2VjcmV0".parse().unwrap());
-    assert_unauthorized(&chat::handle(&services, request).await, "expected Authorization: Bearer <token>");
+    assert_unauthorized(&chat::handle(&services.chat, request).await, "expected Authorization: Bearer <token>");
 
     let mut request = events::http_request_with_token("chat-me.json", None);
     request.headers_mut().insert("authorization", "Bearer ".parse().unwrap());
-    assert_unauthorized(&chat::handle(&services, request).await, "expected Authorization: Bearer <token>");
+    assert_unauthorized(&chat::handle(&services.chat, request).await, "expected Authorization: Bearer <token>");
 }
 
 #[tokio::test]
 async fn wrong_role_is_403() {
-    let services = TestStack::with_env(&[("COACH_DEFAULT_ROLE", "none")]).await.services();
+    let services = TestStack::with_env(&[("COACH_DEFAULT_ROLE", "none")]).await.deploy();
     let response = me(&services, Some(&hs(&claims("bob", "acme", &["viewer"], 300)))).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let body = body(&response);
@@ -143,7 +143,7 @@ async fn configured_claim_names_and_default_role() {
         ("COACH_ROLES_CLAIM", "cognito:groups"),
     ])
     .await
-    .services();
+    .deploy();
     let c = json!({"sub": "u1", "https://coach.example.com/tenant": "globex", "cognito:groups": ["admin"], "exp": now() + 60});
     assert_eq!(
         body(&me(&services, Some(&hs(&c))).await),
@@ -159,13 +159,13 @@ async fn hs256_without_a_key_in_the_secret_is_503() {
     coach_testkit::stack::create_secret(&stack.aws.secrets, &stack.config.secret_id, &json!({"llm_api_key": "x"}))
         .await
         .unwrap();
-    let response = me(&stack.services(), Some(&hs(&claims("alice", "acme", &["user"], 300)))).await;
+    let response = me(&stack.deploy(), Some(&hs(&claims("alice", "acme", &["user"], 300)))).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body(&response)["error"]["message"], "authentication is not configured");
 
     // No secret at all: also 503, and the secret's name is not revealed.
     let stack = TestStack::without_resources(&[]).await;
-    let response = me(&stack.services(), Some(&hs(&claims("alice", "acme", &["user"], 300)))).await;
+    let response = me(&stack.deploy(), Some(&hs(&claims("alice", "acme", &["user"], 300)))).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!body(&response).to_string().contains(&stack.config.secret_id));
 }
@@ -191,7 +191,7 @@ async fn jwks_fetches(server: &MockServer) -> usize {
     server.received_requests().await.unwrap_or_default().len()
 }
 
-async fn jwks_services(server: &MockServer, extra: &[(&str, &str)]) -> Services {
+async fn jwks_services(server: &MockServer, extra: &[(&str, &str)]) -> Deployment {
     let url = format!("{}{JWKS_PATH}", server.uri());
     let mut vars = vec![
         ("COACH_AUTH_MODE", "jwks"),
@@ -200,7 +200,7 @@ async fn jwks_services(server: &MockServer, extra: &[(&str, &str)]) -> Services 
         ("COACH_JWT_AUDIENCE", "https://coach.example.com/api"),
     ];
     vars.extend_from_slice(extra);
-    TestStack::without_resources(&vars).await.services()
+    TestStack::without_resources(&vars).await.deploy()
 }
 
 fn oidc_claims() -> Value {
@@ -328,11 +328,13 @@ async fn jwks_endpoint_failure_is_502() {
 
 #[tokio::test]
 async fn upload_url_function_authenticates_too() {
-    let services = TestStack::new().await.services();
-    let response = upload_url::handle(&services, events::http_request_with_token("documents-list.json", None)).await;
+    let services = TestStack::new().await.deploy();
+    let response =
+        upload_url::handle(&services.uploads, events::http_request_with_token("documents-list.json", None)).await;
     assert_unauthorized(&response, "missing Authorization header");
     let token = hs(&claims("alice", "acme", &["user"], 300));
     let response =
-        upload_url::handle(&services, events::http_request_with_token("documents-list.json", Some(&token))).await;
+        upload_url::handle(&services.uploads, events::http_request_with_token("documents-list.json", Some(&token)))
+            .await;
     assert_eq!(response.status(), StatusCode::OK, "authenticated callers reach the route");
 }

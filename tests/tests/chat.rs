@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use coach::services::Services;
+use coach_testkit::stack::Deployment;
 use coach_testkit::{
     events,
     stack::{create_secret, TestStack, TEST_HS256_KEY},
@@ -27,8 +27,8 @@ fn req(method: &str, path: &str, body: Option<Value>, token: &str) -> Request {
     events::with("chat-post.json", method, path, body.as_ref(), Some(token))
 }
 
-async fn call(services: &Services, request: Request) -> (StatusCode, Value) {
-    let response = chat::handle(services, request).await;
+async fn call(services: &Deployment, request: Request) -> (StatusCode, Value) {
+    let response = chat::handle(&services.chat, request).await;
     let status = response.status();
     let body = if response.body().is_empty() {
         Value::Null
@@ -38,7 +38,7 @@ async fn call(services: &Services, request: Request) -> (StatusCode, Value) {
     (status, body)
 }
 
-async fn chat_turn(services: &Services, token: &str, message: &str, session: Option<&str>) -> (StatusCode, Value) {
+async fn chat_turn(services: &Deployment, token: &str, message: &str, session: Option<&str>) -> (StatusCode, Value) {
     let mut body = json!({ "message": message });
     if let Some(id) = session {
         body["session_id"] = id.into();
@@ -56,7 +56,7 @@ async fn stack(vars: &[(&str, &str)]) -> TestStack {
     stack
 }
 
-async fn llm_stack(provider: &str, server: &MockServer, extra: &[(&str, &str)]) -> Services {
+async fn llm_stack(provider: &str, server: &MockServer, extra: &[(&str, &str)]) -> Deployment {
     let uri = server.uri();
     let mut vars = vec![
         ("COACH_LLM_PROVIDER", provider),
@@ -65,7 +65,7 @@ async fn llm_stack(provider: &str, server: &MockServer, extra: &[(&str, &str)]) 
         ("COACH_LLM_BACKOFF_MS", "1"),
     ];
     vars.extend_from_slice(extra);
-    stack(&vars).await.services()
+    stack(&vars).await.deploy()
 }
 
 fn openai_reply(text: &str) -> ResponseTemplate {
@@ -80,7 +80,7 @@ async fn requests(server: &MockServer) -> Vec<Value> {
     server.received_requests().await.unwrap_or_default().iter().map(|r| r.body_json().unwrap_or(Value::Null)).collect()
 }
 
-async fn messages(services: &Services, token: &str, session: &str) -> Vec<Value> {
+async fn messages(services: &Deployment, token: &str, session: &str) -> Vec<Value> {
     let (status, body) = call(services, req("GET", &format!("/sessions/{session}/messages"), None, token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["messages"].as_array().unwrap().clone()
@@ -90,7 +90,7 @@ async fn messages(services: &Services, token: &str, session: &str) -> Vec<Value>
 
 #[tokio::test]
 async fn none_provider_answers_and_stores_the_turn() {
-    let services = stack(&[]).await.services();
+    let services = stack(&[]).await.deploy();
     let (status, reply) = chat_turn(&services, &alice(), "How do I give feedback?", None).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert!(reply["answer"].as_str().unwrap().starts_with("No language model is configured"));
@@ -118,7 +118,7 @@ async fn none_provider_answers_and_stores_the_turn() {
 #[tokio::test]
 async fn sessions_are_created_listed_most_recent_first_and_deleted() {
     let stack = stack(&[]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let (status, first) =
         call(&services, req("POST", "/sessions", Some(json!({"title": "Quarterly goals"})), &alice())).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -163,7 +163,7 @@ async fn sessions_are_created_listed_most_recent_first_and_deleted() {
 
 #[tokio::test]
 async fn messages_paginate_newest_first_without_gaps() {
-    let services = stack(&[]).await.services();
+    let services = stack(&[]).await.deploy();
     let (_, reply) = chat_turn(&services, &alice(), "one", None).await;
     let session = reply["session_id"].as_str().unwrap().to_owned();
     chat_turn(&services, &alice(), "two", Some(&session)).await;
@@ -191,7 +191,7 @@ async fn messages_paginate_newest_first_without_gaps() {
 
 #[tokio::test]
 async fn other_users_and_tenants_get_404_never_data() {
-    let services = stack(&[]).await.services();
+    let services = stack(&[]).await.deploy();
     let (_, reply) = chat_turn(&services, &alice(), "private question", None).await;
     let session = reply["session_id"].as_str().unwrap();
     for intruder in [token("bob", "acme"), token("alice", "globex")] {
@@ -211,7 +211,7 @@ async fn other_users_and_tenants_get_404_never_data() {
 
 #[tokio::test]
 async fn bad_input_is_4xx_with_json_errors() {
-    let services = stack(&[("COACH_MAX_MESSAGE_CHARS", "50")]).await.services();
+    let services = stack(&[("COACH_MAX_MESSAGE_CHARS", "50")]).await.deploy();
     let cases = [
         (req("POST", "/chat", Some(json!({"message": "   "})), &alice()), 400),
         (req("POST", "/chat", Some(json!({"message": "x".repeat(51)})), &alice()), 413),
@@ -427,7 +427,7 @@ async fn system_prompt_comes_from_s3_and_is_revalidated() {
             .send()
     };
     put("Prompt version one.").await.unwrap();
-    let services = stack.services();
+    let services = stack.deploy();
     chat_turn(&services, &alice(), "a", None).await;
     chat_turn(&services, &alice(), "b", None).await; // revalidated: not modified
     put("Prompt version two.").await.unwrap();
@@ -460,7 +460,7 @@ async fn cached_system_prompt_is_not_refetched_within_the_interval() {
             .send()
     };
     put("First.").await.unwrap();
-    let services = stack.services();
+    let services = stack.deploy();
     chat_turn(&services, &alice(), "a", None).await;
     put("Second.").await.unwrap();
     chat_turn(&services, &alice(), "b", None).await;
@@ -470,9 +470,9 @@ async fn cached_system_prompt_is_not_refetched_within_the_interval() {
 
 // ------------------------------------------------------------------ streaming
 
-async fn stream(services: Arc<Services>, body: Value, token: &str) -> (StatusCode, String, Vec<(String, Value)>) {
+async fn stream(services: Arc<Deployment>, body: Value, token: &str) -> (StatusCode, String, Vec<(String, Value)>) {
     let request = events::with("chat-stream.json", "POST", "/chat/stream", Some(&body), Some(token));
-    let response: Response<_> = chat::stream::handle(services, request).await;
+    let response: Response<_> = chat::stream::handle(services.stream.clone(), request).await;
     let status = response.status();
     let content_type =
         response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
@@ -640,7 +640,7 @@ async fn stream_failures_before_the_first_byte_are_json_errors() {
 
 #[tokio::test]
 async fn none_provider_streams_the_offline_answer() {
-    let services = Arc::new(stack(&[]).await.services());
+    let services = Arc::new(stack(&[]).await.deploy());
     let (status, _, events) = stream(services, json!({"message": "hi"}), &alice()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(kinds(&events), vec!["token", "sources", "done"]);
@@ -672,7 +672,7 @@ async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
     let services = Arc::new(llm_stack("anthropic", &server, &[]).await);
     let request =
         events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": "hi"})), Some(&alice()));
-    let response = chat::stream::handle(services.clone(), request).await;
+    let response = chat::stream::handle(services.stream.clone(), request).await;
     assert_eq!(response.status(), StatusCode::OK);
     drop(response); // the client hangs up before reading anything
 

@@ -1,7 +1,7 @@
 //! Documents end to end: presigned upload, a real HTTP PUT to the emulator's S3, the ingest
 //! event, and the status callers see; failures, idempotency, deletion, tenants and roles.
 
-use coach::services::Services;
+use coach_testkit::stack::Deployment;
 use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Request};
 use serde_json::{json, Value};
@@ -14,8 +14,8 @@ fn req(method: &str, path: &str, body: Option<Value>, token: &str) -> Request {
     events::with("uploads-create.json", method, path, body.as_ref(), Some(token))
 }
 
-async fn call(services: &Services, request: Request) -> (StatusCode, Value) {
-    let response = upload_url::handle(services, request).await;
+async fn call(services: &Deployment, request: Request) -> (StatusCode, Value) {
+    let response = upload_url::handle(&services.uploads, request).await;
     let status = response.status();
     let body = if response.body().is_empty() {
         Value::Null
@@ -26,7 +26,7 @@ async fn call(services: &Services, request: Request) -> (StatusCode, Value) {
 }
 
 /// `POST /uploads`, then the PUT a browser would make with the returned URL and headers.
-async fn upload(services: &Services, token: &str, filename: &str, content_type: &str, bytes: &[u8]) -> String {
+async fn upload(services: &Deployment, token: &str, filename: &str, content_type: &str, bytes: &[u8]) -> String {
     let body = json!({"filename": filename, "content_type": content_type, "size_bytes": bytes.len()});
     let (status, upload) = call(services, req("POST", "/uploads", Some(body), token)).await;
     assert_eq!(status, StatusCode::CREATED, "{upload}");
@@ -64,24 +64,24 @@ fn percent_encode(part: &str) -> String {
         .collect()
 }
 
-async fn document(services: &Services, token: &str, id: &str) -> (StatusCode, Value) {
+async fn document(services: &Deployment, token: &str, id: &str) -> (StatusCode, Value) {
     call(services, req("GET", &format!("/documents/{id}"), None, token)).await
 }
 
 /// The object key recorded for a document of tenant `acme`.
-async fn key_of(services: &Services, id: &str) -> String {
+async fn key_of(services: &Deployment, id: &str) -> String {
     let who = coach::auth::Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
-    services.documents.get(&who, id).await.unwrap().key
+    services.uploads.documents.get(&who, id).await.unwrap().key
 }
 
 async fn object_exists(stack: &TestStack, key: &str) -> bool {
     stack.aws.s3.head_object().bucket(&stack.config.bucket).key(key).send().await.is_ok()
 }
 
-async fn shard(stack: &TestStack, key: &str) -> coach::ingest::index::Shard {
+async fn shard(stack: &TestStack, key: &str) -> coach::model::Shard {
     let object = stack.aws.s3.get_object().bucket(&stack.config.bucket).key(key).send().await.unwrap();
     let bytes = object.body.collect().await.unwrap().into_bytes();
-    coach::ingest::index::Shard::decode(&bytes).unwrap()
+    coach::model::Shard::decode(&bytes).unwrap()
 }
 
 const GUIDE: &str =
@@ -90,7 +90,7 @@ const GUIDE: &str =
 #[tokio::test]
 async fn upload_then_ingest_makes_the_document_ready() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "Weekly planning (v2).md", "text/markdown", GUIDE.as_bytes()).await;
 
     let (_, pending) = document(&services, &editor(), &id).await;
@@ -100,7 +100,7 @@ async fn upload_then_ingest_makes_the_document_ready() {
 
     let key = key_of(&services, &id).await;
     assert_eq!(key, format!("uploads/acme/{id}/Weekly planning (v2).md"));
-    let result = ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await;
+    let result = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await;
     assert!(result.is_ok(), "{result:?}");
 
     let (status, ready) = document(&services, &editor(), &id).await;
@@ -124,15 +124,15 @@ async fn upload_then_ingest_makes_the_document_ready() {
 #[tokio::test]
 async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
     let event = s3_event(&stack, "s3-put.json", &key);
-    ingest::handle(&services, event.clone()).await.unwrap();
+    ingest::handle(&services.ingest, event.clone()).await.unwrap();
     let (_, first) = document(&services, &editor(), &id).await;
 
     let outcome =
-        coach::ingest::handle(&services, &coach::ingest::ObjectEvent { created: true, key: key.clone() }).await;
+        services.ingest.ingestor.handle(&coach::ingest::ObjectEvent { created: true, key: key.clone() }).await;
     assert_eq!(outcome, Ok(coach::ingest::Outcome::Skipped("this version is already indexed")));
     let (_, again) = document(&services, &editor(), &id).await;
     assert_eq!(again, first, "nothing changed on re-delivery");
@@ -140,7 +140,7 @@ async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
     // The same key with new content is indexed again.
     let body = "# Weekly planning\n\nA new version.\n".as_bytes().to_vec();
     stack.aws.s3.put_object().bucket(&stack.config.bucket).key(&key).body(body.into()).send().await.unwrap();
-    ingest::handle(&services, event).await.unwrap();
+    ingest::handle(&services.ingest, event).await.unwrap();
     let (_, updated) = document(&services, &editor(), &id).await;
     assert_eq!(updated["status"], "ready");
     assert_eq!(updated["chunks"], 1);
@@ -149,7 +149,7 @@ async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
 #[tokio::test]
 async fn unreadable_documents_fail_with_a_reason() {
     let stack = TestStack::with_env(&[("COACH_MAX_UPLOAD_BYTES", "1000")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("empty.txt", "text/plain", b"   \n\n ".to_vec(), "no text found in the document"),
         ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec(), "the file is not UTF-8 or UTF-16 text"),
@@ -164,7 +164,7 @@ async fn unreadable_documents_fail_with_a_reason() {
     for (name, content_type, bytes, reason) in cases {
         let id = upload(&services, &editor(), name, content_type, &bytes).await;
         let key = key_of(&services, &id).await;
-        ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+        ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
         let (_, doc) = document(&services, &editor(), &id).await;
         assert_eq!(doc["status"], "failed", "{name}: {doc}");
         assert!(doc["error"].as_str().unwrap().starts_with(reason), "{name}: {doc}");
@@ -185,7 +185,7 @@ async fn unreadable_documents_fail_with_a_reason() {
         .send()
         .await
         .unwrap();
-    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["error"], "the file is 2000 bytes; the limit is 1000");
 }
@@ -193,11 +193,11 @@ async fn unreadable_documents_fail_with_a_reason() {
 #[tokio::test]
 async fn a_real_pdf_is_read() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let pdf = minimal_pdf("Delegate outcomes, not tasks.");
     let id = upload(&services, &editor(), "delegation.pdf", "application/pdf", &pdf).await;
     let key = key_of(&services, &id).await;
-    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
     let shard = shard(&stack, &format!("index/acme/{id}")).await;
@@ -234,10 +234,10 @@ fn minimal_pdf(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn delete_removes_object_shard_and_record() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
-    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
     assert!(object_exists(&stack, &format!("index/acme/{id}")).await);
 
     let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &editor())).await;
@@ -247,18 +247,18 @@ async fn delete_removes_object_shard_and_record() {
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
 
     // The ObjectRemoved event S3 then sends finds nothing left to do.
-    assert!(ingest::handle(&services, s3_event(&stack, "s3-remove.json", &key)).await.is_ok());
+    assert!(ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key)).await.is_ok());
 }
 
 #[tokio::test]
 async fn object_removed_event_deletes_shard_and_record() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
-    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
     stack.aws.s3.delete_object().bucket(&stack.config.bucket).key(&key).send().await.unwrap();
-    ingest::handle(&services, s3_event(&stack, "s3-remove.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key)).await.unwrap();
     assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
 }
@@ -266,7 +266,7 @@ async fn object_removed_event_deletes_shard_and_record() {
 #[tokio::test]
 async fn other_tenants_see_404_and_roles_are_enforced() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let outsider = tokens::for_test("erin", "globex", &["editor"]);
     assert_eq!(document(&services, &outsider, &id).await.0, StatusCode::NOT_FOUND);
@@ -291,7 +291,7 @@ async fn other_tenants_see_404_and_roles_are_enforced() {
 #[tokio::test]
 async fn upload_requests_are_validated() {
     let stack = TestStack::with_env(&[("COACH_MAX_UPLOAD_BYTES", "1000")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let cases = [
         (json!({"filename": "a.exe", "content_type": "application/octet-stream", "size_bytes": 10}), 415),
         (json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 1001}), 413),
@@ -323,7 +323,7 @@ async fn upload_requests_are_validated() {
 #[tokio::test]
 async fn sqs_wrapped_events_report_only_failed_messages() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
     let mut event: Value = serde_json::from_str(&events::load("sqs-s3-put.json")).unwrap();
@@ -333,7 +333,7 @@ async fn sqs_wrapped_events_report_only_failed_messages() {
     broken["body"] = "{not json".into();
     event["Records"].as_array_mut().unwrap().push(broken);
 
-    let response = ingest::handle(&services, event).await.unwrap();
+    let response = ingest::handle(&services.ingest, event).await.unwrap();
     assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": "broken-1"}]}));
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
 }
@@ -341,17 +341,17 @@ async fn sqs_wrapped_events_report_only_failed_messages() {
 #[tokio::test]
 async fn malformed_events_are_errors_not_crashes() {
     let stack = TestStack::new().await;
-    let services = stack.services();
-    assert!(ingest::handle(&services, json!({"hello": "world"})).await.is_err());
-    assert!(ingest::handle(&services, json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]})).await.is_err());
+    let services = stack.deploy();
+    assert!(ingest::handle(&services.ingest, json!({"hello": "world"})).await.is_err());
+    assert!(ingest::handle(&services.ingest, json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]})).await.is_err());
     let ignored = s3_event(&stack, "s3-put.json", "prompt/system_prompt.md");
-    assert!(ingest::handle(&services, ignored).await.is_ok(), "keys ingest does not own are skipped");
+    assert!(ingest::handle(&services.ingest, ignored).await.is_ok(), "keys ingest does not own are skipped");
 }
 
 #[tokio::test]
 async fn shared_docs_are_indexed_in_the_global_scope() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let key = "docs/giving feedback.md";
     stack
         .aws
@@ -363,7 +363,7 @@ async fn shared_docs_are_indexed_in_the_global_scope() {
         .send()
         .await
         .unwrap();
-    ingest::handle(&services, s3_event(&stack, "s3-put-doc.json", key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put-doc.json", key)).await.unwrap();
 
     let record = stack
         .aws
@@ -389,7 +389,7 @@ async fn shared_docs_are_indexed_in_the_global_scope() {
 #[tokio::test]
 async fn emulator_notifications_through_sqs_reach_ingest_as_on_aws() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
     let queue_url = coach_testkit::stack::notify_queue(&stack.aws.s3, &sqs, &stack.config.bucket).await.unwrap();
 
@@ -414,7 +414,7 @@ async fn emulator_notifications_through_sqs_reach_ingest_as_on_aws() {
         }
     }
     assert!(!records.is_empty(), "the emulator sent notifications");
-    let response = ingest::handle(&services, json!({ "Records": records })).await.unwrap();
+    let response = ingest::handle(&services.ingest, json!({ "Records": records })).await.unwrap();
     assert_eq!(response, json!({"batchItemFailures": []}));
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
@@ -448,12 +448,12 @@ fn embeddings_responder(gemini: bool) -> impl wiremock::Respond {
     }
 }
 
-async fn ingest_with(vars: &[(&str, &str)]) -> (TestStack, Services, String) {
+async fn ingest_with(vars: &[(&str, &str)]) -> (TestStack, Deployment, String) {
     let stack = TestStack::with_env(vars).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
-    let _ = ingest::handle(&services, s3_event(&stack, "s3-put.json", &key)).await;
+    let _ = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await;
     (stack, services, id)
 }
 
@@ -506,24 +506,24 @@ async fn embedding_outages_are_retried_and_refusals_fail_the_document() {
         ("COACH_LLM_BACKOFF_MS", "1"),
     ];
     let stack = TestStack::with_env(&vars).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let event = s3_event(&stack, "s3-put.json", &key_of(&services, &id).await);
-    assert!(ingest::handle(&services, event.clone()).await.is_err(), "outage: the event is retried");
+    assert!(ingest::handle(&services.ingest, event.clone()).await.is_err(), "outage: the event is retried");
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "processing");
     assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
 
     // The service recovers; the retried event completes the document.
     server.reset().await;
     Mock::given(matchers::path("/embeddings")).respond_with(embeddings_responder(false)).mount(&server).await;
-    ingest::handle(&services, event.clone()).await.unwrap();
+    ingest::handle(&services.ingest, event.clone()).await.unwrap();
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
 
     // A refusal (bad key) is final for this version: failed, with the reason.
     server.reset().await;
     Mock::given(matchers::path("/embeddings")).respond_with(ResponseTemplate::new(401)).mount(&server).await;
     let id = upload(&services, &editor(), "other.md", "text/markdown", GUIDE.as_bytes()).await;
-    ingest::handle(&services, s3_event(&stack, "s3-put.json", &key_of(&services, &id).await)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key_of(&services, &id).await)).await.unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "failed");
     assert_eq!(doc["error"], "the embedding service refused the request (status 401)");

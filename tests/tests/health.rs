@@ -10,8 +10,8 @@ fn body(response: &Response<Body>) -> Value {
 
 #[tokio::test]
 async fn healthy_when_bucket_and_table_exist() {
-    let state = TestStack::new().await.services();
-    let response = chat::handle(&state, events::http_request("chat-health.json", "req-healthy")).await;
+    let state = TestStack::new().await.deploy();
+    let response = chat::handle(&state.chat, events::http_request("chat-health.json", "req-healthy")).await;
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
@@ -27,8 +27,8 @@ async fn healthy_when_bucket_and_table_exist() {
 async fn missing_table_is_503_with_json_error() {
     let stack = TestStack::without_resources(&[]).await;
     coach_testkit::stack::create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
-    let state = stack.services();
-    let response = chat::handle(&state, events::http_request("chat-health.json", "req-no-table")).await;
+    let state = stack.deploy();
+    let response = chat::handle(&state.chat, events::http_request("chat-health.json", "req-no-table")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = body(&response);
@@ -47,8 +47,8 @@ async fn missing_table_is_503_with_json_error() {
 async fn missing_bucket_is_503() {
     let stack = TestStack::without_resources(&[]).await;
     coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
-    let state = stack.services();
-    let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
+    let state = stack.deploy();
+    let response = chat::handle(&state.chat, events::http_request("chat-health.json", "r")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = body(&response);
@@ -63,9 +63,9 @@ async fn unreachable_emulator_is_503_not_500() {
     moto.stop();
     let stack = TestStack::without_resources(&[]).await;
     let sdk = coach_testkit::stack::sdk_config(&endpoint).await;
-    let aws = coach::aws::AwsClients::from_sdk_config(&sdk, &stack.config);
-    let state = coach::services::Services::new(stack.config, aws).unwrap();
-    let response = chat::handle(&state, events::http_request("chat-health.json", "r")).await;
+    let aws = coach::store::AwsClients::from_sdk_config(&sdk, stack.config.clone());
+    let state = stack.deploy_with(&aws);
+    let response = chat::handle(&state.chat, events::http_request("chat-health.json", "r")).await;
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = body(&response);
@@ -75,18 +75,18 @@ async fn unreachable_emulator_is_503_not_500() {
 
 #[tokio::test]
 async fn unknown_route_is_json_404_and_wrong_method_405() {
-    let state = TestStack::without_resources(&[]).await.services();
+    let state = TestStack::without_resources(&[]).await.deploy();
     let request = events::http_request("chat-health.json", "r");
     let (mut parts, body_in) = request.into_parts();
     parts.uri = "https://example.com/nope".parse().unwrap();
-    let response = chat::handle(&state, lambda_http::Request::from_parts(parts, body_in)).await;
+    let response = chat::handle(&state.chat, lambda_http::Request::from_parts(parts, body_in)).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(body(&response)["error"]["code"], "not_found");
 
     let request = events::http_request("chat-health.json", "r");
     let (mut parts, body_in) = request.into_parts();
     parts.method = lambda_http::http::Method::POST;
-    let response = chat::handle(&state, lambda_http::Request::from_parts(parts, body_in)).await;
+    let response = chat::handle(&state.chat, lambda_http::Request::from_parts(parts, body_in)).await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "GET");
     assert_eq!(body(&response)["error"]["code"], "method_not_allowed");

@@ -86,45 +86,45 @@ async fn logs_carry_no_tokens_secrets_or_message_text() {
     coach_testkit::stack::create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
     let fields = json!({"jwt_hs256_secret": coach_testkit::stack::TEST_HS256_KEY, "llm_api_key": LLM_KEY, "auth0_client_secret": AUTH0_SECRET});
     coach_testkit::stack::create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields).await.unwrap();
-    let services = stack.services();
+    let services = stack.deploy();
 
     let token = tokens::for_test("alice", "acme", &["user", "editor"]);
     let bad_token = format!("{}tampered", &token[..token.len() - 8]);
     // Auth failures.
     chat::handle(
-        &services,
+        &services.chat,
         events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": MESSAGE})), Some(&bad_token)),
     )
     .await;
     // A chat turn and a streamed turn.
     let response = chat::handle(
-        &services,
+        &services.chat,
         events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": MESSAGE})), Some(&token)),
     )
     .await;
     assert_eq!(response.status(), 200);
     let request =
         events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": MESSAGE})), Some(&token));
-    let streamed = chat::stream::handle(Arc::new(stack.services()), request).await;
+    let streamed = chat::stream::handle(stack.deploy().stream, request).await;
     let body = streamed.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("event: done"));
     // A bad request body that contains the message.
     chat::handle(
-        &services,
+        &services.chat,
         events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": MESSAGE, "x": 1})), Some(&token)),
     )
     .await;
     // An upload and its ingestion.
     let upload = json!({"filename": "private notes.md", "content_type": "text/markdown", "size_bytes": MESSAGE.len()});
     let response = upload_url::handle(
-        &services,
+        &services.uploads,
         events::with("uploads-create.json", "POST", "/uploads", Some(&upload), Some(&token)),
     )
     .await;
     let created: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     let key = format!("uploads/acme/{}/private notes.md", created["document_id"].as_str().unwrap());
     stack.put(&key, MESSAGE.as_bytes()).await;
-    coach::ingest::handle(&services, &coach::ingest::ObjectEvent { created: true, key }).await.unwrap();
+    services.ingest.ingestor.handle(&coach::ingest::ObjectEvent { created: true, key }).await.unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.lines().count() > 5, "logs were captured:\n{logs}");

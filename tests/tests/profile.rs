@@ -2,7 +2,7 @@
 //! through `GET /me`: fetched with a cached client-credentials token, cached per user, and
 //! never a reason to fail a request.
 
-use coach::services::Services;
+use coach_testkit::stack::Deployment;
 use coach_testkit::{
     events,
     stack::{create_secret, TestStack, TEST_HS256_KEY},
@@ -12,18 +12,18 @@ use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, Request, ResponseTemplate};
 
-async fn services(auth0: &MockServer) -> Services {
+async fn services(auth0: &MockServer) -> Deployment {
     let stack =
         TestStack::without_resources(&[("COACH_AUTH0_DOMAIN", &auth0.uri()), ("COACH_AUTH0_CLIENT_ID", "client-123")])
             .await;
     let fields = json!({ "jwt_hs256_secret": TEST_HS256_KEY, "auth0_client_secret": "s3cret-value" });
     create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields).await.unwrap();
-    stack.services()
+    stack.deploy()
 }
 
-async fn me(services: &Services, user: &str) -> Value {
+async fn me(services: &Deployment, user: &str) -> Value {
     let token = tokens::hs256(TEST_HS256_KEY.as_bytes(), &tokens::claims(user, "acme", &["user"], 300));
-    let response = chat::handle(services, events::http_request_with_token("chat-me.json", Some(&token))).await;
+    let response = chat::handle(&services.chat, events::http_request_with_token("chat-me.json", Some(&token))).await;
     assert_eq!(response.status(), StatusCode::OK);
     serde_json::from_slice(response.body().as_ref()).unwrap()
 }
@@ -126,6 +126,6 @@ async fn rejected_management_token_is_dropped_and_renewed() {
 
 #[tokio::test]
 async fn no_profile_key_without_auth0_configuration() {
-    let services = TestStack::new().await.services();
+    let services = TestStack::new().await.deploy();
     assert!(me(&services, "alice").await.get("profile").is_none());
 }

@@ -1,17 +1,15 @@
 //! Per-user and per-tenant rate limits on the expensive routes, counted in moto's DynamoDB.
 //! The tests use a one-day window so a window boundary cannot fall inside a test.
 
-use std::sync::Arc;
-
-use coach::services::Services;
+use coach_testkit::stack::Deployment;
 use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Body, Response};
 use serde_json::{json, Value};
 
-async fn chat(services: &Services, user: &str, tenant: &str) -> Response<Body> {
+async fn chat(services: &Deployment, user: &str, tenant: &str) -> Response<Body> {
     let token = tokens::for_test(user, tenant, &["user"]);
     chat::handle(
-        services,
+        &services.chat,
         events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": "hi"})), Some(&token)),
     )
     .await
@@ -28,7 +26,7 @@ fn assert_limited(response: &Response<Body>) {
 #[tokio::test]
 async fn each_user_has_a_limit_per_minute() {
     let stack = TestStack::with_env(&[("COACH_RATE_LIMIT_USER", "2"), ("COACH_RATE_LIMIT_WINDOW_SECS", "86400")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     assert_eq!(chat(&services, "alice", "acme").await.status(), StatusCode::OK);
     assert_eq!(chat(&services, "alice", "acme").await.status(), StatusCode::OK);
     assert_limited(&chat(&services, "alice", "acme").await);
@@ -39,7 +37,7 @@ async fn each_user_has_a_limit_per_minute() {
     let token = tokens::for_test("alice", "acme", &["user"]);
     let request =
         events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": "hi"})), Some(&token));
-    let response = chat::stream::handle(Arc::new(stack.services()), request).await;
+    let response = chat::stream::handle(stack.deploy().stream, request).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -51,7 +49,7 @@ async fn a_tenant_has_a_limit_across_its_users() {
         ("COACH_RATE_LIMIT_TENANT", "3"),
     ])
     .await;
-    let services = stack.services();
+    let services = stack.deploy();
     for user in ["alice", "bob", "carol"] {
         assert_eq!(chat(&services, user, "acme").await.status(), StatusCode::OK);
     }
@@ -62,10 +60,10 @@ async fn a_tenant_has_a_limit_across_its_users() {
 #[tokio::test]
 async fn uploads_are_limited_too() {
     let stack = TestStack::with_env(&[("COACH_RATE_LIMIT_USER", "1"), ("COACH_RATE_LIMIT_WINDOW_SECS", "86400")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     let token = tokens::for_test("erin", "acme", &["editor"]);
     let body = json!({"filename": "a.md", "content_type": "text/markdown", "size_bytes": 5});
     let upload = || events::with("uploads-create.json", "POST", "/uploads", Some(&body), Some(&token));
-    assert_eq!(upload_url::handle(&services, upload()).await.status(), StatusCode::CREATED);
-    assert_limited(&upload_url::handle(&services, upload()).await);
+    assert_eq!(upload_url::handle(&services.uploads, upload()).await.status(), StatusCode::CREATED);
+    assert_limited(&upload_url::handle(&services.uploads, upload()).await);
 }

@@ -1,7 +1,7 @@
 //! docs-refresh: the system prompt rebuilt from docs/ in moto's S3, through the HTTP route
 //! and the schedule event, and seen by the next chat turn.
 
-use coach::services::Services;
+use coach_testkit::stack::Deployment;
 use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Context};
 use serde_json::{json, Value};
@@ -12,7 +12,7 @@ fn token(roles: &[&str]) -> String {
 }
 
 /// `POST /docs/refresh` through the function's event entry point, as API Gateway calls it.
-async fn refresh(services: &Services, token: Option<&str>) -> (u16, Value) {
+async fn refresh(services: &Deployment, token: Option<&str>) -> (u16, Value) {
     let mut event: Value = serde_json::from_str(&events::load("docs-refresh.json")).unwrap();
     match token {
         Some(t) => event["headers"]["authorization"] = format!("Bearer {t}").into(),
@@ -20,7 +20,7 @@ async fn refresh(services: &Services, token: Option<&str>) -> (u16, Value) {
             event["headers"].as_object_mut().unwrap().remove("authorization");
         }
     }
-    let response = docs_refresh::handle(services, event, Context::default()).await.unwrap();
+    let response = docs_refresh::handle(&services.refresh, event, Context::default()).await.unwrap();
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     (response["statusCode"].as_u64().unwrap() as u16, body)
 }
@@ -28,7 +28,7 @@ async fn refresh(services: &Services, token: Option<&str>) -> (u16, Value) {
 #[tokio::test]
 async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     stack.put("prompt/base.md", "You are Acme's coach.\n".as_bytes()).await;
     stack.put("docs/b-feedback.md", "# Feedback\n\nBe specific.\n".as_bytes()).await;
     stack.put("docs/a-goals.md", "# Goals\n\nThree a quarter.\n".as_bytes()).await;
@@ -69,7 +69,7 @@ async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
 #[tokio::test]
 async fn empty_docs_gives_a_clear_result_and_the_default_prompt() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let (status, manifest) = refresh(&services, Some(&token(&["admin"]))).await;
     assert_eq!(status, 200);
     assert_eq!(manifest["documents"], json!([]));
@@ -80,7 +80,7 @@ async fn empty_docs_gives_a_clear_result_and_the_default_prompt() {
 #[tokio::test]
 async fn over_budget_docs_are_reported_not_silently_cut() {
     let stack = TestStack::with_env(&[("COACH_PROMPT_MAX_TOKENS", "100")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     stack.put("docs/a.md", format!("# Short\n\n{}", "word ".repeat(40)).as_bytes()).await; // ~52 tokens
     stack.put("docs/b.md", format!("# Long\n\n{}", "word ".repeat(200)).as_bytes()).await; // ~252 tokens
     stack.put("docs/c.md", "# Tiny\n\nok".as_bytes()).await;
@@ -98,11 +98,11 @@ async fn over_budget_docs_are_reported_not_silently_cut() {
 #[tokio::test]
 async fn listing_is_paginated() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     for i in 0..7 {
         stack.put(&format!("docs/{i:02}.md"), format!("# Doc {i}\n").as_bytes()).await;
     }
-    let manifest = coach::refresh::refresh(&services, 2).await.unwrap();
+    let manifest = services.refresh.refresher.refresh(2).await.unwrap();
     assert_eq!(manifest.documents.len(), 7);
     assert_eq!(manifest.documents[6].key, "docs/06.md");
 }
@@ -110,7 +110,7 @@ async fn listing_is_paginated() {
 #[tokio::test]
 async fn only_admins_may_refresh() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     let (status, body) = refresh(&services, Some(&token(&["editor"]))).await;
     assert_eq!(status, 403);
     assert_eq!(body["error"]["message"], "this action needs the admin role");
@@ -124,13 +124,13 @@ async fn only_admins_may_refresh() {
 #[tokio::test]
 async fn the_schedule_event_refreshes_without_a_caller() {
     let stack = TestStack::new().await;
-    let services = stack.services();
+    let services = stack.deploy();
     stack.put("docs/a.md", "# Goals\n".as_bytes()).await;
     let event: Value = serde_json::from_str(&events::load("schedule.json")).unwrap();
-    let manifest = docs_refresh::handle(&services, event, Context::default()).await.unwrap();
+    let manifest = docs_refresh::handle(&services.refresh, event, Context::default()).await.unwrap();
     assert_eq!(manifest["documents"][0]["key"], "docs/a.md");
     assert_eq!(stack.get_text("prompt/system_prompt.md").await, "# Goals");
-    assert!(docs_refresh::handle(&services, json!({"nonsense": true}), Context::default()).await.is_err());
+    assert!(docs_refresh::handle(&services.refresh, json!({"nonsense": true}), Context::default()).await.is_err());
 }
 
 #[tokio::test]
@@ -150,11 +150,11 @@ async fn chat_sees_the_new_prompt_after_a_refresh() {
         ("COACH_RETRIEVAL_TOP_K", "0"),
     ])
     .await;
-    let services = stack.services(); // one warm instance for both functions' work
+    let services = stack.deploy(); // one warm instance for both functions' work
     let ask = || async {
         let request =
             events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": "hi"})), Some(&token(&["user"])));
-        assert_eq!(chat::handle(&services, request).await.status(), StatusCode::OK);
+        assert_eq!(chat::handle(&services.chat, request).await.status(), StatusCode::OK);
     };
     stack.put("docs/a.md", "# Version one\n".as_bytes()).await;
     refresh(&services, Some(&token(&["admin"]))).await;

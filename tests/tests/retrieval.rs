@@ -4,10 +4,13 @@
 
 use coach::{
     documents::UploadRequest,
-    ingest::{self, ObjectEvent, Outcome},
-    services::Services,
+    ingest::{ObjectEvent, Outcome},
 };
-use coach_testkit::{events, stack::TestStack, tokens};
+use coach_testkit::{
+    events,
+    stack::{Deployment, TestStack},
+    tokens,
+};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
@@ -24,31 +27,30 @@ fn corpus() -> Vec<(String, String)> {
 }
 
 /// Puts `docs/{name}` and ingests it into the global scope.
-async fn add_shared(stack: &TestStack, services: &Services, name: &str, body: &str) {
+async fn add_shared(stack: &TestStack, services: &Deployment, name: &str, body: &str) {
     let key = format!("docs/{name}");
     stack.put(&key, body.as_bytes()).await;
-    let outcome = ingest::handle(services, &ObjectEvent { created: true, key }).await.unwrap();
+    let outcome = services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
 }
 
 /// Uploads a markdown document for `tenant` and ingests it; returns its id.
-async fn add_for_tenant(stack: &TestStack, services: &Services, tenant: &str, name: &str, body: &str) -> String {
+async fn add_for_tenant(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> String {
     let who = coach::auth::Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] };
-    let id = services.history.next_id().to_string();
     let request =
         UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
-    services.documents.create_upload(&who, &id, &request).await.unwrap();
+    let id = services.uploads.documents.create_upload(&who, &request).await.unwrap().document_id;
     let key = format!("uploads/{tenant}/{id}/{name}");
     stack.put(&key, body.as_bytes()).await;
-    let outcome = ingest::handle(services, &ObjectEvent { created: true, key }).await.unwrap();
+    let outcome = services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
     id
 }
 
-async fn ask(services: &Services, tenant: &str, message: &str) -> Value {
+async fn ask(services: &Deployment, tenant: &str, message: &str) -> Value {
     let token = tokens::for_test("alice", tenant, &["user"]);
     let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&token));
-    let response = chat::handle(services, request).await;
+    let response = chat::handle(&services.chat, request).await;
     assert_eq!(response.status(), StatusCode::OK);
     serde_json::from_slice(response.body().as_ref()).unwrap()
 }
@@ -60,7 +62,7 @@ fn titles(reply: &Value) -> Vec<String> {
 #[tokio::test]
 async fn the_relevant_document_ranks_first_lexically() {
     let stack = TestStack::with_env(&[("COACH_RETRIEVAL_TOP_K", "3")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     for (name, body) in corpus() {
         add_shared(&stack, &services, &name, &body).await;
     }
@@ -92,7 +94,7 @@ async fn the_relevant_document_ranks_first_lexically() {
 #[tokio::test]
 async fn tenants_never_retrieve_each_others_documents() {
     let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     add_for_tenant(
         &stack,
         &services,
@@ -122,7 +124,7 @@ async fn tenants_never_retrieve_each_others_documents() {
 #[tokio::test]
 async fn a_new_upload_is_found_on_the_next_message() {
     let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
     assert!(ask(&services, "acme", "What is the parental leave policy?").await["sources"]
         .as_array()
@@ -136,7 +138,7 @@ async fn a_new_upload_is_found_on_the_next_message() {
 #[tokio::test]
 async fn the_index_listing_is_cached_within_its_interval() {
     let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "3600")]).await;
-    let services = stack.services();
+    let services = stack.deploy();
     add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
     ask(&services, "acme", "buddy").await;
     add_for_tenant(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n")
@@ -184,7 +186,7 @@ async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
         ("COACH_RETRIEVAL_TOP_K", "1"),
     ])
     .await;
-    let services = stack.services();
+    let services = stack.deploy();
     add_for_tenant(&stack, &services, "acme", "pto.md", "# Paid leave\n\nEveryone gets 25 days a year.\n").await;
     add_for_tenant(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n")
         .await;

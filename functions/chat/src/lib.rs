@@ -1,9 +1,10 @@
 //! The chat function: routes API Gateway requests to Coach's chat operations.
 //!
-//! State is [`Services`], built once per cold start. Two entry points share it:
-//! [`handle`] (binary `chat`, behind the HTTP API) answers in one piece, and
-//! [`stream::handle`] (binary `chat-stream`, behind a Function URL with response streaming)
-//! answers `POST /chat/stream` with Server-Sent Events.
+//! Two entry points share the chat turn ([`coach::chat::Chat`]), each with the state it
+//! uses, built once per cold start: [`handle`] with [`State`] (binary `chat`, behind the
+//! HTTP API) answers in one piece and serves sessions and health, and [`stream::handle`]
+//! with [`stream::StreamState`] (binary `chat-stream`, behind a Function URL with response
+//! streaming) answers `POST /chat/stream` with Server-Sent Events.
 //!
 //! | route | who |
 //! |---|---|
@@ -16,14 +17,28 @@
 
 pub mod stream;
 
+use std::sync::Arc;
+
 use coach::{
-    auth::{Principal, Role},
-    chat::{self, ChatInput},
-    health,
+    auth::{Authenticator, Principal, Role},
+    chat::{Chat, ChatConfig, ChatInput},
+    config::{Env, StartupError},
+    embeddings::Embedder,
+    health::{self, Health},
+    history::History,
     http::{
-        empty_response, error_object, error_response, json_body, json_response, query_limit, query_param, request_id,
+        empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
+        query_param, request_id,
     },
-    services::Services,
+    ids::Ids,
+    llm::Llm,
+    profile::Profiles,
+    prompt::SystemPrompt,
+    ratelimit::{RateLimitConfig, RateLimiter},
+    retrieval::Retriever,
+    retry::Retries,
+    secrets::Secrets,
+    store::{AwsClients, StoreConfig},
     Error,
 };
 use lambda_http::{
@@ -36,52 +51,96 @@ use serde_json::json;
 /// Most sessions or messages in one page.
 const MAX_PAGE: i32 = 100;
 
+/// What the `chat` function uses, built once per cold start.
+pub struct State {
+    pub auth: Authenticator,
+    pub chat: Chat,
+    pub health: Health,
+}
+
+impl State {
+    /// Reads the configuration from the environment and builds everything from it.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let env = Env::process();
+        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
+        Self::build(&env, &aws)
+    }
+
+    /// Builds the state from a configuration and ready clients (tests point them at the
+    /// local emulator).
+    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
+        let (auth, chat) = turn(env, aws)?;
+        let health = Health::new(vec![Arc::new(aws.bucket()), Arc::new(aws.table())]);
+        Ok(Self { auth, chat, health })
+    }
+}
+
+/// What both entry points use: the authenticator and the chat turn.
+fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupError> {
+    let http = outbound_client()?;
+    let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+    let retries = Retries::from_env(env)?;
+    let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
+    let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
+    let chat = Chat {
+        limits: ChatConfig::from_env(env)?,
+        history: History::from_env(env, table.clone(), Arc::new(Ids::new()))?,
+        system_prompt: SystemPrompt::from_env(env, bucket.clone())?,
+        profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
+        retriever: Retriever::from_env(env, bucket, embedder)?,
+        llm: Llm::from_env(env, retries, http.clone(), secrets.clone())?,
+        limiter: Arc::new(RateLimiter::new(table, RateLimitConfig::from_env(env)?)),
+    };
+    Ok((Authenticator::from_env(env, secrets, http)?, chat))
+}
+
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
-pub async fn handle(services: &Services, req: Request) -> Response<Body> {
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
     let request_id = request_id(&req);
-    match route(services, &req, &request_id).await {
+    match route(state, &req, &request_id).await {
         Ok(response) => response,
         Err(err) => error_response(&err, &request_id),
     }
 }
 
-async fn route(services: &Services, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
+async fn route(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
     let path = req.uri().path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
     match (segments.as_slice(), method) {
-        (["health"], &Method::GET) => Ok(health(services, request_id).await),
+        (["health"], &Method::GET) => Ok(health(state, request_id).await),
         (["health"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["me"], &Method::GET) => me(services, req).await,
+        (["me"], &Method::GET) => me(state, req).await,
         (["me"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["chat"], &Method::POST) => post_chat(services, req).await,
+        (["chat"], &Method::POST) => post_chat(state, req).await,
         (["chat"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (["sessions"], &Method::GET) => list_sessions(services, req).await,
-        (["sessions"], &Method::POST) => create_session(services, req).await,
+        (["sessions"], &Method::GET) => list_sessions(state, req).await,
+        (["sessions"], &Method::POST) => create_session(state, req).await,
         (["sessions"], _) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
-        (["sessions", id, "messages"], &Method::GET) => session_messages(services, req, id).await,
+        (["sessions", id, "messages"], &Method::GET) => session_messages(state, req, id).await,
         (["sessions", _, "messages"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["sessions", id], &Method::DELETE) => delete_session(services, req, id).await,
+        (["sessions", id], &Method::DELETE) => delete_session(state, req, id).await,
         (["sessions", _], _) => Err(Error::MethodNotAllowed { allow: "DELETE" }),
         _ => Err(Error::NotFound(format!("no route for {method} {path}"))),
     }
 }
 
 /// Authenticates the caller and requires the `user` role.
-pub async fn user(services: &Services, req: &Request) -> Result<Principal, Error> {
-    let who = services.auth.authenticate(req).await?;
+pub async fn user(auth: &Authenticator, req: &Request) -> Result<Principal, Error> {
+    let who = auth.authenticate(req).await?;
     who.require(Role::User)?;
     Ok(who)
 }
 
 /// `GET /health`: 200 with component statuses when every dependency answers, else 503
 /// with the same report plus the JSON error object.
-async fn health(services: &Services, request_id: &str) -> Response<Body> {
-    let report = health::check(&services.aws, &services.config).await;
+async fn health(state: &State, request_id: &str) -> Response<Body> {
+    let report = state.health.check().await;
     match report.status {
         health::Status::Healthy => json_response(StatusCode::OK, &report),
         health::Status::Degraded => {
-            let err = Error::Unavailable(format!("dependencies degraded: {}", report.degraded().join(", ")));
+            let message = format!("dependencies degraded: {}", report.degraded().join(", "));
+            let err = Error::Unavailable { message, cause: None };
             let body = json!({
                 "status": report.status,
                 "components": report.components,
@@ -94,10 +153,10 @@ async fn health(services: &Services, request_id: &str) -> Response<Body> {
 
 /// `GET /me`: the caller as Coach sees them (user id, tenant, roles, and the profile when
 /// one is configured and available), to check an identity provider's configuration.
-async fn me(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let principal = user(services, req).await?;
-    let mut body = serde_json::to_value(&principal).map_err(|e| Error::Internal(e.to_string()))?;
-    if let Some(profiles) = &services.profiles {
+async fn me(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let principal = user(&state.auth, req).await?;
+    let mut body = serde_json::to_value(&principal).map_err(|e| Error::internal(e.to_string()))?;
+    if let Some(profiles) = &state.chat.profiles {
         body["profile"] = match profiles.get(&principal.user_id).await {
             Some(profile) => (*profile).clone(),
             None => serde_json::Value::Null,
@@ -107,19 +166,18 @@ async fn me(services: &Services, req: &Request) -> Result<Response<Body>, Error>
 }
 
 /// `POST /chat` `{message, session_id?}`.
-async fn post_chat(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(services, req).await?;
-    services.rate_limiter.check(&who).await?;
+async fn post_chat(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
     let input: ChatInput = json_body(req)?;
-    let reply = chat::chat(services, &who, input).await?;
+    let reply = state.chat.chat(&who, input).await?;
     Ok(json_response(StatusCode::OK, &reply))
 }
 
 /// `GET /sessions?limit=&cursor=`: the caller's sessions, most recently active first.
-async fn list_sessions(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(services, req).await?;
+async fn list_sessions(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
     let limit = query_limit(req, 20, MAX_PAGE)?;
-    let page = services.history.sessions(&who, limit, query_param(req, "cursor")).await?;
+    let page = state.chat.history.sessions(&who, limit, query_param(req, "cursor")).await?;
     Ok(json_response(StatusCode::OK, &json!({"sessions": page.items, "next_cursor": page.next_cursor})))
 }
 
@@ -131,20 +189,20 @@ struct NewSession {
 }
 
 /// `POST /sessions` `{title?}` (body optional): 201 with the new session.
-async fn create_session(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(services, req).await?;
+async fn create_session(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
     let input: NewSession = if req.body().is_empty() { NewSession::default() } else { json_body(req)? };
     let title = input.title.as_deref().map(str::trim).filter(|t| !t.is_empty()).unwrap_or("New conversation");
-    let session = services.history.create_session(&who, title).await?;
+    let session = state.chat.history.create_session(&who, title).await?;
     Ok(json_response(StatusCode::CREATED, &session))
 }
 
 /// `GET /sessions/{id}/messages?limit=&cursor=`: newest first; `next_cursor` leads to older.
-async fn session_messages(services: &Services, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = user(services, req).await?;
+async fn session_messages(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
     let limit = query_limit(req, 50, MAX_PAGE)?;
-    let session = services.history.session(&who, id).await?;
-    let page = services.history.messages(&who, &session.session_id, limit, query_param(req, "cursor")).await?;
+    let session = state.chat.history.session(&who, id).await?;
+    let page = state.chat.history.messages(&who, &session.session_id, limit, query_param(req, "cursor")).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"session_id": session.session_id, "messages": page.items, "next_cursor": page.next_cursor}),
@@ -152,8 +210,8 @@ async fn session_messages(services: &Services, req: &Request, id: &str) -> Resul
 }
 
 /// `DELETE /sessions/{id}`: the session and all its messages; 204.
-async fn delete_session(services: &Services, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = user(services, req).await?;
-    services.history.delete_session(&who, id).await?;
+async fn delete_session(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    state.chat.history.delete_session(&who, id).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

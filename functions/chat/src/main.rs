@@ -1,4 +1,4 @@
-//! Lambda entry point for the chat function: build services once, then serve requests.
+//! Lambda entry point for the chat function: build its state once, then serve requests.
 
 #![recursion_limit = "256"]
 
@@ -7,8 +7,8 @@ use lambda_http::{service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     coach::logging::init();
-    let services = coach::services::Services::from_env().await.inspect_err(|err| {
+    let state = chat::State::from_env().await.inspect_err(|err| {
         tracing::error!(error = %err, "cold start failed");
     })?;
-    lambda_http::run(service_fn(|req| async { Ok::<_, Error>(chat::handle(&services, req).await) })).await
+    lambda_http::run(service_fn(|req| async { Ok::<_, Error>(chat::handle(&state, req).await) })).await
 }

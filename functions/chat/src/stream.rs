@@ -10,10 +10,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use coach::{
-    chat::{self, ChatInput},
+    auth::Authenticator,
+    chat::{Chat, ChatInput},
+    config::{Env, StartupError},
     http::{error_object, error_response, json_body, request_id},
-    llm::{Completion, Delta, Usage},
-    services::Services,
+    llm::{Completion, Delta},
+    model::Usage,
+    store::{AwsClients, StoreConfig},
     Error,
 };
 use futures_util::StreamExt;
@@ -24,24 +27,44 @@ use lambda_http::{
 };
 use serde_json::json;
 
+/// What the `chat-stream` function uses, built once per cold start.
+pub struct StreamState {
+    pub auth: Authenticator,
+    pub chat: Chat,
+}
+
+impl StreamState {
+    /// Reads the configuration from the environment and builds everything from it.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let env = Env::process();
+        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
+        Self::build(&env, &aws)
+    }
+
+    /// Builds the state from a configuration and ready clients.
+    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
+        let (auth, chat) = crate::turn(env, aws)?;
+        Ok(Self { auth, chat })
+    }
+}
+
 /// Handles one streaming request. Never fails: errors become JSON or an `error` event.
-pub async fn handle(services: Arc<Services>, req: Request) -> Response<StreamBody> {
+pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBody> {
     let request_id = request_id(&req);
     let path = req.uri().path().trim_end_matches('/');
     let started = match (req.method(), path) {
-        (&Method::POST, "/chat/stream") => start(services, &req, request_id.clone()).await,
+        (&Method::POST, "/chat/stream") => start(state, &req, request_id.clone()).await,
         (_, "/chat/stream") => Err(Error::MethodNotAllowed { allow: "POST" }),
         (method, _) => Err(Error::NotFound(format!("no route for {method} {path}"))),
     };
     started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)))
 }
 
-async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
-    let who = crate::user(&services, req).await?;
-    services.rate_limiter.check(&who).await?;
+async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
+    let who = crate::user(&state.auth, req).await?;
     let input: ChatInput = json_body(req)?;
-    let prepared = chat::prepare(&services, &who, input).await?;
-    let mut deltas = services.llm.stream(&prepared.prompt, &prepared.passages).await?;
+    let prepared = state.chat.prepare(&who, input).await?;
+    let mut deltas = state.chat.llm.stream(&prepared.prompt, &prepared.passages).await?;
 
     let (tx, body) = channel();
     tokio::spawn(async move {
@@ -50,7 +73,7 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
         let mut client = Some(tx);
         let mut text = String::new();
         let mut usage = Usage::default();
-        let mut model = services.llm.config().model.clone();
+        let mut model = state.chat.llm.config().model.clone();
         while let Some(delta) = deltas.next().await {
             match delta {
                 Ok(Delta::Text(piece)) => {
@@ -69,7 +92,7 @@ async fn start(services: Arc<Services>, req: &Request, request_id: String) -> Re
             }
         }
         let completion = Completion { text, usage, model };
-        match chat::finish(&services, &who, prepared, completion).await {
+        match state.chat.finish(&who, prepared, completion).await {
             Ok(reply) => {
                 send(&mut client, "sources", &json!(reply.sources)).await;
                 let done = json!({

@@ -5,12 +5,17 @@
 //! invocation). One binary serves both, so the event is told apart here: an EventBridge
 //! scheduled event, or an API Gateway v2 / Function URL HTTP request.
 
+use std::sync::Arc;
+
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
-    auth::Role,
-    http::{error_response, json_response, request_id},
-    refresh,
-    services::Services,
+    auth::{Authenticator, Role},
+    config::{Env, StartupError},
+    http::{error_response, json_response, outbound_client, request_id},
+    ids::Ids,
+    refresh::Refresher,
+    secrets::Secrets,
+    store::{AwsClients, StoreConfig},
     Error,
 };
 use lambda_http::{
@@ -23,11 +28,35 @@ use serde_json::{json, Value};
 /// S3's page size for listing `docs/`.
 const PAGE_SIZE: i32 = 1000;
 
+/// What the docs-refresh function uses, built once per cold start.
+pub struct State {
+    pub auth: Authenticator,
+    pub refresher: Refresher,
+}
+
+impl State {
+    /// Reads the configuration from the environment and builds everything from it.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let env = Env::process();
+        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
+        Self::build(&env, &aws)
+    }
+
+    /// Builds the state from a configuration and ready clients.
+    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
+        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+        Ok(Self {
+            auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
+            refresher: Refresher::from_env(env, Arc::new(aws.bucket()), Arc::new(Ids::new()))?,
+        })
+    }
+}
+
 /// Handles one invocation: a schedule event or an HTTP request.
-pub async fn handle(services: &Services, event: Value, context: Context) -> Result<Value, Error> {
+pub async fn handle(state: &State, event: Value, context: Context) -> Result<Value, Error> {
     if event.get("source").and_then(Value::as_str) == Some("aws.events") {
-        let manifest = refresh::refresh(services, PAGE_SIZE).await?;
-        return serde_json::to_value(manifest).map_err(|e| Error::Internal(e.to_string()));
+        let manifest = state.refresher.refresh(PAGE_SIZE).await?;
+        return serde_json::to_value(manifest).map_err(|e| Error::internal(e.to_string()));
     }
     let request: Request = match serde_json::from_value::<LambdaRequest>(event) {
         Ok(request) => Request::from(request).with_lambda_context(context),
@@ -36,25 +65,25 @@ pub async fn handle(services: &Services, event: Value, context: Context) -> Resu
             return Err(Error::BadRequest("unrecognised event".into()));
         }
     };
-    Ok(to_api_gateway(handle_http(services, request).await))
+    Ok(to_api_gateway(handle_http(state, request).await))
 }
 
 /// Handles an HTTP request. Never fails: every error becomes a JSON error response.
-pub async fn handle_http(services: &Services, req: Request) -> Response<Body> {
+pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
     let request_id = request_id(&req);
     let path = req.uri().path().trim_end_matches('/');
     let result = match (req.method(), path) {
-        (&Method::POST, "/docs/refresh") => post_refresh(services, &req).await,
+        (&Method::POST, "/docs/refresh") => post_refresh(state, &req).await,
         (_, "/docs/refresh") => Err(Error::MethodNotAllowed { allow: "POST" }),
         (method, path) => Err(Error::NotFound(format!("no route for {method} {path}"))),
     };
     result.unwrap_or_else(|err| error_response(&err, &request_id))
 }
 
-async fn post_refresh(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let who = services.auth.authenticate(req).await?;
+async fn post_refresh(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = state.auth.authenticate(req).await?;
     who.require(Role::Admin)?;
-    let manifest = refresh::refresh(services, PAGE_SIZE).await?;
+    let manifest = state.refresher.refresh(PAGE_SIZE).await?;
     Ok(json_response(StatusCode::OK, &manifest))
 }
 

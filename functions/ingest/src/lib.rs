@@ -6,24 +6,53 @@
 //! (`batchItemFailures`), so only they are retried. S3's `s3:TestEvent` is skipped, and a
 //! malformed event or message is logged and reported, never a crash.
 
+use std::sync::Arc;
+
 use aws_lambda_events::sqs::SqsEvent;
 use coach::{
-    ingest::{self, ObjectEvent, Outcome, S3Notification},
-    services::Services,
+    config::{Env, StartupError},
+    embeddings::Embedder,
+    http::outbound_client,
+    ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
+    retry::Retries,
+    secrets::Secrets,
+    store::{AwsClients, StoreConfig},
     Error,
 };
 use serde_json::{json, Value};
 
+/// What the ingest function uses, built once per cold start.
+pub struct State {
+    pub ingestor: Ingestor,
+}
+
+impl State {
+    /// Reads the configuration from the environment and builds everything from it.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let env = Env::process();
+        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
+        Self::build(&env, &aws)
+    }
+
+    /// Builds the state from a configuration and ready clients.
+    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
+        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+        let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
+        let bucket = Arc::new(aws.bucket());
+        Ok(Self { ingestor: Ingestor::from_env(env, Arc::new(aws.table()), bucket.clone(), bucket, embedder)? })
+    }
+}
+
 /// Handles one invocation. `Err` asks Lambda to retry a direct S3 event.
-pub async fn handle(services: &Services, event: Value) -> Result<Value, Error> {
+pub async fn handle(state: &State, event: Value) -> Result<Value, Error> {
     match event["Records"][0]["eventSource"].as_str() {
         Some("aws:sqs") => {
             let sqs: SqsEvent = serde_json::from_value(event).map_err(|_| malformed("SQS event"))?;
-            Ok(handle_sqs(services, sqs).await)
+            Ok(handle_sqs(state, sqs).await)
         }
         Some("aws:s3") => {
             let s3: S3Notification = serde_json::from_value(event).map_err(|_| malformed("S3 event"))?;
-            handle_s3(services, &s3).await?;
+            handle_s3(state, &s3).await?;
             Ok(json!({}))
         }
         _ if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => Ok(json!({})),
@@ -36,21 +65,21 @@ fn malformed(what: &str) -> Error {
     Error::BadRequest(format!("malformed {what}"))
 }
 
-async fn handle_s3(services: &Services, event: &S3Notification) -> Result<(), Error> {
+async fn handle_s3(state: &State, event: &S3Notification) -> Result<(), Error> {
     let mut first_error = None;
     for record in &event.records {
         let Some(object) = ObjectEvent::from_record(record) else {
             tracing::warn!(event = record.event_name.as_deref().unwrap_or(""), "skipping S3 record without object");
             continue;
         };
-        if let Err(err) = handle_object(services, &object).await {
+        if let Err(err) = handle_object(state, &object).await {
             first_error.get_or_insert(err);
         }
     }
     first_error.map_or(Ok(()), Err)
 }
 
-async fn handle_sqs(services: &Services, event: SqsEvent) -> Value {
+async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
     let mut failures = Vec::new();
     for message in event.records {
         let id = message.message_id.clone().unwrap_or_default();
@@ -58,7 +87,7 @@ async fn handle_sqs(services: &Services, event: SqsEvent) -> Value {
         let ok = match serde_json::from_str::<Value>(body) {
             Ok(body) if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => true,
             Ok(body) => match serde_json::from_value::<S3Notification>(body) {
-                Ok(s3) => handle_s3(services, &s3).await.is_ok(),
+                Ok(s3) => handle_s3(state, &s3).await.is_ok(),
                 Err(_) => {
                     tracing::error!(message_id = %id, "SQS message is not an S3 event");
                     false
@@ -76,14 +105,16 @@ async fn handle_sqs(services: &Services, event: SqsEvent) -> Value {
     json!({ "batchItemFailures": failures })
 }
 
-async fn handle_object(services: &Services, object: &ObjectEvent) -> Result<Outcome, Error> {
-    let outcome = ingest::handle(services, object).await;
+async fn handle_object(state: &State, object: &ObjectEvent) -> Result<Outcome, Error> {
+    let outcome = state.ingestor.handle(object).await;
     match &outcome {
         Ok(Outcome::Indexed { chunks }) => tracing::info!(key = %object.key, chunks, "indexed"),
         Ok(Outcome::Failed(reason)) => tracing::warn!(key = %object.key, reason, "document failed"),
         Ok(Outcome::Removed) => tracing::info!(key = %object.key, "removed"),
         Ok(Outcome::Skipped(why)) => tracing::info!(key = %object.key, why, "skipped"),
-        Err(err) => tracing::error!(key = %object.key, error = %err, "ingest failed; will be retried"),
+        Err(err) => {
+            tracing::error!(key = %object.key, error = %err, cause = %err.causes(), "ingest failed; will be retried")
+        }
     }
     outcome
 }

@@ -1,4 +1,4 @@
-//! Lambda entry point for the ingest function: build services once, then handle S3 events
+//! Lambda entry point for the ingest function: build its state once, then handle S3 events
 //! (directly from S3 or wrapped in SQS).
 
 #![recursion_limit = "256"]
@@ -9,12 +9,12 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     coach::logging::init();
-    let services = coach::services::Services::from_env().await.inspect_err(|err| {
+    let state = ingest::State::from_env().await.inspect_err(|err| {
         tracing::error!(error = %err, "cold start failed");
     })?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let services = &services;
-        async move { ingest::handle(services, event.payload).await.map_err(Error::from) }
+        let state = &state;
+        async move { ingest::handle(state, event.payload).await.map_err(Error::from) }
     }))
     .await
 }

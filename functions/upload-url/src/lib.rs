@@ -9,11 +9,19 @@
 //!
 //! Documents belong to the caller's tenant; another tenant's document id is a 404.
 
+use std::sync::Arc;
+
 use coach::{
-    auth::{Principal, Role},
-    documents::UploadRequest,
-    http::{empty_response, error_response, json_body, json_response, query_limit, query_param, request_id},
-    services::Services,
+    auth::{Authenticator, Principal, Role},
+    config::{Env, StartupError},
+    documents::{Documents, UploadConfig, UploadRequest},
+    http::{
+        empty_response, error_response, json_body, json_response, outbound_client, query_limit, query_param, request_id,
+    },
+    ids::Ids,
+    ratelimit::{RateLimitConfig, RateLimiter},
+    secrets::Secrets,
+    store::{AwsClients, StoreConfig},
     Error,
 };
 use lambda_http::{
@@ -22,61 +30,93 @@ use lambda_http::{
 };
 use serde_json::json;
 
+/// What the upload-url function uses, built once per cold start.
+pub struct State {
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+    pub documents: Documents,
+}
+
+impl State {
+    /// Reads the configuration from the environment and builds everything from it.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        let env = Env::process();
+        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
+        Self::build(&env, &aws)
+    }
+
+    /// Builds the state from a configuration and ready clients.
+    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
+        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+        let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
+        Ok(Self {
+            auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
+            limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
+            documents: Documents::new(
+                table,
+                bucket.clone(),
+                bucket,
+                Arc::new(Ids::new()),
+                UploadConfig::from_env(env)?,
+            ),
+        })
+    }
+}
+
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
-pub async fn handle(services: &Services, req: Request) -> Response<Body> {
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
     let request_id = request_id(&req);
-    match route(services, &req).await {
+    match route(state, &req).await {
         Ok(response) => response,
         Err(err) => error_response(&err, &request_id),
     }
 }
 
-async fn route(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
+async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
     let path = req.uri().path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
     match (segments.as_slice(), method) {
-        (["uploads"], &Method::POST) => create_upload(services, req).await,
+        (["uploads"], &Method::POST) => create_upload(state, req).await,
         (["uploads"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (["documents"], &Method::GET) => list(services, req).await,
+        (["documents"], &Method::GET) => list(state, req).await,
         (["documents"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["documents", id], &Method::GET) => get(services, req, id).await,
-        (["documents", id], &Method::DELETE) => delete(services, req, id).await,
+        (["documents", id], &Method::GET) => get(state, req, id).await,
+        (["documents", id], &Method::DELETE) => delete(state, req, id).await,
         (["documents", _], _) => Err(Error::MethodNotAllowed { allow: "GET, DELETE" }),
         _ => Err(Error::NotFound(format!("no route for {method} {path}"))),
     }
 }
 
-async fn caller(services: &Services, req: &Request, role: Role) -> Result<Principal, Error> {
-    let who = services.auth.authenticate(req).await?;
+async fn caller(state: &State, req: &Request, role: Role) -> Result<Principal, Error> {
+    let who = state.auth.authenticate(req).await?;
     who.require(role)?;
     Ok(who)
 }
 
 /// `POST /uploads`: 201 with `{document_id, upload_url, method, headers, expires_at}`.
-async fn create_upload(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let who = caller(services, req, Role::Editor).await?;
-    services.rate_limiter.check(&who).await?;
+async fn create_upload(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::Editor).await?;
+    state.limiter.check(&who).await?;
     let input: UploadRequest = json_body(req)?;
-    let id = services.history.next_id().to_string();
-    let upload = services.documents.create_upload(&who, &id, &input).await?;
+    let upload = state.documents.create_upload(&who, &input).await?;
     Ok(json_response(StatusCode::CREATED, &upload))
 }
 
-async fn list(services: &Services, req: &Request) -> Result<Response<Body>, Error> {
-    let who = caller(services, req, Role::User).await?;
+async fn list(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::User).await?;
     let limit = query_limit(req, 50, 100)?;
-    let (documents, next_cursor) = services.documents.list(&who, limit, query_param(req, "cursor")).await?;
+    let (documents, next_cursor) = state.documents.list(&who, limit, query_param(req, "cursor")).await?;
     Ok(json_response(StatusCode::OK, &json!({"documents": documents, "next_cursor": next_cursor})))
 }
 
-async fn get(services: &Services, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = caller(services, req, Role::User).await?;
-    Ok(json_response(StatusCode::OK, &services.documents.get(&who, id).await?))
+async fn get(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::User).await?;
+    Ok(json_response(StatusCode::OK, &state.documents.get(&who, id).await?))
 }
 
-async fn delete(services: &Services, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = caller(services, req, Role::Editor).await?;
-    services.documents.delete(&who, id).await?;
+async fn delete(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::Editor).await?;
+    state.documents.delete(&who, id).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

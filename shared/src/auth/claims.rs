@@ -52,6 +52,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whose data this caller reads and writes: their tenant and user id.
+    pub fn owner(&self) -> crate::model::Owner<'_> {
+        crate::model::Owner { tenant: &self.tenant, user: &self.user_id }
+    }
+
     /// Whether the caller has `role` or a higher one.
     pub fn has_role(&self, role: Role) -> bool {
         self.roles.iter().any(|r| *r >= role)

@@ -19,6 +19,14 @@ use moka::future::Cache;
 use super::unauthorized;
 use crate::error::Error;
 
+/// Why the signing keys could not be loaded (for the log line at the edge).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load signing keys from {url}: {problem}")]
+struct KeysUnavailable {
+    url: String,
+    problem: String,
+}
+
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
@@ -92,22 +100,22 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<Arc<Vec<Key>>, Error> {
-        let unavailable = |what: &str| {
-            tracing::error!(url = %self.url, problem = what, "cannot load signing keys");
-            Error::Upstream("the identity provider's signing keys are unavailable".into())
+        let unavailable = |problem: String| Error::Upstream {
+            message: "the identity provider's signing keys are unavailable".into(),
+            cause: Some(Arc::new(KeysUnavailable { url: self.url.clone(), problem })),
         };
-        let response = self.http.get(&self.url).send().await.map_err(|e| unavailable(&e.to_string()))?;
+        let response = self.http.get(&self.url).send().await.map_err(|e| unavailable(e.without_url().to_string()))?;
         if !response.status().is_success() {
-            return Err(unavailable(&format!("status {}", response.status())));
+            return Err(unavailable(format!("status {}", response.status())));
         }
         if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
-            return Err(unavailable("document too large"));
+            return Err(unavailable("document too large".into()));
         }
-        let body = response.bytes().await.map_err(|e| unavailable(&e.to_string()))?;
+        let body = response.bytes().await.map_err(|e| unavailable(e.without_url().to_string()))?;
         if body.len() > MAX_JWKS_BYTES {
-            return Err(unavailable("document too large"));
+            return Err(unavailable("document too large".into()));
         }
-        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| unavailable("not a JWKS document"))?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| unavailable("not a JWKS document".into()))?;
         let keys: Vec<Key> = set
             .keys
             .iter()

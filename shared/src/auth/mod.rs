@@ -160,15 +160,20 @@ pub struct Authenticator {
 }
 
 enum Keys {
-    Hs256 { secrets: Secrets, secret_id: String },
+    Hs256(Secrets),
     Jwks(jwks::Jwks),
 }
 
 impl Authenticator {
-    /// `secrets` and `secret_id` serve HS256 mode; `http` fetches JWKS in JWKS mode.
-    pub fn new(config: AuthConfig, secrets: Secrets, secret_id: String, http: reqwest::Client) -> Self {
+    /// Settings from `COACH_AUTH_*`, `COACH_JWT_*`, `COACH_JWKS_*` and the claim variables.
+    pub fn from_env(env: &Env, secrets: Secrets, http: reqwest::Client) -> Result<Self, ConfigError> {
+        Ok(Self::new(AuthConfig::from_env(env)?, secrets, http))
+    }
+
+    /// `secrets` serve HS256 mode; `http` fetches JWKS in JWKS mode.
+    pub fn new(config: AuthConfig, secrets: Secrets, http: reqwest::Client) -> Self {
         let keys = match &config.mode {
-            AuthMode::Hs256 => Keys::Hs256 { secrets, secret_id },
+            AuthMode::Hs256 => Keys::Hs256(secrets),
             AuthMode::Jwks { url, cache_ttl, min_refetch, .. } => {
                 Keys::Jwks(jwks::Jwks::new(http, url.clone(), *cache_ttl, *min_refetch))
             }
@@ -196,15 +201,15 @@ impl Authenticator {
         let header = decode_header(token).map_err(|_| unauthorized("malformed token"))?;
         let alg = header.alg;
         let key = match &self.keys {
-            Keys::Hs256 { secrets, secret_id } => {
+            Keys::Hs256(secrets) => {
                 if alg != Algorithm::HS256 {
                     return Err(unauthorized("token algorithm not accepted"));
                 }
-                hs256_key(secrets, secret_id).await?
+                hs256_key(secrets).await?
             }
             Keys::Jwks(jwks) => {
                 let AuthMode::Jwks { algorithms, .. } = &self.config.mode else {
-                    return Err(Error::Internal("JWKS keys without JWKS mode".into()));
+                    return Err(Error::internal("JWKS keys without JWKS mode"));
                 };
                 if !algorithms.contains(&alg) {
                     return Err(unauthorized("token algorithm not accepted"));
@@ -248,21 +253,86 @@ impl Authenticator {
     }
 }
 
-async fn hs256_key(secrets: &Secrets, secret_id: &str) -> Result<DecodingKey, Error> {
-    let key = secrets.field(secret_id, HS256_SECRET_FIELD).await?;
-    match key {
+async fn hs256_key(secrets: &Secrets) -> Result<DecodingKey, Error> {
+    match secrets.field(HS256_SECRET_FIELD).await? {
         Some(key) if key.len() >= MIN_HS256_KEY_BYTES => Ok(DecodingKey::from_secret(key.as_bytes())),
-        _ => {
-            tracing::error!(
-                secret_id,
-                field = HS256_SECRET_FIELD,
-                "HS256 key missing or shorter than {MIN_HS256_KEY_BYTES} bytes"
-            );
-            Err(Error::Unavailable("authentication is not configured".into()))
-        }
+        _ => Err(Error::unavailable("authentication is not configured", WeakKey)),
     }
 }
 
+/// The HS256 key is missing from the secret, or too short to be safe.
+#[derive(Debug, thiserror::Error)]
+#[error("the secret's {HS256_SECRET_FIELD} is missing or shorter than {MIN_HS256_KEY_BYTES} bytes")]
+struct WeakKey;
+
 pub(crate) fn unauthorized(message: impl Into<String>) -> Error {
     Error::Unauthorized(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = |k: &str| map.get(k).cloned();
+        AuthConfig::from_env(&Env(&lookup))
+    }
+
+    #[test]
+    fn auth_defaults_to_hs256_with_standard_claims() {
+        let auth = config(&[]).unwrap();
+        assert_eq!(auth.mode, AuthMode::Hs256);
+        assert_eq!(auth.user_claim, "sub");
+        assert_eq!(auth.tenant, TenantSource::Claim("tenant_id".into()));
+        assert_eq!(auth.roles_claim, "roles");
+        assert_eq!(auth.default_role, Some(Role::User));
+        assert_eq!(auth.leeway_secs, 30);
+    }
+
+    #[test]
+    fn jwks_mode_settings() {
+        let c = config(&[
+            ("COACH_AUTH_MODE", "jwks"),
+            ("COACH_JWKS_URL", "https://tenant.auth0.com/.well-known/jwks.json"),
+            ("COACH_JWT_ALGORITHMS", "ES256"),
+            ("COACH_JWT_AUDIENCE", "a, b"),
+        ])
+        .unwrap();
+        let AuthMode::Jwks { url, algorithms, cache_ttl, min_refetch } = c.mode else { panic!("jwks") };
+        assert_eq!(url, "https://tenant.auth0.com/.well-known/jwks.json");
+        assert_eq!(algorithms, vec![Algorithm::ES256]);
+        assert_eq!(cache_ttl, Duration::from_secs(3600));
+        assert_eq!(min_refetch, Duration::from_secs(60));
+        assert_eq!(c.audience, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn bad_auth_settings_name_the_variable() {
+        let var = |vars: &[(&str, &str)]| config(vars).unwrap_err().var;
+        assert_eq!(var(&[("COACH_AUTH_MODE", "basic")]), "COACH_AUTH_MODE");
+        assert_eq!(var(&[("COACH_AUTH_MODE", "jwks")]), "COACH_JWKS_URL");
+        assert_eq!(
+            var(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "http://idp.example.com/jwks")]),
+            "COACH_JWKS_URL"
+        );
+        assert_eq!(
+            var(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "https://x/j"), ("COACH_JWT_ALGORITHMS", "HS256")]),
+            "COACH_JWT_ALGORITHMS"
+        );
+        assert_eq!(var(&[("COACH_JWT_ALGORITHMS", "RS256")]), "COACH_JWT_ALGORITHMS");
+        assert_eq!(var(&[("COACH_DEFAULT_ROLE", "root")]), "COACH_DEFAULT_ROLE");
+        assert_eq!(var(&[("COACH_SINGLE_TENANT", "a/b")]), "COACH_SINGLE_TENANT");
+        assert_eq!(var(&[("COACH_JWT_LEEWAY_SECS", "3600")]), "COACH_JWT_LEEWAY_SECS");
+    }
+
+    #[test]
+    fn loopback_http_jwks_is_allowed_for_local_issuers() {
+        for url in ["http://127.0.0.1:8080/jwks", "http://localhost/jwks"] {
+            assert!(config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url)]).is_ok(), "{url}");
+        }
+        let spoof = config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "http://localhost.evil.com/jwks")]);
+        assert!(spoof.is_err());
+    }
 }

@@ -5,21 +5,30 @@
 //! chunks are about `size` characters, cut at a paragraph, sentence or word boundary when one
 //! is near, and each starts `overlap` characters before the previous one ended.
 
-use serde::{Deserialize, Serialize};
-
-/// One piece of a document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    /// Heading path of the section, for markdown.
-    pub heading: Option<String>,
-    pub text: String,
-}
+use crate::{
+    config::{ConfigError, Env},
+    model::Chunk,
+};
 
 /// Chunk sizes in characters (`COACH_CHUNK_SIZE`, `COACH_CHUNK_OVERLAP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkConfig {
     pub size: usize,
     pub overlap: usize,
+}
+
+impl ChunkConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let size = env.number("COACH_CHUNK_SIZE", 1000, 100, 20_000)? as usize;
+        let overlap = env.number("COACH_CHUNK_OVERLAP", 150, 0, 10_000)? as usize;
+        if overlap >= size / 2 {
+            return Err(ConfigError {
+                var: "COACH_CHUNK_OVERLAP",
+                reason: format!("must be less than half of COACH_CHUNK_SIZE ({size})"),
+            });
+        }
+        Ok(Self { size, overlap })
+    }
 }
 
 impl Default for ChunkConfig {

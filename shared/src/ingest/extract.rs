@@ -3,7 +3,7 @@
 //! file; nothing here panics on bad input (the PDF parser is additionally fenced with
 //! `catch_unwind`, since it is a large third-party parser).
 
-use crate::documents::Kind;
+use crate::model::Kind;
 
 /// Why a document cannot be read, in words for the person who uploaded it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,24 +7,25 @@
 //! deletes the shard and the record. Re-delivery of an event for a version already `ready` is
 //! skipped, and every write is a whole-object put, so retries are idempotent.
 //!
-//! Errors returned from [`handle`] are transient (S3, DynamoDB, embedding provider): the
-//! caller reports them so the event is retried. Everything else ends in a status.
+//! Errors returned from [`Ingestor::handle`] are transient (storage, embedding provider):
+//! the caller reports them so the event is retried. Everything else ends in a status.
+//! Extraction and chunking are CPU work and run on the blocking pool, off the event loop.
 
 pub mod chunk;
 pub mod extract;
-pub mod index;
 
-use aws_sdk_s3::primitives::ByteStream;
+use std::sync::Arc;
 
 use crate::{
-    aws::{classify, unavailable},
-    documents::{safe_filename, Kind, Scope},
-    embeddings::EmbedError,
+    config::{ConfigError, Env},
+    documents::{max_upload_bytes, safe_filename},
+    embeddings::{EmbedError, Embedder},
     error::Error,
-    services::Services,
+    ids::now_ms,
+    model::{Chunk, Finished, Kind, NewDocument, Scope, Shard},
+    store::{BlobStore, DocumentStore, IndexStore, StoreError},
 };
-use chunk::{chunk_markdown, chunk_text};
-use index::Shard;
+use chunk::{chunk_markdown, chunk_text, ChunkConfig};
 
 /// An S3 event notification, as S3 sends it to Lambda or SQS. Only what ingest reads is
 /// modelled, and every field may be absent, so notifications from S3-compatible emulators
@@ -123,76 +124,129 @@ fn global_id(key: &str) -> String {
     format!("doc-{hash:016x}")
 }
 
-/// Handles one object event.
-pub async fn handle(services: &Services, event: &ObjectEvent) -> Result<Outcome, Error> {
-    let Some(target) = target(&event.key) else {
-        return Ok(Outcome::Skipped("not a document key"));
-    };
-    let docs = &services.documents;
-    if !event.created {
-        let shard_key = format!("{}{}", target.scope.index_prefix(), target.id);
-        delete_object(services, &shard_key).await?;
-        match docs.record(&target.scope, &target.id).await? {
-            Some(record) if record.key == event.key || target.scope == Scope::Global => {
-                docs.delete_record(&target.scope, &target.id).await?
+/// Turns object events into indexed documents. Build once per cold start.
+pub struct Ingestor {
+    records: Arc<dyn DocumentStore>,
+    blobs: Arc<dyn BlobStore>,
+    index: Arc<dyn IndexStore>,
+    embedder: Embedder,
+    chunks: ChunkConfig,
+    max_bytes: u64,
+}
+
+impl Ingestor {
+    /// Chunk sizes (`COACH_CHUNK_*`) and the size limit (`COACH_MAX_UPLOAD_BYTES`) from `env`.
+    pub fn from_env(
+        env: &Env,
+        records: Arc<dyn DocumentStore>,
+        blobs: Arc<dyn BlobStore>,
+        index: Arc<dyn IndexStore>,
+        embedder: Embedder,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            records,
+            blobs,
+            index,
+            embedder,
+            chunks: ChunkConfig::from_env(env)?,
+            max_bytes: max_upload_bytes(env)?,
+        })
+    }
+
+    /// Handles one object event.
+    pub async fn handle(&self, event: &ObjectEvent) -> Result<Outcome, Error> {
+        let Some(target) = target(&event.key) else {
+            return Ok(Outcome::Skipped("not a document key"));
+        };
+        if !event.created {
+            self.index.delete(&target.scope, &target.id).await?;
+            match self.records.get(&target.scope, &target.id).await? {
+                Some(record) if record.key == event.key || target.scope == Scope::Global => {
+                    self.records.delete(&target.scope, &target.id).await?
+                }
+                _ => {}
             }
-            _ => {}
+            return Ok(Outcome::Removed);
         }
-        return Ok(Outcome::Removed);
-    }
 
-    let kind = match &target.scope {
-        Scope::Tenant(_) => match docs.record(&target.scope, &target.id).await? {
-            Some(record) if record.key == event.key => Kind::from_content_type(&record.content_type),
-            _ => return Ok(Outcome::Skipped("no upload record for this key")),
-        },
-        Scope::Global => Kind::from_filename(&target.filename),
-    };
-    let Some(kind) = kind else {
+        let kind = match &target.scope {
+            Scope::Tenant(_) => match self.records.get(&target.scope, &target.id).await? {
+                Some(record) if record.key == event.key => Kind::from_content_type(&record.content_type),
+                _ => return Ok(Outcome::Skipped("no upload record for this key")),
+            },
+            Scope::Global => Kind::from_filename(&target.filename),
+        };
+        let Some(kind) = kind else {
+            if target.scope == Scope::Global {
+                return Ok(Outcome::Skipped("not a document type Coach reads"));
+            }
+            return self.fail(&target, "unsupported file type".into()).await;
+        };
+
+        let Some(object) = self.blobs.get(&event.key).await? else {
+            return Ok(Outcome::Skipped("object no longer exists"));
+        };
         if target.scope == Scope::Global {
-            return Ok(Outcome::Skipped("not a document type Coach reads"));
+            let record = NewDocument {
+                document_id: &target.id,
+                filename: &target.filename,
+                kind,
+                size_bytes: object.size,
+                key: &event.key,
+                uploaded_by: "",
+            };
+            self.records.upsert(&target.scope, &record, now_ms()).await?;
         }
-        docs.mark_failed(&target.scope, &target.id, "unsupported file type").await?;
-        return Ok(Outcome::Failed("unsupported file type".into()));
-    };
+        match self.records.start_processing(&target.scope, &target.id, &object.etag, now_ms()).await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Ok(Outcome::Skipped("this version is already indexed")),
+            Err(e) => return Err(e.into()),
+        }
+        let size = object.size;
+        if size > self.max_bytes {
+            return self.fail(&target, format!("the file is {size} bytes; the limit is {}", self.max_bytes)).await;
+        }
+        let bytes = object.body.bytes().await?;
 
-    let object = match services.aws.s3.get_object().bucket(&services.config.bucket).key(&event.key).send().await {
-        Ok(object) => object,
-        Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-            return Ok(Outcome::Skipped("object no longer exists"))
-        }
-        Err(e) => return Err(unavailable("read object", classify(&e))),
-    };
-    let etag = object.e_tag().unwrap_or_default().to_owned();
-    let size = u64::try_from(object.content_length().unwrap_or(0)).unwrap_or(0);
-    if target.scope == Scope::Global {
-        docs.put_global_record(&target.id, &event.key, &target.filename, kind, size).await?;
+        let chunks = self.chunks;
+        let extracted = tokio::task::spawn_blocking(move || {
+            extract::extract(kind, &bytes).map(|text| match kind {
+                Kind::Markdown => chunk_markdown(&text, chunks),
+                _ => chunk_text(&text, chunks),
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal { detail: "extraction task failed".into(), cause: Some(Arc::new(e)) })?;
+        let chunks = match extracted {
+            Ok(chunks) => chunks,
+            Err(reason) => return self.fail(&target, reason.to_string()).await,
+        };
+        let (embedding_model, dims, vectors) = match self.embed(&chunks).await {
+            Ok(embedded) => embedded,
+            Err(EmbedError::Refused(reason)) => return self.fail(&target, reason).await,
+            // Transient: leave the document `processing` and let the event be retried.
+            Err(EmbedError::Unavailable(reason)) => return Err(Error::upstream(reason)),
+        };
+        let shard = Shard {
+            document_id: target.id.clone(),
+            title: target.filename.clone(),
+            chunks,
+            embedding_model,
+            dims,
+            vectors,
+        };
+        let count = shard.chunks.len();
+        self.index.write(&target.scope, &shard).await?;
+        let ready = Finished::Ready { chunks: count as u64, etag: &object.etag, size_bytes: size };
+        self.finish(&target, ready).await?;
+        Ok(Outcome::Indexed { chunks: count })
     }
-    if !docs.start_processing(&target.scope, &target.id, &etag).await? {
-        return Ok(Outcome::Skipped("this version is already indexed"));
-    }
-    let max = services.config.uploads.max_bytes;
-    if size > max {
-        let reason = format!("the file is {size} bytes; the limit is {max}");
-        docs.mark_failed(&target.scope, &target.id, &reason).await?;
-        return Ok(Outcome::Failed(reason));
-    }
-    let bytes =
-        object.body.collect().await.map_err(|_| Error::Unavailable("object download broke off".into()))?.into_bytes();
 
-    let text = match extract::extract(kind, &bytes) {
-        Ok(text) => text,
-        Err(reason) => {
-            let reason = reason.to_string();
-            docs.mark_failed(&target.scope, &target.id, &reason).await?;
-            return Ok(Outcome::Failed(reason));
+    /// One vector per chunk when an embedding provider is configured: (model, dims, vectors).
+    async fn embed(&self, chunks: &[Chunk]) -> Result<(Option<String>, u32, Vec<f32>), EmbedError> {
+        if !self.embedder.enabled() || chunks.is_empty() {
+            return Ok((None, 0, Vec::new()));
         }
-    };
-    let chunks = match kind {
-        Kind::Markdown => chunk_markdown(&text, services.config.chunks),
-        _ => chunk_text(&text, services.config.chunks),
-    };
-    let (embedding_model, dims, vectors) = if services.embedder.enabled() && !chunks.is_empty() {
         let texts: Vec<String> = chunks
             .iter()
             .map(|c| match &c.heading {
@@ -200,57 +254,24 @@ pub async fn handle(services: &Services, event: &ObjectEvent) -> Result<Outcome,
                 None => c.text.clone(),
             })
             .collect();
-        match services.embedder.embed(&texts).await {
-            Ok(vectors) => {
-                let dims = vectors[0].len();
-                (Some(services.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect())
-            }
-            Err(EmbedError::Refused(reason)) => {
-                docs.mark_failed(&target.scope, &target.id, &reason).await?;
-                return Ok(Outcome::Failed(reason));
-            }
-            // Transient: leave the document `processing` and let the event be retried.
-            Err(EmbedError::Unavailable(reason)) => return Err(Error::Upstream(reason)),
-        }
-    } else {
-        (None, 0, Vec::new())
-    };
-    let shard = Shard {
-        document_id: target.id.clone(),
-        title: target.filename.clone(),
-        chunks,
-        embedding_model,
-        dims,
-        vectors,
-    };
-    let count = shard.chunks.len();
-    let shard_key = format!("{}{}", target.scope.index_prefix(), target.id);
-    services
-        .aws
-        .s3
-        .put_object()
-        .bucket(&services.config.bucket)
-        .key(&shard_key)
-        .content_type("application/octet-stream")
-        .body(ByteStream::from(shard.encode()))
-        .send()
-        .await
-        .map_err(|e| unavailable("write index shard", classify(&e)))?;
-    docs.mark_ready(&target.scope, &target.id, count as u64, &etag, size).await?;
-    Ok(Outcome::Indexed { chunks: count })
-}
+        let vectors = self.embedder.embed(&texts).await?;
+        let dims = vectors.first().map_or(0, Vec::len);
+        Ok((Some(self.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect()))
+    }
 
-async fn delete_object(services: &Services, key: &str) -> Result<(), Error> {
-    services
-        .aws
-        .s3
-        .delete_object()
-        .bucket(&services.config.bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| unavailable("delete object", classify(&e)))?;
-    Ok(())
+    /// Marks the document `failed` with `reason`.
+    async fn fail(&self, target: &Target, reason: String) -> Result<Outcome, Error> {
+        self.finish(target, Finished::Failed { reason: &reason }).await?;
+        Ok(Outcome::Failed(reason))
+    }
+
+    async fn finish(&self, target: &Target, finished: Finished<'_>) -> Result<(), Error> {
+        match self.records.finish(&target.scope, &target.id, finished, now_ms()).await {
+            // Deleted meanwhile: nothing to record.
+            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]

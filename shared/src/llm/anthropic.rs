@@ -1,88 +1,143 @@
 //! Anthropic Messages API (`POST {base}/v1/messages`).
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use super::{sse::SseEvent, upstream, Completion, Delta, LlmConfig, Prompt, StreamStep, Usage};
-use crate::{error::Error, history::Author};
+use super::{
+    wire::{count, text, upstream, StreamStep, Wire},
+    Completion, Delta, LlmConfig, Prompt,
+};
+use crate::{error::Error, model::Usage};
 
 const API_VERSION: &str = "2023-06-01";
 
-pub(super) fn request(
-    http: &reqwest::Client,
-    config: &LlmConfig,
-    prompt: &Prompt,
-    api_key: Option<&str>,
+pub(super) struct Anthropic;
+
+#[derive(Serialize)]
+pub(super) struct Request<'a> {
+    model: &'a str,
+    system: &'a str,
+    messages: Vec<Message<'a>>,
+    max_tokens: u32,
     stream: bool,
-) -> reqwest::RequestBuilder {
-    let messages: Vec<Value> = prompt
-        .turns
-        .iter()
-        .map(|t| {
-            let role = match t.role {
-                Author::User => "user",
-                Author::Assistant => "assistant",
-            };
-            json!({"role": role, "content": t.content})
-        })
-        .collect();
-    let body = json!({
-        "model": config.model,
-        "system": prompt.system,
-        "messages": messages,
-        "max_tokens": config.max_output_tokens,
-        "stream": stream,
-    });
-    let request =
-        http.post(format!("{}/v1/messages", config.base_url)).header("anthropic-version", API_VERSION).json(&body);
-    match api_key {
-        Some(key) => request.header("x-api-key", key),
-        None => request,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Response {
+    content: Vec<Block>,
+    #[serde(default)]
+    usage: WireUsage,
+    #[serde(default, deserialize_with = "text")]
+    model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Block {
+    #[serde(rename = "type", default, deserialize_with = "text")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "text")]
+    text: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default, deserialize_with = "count")]
+    input_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    output_tokens: u64,
+}
+
+impl From<&WireUsage> for Usage {
+    fn from(u: &WireUsage) -> Usage {
+        Usage { input_tokens: u.input_tokens, output_tokens: u.output_tokens }
     }
 }
 
-pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
-    let blocks = body["content"].as_array()?;
-    let text: String = blocks.iter().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
-    Some(Completion {
-        text,
-        usage: Usage {
-            input_tokens: body["usage"]["input_tokens"].as_u64().unwrap_or(0),
-            output_tokens: body["usage"]["output_tokens"].as_u64().unwrap_or(0),
-        },
-        model: body["model"].as_str().unwrap_or_default().to_owned(),
-    })
+/// One stream event's data.
+#[derive(Deserialize)]
+pub(super) struct Event {
+    #[serde(rename = "type", default, deserialize_with = "text")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<EventMessage>,
+    #[serde(default)]
+    delta: Option<Block>,
+    #[serde(default)]
+    usage: WireUsage,
 }
 
-pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> {
-    let data: Value =
-        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
-    let kind = event.event.as_deref().or(data["type"].as_str()).unwrap_or_default();
-    let deltas = match kind {
-        "message_start" => {
-            let message = &data["message"];
-            let mut deltas = Vec::new();
-            if let Some(model) = message["model"].as_str() {
-                deltas.push(Delta::Model(model.to_owned()));
-            }
-            deltas.push(Delta::Usage(Usage {
-                input_tokens: message["usage"]["input_tokens"].as_u64().unwrap_or(0),
-                output_tokens: message["usage"]["output_tokens"].as_u64().unwrap_or(0),
-            }));
-            deltas
+#[derive(Deserialize)]
+struct EventMessage {
+    #[serde(default, deserialize_with = "text")]
+    model: Option<String>,
+    #[serde(default)]
+    usage: WireUsage,
+}
+
+impl Wire for Anthropic {
+    type Request<'a> = Request<'a>;
+    type Response = Response;
+    type Event = Event;
+
+    fn url(config: &LlmConfig, _stream: bool) -> String {
+        format!("{}/v1/messages", config.base_url)
+    }
+
+    fn body<'a>(config: &'a LlmConfig, prompt: &'a Prompt, stream: bool) -> Request<'a> {
+        Request {
+            model: &config.model,
+            system: &prompt.system,
+            messages: prompt.turns.iter().map(|t| Message { role: t.role.as_str(), content: &t.content }).collect(),
+            max_tokens: config.max_output_tokens,
+            stream,
         }
-        "content_block_delta" => match data["delta"]["text"].as_str() {
-            Some(text) if data["delta"]["type"] == "text_delta" && !text.is_empty() => {
-                vec![Delta::Text(text.to_owned())]
+    }
+
+    fn headers(request: reqwest::RequestBuilder, api_key: Option<&str>) -> reqwest::RequestBuilder {
+        let request = request.header("anthropic-version", API_VERSION);
+        match api_key {
+            Some(key) => request.header("x-api-key", key),
+            None => request,
+        }
+    }
+
+    fn completion(response: Response) -> Option<Completion> {
+        let text: String =
+            response.content.into_iter().filter(|b| b.kind.as_deref() == Some("text")).filter_map(|b| b.text).collect();
+        Some(Completion { text, usage: (&response.usage).into(), model: response.model.unwrap_or_default() })
+    }
+
+    fn step(name: Option<&str>, data: Event) -> Result<StreamStep, Error> {
+        let kind = name.or(data.kind.as_deref()).unwrap_or_default();
+        let deltas = match kind {
+            "message_start" => {
+                let mut deltas = Vec::new();
+                let (model, usage) = match &data.message {
+                    Some(m) => (m.model.clone(), Usage::from(&m.usage)),
+                    None => (None, Usage::default()),
+                };
+                if let Some(model) = model {
+                    deltas.push(Delta::Model(model));
+                }
+                deltas.push(Delta::Usage(usage));
+                deltas
             }
+            "content_block_delta" => match data.delta {
+                Some(Block { kind: Some(k), text: Some(text) }) if k == "text_delta" && !text.is_empty() => {
+                    vec![Delta::Text(text)]
+                }
+                _ => Vec::new(),
+            },
+            "message_delta" => vec![Delta::Usage((&data.usage).into())],
+            "message_stop" => return Ok(StreamStep::Done),
+            "error" => return Err(upstream("the language model failed mid-reply")),
             _ => Vec::new(),
-        },
-        "message_delta" => vec![Delta::Usage(Usage {
-            input_tokens: data["usage"]["input_tokens"].as_u64().unwrap_or(0),
-            output_tokens: data["usage"]["output_tokens"].as_u64().unwrap_or(0),
-        })],
-        "message_stop" => return Ok(StreamStep::Done),
-        "error" => return Err(upstream("the language model failed mid-reply")),
-        _ => Vec::new(),
-    };
-    Ok(StreamStep::Deltas(deltas))
+        };
+        Ok(StreamStep::Deltas(deltas))
+    }
 }

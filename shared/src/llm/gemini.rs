@@ -1,81 +1,162 @@
 //! Google Gemini (`POST {base}/v1beta/models/{model}:generateContent`, and
 //! `:streamGenerateContent?alt=sse` for streams).
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use super::{sse::SseEvent, upstream, Completion, Delta, LlmConfig, Prompt, StreamStep, Usage};
-use crate::{error::Error, history::Author};
+use super::{
+    wire::{count, text, upstream, StreamStep, Wire},
+    Completion, Delta, LlmConfig, Prompt,
+};
+use crate::{
+    error::Error,
+    model::{Author, Usage},
+};
 
-pub(super) fn request(
-    http: &reqwest::Client,
-    config: &LlmConfig,
-    prompt: &Prompt,
-    api_key: Option<&str>,
-    stream: bool,
-) -> reqwest::RequestBuilder {
-    let contents: Vec<Value> = prompt
-        .turns
-        .iter()
-        .map(|t| {
-            let role = match t.role {
-                Author::User => "user",
-                Author::Assistant => "model",
-            };
-            json!({"role": role, "parts": [{"text": t.content}]})
+pub(super) struct Gemini;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Request<'a> {
+    system_instruction: Content<'a>,
+    contents: Vec<Content<'a>>,
+    generation_config: GenerationConfig,
+}
+
+#[derive(Serialize)]
+struct Content<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    parts: [Part<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Part<'a> {
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    max_output_tokens: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Response {
+    #[serde(default)]
+    candidates: Vec<Candidate>,
+    #[serde(default)]
+    usage_metadata: Option<WireUsage>,
+    #[serde(default, deserialize_with = "text")]
+    model_version: Option<String>,
+    /// Only in stream chunks: a failure mid-reply.
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Candidate {
+    #[serde(default)]
+    content: Option<ReplyContent>,
+}
+
+#[derive(Deserialize)]
+struct ReplyContent {
+    #[serde(default)]
+    parts: Option<Vec<ReplyPart>>,
+}
+
+#[derive(Deserialize)]
+struct ReplyPart {
+    #[serde(default, deserialize_with = "text")]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireUsage {
+    #[serde(default, deserialize_with = "count")]
+    prompt_token_count: u64,
+    #[serde(default, deserialize_with = "count")]
+    candidates_token_count: u64,
+}
+
+impl Response {
+    /// The first candidate's text; `None` when it has no parts.
+    fn text(&mut self) -> Option<String> {
+        let parts = self.candidates.first_mut()?.content.as_mut()?.parts.take()?;
+        Some(parts.into_iter().filter_map(|p| p.text).collect())
+    }
+
+    fn usage(&self) -> Usage {
+        self.usage_metadata
+            .as_ref()
+            .map(|u| Usage { input_tokens: u.prompt_token_count, output_tokens: u.candidates_token_count })
+            .unwrap_or_default()
+    }
+}
+
+impl Wire for Gemini {
+    type Request<'a> = Request<'a>;
+    type Response = Response;
+    type Event = Response;
+
+    fn url(config: &LlmConfig, stream: bool) -> String {
+        if stream {
+            format!("{}/v1beta/models/{}:streamGenerateContent?alt=sse", config.base_url, config.model)
+        } else {
+            format!("{}/v1beta/models/{}:generateContent", config.base_url, config.model)
+        }
+    }
+
+    fn body<'a>(config: &'a LlmConfig, prompt: &'a Prompt, _stream: bool) -> Request<'a> {
+        let contents = prompt
+            .turns
+            .iter()
+            .map(|t| {
+                let role = match t.role {
+                    Author::User => "user",
+                    Author::Assistant => "model",
+                };
+                Content { role: Some(role), parts: [Part { text: &t.content }] }
+            })
+            .collect();
+        Request {
+            system_instruction: Content { role: None, parts: [Part { text: &prompt.system }] },
+            contents,
+            generation_config: GenerationConfig { max_output_tokens: config.max_output_tokens },
+        }
+    }
+
+    fn headers(request: reqwest::RequestBuilder, api_key: Option<&str>) -> reqwest::RequestBuilder {
+        match api_key {
+            Some(key) => request.header("x-goog-api-key", key),
+            None => request,
+        }
+    }
+
+    fn completion(mut response: Response) -> Option<Completion> {
+        Some(Completion {
+            text: response.text()?,
+            usage: response.usage(),
+            model: response.model_version.take().unwrap_or_default(),
         })
-        .collect();
-    let body = json!({
-        "systemInstruction": {"parts": [{"text": prompt.system}]},
-        "contents": contents,
-        "generationConfig": {"maxOutputTokens": config.max_output_tokens},
-    });
-    let url = if stream {
-        format!("{}/v1beta/models/{}:streamGenerateContent?alt=sse", config.base_url, config.model)
-    } else {
-        format!("{}/v1beta/models/{}:generateContent", config.base_url, config.model)
-    };
-    let request = http.post(url).json(&body);
-    match api_key {
-        Some(key) => request.header("x-goog-api-key", key),
-        None => request,
     }
-}
 
-fn text_of(body: &Value) -> Option<String> {
-    let parts = body["candidates"][0]["content"]["parts"].as_array()?;
-    Some(parts.iter().filter_map(|p| p["text"].as_str()).collect())
-}
-
-fn usage_of(body: &Value) -> Usage {
-    Usage {
-        input_tokens: body["usageMetadata"]["promptTokenCount"].as_u64().unwrap_or(0),
-        output_tokens: body["usageMetadata"]["candidatesTokenCount"].as_u64().unwrap_or(0),
+    fn step(_name: Option<&str>, mut chunk: Response) -> Result<StreamStep, Error> {
+        if chunk.error.is_some() {
+            return Err(upstream("the language model failed mid-reply"));
+        }
+        let mut deltas = Vec::new();
+        if let Some(model) = chunk.model_version.take() {
+            deltas.push(Delta::Model(model));
+        }
+        if let Some(text) = chunk.text().filter(|t| !t.is_empty()) {
+            deltas.push(Delta::Text(text));
+        }
+        if chunk.usage_metadata.is_some() {
+            deltas.push(Delta::Usage(chunk.usage()));
+        }
+        Ok(StreamStep::Deltas(deltas))
     }
-}
-
-pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
-    Some(Completion {
-        text: text_of(body)?,
-        usage: usage_of(body),
-        model: body["modelVersion"].as_str().unwrap_or_default().to_owned(),
-    })
-}
-
-pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> {
-    let chunk: Value =
-        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
-    if chunk.get("error").is_some() {
-        return Err(upstream("the language model failed mid-reply"));
-    }
-    let mut deltas = Vec::new();
-    if let Some(model) = chunk["modelVersion"].as_str() {
-        deltas.push(Delta::Model(model.to_owned()));
-    }
-    if let Some(text) = text_of(&chunk).filter(|t| !t.is_empty()) {
-        deltas.push(Delta::Text(text));
-    }
-    if chunk["usageMetadata"].is_object() {
-        deltas.push(Delta::Usage(usage_of(&chunk)));
-    }
-    Ok(StreamStep::Deltas(deltas))
 }

@@ -6,6 +6,9 @@
 //! clearly labelled, so Coach works offline. API keys are the `llm_api_key` field of the
 //! Coach secret.
 //!
+//! Every provider is a [`ChatModel`]. The three HTTP providers differ only in their wire
+//! format ([`wire::Wire`]: URL, headers, serde request and response types); sending with
+//! retries, reading replies and decoding streams is one piece of code ([`wire::HttpModel`]).
 //! Every call is bounded by `COACH_LLM_TIMEOUT_MS` and tried up to `COACH_LLM_MAX_ATTEMPTS`
 //! times, with exponential backoff and full jitter, on 429, 5xx, timeouts and connection
 //! failures (honouring a short `Retry-After`). A stream is retried only before its first
@@ -15,30 +18,24 @@ mod anthropic;
 mod gemini;
 mod openai;
 pub mod sse;
+mod wire;
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
-use futures_util::{Stream, StreamExt};
-use serde::Serialize;
+use async_trait::async_trait;
+use futures_util::Stream;
 
 use crate::{
     config::{ConfigError, Env},
     error::Error,
-    history::Author,
+    model::{Author, Usage},
     retrieval::Passage,
-    retry::{self, RetryPolicy, SendError},
+    retry::Retries,
     secrets::Secrets,
 };
 
 /// Field of the Coach secret holding the provider's API key.
 pub const API_KEY_FIELD: &str = "llm_api_key";
-
-/// Token counts of one model call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -59,13 +56,11 @@ pub struct LlmConfig {
     pub context_tokens: u32,
     /// Bound on one attempt (non-streaming) or on the wait for each streamed chunk.
     pub timeout: Duration,
-    pub max_attempts: u32,
-    /// Base of the exponential backoff between attempts.
-    pub backoff: Duration,
+    pub retries: Retries,
 }
 
 impl LlmConfig {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, retries: Retries) -> Result<Self, ConfigError> {
         let provider = match env.string_or("COACH_LLM_PROVIDER", "none").to_ascii_lowercase().as_str() {
             "none" => Provider::None,
             "openai" => Provider::OpenAi,
@@ -103,8 +98,7 @@ impl LlmConfig {
             max_output_tokens,
             context_tokens,
             timeout: Duration::from_millis(env.number("COACH_LLM_TIMEOUT_MS", 30_000, 100, 900_000)?),
-            max_attempts: env.number("COACH_LLM_MAX_ATTEMPTS", 3, 1, 10)? as u32,
-            backoff: Duration::from_millis(env.number("COACH_LLM_BACKOFF_MS", 250, 0, 10_000)?),
+            retries,
         })
     }
 }
@@ -144,40 +138,45 @@ pub enum Delta {
 
 pub type DeltaStream = Pin<Box<dyn Stream<Item = Result<Delta, Error>> + Send>>;
 
+/// A language model: a whole reply, or a reply streamed piece by piece. `passages` are what
+/// retrieval found (the offline model answers with them; the others find them in the prompt).
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error>;
+    async fn stream(&self, prompt: &Prompt, passages: &[Passage]) -> Result<DeltaStream, Error>;
+}
+
 /// The configured model. Build once per cold start.
 pub struct Llm {
     config: LlmConfig,
-    http: reqwest::Client,
-    secrets: Secrets,
-    secret_id: String,
+    model: Arc<dyn ChatModel>,
 }
 
 impl Llm {
-    pub fn new(config: LlmConfig, http: reqwest::Client, secrets: Secrets, secret_id: String) -> Self {
-        Self { config, http, secrets, secret_id }
+    /// The provider named by `COACH_LLM_PROVIDER`, with its settings.
+    pub fn from_env(env: &Env, retries: Retries, http: reqwest::Client, secrets: Secrets) -> Result<Self, ConfigError> {
+        Ok(Self::new(LlmConfig::from_env(env, retries)?, http, secrets))
+    }
+
+    pub fn new(config: LlmConfig, http: reqwest::Client, secrets: Secrets) -> Self {
+        let model: Arc<dyn ChatModel> = match config.provider {
+            Provider::None => Arc::new(Offline),
+            Provider::OpenAi => Arc::new(wire::HttpModel::<openai::OpenAi>::new(config.clone(), http, secrets)),
+            Provider::Anthropic => {
+                Arc::new(wire::HttpModel::<anthropic::Anthropic>::new(config.clone(), http, secrets))
+            }
+            Provider::Gemini => Arc::new(wire::HttpModel::<gemini::Gemini>::new(config.clone(), http, secrets)),
+        };
+        Self { config, model }
     }
 
     pub fn config(&self) -> &LlmConfig {
         &self.config
     }
 
-    /// Asks for a whole reply. `passages` feed the `none` provider's answer.
+    /// Asks for a whole reply.
     pub async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
-        if self.config.provider == Provider::None {
-            return Ok(offline_answer(passages));
-        }
-        let response = self.send(prompt, false).await?;
-        let body: serde_json::Value = tokio::time::timeout(self.config.timeout, response.json())
-            .await
-            .map_err(|_| upstream("the language model timed out"))?
-            .map_err(|_| upstream("the language model sent an unreadable reply"))?;
-        let mut completion = match self.config.provider {
-            Provider::OpenAi => openai::parse_completion(&body),
-            Provider::Anthropic => anthropic::parse_completion(&body),
-            Provider::Gemini => gemini::parse_completion(&body),
-            Provider::None => unreachable!("handled above"),
-        }
-        .ok_or_else(|| upstream("the language model sent an unexpected reply"))?;
+        let mut completion = self.model.complete(prompt, passages).await?;
         if completion.model.is_empty() {
             completion.model.clone_from(&self.config.model);
         }
@@ -186,102 +185,23 @@ impl Llm {
 
     /// Asks for a reply streamed token by token.
     pub async fn stream(&self, prompt: &Prompt, passages: &[Passage]) -> Result<DeltaStream, Error> {
-        if self.config.provider == Provider::None {
-            let answer = offline_answer(passages);
-            let deltas =
-                vec![Ok(Delta::Model(answer.model)), Ok(Delta::Text(answer.text)), Ok(Delta::Usage(answer.usage))];
-            return Ok(Box::pin(futures_util::stream::iter(deltas)));
-        }
-        let response = self.send(prompt, true).await?;
-        let provider = self.config.provider;
-        let idle = self.config.timeout;
-        let mut bytes = response.bytes_stream();
-        let mut decoder = sse::SseDecoder::default();
-        let stream = async_stream(move |tx| async move {
-            loop {
-                let chunk = match tokio::time::timeout(idle, bytes.next()).await {
-                    Err(_) => return tx.fail(upstream("the language model stopped sending")).await,
-                    Ok(None) => break,
-                    Ok(Some(Err(_))) => return tx.fail(upstream("the language model stream broke off")).await,
-                    Ok(Some(Ok(chunk))) => chunk,
-                };
-                let events = match decoder.push(&chunk) {
-                    Ok(events) => events,
-                    Err(sse::EventTooLarge) => {
-                        return tx.fail(upstream("the language model sent an oversized event")).await
-                    }
-                };
-                for event in events {
-                    match parse_stream_event(provider, &event) {
-                        Ok(StreamStep::Deltas(deltas)) => {
-                            for delta in deltas {
-                                if !tx.send(Ok(delta)).await {
-                                    return;
-                                }
-                            }
-                        }
-                        Ok(StreamStep::Done) => return,
-                        Err(err) => return tx.fail(err).await,
-                    }
-                }
-            }
-            if let Some(event) = decoder.finish() {
-                if let Ok(StreamStep::Deltas(deltas)) = parse_stream_event(provider, &event) {
-                    for delta in deltas {
-                        tx.send(Ok(delta)).await;
-                    }
-                }
-            }
-        });
-        Ok(stream)
-    }
-
-    /// Sends the request with the retry policy (see [`crate::retry`]).
-    async fn send(&self, prompt: &Prompt, stream: bool) -> Result<reqwest::Response, Error> {
-        if self.config.provider == Provider::None {
-            return Err(Error::Internal("the none provider sends no requests".into()));
-        }
-        let api_key = self.secrets.field(&self.secret_id, API_KEY_FIELD).await?;
-        let policy = RetryPolicy {
-            timeout: self.config.timeout,
-            max_attempts: self.config.max_attempts,
-            backoff: self.config.backoff,
-        };
-        // A whole reply must arrive within the timeout; a stream gets a generous cap and is
-        // bounded chunk by chunk.
-        let total = if stream { Duration::from_secs(15 * 60) } else { self.config.timeout };
-        let build = || match self.config.provider {
-            Provider::OpenAi => openai::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
-            Provider::Anthropic => anthropic::request(&self.http, &self.config, prompt, api_key.as_deref(), stream),
-            // `None` returned above.
-            Provider::Gemini | Provider::None => {
-                gemini::request(&self.http, &self.config, prompt, api_key.as_deref(), stream)
-            }
-        };
-        retry::send(&policy, "llm", total, build).await.map_err(|e| match e {
-            SendError::Refused(status) => {
-                upstream(&format!("the language model refused the request (status {status})"))
-            }
-            SendError::Unavailable => upstream("the language model is unavailable; try again shortly"),
-        })
+        self.model.stream(prompt, passages).await
     }
 }
 
-fn upstream(message: &str) -> Error {
-    Error::Upstream(message.to_owned())
-}
+/// The `none` provider: no model, the passages themselves.
+struct Offline;
 
-enum StreamStep {
-    Deltas(Vec<Delta>),
-    Done,
-}
+#[async_trait]
+impl ChatModel for Offline {
+    async fn complete(&self, _prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
+        Ok(offline_answer(passages))
+    }
 
-fn parse_stream_event(provider: Provider, event: &sse::SseEvent) -> Result<StreamStep, Error> {
-    match provider {
-        Provider::OpenAi => openai::parse_stream_event(event),
-        Provider::Anthropic => anthropic::parse_stream_event(event),
-        Provider::Gemini => gemini::parse_stream_event(event),
-        Provider::None => Ok(StreamStep::Done),
+    async fn stream(&self, _prompt: &Prompt, passages: &[Passage]) -> Result<DeltaStream, Error> {
+        let answer = offline_answer(passages);
+        let deltas = vec![Ok(Delta::Model(answer.model)), Ok(Delta::Text(answer.text)), Ok(Delta::Usage(answer.usage))];
+        Ok(Box::pin(futures_util::stream::iter(deltas)))
     }
 }
 
@@ -301,38 +221,13 @@ pub fn offline_answer(passages: &[Passage]) -> Completion {
     Completion { text, usage: Usage::default(), model: "none".to_owned() }
 }
 
-/// A sender for a hand-written stream.
-struct StreamSender(tokio::sync::mpsc::Sender<Result<Delta, Error>>);
-
-impl StreamSender {
-    /// Sends an item; `false` when the consumer went away.
-    async fn send(&self, item: Result<Delta, Error>) -> bool {
-        self.0.send(item).await.is_ok()
-    }
-
-    async fn fail(&self, err: Error) {
-        let _ = self.0.send(Err(err)).await;
-    }
-}
-
-/// Runs `producer` as a task feeding a bounded channel, and returns the channel as a stream.
-fn async_stream<F, Fut>(producer: F) -> DeltaStream
-where
-    F: FnOnce(StreamSender) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(producer(StreamSender(tx)));
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn offline_answer_labels_passages() {
-        let source = crate::history::Source {
+        let source = crate::model::Source {
             document_id: "d1".into(),
             title: "giving-feedback.md".into(),
             chunk: 0,

@@ -1,77 +1,134 @@
 //! OpenAI-compatible chat completions (`POST {base}/chat/completions`): OpenAI, Ollama,
 //! vLLM, LM Studio and other compatible servers.
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use super::{sse::SseEvent, upstream, Completion, Delta, LlmConfig, Prompt, StreamStep, Usage};
-use crate::{error::Error, history::Author};
+use super::{
+    wire::{count, text, upstream, StreamStep, Wire},
+    Completion, Delta, LlmConfig, Prompt,
+};
+use crate::{error::Error, model::Usage};
 
-pub(super) fn request(
-    http: &reqwest::Client,
-    config: &LlmConfig,
-    prompt: &Prompt,
-    api_key: Option<&str>,
+pub(super) struct OpenAi;
+
+#[derive(Serialize)]
+pub(super) struct Request<'a> {
+    model: &'a str,
+    messages: Vec<Message<'a>>,
+    max_tokens: u32,
     stream: bool,
-) -> reqwest::RequestBuilder {
-    let mut messages = vec![json!({"role": "system", "content": prompt.system})];
-    messages.extend(prompt.turns.iter().map(|t| {
-        let role = match t.role {
-            Author::User => "user",
-            Author::Assistant => "assistant",
-        };
-        json!({"role": role, "content": t.content})
-    }));
-    let mut body = json!({
-        "model": config.model,
-        "messages": messages,
-        "max_tokens": config.max_output_tokens,
-        "stream": stream,
-    });
-    if stream {
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    let request = http.post(format!("{}/chat/completions", config.base_url)).json(&body);
-    match api_key {
-        Some(key) => request.bearer_auth(key),
-        None => request,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+pub(super) struct Response {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default, deserialize_with = "text")]
+    model: Option<String>,
+    /// Only in stream chunks: a failure mid-reply.
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Choice {
+    #[serde(default)]
+    message: Option<Content>,
+    #[serde(default)]
+    delta: Option<Content>,
+}
+
+#[derive(Deserialize)]
+struct Content {
+    #[serde(default, deserialize_with = "text")]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    #[serde(default, deserialize_with = "count")]
+    prompt_tokens: u64,
+    #[serde(default, deserialize_with = "count")]
+    completion_tokens: u64,
+}
+
+impl From<&WireUsage> for Usage {
+    fn from(u: &WireUsage) -> Usage {
+        Usage { input_tokens: u.prompt_tokens, output_tokens: u.completion_tokens }
     }
 }
 
-pub(super) fn parse_completion(body: &Value) -> Option<Completion> {
-    let text = body["choices"][0]["message"]["content"].as_str()?.to_owned();
-    Some(Completion {
-        text,
-        usage: Usage {
-            input_tokens: body["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-            output_tokens: body["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-        },
-        model: body["model"].as_str().unwrap_or_default().to_owned(),
-    })
-}
+impl Wire for OpenAi {
+    type Request<'a> = Request<'a>;
+    type Response = Response;
+    type Event = Response;
 
-pub(super) fn parse_stream_event(event: &SseEvent) -> Result<StreamStep, Error> {
-    if event.data.trim() == "[DONE]" {
-        return Ok(StreamStep::Done);
+    fn url(config: &LlmConfig, _stream: bool) -> String {
+        format!("{}/chat/completions", config.base_url)
     }
-    let chunk: Value =
-        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
-    if chunk.get("error").is_some() {
-        return Err(upstream("the language model failed mid-reply"));
-    }
-    let mut deltas = Vec::new();
-    if let Some(model) = chunk["model"].as_str() {
-        deltas.push(Delta::Model(model.to_owned()));
-    }
-    if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
-        if !text.is_empty() {
-            deltas.push(Delta::Text(text.to_owned()));
+
+    fn body<'a>(config: &'a LlmConfig, prompt: &'a Prompt, stream: bool) -> Request<'a> {
+        let mut messages = vec![Message { role: "system", content: &prompt.system }];
+        messages.extend(prompt.turns.iter().map(|t| Message { role: t.role.as_str(), content: &t.content }));
+        Request {
+            model: &config.model,
+            messages,
+            max_tokens: config.max_output_tokens,
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
         }
     }
-    if chunk["usage"].is_object() {
-        deltas.push(Delta::Usage(Usage {
-            input_tokens: chunk["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-            output_tokens: chunk["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-        }));
+
+    fn headers(request: reqwest::RequestBuilder, api_key: Option<&str>) -> reqwest::RequestBuilder {
+        match api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
     }
-    Ok(StreamStep::Deltas(deltas))
+
+    fn completion(response: Response) -> Option<Completion> {
+        let text = response.choices.into_iter().next()?.message?.content?;
+        Some(Completion {
+            text,
+            usage: response.usage.as_ref().map(Usage::from).unwrap_or_default(),
+            model: response.model.unwrap_or_default(),
+        })
+    }
+
+    fn is_done(data: &str) -> bool {
+        data == "[DONE]"
+    }
+
+    fn step(_name: Option<&str>, chunk: Response) -> Result<StreamStep, Error> {
+        if chunk.error.is_some() {
+            return Err(upstream("the language model failed mid-reply"));
+        }
+        let mut deltas = Vec::new();
+        if let Some(model) = chunk.model {
+            deltas.push(Delta::Model(model));
+        }
+        let piece = chunk.choices.into_iter().next().and_then(|c| c.delta).and_then(|d| d.content);
+        if let Some(text) = piece.filter(|t| !t.is_empty()) {
+            deltas.push(Delta::Text(text));
+        }
+        if let Some(usage) = &chunk.usage {
+            deltas.push(Delta::Usage(usage.into()));
+        }
+        Ok(StreamStep::Deltas(deltas))
+    }
 }

@@ -18,7 +18,11 @@
 use std::path::{Path, PathBuf};
 
 use aws_config::BehaviorVersion;
-use coach::{auth::HS256_SECRET_FIELD, aws::AwsClients, config::Config};
+use coach::{
+    auth::{AuthConfig, HS256_SECRET_FIELD},
+    config::Env,
+    store::{AwsClients, StoreConfig},
+};
 use coach_testkit::{
     stack::{create_bucket, create_secret, create_table, notify_queue, queue_name},
     tokens,
@@ -43,13 +47,13 @@ async fn main() {
     }
 }
 
-async fn local_stack() -> Result<(Config, AwsClients), String> {
+async fn local_stack() -> Result<(StoreConfig, AwsClients), String> {
     if std::env::var("AWS_ENDPOINT_URL").map_or(true, |v| v.trim().is_empty()) {
         return Err("AWS_ENDPOINT_URL is not set; coach-dev only works with a local emulator".into());
     }
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let config = StoreConfig::from_env(&Env::process()).map_err(|e| e.to_string())?;
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-    let aws = AwsClients::from_sdk_config(&sdk, &config);
+    let aws = AwsClients::from_sdk_config(&sdk, config.clone());
     Ok((config, aws))
 }
 
@@ -100,7 +104,7 @@ async fn token(args: &[String]) -> Result<(), String> {
     let role_list: Vec<&str> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
     let mut claims = tokens::claims(&user, &tenant, &role_list, ttl);
     // Use the configured claim names, so the token matches what the functions read.
-    let auth = &config.auth;
+    let auth = &AuthConfig::from_env(&Env::process()).map_err(|e| e.to_string())?;
     if auth.user_claim != "sub" {
         claims[&auth.user_claim] = claims["sub"].take();
     }

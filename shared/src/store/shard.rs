@@ -1,28 +1,10 @@
-//! The index shard of one document: its chunks and, when an embedding provider is
-//! configured, one f32 vector per chunk. Stored at `index/{tenant}/{document_id}` (or
-//! `index/_global/{id}` for shared docs) as an 8-byte magic followed by postcard, a compact
-//! serde format: small to store and fast to load in the chat path.
+//! The stored form of an index shard: an 8-byte magic followed by postcard, a compact serde
+//! format, small to store and fast to load in the chat path.
 
-use serde::{Deserialize, Serialize};
-
-use super::chunk::Chunk;
+use crate::model::Shard;
 
 /// Magic and format version at the start of every shard.
 pub const MAGIC: &[u8; 8] = b"COACHIX1";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Shard {
-    pub document_id: String,
-    /// Shown as the source title (the file name).
-    pub title: String,
-    pub chunks: Vec<Chunk>,
-    /// Model that made the vectors, when there are any.
-    pub embedding_model: Option<String>,
-    /// Length of each vector (0 when there are none).
-    pub dims: u32,
-    /// `chunks.len() * dims` values, chunk after chunk.
-    pub vectors: Vec<f32>,
-}
 
 /// Why a shard could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +33,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Chunk;
 
     #[test]
     fn round_trip_and_rejects_garbage() {

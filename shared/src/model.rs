@@ -1,0 +1,250 @@
+//! The records Coach keeps and returns: sessions and messages, documents and their status,
+//! chunks and index shards, sources and token usage.
+//!
+//! Plain data shared by the domain modules and the stores that persist them, so neither
+//! has to import the other. Nothing here does I/O or knows how a record is stored (key
+//! layout and attribute conversion belong to [`crate::store`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Whose data a read or write is about: every key a store builds starts with these, taken
+/// from the verified token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub tenant: &'a str,
+    pub user: &'a str,
+}
+
+// ------------------------------------------------------------------ chat history
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Author {
+    User,
+    Assistant,
+}
+
+impl Author {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Author::User => "user",
+            Author::Assistant => "assistant",
+        }
+    }
+}
+
+/// Token counts of one model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Where a reply's grounding came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub document_id: String,
+    pub title: String,
+    pub chunk: u32,
+    pub score: f32,
+    pub snippet: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    pub session_id: String,
+    pub title: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub message_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub message_id: String,
+    pub role: Author,
+    pub content: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<Source>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub created_at: String,
+}
+
+/// A message to store: the user's (content only) or a reply (with sources, usage, model).
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub role: Author,
+    pub content: &'a str,
+    pub sources: &'a [Source],
+    pub usage: Option<Usage>,
+    pub model: Option<&'a str>,
+}
+
+impl<'a> NewMessage<'a> {
+    /// The user's message.
+    pub fn user(content: &'a str) -> Self {
+        Self { role: Author::User, content, sources: &[], usage: None, model: None }
+    }
+}
+
+/// One page of a listing, with the cursor for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+// ------------------------------------------------------------------ documents
+
+/// The kinds of document Coach can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Pdf,
+    Text,
+    Markdown,
+    Html,
+}
+
+impl Kind {
+    /// From a MIME type (parameters such as `charset` ignored).
+    pub fn from_content_type(content_type: &str) -> Option<Kind> {
+        match content_type.split(';').next()?.trim().to_ascii_lowercase().as_str() {
+            "application/pdf" => Some(Kind::Pdf),
+            "text/plain" => Some(Kind::Text),
+            "text/markdown" | "text/x-markdown" => Some(Kind::Markdown),
+            "text/html" => Some(Kind::Html),
+            _ => None,
+        }
+    }
+
+    /// From a file name's extension.
+    pub fn from_filename(name: &str) -> Option<Kind> {
+        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "pdf" => Some(Kind::Pdf),
+            "txt" | "text" => Some(Kind::Text),
+            "md" | "markdown" => Some(Kind::Markdown),
+            "html" | "htm" => Some(Kind::Html),
+            _ => None,
+        }
+    }
+
+    /// The canonical MIME type, as signed into upload URLs.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Kind::Pdf => "application/pdf",
+            Kind::Text => "text/plain",
+            Kind::Markdown => "text/markdown",
+            Kind::Html => "text/html",
+        }
+    }
+}
+
+/// Where a document belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    Tenant(String),
+    /// Shared coaching docs under `docs/`, visible to every tenant.
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Processing => "processing",
+            Status::Ready => "ready",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Status> {
+        match value {
+            "pending" => Some(Status::Pending),
+            "processing" => Some(Status::Processing),
+            "ready" => Some(Status::Ready),
+            "failed" => Some(Status::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A document as callers see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Document {
+    pub document_id: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u64>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Object key in the bucket (not sent to callers).
+    #[serde(skip)]
+    pub key: String,
+    /// ETag of the version last indexed (not sent to callers).
+    #[serde(skip)]
+    pub etag: Option<String>,
+}
+
+/// A document record about to be created, `pending` until its upload is ingested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDocument<'a> {
+    pub document_id: &'a str,
+    pub filename: &'a str,
+    pub kind: Kind,
+    pub size_bytes: u64,
+    pub key: &'a str,
+    pub uploaded_by: &'a str,
+}
+
+/// How ingestion of a document ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finished<'a> {
+    Ready { chunks: u64, etag: &'a str, size_bytes: u64 },
+    Failed { reason: &'a str },
+}
+
+// ------------------------------------------------------------------ the index
+
+/// One piece of a document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Heading path of the section, for markdown.
+    pub heading: Option<String>,
+    pub text: String,
+}
+
+/// The index shard of one document: its chunks and, when an embedding provider is
+/// configured, one vector per chunk. Stored by [`crate::store::IndexStore`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shard {
+    pub document_id: String,
+    /// Shown as the source title (the file name).
+    pub title: String,
+    pub chunks: Vec<Chunk>,
+    /// Model that made the vectors, when there are any.
+    pub embedding_model: Option<String>,
+    /// Length of each vector (0 when there are none).
+    pub dims: u32,
+    /// `chunks.len() * dims` values, chunk after chunk.
+    pub vectors: Vec<f32>,
+}

@@ -1,0 +1,210 @@
+//! AWS SDK clients and the names of Coach's AWS resources, built once per cold start.
+//!
+//! The endpoint comes from the standard SDK environment (`AWS_ENDPOINT_URL`, or the
+//! per-service `AWS_ENDPOINT_URL_S3` and friends), so the same code talks to AWS or to the
+//! local emulator. No call waits longer than `COACH_AWS_TIMEOUT_MS`.
+
+use std::time::Duration;
+
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
+use aws_smithy_runtime_api::{client::result::SdkError, http::Response as HttpResponse};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::{DynamoTable, Failure, S3Bucket, SecretsManager, StoreError};
+use crate::config::{ConfigError, Env};
+
+/// Default bucket, table and secret names, those of the local stack.
+pub const DEFAULT_BUCKET: &str = "coach-local";
+pub const DEFAULT_TABLE: &str = "coach-local";
+pub const DEFAULT_SECRET_ID: &str = "coach-local";
+
+/// Coach's AWS resources and how to reach them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// S3 bucket holding `docs/`, `prompt/`, `uploads/` and `index/` (`COACH_BUCKET`).
+    pub bucket: String,
+    /// DynamoDB table for sessions, messages, documents and counters (`COACH_TABLE`).
+    pub table: String,
+    /// Secrets Manager id or ARN of the Coach secret (`COACH_SECRET_ID`).
+    pub secret_id: String,
+    /// Upper bound on one AWS SDK operation, retries included (`COACH_AWS_TIMEOUT_MS`).
+    pub aws_timeout: Duration,
+    /// Path-style S3 addressing, needed by local emulators (`COACH_S3_FORCE_PATH_STYLE`).
+    pub s3_force_path_style: bool,
+}
+
+impl StoreConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let bucket = env.string_or("COACH_BUCKET", DEFAULT_BUCKET);
+        validate_bucket_name(&bucket).map_err(|reason| ConfigError { var: "COACH_BUCKET", reason })?;
+        let table = env.string_or("COACH_TABLE", DEFAULT_TABLE);
+        validate_table_name(&table).map_err(|reason| ConfigError { var: "COACH_TABLE", reason })?;
+        // Local emulators serve buckets by path, not by virtual host: default to path style
+        // whenever a custom endpoint is configured.
+        let custom_endpoint = env.string("AWS_ENDPOINT_URL").is_some() || env.string("AWS_ENDPOINT_URL_S3").is_some();
+        Ok(Self {
+            bucket,
+            table,
+            secret_id: env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID),
+            aws_timeout: Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000)?),
+            s3_force_path_style: env.boolean("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?,
+        })
+    }
+}
+
+/// The SDK clients, cheap to clone (each is an `Arc` inside), and the resources they serve.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub config: StoreConfig,
+}
+
+impl AwsClients {
+    /// Loads credentials, region and endpoint from the environment and builds the clients.
+    pub async fn load(config: StoreConfig) -> Self {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.aws_timeout.min(Duration::from_secs(1)))
+                    .operation_timeout(config.aws_timeout)
+                    .build(),
+            )
+            .load()
+            .await;
+        Self::from_sdk_config(&sdk, config)
+    }
+
+    /// Builds the clients from an already loaded SDK configuration (tests point it at an
+    /// emulator with explicit credentials).
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: StoreConfig) -> Self {
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(config.s3_force_path_style).build();
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            config,
+        }
+    }
+
+    /// The table, as the history, document and counter store.
+    pub fn table(&self) -> DynamoTable {
+        DynamoTable::new(self.dynamodb.clone(), self.config.table.clone())
+    }
+
+    /// The bucket, as the object and index store.
+    pub fn bucket(&self) -> S3Bucket {
+        S3Bucket::new(self.s3.clone(), self.config.bucket.clone())
+    }
+
+    /// Secrets Manager, as the secret source.
+    pub fn secrets_manager(&self) -> SecretsManager {
+        SecretsManager::new(self.secrets.clone())
+    }
+}
+
+/// Classifies an SDK error without looking at anything the caller should not see.
+pub(super) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Failure {
+    match err {
+        SdkError::TimeoutError(_) => Failure::TimedOut,
+        SdkError::DispatchFailure(f) if f.is_timeout() => Failure::TimedOut,
+        SdkError::DispatchFailure(_) => Failure::Unreachable,
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
+            let code = err.code().unwrap_or_default();
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            if code.contains("NotFound") || code == "NoSuchBucket" || status == Some(404) {
+                Failure::NotFound
+            } else if code.starts_with("AccessDenied") || code == "UnrecognizedClientException" || status == Some(403) {
+                Failure::AccessDenied
+            } else if code.contains("Throttl")
+                || code == "SlowDown"
+                || code.contains("LimitExceeded")
+                || status == Some(429)
+            {
+                Failure::Throttled
+            } else {
+                Failure::Failed
+            }
+        }
+        _ => Failure::Failed,
+    }
+}
+
+/// A failed SDK call as a [`StoreError`], classified, with the SDK error as its cause.
+pub(super) fn service_error<E>(action: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let failure = classify(&err);
+    StoreError::Service { action, failure, cause: Box::new(err) }
+}
+
+/// S3 bucket naming rules (general purpose buckets).
+fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_ends =
+        name.starts_with(|c: char| c.is_ascii_alphanumeric()) && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if (3..=63).contains(&name.len()) && ok_chars && ok_ends && !name.contains("..") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid S3 bucket name (3-63 lowercase letters, digits, '-' or '.', starting and ending with a letter or digit)"
+        ))
+    }
+}
+
+/// DynamoDB table naming rules.
+fn validate_table_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if (3..=255).contains(&name.len()) && ok_chars {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid DynamoDB table name (3-255 letters, digits, '_', '-' or '.')"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<StoreConfig, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = |k: &str| map.get(k).cloned();
+        StoreConfig::from_env(&Env(&lookup))
+    }
+
+    #[test]
+    fn defaults_work_with_the_local_stack() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.bucket, DEFAULT_BUCKET);
+        assert_eq!(c.table, DEFAULT_TABLE);
+        assert_eq!(c.aws_timeout, Duration::from_secs(3));
+        assert!(!c.s3_force_path_style);
+    }
+
+    #[test]
+    fn custom_endpoint_implies_path_style_unless_overridden() {
+        assert!(config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]).unwrap().s3_force_path_style);
+        let c = config(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("COACH_S3_FORCE_PATH_STYLE", "false")]);
+        assert!(!c.unwrap().s3_force_path_style);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[("COACH_BUCKET", "Not_A_Bucket")]).unwrap_err();
+        assert_eq!(err.var, "COACH_BUCKET");
+        assert!(err.to_string().contains("COACH_BUCKET"), "{err}");
+
+        assert_eq!(config(&[("COACH_TABLE", "a b")]).unwrap_err().var, "COACH_TABLE");
+        assert_eq!(config(&[("COACH_AWS_TIMEOUT_MS", "fast")]).unwrap_err().var, "COACH_AWS_TIMEOUT_MS");
+        assert_eq!(config(&[("COACH_AWS_TIMEOUT_MS", "10")]).unwrap_err().var, "COACH_AWS_TIMEOUT_MS");
+        assert_eq!(config(&[("COACH_S3_FORCE_PATH_STYLE", "maybe")]).unwrap_err().var, "COACH_S3_FORCE_PATH_STYLE");
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        assert_eq!(config(&[("COACH_BUCKET", "  ")]).unwrap().bucket, DEFAULT_BUCKET);
+    }
+}

@@ -1,0 +1,663 @@
+//! The DynamoDB table: sessions, messages, document records and rate-limit counters.
+//!
+//! Every key starts with the tenant (and for chat, the user) it belongs to, so an id from
+//! another user or tenant simply does not exist for this caller. Layout in the one table:
+//!
+//! | item | `pk` | `sk` | `gsi1pk` / `gsi1sk` |
+//! |---|---|---|---|
+//! | session | `TENANT#{t}#USER#{u}` | `SESSION#{id}` | same pk / `{updated_ms:013}#{id}` |
+//! | message | `TENANT#{t}#USER#{u}#SESSION#{id}` | `MSG#{ulid}` | - |
+//! | document | `TENANT#{t}` or `GLOBAL` | `DOC#{id}` | - |
+//! | counter | `TENANT#{t}#RATE` or `TENANT#{t}#RATE#USER#{u}` | `WINDOW#{start_ms}` | - |
+//!
+//! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
+//! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
+//! sessions and counters carry `expires_at` (TTL). No Scan anywhere: every read is a Query
+//! or a GetItem on one partition. Cursors are opaque base64 of the last key read.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    error::ProvideErrorMetadata,
+    operation::update_item::builders::UpdateItemFluentBuilder,
+    types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest},
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
+
+use super::{
+    aws::{classify, service_error},
+    Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite, StoreError, StoreResult,
+    StoredMessage,
+};
+use crate::{
+    ids::rfc3339,
+    model::{Author, Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Status, Usage},
+};
+
+/// Name of the index listing a user's sessions by last activity (see template.yaml).
+pub const SESSIONS_INDEX: &str = "gsi1";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// One DynamoDB table. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DynamoTable {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoTable {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    fn update(&self, pk: String, sk: String) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", s(&pk)).key("sk", s(&sk))
+    }
+
+    async fn delete_batch(&self, keys: &[Item]) -> StoreResult<()> {
+        let mut requests: Vec<WriteRequest> = keys
+            .iter()
+            .map(|key| {
+                let delete = DeleteRequest::builder()
+                    .set_key(Some(key.clone()))
+                    .build()
+                    .map_err(|_| StoreError::Corrupt("key"))?;
+                Ok(WriteRequest::builder().delete_request(delete).build())
+            })
+            .collect::<StoreResult<_>>()?;
+        // Unprocessed items are retried a few times with a short backoff.
+        for attempt in 0..5u32 {
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(|e| service_error("delete messages", e))?;
+            requests = output.unprocessed_items().and_then(|m| m.get(&self.table)).cloned().unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        }
+        Err(StoreError::Service {
+            action: "delete messages",
+            failure: Failure::Throttled,
+            cause: "unprocessed items after 5 attempts".into(),
+        })
+    }
+}
+
+// ------------------------------------------------------------------ keys and cursors
+
+/// Escapes `#` (the key separator) and `%` in a user id.
+fn key_part(value: &str) -> String {
+    value.replace('%', "%25").replace('#', "%23")
+}
+
+fn user_pk(owner: Owner) -> String {
+    format!("TENANT#{}#USER#{}", owner.tenant, key_part(owner.user))
+}
+
+fn session_pk(owner: Owner, session_id: &str) -> String {
+    format!("{}#SESSION#{session_id}", user_pk(owner))
+}
+
+fn activity_key(now_ms: u64, session_id: &str) -> String {
+    format!("{now_ms:013}#{session_id}")
+}
+
+fn scope_pk(scope: &Scope) -> String {
+    match scope {
+        Scope::Tenant(t) => format!("TENANT#{t}"),
+        Scope::Global => "GLOBAL".to_owned(),
+    }
+}
+
+fn document_sk(id: &str) -> String {
+    format!("DOC#{id}")
+}
+
+fn counter_pk(counter: Counter) -> String {
+    match counter {
+        Counter::User(owner) => format!("TENANT#{}#RATE#USER#{}", owner.tenant, key_part(owner.user)),
+        Counter::Tenant(tenant) => format!("TENANT#{tenant}#RATE"),
+    }
+}
+
+const BAD_CURSOR: StoreError = StoreError::BadCursor("invalid cursor");
+
+fn encode_cursor(raw: &str) -> String {
+    B64.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> StoreResult<String> {
+    let bytes = B64.decode(cursor).map_err(|_| BAD_CURSOR)?;
+    String::from_utf8(bytes).map_err(|_| BAD_CURSOR)
+}
+
+/// The id inside a cursor: a ULID, or the cursor is not one of ours.
+fn cursor_id(value: &str) -> StoreResult<String> {
+    ulid::Ulid::from_string(value).map(|id| id.to_string()).map_err(|_| StoreError::BadCursor("invalid cursor id"))
+}
+
+// ------------------------------------------------------------------ attributes
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn string<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn number(item: &Item, name: &str) -> Option<u64> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+fn session_from(item: &Item) -> StoreResult<Session> {
+    let corrupt = || StoreError::Corrupt("session");
+    Ok(Session {
+        session_id: string(item, "session_id").ok_or_else(corrupt)?.to_owned(),
+        title: string(item, "title").unwrap_or_default().to_owned(),
+        created_at: rfc3339(number(item, "created_at").ok_or_else(corrupt)?),
+        updated_at: rfc3339(number(item, "updated_at").ok_or_else(corrupt)?),
+        message_count: number(item, "message_count").unwrap_or(0),
+    })
+}
+
+fn message_from(item: &Item) -> StoreResult<Message> {
+    let corrupt = || StoreError::Corrupt("message");
+    let role = match string(item, "role") {
+        Some("user") => Author::User,
+        Some("assistant") => Author::Assistant,
+        _ => return Err(corrupt()),
+    };
+    let sources = match string(item, "sources") {
+        Some(json) => serde_json::from_str(json).map_err(|_| corrupt())?,
+        None => Vec::new(),
+    };
+    let usage = match (number(item, "input_tokens"), number(item, "output_tokens")) {
+        (Some(input_tokens), Some(output_tokens)) => Some(Usage { input_tokens, output_tokens }),
+        _ => None,
+    };
+    Ok(Message {
+        message_id: string(item, "message_id").ok_or_else(corrupt)?.to_owned(),
+        role,
+        content: string(item, "content").unwrap_or_default().to_owned(),
+        sources,
+        usage,
+        model: string(item, "model").map(str::to_owned),
+        created_at: rfc3339(number(item, "created_at").ok_or_else(corrupt)?),
+    })
+}
+
+fn message_item(owner: Owner, session_id: &str, m: &StoredMessage) -> StoreResult<Item> {
+    let mut item = Item::from([
+        ("pk".to_owned(), s(&session_pk(owner, session_id))),
+        ("sk".to_owned(), s(&format!("MSG#{}", m.message_id))),
+        ("type".to_owned(), s("message")),
+        ("message_id".to_owned(), s(m.message_id)),
+        ("role".to_owned(), s(m.role.as_str())),
+        ("content".to_owned(), s(m.content)),
+        ("created_at".to_owned(), n(m.now_ms)),
+        ("expires_at".to_owned(), n(m.expires_at)),
+    ]);
+    if !m.sources.is_empty() {
+        let json = serde_json::to_string(m.sources).map_err(|_| StoreError::Corrupt("sources"))?;
+        item.insert("sources".to_owned(), s(&json));
+    }
+    if let Some(usage) = m.usage {
+        item.insert("input_tokens".to_owned(), n(usage.input_tokens));
+        item.insert("output_tokens".to_owned(), n(usage.output_tokens));
+    }
+    if let Some(model) = m.model {
+        item.insert("model".to_owned(), s(model));
+    }
+    Ok(item)
+}
+
+fn session_item(owner: Owner, session: &NewSession, message_count: u64, updated_ms: u64) -> Item {
+    let pk = user_pk(owner);
+    Item::from([
+        ("pk".to_owned(), s(&pk)),
+        ("sk".to_owned(), s(&format!("SESSION#{}", session.session_id))),
+        ("gsi1pk".to_owned(), s(&pk)),
+        ("gsi1sk".to_owned(), s(&activity_key(updated_ms, session.session_id))),
+        ("type".to_owned(), s("session")),
+        ("session_id".to_owned(), s(session.session_id)),
+        ("title".to_owned(), s(session.title)),
+        ("created_at".to_owned(), n(session.now_ms)),
+        ("updated_at".to_owned(), n(updated_ms)),
+        ("message_count".to_owned(), n(message_count)),
+        ("expires_at".to_owned(), n(session.expires_at)),
+    ])
+}
+
+fn document_from(item: &Item) -> StoreResult<Document> {
+    let text = |name: &str| string(item, name).map(str::to_owned);
+    let corrupt = || StoreError::Corrupt("document");
+    Ok(Document {
+        document_id: text("document_id").ok_or_else(corrupt)?,
+        filename: text("filename").unwrap_or_default(),
+        content_type: text("content_type").unwrap_or_default(),
+        size_bytes: number(item, "size_bytes").unwrap_or(0),
+        status: string(item, "status").and_then(Status::parse).ok_or_else(corrupt)?,
+        error: text("error"),
+        chunks: number(item, "chunks"),
+        created_at: rfc3339(number(item, "created_at").unwrap_or(0)),
+        updated_at: rfc3339(number(item, "updated_at").unwrap_or(0)),
+        key: text("key").unwrap_or_default(),
+        etag: text("etag"),
+    })
+}
+
+/// A failed write: `ConditionFailed` when DynamoDB says so (directly, or as the reason a
+/// transaction was cancelled), else a service error.
+fn write_error<E>(
+    action: &'static str,
+    err: aws_sdk_dynamodb::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if err.code() == Some("ConditionalCheckFailedException") {
+        StoreError::ConditionFailed { action }
+    } else {
+        service_error(action, err)
+    }
+}
+
+// ------------------------------------------------------------------ history
+
+#[async_trait]
+impl HistoryStore for DynamoTable {
+    async fn create_session(&self, owner: Owner<'_>, session: NewSession<'_>) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(session_item(owner, &session, 0, session.now_ms)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| write_error("create session", e))?;
+        Ok(())
+    }
+
+    async fn session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<Option<Session>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&user_pk(owner)))
+            .key("sk", s(&format!("SESSION#{session_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("read session", e))?;
+        output.item.as_ref().map(session_from).transpose()
+    }
+
+    async fn sessions(&self, owner: Owner<'_>, limit: i32, cursor: Option<&str>) -> StoreResult<Page<Session>> {
+        let pk = user_pk(owner);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(SESSIONS_INDEX)
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(cursor) = cursor {
+            let raw = decode_cursor(cursor)?;
+            let (activity, id) = raw.split_once('|').ok_or(BAD_CURSOR)?;
+            let id = cursor_id(id)?;
+            query = query
+                .exclusive_start_key("gsi1pk", s(&pk))
+                .exclusive_start_key("gsi1sk", s(activity))
+                .exclusive_start_key("pk", s(&pk))
+                .exclusive_start_key("sk", s(&format!("SESSION#{id}")));
+        }
+        let output = query.send().await.map_err(|e| service_error("list sessions", e))?;
+        let items = output.items().iter().map(session_from).collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = output.last_evaluated_key().map(|key| {
+            let activity = string(key, "gsi1sk").unwrap_or_default();
+            let id = string(key, "sk").unwrap_or_default().trim_start_matches("SESSION#");
+            encode_cursor(&format!("{activity}|{id}"))
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn append(&self, owner: Owner<'_>, session: SessionWrite<'_>, message: StoredMessage<'_>) -> StoreResult<()> {
+        let corrupt = |_| StoreError::Corrupt("transaction item");
+        let (session_id, session_write) = match session {
+            SessionWrite::Existing(id) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(&user_pk(owner)))
+                    .key("sk", s(&format!("SESSION#{id}")))
+                    .update_expression(
+                        "SET updated_at = :now, gsi1sk = :activity, expires_at = :exp ADD message_count :one",
+                    )
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":now", n(message.now_ms))
+                    .expression_attribute_values(":activity", s(&activity_key(message.now_ms, id)))
+                    .expression_attribute_values(":exp", n(message.expires_at))
+                    .expression_attribute_values(":one", n(1))
+                    .build()
+                    .map_err(corrupt)?;
+                (id, TransactWriteItem::builder().update(update).build())
+            }
+            SessionWrite::New(new) => {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(session_item(owner, &new, 1, message.now_ms)))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(corrupt)?;
+                (new.session_id, TransactWriteItem::builder().put(put).build())
+            }
+        };
+        let put_message = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(message_item(owner, session_id, &message)?))
+            .build()
+            .map_err(corrupt)?;
+        self.client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put_message).build())
+            .transact_items(session_write)
+            .send()
+            .await
+            .map_err(|e| {
+                // A cancelled transaction says why per item: a failed condition means the
+                // session is gone (or, for a new one, its id is taken).
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+                let condition = matches!(
+                    e.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(t))
+                        if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+                );
+                if condition {
+                    StoreError::ConditionFailed { action: "store message" }
+                } else {
+                    service_error("store message", e)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn messages(
+        &self,
+        owner: Owner<'_>,
+        session_id: &str,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>> {
+        let pk = session_pk(owner, session_id);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :msg)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":msg", s("MSG#"))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(cursor) = cursor {
+            let id = cursor_id(&decode_cursor(cursor)?)?;
+            query = query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(&format!("MSG#{id}")));
+        }
+        let output = query.send().await.map_err(|e| service_error("read messages", e))?;
+        let items = output.items().iter().map(message_from).collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = output
+            .last_evaluated_key()
+            .and_then(|key| string(key, "sk"))
+            .map(|sk| encode_cursor(sk.trim_start_matches("MSG#")));
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn delete_session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<()> {
+        // Messages first: if this fails half-way, the session still lists and can be deleted again.
+        let pk = session_pk(owner, session_id);
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| service_error("list messages to delete", e))?;
+            for batch in output.items().chunks(25) {
+                self.delete_batch(batch).await?;
+            }
+            match output.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => break,
+            }
+        }
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&user_pk(owner)))
+            .key("sk", s(&format!("SESSION#{session_id}")))
+            .send()
+            .await
+            .map_err(|e| service_error("delete session", e))?;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ documents
+
+#[async_trait]
+impl DocumentStore for DynamoTable {
+    async fn create(&self, scope: &Scope, doc: &NewDocument<'_>, now_ms: u64) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&scope_pk(scope)))
+            .item("sk", s(&document_sk(doc.document_id)))
+            .item("type", s("document"))
+            .item("document_id", s(doc.document_id))
+            .item("filename", s(doc.filename))
+            .item("content_type", s(doc.kind.content_type()))
+            .item("size_bytes", n(doc.size_bytes))
+            .item("key", s(doc.key))
+            .item("status", s(Status::Pending.as_str()))
+            .item("uploaded_by", s(doc.uploaded_by))
+            .item("created_at", n(now_ms))
+            .item("updated_at", n(now_ms))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| write_error("create document", e))?;
+        Ok(())
+    }
+
+    async fn upsert(&self, scope: &Scope, doc: &NewDocument<'_>, now_ms: u64) -> StoreResult<()> {
+        self.update(scope_pk(scope), document_sk(doc.document_id))
+            .update_expression(
+                "SET #type = :type, document_id = :id, filename = :filename, content_type = :ct, size_bytes = :size, \
+                 #key = :key, created_at = if_not_exists(created_at, :now), updated_at = :now, #status = if_not_exists(#status, :pending)",
+            )
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":type", s("document"))
+            .expression_attribute_values(":id", s(doc.document_id))
+            .expression_attribute_values(":filename", s(doc.filename))
+            .expression_attribute_values(":ct", s(doc.kind.content_type()))
+            .expression_attribute_values(":size", n(doc.size_bytes))
+            .expression_attribute_values(":key", s(doc.key))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":pending", s(Status::Pending.as_str()))
+            .send()
+            .await
+            .map_err(|e| service_error("record shared doc", e))?;
+        Ok(())
+    }
+
+    async fn list(&self, scope: &Scope, limit: i32, cursor: Option<&str>) -> StoreResult<Page<Document>> {
+        let pk = scope_pk(scope);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :doc)")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":doc", s("DOC#"))
+            .scan_index_forward(false)
+            .limit(limit);
+        if let Some(cursor) = cursor {
+            query =
+                query.exclusive_start_key("pk", s(&pk)).exclusive_start_key("sk", s(&document_sk(&cursor_id(cursor)?)));
+        }
+        let output = query.send().await.map_err(|e| service_error("list documents", e))?;
+        let items = output.items().iter().map(document_from).collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = output
+            .last_evaluated_key()
+            .and_then(|k| string(k, "sk"))
+            .map(|sk| sk.trim_start_matches("DOC#").to_owned());
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn get(&self, scope: &Scope, id: &str) -> StoreResult<Option<Document>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&scope_pk(scope)))
+            .key("sk", s(&document_sk(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("read document", e))?;
+        output.item.as_ref().map(document_from).transpose()
+    }
+
+    async fn start_processing(&self, scope: &Scope, id: &str, etag: &str, now_ms: u64) -> StoreResult<()> {
+        self.update(scope_pk(scope), document_sk(id))
+            .update_expression("SET #status = :processing, updated_at = :now REMOVE #error")
+            .condition_expression("attribute_exists(pk) AND NOT (#status = :ready AND etag = :etag)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":processing", s(Status::Processing.as_str()))
+            .expression_attribute_values(":ready", s(Status::Ready.as_str()))
+            .expression_attribute_values(":etag", s(etag))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await
+            .map_err(|e| write_error("mark processing", e))?;
+        Ok(())
+    }
+
+    async fn finish(&self, scope: &Scope, id: &str, finished: Finished<'_>, now_ms: u64) -> StoreResult<()> {
+        let update = self
+            .update(scope_pk(scope), document_sk(id))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":now", n(now_ms));
+        let update = match finished {
+            Finished::Ready { chunks, etag, size_bytes } => update
+                .update_expression(
+                    "SET #status = :status, chunks = :chunks, etag = :etag, size_bytes = :size, updated_at = :now REMOVE #error",
+                )
+                .expression_attribute_values(":status", s(Status::Ready.as_str()))
+                .expression_attribute_values(":chunks", n(chunks))
+                .expression_attribute_values(":etag", s(etag))
+                .expression_attribute_values(":size", n(size_bytes)),
+            Finished::Failed { reason } => update
+                .update_expression("SET #status = :status, #error = :error, updated_at = :now REMOVE chunks, etag")
+                .expression_attribute_values(":status", s(Status::Failed.as_str()))
+                .expression_attribute_values(":error", s(reason)),
+        };
+        update.send().await.map_err(|e| write_error("update document status", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, scope: &Scope, id: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&scope_pk(scope)))
+            .key("sk", s(&document_sk(id)))
+            .send()
+            .await
+            .map_err(|e| service_error("delete document record", e))?;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------------ counters and health
+
+#[async_trait]
+impl Counters for DynamoTable {
+    async fn take(&self, counter: Counter<'_>, window_start: u64, limit: u64, expires_at: u64) -> StoreResult<bool> {
+        let result = self
+            .update(counter_pk(counter), format!("WINDOW#{window_start}"))
+            .update_expression("ADD #count :one SET expires_at = :expires")
+            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":expires", n(expires_at))
+            .send()
+            .await;
+        match result.map_err(|e| write_error("count request", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Probe for DynamoTable {
+    fn component(&self) -> &'static str {
+        "dynamodb"
+    }
+
+    async fn check(&self) -> Result<(), Failure> {
+        use aws_sdk_dynamodb::types::TableStatus;
+        let output = self.client.describe_table().table_name(&self.table).send().await.map_err(|e| classify(&e))?;
+        match output.table().and_then(|t| t.table_status()) {
+            // A table being updated still serves reads and writes.
+            Some(TableStatus::Active | TableStatus::Updating) => Ok(()),
+            _ => Err(Failure::Failed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_cannot_forge_key_separators() {
+        let owner = Owner { tenant: "t", user: "x#SESSION#y" };
+        assert_eq!(user_pk(owner), "TENANT#t#USER#x%23SESSION%23y");
+        let owner = Owner { tenant: "t", user: "a%23b" };
+        assert_eq!(user_pk(owner), "TENANT#t#USER#a%2523b");
+    }
+
+    #[test]
+    fn cursors_are_validated() {
+        assert_eq!(decode_cursor("%%%").map_err(|e| e.to_string()), Err("invalid cursor".into()));
+        assert_eq!(decode_cursor(&encode_cursor("MSG")).unwrap(), "MSG");
+        assert_eq!(cursor_id("nope").map_err(|e| e.to_string()), Err("invalid cursor id".into()));
+    }
+}

@@ -1,0 +1,317 @@
+//! Storage: the small traits the domain modules depend on, and their AWS implementations.
+//!
+//! | trait | what it keeps | implementation |
+//! |---|---|---|
+//! | [`HistoryStore`] | sessions and messages | [`DynamoTable`] |
+//! | [`DocumentStore`] | document records and status | [`DynamoTable`] |
+//! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
+//! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
+//! | [`IndexStore`] | index shards per scope | [`S3Bucket`] |
+//! | [`SecretSource`] | secret strings | [`SecretsManager`] |
+//! | [`Probe`] | can the dependency be reached | [`DynamoTable`], [`S3Bucket`] |
+//!
+//! Everything that knows how a record is stored lives here and nowhere else: key layout,
+//! cursor encoding, attribute conversion, the index shard format, and the mapping of SDK
+//! errors to [`StoreError`]. Domain modules never name an SDK type; a new store (Postgres,
+//! say) implements these traits in a file of its own beside the AWS ones.
+
+mod aws;
+mod dynamo;
+mod s3;
+mod secrets;
+mod shard;
+
+use std::{future::Future, pin::Pin};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+
+pub use aws::{AwsClients, StoreConfig};
+pub use dynamo::{DynamoTable, SESSIONS_INDEX};
+pub use s3::S3Bucket;
+pub use secrets::SecretsManager;
+pub use shard::BadShard;
+
+use crate::{
+    error::Error,
+    model::{Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Source, Usage},
+};
+
+/// Why a call to a storage service failed, in terms an operator (not the SDK) thinks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The bucket, table or secret does not exist.
+    NotFound,
+    /// The credentials lack permission.
+    AccessDenied,
+    /// The service is throttling us.
+    Throttled,
+    /// No answer within the configured timeout.
+    TimedOut,
+    /// The endpoint could not be reached at all.
+    Unreachable,
+    /// Anything else.
+    Failed,
+}
+
+/// A storage operation that did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write found the item in another state (missing, or changed): what
+    /// that means is the caller's to say (a 404, a 409, or nothing to do).
+    #[error("{action}: the condition on the item failed")]
+    ConditionFailed { action: &'static str },
+    /// A cursor that this store did not hand out.
+    #[error("{0}")]
+    BadCursor(&'static str),
+    /// A stored item or object that cannot be read back.
+    #[error("stored {0} is damaged or missing attributes")]
+    Corrupt(&'static str),
+    /// The service failed or could not be reached.
+    #[error("{action} failed ({failure:?})")]
+    Service {
+        action: &'static str,
+        failure: Failure,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// The operator's view of a service failure; `None` for the other kinds.
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            StoreError::Service { failure, .. } => Some(*failure),
+            _ => None,
+        }
+    }
+
+    pub fn is_condition_failed(&self) -> bool {
+        matches!(self, StoreError::ConditionFailed { .. })
+    }
+}
+
+/// What a storage failure means to a caller: a bad cursor is theirs (400), a damaged item
+/// ours (500), a failed condition a conflict (409) unless the domain says more, and a
+/// failed service a 503 ("busy" when throttled).
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Error {
+        match err {
+            StoreError::BadCursor(message) => Error::BadRequest(message.to_owned()),
+            StoreError::ConditionFailed { .. } => Error::Conflict("the item changed meanwhile; try again".into()),
+            StoreError::Corrupt(_) => {
+                Error::Internal { detail: err.to_string(), cause: Some(std::sync::Arc::new(err)) }
+            }
+            StoreError::Service { failure: Failure::Throttled, .. } => {
+                Error::unavailable("storage is busy; try again", err)
+            }
+            StoreError::Service { .. } => Error::unavailable("storage is unavailable", err),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+// ------------------------------------------------------------------ history
+
+/// A session to create: its id (a ULID), title and clock.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub session_id: &'a str,
+    pub title: &'a str,
+    pub now_ms: u64,
+    pub expires_at: u64,
+}
+
+/// A message to store, with its id and clock.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredMessage<'a> {
+    pub message_id: &'a str,
+    pub role: crate::model::Author,
+    pub content: &'a str,
+    pub sources: &'a [Source],
+    pub usage: Option<Usage>,
+    pub model: Option<&'a str>,
+    pub now_ms: u64,
+    pub expires_at: u64,
+}
+
+/// The session a message goes into.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionWrite<'a> {
+    /// An existing session (the write fails with [`StoreError::ConditionFailed`] if it is gone).
+    Existing(&'a str),
+    /// A session created with this message as its first.
+    New(NewSession<'a>),
+}
+
+/// Sessions and messages, always under one owner's keys.
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// Creates an empty session; fails with `ConditionFailed` if the id is taken.
+    async fn create_session(&self, owner: Owner<'_>, session: NewSession<'_>) -> StoreResult<()>;
+    /// One session, consistently read.
+    async fn session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<Option<Session>>;
+    /// Sessions, most recently active first.
+    async fn sessions(&self, owner: Owner<'_>, limit: i32, cursor: Option<&str>) -> StoreResult<Page<Session>>;
+    /// Stores a message and bumps its session's activity, count and expiry, in one write.
+    async fn append(&self, owner: Owner<'_>, session: SessionWrite<'_>, message: StoredMessage<'_>) -> StoreResult<()>;
+    /// A page of a session's messages, newest first; the cursor leads to older ones.
+    async fn messages(
+        &self,
+        owner: Owner<'_>,
+        session_id: &str,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<Message>>;
+    /// Deletes a session's messages, then the session.
+    async fn delete_session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<()>;
+}
+
+// ------------------------------------------------------------------ documents
+
+/// Document records of a scope (a tenant, or the shared docs).
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    /// Records a new document as `pending`; fails with `ConditionFailed` if the id is taken.
+    async fn create(&self, scope: &Scope, document: &NewDocument<'_>, now_ms: u64) -> StoreResult<()>;
+    /// Creates or refreshes a shared doc's record, keeping its status and creation time.
+    async fn upsert(&self, scope: &Scope, document: &NewDocument<'_>, now_ms: u64) -> StoreResult<()>;
+    /// A scope's documents, newest first; the cursor is the last document id of a page.
+    async fn list(&self, scope: &Scope, limit: i32, cursor: Option<&str>) -> StoreResult<Page<Document>>;
+    /// One record, consistently read.
+    async fn get(&self, scope: &Scope, id: &str) -> StoreResult<Option<Document>>;
+    /// Marks a record `processing` unless this exact version (`etag`) is already `ready`;
+    /// `ConditionFailed` when it is, or when there is no record.
+    async fn start_processing(&self, scope: &Scope, id: &str, etag: &str, now_ms: u64) -> StoreResult<()>;
+    /// Records how ingestion ended; `ConditionFailed` when the record is gone.
+    async fn finish(&self, scope: &Scope, id: &str, finished: Finished<'_>, now_ms: u64) -> StoreResult<()>;
+    /// Deletes a record (no error when it is already gone).
+    async fn delete(&self, scope: &Scope, id: &str) -> StoreResult<()>;
+}
+
+// ------------------------------------------------------------------ counters
+
+/// Which counter a request counts against.
+#[derive(Debug, Clone, Copy)]
+pub enum Counter<'a> {
+    User(Owner<'a>),
+    Tenant(&'a str),
+}
+
+/// Fixed-window counters (rate limits).
+#[async_trait]
+pub trait Counters: Send + Sync {
+    /// Adds one to the counter of the window starting at `window_start` unless it has
+    /// reached `limit`: `Ok(true)` when counted, `Ok(false)` when full. The counter item
+    /// expires at `expires_at` (epoch seconds).
+    async fn take(&self, counter: Counter<'_>, window_start: u64, limit: u64, expires_at: u64) -> StoreResult<bool>;
+}
+
+// ------------------------------------------------------------------ objects
+
+/// An object's body, read when asked for (so a caller can look at the size first).
+pub struct Body(Pin<Box<dyn Future<Output = StoreResult<Bytes>> + Send>>);
+
+impl Body {
+    pub fn new(read: impl Future<Output = StoreResult<Bytes>> + Send + 'static) -> Self {
+        Self(Box::pin(read))
+    }
+
+    pub async fn bytes(self) -> StoreResult<Bytes> {
+        self.0.await
+    }
+}
+
+/// An object as read: its version, its size and its body, not yet downloaded.
+pub struct Blob {
+    pub etag: String,
+    pub size: u64,
+    pub body: Body,
+}
+
+/// An object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub etag: String,
+    pub last_modified_ms: u64,
+}
+
+/// The answer to a conditional read.
+pub enum Revalidated {
+    Changed { etag: Option<String>, bytes: Bytes },
+    NotModified,
+    Missing,
+}
+
+/// A presigned upload: the URL and the headers the uploader must send.
+#[derive(Debug, Clone)]
+pub struct PresignedPut {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Objects in one bucket.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// The object, or `None` when there is no such key.
+    async fn get(&self, key: &str) -> StoreResult<Option<Blob>>;
+    /// The object unless its ETag is still `etag`.
+    async fn get_if_changed(&self, key: &str, etag: Option<&str>) -> StoreResult<Revalidated>;
+    /// Writes the object whole; returns its new ETag.
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> StoreResult<Option<String>>;
+    /// Deletes the object (no error when it is already gone).
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Every object under `prefix`, `page_size` at a time (S3's maximum is 1000).
+    async fn list(&self, prefix: &str, page_size: i32) -> StoreResult<Vec<Listed>>;
+    /// A URL that lets its holder PUT exactly this object (key, type, length) for `ttl`.
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        ttl: std::time::Duration,
+    ) -> StoreResult<PresignedPut>;
+}
+
+// ------------------------------------------------------------------ the index
+
+/// A shard as listed: where it is and which version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRef {
+    pub key: String,
+    pub etag: String,
+}
+
+/// Encoded shards, one per document, per scope. Decoding ([`crate::model::Shard::decode`])
+/// is CPU work the caller schedules.
+#[async_trait]
+pub trait IndexStore: Send + Sync {
+    /// The scope's shards.
+    async fn list(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>>;
+    /// A shard's bytes and ETag; `None` when it vanished since the listing.
+    async fn read(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>>;
+    /// Writes a document's shard whole.
+    async fn write(&self, scope: &Scope, shard: &crate::model::Shard) -> StoreResult<()>;
+    /// Deletes a document's shard (no error when it is already gone).
+    async fn delete(&self, scope: &Scope, document_id: &str) -> StoreResult<()>;
+}
+
+// ------------------------------------------------------------------ secrets and health
+
+/// Secret strings by id.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn secret_string(&self, secret_id: &str) -> StoreResult<String>;
+}
+
+/// A dependency check for `GET /health`.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// The component's name in the health report.
+    fn component(&self) -> &'static str;
+    async fn check(&self) -> Result<(), Failure>;
+}

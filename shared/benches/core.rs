@@ -15,9 +15,9 @@ use coach::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
     },
-    model::{Author, Chunk, Kind, Message, Shard, Source},
+    model::{Author, Chunk, Kind, Message, Passage, Shard, Source},
     prompt,
-    retrieval::{search, LoadedShard, Passage, RetrievalConfig},
+    retrieval::{search, LoadedShard, RetrievalConfig},
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

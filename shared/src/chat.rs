@@ -21,11 +21,11 @@ use crate::{
     error::Error,
     history::{History, Target},
     llm::{Completion, Llm, Prompt},
-    model::{Author, Message, NewMessage, Source, Usage},
+    model::{Author, Message, NewMessage, Passage, Source, Usage},
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
-    retrieval::{Passage, Retriever},
+    retrieval::Retriever,
 };
 
 /// Body of `POST /chat` and `POST /chat/stream`.

@@ -14,9 +14,8 @@ use serde_json::{json, Value};
 use crate::{
     config::{ConfigError, Env},
     error::Error,
-    llm::API_KEY_FIELD,
     retry::{self, Retries, RetryPolicy, SendError},
-    secrets::Secrets,
+    secrets::{Secrets, LLM_API_KEY_FIELD},
 };
 
 /// Field of the Coach secret with the embedding key (falls back to `llm_api_key`).
@@ -120,7 +119,7 @@ impl Embedder {
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let key = match self.secrets.field(EMBEDDING_KEY_FIELD).await {
             Ok(Some(key)) => Some(key),
-            Ok(None) => self.secrets.field(API_KEY_FIELD).await.ok().flatten(),
+            Ok(None) => self.secrets.field(LLM_API_KEY_FIELD).await.ok().flatten(),
             Err(e) => return Err(EmbedError::Unavailable(e.to_string())),
         };
         let mut vectors = Vec::with_capacity(texts.len());
@@ -154,10 +153,12 @@ impl Embedder {
             let response = retry::send(&self.config.policy, "embeddings", self.config.policy.timeout, build)
                 .await
                 .map_err(|e| match e {
-                    SendError::Refused(status) => {
+                    SendError::Refused { status, .. } => {
                         EmbedError::Refused(format!("the embedding service refused the request (status {status})"))
                     }
-                    SendError::Unavailable => EmbedError::Unavailable("the embedding service is unavailable".into()),
+                    SendError::Unavailable { .. } => {
+                        EmbedError::Unavailable("the embedding service is unavailable".into())
+                    }
                 })?;
             let body: Value = response
                 .json()

@@ -51,6 +51,13 @@ pub struct Source {
     pub snippet: String,
 }
 
+/// A retrieved passage: what to cite, and the text to put in the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Passage {
+    pub source: Source,
+    pub text: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Session {
     pub session_id: String,

@@ -14,8 +14,8 @@ use std::{
 use crate::{
     config::{ConfigError, Env},
     llm::{Prompt, Turn},
+    model::Passage,
     model::{Author, Message},
-    retrieval::Passage,
     store::{BlobStore, Revalidated},
 };
 

@@ -26,7 +26,7 @@ use crate::{
     config::{ConfigError, Env},
     embeddings::Embedder,
     error::Error,
-    model::{Scope, Shard, Source},
+    model::{Passage, Scope, Shard, Source},
     store::{IndexStore, ShardRef, StoreError},
 };
 
@@ -55,13 +55,6 @@ impl RetrievalConfig {
 
 /// Shards read from the store at once, at most, when an instance loads an index.
 pub const LOAD_PARALLELISM: usize = 16;
-
-/// A retrieved passage: what to cite, and the text to put in the prompt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Passage {
-    pub source: Source,
-    pub text: String,
-}
 
 /// Longest snippet stored with a source, in characters.
 const SNIPPET_CHARS: usize = 300;

@@ -40,13 +40,15 @@ pub struct RetryPolicy {
     pub backoff: Duration,
 }
 
-/// Why no usable response came back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why no usable response came back; the cause of the 502 the caller answers, logged there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The upstream answered with a final client error (not 429).
-    Refused(u16),
+    #[error("{upstream} refused the request with status {status} on attempt {attempt}")]
+    Refused { upstream: &'static str, status: u16, attempt: u32 },
     /// Every attempt failed with 429, 5xx, a timeout or a connection failure.
-    Unavailable,
+    #[error("{upstream} failed {attempts} attempt(s) with 429, 5xx, a timeout or no connection")]
+    Unavailable { upstream: &'static str, attempts: u32 },
 }
 
 /// Sends the request `build` makes, retrying per `policy`. `total` bounds a whole attempt
@@ -65,8 +67,7 @@ pub async fn send(
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 if status != 429 && status < 500 {
-                    tracing::error!(upstream, status, attempt, "upstream refused the request");
-                    return Err(SendError::Refused(status));
+                    return Err(SendError::Refused { upstream, status, attempt });
                 }
                 tracing::warn!(upstream, status, attempt, "upstream call failed");
                 retry_after(&response)
@@ -87,7 +88,7 @@ pub async fn send(
             }
         };
         if attempt >= policy.max_attempts {
-            return Err(SendError::Unavailable);
+            return Err(SendError::Unavailable { upstream, attempts: attempt });
         }
         tokio::time::sleep(retry_after.unwrap_or_else(|| backoff(policy, attempt))).await;
         attempt += 1;

@@ -15,6 +15,10 @@ use crate::{
     store::{SecretSource, StoreError},
 };
 
+/// Field of the Coach secret holding the language model provider's API key (also the
+/// embedding service's, unless it has a key of its own).
+pub const LLM_API_KEY_FIELD: &str = "llm_api_key";
+
 /// What the caller sees when a secret cannot be read; the logs say which and why.
 const UNAVAILABLE: &str = "a secret this request needs is unavailable";
 

@@ -16,7 +16,7 @@ use coach::{
     http::{error_object, error_response, json_body, request_id},
     llm::{Completion, Delta},
     model::Usage,
-    store::{AwsClients, StoreConfig},
+    store::AwsClients,
     Error,
 };
 use futures_util::StreamExt;
@@ -36,9 +36,7 @@ pub struct StreamState {
 impl StreamState {
     /// Reads the configuration from the environment and builds everything from it.
     pub async fn from_env() -> Result<Self, StartupError> {
-        let env = Env::process();
-        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
-        Self::build(&env, &aws)
+        AwsClients::cold_start(Self::build).await
     }
 
     /// Builds the state from a configuration and ready clients.

@@ -16,7 +16,7 @@ use coach::{
     ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
     retry::Retries,
     secrets::Secrets,
-    store::{AwsClients, StoreConfig},
+    store::AwsClients,
     Error,
 };
 use serde_json::{json, Value};
@@ -29,9 +29,7 @@ pub struct State {
 impl State {
     /// Reads the configuration from the environment and builds everything from it.
     pub async fn from_env() -> Result<Self, StartupError> {
-        let env = Env::process();
-        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
-        Self::build(&env, &aws)
+        AwsClients::cold_start(Self::build).await
     }
 
     /// Builds the state from a configuration and ready clients.

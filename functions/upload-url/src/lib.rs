@@ -21,7 +21,7 @@ use coach::{
     ids::Ids,
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
-    store::{AwsClients, StoreConfig},
+    store::AwsClients,
     Error,
 };
 use lambda_http::{
@@ -40,9 +40,7 @@ pub struct State {
 impl State {
     /// Reads the configuration from the environment and builds everything from it.
     pub async fn from_env() -> Result<Self, StartupError> {
-        let env = Env::process();
-        let aws = AwsClients::load(StoreConfig::from_env(&env)?).await;
-        Self::build(&env, &aws)
+        AwsClients::cold_start(Self::build).await
     }
 
     /// Builds the state from a configuration and ready clients.

@@ -28,14 +28,11 @@ use futures_util::Stream;
 use crate::{
     config::{ConfigError, Env},
     error::Error,
+    model::Passage,
     model::{Author, Usage},
-    retrieval::Passage,
     retry::Retries,
     secrets::Secrets,
 };
-
-/// Field of the Coach secret holding the provider's API key.
-pub const API_KEY_FIELD: &str = "llm_api_key";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {

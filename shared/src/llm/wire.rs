@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
-use super::{sse, ChatModel, Completion, Delta, DeltaStream, LlmConfig, Prompt, API_KEY_FIELD};
+use super::{sse, ChatModel, Completion, Delta, DeltaStream, LlmConfig, Prompt};
 use crate::{
     error::Error,
-    retrieval::Passage,
+    model::Passage,
     retry::{self, SendError},
-    secrets::Secrets,
+    secrets::{Secrets, LLM_API_KEY_FIELD},
 };
 
 /// What one stream event means.
@@ -62,7 +62,7 @@ impl<W: Wire> HttpModel<W> {
 
     /// Sends the request with the retry policy (see [`crate::retry`]).
     async fn send(&self, prompt: &Prompt, stream: bool) -> Result<reqwest::Response, Error> {
-        let api_key = self.secrets.field(API_KEY_FIELD).await?;
+        let api_key = self.secrets.field(LLM_API_KEY_FIELD).await?;
         let policy = self.config.retries.policy(self.config.timeout);
         // A whole reply must arrive within the timeout; a stream gets a generous cap and is
         // bounded chunk by chunk.
@@ -70,11 +70,14 @@ impl<W: Wire> HttpModel<W> {
         let url = W::url(&self.config, stream);
         let body = W::body(&self.config, prompt, stream);
         let build = || W::headers(self.http.post(&url).json(&body), api_key.as_deref());
-        retry::send(&policy, "llm", total, build).await.map_err(|e| match e {
-            SendError::Refused(status) => {
-                upstream(&format!("the language model refused the request (status {status})"))
-            }
-            SendError::Unavailable => upstream("the language model is unavailable; try again shortly"),
+        retry::send(&policy, "llm", total, build).await.map_err(|e| {
+            let message = match e {
+                SendError::Refused { status, .. } => {
+                    format!("the language model refused the request (status {status})")
+                }
+                SendError::Unavailable { .. } => "the language model is unavailable; try again shortly".to_owned(),
+            };
+            Error::Upstream { message, cause: Some(std::sync::Arc::new(e)) }
         })
     }
 }

@@ -11,7 +11,7 @@ use aws_smithy_runtime_api::{client::result::SdkError, http::Response as HttpRes
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use super::{DynamoTable, Failure, S3Bucket, SecretsManager, StoreError};
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, StartupError};
 
 /// Default bucket, table and secret names, those of the local stack.
 pub const DEFAULT_BUCKET: &str = "coach-local";
@@ -74,6 +74,16 @@ impl AwsClients {
             .load()
             .await;
         Self::from_sdk_config(&sdk, config)
+    }
+
+    /// A function's cold start: reads the process environment, loads the clients, and
+    /// hands both to `build`, which makes the function's state.
+    pub async fn cold_start<S>(
+        build: impl FnOnce(&Env, &AwsClients) -> Result<S, StartupError>,
+    ) -> Result<S, StartupError> {
+        let env = Env::process();
+        let aws = Self::load(StoreConfig::from_env(&env)?).await;
+        build(&env, &aws)
     }
 
     /// Builds the clients from an already loaded SDK configuration (tests point it at an

@@ -65,7 +65,7 @@ async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {
     println!("table    {}", config.table);
     let mut fields = serde_json::json!({ HS256_SECRET_FIELD: random_hex(32)? });
     if let Ok(key) = std::env::var("COACH_DEV_LLM_API_KEY") {
-        fields[coach::llm::API_KEY_FIELD] = key.into();
+        fields[coach::secrets::LLM_API_KEY_FIELD] = key.into();
     }
     create_secret(&aws.secrets, &config.secret_id, &fields).await?;
     println!("secret   {}", config.secret_id);

@@ -11,8 +11,6 @@
 //! memory (with the query embedding); (3) one transactional write of the message and its
 //! session.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -84,7 +82,7 @@ pub struct Chat {
     pub profiles: Option<Profiles>,
     pub retriever: Retriever,
     pub llm: Llm,
-    pub limiter: Arc<RateLimiter>,
+    pub limiter: RateLimiter,
 }
 
 impl Chat {

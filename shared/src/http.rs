@@ -133,7 +133,7 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
 
 /// Logs a failed request once: server-side failures with their cause chain, rejections
 /// of the caller's request at `info`.
-pub fn log(err: &Error) {
+fn log(err: &Error) {
     match err {
         Error::Internal { detail, .. } => tracing::error!(error = %detail, cause = %err.causes(), "internal error"),
         other if other.status().is_server_error() => {

@@ -220,6 +220,7 @@ pub struct NewDocument<'a> {
     pub kind: Kind,
     pub size_bytes: u64,
     pub key: &'a str,
+    /// The uploader's user id (shared docs have none, and their records do not keep one).
     pub uploaded_by: &'a str,
 }
 

@@ -385,12 +385,6 @@ impl Index {
         Ok(loaded.into_iter().flatten().collect())
     }
 
-    /// The shards a caller of `tenant` may search: the tenant's and the shared docs'.
-    pub async fn shards_for(&self, tenant: &str) -> Result<Vec<Arc<LoadedShard>>, Error> {
-        let listed = self.listed_for(tenant).await?;
-        self.load(listed).await
-    }
-
     async fn listing(&self, scope: Scope) -> Result<Arc<Listing>, Error> {
         let name = match &scope {
             Scope::Tenant(t) => t.clone(),

@@ -210,6 +210,35 @@ async fn other_users_and_tenants_get_404_never_data() {
 }
 
 #[tokio::test]
+async fn a_message_into_a_session_deleted_meanwhile_is_404_and_stores_nothing() {
+    use coach::{history::Target, model::NewMessage};
+    // The write that stores a message checks that its session still exists; a session
+    // deleted between a turn's read and its write fails that condition, which means 404.
+    let stack = stack(&[]).await;
+    let services = stack.deploy();
+    let who = coach::auth::Principal { user_id: "alice".into(), tenant: "acme".into(), roles: vec![] };
+    let gone = "01JD3Q7Z8X4K2M9N5P6R7S8T9V";
+    let history = &services.chat.chat.history;
+    let err = history.add_message(&who, Target::Session(gone), NewMessage::user("hello")).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::NOT_FOUND, "{err}");
+    assert_eq!(err.to_string(), "no such session");
+    let stored = stack
+        .aws
+        .dynamodb
+        .query()
+        .table_name(&stack.config.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#acme#USER#alice#SESSION#{gone}")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.count(), 0, "no orphan message");
+}
+
+#[tokio::test]
 async fn bad_input_is_4xx_with_json_errors() {
     let services = stack(&[("COACH_MAX_MESSAGE_CHARS", "50")]).await.deploy();
     let cases = [

@@ -87,7 +87,7 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupErr
         profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
         retriever: Retriever::from_env(env, bucket, embedder)?,
         llm: Llm::from_env(env, retries, http.clone(), secrets.clone())?,
-        limiter: Arc::new(RateLimiter::new(table, RateLimitConfig::from_env(env)?)),
+        limiter: RateLimiter::new(table, RateLimitConfig::from_env(env)?),
     };
     Ok((Authenticator::from_env(env, secrets, http)?, chat))
 }

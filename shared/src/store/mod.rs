@@ -87,10 +87,6 @@ impl StoreError {
             _ => None,
         }
     }
-
-    pub fn is_condition_failed(&self) -> bool {
-        matches!(self, StoreError::ConditionFailed { .. })
-    }
 }
 
 /// What a storage failure means to a caller: a bad cursor is theirs (400), a damaged item

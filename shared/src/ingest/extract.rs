@@ -65,14 +65,12 @@ fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
     match result {
         // Text runs from some PDF fonts carry NULs; they are never meant as text.
         Ok(Ok(text)) => Ok(text.replace('\0', "")),
-        Ok(Err(e)) => {
-            let detail = format!("{e:?}").to_ascii_lowercase();
-            if detail.contains("encrypt") || detail.contains("decrypt") || detail.contains("password") {
-                Err(ExtractError::EncryptedPdf)
-            } else {
-                Err(ExtractError::CorruptPdf)
-            }
-        }
+        Ok(Err(pdf_extract::OutputError::PdfError(
+            pdf_extract::Error::Decryption(_)
+            | pdf_extract::Error::InvalidPassword
+            | pdf_extract::Error::AlreadyEncrypted,
+        ))) => Err(ExtractError::EncryptedPdf),
+        Ok(Err(_)) => Err(ExtractError::CorruptPdf),
         Err(_) => Err(ExtractError::CorruptPdf),
     }
 }

@@ -86,7 +86,7 @@ pub struct Documents {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
     index: Arc<dyn IndexStore>,
-    ids: Arc<Ids>,
+    ids: Ids,
     uploads: UploadConfig,
 }
 
@@ -95,10 +95,9 @@ impl Documents {
         records: Arc<dyn DocumentStore>,
         blobs: Arc<dyn BlobStore>,
         index: Arc<dyn IndexStore>,
-        ids: Arc<Ids>,
         uploads: UploadConfig,
     ) -> Self {
-        Self { records, blobs, index, ids, uploads }
+        Self { records, blobs, index, ids: Ids::new(), uploads }
     }
 
     /// Validates the request, records a new document as `pending`, and presigns its upload.

@@ -31,15 +31,15 @@ pub enum Target<'a> {
 /// Session and message storage. Build once per cold start.
 pub struct History {
     store: Arc<dyn HistoryStore>,
-    ids: Arc<Ids>,
+    ids: Ids,
     retention: Duration,
 }
 
 impl History {
     /// Retention from `COACH_HISTORY_RETENTION_DAYS` (90 days by default).
-    pub fn from_env(env: &Env, store: Arc<dyn HistoryStore>, ids: Arc<Ids>) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, store: Arc<dyn HistoryStore>) -> Result<Self, ConfigError> {
         let days = env.number("COACH_HISTORY_RETENTION_DAYS", 90, 1, 3650)?;
-        Ok(Self { store, ids, retention: Duration::from_secs(86_400 * days) })
+        Ok(Self { store, ids: Ids::new(), retention: Duration::from_secs(86_400 * days) })
     }
 
     /// Creates a session. `title` is trimmed and cut to 80 characters.

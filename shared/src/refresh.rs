@@ -60,14 +60,14 @@ pub struct Manifest {
 /// Rebuilds the system prompt from the shared docs. Build once per cold start.
 pub struct Refresher {
     blobs: Arc<dyn BlobStore>,
-    ids: Arc<Ids>,
+    ids: Ids,
     /// Token budget of the generated prompt (`COACH_PROMPT_MAX_TOKENS`).
     budget: u32,
 }
 
 impl Refresher {
-    pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>, ids: Arc<Ids>) -> Result<Self, ConfigError> {
-        Ok(Self { blobs, ids, budget: env.number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000)? as u32 })
+    pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>) -> Result<Self, ConfigError> {
+        Ok(Self { blobs, ids: Ids::new(), budget: env.number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000)? as u32 })
     }
 
     /// Rebuilds the prompt; `page_size` is the listing page size (S3's maximum is 1000).

@@ -30,7 +30,6 @@ use coach::{
         empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
         query_param, request_id,
     },
-    ids::Ids,
     llm::Llm,
     profile::Profiles,
     prompt::SystemPrompt,
@@ -82,7 +81,7 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupErr
     let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
     let chat = Chat {
         limits: ChatConfig::from_env(env)?,
-        history: History::from_env(env, table.clone(), Arc::new(Ids::new()))?,
+        history: History::from_env(env, table.clone())?,
         system_prompt: SystemPrompt::from_env(env, bucket.clone())?,
         profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
         retriever: Retriever::from_env(env, bucket, embedder)?,

@@ -12,7 +12,6 @@ use coach::{
     auth::{Authenticator, Role},
     config::{Env, StartupError},
     http::{error_response, json_response, outbound_client, request_id},
-    ids::Ids,
     refresh::Refresher,
     secrets::Secrets,
     store::AwsClients,
@@ -45,7 +44,7 @@ impl State {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         Ok(Self {
             auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
-            refresher: Refresher::from_env(env, Arc::new(aws.bucket()), Arc::new(Ids::new()))?,
+            refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
         })
     }
 }

@@ -18,7 +18,6 @@ use coach::{
     http::{
         empty_response, error_response, json_body, json_response, outbound_client, query_limit, query_param, request_id,
     },
-    ids::Ids,
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
     store::AwsClients,
@@ -50,13 +49,7 @@ impl State {
         Ok(Self {
             auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-            documents: Documents::new(
-                table,
-                bucket.clone(),
-                bucket,
-                Arc::new(Ids::new()),
-                UploadConfig::from_env(env)?,
-            ),
+            documents: Documents::new(table, bucket.clone(), bucket, UploadConfig::from_env(env)?),
         })
     }
 }

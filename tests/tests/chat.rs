@@ -80,6 +80,13 @@ async fn requests(server: &MockServer) -> Vec<Value> {
     server.received_requests().await.unwrap_or_default().iter().map(|r| r.body_json().unwrap_or(Value::Null)).collect()
 }
 
+/// How many items the table holds under alice's (tenant acme) session `id`: its messages.
+async fn items_under(stack: &TestStack, id: &str) -> i32 {
+    let pk = aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#acme#USER#alice#SESSION#{id}"));
+    let query = stack.aws.dynamodb.query().table_name(&stack.config.table).key_condition_expression("pk = :pk");
+    query.expression_attribute_values(":pk", pk).send().await.unwrap().count()
+}
+
 async fn messages(services: &Deployment, token: &str, session: &str) -> Vec<Value> {
     let (status, body) = call(services, req("GET", &format!("/sessions/{session}/messages"), None, token)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -145,20 +152,7 @@ async fn sessions_are_created_listed_most_recent_first_and_deleted() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = call(&services, req("DELETE", &format!("/sessions/{id}"), None, &alice())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let left = stack
-        .aws
-        .dynamodb
-        .query()
-        .table_name(&stack.config.table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#acme#USER#alice#SESSION#{id}")),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(left.count(), 0, "messages deleted with the session");
+    assert_eq!(items_under(&stack, id).await, 0, "messages deleted with the session");
 }
 
 #[tokio::test]
@@ -222,20 +216,7 @@ async fn a_message_into_a_session_deleted_meanwhile_is_404_and_stores_nothing() 
     let err = history.add_message(&who, Target::Session(gone), NewMessage::user("hello")).await.unwrap_err();
     assert_eq!(err.status(), StatusCode::NOT_FOUND, "{err}");
     assert_eq!(err.to_string(), "no such session");
-    let stored = stack
-        .aws
-        .dynamodb
-        .query()
-        .table_name(&stack.config.table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#acme#USER#alice#SESSION#{gone}")),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stored.count(), 0, "no orphan message");
+    assert_eq!(items_under(&stack, gone).await, 0, "no orphan message");
 }
 
 #[tokio::test]

@@ -89,16 +89,16 @@ impl Env<'_> {
     }
 }
 
+/// Runs `read` over an environment of just `vars` (for the modules' configuration tests).
+#[cfg(test)]
+pub(crate) fn with<T>(vars: &[(&str, &str)], read: impl FnOnce(&Env) -> T) -> T {
+    let lookup = |k: &str| vars.iter().find(|(name, _)| *name == k).map(|(_, v)| (*v).to_owned());
+    read(&Env(&lookup))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn with<T>(vars: &[(&str, &str)], read: impl FnOnce(&Env) -> T) -> T {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let lookup = |k: &str| map.get(k).cloned();
-        read(&Env(&lookup))
-    }
 
     #[test]
     fn blank_values_count_as_unset() {

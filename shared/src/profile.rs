@@ -224,12 +224,9 @@ fn without_url(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Option<ProfileConfig>, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let lookup = |k: &str| map.get(k).cloned();
-        ProfileConfig::from_env(&Env(&lookup))
+        crate::config::with(vars, ProfileConfig::from_env)
     }
 
     #[test]

@@ -272,12 +272,9 @@ pub(crate) fn unauthorized(message: impl Into<String>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let lookup = |k: &str| map.get(k).cloned();
-        AuthConfig::from_env(&Env(&lookup))
+        crate::config::with(vars, AuthConfig::from_env)
     }
 
     #[test]

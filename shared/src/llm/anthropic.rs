@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    wire::{count, text, upstream, StreamStep, Wire},
+    wire::{count, text, StreamStep, Wire},
     Completion, Delta, LlmConfig, Prompt,
 };
 use crate::{error::Error, model::Usage};
@@ -135,7 +135,7 @@ impl Wire for Anthropic {
             },
             "message_delta" => vec![Delta::Usage((&data.usage).into())],
             "message_stop" => return Ok(StreamStep::Done),
-            "error" => return Err(upstream("the language model failed mid-reply")),
+            "error" => return Err(Error::upstream("the language model failed mid-reply")),
             _ => Vec::new(),
         };
         Ok(StreamStep::Deltas(deltas))

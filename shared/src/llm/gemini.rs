@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    wire::{count, text, upstream, StreamStep, Wire},
+    wire::{count, text, StreamStep, Wire},
     Completion, Delta, LlmConfig, Prompt,
 };
 use crate::{
@@ -145,7 +145,7 @@ impl Wire for Gemini {
 
     fn step(_name: Option<&str>, mut chunk: Response) -> Result<StreamStep, Error> {
         if chunk.error.is_some() {
-            return Err(upstream("the language model failed mid-reply"));
+            return Err(Error::upstream("the language model failed mid-reply"));
         }
         let mut deltas = Vec::new();
         if let Some(model) = chunk.model_version.take() {

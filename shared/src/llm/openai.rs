@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    wire::{count, text, upstream, StreamStep, Wire},
+    wire::{count, text, StreamStep, Wire},
     Completion, Delta, LlmConfig, Prompt,
 };
 use crate::{error::Error, model::Usage};
@@ -116,7 +116,7 @@ impl Wire for OpenAi {
 
     fn step(_name: Option<&str>, chunk: Response) -> Result<StreamStep, Error> {
         if chunk.error.is_some() {
-            return Err(upstream("the language model failed mid-reply"));
+            return Err(Error::upstream("the language model failed mid-reply"));
         }
         let mut deltas = Vec::new();
         if let Some(model) = chunk.model {

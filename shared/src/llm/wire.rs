@@ -88,13 +88,13 @@ impl<W: Wire> ChatModel for HttpModel<W> {
         let response = self.send(prompt, false).await?;
         let body = tokio::time::timeout(self.config.timeout, response.bytes())
             .await
-            .map_err(|_| upstream("the language model timed out"))?
-            .map_err(|_| upstream("the language model sent an unreadable reply"))?;
+            .map_err(|_| Error::upstream("the language model timed out"))?
+            .map_err(|_| Error::upstream("the language model sent an unreadable reply"))?;
         let reply: W::Response = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => upstream("the language model sent an unexpected reply"),
-            _ => upstream("the language model sent an unreadable reply"),
+            serde_json::error::Category::Data => Error::upstream("the language model sent an unexpected reply"),
+            _ => Error::upstream("the language model sent an unreadable reply"),
         })?;
-        W::completion(reply).ok_or_else(|| upstream("the language model sent an unexpected reply"))
+        W::completion(reply).ok_or_else(|| Error::upstream("the language model sent an unexpected reply"))
     }
 
     async fn stream(&self, prompt: &Prompt, _passages: &[Passage]) -> Result<DeltaStream, Error> {
@@ -111,15 +111,15 @@ impl<W: Wire> ChatModel for HttpModel<W> {
             };
             loop {
                 let chunk = match tokio::time::timeout(idle, bytes.next()).await {
-                    Err(_) => return send(Err(upstream("the language model stopped sending"))).await,
+                    Err(_) => return send(Err(Error::upstream("the language model stopped sending"))).await,
                     Ok(None) => break,
-                    Ok(Some(Err(_))) => return send(Err(upstream("the language model stream broke off"))).await,
+                    Ok(Some(Err(_))) => return send(Err(Error::upstream("the language model stream broke off"))).await,
                     Ok(Some(Ok(chunk))) => chunk,
                 };
                 let events = match decoder.push(&chunk) {
                     Ok(events) => events,
                     Err(sse::EventTooLarge) => {
-                        return send(Err(upstream("the language model sent an oversized event"))).await
+                        return send(Err(Error::upstream("the language model sent an oversized event"))).await
                     }
                 };
                 for event in events {
@@ -154,12 +154,8 @@ fn parse<W: Wire>(event: &sse::SseEvent) -> Result<StreamStep, Error> {
         return Ok(StreamStep::Done);
     }
     let data: W::Event =
-        serde_json::from_str(&event.data).map_err(|_| upstream("the language model sent a malformed event"))?;
+        serde_json::from_str(&event.data).map_err(|_| Error::upstream("the language model sent a malformed event"))?;
     W::step(event.event.as_deref(), data)
-}
-
-pub(super) fn upstream(message: &str) -> Error {
-    Error::upstream(message)
 }
 
 /// A token count as providers send it: a whole number, or anything else read as 0.

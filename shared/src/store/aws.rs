@@ -177,12 +177,9 @@ fn validate_table_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<StoreConfig, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let lookup = |k: &str| map.get(k).cloned();
-        StoreConfig::from_env(&Env(&lookup))
+        crate::config::with(vars, StoreConfig::from_env)
     }
 
     #[test]

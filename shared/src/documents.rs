@@ -16,8 +16,9 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{now_ms, parse_id, rfc3339, Ids},
+    index::IndexWriter,
     model::{Document, Kind, NewDocument, Scope},
-    store::{BlobStore, DocumentStore, IndexStore},
+    store::{BlobStore, DocumentStore},
 };
 
 /// Body of `POST /uploads`.
@@ -85,7 +86,7 @@ pub fn safe_filename(name: &str) -> String {
 pub struct Documents {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
-    index: Arc<dyn IndexStore>,
+    index: IndexWriter,
     ids: Ids,
     uploads: UploadConfig,
 }
@@ -94,7 +95,7 @@ impl Documents {
     pub fn new(
         records: Arc<dyn DocumentStore>,
         blobs: Arc<dyn BlobStore>,
-        index: Arc<dyn IndexStore>,
+        index: IndexWriter,
         uploads: UploadConfig,
     ) -> Self {
         Self { records, blobs, index, ids: Ids::new(), uploads }
@@ -163,13 +164,14 @@ impl Documents {
             .ok_or_else(|| Error::NotFound("no such document".into()))
     }
 
-    /// Deletes a document of the caller's tenant: the object, its index shard, then the
-    /// record (so a half-done delete can be repeated).
+    /// Deletes a document of the caller's tenant: the object, then its index entry (a
+    /// tombstone), then the record, so a half-done delete can be repeated, and an ingest
+    /// still running finds the object gone before it could commit.
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<(), Error> {
         let doc = self.get(who, id).await?;
         let scope = Scope::Tenant(who.tenant.clone());
         self.blobs.delete(&doc.key).await?;
-        self.index.delete(&scope, &doc.document_id).await?;
+        self.index.remove(&scope, &doc.document_id).await?;
         Ok(self.records.delete(&scope, &doc.document_id).await?)
     }
 }

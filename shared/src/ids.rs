@@ -36,6 +36,11 @@ pub fn parse_id(value: &str, what: &str) -> Result<Ulid, Error> {
 }
 
 /// Milliseconds since the epoch, now.
+/// A stable 64-bit hash of `text` (FNV-1a), for names derived from keys.
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -30,6 +30,7 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod ids;
+pub mod index;
 pub mod ingest;
 pub mod llm;
 pub mod logging;

@@ -1,36 +1,34 @@
 //! Hybrid retrieval over a tenant's documents plus the shared docs, in process.
 //!
-//! The index shards of the tenant's scope and the shared scope are listed through the
-//! [`IndexStore`] (both scopes at once; each listing cached for `COACH_INDEX_REVALIDATE_SECS`),
-//! loaded concurrently (at most [`LOAD_PARALLELISM`] at a time) once per ETag, decoded on
-//! the blocking pool, and kept in memory with an inverted index and unit vectors (plus an
-//! 8-bit copy of them). No other scope is ever read, so another tenant's documents cannot be
-//! retrieved.
+//! The index of the tenant's scope and of the shared scope come from the [`IndexReader`]:
+//! both manifests revalidated on each request (so a document is found as soon as it is
+//! `ready`, and not after it is deleted), segments loaded once and kept in a byte-bounded
+//! cache, with which of their documents are live. No other scope is ever read, so another
+//! tenant's documents cannot be retrieved.
 //!
 //! A query is ranked twice: BM25 over chunk text (always), and cosine similarity against
-//! chunk vectors when both the query and the shard have embeddings from the same model
+//! chunk vectors when both the query and the document have embeddings from the same model
 //! (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best 100 (or more for
 //! a large `top_k`) of each ranking are fused with reciprocal rank fusion (k = 60); the top
 //! `top_k` above `min_score` are returned with their sources.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::sync::Arc;
 
-use futures_util::{StreamExt, TryStreamExt};
-use moka::future::Cache;
+use std::collections::HashMap;
 
 use crate::{
     config::{ConfigError, Env},
     embeddings::Embedder,
     error::Error,
-    model::{Passage, Scope, Shard, Source},
-    store::{IndexStore, ShardRef, StoreError},
+    index::{
+        segment::{normalise, quantise, tokens},
+        IndexConfig, IndexReader, Part,
+    },
+    model::{Passage, Source},
+    store::IndexStore,
 };
 
-/// Retrieval settings (`COACH_RETRIEVAL_*`, `COACH_INDEX_REVALIDATE_SECS`).
+/// Retrieval settings (`COACH_RETRIEVAL_*`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrievalConfig {
     pub top_k: usize,
@@ -38,8 +36,6 @@ pub struct RetrievalConfig {
     pub min_score: f32,
     /// Least cosine similarity for a vector match to count.
     pub min_similarity: f32,
-    /// Least time between listings of a scope's shards.
-    pub revalidate: Duration,
 }
 
 impl RetrievalConfig {
@@ -48,13 +44,9 @@ impl RetrievalConfig {
             top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
             min_score: env.float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0)?,
             min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
-            revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 5, 0, 3600)?),
         })
     }
 }
-
-/// Shards read from the store at once, at most, when an instance loads an index.
-pub const LOAD_PARALLELISM: usize = 16;
 
 /// Longest snippet stored with a source, in characters.
 const SNIPPET_CHARS: usize = 300;
@@ -68,75 +60,6 @@ const RERANK_FACTOR: usize = 4;
 /// How far below `min_similarity` an 8-bit estimate may be and still be re-checked exactly:
 /// far above the worst quantisation error in the unit test (about 0.001 at 384 dimensions).
 const QUANTISATION_SLACK: f32 = 0.05;
-
-/// A shard ready for search.
-pub struct LoadedShard {
-    /// The shard as stored, except that its vectors are scaled to unit length.
-    pub shard: Shard,
-    /// term -> (chunk, term frequency)
-    postings: HashMap<String, Vec<(u32, u32)>>,
-    /// Tokens per chunk.
-    lengths: Vec<u32>,
-    /// The unit vectors quantised to 8 bits (`chunks * dims`), scanned first.
-    quantised: Vec<i8>,
-    /// Per chunk: the value of one quantisation step (0 for a zero vector, never matched).
-    steps: Vec<f32>,
-}
-
-impl LoadedShard {
-    pub fn new(mut shard: Shard) -> Self {
-        let mut postings: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
-        let mut lengths = Vec::with_capacity(shard.chunks.len());
-        let mut counts: HashMap<String, u32> = HashMap::new();
-        for (i, chunk) in shard.chunks.iter().enumerate() {
-            let mut length = 0;
-            let heading = chunk.heading.as_deref().unwrap_or_default();
-            for token in tokens(heading).chain(tokens(&chunk.text)) {
-                *counts.entry(token).or_default() += 1;
-                length += 1;
-            }
-            lengths.push(length);
-            for (term, tf) in counts.drain() {
-                postings.entry(term).or_default().push((i as u32, tf));
-            }
-        }
-        let dims = shard.dims as usize;
-        let mut quantised = vec![0; shard.vectors.len()];
-        let mut steps = Vec::with_capacity(shard.chunks.len());
-        if dims > 0 {
-            for (v, q) in shard.vectors.chunks_exact_mut(dims).zip(quantised.chunks_exact_mut(dims)) {
-                normalise(v);
-                steps.push(quantise(v, q));
-            }
-        }
-        Self { shard, postings, lengths, quantised, steps }
-    }
-}
-
-/// Scales `v` to unit length (a zero vector stays zero).
-fn normalise(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 && norm.is_finite() {
-        v.iter_mut().for_each(|x| *x /= norm);
-    } else {
-        v.iter_mut().for_each(|x| *x = 0.0);
-    }
-}
-
-/// Writes `v` as 8-bit steps of `max |v| / 127` into `out` and returns the step (0 when `v`
-/// is zero).
-fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
-    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    if max == 0.0 {
-        out.iter_mut().for_each(|q| *q = 0);
-        return 0.0;
-    }
-    let step = max / 127.0;
-    for (q, x) in out.iter_mut().zip(v) {
-        *q = (x / step).round().clamp(-127.0, 127.0) as i8;
-    }
-    step
-}
 
 /// Dot product of two 8-bit vectors, written so the compiler vectorises it (16 lanes).
 fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
@@ -164,27 +87,7 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Lowercased words of two or more characters, without common English stop words, with a
-/// plural `s` removed.
-pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2)
-        .map(str::to_lowercase)
-        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .map(|w| match w.strip_suffix('s') {
-            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_owned(),
-            _ => w,
-        })
-}
-
-const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "for", "from", "has", "have", "how", "if", "in",
-    "is", "it", "its", "me", "my", "not", "of", "on", "or", "so", "that", "the", "their", "them", "then", "there",
-    "they", "this", "to", "was", "we", "what", "when", "which", "who", "will", "with", "you", "your", "can", "should",
-    "would", "about", "into", "our", "us", "i",
-];
-
-/// A chunk: (shard index, chunk index).
+/// A chunk: (part, chunk of its segment).
 type Hit = ((usize, u32), f32);
 
 /// Best first; ties by position, so rankings are stable.
@@ -209,17 +112,17 @@ fn window(top_k: usize) -> usize {
     RANK_WINDOW.max(2 * top_k + RRF_K as usize)
 }
 
-/// Ranks the chunks of `shards` for a query (and its embedding, if any).
+/// Ranks the live chunks of `parts` for a query (and its embedding, if any).
 pub fn search(
-    shards: &[Arc<LoadedShard>],
+    parts: &[Part],
     query: &str,
     query_vector: Option<(&str, &[f32])>,
     config: &RetrievalConfig,
 ) -> Vec<Passage> {
     let window = window(config.top_k);
-    let lexical = best(bm25(shards, query), window);
+    let lexical = best(bm25(parts, query), window);
     let semantic = match query_vector {
-        Some((model, vector)) => best(similar(shards, model, vector, config.min_similarity, window), window),
+        Some((model, vector)) => best(similar(parts, model, vector, config.min_similarity, window), window),
         None => Vec::new(),
     };
 
@@ -233,9 +136,10 @@ pub fn search(
     let fused: Vec<Hit> = fused.into_iter().filter(|(_, s)| *s >= config.min_score).collect();
     best(fused, config.top_k)
         .into_iter()
-        .map(|((si, ci), score)| {
-            let shard = &shards[si].shard;
-            let chunk = &shard.chunks[ci as usize];
+        .map(|((pi, ci), score)| {
+            let loaded = &parts[pi].segment;
+            let doc = &loaded.segment.docs[loaded.chunk_doc[ci as usize] as usize];
+            let chunk = &loaded.segment.chunks[ci as usize];
             let text = match &chunk.heading {
                 Some(h) => format!("{h}\n{}", chunk.text),
                 None => chunk.text.clone(),
@@ -243,9 +147,9 @@ pub fn search(
             let snippet: String = chunk.text.chars().take(SNIPPET_CHARS).collect();
             Passage {
                 source: Source {
-                    document_id: shard.document_id.clone(),
-                    title: shard.title.clone(),
-                    chunk: ci,
+                    document_id: doc.document_id.clone(),
+                    title: doc.title.clone(),
+                    chunk: ci - doc.first_chunk,
                     score,
                     snippet,
                 },
@@ -255,50 +159,73 @@ pub fn search(
         .collect()
 }
 
-/// BM25 scores of every chunk that has a query term, over all `shards` as one collection.
-fn bm25(shards: &[Arc<LoadedShard>], query: &str) -> Vec<Hit> {
+/// Whether chunk `c` of `part` belongs to a live document.
+fn live(part: &Part, c: u32) -> bool {
+    part.live[part.segment.chunk_doc[c as usize] as usize]
+}
+
+/// BM25 scores of every live chunk that has a query term, over all `parts` as one collection.
+fn bm25(parts: &[Part], query: &str) -> Vec<Hit> {
     let mut terms: Vec<String> = tokens(query).collect();
     terms.sort();
     terms.dedup();
-    let total_chunks: usize = shards.iter().map(|s| s.lengths.len()).sum();
-    let total_length: u64 = shards.iter().flat_map(|s| s.lengths.iter()).map(|&l| u64::from(l)).sum();
+    if terms.is_empty() {
+        return Vec::new();
+    }
+    let (mut total_chunks, mut total_length) = (0usize, 0u64);
+    for part in parts {
+        let segment = &part.segment.segment;
+        for doc in segment.docs.iter().zip(part.live.iter()).filter(|(_, live)| **live).map(|(d, _)| d) {
+            let range = doc.first_chunk as usize..(doc.first_chunk + doc.chunks) as usize;
+            total_chunks += range.len();
+            total_length += segment.lengths[range].iter().map(|&l| u64::from(l)).sum::<u64>();
+        }
+    }
     let avg_length = if total_chunks == 0 { 1.0 } else { (total_length as f32 / total_chunks as f32).max(1.0) };
     let idfs: Vec<f32> = terms
         .iter()
         .map(|term| {
-            let df: usize = shards.iter().map(|s| s.postings.get(term).map_or(0, Vec::len)).sum();
+            let df: usize = parts
+                .iter()
+                .map(|p| p.segment.postings(term).map_or(0, |(chunks, _)| chunks.iter().filter(|&&c| live(p, c)).count()))
+                .sum();
             ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()
         })
         .collect();
     let mut hits = Vec::new();
     let mut scores: Vec<f32> = Vec::new();
-    for (si, shard) in shards.iter().enumerate() {
+    for (pi, part) in parts.iter().enumerate() {
+        let lengths = &part.segment.segment.lengths;
         let mut any = false;
         for (term, idf) in terms.iter().zip(&idfs) {
-            let Some(postings) = shard.postings.get(term) else { continue };
+            let Some((chunks, frequencies)) = part.segment.postings(term) else { continue };
             if !any {
                 scores.clear();
-                scores.resize(shard.lengths.len(), 0.0);
+                scores.resize(lengths.len(), 0.0);
                 any = true;
             }
-            for &(chunk, tf) in postings {
+            for (&chunk, &tf) in chunks.iter().zip(frequencies) {
+                if !live(part, chunk) {
+                    continue;
+                }
                 let tf = tf as f32;
-                let length = shard.lengths[chunk as usize] as f32;
+                let length = lengths[chunk as usize] as f32;
                 scores[chunk as usize] +=
                     idf * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * length / avg_length));
             }
         }
         if any {
             // Every matched term adds a positive score (idf > 0), so zero means no match.
-            hits.extend(scores.iter().enumerate().filter(|(_, s)| **s > 0.0).map(|(ci, s)| ((si, ci as u32), *s)));
+            hits.extend(scores.iter().enumerate().filter(|(_, s)| **s > 0.0).map(|(ci, s)| ((pi, ci as u32), *s)));
         }
     }
     hits
 }
 
-/// Chunks whose vector (from `model`) has cosine similarity of at least `min_similarity`
-/// to `vector`: a scan of the 8-bit vectors picks candidates, exact f32 cosine ranks them.
-fn similar(shards: &[Arc<LoadedShard>], model: &str, vector: &[f32], min_similarity: f32, window: usize) -> Vec<Hit> {
+/// Live chunks whose vector (from `model`) has cosine similarity of at least
+/// `min_similarity` to `vector`: a scan of the 8-bit vectors picks candidates, exact f32
+/// cosine ranks them.
+fn similar(parts: &[Part], model: &str, vector: &[f32], min_similarity: f32, window: usize) -> Vec<Hit> {
     let mut unit = vector.to_vec();
     normalise(&mut unit);
     let mut query = vec![0i8; unit.len()];
@@ -308,145 +235,59 @@ fn similar(shards: &[Arc<LoadedShard>], model: &str, vector: &[f32], min_similar
     }
     let floor = min_similarity - QUANTISATION_SLACK;
     let mut estimates = Vec::new();
-    for (si, shard) in shards.iter().enumerate() {
-        let dims = shard.shard.dims as usize;
-        if dims != unit.len() || shard.shard.embedding_model.as_deref() != Some(model) {
-            continue;
-        }
-        for (ci, (row, step)) in shard.quantised.chunks_exact(dims).zip(&shard.steps).enumerate() {
-            let estimate = dot_i8(row, &query) as f32 * step * query_step;
-            if *step > 0.0 && estimate >= floor {
-                estimates.push(((si, ci as u32), estimate));
+    for (pi, part) in parts.iter().enumerate() {
+        let loaded = &part.segment;
+        for (doc, _) in loaded.segment.docs.iter().zip(part.live.iter()).filter(|(_, live)| **live) {
+            let dims = doc.dims as usize;
+            if dims != unit.len() || doc.embedding_model.as_deref() != Some(model) {
+                continue;
+            }
+            let start = doc.first_value as usize;
+            let rows = loaded.quantised[start..start + doc.chunks as usize * dims].chunks_exact(dims);
+            for (k, row) in rows.enumerate() {
+                let ci = doc.first_chunk as usize + k;
+                let step = loaded.steps[ci];
+                let estimate = dot_i8(row, &query) as f32 * step * query_step;
+                if step > 0.0 && estimate >= floor {
+                    estimates.push(((pi, ci as u32), estimate));
+                }
             }
         }
     }
     best(estimates, window * RERANK_FACTOR)
         .into_iter()
-        .filter_map(|((si, ci), _)| {
-            let shard = &shards[si].shard;
-            let dims = shard.dims as usize;
-            let row = &shard.vectors[ci as usize * dims..(ci as usize + 1) * dims];
+        .filter_map(|((pi, ci), _)| {
+            let (row, _) = parts[pi].segment.vector(ci as usize)?;
             let cosine = dot_f32(row, &unit);
-            (cosine >= min_similarity).then_some(((si, ci), cosine))
+            (cosine >= min_similarity).then_some(((pi, ci), cosine))
         })
         .collect()
 }
 
-/// A scope's shards as listed, and when.
-struct Listing {
-    at: Instant,
-    shards: Vec<ShardRef>,
-}
-
-/// What the index is unavailable because of (for the log line at the edge).
-const INDEX_UNAVAILABLE: &str = "the document index is unavailable";
-
-fn unavailable(cause: StoreError) -> Error {
-    Error::unavailable(INDEX_UNAVAILABLE, cause)
-}
-
-/// The shards of each scope, loaded from the [`IndexStore`] and cached in memory.
-pub struct Index {
-    store: Arc<dyn IndexStore>,
-    revalidate: Duration,
-    /// Per scope: when it was listed, and its shards.
-    listings: Cache<String, Arc<Listing>>,
-    /// Per shard key: the ETag loaded, and the shard.
-    shards: Cache<String, Arc<(String, Arc<LoadedShard>)>>,
-}
-
-impl Index {
-    pub fn new(store: Arc<dyn IndexStore>, revalidate: Duration) -> Self {
-        Self {
-            store,
-            revalidate,
-            listings: Cache::builder().max_capacity(1_000).build(),
-            shards: Cache::builder().max_capacity(100_000).build(),
-        }
-    }
-
-    /// The shards a caller of `tenant` may search, as listed: the tenant's and the shared
-    /// docs' (both listings at once).
-    pub async fn listed_for(&self, tenant: &str) -> Result<Vec<ShardRef>, Error> {
-        let (own, shared) =
-            tokio::try_join!(self.listing(Scope::Tenant(tenant.to_owned())), self.listing(Scope::Global))?;
-        Ok(own.shards.iter().chain(&shared.shards).cloned().collect())
-    }
-
-    /// The listed shards, from memory when their ETag is unchanged, else read at most
-    /// [`LOAD_PARALLELISM`] at a time; in listing order. A damaged or vanished shard is
-    /// skipped (and logged), never a failed chat.
-    pub async fn load(&self, listed: Vec<ShardRef>) -> Result<Vec<Arc<LoadedShard>>, Error> {
-        let loaded: Vec<Option<Arc<LoadedShard>>> =
-            futures_util::stream::iter(listed.into_iter().map(|r| async move { self.shard(r).await }))
-                .buffered(LOAD_PARALLELISM)
-                .try_collect()
-                .await?;
-        Ok(loaded.into_iter().flatten().collect())
-    }
-
-    async fn listing(&self, scope: Scope) -> Result<Arc<Listing>, Error> {
-        let name = match &scope {
-            Scope::Tenant(t) => t.clone(),
-            Scope::Global => "_global".to_owned(),
-        };
-        if let Some(cached) = self.listings.get(&name).await {
-            if cached.at.elapsed() < self.revalidate {
-                return Ok(cached);
-            }
-        }
-        let shards = self.store.list(&scope).await.map_err(unavailable)?;
-        let listing = Arc::new(Listing { at: Instant::now(), shards });
-        self.listings.insert(name, listing.clone()).await;
-        Ok(listing)
-    }
-
-    async fn shard(&self, listed: ShardRef) -> Result<Option<Arc<LoadedShard>>, Error> {
-        if let Some(cached) = self.shards.get(&listed.key).await {
-            if cached.0 == listed.etag {
-                return Ok(Some(cached.1.clone()));
-            }
-        }
-        let Some((etag, bytes)) = self.store.read(&listed).await.map_err(unavailable)? else { return Ok(None) };
-        // Decoding and building the inverted index is CPU work: off the event loop.
-        let decoded = tokio::task::spawn_blocking(move || Shard::decode(&bytes).map(LoadedShard::new))
-            .await
-            .map_err(|e| Error::Internal { detail: "shard decoding task failed".into(), cause: Some(Arc::new(e)) })?;
-        let shard = match decoded {
-            Ok(shard) => Arc::new(shard),
-            Err(_) => {
-                tracing::warn!(key = %listed.key, "skipping a damaged index shard");
-                return Ok(None);
-            }
-        };
-        self.shards.insert(listed.key, Arc::new((etag, shard.clone()))).await;
-        Ok(Some(shard))
-    }
-}
-
 /// Retrieval for chat: the index, the query embedding, the ranking. Build once per cold start.
 pub struct Retriever {
-    index: Index,
+    index: IndexReader,
     embedder: Embedder,
     config: RetrievalConfig,
 }
 
 impl Retriever {
-    /// Settings from `COACH_RETRIEVAL_*` and `COACH_INDEX_REVALIDATE_SECS`.
+    /// Settings from `COACH_RETRIEVAL_*` and `COACH_INDEX_*`.
     pub fn from_env(env: &Env, store: Arc<dyn IndexStore>, embedder: Embedder) -> Result<Self, ConfigError> {
         let config = RetrievalConfig::from_env(env)?;
-        Ok(Self { index: Index::new(store, config.revalidate), embedder, config })
+        Ok(Self { index: IndexReader::new(store, &IndexConfig::from_env(env)?), embedder, config })
+    }
+
+    /// The index as this instance holds it.
+    pub fn index(&self) -> &IndexReader {
+        &self.index
     }
 
     /// The passages of `tenant`'s documents and the shared docs that best match `query`.
-    /// The listing comes first; the shards it names load while the query is embedded.
-    /// Without a working embedding service the search is lexical only.
+    /// The index loads while the query is embedded. Without a working embedding service the
+    /// search is lexical only.
     pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
         if self.config.top_k == 0 {
-            return Ok(Vec::new());
-        }
-        let listed = self.index.listed_for(tenant).await?;
-        if listed.is_empty() {
             return Ok(Vec::new());
         }
         let embed = async {
@@ -461,38 +302,59 @@ impl Retriever {
                 }
             }
         };
-        let (shards, vector) = tokio::join!(self.index.load(listed), embed);
-        let shards = shards?;
-        if shards.is_empty() {
+        let (parts, vector) = tokio::join!(self.index.parts_for(tenant), embed);
+        let parts = parts?;
+        if parts.is_empty() {
             return Ok(Vec::new());
         }
         let query_vector = vector.as_deref().map(|v| (self.embedder.model(), v));
-        Ok(search(&shards, query, query_vector, &self.config))
+        // Ranking a large index is CPU work measured in milliseconds: off the event loop.
+        let config = self.config.clone();
+        let query = query.to_owned();
+        let vector = query_vector.map(|(m, v)| (m.to_owned(), v.to_vec()));
+        tokio::task::spawn_blocking(move || {
+            search(&parts, &query, vector.as_ref().map(|(m, v)| (m.as_str(), v.as_slice())), &config)
+        })
+        .await
+        .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Chunk;
+    use crate::{
+        index::segment::{build, Loaded},
+        model::{Chunk, Shard},
+    };
 
-    fn shard(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Arc<LoadedShard> {
+    fn doc(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Shard {
         let (model, dims, flat) = match vectors {
             Some((m, v)) => (Some(m.to_owned()), v[0].len() as u32, v.concat()),
             None => (None, 0, Vec::new()),
         };
-        Arc::new(LoadedShard::new(Shard {
+        Shard {
             document_id: id.into(),
             title: format!("{id}.md"),
             chunks: texts.iter().map(|t| Chunk { heading: None, text: (*t).into() }).collect(),
             embedding_model: model,
             dims,
             vectors: flat,
-        }))
+        }
+    }
+
+    /// One segment of `docs`, every document live.
+    fn part(docs: Vec<Shard>) -> Part {
+        let live = vec![true; docs.len()];
+        Part { segment: Arc::new(Loaded::new(build(docs))), live: Arc::new(live) }
+    }
+
+    fn shard(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Part {
+        part(vec![doc(id, texts, vectors)])
     }
 
     fn config() -> RetrievalConfig {
-        RetrievalConfig { top_k: 3, min_score: 0.0, min_similarity: 0.3, revalidate: Duration::ZERO }
+        RetrievalConfig { top_k: 3, min_score: 0.0, min_similarity: 0.3 }
     }
 
     #[test]
@@ -576,9 +438,9 @@ mod tests {
         normalise(&mut unit);
         let mut q8 = vec![0i8; dims];
         let q_step = quantise(&unit, &mut q8);
-        let loaded = &shards[0];
+        let loaded = &shards[0].segment;
         let worst = loaded
-            .shard
+            .segment
             .vectors
             .chunks_exact(dims)
             .zip(loaded.quantised.chunks_exact(dims).zip(&loaded.steps))
@@ -613,6 +475,23 @@ mod tests {
         assert_eq!(hits.iter().map(|(id, _)| id.1).collect::<Vec<_>>(), vec![2]);
         assert!(similar(&shards, "m", &[0.0, 0.0], 0.0, 10).is_empty());
         assert!(similar(&shards, "m", &[f32::INFINITY, 0.0], 0.0, 10).is_empty());
+    }
+
+    #[test]
+    fn documents_not_live_are_never_returned_and_do_not_count() {
+        let texts = ["Feedback early and often.", "Feedback in private."];
+        let mut both = part(vec![doc("old", &texts[..1], None), doc("new", &texts[1..], None)]);
+        let all = search(std::slice::from_ref(&both), "feedback", None, &config());
+        assert_eq!(all.len(), 2);
+        both.live = Arc::new(vec![false, true]);
+        let hits = search(std::slice::from_ref(&both), "feedback", None, &config());
+        assert_eq!(hits.iter().map(|h| h.source.document_id.as_str()).collect::<Vec<_>>(), vec!["new"]);
+        assert_eq!(hits[0].source.chunk, 0, "chunk numbers are per document");
+        let with_vectors = Part {
+            live: Arc::new(vec![false]),
+            ..shard("v", &["Praise specific behaviour."], Some(("m", vec![vec![1.0, 0.0]])))
+        };
+        assert!(search(&[with_vectors], "zebra", Some(("m", &[1.0, 0.0])), &config()).is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use coach::{
     auth::{Authenticator, Principal, Role},
     config::{Env, StartupError},
     documents::{Documents, UploadConfig, UploadRequest},
+    index::{IndexConfig, IndexWriter},
     http::{
         empty_response, error_response, json_body, json_response, outbound_client, query_limit, query_param, request_id,
     },
@@ -49,7 +50,12 @@ impl State {
         Ok(Self {
             auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-            documents: Documents::new(table, bucket.clone(), bucket, UploadConfig::from_env(env)?),
+            documents: Documents::new(
+                table,
+                bucket.clone(),
+                IndexWriter::new(bucket.clone(), bucket, IndexConfig::from_env(env)?),
+                UploadConfig::from_env(env)?,
+            ),
         })
     }
 }

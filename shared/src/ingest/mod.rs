@@ -2,10 +2,18 @@
 //!
 //! ObjectCreated under `uploads/{tenant}/{document_id}/{file}` or `docs/{file}`: read the
 //! object, mark the record `processing`, extract text, chunk it, embed the chunks when an
-//! embedding provider is configured, write the index shard, mark the record `ready` with its
-//! chunk count. A document that cannot be read is marked `failed` with a reason. ObjectRemoved
-//! deletes the shard and the record. Re-delivery of an event for a version already `ready` is
-//! skipped, and every write is a whole-object put, so retries are idempotent.
+//! embedding provider is configured, add it to the scope's index (a delta segment and a
+//! conditional manifest write, see [`crate::index`]), check the record still exists, mark it
+//! `ready` with its chunk count. A document that cannot be read is marked `failed` with a
+//! reason. ObjectRemoved tombstones the document in the index and deletes the record.
+//! Re-delivery of an event for a version already `ready` is skipped, and index writes are
+//! conditional, so retries are idempotent.
+//!
+//! Races with a delete or a second upload to the same key: the index refuses a document
+//! whose source object is gone or has changed since it was read (checked inside its commit
+//! loop); a changed object is indexed again from the top; a record deleted after the commit
+//! gets its document tombstoned again. So the index ends up holding what S3 holds, and
+//! never a document whose record is gone.
 //!
 //! Errors returned from [`Ingestor::handle`] are transient (storage, embedding provider):
 //! the caller reports them so the event is retried. Everything else ends in a status.
@@ -22,9 +30,13 @@ use crate::{
     embeddings::{EmbedError, Embedder},
     error::Error,
     ids::now_ms,
+    index::{Added, IndexConfig, IndexWriter},
     model::{Chunk, Finished, Kind, NewDocument, Scope, Shard},
     store::{BlobStore, DocumentStore, IndexStore, StoreError},
 };
+
+/// Times a document is indexed again because its object changed while it was indexed.
+const MAX_VERSIONS: usize = 3;
 use chunk::{chunk_markdown, chunk_text, ChunkConfig};
 
 /// An S3 event notification, as S3 sends it to Lambda or SQS. Only what ingest reads is
@@ -99,6 +111,12 @@ pub enum Outcome {
     Skipped(&'static str),
 }
 
+/// One pass over an event: done, or the object changed and must be read again.
+enum Pass {
+    Done(Outcome),
+    Again,
+}
+
 struct Target {
     scope: Scope,
     id: String,
@@ -120,22 +138,22 @@ fn target(key: &str) -> Option<Target> {
 
 /// A stable id for a shared doc, from its key (FNV-1a, 64 bits, hex).
 fn global_id(key: &str) -> String {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("doc-{hash:016x}")
+    format!("doc-{:016x}", crate::ids::fnv1a(key))
 }
 
 /// Turns object events into indexed documents. Build once per cold start.
 pub struct Ingestor {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
-    index: Arc<dyn IndexStore>,
+    index: IndexWriter,
     embedder: Embedder,
     chunks: ChunkConfig,
     max_bytes: u64,
 }
 
 impl Ingestor {
-    /// Chunk sizes (`COACH_CHUNK_*`) and the size limit (`COACH_MAX_UPLOAD_BYTES`) from `env`.
+    /// Chunk sizes (`COACH_CHUNK_*`), the size limit (`COACH_MAX_UPLOAD_BYTES`) and index
+    /// settings (`COACH_INDEX_*`) from `env`.
     pub fn from_env(
         env: &Env,
         records: Arc<dyn DocumentStore>,
@@ -145,8 +163,8 @@ impl Ingestor {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             records,
+            index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
             blobs,
-            index,
             embedder,
             chunks: ChunkConfig::from_env(env)?,
             max_bytes: max_upload_bytes(env)?,
@@ -158,33 +176,47 @@ impl Ingestor {
         let Some(target) = target(&event.key) else {
             return Ok(Outcome::Skipped("not a document key"));
         };
+        for _ in 0..MAX_VERSIONS {
+            if let Pass::Done(outcome) = self.pass(&target, event).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(Error::Unavailable { message: "the object kept changing while it was indexed".into(), cause: None })
+    }
+
+    async fn pass(&self, target: &Target, event: &ObjectEvent) -> Result<Pass, Error> {
+        let done = |outcome| Ok(Pass::Done(outcome));
         if !event.created {
-            self.index.delete(&target.scope, &target.id).await?;
+            if self.blobs.version(&event.key).await?.is_some() {
+                // Created again since (events can arrive out of order): the object stays.
+                return done(Outcome::Skipped("the object exists again"));
+            }
+            self.index.remove(&target.scope, &target.id).await?;
             match self.records.get(&target.scope, &target.id).await? {
                 Some(record) if record.key == event.key || target.scope == Scope::Global => {
                     self.records.delete(&target.scope, &target.id).await?
                 }
                 _ => {}
             }
-            return Ok(Outcome::Removed);
+            return done(Outcome::Removed);
         }
 
         let kind = match &target.scope {
             Scope::Tenant(_) => match self.records.get(&target.scope, &target.id).await? {
                 Some(record) if record.key == event.key => Kind::from_content_type(&record.content_type),
-                _ => return Ok(Outcome::Skipped("no upload record for this key")),
+                _ => return done(Outcome::Skipped("no upload record for this key")),
             },
             Scope::Global => Kind::from_filename(&target.filename),
         };
         let Some(kind) = kind else {
             if target.scope == Scope::Global {
-                return Ok(Outcome::Skipped("not a document type Coach reads"));
+                return done(Outcome::Skipped("not a document type Coach reads"));
             }
-            return self.fail(&target, "unsupported file type".into()).await;
+            return self.fail(target, "unsupported file type".into()).await.map(Pass::Done);
         };
 
         let Some(object) = self.blobs.get(&event.key).await? else {
-            return Ok(Outcome::Skipped("object no longer exists"));
+            return done(Outcome::Skipped("object no longer exists"));
         };
         if target.scope == Scope::Global {
             let record = NewDocument {
@@ -199,12 +231,13 @@ impl Ingestor {
         }
         match self.records.start_processing(&target.scope, &target.id, &object.etag, now_ms()).await {
             Ok(()) => {}
-            Err(StoreError::ConditionFailed { .. }) => return Ok(Outcome::Skipped("this version is already indexed")),
+            Err(StoreError::ConditionFailed { .. }) => return done(Outcome::Skipped("this version is already indexed")),
             Err(e) => return Err(e.into()),
         }
         let size = object.size;
         if size > self.max_bytes {
-            return self.fail(&target, format!("the file is {size} bytes; the limit is {}", self.max_bytes)).await;
+            let reason = format!("the file is {size} bytes; the limit is {}", self.max_bytes);
+            return self.fail(target, reason).await.map(Pass::Done);
         }
         let bytes = object.body.bytes().await?;
 
@@ -219,11 +252,11 @@ impl Ingestor {
         .map_err(|e| Error::Internal { detail: "extraction task failed".into(), cause: Some(Arc::new(e)) })?;
         let chunks = match extracted {
             Ok(chunks) => chunks,
-            Err(reason) => return self.fail(&target, reason.to_string()).await,
+            Err(reason) => return self.fail(target, reason.to_string()).await.map(Pass::Done),
         };
         let (embedding_model, dims, vectors) = match self.embed(&chunks).await {
             Ok(embedded) => embedded,
-            Err(EmbedError::Refused(reason)) => return self.fail(&target, reason).await,
+            Err(EmbedError::Refused(reason)) => return self.fail(target, reason).await.map(Pass::Done),
             // Transient: leave the document `processing` and let the event be retried.
             Err(EmbedError::Unavailable(reason)) => return Err(Error::upstream(reason)),
         };
@@ -236,10 +269,21 @@ impl Ingestor {
             vectors,
         };
         let count = shard.chunks.len();
-        self.index.write(&target.scope, &shard).await?;
+        match self.index.add(&target.scope, shard, &event.key, &object.etag).await? {
+            Added::Indexed => {}
+            Added::Superseded => return Ok(Pass::Again),
+            Added::Gone => return done(Outcome::Skipped("the object was deleted while it was indexed")),
+        }
+        // A delete that finished between the commit and here removed the record: the
+        // document must not stay searchable.
+        let record = self.records.get(&target.scope, &target.id).await?;
+        if !record.is_some_and(|r| r.key == event.key || target.scope == Scope::Global) {
+            self.index.remove(&target.scope, &target.id).await?;
+            return done(Outcome::Skipped("the document was deleted while it was indexed"));
+        }
         let ready = Finished::Ready { chunks: count as u64, etag: &object.etag, size_bytes: size };
-        self.finish(&target, ready).await?;
-        Ok(Outcome::Indexed { chunks: count })
+        self.finish(target, ready).await?;
+        done(Outcome::Indexed { chunks: count })
     }
 
     /// One vector per chunk when an embedding provider is configured: (model, dims, vectors).

@@ -6,7 +6,7 @@
 //! | [`DocumentStore`] | document records and status | [`DynamoTable`] |
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
-//! | [`IndexStore`] | index shards per scope | [`S3Bucket`] |
+//! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
 //! | [`SecretSource`] | secret strings | [`SecretsManager`] |
 //! | [`Probe`] | can the dependency be reached | [`DynamoTable`], [`S3Bucket`] |
 //!
@@ -19,6 +19,7 @@ mod aws;
 mod dynamo;
 mod s3;
 mod secrets;
+mod segment;
 mod shard;
 
 use std::{future::Future, pin::Pin};
@@ -31,11 +32,12 @@ pub use aws::{AwsClients, StoreConfig};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
 pub use s3::S3Bucket;
 pub use secrets::SecretsManager;
+pub use segment::BadObject;
 pub use shard::BadShard;
 
 use crate::{
     error::Error,
-    model::{Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Source, Usage},
+    model::{Document, Finished, Manifest, Message, NewDocument, Owner, Page, Scope, Session, Source, Usage},
 };
 
 /// Why a call to a storage service failed, in terms an operator (not the SDK) thinks in.
@@ -261,6 +263,8 @@ pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> StoreResult<Option<String>>;
     /// Deletes the object (no error when it is already gone).
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// The object's version (ETag) without reading it, or `None` when there is no such key.
+    async fn version(&self, key: &str) -> StoreResult<Option<String>>;
     /// Every object under `prefix`, `page_size` at a time (S3's maximum is 1000).
     async fn list(&self, prefix: &str, page_size: i32) -> StoreResult<Vec<Listed>>;
     /// A URL that lets its holder PUT exactly this object (key, type, length) for `ttl`.
@@ -275,25 +279,51 @@ pub trait BlobStore: Send + Sync {
 
 // ------------------------------------------------------------------ the index
 
-/// A shard as listed: where it is and which version.
+/// A legacy per-document shard (the index layout before manifests) as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardRef {
     pub key: String,
     pub etag: String,
 }
 
-/// Encoded shards, one per document, per scope. Decoding ([`crate::model::Shard::decode`])
-/// is CPU work the caller schedules.
+/// The answer to a conditional read of a scope's manifest.
+pub enum ManifestRead {
+    Changed { etag: String, manifest: Manifest },
+    NotModified,
+    Missing,
+}
+
+/// A scope's index: one manifest, immutable segments named by id, reports of damaged
+/// segments, and the legacy per-document shards still to be migrated. Segments travel as
+/// bytes; encoding and decoding them ([`crate::model::Segment::encode`], [`crate::model::Segment::decode`]) is CPU work
+/// the caller schedules.
 #[async_trait]
 pub trait IndexStore: Send + Sync {
-    /// The scope's shards.
-    async fn list(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>>;
-    /// A shard's bytes and ETag; `None` when it vanished since the listing.
-    async fn read(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>>;
-    /// Writes a document's shard whole.
-    async fn write(&self, scope: &Scope, shard: &crate::model::Shard) -> StoreResult<()>;
-    /// Deletes a document's shard (no error when it is already gone).
-    async fn delete(&self, scope: &Scope, document_id: &str) -> StoreResult<()>;
+    /// The manifest unless its version is still `etag`.
+    async fn manifest(&self, scope: &Scope, etag: Option<&str>) -> StoreResult<ManifestRead>;
+    /// Replaces the manifest if it is still at version `expected` (`None`: only if there is
+    /// none yet); `ConditionFailed` when another writer got there first. Returns the new version.
+    async fn put_manifest(&self, scope: &Scope, manifest: &Manifest, expected: Option<&str>) -> StoreResult<String>;
+    /// A segment's bytes; `None` when there is no such segment.
+    async fn read_segment(&self, scope: &Scope, id: &str) -> StoreResult<Option<Bytes>>;
+    /// Writes a new segment.
+    async fn write_segment(&self, scope: &Scope, id: &str, bytes: Bytes) -> StoreResult<()>;
+    /// Deletes a segment (no error when it is already gone).
+    async fn delete_segment(&self, scope: &Scope, id: &str) -> StoreResult<()>;
+    /// Every stored segment with when it was written: (id, epoch ms).
+    async fn segments(&self, scope: &Scope) -> StoreResult<Vec<(String, u64)>>;
+    /// Records that a reader found segment `id` damaged.
+    async fn report_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()>;
+    /// Segments reported damaged.
+    async fn damaged(&self, scope: &Scope) -> StoreResult<Vec<String>>;
+    /// Removes a damage report (once the segment is repaired).
+    async fn clear_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()>;
+    /// Legacy per-document shards of the scope.
+    async fn legacy_shards(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>>;
+    /// A legacy shard's bytes and ETag; `None` when it vanished since the listing.
+    async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>>;
+    /// Deletes a legacy shard (no error when it is already gone).
+    async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()>;
 }
 
 // ------------------------------------------------------------------ secrets and health

@@ -1,6 +1,8 @@
 //! The S3 bucket: shared docs (`docs/`), the generated prompt (`prompt/`), uploads
-//! (`uploads/{tenant}/{document_id}/{file}`) and the index (`index/{tenant}/{document_id}`,
-//! `index/_global/{id}` for the shared docs), each object written whole.
+//! (`uploads/{tenant}/{document_id}/{file}`) and the index: per scope (`index/{tenant}/`, or
+//! `index/_global/` for the shared docs) a `manifest` (replaced by conditional writes),
+//! immutable segments `seg/{id}`, damage reports `damaged/{id}`, and the legacy per-document
+//! shards `{document_id}` from before manifests. Each object is written whole.
 
 use std::time::Duration;
 
@@ -10,10 +12,10 @@ use bytes::Bytes;
 
 use super::{
     aws::{classify, service_error},
-    Blob, BlobStore, Body, Failure, IndexStore, Listed, PresignedPut, Probe, Revalidated, ShardRef, StoreError,
-    StoreResult,
+    Blob, BlobStore, Body, Failure, IndexStore, Listed, ManifestRead, PresignedPut, Probe, Revalidated, ShardRef,
+    StoreError, StoreResult,
 };
-use crate::model::{Scope, Shard};
+use crate::model::{Manifest, Scope};
 
 /// One S3 bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +36,16 @@ fn index_prefix(scope: &Scope) -> String {
         Scope::Tenant(t) => format!("index/{t}/"),
         Scope::Global => "index/_global/".to_owned(),
     }
+}
+
+/// A segment of the scope's index: `index/{scope}/seg/{id}`.
+fn segment_key(scope: &Scope, id: &str) -> String {
+    format!("{}seg/{id}", index_prefix(scope))
+}
+
+/// A reader's report that a segment is damaged: `index/{scope}/damaged/{id}`.
+fn damaged_key(scope: &Scope, id: &str) -> String {
+    format!("{}damaged/{id}", index_prefix(scope))
 }
 
 fn broke_off(action: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -75,6 +87,15 @@ impl BlobStore for S3Bucket {
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => Ok(Revalidated::NotModified),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(Revalidated::Missing),
             Err(e) => Err(service_error("read object", e)),
+        }
+    }
+
+    async fn version(&self, key: &str) -> StoreResult<Option<String>> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => Ok(Some(head.e_tag().unwrap_or_default().to_owned())),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(service_error("read object version", e)),
         }
     }
 
@@ -158,25 +179,113 @@ impl BlobStore for S3Bucket {
 
 #[async_trait]
 impl IndexStore for S3Bucket {
-    async fn list(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>> {
-        let listed = BlobStore::list(self, &index_prefix(scope), 1000).await?;
-        Ok(listed.into_iter().map(|o| ShardRef { key: o.key, etag: o.etag }).collect())
+    async fn manifest(&self, scope: &Scope, etag: Option<&str>) -> StoreResult<ManifestRead> {
+        let key = format!("{}manifest", index_prefix(scope));
+        match BlobStore::get_if_changed(self, &key, etag).await? {
+            Revalidated::NotModified => Ok(ManifestRead::NotModified),
+            Revalidated::Missing => Ok(ManifestRead::Missing),
+            Revalidated::Changed { etag, bytes } => {
+                let manifest = Manifest::decode(&bytes).map_err(|_| StoreError::Corrupt("index manifest"))?;
+                Ok(ManifestRead::Changed { etag: etag.unwrap_or_default(), manifest })
+            }
+        }
     }
 
-    async fn read(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>> {
+    async fn put_manifest(&self, scope: &Scope, manifest: &Manifest, expected: Option<&str>) -> StoreResult<String> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}manifest", index_prefix(scope)))
+            .content_type("application/octet-stream")
+            .body(ByteStream::from(manifest.encode()));
+        // S3 conditional writes: replace only the version read, or create only if absent.
+        let request = match expected {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(output) => Ok(output.e_tag().unwrap_or_default().to_owned()),
+            Err(e) if e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) => {
+                Err(StoreError::ConditionFailed { action: "write index manifest" })
+            }
+            // If-Match on a manifest deleted meanwhile.
+            Err(e) if expected.is_some() && e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                Err(StoreError::ConditionFailed { action: "write index manifest" })
+            }
+            Err(e) => Err(service_error("write index manifest", e)),
+        }
+    }
+
+    async fn read_segment(&self, scope: &Scope, id: &str) -> StoreResult<Option<Bytes>> {
+        let Some(blob) = BlobStore::get(self, &segment_key(scope, id)).await? else { return Ok(None) };
+        Ok(Some(blob.body.bytes().await?))
+    }
+
+    async fn write_segment(&self, scope: &Scope, id: &str, bytes: Bytes) -> StoreResult<()> {
+        BlobStore::put(self, &segment_key(scope, id), bytes, "application/octet-stream").await?;
+        Ok(())
+    }
+
+    async fn delete_segment(&self, scope: &Scope, id: &str) -> StoreResult<()> {
+        BlobStore::delete(self, &segment_key(scope, id)).await
+    }
+
+    async fn segments(&self, scope: &Scope) -> StoreResult<Vec<(String, u64)>> {
+        let prefix = segment_key(scope, "");
+        let listed = BlobStore::list(self, &prefix, 1000).await?;
+        Ok(listed.into_iter().filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_owned(), o.last_modified_ms))).collect())
+    }
+
+    async fn report_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()> {
+        BlobStore::put(self, &damaged_key(scope, id), Bytes::new(), "application/octet-stream").await?;
+        Ok(())
+    }
+
+    async fn damaged(&self, scope: &Scope) -> StoreResult<Vec<String>> {
+        let prefix = damaged_key(scope, "");
+        let listed = BlobStore::list(self, &prefix, 1000).await?;
+        Ok(listed.into_iter().filter_map(|o| Some(o.key.strip_prefix(&prefix)?.to_owned())).collect())
+    }
+
+    async fn clear_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()> {
+        BlobStore::delete(self, &damaged_key(scope, id)).await
+    }
+
+    async fn legacy_shards(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>> {
+        // Legacy shards sit directly under the scope's folder, beside the manifest and the
+        // `seg/` and `damaged/` folders, which a delimiter listing leaves out.
+        let prefix = index_prefix(scope);
+        let mut shards = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| service_error("list index shards", e))?;
+            for object in page.contents() {
+                if let (Some(key), Some(etag)) = (object.key(), object.e_tag()) {
+                    if key.strip_prefix(&prefix).is_some_and(|name| name != "manifest") {
+                        shards.push(ShardRef { key: key.to_owned(), etag: etag.to_owned() });
+                    }
+                }
+            }
+        }
+        Ok(shards)
+    }
+
+    async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>> {
         let Some(blob) = BlobStore::get(self, &shard.key).await? else { return Ok(None) };
         let etag = if blob.etag.is_empty() { shard.etag.clone() } else { blob.etag };
         Ok(Some((etag, blob.body.bytes().await?)))
     }
 
-    async fn write(&self, scope: &Scope, shard: &Shard) -> StoreResult<()> {
-        let key = format!("{}{}", index_prefix(scope), shard.document_id);
-        BlobStore::put(self, &key, Bytes::from(shard.encode()), "application/octet-stream").await?;
-        Ok(())
-    }
-
-    async fn delete(&self, scope: &Scope, document_id: &str) -> StoreResult<()> {
-        BlobStore::delete(self, &format!("{}{document_id}", index_prefix(scope))).await
+    async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()> {
+        BlobStore::delete(self, &shard.key).await
     }
 }
 

@@ -1,0 +1,60 @@
+//! The index of each scope (a tenant, or the shared docs), as stored in S3: a manifest
+//! and immutable segments, so a cold chat instance loads a tenant with one request for the
+//! manifest plus one per segment (concurrently), whatever the number of documents.
+//!
+//! - Ingest writes each document as a one-document segment (its *delta*) and adds it to
+//!   the manifest with a conditional write ([`IndexWriter::add`]); a delete adds a tombstone
+//!   ([`IndexWriter::remove`]). After each add, small segments are merged into larger ones
+//!   by tiers ([`MERGE_FACTOR`] at a time, up to `COACH_INDEX_SEGMENT_MB`), segments holding
+//!   deleted or replaced documents are rewritten, damaged ones rebuilt from deltas, and
+//!   unreferenced objects collected.
+//! - Chat revalidates the manifest by ETag on each request and loads the segments it does
+//!   not hold yet into a byte-bounded cache ([`IndexReader`]).
+//!
+//! The rules of a manifest change are pure functions in [`manifest`]; building and taking
+//! apart segments is [`segment`]; the stored format belongs to [`crate::store`].
+
+mod cache;
+pub mod manifest;
+mod reader;
+pub mod segment;
+mod writer;
+
+use std::time::Duration;
+
+pub use cache::SegmentCache;
+pub use manifest::MERGE_FACTOR;
+pub use reader::{scope_name, IndexReader, Part, LOAD_PARALLELISM};
+pub use writer::{Added, IndexWriter};
+
+use crate::config::{ConfigError, Env};
+
+/// Index settings (`COACH_INDEX_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// Size compaction aims for (segments at half of it are not merged further).
+    pub segment_bytes: u64,
+    /// How long an object nobody references any more is kept for readers still using it.
+    pub gc_grace: Duration,
+    /// Age after which an object no manifest ever named (left by a writer that crashed) is
+    /// deleted; longer than any ingest runs.
+    pub orphan_age: Duration,
+    /// Least time between revalidations of a scope's manifest (0: every request).
+    pub revalidate: Duration,
+    /// Bytes of loaded segments a chat instance keeps.
+    pub cache_bytes: u64,
+}
+
+impl IndexConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        // By default half of the function's memory (Lambda sets its size), else 1 GiB.
+        let memory_mb = env.number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 2048, 128, 10_240)?;
+        Ok(Self {
+            segment_bytes: env.number("COACH_INDEX_SEGMENT_MB", 32, 1, 512)? << 20,
+            gc_grace: Duration::from_secs(env.number("COACH_INDEX_GC_GRACE_SECS", 900, 0, 86_400)?),
+            orphan_age: Duration::from_secs(env.number("COACH_INDEX_ORPHAN_SECS", 3600, 0, 7 * 86_400)?),
+            revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 0, 0, 3600)?),
+            cache_bytes: env.number("COACH_INDEX_CACHE_MB", memory_mb / 2, 16, 10_240)? << 20,
+        })
+    }
+}

@@ -1,0 +1,300 @@
+//! Reading a scope's index for search, in a chat instance.
+//!
+//! Per request the scope's manifest is revalidated by ETag (a conditional GET: a 304 costs
+//! little), so a document reported `ready`, or deleted, is seen by the very next request.
+//! The segments it serves are read at most [`LOAD_PARALLELISM`] at a time when not yet in
+//! memory, verified (checksum) and prepared on the blocking pool, and kept in the
+//! byte-bounded [`SegmentCache`]. Which documents of a segment are live comes from the
+//! manifest, tombstones included, so a deleted or replaced document is never returned even
+//! while its data still sits in a segment.
+//!
+//! A damaged segment is skipped with an error log and reported to the store, so the next
+//! compaction rebuilds it. A scope without a manifest is read the legacy way (one shard
+//! per document) until its first write migrates it. When a scope's index needs more memory
+//! than the cache holds, the segments that fit answer and an error line says so.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use moka::future::Cache;
+
+use super::{
+    cache::SegmentCache,
+    segment::{build, Loaded},
+    IndexConfig,
+};
+use crate::{
+    error::Error,
+    model::{Manifest, Scope, Segment, Shard},
+    store::{IndexStore, ManifestRead, ShardRef, StoreError},
+};
+
+/// Segments read from the store at once, at most, when an instance loads an index.
+pub const LOAD_PARALLELISM: usize = 16;
+
+const INDEX_UNAVAILABLE: &str = "the document index is unavailable";
+
+fn unavailable(cause: StoreError) -> Error {
+    Error::unavailable(INDEX_UNAVAILABLE, cause)
+}
+
+/// A loaded segment and which of its documents are live.
+#[derive(Clone)]
+pub struct Part {
+    pub segment: Arc<Loaded>,
+    /// Per document of the segment: whether search may return it.
+    pub live: Arc<Vec<bool>>,
+}
+
+/// What a scope's index looked like at its last revalidation.
+struct Snapshot {
+    checked: Instant,
+    state: State,
+}
+
+enum State {
+    /// Manifest version and content.
+    Manifest { etag: String, manifest: Arc<Manifest> },
+    /// No manifest: legacy per-document shards.
+    Legacy(Vec<ShardRef>),
+}
+
+/// Scope names as used in cache keys and logs.
+pub fn scope_name(scope: &Scope) -> &str {
+    match scope {
+        Scope::Tenant(t) => t,
+        Scope::Global => "_global",
+    }
+}
+
+/// A chat instance's view of the index. Build once per cold start.
+pub struct IndexReader {
+    store: Arc<dyn IndexStore>,
+    revalidate: Duration,
+    snapshots: Cache<String, Arc<Snapshot>>,
+    segments: SegmentCache,
+    /// Segments found damaged (not read again by this instance), and scopes already
+    /// reported too large for the cache at a manifest version.
+    noted: Mutex<HashSet<String>>,
+}
+
+impl IndexReader {
+    pub fn new(store: Arc<dyn IndexStore>, config: &IndexConfig) -> Self {
+        Self {
+            store,
+            revalidate: config.revalidate,
+            snapshots: Cache::builder().max_capacity(10_000).build(),
+            segments: SegmentCache::new(config.cache_bytes),
+            noted: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Bytes of loaded segments held now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.segments.used()
+    }
+
+    /// The searchable parts of `tenant`'s index and the shared docs': both manifests are
+    /// revalidated at once, then the segments not in memory are read concurrently.
+    pub async fn parts_for(&self, tenant: &str) -> Result<Vec<Part>, Error> {
+        let own = Scope::Tenant(tenant.to_owned());
+        let (shared, own_snapshot) = tokio::try_join!(self.snapshot(&Scope::Global), self.snapshot(&own))?;
+        // The shared docs first: when memory runs short, they are what every tenant shares.
+        let mut wanted = self.wanted(&Scope::Global, &shared);
+        wanted.extend(self.wanted(&own, &own_snapshot));
+        let wanted = self.within_budget(tenant, wanted);
+        let keep: Vec<(String, String)> = wanted.iter().map(|w| (scope_name(&w.scope).to_owned(), w.key.clone())).collect();
+        let keep: Vec<(&str, &str)> = keep.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
+        let keep = &keep;
+        let loads = wanted.into_iter().map(|w| async move { self.load(&w, keep).await });
+        let loaded: Vec<Result<Option<Part>, Error>> =
+            futures_util::stream::iter(loads).buffered(LOAD_PARALLELISM).collect().await;
+        let mut parts = Vec::new();
+        for part in loaded {
+            parts.extend(part?);
+        }
+        Ok(parts)
+    }
+
+    async fn snapshot(&self, scope: &Scope) -> Result<Arc<Snapshot>, Error> {
+        let name = scope_name(scope).to_owned();
+        let cached = self.snapshots.get(&name).await;
+        if let Some(cached) = &cached {
+            if cached.checked.elapsed() < self.revalidate {
+                return Ok(cached.clone());
+            }
+        }
+        let etag = match cached.as_deref() {
+            Some(Snapshot { state: State::Manifest { etag, .. }, .. }) => Some(etag.as_str()),
+            _ => None,
+        };
+        let state = match self.store.manifest(scope, etag).await.map_err(unavailable)? {
+            ManifestRead::NotModified => match cached.as_deref().map(|c| &c.state) {
+                Some(State::Manifest { etag, manifest }) => {
+                    State::Manifest { etag: etag.clone(), manifest: manifest.clone() }
+                }
+                _ => return Err(Error::internal("the index store answered 304 to an unconditional read")),
+            },
+            ManifestRead::Changed { etag, manifest } => State::Manifest { etag, manifest: Arc::new(manifest) },
+            ManifestRead::Missing => State::Legacy(self.store.legacy_shards(scope).await.map_err(unavailable)?),
+        };
+        let snapshot = Arc::new(Snapshot { checked: Instant::now(), state });
+        self.snapshots.insert(name, snapshot.clone()).await;
+        Ok(snapshot)
+    }
+
+    /// The segments a snapshot serves, with their estimated memory.
+    fn wanted(&self, scope: &Scope, snapshot: &Arc<Snapshot>) -> Vec<Wanted> {
+        match &snapshot.state {
+            State::Manifest { manifest, .. } => manifest
+                .segments
+                .iter()
+                .map(|s| Wanted {
+                    scope: scope.clone(),
+                    key: s.id.clone(),
+                    memory: s.memory,
+                    source: Source::Segment(manifest.clone()),
+                })
+                .collect(),
+            State::Legacy(shards) => shards
+                .iter()
+                .map(|s| Wanted {
+                    scope: scope.clone(),
+                    key: format!("legacy:{}:{}", s.key, s.etag),
+                    memory: 0,
+                    source: Source::Legacy(s.clone()),
+                })
+                .collect(),
+        }
+    }
+
+    /// The prefix of `wanted` that fits the cache, with an error line (once per version)
+    /// when not all of it does.
+    fn within_budget(&self, tenant: &str, mut wanted: Vec<Wanted>) -> Vec<Wanted> {
+        let budget = self.segments.budget();
+        let needed: u64 = wanted.iter().map(|w| w.memory).sum();
+        if needed <= budget {
+            return wanted;
+        }
+        let mut total = 0;
+        let fits = wanted.iter().take_while(|w| {
+            total += w.memory;
+            total <= budget
+        });
+        let count = fits.count();
+        let version: String = wanted.iter().map(|w| w.key.as_str()).collect::<Vec<_>>().join(",");
+        if self.note(format!("budget:{tenant}:{}", crate::ids::fnv1a(&version))) {
+            tracing::error!(
+                tenant,
+                needed_bytes = needed,
+                cache_bytes = budget,
+                segments = wanted.len(),
+                searched_segments = count,
+                "the index of this tenant (with the shared docs) does not fit this function's index cache; \
+                 answering from the part that fits. Raise MemorySize and COACH_INDEX_CACHE_MB, or use the \
+                 Postgres index store for a tenant this large"
+            );
+        }
+        wanted.truncate(count);
+        wanted
+    }
+
+    /// Remembers `key`; true the first time. (Forgets everything past 10,000 keys: at
+    /// worst a line is logged again.)
+    fn note(&self, key: String) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if noted.len() >= 10_000 {
+            noted.clear();
+        }
+        noted.insert(key)
+    }
+
+    fn noted(&self, key: &str) -> bool {
+        self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(key)
+    }
+
+    async fn load(&self, wanted: &Wanted, keep: &[(&str, &str)]) -> Result<Option<Part>, Error> {
+        let name = scope_name(&wanted.scope);
+        let segment = match self.segments.get(name, &wanted.key) {
+            Some(segment) => segment,
+            None => {
+                let damaged_key = format!("damaged:{name}:{}", wanted.key);
+                if self.noted(&damaged_key) {
+                    return Ok(None);
+                }
+                let Some((segment, bytes)) = self.read(wanted).await? else { return Ok(None) };
+                let Some(segment) = segment else {
+                    self.note(damaged_key);
+                    tracing::error!(scope = name, segment = %wanted.key, "skipping a damaged index segment");
+                    if let Source::Segment(_) = wanted.source {
+                        if let Err(e) = self.store.report_damaged(&wanted.scope, &wanted.key).await {
+                            tracing::warn!(problem = %e, "could not report the damaged segment");
+                        }
+                    }
+                    return Ok(None);
+                };
+                let segment = Arc::new(segment);
+                let memory = if wanted.memory > 0 { wanted.memory } else { super::segment::memory(&segment.segment) };
+                self.segments.insert(name, &wanted.key, segment.clone(), memory.max(bytes), keep);
+                segment
+            }
+        };
+        let live = match &wanted.source {
+            Source::Segment(manifest) => segment
+                .segment
+                .docs
+                .iter()
+                .map(|d| {
+                    !manifest.is_deleted(&d.document_id)
+                        && manifest.docs.get(&d.document_id).is_some_and(|e| e.segment == wanted.key)
+                })
+                .collect(),
+            Source::Legacy(_) => vec![true; segment.segment.docs.len()],
+        };
+        Ok(Some(Part { segment, live: Arc::new(live) }))
+    }
+
+    /// Reads and prepares a segment: `None` when it is gone, `Some(None)` when damaged.
+    async fn read(&self, wanted: &Wanted) -> Result<Option<(Option<Loaded>, u64)>, Error> {
+        let bytes = match &wanted.source {
+            Source::Segment(_) => self.store.read_segment(&wanted.scope, &wanted.key).await.map_err(unavailable)?,
+            Source::Legacy(shard) => self.store.read_legacy(shard).await.map_err(unavailable)?.map(|(_, b)| b),
+        };
+        let Some(bytes) = bytes else {
+            tracing::warn!(scope = scope_name(&wanted.scope), segment = %wanted.key, "an index segment vanished; skipped");
+            return Ok(None);
+        };
+        let legacy = matches!(wanted.source, Source::Legacy(_));
+        let size = bytes.len() as u64;
+        // Checking, decoding and preparing a segment is CPU work: off the event loop.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let segment: Option<Segment> = if legacy {
+                Shard::decode(&bytes).ok().map(|shard| build(vec![shard]))
+            } else {
+                Segment::decode(&bytes).ok()
+            };
+            segment.map(Loaded::new)
+        })
+        .await
+        .map_err(|e| Error::Internal { detail: "segment loading task failed".into(), cause: Some(Arc::new(e)) })?;
+        Ok(Some((loaded, size)))
+    }
+}
+
+/// A segment a request needs.
+struct Wanted {
+    scope: Scope,
+    /// Segment id (or a legacy shard's key and version).
+    key: String,
+    memory: u64,
+    source: Source,
+}
+
+enum Source {
+    Segment(Arc<Manifest>),
+    Legacy(ShardRef),
+}

@@ -1,0 +1,382 @@
+//! Writing a scope's index, on the ingest side (and the tombstone of a delete).
+//!
+//! Every change reads the manifest, applies one of the operations of [`super::manifest`]
+//! and writes it back only if nobody else wrote meanwhile (S3 `If-Match`); on a conflict
+//! it reads again and re-applies, after a jittered, growing pause. Segment objects are
+//! written before the manifest that names them and deleted only once no manifest has named
+//! them for the grace period, so a crash at any point leaves the previous manifest valid.
+//!
+//! Adding a document checks, inside the commit loop, that its source object still exists
+//! at the version indexed: a document deleted (object first, then tombstone) or replaced
+//! (a second PUT) while it was being indexed is never committed over the newer state.
+//!
+//! After each add, maintenance runs under a lease held in the manifest: compaction (see
+//! [`Manifest::plan_compaction`]), rebuilding segments readers reported damaged from the
+//! documents' deltas, and deleting objects nothing references any more.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{
+    segment::{build, documents, memory},
+    IndexConfig,
+};
+use crate::{
+    error::Error,
+    ids::{now_ms, Ids},
+    model::{Manifest, Scope, Segment, SegmentInfo, Shard},
+    store::{BlobStore, IndexStore, ManifestRead, ShardRef, StoreError},
+};
+
+/// Attempts at one conditional manifest write before giving up (transient: retried later).
+const MAX_ATTEMPTS: u32 = 60;
+/// How long a compaction may hold a scope.
+const LEASE_MS: u64 = 10 * 60 * 1000;
+/// How long a tombstone is kept: far longer than any ingest can run.
+const TOMBSTONE_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Objects read from the store at once during compaction or migration.
+const READ_PARALLELISM: usize = 8;
+
+/// What became of a document handed to [`IndexWriter::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Committed: the next search of its scope finds it.
+    Indexed,
+    /// Its source object changed meanwhile; the newer version is what must be indexed.
+    Superseded,
+    /// Its source object was deleted meanwhile; nothing was committed.
+    Gone,
+}
+
+fn index_error(cause: StoreError) -> Error {
+    Error::unavailable("the document index is unavailable", cause)
+}
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Internal { detail: "index task failed".into(), cause: Some(Arc::new(e)) }
+}
+
+/// A manifest as read, with what must be cleaned up once a write based on it succeeds.
+struct Current {
+    etag: Option<String>,
+    manifest: Manifest,
+    /// Legacy shards migrated into it (deleted after the first write).
+    migrated: Vec<ShardRef>,
+}
+
+/// Writes the index of any scope. Build once per cold start.
+pub struct IndexWriter {
+    store: Arc<dyn IndexStore>,
+    blobs: Arc<dyn BlobStore>,
+    config: IndexConfig,
+    ids: Ids,
+}
+
+impl IndexWriter {
+    pub fn new(store: Arc<dyn IndexStore>, blobs: Arc<dyn BlobStore>, config: IndexConfig) -> Self {
+        Self { store, blobs, config, ids: Ids::new() }
+    }
+
+    /// Indexes one document (a one-document delta segment, then the manifest), provided
+    /// its source object `source_key` is still at version `source_etag`; then runs
+    /// maintenance. Replaces any earlier version of the document.
+    pub async fn add(&self, scope: &Scope, shard: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
+        let document_id = shard.document_id.clone();
+        let (info, bytes) = self.encode(vec![shard]).await?;
+        self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut current = self.current(scope).await?;
+            let outcome = match self.blobs.version(source_key).await? {
+                Some(version) if version == source_etag => None,
+                Some(_) => Some(Added::Superseded),
+                None => Some(Added::Gone),
+            };
+            if let Some(outcome) = outcome {
+                // Never named by a manifest: safe to delete at once.
+                self.discard(scope, &info.id).await;
+                return Ok(outcome);
+            }
+            current.manifest.add(&document_id, info.clone(), source_etag, now_ms());
+            if self.put(scope, &mut current).await?.is_some() {
+                self.maintain(scope).await;
+                return Ok(Added::Indexed);
+            }
+            pause(attempt).await;
+        }
+        Err(busy())
+    }
+
+    /// Deletes document `id` from the index: a tombstone at once, so no search returns it
+    /// again; its data leaves the segments at the next compaction. Returns whether it was live.
+    pub async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut current = self.current(scope).await?;
+            if current.manifest.is_deleted(id) && !current.manifest.docs.contains_key(id) && current.etag.is_some() {
+                return Ok(false);
+            }
+            let was_live = current.manifest.remove(id, now_ms());
+            if self.put(scope, &mut current).await?.is_some() {
+                return Ok(was_live);
+            }
+            pause(attempt).await;
+        }
+        Err(busy())
+    }
+
+    /// The scope's manifest; for a scope without one, a first manifest holding its legacy
+    /// per-document shards (migration).
+    async fn current(&self, scope: &Scope) -> Result<Current, Error> {
+        match self.store.manifest(scope, None).await.map_err(index_error)? {
+            ManifestRead::Changed { etag, manifest } => Ok(Current { etag: Some(etag), manifest, migrated: Vec::new() }),
+            ManifestRead::Missing => self.migrate(scope).await,
+            ManifestRead::NotModified => Err(Error::internal("the index store answered 304 to an unconditional read")),
+        }
+    }
+
+    /// A first manifest for `scope` serving its legacy shards from new segments.
+    async fn migrate(&self, scope: &Scope) -> Result<Current, Error> {
+        let legacy = self.store.legacy_shards(scope).await.map_err(index_error)?;
+        let mut manifest = Manifest::default();
+        if legacy.is_empty() {
+            return Ok(Current { etag: None, manifest, migrated: legacy });
+        }
+        let reads = legacy.clone().into_iter().map(|shard| async move { self.store.read_legacy(&shard).await });
+        let read: Vec<_> = futures_util::stream::iter(reads).buffered(READ_PARALLELISM).collect().await;
+        let mut shards = Vec::new();
+        for (shard, bytes) in legacy.iter().zip(read) {
+            let Some((_, bytes)) = bytes.map_err(index_error)? else { continue };
+            match Shard::decode(&bytes) {
+                Ok(decoded) => shards.push(decoded),
+                Err(_) => tracing::error!(key = %shard.key, "a legacy index shard is damaged; not migrated"),
+            }
+        }
+        let now = now_ms();
+        for part in split(shards, self.config.segment_bytes) {
+            let ids: Vec<String> = part.iter().map(|s| s.document_id.clone()).collect();
+            let (info, bytes) = self.encode(part).await?;
+            self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
+            for id in ids {
+                // The merged segment is also each document's delta: there is no other copy.
+                let single = SegmentInfo { docs: info.docs, ..info.clone() };
+                manifest.add(&id, single, "", now);
+            }
+        }
+        // `add` pushed the segment once per document; serve it once.
+        manifest.segments.dedup_by(|a, b| a.id == b.id);
+        tracing::info!(documents = manifest.docs.len(), "migrating legacy index shards into segments");
+        Ok(Current { etag: None, manifest, migrated: legacy })
+    }
+
+    /// Writes `current` if the stored manifest is still the one it was read from; `None`
+    /// on a conflict. Deletes migrated legacy shards once their manifest is written.
+    async fn put(&self, scope: &Scope, current: &mut Current) -> Result<Option<String>, Error> {
+        current.manifest.generation += 1;
+        match self.store.put_manifest(scope, &current.manifest, current.etag.as_deref()).await {
+            Ok(etag) => {
+                for shard in std::mem::take(&mut current.migrated) {
+                    if let Err(e) = self.store.delete_legacy(&shard).await {
+                        tracing::warn!(problem = %e, key = %shard.key, "could not delete a migrated legacy shard");
+                    }
+                }
+                Ok(Some(etag))
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(None),
+            Err(e) => Err(index_error(e)),
+        }
+    }
+
+    /// Encodes a new segment of `docs` (CPU work, on the blocking pool).
+    async fn encode(&self, docs: Vec<Shard>) -> Result<(SegmentInfo, Bytes), Error> {
+        let id = self.ids.next().to_string();
+        tokio::task::spawn_blocking(move || {
+            let segment = build(docs);
+            let bytes = segment.encode();
+            let info = SegmentInfo {
+                id,
+                bytes: bytes.len() as u64,
+                memory: memory(&segment),
+                docs: segment.docs.len() as u32,
+                chunks: segment.chunks.len() as u32,
+            };
+            (info, Bytes::from(bytes))
+        })
+        .await
+        .map_err(task_failed)
+    }
+
+    async fn discard(&self, scope: &Scope, id: &str) {
+        if let Err(e) = self.store.delete_segment(scope, id).await {
+            tracing::warn!(problem = %e, segment = id, "could not delete an unused index segment; collected later");
+        }
+    }
+
+    /// Compaction, repair and collection, when due; a failure is logged (the next write
+    /// tries again), never the caller's.
+    pub async fn maintain(&self, scope: &Scope) {
+        if let Err(e) = self.try_maintain(scope).await {
+            tracing::warn!(problem = %e, "index maintenance did not finish; the next write retries it");
+        }
+    }
+
+    async fn try_maintain(&self, scope: &Scope) -> Result<(), Error> {
+        let damaged = self.store.damaged(scope).await.map_err(index_error)?;
+        let mut current = self.current(scope).await?;
+        let now = now_ms();
+        let plan = current.manifest.plan_compaction(self.config.segment_bytes, &damaged);
+        let collect_every = self.config.gc_grace.min(Duration::from_secs(600)).as_millis() as u64;
+        let collect = now.saturating_sub(current.manifest.collected_ms) >= collect_every;
+        let stale_reports: Vec<&String> =
+            damaged.iter().filter(|id| !current.manifest.segments.iter().any(|s| &s.id == *id)).collect();
+        for id in stale_reports {
+            // The segment is no longer served (already rebuilt or compacted).
+            let _ = self.store.clear_damaged(scope, id).await;
+        }
+        if (plan.is_none() && !collect) || current.manifest.compacting_until_ms > now {
+            return Ok(());
+        }
+        // Take the lease; losing the race means another writer is at it.
+        current.manifest.compacting_until_ms = now + LEASE_MS;
+        let Some(mut etag) = self.put(scope, &mut current).await? else { return Ok(()) };
+        let leased = current.manifest;
+
+        let (outputs, inputs) = match &plan {
+            Some(inputs) => (self.compact(scope, &leased, inputs).await?, inputs.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
+        let collected = if collect { self.collect(scope, &leased, now).await? } else { Vec::new() };
+
+        let mut manifest = leased;
+        for attempt in 0..MAX_ATTEMPTS {
+            let now = now_ms();
+            let (unused, lost) = manifest.apply_compaction(&inputs, outputs.clone(), now);
+            manifest.retired.retain(|r| !collected.contains(&r.id));
+            manifest.expire_tombstones(now, TOMBSTONE_TTL_MS);
+            if collect {
+                manifest.collected_ms = now;
+            }
+            manifest.compacting_until_ms = 0;
+            let mut next = Current { etag: Some(etag.clone()), manifest, migrated: Vec::new() };
+            if self.put(scope, &mut next).await?.is_some() {
+                for id in &unused {
+                    self.discard(scope, id).await;
+                }
+                for id in &lost {
+                    tracing::error!(document = %id, "a document's index data was damaged and could not be rebuilt; upload it again");
+                }
+                for id in damaged.iter().filter(|id| inputs.contains(id)) {
+                    let _ = self.store.clear_damaged(scope, id).await;
+                }
+                if !inputs.is_empty() {
+                    tracing::info!(inputs = inputs.len(), outputs = outputs.len(), "compacted index segments");
+                }
+                return Ok(());
+            }
+            pause(attempt).await;
+            let fresh = self.current(scope).await?;
+            etag = fresh.etag.unwrap_or_default();
+            manifest = fresh.manifest;
+        }
+        Err(busy())
+    }
+
+    /// Reads the `inputs` and writes their documents that are live in them (per `manifest`)
+    /// into new segments of about the target size. A damaged input is rebuilt from its
+    /// documents' deltas. Returns each new segment with the documents written into it.
+    async fn compact(
+        &self,
+        scope: &Scope,
+        manifest: &Manifest,
+        inputs: &[String],
+    ) -> Result<Vec<(SegmentInfo, Vec<String>)>, Error> {
+        let reads = inputs.to_vec().into_iter().map(|id| async move {
+            let segment = self.read(scope, &id).await;
+            (id, segment)
+        });
+        let read: Vec<_> = futures_util::stream::iter(reads).buffered(READ_PARALLELISM).collect().await;
+        let mut docs = Vec::new();
+        for (input, segment) in read {
+            let input = &input;
+            let live_here = |doc_id: &str| manifest.docs.get(doc_id).is_some_and(|e| &e.segment == input);
+            match segment? {
+                Some(segment) => docs.extend(documents(segment, |d| live_here(&d.document_id))),
+                None => {
+                    tracing::error!(segment = %input, "rebuilding a damaged index segment from its documents' deltas");
+                    for (doc_id, entry) in manifest.docs.iter().filter(|(_, e)| &e.segment == input) {
+                        if &entry.delta == input {
+                            continue;
+                        }
+                        if let Some(delta) = self.read(scope, &entry.delta).await? {
+                            docs.extend(documents(delta, |d| &d.document_id == doc_id));
+                        }
+                    }
+                }
+            }
+        }
+        let mut outputs = Vec::new();
+        for part in split(docs, self.config.segment_bytes) {
+            let ids = part.iter().map(|s| s.document_id.clone()).collect();
+            let (info, bytes) = self.encode(part).await?;
+            self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
+            outputs.push((info, ids));
+        }
+        Ok(outputs)
+    }
+
+    /// A segment, decoded; `None` when it is missing or damaged.
+    async fn read(&self, scope: &Scope, id: &str) -> Result<Option<Segment>, Error> {
+        let Some(bytes) = self.store.read_segment(scope, id).await.map_err(index_error)? else { return Ok(None) };
+        let decoded = tokio::task::spawn_blocking(move || Segment::decode(&bytes)).await.map_err(task_failed)?;
+        Ok(decoded.ok())
+    }
+
+    /// Deletes objects nothing references (retired ones past the grace period, orphans of
+    /// crashed writers past the orphan age); returns the retired ids deleted.
+    async fn collect(&self, scope: &Scope, manifest: &Manifest, now: u64) -> Result<Vec<String>, Error> {
+        let stored = self.store.segments(scope).await.map_err(index_error)?;
+        let grace = self.config.gc_grace.as_millis() as u64;
+        let orphan = self.config.orphan_age.as_millis() as u64;
+        let doomed = manifest.collectable(&stored, now, grace, orphan);
+        for id in &doomed {
+            self.store.delete_segment(scope, id).await.map_err(index_error)?;
+        }
+        if !doomed.is_empty() {
+            tracing::info!(objects = doomed.len(), "deleted unreferenced index segments");
+        }
+        Ok(doomed)
+    }
+}
+
+/// Groups documents, in order, into parts of about `target` bytes each.
+fn split(docs: Vec<Shard>, target: u64) -> Vec<Vec<Shard>> {
+    let mut parts = vec![Vec::new()];
+    let mut size = 0u64;
+    for doc in docs {
+        // Text, and about as much again for its postings, plus the vectors.
+        let bytes: u64 =
+            doc.chunks.iter().map(|c| 2 * (c.text.len() + c.heading.as_ref().map_or(0, String::len)) as u64).sum::<u64>()
+                + doc.vectors.len() as u64 * 4;
+        if size > 0 && size + bytes > target {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        parts.last_mut().map(|p| p.push(doc));
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
+fn busy() -> Error {
+    Error::Unavailable {
+        message: "the document index is busy with other writes; try again".into(),
+        cause: None,
+    }
+}
+
+/// A jittered pause growing from about 10 ms to about 500 ms.
+async fn pause(attempt: u32) {
+    let ceiling = (10u64 << attempt.min(6)).min(500);
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))).await;
+}

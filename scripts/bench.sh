@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-export COACH_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+export COACH_MOTO_SERVER="$PWD/.venv/bin/coach-moto-server"
 out=target/bench
 mkdir -p "$out"
 

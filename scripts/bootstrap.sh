@@ -25,3 +25,12 @@ if ! cmp -s requirements-dev.txt "$stamp"; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   cp requirements-dev.txt "$stamp"
 fi
+
+# moto's server with atomic S3 conditional writes (scripts/moto_server.py): what the tests,
+# `make dev` and the benchmarks start.
+launcher=.venv/bin/coach-moto-server
+cat >"$launcher" <<LAUNCHER
+#!/usr/bin/env bash
+exec "$PWD/.venv/bin/python" "$PWD/scripts/moto_server.py" "\$@"
+LAUNCHER
+chmod +x "$launcher"

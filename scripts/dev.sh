@@ -33,7 +33,7 @@ done
 
 mkdir -p .local
 echo "dev: starting moto on 127.0.0.1:${moto_port} (log: .local/moto.log)"
-.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
+.venv/bin/coach-moto-server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
 moto_pid=$!
 relay_pid=
 # Background jobs of a script ignore Ctrl-C: stop them explicitly on the way out.

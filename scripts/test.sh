@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-export COACH_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+export COACH_MOTO_SERVER="$PWD/.venv/bin/coach-moto-server"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

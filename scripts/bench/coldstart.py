@@ -14,7 +14,7 @@ run. Everything listens on and talks to 127.0.0.1 only. Prints a table, and writ
 --json.
 
     scripts/bench/coldstart.py --bin-dir target/release --coach-dev target/debug/coach-dev \\
-        --moto-server .venv/bin/moto_server [--python .venv-bench/bin/python] [--runs 7]
+        --moto-server .venv/bin/coach-moto-server [--python .venv-bench/bin/python] [--runs 7]
 """
 
 import argparse
@@ -256,7 +256,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
     parser.add_argument("--coach-dev", default=str(ROOT / "target" / "debug" / "coach-dev"))
-    parser.add_argument("--moto-server", default=str(ROOT / ".venv" / "bin" / "moto_server"))
+    parser.add_argument("--moto-server", default=str(ROOT / ".venv" / "bin" / "coach-moto-server"))
     parser.add_argument("--python", help="interpreter with the Python stack installed (skipped when absent)")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", help="also write the results here")

@@ -2,7 +2,7 @@
 //! the key from Secrets Manager (moto), RS256 and ES256 with keys from a JWKS endpoint on
 //! loopback. Each first call fetches the key; the measured calls never leave the process.
 //!
-//!     COACH_MOTO_SERVER=.venv/bin/moto_server cargo bench -p coach-integration-tests --bench auth
+//!     COACH_MOTO_SERVER=.venv/bin/coach-moto-server cargo bench -p coach-integration-tests --bench auth
 
 use coach_testkit::{stack::TestStack, tokens};
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -1,7 +1,7 @@
 //! Chat overhead without the model: the chat handlers in process, against moto, with a fake
 //! model and embedding API on loopback that answer at once.
 //!
-//!     scripts/bench.sh          (or: COACH_MOTO_SERVER=.venv/bin/moto_server \
+//!     scripts/bench.sh          (or: COACH_MOTO_SERVER=.venv/bin/coach-moto-server \
 //!                                cargo bench -p coach-integration-tests --bench chat)
 //!
 //! `POST /chat` turns run one after another in a session that already has history, for a

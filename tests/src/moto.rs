@@ -69,11 +69,12 @@ impl Drop for Moto {
     }
 }
 
-/// Path of `moto_server`: `$COACH_MOTO_SERVER`, else the project's `.venv`.
+/// Path of the moto server: `$COACH_MOTO_SERVER`, else the project's `.venv/bin/coach-moto-server`
+/// (moto with atomic S3 conditional writes, `scripts/moto_server.py`).
 fn moto_binary() -> PathBuf {
     std::env::var_os("COACH_MOTO_SERVER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/moto_server")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/coach-moto-server")))
 }
 
 fn free_port() -> std::io::Result<u16> {

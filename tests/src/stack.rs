@@ -14,7 +14,9 @@ use std::sync::Arc;
 use aws_sdk_s3::config::Credentials;
 use coach::{
     config::Env,
-    store::{AwsClients, StoreConfig},
+    index::segment::documents,
+    model::{Manifest, Scope, Segment, Shard},
+    store::{AwsClients, IndexStore, ManifestRead, StoreConfig},
 };
 
 /// Partition and sort key attribute names, and the TTL attribute (see template.yaml).
@@ -264,6 +266,44 @@ impl TestStack {
     pub async fn get_text(&self, key: &str) -> String {
         let object = self.aws.s3.get_object().bucket(&self.config.bucket).key(key).send().await.unwrap();
         String::from_utf8(object.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    }
+
+    /// The stored manifest of a scope's index, if it has one.
+    pub async fn manifest(&self, scope: &Scope) -> Option<Manifest> {
+        match self.aws.bucket().manifest(scope, None).await.expect("manifest readable") {
+            ManifestRead::Changed { manifest, .. } => Some(manifest),
+            ManifestRead::Missing => None,
+            ManifestRead::NotModified => panic!("304 to an unconditional read"),
+        }
+    }
+
+    /// The live documents of a scope's index as stored: per the manifest, each document's
+    /// data from the segment that serves it.
+    pub async fn indexed(&self, scope: &Scope) -> std::collections::BTreeMap<String, Shard> {
+        let mut out = std::collections::BTreeMap::new();
+        let Some(manifest) = self.manifest(scope).await else { return out };
+        let bucket = self.aws.bucket();
+        for info in &manifest.segments {
+            let bytes = bucket.read_segment(scope, &info.id).await.unwrap().expect("a served segment exists");
+            let segment = Segment::decode(&bytes).expect("a served segment is intact");
+            let live = |id: &str| manifest.docs.get(id).is_some_and(|e| e.segment == info.id);
+            for shard in documents(segment, |d| live(&d.document_id)) {
+                assert!(out.insert(shard.document_id.clone(), shard).is_none(), "a document served twice");
+            }
+        }
+        assert_eq!(out.len(), manifest.docs.len(), "every live document is in its segment");
+        out
+    }
+
+    /// One tenant document as indexed, if it is.
+    pub async fn indexed_doc(&self, tenant: &str, id: &str) -> Option<Shard> {
+        self.indexed(&Scope::Tenant(tenant.to_owned())).await.remove(id)
+    }
+
+    /// Keys of the stored objects under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let listed = self.aws.s3.list_objects_v2().bucket(&self.config.bucket).prefix(prefix).send().await.unwrap();
+        listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
     }
 
     /// Every function's state over this stack, as each function's `main` builds it.

@@ -78,12 +78,6 @@ async fn object_exists(stack: &TestStack, key: &str) -> bool {
     stack.aws.s3.head_object().bucket(&stack.config.bucket).key(key).send().await.is_ok()
 }
 
-async fn shard(stack: &TestStack, key: &str) -> coach::model::Shard {
-    let object = stack.aws.s3.get_object().bucket(&stack.config.bucket).key(key).send().await.unwrap();
-    let bytes = object.body.collect().await.unwrap().into_bytes();
-    coach::model::Shard::decode(&bytes).unwrap()
-}
-
 const GUIDE: &str =
     "# Weekly planning\n\nSpend twenty minutes on Monday.\n\n## One-on-ones\n\nTheir agenda comes first.\n";
 
@@ -108,7 +102,7 @@ async fn upload_then_ingest_makes_the_document_ready() {
     assert_eq!(ready["status"], "ready", "{ready}");
     assert_eq!(ready["chunks"], 2);
     assert!(ready.get("error").is_none());
-    let shard = shard(&stack, &format!("index/acme/{id}")).await;
+    let shard = stack.indexed_doc("acme", &id).await.expect("indexed");
     assert_eq!(shard.title, "Weekly planning (v2).md");
     assert_eq!(shard.chunks[1].heading.as_deref(), Some("Weekly planning > One-on-ones"));
     assert_eq!(shard.chunks[1].text, "Their agenda comes first.");
@@ -169,7 +163,7 @@ async fn unreadable_documents_fail_with_a_reason() {
         assert_eq!(doc["status"], "failed", "{name}: {doc}");
         assert!(doc["error"].as_str().unwrap().starts_with(reason), "{name}: {doc}");
         assert!(doc.get("chunks").is_none());
-        assert!(!object_exists(&stack, &format!("index/acme/{id}")).await, "{name}: no shard half-written");
+        assert!(stack.indexed_doc("acme", &id).await.is_none(), "{name}: nothing half-indexed");
     }
 
     // An object larger than the limit (written past the presigned URL) is refused too.
@@ -200,7 +194,7 @@ async fn a_real_pdf_is_read() {
     ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
-    let shard = shard(&stack, &format!("index/acme/{id}")).await;
+    let shard = stack.indexed_doc("acme", &id).await.expect("indexed");
     assert!(shard.chunks[0].text.contains("Delegate outcomes, not tasks."), "{:?}", shard.chunks);
 }
 
@@ -232,18 +226,18 @@ fn minimal_pdf(text: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn delete_removes_object_shard_and_record() {
+async fn delete_removes_object_index_entry_and_record() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
     ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
-    assert!(object_exists(&stack, &format!("index/acme/{id}")).await);
+    assert!(stack.indexed_doc("acme", &id).await.is_some());
 
     let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &editor())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!object_exists(&stack, &key).await);
-    assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
+    assert!(stack.indexed_doc("acme", &id).await.is_none());
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
 
     // The ObjectRemoved event S3 then sends finds nothing left to do.
@@ -251,7 +245,7 @@ async fn delete_removes_object_shard_and_record() {
 }
 
 #[tokio::test]
-async fn object_removed_event_deletes_shard_and_record() {
+async fn object_removed_event_removes_index_entry_and_record() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
@@ -259,7 +253,7 @@ async fn object_removed_event_deletes_shard_and_record() {
     ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
     stack.aws.s3.delete_object().bucket(&stack.config.bucket).key(&key).send().await.unwrap();
     ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key)).await.unwrap();
-    assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
+    assert!(stack.indexed_doc("acme", &id).await.is_none());
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
 }
 
@@ -379,7 +373,7 @@ async fn shared_docs_are_indexed_in_the_global_scope() {
     assert_eq!(item["status"].as_s().unwrap(), "ready");
     assert_eq!(item["filename"].as_s().unwrap(), "giving feedback.md");
     let id = item["document_id"].as_s().unwrap();
-    assert_eq!(shard(&stack, &format!("index/_global/{id}")).await.chunks.len(), 2);
+    assert_eq!(stack.indexed(&coach::model::Scope::Global).await.remove(id).expect("indexed").chunks.len(), 2);
 
     // Tenants do not see shared docs in their document list.
     let (_, list) = call(&services, req("GET", "/documents", None, &editor())).await;
@@ -473,13 +467,17 @@ async fn chunks_are_embedded_when_a_provider_is_configured() {
         ("COACH_EMBEDDING_MODEL", "embed-test"),
     ])
     .await;
-    let openai = shard(&stack, &format!("index/acme/{id}")).await;
+    let openai = stack.indexed_doc("acme", &id).await.expect("indexed");
     assert_eq!(openai.embedding_model.as_deref(), Some("embed-test"));
     assert_eq!(openai.dims, 4);
     assert_eq!(openai.vectors.len(), openai.chunks.len() * 4);
-    // The second chunk is embedded with its heading path.
+    // The second chunk is embedded with its heading path (vectors are stored at unit length).
     let expected = format!("Weekly planning > One-on-ones\n\n{}", openai.chunks[1].text);
-    assert_eq!(openai.vectors[4..8], [1.0, expected.len() as f32, 1.0, 0.0]);
+    let raw = [1.0, expected.len() as f32, 1.0, 0.0];
+    let norm = raw.iter().map(|x: &f32| x * x).sum::<f32>().sqrt();
+    for (got, want) in openai.vectors[4..8].iter().zip(raw) {
+        assert!((got - want / norm).abs() < 1e-6, "{:?}", &openai.vectors[4..8]);
+    }
     let sent: Value = server.received_requests().await.unwrap()[0].body_json().unwrap();
     assert_eq!(sent["model"], "embed-test");
 
@@ -489,7 +487,7 @@ async fn chunks_are_embedded_when_a_provider_is_configured() {
         ("COACH_EMBEDDING_MODEL", "embed-g"),
     ])
     .await;
-    let gemini = shard(&stack, &format!("index/acme/{id}")).await;
+    let gemini = stack.indexed_doc("acme", &id).await.expect("indexed");
     assert_eq!(gemini.dims, 4);
     assert_eq!(gemini.vectors.len(), gemini.chunks.len() * 4);
 }
@@ -511,7 +509,7 @@ async fn embedding_outages_are_retried_and_refusals_fail_the_document() {
     let event = s3_event(&stack, "s3-put.json", &key_of(&services, &id).await);
     assert!(ingest::handle(&services.ingest, event.clone()).await.is_err(), "outage: the event is retried");
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "processing");
-    assert!(!object_exists(&stack, &format!("index/acme/{id}")).await);
+    assert!(stack.indexed_doc("acme", &id).await.is_none());
 
     // The service recovers; the retried event completes the document.
     server.reset().await;

@@ -54,7 +54,7 @@ impl IndexConfig {
             gc_grace: Duration::from_secs(env.number("COACH_INDEX_GC_GRACE_SECS", 900, 0, 86_400)?),
             orphan_age: Duration::from_secs(env.number("COACH_INDEX_ORPHAN_SECS", 3600, 0, 7 * 86_400)?),
             revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 0, 0, 3600)?),
-            cache_bytes: env.number("COACH_INDEX_CACHE_MB", memory_mb / 2, 16, 10_240)? << 20,
+            cache_bytes: env.number("COACH_INDEX_CACHE_MB", memory_mb / 2, 1, 10_240)? << 20,
         })
     }
 }

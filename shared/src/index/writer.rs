@@ -245,7 +245,8 @@ impl IndexWriter {
             Some(inputs) => (self.compact(scope, &leased, inputs).await?, inputs.clone()),
             None => (Vec::new(), Vec::new()),
         };
-        let collected = if collect { self.collect(scope, &leased, now).await? } else { Vec::new() };
+        let fresh: Vec<String> = outputs.iter().map(|(info, _)| info.id.clone()).collect();
+        let collected = if collect { self.collect(scope, &leased, &fresh, now).await? } else { Vec::new() };
 
         let mut manifest = leased;
         for attempt in 0..MAX_ATTEMPTS {
@@ -332,9 +333,11 @@ impl IndexWriter {
     }
 
     /// Deletes objects nothing references (retired ones past the grace period, orphans of
-    /// crashed writers past the orphan age); returns the retired ids deleted.
-    async fn collect(&self, scope: &Scope, manifest: &Manifest, now: u64) -> Result<Vec<String>, Error> {
-        let stored = self.store.segments(scope).await.map_err(index_error)?;
+    /// crashed writers past the orphan age), except `fresh` ones this compaction just wrote;
+    /// returns the ids deleted.
+    async fn collect(&self, scope: &Scope, manifest: &Manifest, fresh: &[String], now: u64) -> Result<Vec<String>, Error> {
+        let mut stored = self.store.segments(scope).await.map_err(index_error)?;
+        stored.retain(|(id, _)| !fresh.contains(id));
         let grace = self.config.gc_grace.as_millis() as u64;
         let orphan = self.config.orphan_age.as_millis() as u64;
         let doomed = manifest.collectable(&stored, now, grace, orphan);

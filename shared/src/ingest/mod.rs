@@ -311,7 +311,7 @@ impl Ingestor {
 
     async fn finish(&self, target: &Target, finished: Finished<'_>) -> Result<(), Error> {
         match self.records.finish(&target.scope, &target.id, finished, now_ms()).await {
-            // Deleted meanwhile: nothing to record.
+            // Deleted meanwhile, or finished by a newer ingest: nothing to record.
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

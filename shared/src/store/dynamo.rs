@@ -565,11 +565,14 @@ impl DocumentStore for DynamoTable {
     }
 
     async fn finish(&self, scope: &Scope, id: &str, finished: Finished<'_>, now_ms: u64) -> StoreResult<()> {
+        // Never over a `ready` one: every re-ingest marks the record `processing` first, so
+        // a record already `ready` here was finished by a newer ingest of the same key.
         let update = self
             .update(scope_pk(scope), document_sk(id))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("attribute_exists(pk) AND #status <> :ready_status")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":ready_status", s(Status::Ready.as_str()))
             .expression_attribute_values(":now", n(now_ms));
         let update = match finished {
             Finished::Ready { chunks, etag, size_bytes } => update

@@ -184,7 +184,8 @@ pub trait DocumentStore: Send + Sync {
     /// Marks a record `processing` unless this exact version (`etag`) is already `ready`;
     /// `ConditionFailed` when it is, or when there is no record.
     async fn start_processing(&self, scope: &Scope, id: &str, etag: &str, now_ms: u64) -> StoreResult<()>;
-    /// Records how ingestion ended; `ConditionFailed` when the record is gone.
+    /// Records how ingestion ended; `ConditionFailed` when the record is gone, or already
+    /// `ready` (finished by a newer ingest since this one marked it `processing`).
     async fn finish(&self, scope: &Scope, id: &str, finished: Finished<'_>, now_ms: u64) -> StoreResult<()>;
     /// Deletes a record (no error when it is already gone).
     async fn delete(&self, scope: &Scope, id: &str) -> StoreResult<()>;

@@ -8,16 +8,20 @@
 //! 5,000-word vocabulary with a Zipf-like skew, chunks of about 1,000 characters, shards of
 //! a document each, random unit-ish vectors. Everything is seeded, so runs are comparable.
 
-use std::{hint::black_box, sync::Arc, time::Duration};
+use std::{hint::black_box, sync::Arc};
 
 use coach::{
+    index::{
+        segment::{build, Loaded},
+        Part,
+    },
     ingest::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
     },
-    model::{Author, Chunk, Kind, Message, Passage, Shard, Source},
+    model::{Author, Chunk, Kind, Message, Passage, Segment, Shard, Source},
     prompt,
-    retrieval::{search, LoadedShard, RetrievalConfig},
+    retrieval::{search, RetrievalConfig},
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -106,7 +110,21 @@ impl Words {
 }
 
 fn retrieval_config() -> RetrievalConfig {
-    RetrievalConfig { top_k: 5, min_score: 0.0, min_similarity: 0.2, revalidate: Duration::from_secs(60) }
+    RetrievalConfig { top_k: 5, min_score: 0.0, min_similarity: 0.2 }
+}
+
+/// Searchable parts of `docs`: one compacted segment, or one segment per document (deltas
+/// not yet compacted), every document live.
+fn parts(docs: Vec<Shard>, compacted: bool) -> Vec<Part> {
+    let part = |docs: Vec<Shard>| {
+        let live = Arc::new(vec![true; docs.len()]);
+        Part { segment: Arc::new(Loaded::new(build(docs))), live }
+    };
+    if compacted {
+        vec![part(docs)]
+    } else {
+        docs.into_iter().map(|d| part(vec![d])).collect()
+    }
 }
 
 fn bench_retrieval(c: &mut Criterion) {
@@ -116,29 +134,31 @@ fn bench_retrieval(c: &mut Criterion) {
     let query = "how do I give feedback on team goals coaching review";
     for (documents, per_document) in [(100usize, 100usize), (100, 1000)] {
         let total = documents * per_document;
-        let shards: Vec<Arc<LoadedShard>> =
-            (0..documents).map(|d| Arc::new(LoadedShard::new(words.shard(d, per_document, true)))).collect();
+        let docs: Vec<Shard> = (0..documents).map(|d| words.shard(d, per_document, true)).collect();
         let query_vector = words.vector();
         let config = retrieval_config();
-        group.bench_with_input(BenchmarkId::new("hybrid_top5", total), &shards, |b, shards| {
-            b.iter(|| search(black_box(shards), query, Some(("bench-384", &query_vector)), &config))
-        });
-        group.bench_with_input(BenchmarkId::new("bm25_top5", total), &shards, |b, shards| {
-            b.iter(|| search(black_box(shards), query, None, &config))
-        });
+        for (layout, compacted) in [("segment", true), ("deltas", false)] {
+            let parts = parts(docs.clone(), compacted);
+            group.bench_with_input(BenchmarkId::new(format!("hybrid_top5_{layout}"), total), &parts, |b, parts| {
+                b.iter(|| search(black_box(parts), query, Some(("bench-384", &query_vector)), &config))
+            });
+            group.bench_with_input(BenchmarkId::new(format!("bm25_top5_{layout}"), total), &parts, |b, parts| {
+                b.iter(|| search(black_box(parts), query, None, &config))
+            });
+        }
     }
     group.finish();
 }
 
-fn bench_shard_load(c: &mut Criterion) {
-    let mut group = c.benchmark_group("shard_load");
+fn bench_segment_load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("segment_load");
     let mut words = Words::new(11);
     for (chunks, vectors) in [(100usize, false), (100, true), (1000, true)] {
-        let bytes = words.shard(0, chunks, vectors).encode();
+        let bytes = build(vec![words.shard(0, chunks, vectors)]).encode();
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         let name = format!("{chunks}_chunks{}", if vectors { "_384d" } else { "" });
-        group.bench_with_input(BenchmarkId::new("decode_and_index", name), &bytes, |b, bytes| {
-            b.iter(|| LoadedShard::new(Shard::decode(black_box(bytes)).expect("valid shard")))
+        group.bench_with_input(BenchmarkId::new("verify_decode_prepare", name), &bytes, |b, bytes| {
+            b.iter(|| Loaded::new(Segment::decode(black_box(bytes)).expect("valid segment")))
         });
     }
     group.finish();
@@ -209,5 +229,5 @@ fn bench_prompt(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_prompt, bench_ingest, bench_shard_load, bench_retrieval);
+criterion_group!(benches, bench_prompt, bench_ingest, bench_segment_load, bench_retrieval);
 criterion_main!(benches);

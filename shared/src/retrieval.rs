@@ -187,7 +187,9 @@ fn bm25(parts: &[Part], query: &str) -> Vec<Hit> {
         .map(|term| {
             let df: usize = parts
                 .iter()
-                .map(|p| p.segment.postings(term).map_or(0, |(chunks, _)| chunks.iter().filter(|&&c| live(p, c)).count()))
+                .map(|p| {
+                    p.segment.postings(term).map_or(0, |(chunks, _)| chunks.iter().filter(|&&c| live(p, c)).count())
+                })
                 .sum();
             ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()
         })

@@ -6,6 +6,7 @@
 //! the SDK, and no traffic leaves loopback.
 
 pub mod events;
+pub mod logs;
 pub mod moto;
 pub mod stack;
 pub mod tokens;

@@ -31,6 +31,7 @@ use coach::{
 };
 use coach_testkit::{
     events,
+    logs::Capture,
     stack::{Deployment, TestStack},
     tokens,
 };
@@ -518,7 +519,16 @@ async fn an_index_larger_than_the_cache_answers_from_what_fits() {
     let first = add(&stack, &services, "acme", "first.md", &big("zqfirstx")).await;
     add(&stack, &services, "acme", "second.md", &big("zqsecondx")).await;
     let cold = stack.deploy();
+    let capture = Capture::default();
+    let guard = capture.install("coach=info");
     assert_eq!(cited(&cold, "acme", "zqfirstx").await, BTreeSet::from([first]));
+    drop(guard);
+    let logs = capture.text();
+    let line = logs.lines().find(|l| l.contains("does not fit")).unwrap_or_else(|| panic!("an error line:\n{logs}"));
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["fields"]["tenant"], "acme");
+    assert!(line["fields"]["needed_bytes"].as_u64().unwrap() > 1 << 20);
     assert!(cited(&cold, "acme", "zqsecondx").await.is_empty(), "the part that did not fit");
     assert!(cold.chat.chat.retriever.index().cached_bytes() <= 1 << 20);
 }

@@ -3,34 +3,9 @@
 //! turn, an upload and its ingestion, a profile fetch) are captured at debug level for
 //! Coach's own crates and searched for every sensitive value.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
-use coach_testkit::{events, stack::TestStack, tokens};
+use coach_testkit::{events, logs::Capture, stack::TestStack, tokens};
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 const MESSAGE: &str = "my manager Zebediah reviews my private-salary-figure 987654 tomorrow";
 const LLM_KEY: &str = "sk-live-SECRET-llm-key-0001";
@@ -40,12 +15,7 @@ const REPLY: &str = "Confidential-reply-text-0003";
 #[tokio::test]
 async fn logs_carry_no_tokens_secrets_or_message_text() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(capture.clone())
-        .with_env_filter("debug,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = capture.install("debug,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn");
 
     let upstream = MockServer::start().await;
     Mock::given(matchers::path("/chat/completions"))
@@ -126,7 +96,7 @@ async fn logs_carry_no_tokens_secrets_or_message_text() {
     stack.put(&key, MESSAGE.as_bytes()).await;
     services.ingest.ingestor.handle(&coach::ingest::ObjectEvent { created: true, key }).await.unwrap();
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.lines().count() > 5, "logs were captured:\n{logs}");
     assert!(
         logs.contains("request rejected") && logs.contains("user profile unavailable"),

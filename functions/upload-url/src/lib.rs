@@ -15,10 +15,10 @@ use coach::{
     auth::{Authenticator, Principal, Role},
     config::{Env, StartupError},
     documents::{Documents, UploadConfig, UploadRequest},
-    index::{IndexConfig, IndexWriter},
     http::{
         empty_response, error_response, json_body, json_response, outbound_client, query_limit, query_param, request_id,
     },
+    index::{IndexConfig, IndexWriter},
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
     store::AwsClients,

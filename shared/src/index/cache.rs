@@ -86,7 +86,8 @@ impl SegmentCache {
         }
         inner.clock += 1;
         let used_at = inner.clock;
-        let previous = inner.scopes.entry(scope.to_owned()).or_default().insert(id.to_owned(), Entry { segment, bytes, used_at });
+        let previous =
+            inner.scopes.entry(scope.to_owned()).or_default().insert(id.to_owned(), Entry { segment, bytes, used_at });
         inner.used = inner.used - previous.map_or(0, |e| e.bytes) + bytes;
         true
     }

@@ -62,7 +62,12 @@ impl Manifest {
     /// version of it, and lifting a tombstone: the caller has checked the source exists).
     pub fn add(&mut self, id: &str, delta: SegmentInfo, etag: &str, now_ms: u64) {
         self.deleted.remove(id);
-        let entry = DocEntry { segment: delta.id.clone(), delta: delta.id.clone(), etag: etag.to_owned(), chunks: delta.chunks };
+        let entry = DocEntry {
+            segment: delta.id.clone(),
+            delta: delta.id.clone(),
+            etag: etag.to_owned(),
+            chunks: delta.chunks,
+        };
         self.segments.push(delta);
         let before = self.docs.insert(id.to_owned(), entry);
         if let Some(old) = before {
@@ -145,7 +150,8 @@ impl Manifest {
                 unused.push(info.id);
             }
         }
-        let served: Vec<String> = inputs.iter().filter(|id| self.segments.iter().any(|s| &s.id == *id)).cloned().collect();
+        let served: Vec<String> =
+            inputs.iter().filter(|id| self.segments.iter().any(|s| &s.id == *id)).cloned().collect();
         let lost: Vec<String> =
             self.docs.iter().filter(|(_, e)| served.contains(&e.segment)).map(|(id, _)| id.clone()).collect();
         let mut released = served.clone();

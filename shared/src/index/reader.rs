@@ -107,7 +107,8 @@ impl IndexReader {
         let mut wanted = self.wanted(&Scope::Global, &shared);
         wanted.extend(self.wanted(&own, &own_snapshot));
         let wanted = self.within_budget(tenant, wanted);
-        let keep: Vec<(String, String)> = wanted.iter().map(|w| (scope_name(&w.scope).to_owned(), w.key.clone())).collect();
+        let keep: Vec<(String, String)> =
+            wanted.iter().map(|w| (scope_name(&w.scope).to_owned(), w.key.clone())).collect();
         let keep: Vec<(&str, &str)> = keep.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
         let keep = &keep;
         let loads = wanted.into_iter().map(|w| async move { self.load(&w, keep).await });

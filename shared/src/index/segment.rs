@@ -139,7 +139,8 @@ pub fn memory(segment: &Segment) -> u64 {
     let docs: u64 = segment.docs.iter().map(|d| (d.document_id.len() + d.title.len()) as u64 + 96).sum();
     let terms: u64 = segment.terms.iter().map(|t| t.len() as u64 + STRING + 4).sum();
     let per_chunk = 4 /* length */ + 4 /* document */ + 4 /* step */;
-    text + docs + terms
+    text + docs
+        + terms
         + segment.postings.len() as u64 * 8
         + segment.chunks.len() as u64 * per_chunk
         + segment.vectors.len() as u64 * 5

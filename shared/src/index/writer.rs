@@ -129,7 +129,9 @@ impl IndexWriter {
     /// per-document shards (migration).
     async fn current(&self, scope: &Scope) -> Result<Current, Error> {
         match self.store.manifest(scope, None).await.map_err(index_error)? {
-            ManifestRead::Changed { etag, manifest } => Ok(Current { etag: Some(etag), manifest, migrated: Vec::new() }),
+            ManifestRead::Changed { etag, manifest } => {
+                Ok(Current { etag: Some(etag), manifest, migrated: Vec::new() })
+            }
             ManifestRead::Missing => self.migrate(scope).await,
             ManifestRead::NotModified => Err(Error::internal("the index store answered 304 to an unconditional read")),
         }
@@ -291,7 +293,7 @@ impl IndexWriter {
         manifest: &Manifest,
         inputs: &[String],
     ) -> Result<Vec<(SegmentInfo, Vec<String>)>, Error> {
-        let reads = inputs.to_vec().into_iter().map(|id| async move {
+        let reads = inputs.iter().cloned().map(|id| async move {
             let segment = self.read(scope, &id).await;
             (id, segment)
         });
@@ -335,7 +337,13 @@ impl IndexWriter {
     /// Deletes objects nothing references (retired ones past the grace period, orphans of
     /// crashed writers past the orphan age), except `fresh` ones this compaction just wrote;
     /// returns the ids deleted.
-    async fn collect(&self, scope: &Scope, manifest: &Manifest, fresh: &[String], now: u64) -> Result<Vec<String>, Error> {
+    async fn collect(
+        &self,
+        scope: &Scope,
+        manifest: &Manifest,
+        fresh: &[String],
+        now: u64,
+    ) -> Result<Vec<String>, Error> {
         let mut stored = self.store.segments(scope).await.map_err(index_error)?;
         stored.retain(|(id, _)| !fresh.contains(id));
         let grace = self.config.gc_grace.as_millis() as u64;
@@ -357,25 +365,27 @@ fn split(docs: Vec<Shard>, target: u64) -> Vec<Vec<Shard>> {
     let mut size = 0u64;
     for doc in docs {
         // Text, and about as much again for its postings, plus the vectors.
-        let bytes: u64 =
-            doc.chunks.iter().map(|c| 2 * (c.text.len() + c.heading.as_ref().map_or(0, String::len)) as u64).sum::<u64>()
-                + doc.vectors.len() as u64 * 4;
+        let bytes: u64 = doc
+            .chunks
+            .iter()
+            .map(|c| 2 * (c.text.len() + c.heading.as_ref().map_or(0, String::len)) as u64)
+            .sum::<u64>()
+            + doc.vectors.len() as u64 * 4;
         if size > 0 && size + bytes > target {
             parts.push(Vec::new());
             size = 0;
         }
         size += bytes;
-        parts.last_mut().map(|p| p.push(doc));
+        if let Some(part) = parts.last_mut() {
+            part.push(doc);
+        }
     }
     parts.retain(|p| !p.is_empty());
     parts
 }
 
 fn busy() -> Error {
-    Error::Unavailable {
-        message: "the document index is busy with other writes; try again".into(),
-        cause: None,
-    }
+    Error::Unavailable { message: "the document index is busy with other writes; try again".into(), cause: None }
 }
 
 /// A jittered pause growing from about 10 ms to about 500 ms.

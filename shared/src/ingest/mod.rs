@@ -231,7 +231,9 @@ impl Ingestor {
         }
         match self.records.start_processing(&target.scope, &target.id, &object.etag, now_ms()).await {
             Ok(()) => {}
-            Err(StoreError::ConditionFailed { .. }) => return done(Outcome::Skipped("this version is already indexed")),
+            Err(StoreError::ConditionFailed { .. }) => {
+                return done(Outcome::Skipped("this version is already indexed"))
+            }
             Err(e) => return Err(e.into()),
         }
         let size = object.size;

@@ -234,7 +234,10 @@ impl IndexStore for S3Bucket {
     async fn segments(&self, scope: &Scope) -> StoreResult<Vec<(String, u64)>> {
         let prefix = segment_key(scope, "");
         let listed = BlobStore::list(self, &prefix, 1000).await?;
-        Ok(listed.into_iter().filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_owned(), o.last_modified_ms))).collect())
+        Ok(listed
+            .into_iter()
+            .filter_map(|o| Some((o.key.strip_prefix(&prefix)?.to_owned(), o.last_modified_ms)))
+            .collect())
     }
 
     async fn report_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()> {
@@ -257,14 +260,8 @@ impl IndexStore for S3Bucket {
         // `seg/` and `damaged/` folders, which a delimiter listing leaves out.
         let prefix = index_prefix(scope);
         let mut shards = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).delimiter("/").into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| service_error("list index shards", e))?;
             for object in page.contents() {

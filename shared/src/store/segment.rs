@@ -21,7 +21,11 @@ fn frame<T: serde::Serialize>(magic: &[u8; 8], value: &T) -> Vec<u8> {
     out
 }
 
-fn unframe<'a, T: serde::Deserialize<'a>>(magic: &[u8; 8], what: &'static str, bytes: &'a [u8]) -> Result<T, BadObject> {
+fn unframe<'a, T: serde::Deserialize<'a>>(
+    magic: &[u8; 8],
+    what: &'static str,
+    bytes: &'a [u8],
+) -> Result<T, BadObject> {
     let bad = || BadObject(what);
     let split = bytes.len().checked_sub(4).ok_or_else(bad)?;
     let (framed, crc) = bytes.split_at(split);

@@ -5,6 +5,7 @@
 //! from `events/`, against real S3 and DynamoDB APIs served by moto. Nothing here mocks
 //! the SDK, and no traffic leaves loopback.
 
+pub mod bench;
 pub mod events;
 pub mod logs;
 pub mod moto;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use aws_sdk_s3::config::Credentials;
 use coach::{
     config::Env,
-    index::segment::documents,
-    model::{Manifest, Scope, Segment, Shard},
+    index::segment::{build, documents, memory, split},
+    model::{Manifest, Scope, Segment, SegmentInfo, Shard},
     store::{AwsClients, IndexStore, ManifestRead, StoreConfig},
 };
 
@@ -293,6 +293,39 @@ impl TestStack {
         }
         assert_eq!(out.len(), manifest.docs.len(), "every live document is in its segment");
         out
+    }
+
+    /// Writes `docs` as a scope's index the way compaction leaves it (segments of about
+    /// `segment_bytes`, written concurrently, and a manifest serving them), for benchmarks
+    /// that need a large tenant without ingesting it document by document.
+    pub async fn seed_index(&self, scope: &Scope, docs: Vec<Shard>, segment_bytes: u64) -> Manifest {
+        let bucket = self.aws.bucket();
+        let mut manifest = Manifest::default();
+        let mut writes = Vec::new();
+        for (n, part) in split(docs, segment_bytes).into_iter().enumerate() {
+            let ids: Vec<String> = part.iter().map(|d| d.document_id.clone()).collect();
+            let segment = build(part);
+            let id = format!("01SEED{n:020}");
+            let bytes = segment.encode();
+            let info = SegmentInfo {
+                id: id.clone(),
+                bytes: bytes.len() as u64,
+                memory: memory(&segment),
+                docs: ids.len() as u32,
+                chunks: segment.chunks.len() as u32,
+            };
+            for doc in ids {
+                manifest.add(&doc, info.clone(), "", 0);
+            }
+            manifest.segments.dedup_by(|a, b| a.id == b.id);
+            let (bucket, scope) = (bucket.clone(), scope.clone());
+            writes.push(tokio::spawn(async move { bucket.write_segment(&scope, &id, bytes.into()).await }));
+        }
+        for write in writes {
+            write.await.expect("segment write task").expect("segment written");
+        }
+        bucket.put_manifest(scope, &manifest, None).await.expect("manifest written");
+        manifest
     }
 
     /// One tenant document as indexed, if it is.

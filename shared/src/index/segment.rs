@@ -127,6 +127,31 @@ pub fn documents(segment: Segment, mut keep: impl FnMut(&SegmentDoc) -> bool) ->
     out
 }
 
+/// Groups documents, in order, into parts of about `target` bytes each.
+pub fn split(docs: Vec<Shard>, target: u64) -> Vec<Vec<Shard>> {
+    let mut parts = vec![Vec::new()];
+    let mut size = 0u64;
+    for doc in docs {
+        // Text, and about as much again for its postings, plus the vectors.
+        let bytes: u64 = doc
+            .chunks
+            .iter()
+            .map(|c| 2 * (c.text.len() + c.heading.as_ref().map_or(0, String::len)) as u64)
+            .sum::<u64>()
+            + doc.vectors.len() as u64 * 4;
+        if size > 0 && size + bytes > target {
+            parts.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        if let Some(part) = parts.last_mut() {
+            part.push(doc);
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
 /// Bytes a segment takes once loaded for search (its data plus the 8-bit vectors and the
 /// per-chunk tables the reader adds), estimated from its contents.
 pub fn memory(segment: &Segment) -> u64 {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    segment::{build, documents, memory},
+    segment::{build, documents, memory, split},
     IndexConfig,
 };
 use crate::{
@@ -357,31 +357,6 @@ impl IndexWriter {
         }
         Ok(doomed)
     }
-}
-
-/// Groups documents, in order, into parts of about `target` bytes each.
-fn split(docs: Vec<Shard>, target: u64) -> Vec<Vec<Shard>> {
-    let mut parts = vec![Vec::new()];
-    let mut size = 0u64;
-    for doc in docs {
-        // Text, and about as much again for its postings, plus the vectors.
-        let bytes: u64 = doc
-            .chunks
-            .iter()
-            .map(|c| 2 * (c.text.len() + c.heading.as_ref().map_or(0, String::len)) as u64)
-            .sum::<u64>()
-            + doc.vectors.len() as u64 * 4;
-        if size > 0 && size + bytes > target {
-            parts.push(Vec::new());
-            size = 0;
-        }
-        size += bytes;
-        if let Some(part) = parts.last_mut() {
-            part.push(doc);
-        }
-    }
-    parts.retain(|p| !p.is_empty());
-    parts
 }
 
 fn busy() -> Error {

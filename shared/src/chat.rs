@@ -7,9 +7,9 @@
 //!
 //! Storage calls before the model, in sequential levels (each level waits for the one
 //! before): (1) the user's rate-limit counter, the session, its history, the prompt and the
-//! index listings, all at once; (2) the tenant's counter, and the index shards not yet in
-//! memory (with the query embedding); (3) one transactional write of the message and its
-//! session.
+//! index manifests (conditional GETs), all at once; (2) the tenant's counter, and the index
+//! segments not yet in memory (with the query embedding); (3) one transactional write of the
+//! message and its session.
 
 use serde::{Deserialize, Serialize};
 

@@ -6,12 +6,13 @@
 //!
 //! - **Domain** (what Coach does): [`chat`] (one chat turn), [`history`] (sessions and
 //!   messages), [`prompt`] (the system prompt and prompt assembly), [`retrieval`] (hybrid
-//!   search over the index), [`documents`] (records and uploads), [`ingest`] (S3 events to
+//!   search over the index), [`index`] (each scope's manifest and segments: writing,
+//!   compaction, loading), [`documents`] (records and uploads), [`ingest`] (S3 events to
 //!   indexed documents), [`refresh`] (the system prompt from `docs/`), [`ratelimit`],
 //!   [`health`], [`auth`] (JWT verification, principals, roles), [`profile`] (Auth0 user
 //!   profiles), [`llm`] (the language model), [`embeddings`] (text embeddings).
 //! - **Stores** ([`store`]): small traits the domain depends on (history, documents,
-//!   counters, blobs, index, secrets), with the DynamoDB, S3 and Secrets Manager
+//!   counters, blobs, index manifests and segments, secrets), with the DynamoDB, S3 and Secrets Manager
 //!   implementations; the only place that names an SDK type.
 //! - **Foundations**: [`model`] (the records), [`ids`] (ids and clocks), [`error`] (the one
 //!   error type), [`config`] (reading environment variables), [`secrets`] (the cached

@@ -241,8 +241,9 @@ pub struct Chunk {
     pub text: String,
 }
 
-/// The index shard of one document: its chunks and, when an embedding provider is
-/// configured, one vector per chunk. Stored by [`crate::store::IndexStore`].
+/// One document's index data: its chunks and, when an embedding provider is configured,
+/// one vector per chunk. What ingest produces and [`Segment`]s are built from (and the
+/// legacy per-document shard format, still read until a scope is migrated).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Shard {
     pub document_id: String,

@@ -2,8 +2,8 @@
 //! wrapped in SQS messages, handed to [`coach::ingest`].
 //!
 //! Direct S3 events: a transient failure fails the invocation, so Lambda retries it.
-//! SQS: each message is handled on its own and only the failed ones are reported back
-//! (`batchItemFailures`), so only they are retried. S3's `s3:TestEvent` is skipped, and a
+//! SQS: the messages of a batch are handled at once, each on its own, and only the failed
+//! ones are reported back (`batchItemFailures`), so only they are retried. S3's `s3:TestEvent` is skipped, and a
 //! malformed event or message is logged and reported, never a crash.
 
 use std::sync::Arc;
@@ -78,8 +78,8 @@ async fn handle_s3(state: &State, event: &S3Notification) -> Result<(), Error> {
 }
 
 async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
-    let mut failures = Vec::new();
-    for message in event.records {
+    // The messages of a batch run at once: their index writes share one manifest write.
+    let handled = event.records.iter().map(|message| async move {
         let id = message.message_id.clone().unwrap_or_default();
         let body = message.body.as_deref().unwrap_or_default();
         let ok = match serde_json::from_str::<Value>(body) {
@@ -96,10 +96,9 @@ async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
                 false
             }
         };
-        if !ok {
-            failures.push(json!({ "itemIdentifier": id }));
-        }
-    }
+        (!ok).then(|| json!({ "itemIdentifier": id }))
+    });
+    let failures: Vec<Value> = futures_util::future::join_all(handled).await.into_iter().flatten().collect();
     json!({ "batchItemFailures": failures })
 }
 

@@ -14,12 +14,18 @@
 //! [`Manifest::plan_compaction`]), rebuilding segments readers reported damaged from the
 //! documents' deltas, and deleting objects nothing references any more.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::sync::oneshot;
 
 use super::{
+    reader::scope_name,
     segment::{build, documents, memory, split},
     IndexConfig,
 };
@@ -30,7 +36,10 @@ use crate::{
     store::{BlobStore, IndexStore, ManifestRead, ShardRef, StoreError},
 };
 
-/// Attempts at one conditional manifest write before giving up (transient: retried later).
+/// How long a change keeps retrying conflicting manifest writes before giving up (a
+/// transient error: the event is retried later). Well inside the ingest timeout.
+const COMMIT_BUDGET: Duration = Duration::from_secs(120);
+/// Attempts at the final write of a compaction (it holds the lease, so it rarely conflicts).
 const MAX_ATTEMPTS: u32 = 60;
 /// How long a compaction may hold a scope.
 const LEASE_MS: u64 = 10 * 60 * 1000;
@@ -66,52 +75,155 @@ struct Current {
     migrated: Vec<ShardRef>,
 }
 
+/// An add waiting for its scope's next manifest write.
+struct Pending {
+    document_id: String,
+    info: SegmentInfo,
+    source_key: String,
+    source_etag: String,
+    done: oneshot::Sender<Result<Added, Error>>,
+}
+
 /// Writes the index of any scope. Build once per cold start.
 pub struct IndexWriter {
     store: Arc<dyn IndexStore>,
     blobs: Arc<dyn BlobStore>,
     config: IndexConfig,
     ids: Ids,
+    /// Per scope: adds waiting for a manifest write.
+    queues: Mutex<HashMap<String, Vec<Pending>>>,
+    /// Per scope: held by the add writing the manifest for everyone queued.
+    committers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A std mutex that is still used after a panic elsewhere (the maps stay consistent: each
+/// change is one insert or remove).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl IndexWriter {
     pub fn new(store: Arc<dyn IndexStore>, blobs: Arc<dyn BlobStore>, config: IndexConfig) -> Self {
-        Self { store, blobs, config, ids: Ids::new() }
+        Self {
+            store,
+            blobs,
+            config,
+            ids: Ids::new(),
+            queues: Mutex::new(HashMap::new()),
+            committers: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Indexes one document (a one-document delta segment, then the manifest), provided
     /// its source object `source_key` is still at version `source_etag`; then runs
-    /// maintenance. Replaces any earlier version of the document.
+    /// maintenance. Replaces any earlier version of the document. Adds of one scope running
+    /// at once in this process share one manifest write (group commit), so a batch of
+    /// events costs one conditional write, not one each racing the others.
     pub async fn add(&self, scope: &Scope, shard: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
         let document_id = shard.document_id.clone();
         let (info, bytes) = self.encode(vec![shard]).await?;
         self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
-        for attempt in 0..MAX_ATTEMPTS {
-            let mut current = self.current(scope).await?;
-            let outcome = match self.blobs.version(source_key).await? {
-                Some(version) if version == source_etag => None,
-                Some(_) => Some(Added::Superseded),
-                None => Some(Added::Gone),
-            };
-            if let Some(outcome) = outcome {
-                // Never named by a manifest: safe to delete at once.
-                self.discard(scope, &info.id).await;
-                return Ok(outcome);
+        let (done, outcome) = oneshot::channel();
+        let name = scope_name(scope).to_owned();
+        let pending =
+            Pending { document_id, info, source_key: source_key.to_owned(), source_etag: source_etag.to_owned(), done };
+        lock(&self.queues).entry(name.clone()).or_default().push(pending);
+        let committer = lock(&self.committers).entry(name.clone()).or_default().clone();
+        let written = {
+            let _turn = committer.lock().await;
+            let batch = lock(&self.queues).remove(&name).unwrap_or_default();
+            // Empty when an earlier committer took this add along.
+            if batch.is_empty() {
+                None
+            } else {
+                self.commit_adds(scope, batch).await
             }
-            current.manifest.add(&document_id, info.clone(), source_etag, now_ms());
-            if self.put(scope, &mut current).await?.is_some() {
-                self.maintain(scope).await;
-                return Ok(Added::Indexed);
-            }
-            pause(attempt).await;
+        };
+        let outcome = outcome.await.map_err(|_| Error::internal("an index commit ended without an answer"))?;
+        if let (Ok(Added::Indexed), Some(written)) = (&outcome, written) {
+            self.maintain(scope, Some(written)).await;
         }
-        Err(busy())
+        outcome
+    }
+
+    /// Commits a batch of adds in one manifest write, retrying on conflicts within
+    /// [`COMMIT_BUDGET`]; answers each add. Returns the manifest written, if one was.
+    async fn commit_adds(&self, scope: &Scope, batch: Vec<Pending>) -> Option<Current> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let mut current = match self.current(scope).await {
+                Ok(current) => current,
+                Err(e) => return self.answer(scope, batch, false, |_| Err(e.clone())).await,
+            };
+            // Each source object's version, read after the manifest: a delete or a newer
+            // upload that happened before this read is seen here, and one that happens after
+            // it changes the manifest (tombstone, newer commit), so the write below fails.
+            let versions =
+                futures_util::future::join_all(batch.iter().map(|p| self.blobs.version(&p.source_key))).await;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            let now = now_ms();
+            for (pending, version) in batch.iter().zip(versions) {
+                outcomes.push(match version {
+                    Ok(Some(version)) if version == pending.source_etag => {
+                        current.manifest.add(&pending.document_id, pending.info.clone(), &pending.source_etag, now);
+                        Ok(Added::Indexed)
+                    }
+                    Ok(Some(_)) => Ok(Added::Superseded),
+                    Ok(None) => Ok(Added::Gone),
+                    Err(e) => Err(Error::from(e)),
+                });
+            }
+            if !outcomes.iter().any(|o| matches!(o, Ok(Added::Indexed))) {
+                let mut outcomes = outcomes.into_iter();
+                return self.answer(scope, batch, true, |_| outcomes.next().unwrap_or_else(|| Err(busy()))).await;
+            }
+            match self.put(scope, &mut current).await {
+                Ok(Some(etag)) => {
+                    let mut outcomes = outcomes.into_iter();
+                    self.answer(scope, batch, true, |_| outcomes.next().unwrap_or_else(|| Err(busy()))).await;
+                    return Some(Current { etag: Some(etag), manifest: current.manifest, migrated: Vec::new() });
+                }
+                Ok(None) if started.elapsed() < COMMIT_BUDGET => {
+                    pause(attempt).await;
+                    attempt += 1;
+                }
+                Ok(None) => return self.answer(scope, batch, true, |_| Err(busy())).await,
+                // The write may have happened (a timeout, say): keep the deltas; if no
+                // manifest names them, collection deletes them later.
+                Err(e) => return self.answer(scope, batch, false, |_| Err(e.clone())).await,
+            }
+        }
+    }
+
+    /// Sends each add its outcome. With `certain` (no manifest write can have named them),
+    /// deletes the deltas of those not indexed. Returns `None`, for the callers' convenience.
+    async fn answer(
+        &self,
+        scope: &Scope,
+        batch: Vec<Pending>,
+        certain: bool,
+        mut outcome: impl FnMut(&Pending) -> Result<Added, Error>,
+    ) -> Option<Current> {
+        for pending in batch {
+            let result = outcome(&pending);
+            if certain && !matches!(result, Ok(Added::Indexed)) {
+                self.discard(scope, &pending.info.id).await;
+            }
+            // The add may have stopped waiting (its invocation ended): nothing to tell.
+            let _ = pending.done.send(result);
+        }
+        None
     }
 
     /// Deletes document `id` from the index: a tombstone at once, so no search returns it
     /// again; its data leaves the segments at the next compaction. Returns whether it was live.
     pub async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
-        for attempt in 0..MAX_ATTEMPTS {
+        let started = Instant::now();
+        for attempt in 0.. {
+            if started.elapsed() > COMMIT_BUDGET {
+                break;
+            }
             let mut current = self.current(scope).await?;
             if current.manifest.is_deleted(id) && !current.manifest.docs.contains_key(id) && current.etag.is_some() {
                 return Ok(false);
@@ -214,17 +326,20 @@ impl IndexWriter {
         }
     }
 
-    /// Compaction, repair and collection, when due; a failure is logged (the next write
-    /// tries again), never the caller's.
-    pub async fn maintain(&self, scope: &Scope) {
-        if let Err(e) = self.try_maintain(scope).await {
+    /// Compaction, repair and collection, when due, from `current` (else the stored
+    /// manifest); a failure is logged (the next write tries again), never the caller's.
+    async fn maintain(&self, scope: &Scope, current: Option<Current>) {
+        if let Err(e) = self.try_maintain(scope, current).await {
             tracing::warn!(problem = %e, "index maintenance did not finish; the next write retries it");
         }
     }
 
-    async fn try_maintain(&self, scope: &Scope) -> Result<(), Error> {
+    async fn try_maintain(&self, scope: &Scope, current: Option<Current>) -> Result<(), Error> {
         let damaged = self.store.damaged(scope).await.map_err(index_error)?;
-        let mut current = self.current(scope).await?;
+        let mut current = match current {
+            Some(current) => current,
+            None => self.current(scope).await?,
+        };
         let now = now_ms();
         let plan = current.manifest.plan_compaction(self.config.segment_bytes, &damaged);
         let collect_every = self.config.gc_grace.min(Duration::from_secs(600)).as_millis() as u64;
@@ -363,8 +478,8 @@ fn busy() -> Error {
     Error::Unavailable { message: "the document index is busy with other writes; try again".into(), cause: None }
 }
 
-/// A jittered pause growing from about 10 ms to about 500 ms.
+/// A jittered pause growing from about 10 ms to about 1 s.
 async fn pause(attempt: u32) {
-    let ceiling = (10u64 << attempt.min(6)).min(500);
+    let ceiling = (10u64 << attempt.min(7)).min(1000);
     tokio::time::sleep(Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))).await;
 }

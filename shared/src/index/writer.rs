@@ -41,6 +41,8 @@ use crate::{
 const COMMIT_BUDGET: Duration = Duration::from_secs(120);
 /// Attempts at the final write of a compaction (it holds the lease, so it rarely conflicts).
 const MAX_ATTEMPTS: u32 = 60;
+/// Compactions one maintenance runs back to back at most.
+const MAX_ROUNDS: usize = 8;
 /// How long a compaction may hold a scope.
 const LEASE_MS: u64 = 10 * 60 * 1000;
 /// How long a tombstone is kept: far longer than any ingest can run.
@@ -334,7 +336,20 @@ impl IndexWriter {
         }
     }
 
-    async fn try_maintain(&self, scope: &Scope, current: Option<Current>) -> Result<(), Error> {
+    /// Rounds of maintenance until nothing is left to do: a burst of adds can queue more
+    /// segments than one compaction takes, while its lease keeps other writers out.
+    async fn try_maintain(&self, scope: &Scope, mut current: Option<Current>) -> Result<(), Error> {
+        for _ in 0..MAX_ROUNDS {
+            match self.maintain_once(scope, current.take()).await? {
+                Some(written) => current = Some(written),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// One round: returns the manifest written when it compacted something.
+    async fn maintain_once(&self, scope: &Scope, current: Option<Current>) -> Result<Option<Current>, Error> {
         let damaged = self.store.damaged(scope).await.map_err(index_error)?;
         let mut current = match current {
             Some(current) => current,
@@ -351,11 +366,11 @@ impl IndexWriter {
             let _ = self.store.clear_damaged(scope, id).await;
         }
         if (plan.is_none() && !collect) || current.manifest.compacting_until_ms > now {
-            return Ok(());
+            return Ok(None);
         }
         // Take the lease; losing the race means another writer is at it.
         current.manifest.compacting_until_ms = now + LEASE_MS;
-        let Some(mut etag) = self.put(scope, &mut current).await? else { return Ok(()) };
+        let Some(mut etag) = self.put(scope, &mut current).await? else { return Ok(None) };
         let leased = current.manifest;
 
         let (outputs, inputs) = match &plan {
@@ -376,7 +391,7 @@ impl IndexWriter {
             }
             manifest.compacting_until_ms = 0;
             let mut next = Current { etag: Some(etag.clone()), manifest, migrated: Vec::new() };
-            if self.put(scope, &mut next).await?.is_some() {
+            if let Some(written) = self.put(scope, &mut next).await? {
                 for id in &unused {
                     self.discard(scope, id).await;
                 }
@@ -386,10 +401,11 @@ impl IndexWriter {
                 for id in damaged.iter().filter(|id| inputs.contains(id)) {
                     let _ = self.store.clear_damaged(scope, id).await;
                 }
-                if !inputs.is_empty() {
-                    tracing::info!(inputs = inputs.len(), outputs = outputs.len(), "compacted index segments");
+                if inputs.is_empty() {
+                    return Ok(None);
                 }
-                return Ok(());
+                tracing::info!(inputs = inputs.len(), outputs = outputs.len(), "compacted index segments");
+                return Ok(Some(Current { etag: Some(written), manifest: next.manifest, migrated: Vec::new() }));
             }
             pause(attempt).await;
             let fresh = self.current(scope).await?;

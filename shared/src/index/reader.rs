@@ -59,9 +59,14 @@ struct Snapshot {
 enum State {
     /// Manifest version and content.
     Manifest { etag: String, manifest: Arc<Manifest> },
-    /// No manifest: legacy per-document shards.
-    Legacy(Vec<ShardRef>),
+    /// No manifest: legacy per-document shards, as listed then.
+    Legacy { listed: Instant, shards: Vec<ShardRef> },
 }
+
+/// How long a legacy listing is reused. Nothing writes legacy shards any more, and the first
+/// write into a scope (an ingest, a delete) creates its manifest, which every request checks
+/// for, so a cached listing can only miss a document that is already gone from the scope.
+const LEGACY_RELIST: Duration = Duration::from_secs(60);
 
 /// Scope names as used in cache keys and logs.
 pub fn scope_name(scope: &Scope) -> &str {
@@ -141,7 +146,15 @@ impl IndexReader {
                 _ => return Err(Error::internal("the index store answered 304 to an unconditional read")),
             },
             ManifestRead::Changed { etag, manifest } => State::Manifest { etag, manifest: Arc::new(manifest) },
-            ManifestRead::Missing => State::Legacy(self.store.legacy_shards(scope).await.map_err(unavailable)?),
+            ManifestRead::Missing => match cached.as_deref().map(|c| &c.state) {
+                Some(State::Legacy { listed, shards }) if listed.elapsed() < LEGACY_RELIST => {
+                    State::Legacy { listed: *listed, shards: shards.clone() }
+                }
+                _ => State::Legacy {
+                    listed: Instant::now(),
+                    shards: self.store.legacy_shards(scope).await.map_err(unavailable)?,
+                },
+            },
         };
         let snapshot = Arc::new(Snapshot { checked: Instant::now(), state });
         self.snapshots.insert(name, snapshot.clone()).await;
@@ -161,7 +174,7 @@ impl IndexReader {
                     source: Source::Segment(manifest.clone()),
                 })
                 .collect(),
-            State::Legacy(shards) => shards
+            State::Legacy { shards, .. } => shards
                 .iter()
                 .map(|s| Wanted {
                     scope: scope.clone(),

@@ -44,7 +44,15 @@ impl Segment {
 
     /// Reads a segment back, checking its checksum and that its parts agree in length.
     pub fn decode(bytes: &[u8]) -> Result<Segment, BadObject> {
-        let segment: Segment = unframe(SEGMENT_MAGIC, "segment", bytes)?;
+        let mut segment: Segment = unframe(SEGMENT_MAGIC, "segment", bytes)?;
+        // Deserialising grows vectors by doubling: give the slack back, the segment is kept.
+        segment.chunks.shrink_to_fit();
+        segment.lengths.shrink_to_fit();
+        segment.terms.shrink_to_fit();
+        segment.term_ends.shrink_to_fit();
+        segment.postings.shrink_to_fit();
+        segment.frequencies.shrink_to_fit();
+        segment.vectors.shrink_to_fit();
         let chunks = segment.chunks.len();
         let postings = segment.postings.len();
         let mut next_chunk = 0u64;

@@ -2,6 +2,8 @@
 # Runs every benchmark behind docs/PERFORMANCE.md and keeps the raw output in target/bench/:
 #   coldstart.txt/.json  release binaries under a local Runtime API, beside the Python stack
 #   chat.txt             chat handler overhead without the model, emulator time apart
+#   index.txt            tenant index at scale: 1,000 documents ingested at once, cold first
+#                        chat for 1,400 and 10,000 documents, S3 requests, memory
 #   core.txt, auth.txt   criterion micro-benchmarks (retrieval, extraction, prompt, JWT)
 #   arm64.txt            the arm64 build through cargo lambda, or why it could not run
 # Loopback only. BENCH_RUNS (default 7) sets the cold starts per function; BENCH_QUICK=1
@@ -37,6 +39,9 @@ echo "bench: cold start"
 echo "bench: chat overhead"
 cargo bench --locked -p coach-integration-tests --bench chat | tee "$out/chat.txt"
 
+echo "bench: tenant index at scale"
+cargo bench --locked -p coach-integration-tests --bench index | tee "$out/index.txt"
+
 criterion_args=()
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   criterion_args=(--warm-up-time 1 --measurement-time 2)
@@ -61,6 +66,7 @@ echo
 echo "bench: summary (full output in $out/)"
 cat "$out/coldstart.txt"
 grep -E "^(chat|stream):|p50" "$out/chat.txt"
+grep -E "^(ingest|  checked|cold|  of which|  S3|warm|  handler|memory)" "$out/index.txt"
 # Criterion: each benchmark's name, time [low estimate high], and throughput where measured.
 awk '/^[a-z0-9_]+\/[^ ]+$/ { name = $0; next }
      /^ +time:/ && name { t = $0; sub(/^ +time: +/, "", t); printf "%-50s %s", name, t; name = ""; open = 1; next }

@@ -1,12 +1,13 @@
 //! Micro-benchmarks of Coach's CPU work on the request and ingest paths: prompt assembly,
-//! text extraction and chunking throughput, index shard loading, and hybrid retrieval
+//! text extraction and chunking throughput, index segment loading, and hybrid retrieval
 //! (BM25 + cosine over 384-d vectors) at 10k and 100k chunks.
 //!
 //!     cargo bench -p coach-shared --bench core
 //!
 //! Inputs are synthetic but shaped like real use: English-like text drawn from a
-//! 5,000-word vocabulary with a Zipf-like skew, chunks of about 1,000 characters, shards of
-//! a document each, random unit-ish vectors. Everything is seeded, so runs are comparable.
+//! 5,000-word vocabulary with a Zipf-like skew, chunks of about 1,000 characters, documents
+//! in one compacted segment or one segment each, random unit-ish vectors. Seeded, so runs
+//! are comparable.
 
 use std::{hint::black_box, sync::Arc};
 

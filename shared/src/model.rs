@@ -1,5 +1,5 @@
 //! The records Coach keeps and returns: sessions and messages, documents and their status,
-//! chunks and index shards, sources and token usage.
+//! chunks, index segments and manifests, sources and token usage.
 //!
 //! Plain data shared by the domain modules and the stores that persist them, so neither
 //! has to import the other. Nothing here does I/O or knows how a record is stored (key

@@ -34,7 +34,7 @@ use coach::{
     store::AwsClients,
 };
 use coach_testkit::{
-    bench::{report, timed_http_client, EmulatorClock, FakeModel, DIMS, EMBEDDING_MODEL},
+    bench::{report, timed_http_client, EmulatorClock, FakeModel, DIMS, EMBEDDING_MODEL, WORDS},
     events,
     stack::{create_bucket, create_secret, create_table, Deployment, TestStack, TEST_HS256_KEY},
     tokens,
@@ -47,38 +47,6 @@ use serde_json::{json, Value};
 const INGEST_CONCURRENCY: usize = 32;
 const COLD_RUNS: usize = 5;
 const WARM_TURNS: usize = 100;
-const WORDS: &[&str] = &[
-    "feedback",
-    "goals",
-    "team",
-    "review",
-    "meeting",
-    "priorities",
-    "delegate",
-    "growth",
-    "career",
-    "conflict",
-    "deadline",
-    "planning",
-    "weekly",
-    "praise",
-    "specific",
-    "behaviour",
-    "impact",
-    "listen",
-    "ask",
-    "coaching",
-    "manager",
-    "project",
-    "budget",
-    "hiring",
-    "onboarding",
-    "roadmap",
-    "customer",
-    "quality",
-    "release",
-    "support",
-];
 
 /// The system allocator, counting the bytes currently allocated.
 struct Counting;

@@ -21,6 +21,40 @@ pub const DIMS: usize = 384;
 /// The fake embedding model's name.
 pub const EMBEDDING_MODEL: &str = "bench-384";
 
+/// Words the benchmarks' synthetic documents are made of.
+pub const WORDS: &[&str] = &[
+    "feedback",
+    "goals",
+    "team",
+    "review",
+    "meeting",
+    "priorities",
+    "delegate",
+    "growth",
+    "career",
+    "conflict",
+    "deadline",
+    "planning",
+    "weekly",
+    "one-on-one",
+    "praise",
+    "specific",
+    "behaviour",
+    "impact",
+    "listen",
+    "ask",
+    "coaching",
+    "manager",
+    "project",
+    "budget",
+    "hiring",
+    "onboarding",
+    "roadmap",
+    "customer",
+    "quality",
+    "release",
+];
+
 /// An SDK HTTP client like the one the SDK builds by default (hyper, rustls with aws-lc),
 /// with every request timed by `clock`.
 pub fn timed_http_client(clock: &EmulatorClock) -> SharedHttpClient {

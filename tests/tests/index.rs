@@ -226,22 +226,29 @@ fn topic(i: usize) -> String {
     format!("# Topic {i}\n\nThe keyword for this note is zq{i}x, and nothing else says it.\n")
 }
 
+/// Uploads a document and ingests it through a store that stops `at` a step, deletes the
+/// document there (through `DELETE /documents/{id}`), then lets the ingest finish: (id, what
+/// the ingest says).
+async fn delete_while_ingesting(stack: &TestStack, services: &Deployment, at: At, i: usize) -> (String, Outcome) {
+    let (id, key) = upload(stack, services, "acme", "late.md", &topic(i)).await;
+    let gate = Gated::new(stack, at);
+    let ingest = ingestor(stack, gate.clone());
+    let event = created(&key);
+    let racing = async {
+        gate.reached.notified().await;
+        assert_eq!(delete(services, "acme", &id).await, StatusCode::NO_CONTENT);
+        gate.release.notify_one();
+    };
+    let (outcome, ()) = tokio::join!(ingest.handle(&event), racing);
+    (id, outcome.unwrap())
+}
+
 #[tokio::test]
 async fn a_delete_between_extraction_and_indexing_leaves_nothing_searchable() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
-    let (id, key) = upload(&stack, &services, "acme", "late.md", &topic(1)).await;
-    let gate = Gated::new(&stack, At::DeltaWrite);
-    let ingest = ingestor(&stack, gate.clone());
-    let event = created(&key);
-    let running = ingest.handle(&event);
-    let racing = async {
-        gate.reached.notified().await;
-        assert_eq!(delete(&services, "acme", &id).await, StatusCode::NO_CONTENT);
-        gate.release.notify_one();
-    };
-    let (outcome, ()) = tokio::join!(running, racing);
-    assert_eq!(outcome.unwrap(), Outcome::Skipped("the object was deleted while it was indexed"));
+    let (id, outcome) = delete_while_ingesting(&stack, &services, At::DeltaWrite, 1).await;
+    assert_eq!(outcome, Outcome::Skipped("the object was deleted while it was indexed"));
 
     assert!(stack.indexed_doc("acme", &id).await.is_none());
     assert!(stack.manifest(&acme()).await.unwrap().is_deleted(&id), "a tombstone");
@@ -256,19 +263,9 @@ async fn a_delete_between_extraction_and_indexing_leaves_nothing_searchable() {
 async fn a_delete_right_after_the_commit_is_caught_by_the_record_check() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
-    let (id, key) = upload(&stack, &services, "acme", "late.md", &topic(2)).await;
-    let gate = Gated::new(&stack, At::AfterCommit);
-    let ingest = ingestor(&stack, gate.clone());
-    let event = created(&key);
-    let running = ingest.handle(&event);
-    let racing = async {
-        gate.reached.notified().await;
-        // Committed and searchable for a moment; the delete tombstones it.
-        assert_eq!(delete(&services, "acme", &id).await, StatusCode::NO_CONTENT);
-        gate.release.notify_one();
-    };
-    let (outcome, ()) = tokio::join!(running, racing);
-    assert_eq!(outcome.unwrap(), Outcome::Skipped("the document was deleted while it was indexed"));
+    // Committed and searchable for a moment, then the delete tombstones it.
+    let (id, outcome) = delete_while_ingesting(&stack, &services, At::AfterCommit, 2).await;
+    assert_eq!(outcome, Outcome::Skipped("the document was deleted while it was indexed"));
     assert!(stack.indexed_doc("acme", &id).await.is_none());
     assert!(cited(&services, "acme", "zq2x").await.is_empty());
     assert_eq!(status(&services, "acme", &id).await, None);

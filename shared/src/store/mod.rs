@@ -11,7 +11,7 @@
 //! | [`Probe`] | can the dependency be reached | [`DynamoTable`], [`S3Bucket`] |
 //!
 //! Everything that knows how a record is stored lives here and nowhere else: key layout,
-//! cursor encoding, attribute conversion, the index shard format, and the mapping of SDK
+//! cursor encoding, attribute conversion, the index formats, and the mapping of SDK
 //! errors to [`StoreError`]. Domain modules never name an SDK type; a new store (Postgres,
 //! say) implements these traits in a file of its own beside the AWS ones.
 

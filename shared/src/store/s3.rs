@@ -30,7 +30,7 @@ impl S3Bucket {
     }
 }
 
-/// Folder of a scope's index shards: `index/{tenant}/` or `index/_global/`.
+/// Folder of a scope's index: `index/{tenant}/` or `index/_global/`.
 fn index_prefix(scope: &Scope) -> String {
     match scope {
         Scope::Tenant(t) => format!("index/{t}/"),

@@ -141,7 +141,11 @@ impl IndexWriter {
                 self.commit_adds(scope, batch).await
             }
         };
-        let outcome = outcome.await.map_err(|_| Error::internal("an index commit ended without an answer"))?;
+        // The committer's invocation ended before it answered (it was cancelled): transient.
+        let outcome = outcome.await.map_err(|_| Error::Unavailable {
+            message: "the index write was interrupted; try again".into(),
+            cause: None,
+        })?;
         if let (Ok(Added::Indexed), Some(written)) = (&outcome, written) {
             self.maintain(scope, Some(written)).await;
         }

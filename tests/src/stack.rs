@@ -303,7 +303,8 @@ impl TestStack {
         let mut manifest = Manifest::default();
         let mut writes = Vec::new();
         for (n, part) in split(docs, segment_bytes).into_iter().enumerate() {
-            let ids: Vec<String> = part.iter().map(|d| d.document_id.clone()).collect();
+            let docs: Vec<(String, u32)> =
+                part.iter().map(|d| (d.document_id.clone(), d.chunks.len() as u32)).collect();
             let segment = build(part);
             let id = format!("01SEED{n:020}");
             let bytes = segment.encode();
@@ -311,13 +312,10 @@ impl TestStack {
                 id: id.clone(),
                 bytes: bytes.len() as u64,
                 memory: memory(&segment),
-                docs: ids.len() as u32,
+                docs: docs.len() as u32,
                 chunks: segment.chunks.len() as u32,
             };
-            for doc in ids {
-                manifest.add(&doc, info.clone(), "", 0);
-            }
-            manifest.segments.dedup_by(|a, b| a.id == b.id);
+            manifest.serve(info, &docs, "", 0);
             let (bucket, scope) = (bucket.clone(), scope.clone());
             writes.push(tokio::spawn(async move { bucket.write_segment(&scope, &id, bytes.into()).await }));
         }

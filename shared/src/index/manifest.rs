@@ -61,17 +61,25 @@ impl Manifest {
     /// Serves document `id` from its new one-document segment `delta` (replacing any earlier
     /// version of it, and lifting a tombstone: the caller has checked the source exists).
     pub fn add(&mut self, id: &str, delta: SegmentInfo, etag: &str, now_ms: u64) {
-        self.deleted.remove(id);
-        let entry = DocEntry {
-            segment: delta.id.clone(),
-            delta: delta.id.clone(),
-            etag: etag.to_owned(),
-            chunks: delta.chunks,
-        };
-        self.segments.push(delta);
-        let before = self.docs.insert(id.to_owned(), entry);
-        if let Some(old) = before {
-            self.release(&[old.segment, old.delta], now_ms);
+        let chunks = delta.chunks;
+        self.serve(delta, &[(id.to_owned(), chunks)], etag, now_ms);
+    }
+
+    /// Serves the `docs` (id, chunks) from the new segment `info`, which is also each one's
+    /// delta (the only copy of its data), replacing earlier versions and lifting tombstones.
+    pub fn serve(&mut self, info: SegmentInfo, docs: &[(String, u32)], etag: &str, now_ms: u64) {
+        let mut replaced = Vec::new();
+        for (id, chunks) in docs {
+            self.deleted.remove(id);
+            let entry =
+                DocEntry { segment: info.id.clone(), delta: info.id.clone(), etag: etag.to_owned(), chunks: *chunks };
+            if let Some(old) = self.docs.insert(id.clone(), entry) {
+                replaced.extend([old.segment, old.delta]);
+            }
+        }
+        self.segments.push(info);
+        if !replaced.is_empty() {
+            self.release(&replaced, now_ms);
         }
     }
 
@@ -226,6 +234,17 @@ mod tests {
         // Adding again (a re-created shared doc) lifts the tombstone.
         m.add("b", info("s4", 10, 1), "e3", 5);
         assert!(!m.is_deleted("b"));
+    }
+
+    #[test]
+    fn a_segment_of_several_documents_is_served_once() {
+        let mut m = Manifest::default();
+        m.add("a", info("s1", 10, 1), "e", 1);
+        m.serve(info("big", 30, 3), &[("a".into(), 2), ("b".into(), 1), ("c".into(), 4)], "", 2);
+        assert_eq!(served(&m), vec!["big"]);
+        assert_eq!(m.docs["c"].chunks, 4);
+        assert_eq!((m.docs["b"].segment.as_str(), m.docs["b"].delta.as_str()), ("big", "big"));
+        assert_eq!(retired(&m), vec!["s1"], "the replaced version of a");
     }
 
     #[test]

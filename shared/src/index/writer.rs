@@ -274,17 +274,12 @@ impl IndexWriter {
         }
         let now = now_ms();
         for part in split(shards, self.config.segment_bytes) {
-            let ids: Vec<String> = part.iter().map(|s| s.document_id.clone()).collect();
+            let docs: Vec<(String, u32)> =
+                part.iter().map(|s| (s.document_id.clone(), s.chunks.len() as u32)).collect();
             let (info, bytes) = self.encode(part).await?;
             self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
-            for id in ids {
-                // The merged segment is also each document's delta: there is no other copy.
-                let single = SegmentInfo { docs: info.docs, ..info.clone() };
-                manifest.add(&id, single, "", now);
-            }
+            manifest.serve(info, &docs, "", now);
         }
-        // `add` pushed the segment once per document; serve it once.
-        manifest.segments.dedup_by(|a, b| a.id == b.id);
         tracing::info!(documents = manifest.docs.len(), "migrating legacy index shards into segments");
         Ok(Current { etag: None, manifest, migrated: legacy })
     }

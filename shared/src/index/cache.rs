@@ -46,9 +46,8 @@ impl SegmentCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map half-changed in a way that
-        // matters (at worst a byte count is off), so a poisoned lock is still used.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        // After a panic while it was held, at worst the byte count is off: still usable.
+        super::lock(&self.inner)
     }
 
     pub fn get(&self, scope: &str, id: &str) -> Option<Arc<Loaded>> {

@@ -189,9 +189,12 @@ impl Manifest {
             .filter(|r| now_ms.saturating_sub(r.since_ms) >= grace_ms)
             .map(|r| r.id.clone())
             .collect();
+        // Built once: a scope keeps a delta per document, so `stored` is as long as `docs`.
+        let mut known: BTreeSet<&str> = self.segments.iter().map(|s| s.id.as_str()).collect();
+        known.extend(self.docs.values().map(|d| d.delta.as_str()));
+        known.extend(self.retired.iter().map(|r| r.id.as_str()));
         for (id, written) in stored {
-            let known = self.references(id) || self.retired.iter().any(|r| &r.id == id);
-            if !known && now_ms.saturating_sub(*written) >= orphan_ms {
+            if !known.contains(id.as_str()) && now_ms.saturating_sub(*written) >= orphan_ms {
                 out.push(id.clone());
             }
         }

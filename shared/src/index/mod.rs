@@ -29,6 +29,12 @@ pub use writer::{Added, IndexWriter};
 
 use crate::config::{ConfigError, Env};
 
+/// Locks a std mutex, still using it after a panic elsewhere: every map behind these locks
+/// is changed by single inserts and removes, so a poisoned one is still consistent.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Index settings (`COACH_INDEX_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexConfig {

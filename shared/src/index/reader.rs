@@ -24,6 +24,7 @@ use moka::future::Cache;
 
 use super::{
     cache::SegmentCache,
+    lock,
     segment::{build, Loaded},
     IndexConfig,
 };
@@ -220,7 +221,7 @@ impl IndexReader {
     /// Remembers `key`; true the first time. (Forgets everything past 10,000 keys: at
     /// worst a line is logged again.)
     fn note(&self, key: String) -> bool {
-        let mut noted = self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut noted = lock(&self.noted);
         if noted.len() >= 10_000 {
             noted.clear();
         }
@@ -228,7 +229,7 @@ impl IndexReader {
     }
 
     fn noted(&self, key: &str) -> bool {
-        self.noted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(key)
+        lock(&self.noted).contains(key)
     }
 
     async fn load(&self, wanted: &Wanted, keep: &[(&str, &str)]) -> Result<Option<Part>, Error> {

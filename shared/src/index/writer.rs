@@ -16,7 +16,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::{
+    lock,
     reader::scope_name,
     segment::{build, documents, memory, split},
     IndexConfig,
@@ -96,12 +97,6 @@ pub struct IndexWriter {
     queues: Mutex<HashMap<String, Vec<Pending>>>,
     /// Per scope: held by the add writing the manifest for everyone queued.
     committers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// A std mutex that is still used after a panic elsewhere (the maps stay consistent: each
-/// change is one insert or remove).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl IndexWriter {

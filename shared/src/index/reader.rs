@@ -14,7 +14,7 @@
 //! than the cache holds, the segments that fit answer and an error line says so.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -58,10 +58,40 @@ struct Snapshot {
 }
 
 enum State {
-    /// Manifest version and content.
-    Manifest { etag: String, manifest: Arc<Manifest> },
+    /// A manifest version (kept, with what was derived from it, while it is unchanged).
+    Manifest(Arc<Version>),
     /// No manifest: legacy per-document shards, as listed then.
     Legacy { listed: Instant, shards: Vec<ShardRef> },
+}
+
+/// A manifest as read, and which documents of each of its segments are live: computed on
+/// a segment's first use at this version, then reused by every request until it changes.
+struct Version {
+    etag: String,
+    manifest: Manifest,
+    live: Mutex<HashMap<String, Arc<Vec<bool>>>>,
+}
+
+impl Version {
+    /// Per document of `segment` (served as `id`): whether search may return it.
+    fn live(&self, id: &str, segment: &Segment) -> Arc<Vec<bool>> {
+        if let Some(live) = lock(&self.live).get(id) {
+            return live.clone();
+        }
+        let manifest = &self.manifest;
+        let live: Arc<Vec<bool>> = Arc::new(
+            segment
+                .docs
+                .iter()
+                .map(|d| {
+                    !manifest.is_deleted(&d.document_id)
+                        && manifest.docs.get(&d.document_id).is_some_and(|e| e.segment == id)
+                })
+                .collect(),
+        );
+        lock(&self.live).insert(id.to_owned(), live.clone());
+        live
+    }
 }
 
 /// How long a legacy listing is reused. Nothing writes legacy shards any more, and the first
@@ -136,17 +166,17 @@ impl IndexReader {
             }
         }
         let etag = match cached.as_deref() {
-            Some(Snapshot { state: State::Manifest { etag, .. }, .. }) => Some(etag.as_str()),
+            Some(Snapshot { state: State::Manifest(version), .. }) => Some(version.etag.as_str()),
             _ => None,
         };
         let state = match self.store.manifest(scope, etag).await.map_err(unavailable)? {
             ManifestRead::NotModified => match cached.as_deref().map(|c| &c.state) {
-                Some(State::Manifest { etag, manifest }) => {
-                    State::Manifest { etag: etag.clone(), manifest: manifest.clone() }
-                }
+                Some(State::Manifest(version)) => State::Manifest(version.clone()),
                 _ => return Err(Error::internal("the index store answered 304 to an unconditional read")),
             },
-            ManifestRead::Changed { etag, manifest } => State::Manifest { etag, manifest: Arc::new(manifest) },
+            ManifestRead::Changed { etag, manifest } => {
+                State::Manifest(Arc::new(Version { etag, manifest, live: Mutex::new(HashMap::new()) }))
+            }
             ManifestRead::Missing => match cached.as_deref().map(|c| &c.state) {
                 Some(State::Legacy { listed, shards }) if listed.elapsed() < LEGACY_RELIST => {
                     State::Legacy { listed: *listed, shards: shards.clone() }
@@ -165,14 +195,15 @@ impl IndexReader {
     /// The segments a snapshot serves, with their estimated memory.
     fn wanted(&self, scope: &Scope, snapshot: &Arc<Snapshot>) -> Vec<Wanted> {
         match &snapshot.state {
-            State::Manifest { manifest, .. } => manifest
+            State::Manifest(version) => version
+                .manifest
                 .segments
                 .iter()
                 .map(|s| Wanted {
                     scope: scope.clone(),
                     key: s.id.clone(),
                     memory: s.memory,
-                    source: Source::Segment(manifest.clone()),
+                    source: Source::Segment(version.clone()),
                 })
                 .collect(),
             State::Legacy { shards, .. } => shards
@@ -259,18 +290,10 @@ impl IndexReader {
             }
         };
         let live = match &wanted.source {
-            Source::Segment(manifest) => segment
-                .segment
-                .docs
-                .iter()
-                .map(|d| {
-                    !manifest.is_deleted(&d.document_id)
-                        && manifest.docs.get(&d.document_id).is_some_and(|e| e.segment == wanted.key)
-                })
-                .collect(),
-            Source::Legacy(_) => vec![true; segment.segment.docs.len()],
+            Source::Segment(version) => version.live(&wanted.key, &segment.segment),
+            Source::Legacy(_) => Arc::new(vec![true; segment.segment.docs.len()]),
         };
-        Ok(Some(Part { segment, live: Arc::new(live) }))
+        Ok(Some(Part { segment, live }))
     }
 
     /// Reads and prepares a segment: `None` when it is gone, `Some(None)` when damaged.
@@ -310,6 +333,6 @@ struct Wanted {
 }
 
 enum Source {
-    Segment(Arc<Manifest>),
+    Segment(Arc<Version>),
     Legacy(ShardRef),
 }

@@ -231,7 +231,9 @@ impl TestStack {
 
     async fn on_endpoint(endpoint: &str, vars: &[(&str, &str)]) -> Self {
         let name = unique_name("coach-test");
-        let mut all: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        // The embedded model from models/ (scripts/model.sh): the default provider, as deployed.
+        let mut all = vec![("COACH_EMBEDDING_MODEL_DIR".to_owned(), model_dir().display().to_string())];
+        all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         for var in ["COACH_BUCKET", "COACH_TABLE", "COACH_SECRET_ID"] {
             all.push((var.to_owned(), name.clone()));
         }
@@ -353,4 +355,10 @@ impl TestStack {
             refresh: self.build(aws, docs_refresh::State::build),
         }
     }
+}
+
+/// The embedded embedding model's folder: `models/` at the repository's root, where
+/// `scripts/model.sh` installs it.
+pub fn model_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/all-minilm-l6-v2")
 }

@@ -1,13 +1,23 @@
-//! Text embeddings over HTTP, for ingest (chunk vectors) and retrieval (query vectors).
+//! Text embeddings, for ingest (chunk vectors) and retrieval (query vectors).
 //!
-//! Providers (`COACH_EMBEDDING_PROVIDER`): `none` (default: lexical retrieval only),
-//! `openai` (any OpenAI-compatible `POST {base}/embeddings`) and `gemini`
-//! (`POST {base}/v1beta/models/{model}:batchEmbedContents`). The key is the secret's
-//! `embedding_api_key` field, else `llm_api_key`. Calls are retried with the same settings
-//! as the language model's ([`Retries`]), each bounded by `COACH_EMBEDDING_TIMEOUT_MS`;
-//! texts go in batches of [`BATCH`].
+//! Providers (`COACH_EMBEDDING_PROVIDER`): `local` (default: the embedded model of [`local`],
+//! run in-process from `COACH_EMBEDDING_MODEL_DIR`, no key, no network), `none` (lexical
+//! retrieval only), `openai` (any OpenAI-compatible `POST {base}/embeddings`) and `gemini`
+//! (`POST {base}/v1beta/models/{model}:batchEmbedContents`). For the HTTP providers the key
+//! is the secret's `embedding_api_key` field, else `llm_api_key`; calls are retried with the
+//! same settings as the language model's ([`Retries`]), each bounded by
+//! `COACH_EMBEDDING_TIMEOUT_MS`; texts go in batches of [`BATCH`].
 
-use std::time::Duration;
+pub mod bert;
+pub mod local;
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use local::LocalModel;
 
 use serde_json::{json, Value};
 
@@ -26,6 +36,7 @@ pub const BATCH: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingProvider {
     None,
+    Local,
     OpenAi,
     Gemini,
 }
@@ -35,35 +46,60 @@ pub struct EmbeddingConfig {
     pub provider: EmbeddingProvider,
     pub model: String,
     pub base_url: String,
+    /// The `local` provider's model folder.
+    pub model_dir: PathBuf,
     pub policy: RetryPolicy,
 }
 
+/// Where the `local` provider's model is by default: the Lambda layer's folder.
+pub const DEFAULT_MODEL_DIR: &str = "/opt/models/all-minilm-l6-v2";
+
 impl EmbeddingConfig {
     pub fn from_env(env: &Env, retries: Retries) -> Result<Self, ConfigError> {
-        let provider = match env.string_or("COACH_EMBEDDING_PROVIDER", "none").to_ascii_lowercase().as_str() {
+        let provider = match env.string_or("COACH_EMBEDDING_PROVIDER", "local").to_ascii_lowercase().as_str() {
             "none" => EmbeddingProvider::None,
+            "local" => EmbeddingProvider::Local,
             "openai" => EmbeddingProvider::OpenAi,
             "gemini" => EmbeddingProvider::Gemini,
             other => {
                 return Err(ConfigError {
                     var: "COACH_EMBEDDING_PROVIDER",
-                    reason: format!("expected none, openai or gemini, got {other:?}"),
+                    reason: format!("expected local, none, openai or gemini, got {other:?}"),
                 })
             }
         };
+        let model_dir = PathBuf::from(env.string_or("COACH_EMBEDDING_MODEL_DIR", DEFAULT_MODEL_DIR));
+        // The local model is named after its folder unless named explicitly: vectors of
+        // different models never meet in one ranking.
+        let folder_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let (url, model) = match provider {
-            EmbeddingProvider::None => ("", ""),
+            EmbeddingProvider::None | EmbeddingProvider::Local => ("", folder_name.as_str()),
             EmbeddingProvider::OpenAi => ("https://api.openai.com/v1", "text-embedding-3-small"),
             EmbeddingProvider::Gemini => ("https://generativelanguage.googleapis.com", "text-embedding-004"),
         };
         let base_url = env.string_or("COACH_EMBEDDING_BASE_URL", url).trim_end_matches('/').to_owned();
-        if provider != EmbeddingProvider::None && reqwest::Url::parse(&base_url).is_err() {
+        if provider == EmbeddingProvider::Local {
+            let missing = local::missing_files(&model_dir);
+            if !missing.is_empty() {
+                return Err(ConfigError {
+                    var: "COACH_EMBEDDING_MODEL_DIR",
+                    reason: format!(
+                        "{} lacks {} (install the model with scripts/model.sh, or set COACH_EMBEDDING_PROVIDER)",
+                        model_dir.display(),
+                        missing.join(", ")
+                    ),
+                });
+            }
+        }
+        let is_http = matches!(provider, EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini);
+        if is_http && reqwest::Url::parse(&base_url).is_err() {
             return Err(ConfigError { var: "COACH_EMBEDDING_BASE_URL", reason: format!("not a URL: {base_url:?}") });
         }
         Ok(Self {
             provider,
             model: env.string_or("COACH_EMBEDDING_MODEL", model),
             base_url,
+            model_dir,
             policy: retries.policy(Duration::from_millis(env.number(
                 "COACH_EMBEDDING_TIMEOUT_MS",
                 30_000,
@@ -95,11 +131,13 @@ pub struct Embedder {
     config: EmbeddingConfig,
     http: reqwest::Client,
     secrets: Secrets,
+    /// The `local` provider's model, once the first embedding has loaded it.
+    local: tokio::sync::OnceCell<Arc<LocalModel>>,
 }
 
 impl Embedder {
     pub fn new(config: EmbeddingConfig, http: reqwest::Client, secrets: Secrets) -> Self {
-        Self { config, http, secrets }
+        Self { config, http, secrets, local: tokio::sync::OnceCell::new() }
     }
 
     /// The provider named by `COACH_EMBEDDING_PROVIDER`, with its settings.
@@ -117,6 +155,47 @@ impl Embedder {
 
     /// One vector per text, all of one length.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self.config.provider {
+            EmbeddingProvider::None => Err(EmbedError::Refused("no embedding provider is configured".into())),
+            EmbeddingProvider::Local => self.embed_locally(texts).await,
+            EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini => self.embed_remotely(texts).await,
+        }
+    }
+
+    /// The local model, loaded by the first call (off the event loop).
+    pub async fn local_model(&self) -> Result<Arc<LocalModel>, EmbedError> {
+        let dir = self.config.model_dir.clone();
+        self.local
+            .get_or_try_init(|| async move {
+                let started = std::time::Instant::now();
+                let model = blocking(move || local::shared(&dir)).await?.map_err(|e| {
+                    // A model that does not load is a deployment fault: retried, never a
+                    // verdict on the user's document.
+                    tracing::error!(error = %e, "the embedding model could not be loaded");
+                    EmbedError::Unavailable("the embedding model could not be loaded".into())
+                })?;
+                tracing::info!(load_ms = started.elapsed().as_millis() as u64, "embedding model ready");
+                Ok(model)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn embed_locally(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let model = self.local_model().await?;
+        let texts = texts.to_vec();
+        blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            model.embed(&refs)
+        })
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "the embedding model failed");
+            EmbedError::Unavailable("the embedding model failed".into())
+        })
+    }
+
+    async fn embed_remotely(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let key = match self.secrets.field(EMBEDDING_KEY_FIELD).await {
             Ok(Some(key)) => Some(key),
             Ok(None) => self.secrets.field(LLM_API_KEY_FIELD).await.ok().flatten(),
@@ -125,8 +204,8 @@ impl Embedder {
         let mut vectors = Vec::with_capacity(texts.len());
         for batch in texts.chunks(BATCH) {
             let (url, body) = match self.config.provider {
-                EmbeddingProvider::None => {
-                    return Err(EmbedError::Refused("no embedding provider is configured".into()))
+                EmbeddingProvider::None | EmbeddingProvider::Local => {
+                    return Err(EmbedError::Refused("not an HTTP embedding provider".into()))
                 }
                 EmbeddingProvider::OpenAi => (
                     format!("{}/embeddings", self.config.base_url),
@@ -179,6 +258,13 @@ impl Embedder {
         }
         Ok(vectors)
     }
+}
+
+/// Runs CPU-bound model work on the blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, EmbedError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| EmbedError::Unavailable("the embedding task failed".into()))
 }
 
 fn parse_list(list: &Value, field: &str) -> Option<Vec<Vec<f32>>> {

@@ -1,5 +1,5 @@
 # Coach developer commands. Each script installs what it needs into ./.venv first.
-.PHONY: dev test lint ci fuzz loadtest bench
+.PHONY: dev test lint ci fuzz loadtest bench eval
 
 dev:  ## Run the local stack: moto + example docs + cargo lambda watch
 	scripts/dev.sh
@@ -21,3 +21,6 @@ loadtest: ## Bounded load test of a running `make dev` stack: make loadtest TOKE
 
 bench: ## Benchmarks and cold start vs the Python stack, raw output in target/bench/ (docs/PERFORMANCE.md)
 	scripts/bench.sh
+
+eval: ## Retrieval quality on the CISI collection: Coach (BM25-only, hybrid) vs a BM25 library (docs/PERFORMANCE.md)
+	scripts/eval.sh

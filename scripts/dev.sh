@@ -21,6 +21,8 @@ export COACH_BUCKET=${COACH_BUCKET:-coach-local}
 export COACH_TABLE=${COACH_TABLE:-coach-local}
 export COACH_SECRET_ID=${COACH_SECRET_ID:-coach-local}
 export RUST_LOG=${RUST_LOG:-info}
+# The embedded embedding model installed by scripts/model.sh (on Lambda: the model layer).
+export COACH_EMBEDDING_MODEL_DIR=${COACH_EMBEDDING_MODEL_DIR:-$PWD/models/all-minilm-l6-v2}
 export PATH="$PWD/.venv/bin:$PATH"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -244,6 +244,14 @@ impl TestStack {
         Self { sdk, config, aws, vars: all }
     }
 
+    /// The same resources, with `vars` added to the environment (a function deployed from it
+    /// sees the same bucket, table and secret with other settings).
+    pub fn with_more_env(&self, vars: &[(&str, &str)]) -> Self {
+        let mut all = self.vars.clone();
+        all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Self { sdk: self.sdk.clone(), config: self.config.clone(), aws: self.aws.clone(), vars: all }
+    }
+
     /// Runs `read` over this stack's environment (the last value of a variable wins).
     fn read<T>(vars: &[(String, String)], read: impl FnOnce(&Env) -> T) -> T {
         let lookup = |name: &str| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());

@@ -117,8 +117,9 @@ async fn a_missing_or_broken_model_is_reported_not_guessed() {
     std::fs::remove_dir_all(&broken).unwrap();
 
     // `none` keeps lexical-only retrieval and needs no model.
-    let none =
-        build_embedder(&[("COACH_EMBEDDING_PROVIDER", "none"), ("COACH_EMBEDDING_MODEL_DIR", "/nonexistent")]).await.unwrap();
+    let none = build_embedder(&[("COACH_EMBEDDING_PROVIDER", "none"), ("COACH_EMBEDDING_MODEL_DIR", "/nonexistent")])
+        .await
+        .unwrap();
     assert!(!none.enabled());
 }
 

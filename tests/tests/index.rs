@@ -137,6 +137,11 @@ impl IndexStore for Gated {
     }
 }
 
+/// These tests find documents by made-up marker words (`zq4x`) and test the index's
+/// machinery, not ranking: embeddings would also match every document loosely, and embedding
+/// the large documents of the cache test would only slow it down.
+const LEXICAL: &[(&str, &str)] = &[("COACH_EMBEDDING_PROVIDER", "none")];
+
 /// An ingestor as the ingest function builds it, over `index` instead of the bucket.
 fn ingestor(stack: &TestStack, index: Arc<dyn IndexStore>) -> Ingestor {
     stack.build(&stack.aws, |env, aws| -> Result<Ingestor, StartupError> {
@@ -245,7 +250,7 @@ async fn delete_while_ingesting(stack: &TestStack, services: &Deployment, at: At
 
 #[tokio::test]
 async fn a_delete_between_extraction_and_indexing_leaves_nothing_searchable() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     let (id, outcome) = delete_while_ingesting(&stack, &services, At::DeltaWrite, 1).await;
     assert_eq!(outcome, Outcome::Skipped("the object was deleted while it was indexed"));
@@ -261,7 +266,7 @@ async fn a_delete_between_extraction_and_indexing_leaves_nothing_searchable() {
 
 #[tokio::test]
 async fn a_delete_right_after_the_commit_is_caught_by_the_record_check() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     // Committed and searchable for a moment, then the delete tombstones it.
     let (id, outcome) = delete_while_ingesting(&stack, &services, At::AfterCommit, 2).await;
@@ -273,7 +278,7 @@ async fn a_delete_right_after_the_commit_is_caught_by_the_record_check() {
 
 #[tokio::test]
 async fn two_puts_through_one_upload_url_end_with_what_s3_holds() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     let first = "# Version one\n\nThe old wording says alphaword.\n";
     let second = "# Version two\n\nThe new wording says betaword.\n";
@@ -306,7 +311,7 @@ async fn two_puts_through_one_upload_url_end_with_what_s3_holds() {
 
 #[tokio::test]
 async fn concurrent_ingests_of_one_tenant_lose_nothing() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     let count = 3 * MERGE_FACTOR;
     let mut uploads = Vec::new();
@@ -334,7 +339,7 @@ async fn concurrent_ingests_of_one_tenant_lose_nothing() {
 
 #[tokio::test]
 async fn a_delete_during_compaction_is_not_undone_and_its_data_leaves_the_segments() {
-    let stack = TestStack::with_env(&[("COACH_INDEX_GC_GRACE_SECS", "0")]).await;
+    let stack = TestStack::with_env(&[LEXICAL[0], ("COACH_INDEX_GC_GRACE_SECS", "0")]).await;
     let services = stack.deploy();
     let mut ids = Vec::new();
     for i in 0..MERGE_FACTOR - 1 {
@@ -379,7 +384,8 @@ async fn a_delete_during_compaction_is_not_undone_and_its_data_leaves_the_segmen
 
 #[tokio::test]
 async fn a_crash_between_segment_and_manifest_leaves_the_old_index_and_the_orphan_is_collected() {
-    let stack = TestStack::with_env(&[("COACH_INDEX_GC_GRACE_SECS", "0"), ("COACH_INDEX_ORPHAN_SECS", "0")]).await;
+    let stack =
+        TestStack::with_env(&[LEXICAL[0], ("COACH_INDEX_GC_GRACE_SECS", "0"), ("COACH_INDEX_ORPHAN_SECS", "0")]).await;
     let services = stack.deploy();
     let kept = add(&stack, &services, "acme", "kept.md", &topic(1)).await;
     let before = stack.manifest(&acme()).await.unwrap();
@@ -404,7 +410,7 @@ async fn a_crash_between_segment_and_manifest_leaves_the_old_index_and_the_orpha
 
 #[tokio::test]
 async fn a_damaged_segment_is_skipped_reported_and_rebuilt() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     let mut ids = Vec::new();
     for i in 0..MERGE_FACTOR {
@@ -437,7 +443,7 @@ async fn a_damaged_segment_is_skipped_reported_and_rebuilt() {
 
 #[tokio::test]
 async fn a_warm_instance_reads_its_writes() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     assert!(cited(&services, "acme", "zq7x").await.is_empty(), "warm, index loaded");
     let id = add(&stack, &services, "acme", "seven.md", &topic(7)).await;
@@ -449,7 +455,7 @@ async fn a_warm_instance_reads_its_writes() {
 
 #[tokio::test]
 async fn shared_docs_have_the_same_index() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     for i in 0..MERGE_FACTOR {
         stack.put(&format!("docs/guide-{i}.md"), topic(i).as_bytes()).await;
@@ -476,7 +482,7 @@ async fn shared_docs_have_the_same_index() {
 
 #[tokio::test]
 async fn legacy_per_document_shards_are_read_then_migrated_on_the_first_write() {
-    let stack = TestStack::new().await;
+    let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     let mut legacy = Vec::new();
     for i in 0..3 {
@@ -510,7 +516,7 @@ async fn legacy_per_document_shards_are_read_then_migrated_on_the_first_write() 
 
 #[tokio::test]
 async fn an_index_larger_than_the_cache_answers_from_what_fits() {
-    let stack = TestStack::with_env(&[("COACH_INDEX_CACHE_MB", "1")]).await;
+    let stack = TestStack::with_env(&[LEXICAL[0], ("COACH_INDEX_CACHE_MB", "1")]).await;
     let services = stack.deploy();
     // Two documents of ~700 KB of text each: both segments cannot be held in 1 MiB.
     let big = |word: &str| {

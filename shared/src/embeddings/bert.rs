@@ -9,9 +9,7 @@
 
 use std::{fs, path::Path};
 
-use candle_core::{
-    safetensors::MmapedSafetensors, CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor,
-};
+use candle_core::{safetensors::MmapedSafetensors, CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 use serde::Deserialize;
 
 /// Why a model could not be loaded or run.
@@ -121,7 +119,10 @@ impl Bert {
                 .map_err(|e| ModelError::File { file: path.display().to_string(), reason: e.to_string() })?
                 .to_dtype(DType::F32)?;
             if tensor.dims() != shape {
-                return Err(ModelError::Unsupported(format!("{name} has shape {:?}, expected {shape:?}", tensor.dims())));
+                return Err(ModelError::Unsupported(format!(
+                    "{name} has shape {:?}, expected {shape:?}",
+                    tensor.dims()
+                )));
             }
             Ok(tensor)
         };
@@ -209,10 +210,8 @@ impl Bert {
         // Padding gets -10000 before the softmax, as in BERT; rows of one length need none.
         let padded = lengths.iter().any(|&l| l < tokens);
         let mask_bias = if padded {
-            let bias: Vec<f32> = lengths
-                .iter()
-                .flat_map(|&l| (0..tokens).map(move |t| if t < l { 0.0 } else { -10_000.0 }))
-                .collect();
+            let bias: Vec<f32> =
+                lengths.iter().flat_map(|&l| (0..tokens).map(move |t| if t < l { 0.0 } else { -10_000.0 })).collect();
             Some(Tensor::from_vec(bias, (batch, 1, 1, tokens), &device)?)
         } else {
             None
@@ -300,7 +299,9 @@ mod tests {
     #[test]
     fn erf_matches_the_reference_values() {
         // erf at a few points, from tables (Abramowitz and Stegun, 7.1).
-        for (x, expected) in [(0.0, 0.0), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (2.0, 0.995_322_3), (-1.0, -0.842_700_8)] {
+        for (x, expected) in
+            [(0.0, 0.0), (0.5, 0.520_499_9), (1.0, 0.842_700_8), (2.0, 0.995_322_3), (-1.0, -0.842_700_8)]
+        {
             assert!((erf(x) - expected).abs() < 3e-7, "erf({x}) = {} not {expected}", erf(x));
         }
         assert_eq!(gelu(0.0), 0.0);

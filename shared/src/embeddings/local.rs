@@ -109,7 +109,9 @@ impl LocalModel {
         while !rest.is_empty() {
             // Sorted ascending: the last row taken is the longest.
             let mut take = 0;
-            while take < rest.len() && take < BATCH_ROWS && (take + 1) * encoded[rest[take]].len().max(1) <= BATCH_TOKENS
+            while take < rest.len()
+                && take < BATCH_ROWS
+                && (take + 1) * encoded[rest[take]].len().max(1) <= BATCH_TOKENS
             {
                 take += 1;
             }

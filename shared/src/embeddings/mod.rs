@@ -11,11 +11,7 @@
 pub mod bert;
 pub mod local;
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use local::LocalModel;
 
@@ -52,7 +48,7 @@ pub struct EmbeddingConfig {
 }
 
 /// Where the `local` provider's model is by default: the Lambda layer's folder.
-pub const DEFAULT_MODEL_DIR: &str = "/opt/models/all-minilm-l6-v2";
+pub const DEFAULT_MODEL_DIR: &str = "/opt/all-minilm-l6-v2";
 
 impl EmbeddingConfig {
     pub fn from_env(env: &Env, retries: Retries) -> Result<Self, ConfigError> {
@@ -262,9 +258,7 @@ impl Embedder {
 
 /// Runs CPU-bound model work on the blocking pool.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, EmbedError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| EmbedError::Unavailable("the embedding task failed".into()))
+    tokio::task::spawn_blocking(work).await.map_err(|_| EmbedError::Unavailable("the embedding task failed".into()))
 }
 
 fn parse_list(list: &Value, field: &str) -> Option<Vec<Vec<f32>>> {

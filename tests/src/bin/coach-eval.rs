@@ -1,0 +1,205 @@
+//! Retrieval quality end to end (`make eval`): a test collection in the CISI format is
+//! uploaded as one tenant's documents through the API (`POST /uploads`, the presigned PUT,
+//! the ingest event), then every judged query is asked through `POST /chat` with the `none`
+//! language model, and the ranked `sources` of each answer are written out for scoring
+//! (`scripts/eval.py` scores them beside a plain BM25 library in the same run).
+//!
+//!     coach-eval COLLECTION_DIR OUT.json
+//!
+//! The documents are ingested once, with the embedded model (`local`); the queries are then
+//! asked twice: by a chat function with `COACH_EMBEDDING_PROVIDER=none` (BM25-only Coach) and
+//! by one with `local` (hybrid Coach). Runs against moto on loopback (`COACH_MOTO_SERVER`),
+//! like the tests. Settings under test (`COACH_RETRIEVAL_*`, `COACH_CHUNK_*`) are taken from
+//! this process's environment.
+
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
+
+use coach_testkit::{
+    events,
+    stack::{Deployment, TestStack},
+    tokens,
+};
+use lambda_http::{http::StatusCode, Request};
+use serde_json::{json, Value};
+
+/// Uploads and ingests in flight at once.
+const CONCURRENCY: usize = 8;
+/// Distinct documents scored per query.
+const DEPTH: usize = 10;
+
+struct Doc {
+    id: String,
+    text: String,
+}
+
+/// Records of a CISI-format file: `.I id` starts one, `.X` (cross-references) is dropped,
+/// the other fields are joined in order.
+fn records(text: &str, fields: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut field = String::new();
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix(".I ") {
+            out.push((id.trim().to_owned(), Vec::new()));
+            field.clear();
+        } else if line.starts_with('.') && line.len() == 2 {
+            field = line[1..].to_owned();
+        } else if let Some((_, record)) = out.last_mut() {
+            if fields.contains(&field.as_str()) {
+                match record.last_mut() {
+                    Some((f, value)) if *f == field => {
+                        value.push(' ');
+                        value.push_str(line.trim());
+                    }
+                    _ => record.push((field.clone(), line.trim().to_owned())),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn field<'a>(record: &'a [(String, String)], name: &str) -> &'a str {
+    record.iter().find(|(f, _)| f == name).map_or("", |(_, v)| v.as_str())
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [collection, out] = args.as_slice() else {
+        return Err("usage: coach-eval COLLECTION_DIR OUT.json".into());
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(run(Path::new(collection), Path::new(out)))
+}
+
+fn read(dir: &Path, name: &str) -> Result<String, String> {
+    let path = dir.join(name);
+    std::fs::read(&path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn run(dir: &Path, out: &Path) -> Result<(), String> {
+    let docs: Vec<Doc> = records(&read(dir, "CISI.ALL")?, &["T", "W"])
+        .into_iter()
+        .map(|(id, r)| Doc { text: format!("{}\n\n{}\n", field(&r, "T"), field(&r, "W")), id })
+        .collect();
+    let mut judged: BTreeMap<String, ()> = BTreeMap::new();
+    for line in read(dir, "CISI.REL")?.lines() {
+        if let Some(q) = line.split_whitespace().next() {
+            judged.insert(q.to_owned(), ());
+        }
+    }
+    let queries: Vec<(String, String)> = records(&read(dir, "CISI.QRY")?, &["W"])
+        .into_iter()
+        .filter(|(id, _)| judged.contains_key(id))
+        .map(|(id, r)| (id, field(&r, "W").to_owned()))
+        .collect();
+    eprintln!("eval: {} documents, {} judged queries", docs.len(), queries.len());
+
+    // Everything else from this process's environment (the settings under test), then the
+    // eval's own: the answer is the retrieved passages, DEPTH of them, no rate limit.
+    let mut vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| ["RETRIEVAL", "CHUNK"].iter().any(|m| k.starts_with(&format!("COACH_{m}_"))))
+        .collect();
+    vars.extend(
+        [
+            ("COACH_LLM_PROVIDER", "none"),
+            ("COACH_RATE_LIMIT_USER", "1000000"),
+            ("COACH_RATE_LIMIT_TENANT", "1000000"),
+            ("COACH_MAX_MESSAGE_CHARS", "20000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    if !vars.iter().any(|(k, _)| k == "COACH_RETRIEVAL_TOP_K") {
+        vars.push(("COACH_RETRIEVAL_TOP_K".into(), DEPTH.to_string()));
+    }
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let stack = Arc::new(TestStack::with_env(&borrowed).await);
+    let services = Arc::new(stack.deploy());
+    let editor = tokens::for_test("eval", "cisi", &["editor"]);
+
+    let started = Instant::now();
+    let mut titles: BTreeMap<String, String> = BTreeMap::new();
+    for batch in docs.chunks(CONCURRENCY) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for doc in batch {
+            let (stack, services, editor) = (stack.clone(), services.clone(), editor.clone());
+            let filename = format!("cisi-{}.txt", doc.id);
+            titles.insert(filename.clone(), doc.id.clone());
+            let text = doc.text.clone();
+            tasks.spawn(async move { upload_and_ingest(&stack, &services, &editor, &filename, &text).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| e.to_string())??;
+        }
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    eprintln!("eval: ingested {} documents in {ingest_secs:.0} s", docs.len());
+
+    let mut runs = serde_json::Map::new();
+    for (name, provider) in [("coach-bm25", "none"), ("coach-hybrid", "local")] {
+        let asking = stack.with_more_env(&[("COACH_EMBEDDING_PROVIDER", provider)]);
+        let chat = asking.build(&stack.aws, chat::State::build);
+        let user = tokens::for_test("reader", "cisi", &["user"]);
+        let started = Instant::now();
+        let mut run = serde_json::Map::new();
+        for (qid, text) in &queries {
+            let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": text})), Some(&user));
+            let (status, body) = call_chat(&chat, request).await;
+            if status != StatusCode::OK {
+                return Err(format!("query {qid}: POST /chat answered {status}: {body}"));
+            }
+            let mut ranked: Vec<String> = Vec::new();
+            for source in body["sources"].as_array().into_iter().flatten() {
+                let Some(id) = source["title"].as_str().and_then(|t| titles.get(t)) else { continue };
+                if !ranked.contains(id) && ranked.len() < DEPTH {
+                    ranked.push(id.clone());
+                }
+            }
+            run.insert(qid.clone(), json!(ranked));
+        }
+        eprintln!("eval: {name}: {} queries in {:.1} s", queries.len(), started.elapsed().as_secs_f64());
+        runs.insert(name.to_owned(), Value::Object(run));
+    }
+    let settings: BTreeMap<&str, &str> = borrowed.iter().copied().filter(|(k, _)| k.starts_with("COACH_")).collect();
+    let report = json!({ "runs": runs, "settings": settings, "ingest_seconds": ingest_secs, "documents": docs.len() });
+    std::fs::write(out, serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(())
+}
+
+async fn upload_and_ingest(
+    stack: &TestStack,
+    services: &Deployment,
+    token: &str,
+    filename: &str,
+    text: &str,
+) -> Result<(), String> {
+    let body = json!({"filename": filename, "content_type": "text/plain", "size_bytes": text.len()});
+    let request = events::with("uploads-create.json", "POST", "/uploads", Some(&body), Some(token));
+    let response = upload_url::handle(&services.uploads, request).await;
+    let upload: Value = serde_json::from_slice(response.body().as_ref()).map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::CREATED {
+        return Err(format!("POST /uploads for {filename}: {upload}"));
+    }
+    let mut put = reqwest::Client::new().put(upload["upload_url"].as_str().unwrap_or_default()).body(text.to_owned());
+    for (name, value) in upload["headers"].as_object().into_iter().flatten() {
+        put = put.header(name, value.as_str().unwrap_or_default());
+    }
+    let put = put.send().await.map_err(|e| e.to_string())?;
+    if !put.status().is_success() {
+        return Err(format!("PUT of {filename}: {}", put.status()));
+    }
+    let key = format!("uploads/cisi/{}/{filename}", upload["document_id"].as_str().unwrap_or_default());
+    let mut event: Value = serde_json::from_str(&events::load("s3-put.json")).map_err(|e| e.to_string())?;
+    event["Records"][0]["s3"]["object"]["key"] = key.into();
+    event["Records"][0]["s3"]["bucket"]["name"] = stack.config.bucket.clone().into();
+    ingest::handle(&services.ingest, event).await.map_err(|e| format!("ingest of {filename}: {e}"))?;
+    Ok(())
+}
+
+async fn call_chat(state: &chat::State, request: Request) -> (StatusCode, Value) {
+    let response = chat::handle(state, request).await;
+    let status = response.status();
+    (status, serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
+}

@@ -111,7 +111,7 @@ impl Words {
 }
 
 fn retrieval_config() -> RetrievalConfig {
-    RetrievalConfig { top_k: 5, min_score: 0.0, min_similarity: 0.2 }
+    RetrievalConfig { top_k: 5, min_score: 0.0, min_similarity: 0.2, vector_weight: 1.0 }
 }
 
 /// Searchable parts of `docs`: one compacted segment, or one segment per document (deltas

@@ -10,7 +10,8 @@
 //!   compaction, loading), [`documents`] (records and uploads), [`ingest`] (S3 events to
 //!   indexed documents), [`refresh`] (the system prompt from `docs/`), [`ratelimit`],
 //!   [`health`], [`auth`] (JWT verification, principals, roles), [`profile`] (Auth0 user
-//!   profiles), [`llm`] (the language model), [`embeddings`] (text embeddings).
+//!   profiles), [`llm`] (the language model), [`embeddings`] (text embeddings: the embedded
+//!   model or an HTTP service), [`rerank`] (optional reranking of retrieved passages).
 //! - **Stores** ([`store`]): small traits the domain depends on (history, documents,
 //!   counters, blobs, index manifests and segments, secrets), with the DynamoDB, S3 and Secrets Manager
 //!   implementations; the only place that names an SDK type.
@@ -40,6 +41,7 @@ pub mod profile;
 pub mod prompt;
 pub mod ratelimit;
 pub mod refresh;
+pub mod rerank;
 pub mod retrieval;
 pub mod retry;
 pub mod secrets;

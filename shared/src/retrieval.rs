@@ -25,6 +25,7 @@ use crate::{
         IndexConfig, IndexReader, Part,
     },
     model::{Passage, Source},
+    rerank::Reranker,
     store::IndexStore,
 };
 
@@ -36,6 +37,8 @@ pub struct RetrievalConfig {
     pub min_score: f32,
     /// Least cosine similarity for a vector match to count.
     pub min_similarity: f32,
+    /// Weight of the vector ranking in the fusion (the word ranking's is 1).
+    pub vector_weight: f32,
 }
 
 impl RetrievalConfig {
@@ -44,6 +47,7 @@ impl RetrievalConfig {
             top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
             min_score: env.float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0)?,
             min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
+            vector_weight: env.float("COACH_RETRIEVAL_VECTOR_WEIGHT", 1.0, 0.0, 10.0)?,
         })
     }
 }
@@ -128,9 +132,9 @@ pub fn search(
 
     // Reciprocal rank fusion.
     let mut fused: HashMap<(usize, u32), f32> = HashMap::new();
-    for ranking in [&lexical, &semantic] {
+    for (ranking, weight) in [(&lexical, 1.0), (&semantic, config.vector_weight)] {
         for (rank, (id, _)) in ranking.iter().enumerate() {
-            *fused.entry(*id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+            *fused.entry(*id).or_default() += weight / (RRF_K + rank as f32 + 1.0);
         }
     }
     let fused: Vec<Hit> = fused.into_iter().filter(|(_, s)| *s >= config.min_score).collect();
@@ -266,18 +270,25 @@ fn similar(parts: &[Part], model: &str, vector: &[f32], min_similarity: f32, win
         .collect()
 }
 
-/// Retrieval for chat: the index, the query embedding, the ranking. Build once per cold start.
+/// Retrieval for chat: the index, the query embedding, the ranking, the optional reranker.
+/// Build once per cold start.
 pub struct Retriever {
     index: IndexReader,
     embedder: Embedder,
+    reranker: Reranker,
     config: RetrievalConfig,
 }
 
 impl Retriever {
     /// Settings from `COACH_RETRIEVAL_*` and `COACH_INDEX_*`.
-    pub fn from_env(env: &Env, store: Arc<dyn IndexStore>, embedder: Embedder) -> Result<Self, ConfigError> {
+    pub fn from_env(
+        env: &Env,
+        store: Arc<dyn IndexStore>,
+        embedder: Embedder,
+        reranker: Reranker,
+    ) -> Result<Self, ConfigError> {
         let config = RetrievalConfig::from_env(env)?;
-        Ok(Self { index: IndexReader::new(store, &IndexConfig::from_env(env)?), embedder, config })
+        Ok(Self { index: IndexReader::new(store, &IndexConfig::from_env(env)?), embedder, reranker, config })
     }
 
     /// The index as this instance holds it.
@@ -311,14 +322,32 @@ impl Retriever {
         }
         let query_vector = vector.as_deref().map(|v| (self.embedder.model(), v));
         // Ranking a large index is CPU work measured in milliseconds: off the event loop.
-        let config = self.config.clone();
-        let query = query.to_owned();
+        let top_k = self.config.top_k;
+        let mut config = self.config.clone();
+        config.top_k = top_k.max(self.reranker.candidates());
+        let owned_query = query.to_owned();
         let vector = query_vector.map(|(m, v)| (m.to_owned(), v.to_vec()));
-        tokio::task::spawn_blocking(move || {
-            search(&parts, &query, vector.as_ref().map(|(m, v)| (m.as_str(), v.as_slice())), &config)
+        let mut passages = tokio::task::spawn_blocking(move || {
+            search(&parts, &owned_query, vector.as_ref().map(|(m, v)| (m.as_str(), v.as_slice())), &config)
         })
         .await
-        .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
+        .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })?;
+        if self.reranker.candidates() > 0 && passages.len() > 1 {
+            let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
+            if let Some(order) = self.reranker.rerank(query, &texts, top_k).await {
+                let mut slots: Vec<Option<Passage>> = passages.into_iter().map(Some).collect();
+                passages = order
+                    .into_iter()
+                    .filter_map(|(i, score)| {
+                        let mut passage = slots[i].take()?;
+                        passage.source.score = score;
+                        Some(passage)
+                    })
+                    .collect();
+            }
+        }
+        passages.truncate(top_k);
+        Ok(passages)
     }
 }
 
@@ -356,7 +385,7 @@ mod tests {
     }
 
     fn config() -> RetrievalConfig {
-        RetrievalConfig { top_k: 3, min_score: 0.0, min_similarity: 0.3 }
+        RetrievalConfig { top_k: 3, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 }
     }
 
     #[test]

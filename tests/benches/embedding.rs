@@ -53,7 +53,7 @@ fn main() {
     let started = Instant::now();
     let model = LocalModel::load(&dir).expect("scripts/model.sh installs the model");
     let first_load = started.elapsed();
-    println!("load: {:.0} ms", ms(first_load));
+    println!("load: {:.0} ms, RSS {:.0} MiB after it", ms(first_load), status_kib("VmRSS:") as f64 / 1024.0);
     // Query embedding: one short text at a time, as chat embeds a question.
     let started = Instant::now();
     model.embed(&[QUERIES[0]]).unwrap();

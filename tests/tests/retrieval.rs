@@ -200,3 +200,81 @@ async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
     // The stored reply carries the sources too.
     assert_eq!(reply["answer"], "See [1].");
 }
+
+#[tokio::test]
+async fn the_embedded_model_finds_a_document_with_no_word_in_common() {
+    // The default provider (`local`): no key, no server.
+    let stack = TestStack::with_env(&[("COACH_RETRIEVAL_TOP_K", "1")]).await;
+    let services = stack.deploy();
+    let pto = "# Paid leave\n\nEveryone gets 25 days a year.\n";
+    let id = add_for_tenant(&stack, &services, "acme", "pto.md", pto).await;
+    add_for_tenant(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n")
+        .await;
+    let stored = stack.indexed_doc("acme", &id).await.unwrap();
+    assert_eq!(stored.embedding_model.as_deref(), Some("all-minilm-l6-v2"));
+    assert_eq!(stored.dims, 384);
+
+    let reply = ask(&services, "acme", "How much vacation do I get?").await;
+    assert_eq!(titles(&reply), vec!["pto.md"]);
+}
+
+/// Three documents about planning, found in this order by their words; the reranker
+/// `responder` then has its say.
+async fn reranked(responder: ResponseTemplate, timeout_ms: &str) -> (Vec<String>, Vec<Value>, MockServer) {
+    let server = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path("/v2/rerank"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    let base = format!("{}/v2", server.uri());
+    let stack = TestStack::with_env(&[
+        ("COACH_EMBEDDING_PROVIDER", "none"),
+        ("COACH_RERANK_PROVIDER", "cohere"),
+        ("COACH_RERANK_BASE_URL", &base),
+        ("COACH_RERANK_MODEL", "rerank-test"),
+        ("COACH_RERANK_TIMEOUT_MS", timeout_ms),
+        ("COACH_RETRIEVAL_TOP_K", "2"),
+    ])
+    .await;
+    let services = stack.deploy();
+    for (name, body) in [
+        ("a.md", "# A\n\nPlanning planning planning: the weekly planning meeting.\n"),
+        ("b.md", "# B\n\nPlanning the quarter, planning the roadmap.\n"),
+        ("c.md", "# C\n\nSome planning happens on Fridays.\n"),
+    ] {
+        add_for_tenant(&stack, &services, "acme", name, body).await;
+    }
+    let reply = ask(&services, "acme", "planning").await;
+    let scores = reply["sources"].as_array().unwrap().iter().map(|s| s["score"].clone()).collect();
+    (titles(&reply), scores, server)
+}
+
+#[tokio::test]
+async fn a_reranker_reorders_the_fused_candidates() {
+    // The reranker prefers the third candidate, then the first.
+    let reply = json!({"results": [{"index": 2, "relevance_score": 0.91}, {"index": 0, "relevance_score": 0.42}]});
+    let (titles, scores, server) = reranked(ResponseTemplate::new(200).set_body_json(reply), "2000").await;
+    assert_eq!(titles, vec!["c.md", "a.md"]);
+    assert_eq!(scores, vec![json!(0.91f32), json!(0.42f32)]);
+    let sent: Value = server.received_requests().await.unwrap()[0].body_json().unwrap();
+    assert_eq!(sent["model"], "rerank-test");
+    assert_eq!(sent["query"], "planning");
+    assert_eq!(sent["top_n"], 2);
+    let documents: Vec<&str> = sent["documents"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    assert_eq!(documents.len(), 3, "every fused candidate (up to COACH_RERANK_CANDIDATES)");
+    assert!(documents[0].contains("weekly planning meeting"), "{documents:?}");
+}
+
+#[tokio::test]
+async fn a_failing_slow_or_confused_reranker_leaves_the_fused_order() {
+    let (fused, _, _) = reranked(ResponseTemplate::new(503), "2000").await;
+    assert_eq!(fused, vec!["a.md", "b.md"], "the word ranking");
+    let slow = ResponseTemplate::new(200)
+        .set_body_json(json!({"results": [{"index": 2, "relevance_score": 0.9}]}))
+        .set_delay(std::time::Duration::from_secs(3));
+    assert_eq!(reranked(slow, "200").await.0, fused);
+    let out_of_range = json!({"results": [{"index": 7, "relevance_score": 0.9}]});
+    assert_eq!(reranked(ResponseTemplate::new(200).set_body_json(out_of_range), "2000").await.0, fused);
+    assert_eq!(reranked(ResponseTemplate::new(200).set_body_string("<html>"), "2000").await.0, fused);
+}

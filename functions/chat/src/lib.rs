@@ -34,6 +34,7 @@ use coach::{
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::{RateLimitConfig, RateLimiter},
+    rerank::Reranker,
     retrieval::Retriever,
     retry::Retries,
     secrets::Secrets,
@@ -84,7 +85,7 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupErr
         history: History::from_env(env, table.clone())?,
         system_prompt: SystemPrompt::from_env(env, bucket.clone())?,
         profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
-        retriever: Retriever::from_env(env, bucket, embedder)?,
+        retriever: Retriever::from_env(env, bucket, embedder, Reranker::from_env(env, http.clone(), secrets.clone())?)?,
         llm: Llm::from_env(env, retries, http.clone(), secrets.clone())?,
         limiter: RateLimiter::new(table, RateLimitConfig::from_env(env)?),
     };

@@ -8,12 +8,11 @@
 //! same settings as the language model's ([`Retries`]), each bounded by
 //! `COACH_EMBEDDING_TIMEOUT_MS`; texts go in batches of [`BATCH`].
 
-pub mod bert;
-pub mod local;
+pub use coach_embed as local;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use local::LocalModel;
+use coach_embed::LocalModel;
 
 use serde_json::{json, Value};
 

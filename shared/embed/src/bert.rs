@@ -9,7 +9,9 @@
 
 use std::{fs, path::Path};
 
-use candle_core::{safetensors::MmapedSafetensors, CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{safetensors::Load, CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use memmap2::{Mmap, UncheckedAdvice};
+use safetensors::SafeTensors;
 use serde::Deserialize;
 
 /// Why a model could not be loaded or run.
@@ -101,23 +103,33 @@ fn read_config(dir: &Path) -> Result<BertConfig, ModelError> {
 
 impl Bert {
     /// Loads `config.json` and `model.safetensors` from `dir`. The weights file is memory-mapped
-    /// and each tensor copied out once (transposed where the forward pass wants it); the map is
-    /// released before returning.
+    /// and each tensor copied out once (transposed where the forward pass wants it), its pages
+    /// released from the map as soon as they are copied: the process never holds the weights
+    /// twice. The map is dropped before returning.
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
         let config = read_config(dir)?;
         let path = dir.join("model.safetensors");
+        let bad_file = |reason: String| ModelError::File { file: path.display().to_string(), reason };
+        let file = fs::File::open(&path).map_err(|e| bad_file(e.to_string()))?;
         // SAFETY: the map is read while this function runs and dropped before it returns; the
         // weights are installed read-only (a Lambda layer under /opt, or models/ locally) and
         // are not modified while a process loads them.
-        let file = unsafe { MmapedSafetensors::new(&path) }
-            .map_err(|e| ModelError::File { file: path.display().to_string(), reason: e.to_string() })?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| bad_file(e.to_string()))?;
+        let file = SafeTensors::deserialize(&map).map_err(|e| bad_file(e.to_string()))?;
         let device = Device::Cpu;
-        let prefix = if file.get("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." };
+        let prefix = if file.tensor("embeddings.word_embeddings.weight").is_ok() { "" } else { "bert." };
+        let load = |name: &str| -> Result<Tensor, ModelError> {
+            let view = file.tensor(&format!("{prefix}{name}")).map_err(|e| bad_file(e.to_string()))?;
+            let tensor = view.load(&device)?.to_dtype(DType::F32)?;
+            let data = view.data();
+            let offset = data.as_ptr() as usize - map.as_ptr() as usize;
+            // SAFETY: a read-only, private map of a file: dropped pages read back from the
+            // file if touched again (they are not). Best effort: the load is correct without it.
+            let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, offset, data.len()) };
+            Ok(tensor)
+        };
         let get = |name: &str, shape: &[usize]| -> Result<Tensor, ModelError> {
-            let tensor = file
-                .load(&format!("{prefix}{name}"), &device)
-                .map_err(|e| ModelError::File { file: path.display().to_string(), reason: e.to_string() })?
-                .to_dtype(DType::F32)?;
+            let tensor = load(name)?;
             if tensor.dims() != shape {
                 return Err(ModelError::Unsupported(format!(
                     "{name} has shape {:?}, expected {shape:?}",
@@ -159,10 +171,7 @@ impl Bert {
             });
         }
         // The type vocabulary's size varies; only row 0 (single-sentence input) is used.
-        let types = file
-            .load(&format!("{prefix}embeddings.token_type_embeddings.weight"), &device)
-            .map_err(|e| ModelError::File { file: path.display().to_string(), reason: e.to_string() })?
-            .to_dtype(DType::F32)?;
+        let types = load("embeddings.token_type_embeddings.weight")?;
         if types.rank() != 2 || types.dim(1)? != h {
             return Err(ModelError::Unsupported(format!("token type embeddings of shape {:?}", types.dims())));
         }
@@ -175,6 +184,7 @@ impl Bert {
             config,
         };
         drop(file);
+        drop(map);
         Ok(bert)
     }
 
@@ -207,26 +217,15 @@ impl Bert {
             .reshape((batch * tokens, h))?;
         let mut x = self.norm.forward(&x)?;
 
-        // Padding gets -10000 before the softmax, as in BERT; rows of one length need none.
-        let padded = lengths.iter().any(|&l| l < tokens);
-        let mask_bias = if padded {
-            let bias: Vec<f32> =
-                lengths.iter().flat_map(|&l| (0..tokens).map(move |t| if t < l { 0.0 } else { -10_000.0 })).collect();
-            Some(Tensor::from_vec(bias, (batch, 1, 1, tokens), &device)?)
-        } else {
-            None
-        };
+        // Padding is left out of every softmax (BERT adds -10000 to it, which amounts to the same).
+        let softmax = MaskedSoftmax { lengths: lengths.to_vec(), heads, tokens };
 
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x)?.reshape((batch, tokens, 3, heads, head))?.permute((2, 0, 3, 1, 4))?;
             let q = qkv.get(0)?.contiguous()?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
-            let mut scores = q.matmul(&k.t()?)?;
-            if let Some(bias) = &mask_bias {
-                scores = scores.broadcast_add(bias)?;
-            }
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let weights = q.matmul(&k.t()?)?.apply_op1_no_bwd(&softmax)?;
             let context = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch * tokens, h))?;
             let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context)? + &x)?)?;
             let hidden = layer.up.forward(&attended)?.apply_op1_no_bwd(&Gelu)?;
@@ -255,21 +254,86 @@ impl Bert {
 /// GELU with the exact (erf) form BERT was trained with: `x/2 * (1 + erf(x/sqrt(2)))`.
 struct Gelu;
 
+fn contiguous_f32<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: expected f32");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected a contiguous tensor");
+    };
+    Ok(&data[start..end])
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "gelu-erf"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("gelu-erf: expected f32");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("gelu-erf: expected a contiguous tensor");
-        };
-        let out: Vec<f32> = data[start..end].iter().map(|&x| gelu(x)).collect();
+        let out: Vec<f32> = contiguous_f32(self.name(), storage, layout)?.iter().map(|&x| gelu(x)).collect();
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
+}
+
+/// Softmax over the last axis of attention scores `[batch, heads, tokens, tokens]`, where
+/// row b's keys beyond `lengths[b]` are padding: they get weight 0, and so do the rows of
+/// padded query positions (their outputs are never pooled).
+struct MaskedSoftmax {
+    lengths: Vec<usize>,
+    heads: usize,
+    tokens: usize,
+}
+
+impl CustomOp1 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let scores = contiguous_f32(self.name(), storage, layout)?;
+        let t = self.tokens;
+        if scores.len() != self.lengths.len() * self.heads * t * t {
+            candle_core::bail!("masked-softmax: scores of shape {:?}", layout.shape());
+        }
+        let mut out = vec![0f32; scores.len()];
+        for ((rows_in, rows_out), &valid) in
+            scores.chunks_exact(self.heads * t * t).zip(out.chunks_exact_mut(self.heads * t * t)).zip(&self.lengths)
+        {
+            for (row_in, row_out) in rows_in.chunks_exact(t).zip(rows_out.chunks_exact_mut(t)) {
+                softmax_row(&row_in[..valid], &mut row_out[..valid]);
+            }
+            // Padded query rows: left at zero.
+            for head in rows_out.chunks_exact_mut(t * t) {
+                head[valid * t..].fill(0.0);
+            }
+        }
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+fn softmax_row(scores: &[f32], out: &mut [f32]) {
+    // Eight lanes of running maxima and sums: the loops vectorise (a plain fold would not).
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = scores.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        for (lane, &s) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(s);
+        }
+    }
+    let max = chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max);
+    for (o, &s) in out.iter_mut().zip(scores) {
+        *o = exp(s - max);
+    }
+    let mut sums = [0f32; 8];
+    let mut chunks = out.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        for (sum, &o) in sums.iter_mut().zip(chunk) {
+            *sum += o;
+        }
+    }
+    let sum: f32 = chunks.remainder().iter().sum::<f32>() + sums.iter().sum::<f32>();
+    let scale = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= scale);
 }
 
 fn gelu(x: f32) -> f32 {
@@ -288,8 +352,27 @@ fn erf(x: f32) -> f32 {
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
                             + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
+    let erfc = t * exp(poly);
     (1.0 - erfc).copysign(x)
+}
+
+/// e^x to about 2e-7 relative for x in [-87, 88] (0 below), without a library call, so the
+/// loops that use it vectorise: x = k ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor series
+/// to r^7 / 7!, 2^k by building the float's exponent.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer.
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
+    // The integer k sits in the low bits of `shifted`: integer arithmetic (which vectorises)
+    // instead of a float-to-int conversion.
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let r = (x - k * 0.693_145_75) - k * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * f32::from_bits(k_bits.wrapping_add(127) << 23)
 }
 
 #[cfg(test)]
@@ -305,6 +388,10 @@ mod tests {
             assert!((erf(x) - expected).abs() < 3e-7, "erf({x}) = {} not {expected}", erf(x));
         }
         assert_eq!(gelu(0.0), 0.0);
+        for x in [-87.0f32, -20.0, -1.5, -0.3, 0.0, 0.2, 1.0, 3.7, 10.0, 50.0, 88.0] {
+            let (fast, libm) = (exp(x), x.exp());
+            assert!(((fast - libm) / libm).abs() < 5e-7, "exp({x}) = {fast} not {libm}");
+        }
         assert!((gelu(1.0) - 0.841_344_7).abs() < 1e-6);
         assert!(gelu(-10.0).abs() < 1e-6);
     }

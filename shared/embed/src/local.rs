@@ -20,12 +20,13 @@ use std::{
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use super::bert::{Bert, ModelError};
+use crate::bert::{Bert, ModelError};
 
 /// Most rows in one forward pass.
-const BATCH_ROWS: usize = 32;
-/// Most tokens (rows x longest row) in one forward pass: bounds the attention buffers.
-const BATCH_TOKENS: usize = 8192;
+const BATCH_ROWS: usize = 16;
+/// Most tokens (rows x longest row) in one forward pass: bounds the activations (the
+/// attention weights of a full batch of 256-token rows are 4 x 12 x 256 x 256 floats, 12.6 MB).
+const BATCH_TOKENS: usize = 1024;
 
 /// Files a model folder must have.
 pub const MODEL_FILES: [&str; 5] =

@@ -1,0 +1,10 @@
+//! Coach's embedded embedding model: a sentence-transformers BERT model (all-MiniLM-L6-v2 by
+//! default) run in-process on CPU. A crate of its own so that it is compiled optimised even
+//! in debug builds (tests, `make dev`), like the numeric crates it uses, and rebuilt only
+//! when it changes.
+
+pub mod bert;
+mod local;
+
+pub use bert::ModelError;
+pub use local::{missing_files, shared, LocalModel, MODEL_FILES};

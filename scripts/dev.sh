@@ -23,6 +23,9 @@ export COACH_SECRET_ID=${COACH_SECRET_ID:-coach-local}
 export RUST_LOG=${RUST_LOG:-info}
 # The embedded embedding model installed by scripts/model.sh (on Lambda: the model layer).
 export COACH_EMBEDDING_MODEL_DIR=${COACH_EMBEDDING_MODEL_DIR:-$PWD/models/all-minilm-l6-v2}
+# Ingest's follow-up jobs (a large document's embedding steps) go to the queue the relay
+# reads (created by `coach-dev setup`), as they go to the ingest jobs queue on AWS.
+export COACH_INGEST_QUEUE_URL=${COACH_INGEST_QUEUE_URL:-$AWS_ENDPOINT_URL/123456789012/$COACH_BUCKET-ingest}
 export PATH="$PWD/.venv/bin:$PATH"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -202,6 +202,10 @@ pub struct Document {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u64>,
+    /// For a document embedded in steps after it was indexed by its words (more chunks than
+    /// one invocation embeds): how many chunks have vectors so far, up to `chunks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_chunks: Option<u64>,
     pub created_at: String,
     pub updated_at: String,
     /// Object key in the bucket (not sent to callers).
@@ -227,8 +231,16 @@ pub struct NewDocument<'a> {
 /// How ingestion of a document ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finished<'a> {
-    Ready { chunks: u64, etag: &'a str, size_bytes: u64 },
-    Failed { reason: &'a str },
+    /// `embedded_chunks`: `Some(0)` when the vectors follow in steps (see [`Document`]).
+    Ready {
+        chunks: u64,
+        etag: &'a str,
+        size_bytes: u64,
+        embedded_chunks: Option<u64>,
+    },
+    Failed {
+        reason: &'a str,
+    },
 }
 
 // ------------------------------------------------------------------ the index

@@ -1,19 +1,27 @@
 //! The embedded embedding model (`COACH_EMBEDDING_PROVIDER=local`) against the reference
 //! implementation: vectors for the sentences in `tests/fixtures/minilm_reference.json`, made
 //! once with sentence-transformers by `scripts/reference_vectors.py`, must be matched to a
-//! cosine similarity above 0.999, however the texts are batched.
+//! cosine similarity above 0.999, however the texts are batched. And large documents, whose
+//! vectors are computed in queued steps after they are indexed by their words.
 
 use std::sync::Arc;
 
 use coach::{
+    auth::{Principal, Role},
     config::{ConfigError, StartupError},
+    documents::UploadRequest,
     embeddings::{local::LocalModel, EmbedError, Embedder},
     http::outbound_client,
+    ingest::{jobs::STEP, ObjectEvent, Outcome},
     retry::Retries,
     secrets::Secrets,
 };
-use coach_testkit::stack::{model_dir, TestStack};
-use serde_json::Value;
+use coach_testkit::{
+    events,
+    stack::{model_dir, Deployment, TestStack},
+    tokens,
+};
+use serde_json::{json, Value};
 
 struct Case {
     text: String,
@@ -131,4 +139,143 @@ fn tempdir() -> std::path::PathBuf {
 
 fn ulid_like() -> String {
     format!("{}-{}", std::process::id(), fastrand::u64(..))
+}
+
+// ------------------------------------------------------------------ large documents
+
+/// A stack whose ingest embeds at most 4 chunks inline and queues the rest in steps of one
+/// model call each (the job time limit is shorter than any call), on a queue of its own.
+async fn stepped_stack() -> (TestStack, String) {
+    let base = TestStack::with_env(&[("COACH_CHUNK_SIZE", "200"), ("COACH_CHUNK_OVERLAP", "0")]).await;
+    let queue = base
+        .aws
+        .sqs
+        .create_queue()
+        .queue_name(format!("{}-jobs", base.config.bucket))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let stack = base.with_more_env(&[
+        ("COACH_INGEST_QUEUE_URL", &queue),
+        ("COACH_EMBED_INLINE_CHUNKS", "4"),
+        ("COACH_EMBED_JOB_SECS", "1"),
+    ]);
+    (stack, queue)
+}
+
+/// A text of `sentences` distinct sentences, chunked at 200 characters.
+fn long_text(sentences: usize) -> String {
+    (0..sentences).map(|i| format!("Paragraph {i} covers topic number {i} of the handbook in a sentence. ")).collect()
+}
+
+async fn upload(stack: &TestStack, services: &Deployment, name: &str, text: &str) -> (String, String) {
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
+    let request =
+        UploadRequest { filename: name.into(), content_type: "text/plain".into(), size_bytes: text.len() as u64 };
+    let id = services.uploads.documents.create_upload(&who, &request).await.unwrap().document_id;
+    let key = format!("uploads/acme/{id}/{name}");
+    stack.put(&key, text.as_bytes()).await;
+    (id, key)
+}
+
+async fn record(services: &Deployment, id: &str) -> Option<Value> {
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
+    services.uploads.documents.get(&who, id).await.ok().map(|d| serde_json::to_value(d).unwrap())
+}
+
+/// Takes the queue's messages and hands them to the ingest function as SQS delivers them;
+/// the number of messages handled.
+async fn deliver(stack: &TestStack, services: &Deployment, queue: &str) -> usize {
+    let received = stack.aws.sqs.receive_message().queue_url(queue).max_number_of_messages(10).send().await.unwrap();
+    let messages = received.messages.unwrap_or_default();
+    for message in &messages {
+        let event = json!({"Records": [{
+            "messageId": message.message_id.clone().unwrap(),
+            "receiptHandle": message.receipt_handle.clone().unwrap(),
+            "body": message.body.clone().unwrap(),
+            "attributes": {}, "messageAttributes": {},
+            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"
+        }]});
+        let reply = ingest::handle(&services.ingest, event).await.unwrap();
+        assert_eq!(reply["batchItemFailures"], json!([]), "the job succeeded");
+        stack
+            .aws
+            .sqs
+            .delete_message()
+            .queue_url(queue)
+            .receipt_handle(message.receipt_handle.clone().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    messages.len()
+}
+
+#[tokio::test]
+async fn a_large_document_is_searchable_at_once_and_gains_its_vectors_over_several_invocations() {
+    let (stack, queue) = stepped_stack().await;
+    let services = stack.deploy();
+    let (id, key) = upload(&stack, &services, "handbook.txt", &long_text(400)).await;
+    let outcome = services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+    let Outcome::Embedding { done: 0, total } = outcome else { panic!("{outcome:?}") };
+    assert!(total > 2 * STEP, "{total} chunks: three steps at least");
+
+    // Ready and searchable by its words at once; no vectors yet.
+    let status = record(&services, &id).await.unwrap();
+    assert_eq!(status["status"], "ready");
+    assert_eq!(status["chunks"], total);
+    assert_eq!(status["embedded_chunks"], 0);
+    assert_eq!(stack.indexed_doc("acme", &id).await.unwrap().embedding_model, None);
+    let token = tokens::for_test("alice", "acme", &["user"]);
+    let question = json!({"message": "What does paragraph 217 cover?"});
+    let request = events::with("chat-post.json", "POST", "/chat", Some(&question), Some(&token));
+    let reply: Value = serde_json::from_slice(chat::handle(&services.chat, request).await.body().as_ref()).unwrap();
+    assert_eq!(reply["sources"][0]["title"], "handbook.txt", "{reply}");
+    assert!(reply["sources"][0]["snippet"].as_str().unwrap().contains("Paragraph 217"), "{reply}");
+
+    // Each invocation embeds one step and queues the next; the status shows the progress.
+    let mut invocations = 0;
+    let mut seen = Vec::new();
+    while deliver(&stack, &services, &queue).await > 0 {
+        invocations += 1;
+        seen.push(record(&services, &id).await.unwrap()["embedded_chunks"].as_u64().unwrap());
+        assert!(invocations < 20, "the chain ends");
+    }
+    let expected: Vec<u64> = (1..=total.div_ceil(STEP)).map(|i| (i * STEP).min(total) as u64).collect();
+    assert_eq!(seen, expected);
+    assert!(invocations >= 3);
+
+    // The index holds every chunk's vector, as the model computes it for that chunk alone.
+    let stored = stack.indexed_doc("acme", &id).await.unwrap();
+    assert_eq!(stored.chunks.len(), total);
+    assert_eq!(stored.embedding_model.as_deref(), Some("all-minilm-l6-v2"));
+    assert_eq!(stored.vectors.len(), total * 384);
+    let model = LocalModel::load(&model_dir()).unwrap();
+    for chunk in [0, STEP, total - 1] {
+        let expected = model.embed(&[stored.chunks[chunk].text.as_str()]).unwrap().remove(0);
+        let similarity = cosine(&stored.vectors[chunk * 384..(chunk + 1) * 384], &expected);
+        assert!(similarity > 0.9999, "chunk {chunk}: cosine {similarity}");
+    }
+    // The parts are gone.
+    assert!(stack.keys("index/acme/work/").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_document_deleted_while_it_is_embedded_ends_its_chain_and_leaves_nothing() {
+    let (stack, queue) = stepped_stack().await;
+    let services = stack.deploy();
+    let (id, key) = upload(&stack, &services, "big.txt", &long_text(400)).await;
+    services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+    assert_eq!(deliver(&stack, &services, &queue).await, 1);
+    assert_eq!(stack.keys("index/acme/work/").await.len(), 1, "the first part");
+
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![Role::Editor] };
+    services.uploads.documents.delete(&who, &id).await.unwrap();
+    assert_eq!(deliver(&stack, &services, &queue).await, 1, "the next job runs, finds the record gone");
+    assert_eq!(deliver(&stack, &services, &queue).await, 0, "and queues nothing");
+    assert!(stack.keys("index/acme/work/").await.is_empty());
+    assert!(stack.indexed_doc("acme", &id).await.is_none());
+    assert!(record(&services, &id).await.is_none());
 }

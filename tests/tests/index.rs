@@ -147,7 +147,7 @@ fn ingestor(stack: &TestStack, index: Arc<dyn IndexStore>) -> Ingestor {
     stack.build(&stack.aws, |env, aws| -> Result<Ingestor, StartupError> {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
-        Ok(Ingestor::from_env(env, Arc::new(aws.table()), Arc::new(aws.bucket()), index, embedder)?)
+        Ok(Ingestor::from_env(env, Arc::new(aws.table()), Arc::new(aws.bucket()), index, embedder, None)?)
     })
 }
 

@@ -5,6 +5,9 @@
 //! SQS: the messages of a batch are handled at once, each on its own, and only the failed
 //! ones are reported back (`batchItemFailures`), so only they are retried. S3's `s3:TestEvent` is skipped, and a
 //! malformed event or message is logged and reported, never a crash.
+//!
+//! Messages of the job queue (`COACH_INGEST_QUEUE_URL`) are ingest's own follow-up work:
+//! the steps of a large document's embedding ([`coach::ingest::jobs`]).
 
 use std::sync::Arc;
 
@@ -13,10 +16,10 @@ use coach::{
     config::{Env, StartupError},
     embeddings::Embedder,
     http::outbound_client,
-    ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
+    ingest::{EmbedJob, Ingestor, ObjectEvent, Outcome, S3Notification},
     retry::Retries,
     secrets::Secrets,
-    store::AwsClients,
+    store::{AwsClients, JobQueue},
     Error,
 };
 use serde_json::{json, Value};
@@ -37,7 +40,9 @@ impl State {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
         let bucket = Arc::new(aws.bucket());
-        Ok(Self { ingestor: Ingestor::from_env(env, Arc::new(aws.table()), bucket.clone(), bucket, embedder)? })
+        let queue = env.string("COACH_INGEST_QUEUE_URL").map(|url| Arc::new(aws.queue(&url)) as Arc<dyn JobQueue>);
+        let ingestor = Ingestor::from_env(env, Arc::new(aws.table()), bucket.clone(), bucket, embedder, queue)?;
+        Ok(Self { ingestor })
     }
 }
 
@@ -84,6 +89,13 @@ async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
         let body = message.body.as_deref().unwrap_or_default();
         let ok = match serde_json::from_str::<Value>(body) {
             Ok(body) if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => true,
+            Ok(body) if body.get("job").is_some() => match EmbedJob::parse(&body) {
+                Some(job) => handle_job(state, &job).await.is_ok(),
+                None => {
+                    tracing::error!(message_id = %id, "SQS message is not a job Coach knows");
+                    false
+                }
+            },
             Ok(body) => match serde_json::from_value::<S3Notification>(body) {
                 Ok(s3) => handle_s3(state, &s3).await.is_ok(),
                 Err(_) => {
@@ -102,16 +114,32 @@ async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
     json!({ "batchItemFailures": failures })
 }
 
+async fn handle_job(state: &State, job: &EmbedJob) -> Result<Outcome, Error> {
+    let outcome = state.ingestor.embed_job(job).await;
+    log(&job.key, &outcome);
+    outcome
+}
+
 async fn handle_object(state: &State, object: &ObjectEvent) -> Result<Outcome, Error> {
     let outcome = state.ingestor.handle(object).await;
-    match &outcome {
-        Ok(Outcome::Indexed { chunks }) => tracing::info!(key = %object.key, chunks, "indexed"),
-        Ok(Outcome::Failed(reason)) => tracing::warn!(key = %object.key, reason, "document failed"),
-        Ok(Outcome::Removed) => tracing::info!(key = %object.key, "removed"),
-        Ok(Outcome::Skipped(why)) => tracing::info!(key = %object.key, why, "skipped"),
-        Err(err) => {
-            tracing::error!(key = %object.key, error = %err, cause = %err.causes(), "ingest failed; will be retried")
-        }
-    }
+    log(&object.key, &outcome);
     outcome
+}
+
+fn log(key: &str, outcome: &Result<Outcome, Error>) {
+    match outcome {
+        Ok(Outcome::Indexed { chunks }) => tracing::info!(key, chunks, "indexed"),
+        Ok(Outcome::Embedding { done, total }) => {
+            tracing::info!(
+                key,
+                embedded = done,
+                chunks = total,
+                "indexed by words; embedding continues in queued steps"
+            )
+        }
+        Ok(Outcome::Failed(reason)) => tracing::warn!(key, reason, "document failed"),
+        Ok(Outcome::Removed) => tracing::info!(key, "removed"),
+        Ok(Outcome::Skipped(why)) => tracing::info!(key, why, "skipped"),
+        Err(err) => tracing::error!(key, error = %err, cause = %err.causes(), "ingest failed; will be retried"),
+    }
 }

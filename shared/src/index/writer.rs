@@ -452,6 +452,18 @@ impl IndexWriter {
         Ok(outputs)
     }
 
+    /// A live document as the index holds it (chunks and vectors), from the segment that
+    /// serves it; `None` when the scope has no such document.
+    pub async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+        let manifest = match self.store.manifest(scope, None).await.map_err(index_error)? {
+            ManifestRead::Changed { manifest, .. } => manifest,
+            ManifestRead::Missing | ManifestRead::NotModified => return Ok(None),
+        };
+        let Some(entry) = manifest.docs.get(id) else { return Ok(None) };
+        let Some(segment) = self.read(scope, &entry.segment).await? else { return Ok(None) };
+        Ok(documents(segment, |d| d.document_id == id).pop())
+    }
+
     /// A segment, decoded; `None` when it is missing or damaged.
     async fn read(&self, scope: &Scope, id: &str) -> Result<Option<Segment>, Error> {
         let Some(bytes) = self.store.read_segment(scope, id).await.map_err(index_error)? else { return Ok(None) };

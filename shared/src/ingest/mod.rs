@@ -15,14 +15,20 @@
 //! gets its document tombstoned again. So the index ends up holding what S3 holds, and
 //! never a document whose record is gone.
 //!
+//! Large documents: with a job queue (`COACH_INGEST_QUEUE_URL`) and more than
+//! `COACH_EMBED_INLINE_CHUNKS` chunks, a document is indexed by its words at once (`ready`,
+//! `embedded_chunks: 0`) and its vectors follow in steps, one queued job at a time (see
+//! [`jobs`]), so a document of any size gets vectors whatever one invocation can embed.
+//!
 //! Errors returned from [`Ingestor::handle`] are transient (storage, embedding provider):
 //! the caller reports them so the event is retried. Everything else ends in a status.
 //! Extraction and chunking are CPU work and run on the blocking pool, off the event loop.
 
 pub mod chunk;
 pub mod extract;
+pub mod jobs;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     config::{ConfigError, Env},
@@ -32,8 +38,9 @@ use crate::{
     ids::now_ms,
     index::{Added, IndexConfig, IndexWriter},
     model::{Chunk, Finished, Kind, NewDocument, Scope, Shard},
-    store::{BlobStore, DocumentStore, IndexStore, StoreError},
+    store::{BlobStore, DocumentStore, IndexStore, JobQueue, StoreError},
 };
+pub use jobs::EmbedJob;
 
 /// Times a document is indexed again because its object changed while it was indexed.
 const MAX_VERSIONS: usize = 3;
@@ -105,6 +112,11 @@ pub enum Outcome {
     Indexed {
         chunks: usize,
     },
+    /// Indexed by its words; vectors for `done` of `total` chunks so far, the rest queued.
+    Embedding {
+        done: usize,
+        total: usize,
+    },
     Failed(String),
     Removed,
     /// Nothing to do, and why.
@@ -149,19 +161,30 @@ pub struct Ingestor {
     embedder: Embedder,
     chunks: ChunkConfig,
     max_bytes: u64,
+    /// Where the steps of a large document's embedding go; `None`: every document is
+    /// embedded in the invocation that indexes it.
+    queue: Option<Arc<dyn JobQueue>>,
+    /// Most chunks embedded in the invocation that indexes a document (with a queue).
+    inline_chunks: usize,
+    /// How long one embedding job embeds before it queues the next.
+    job_time: Duration,
 }
 
 impl Ingestor {
-    /// Chunk sizes (`COACH_CHUNK_*`), the size limit (`COACH_MAX_UPLOAD_BYTES`) and index
-    /// settings (`COACH_INDEX_*`) from `env`.
+    /// Chunk sizes (`COACH_CHUNK_*`), the size limit (`COACH_MAX_UPLOAD_BYTES`), index
+    /// settings (`COACH_INDEX_*`) and embedding steps (`COACH_EMBED_*`) from `env`.
     pub fn from_env(
         env: &Env,
         records: Arc<dyn DocumentStore>,
         blobs: Arc<dyn BlobStore>,
         index: Arc<dyn IndexStore>,
         embedder: Embedder,
+        queue: Option<Arc<dyn JobQueue>>,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
+            queue,
+            inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS", 1000, 1, 1_000_000)? as usize,
+            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS", 120, 1, 840)?),
             records,
             index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
             blobs,
@@ -256,7 +279,10 @@ impl Ingestor {
             Ok(chunks) => chunks,
             Err(reason) => return self.fail(target, reason.to_string()).await.map(Pass::Done),
         };
-        let (embedding_model, dims, vectors) = match self.embed(&chunks).await {
+        // Too many chunks for this invocation: words now, vectors in queued steps.
+        let deferred = self.queue.is_some() && self.embedder.enabled() && chunks.len() > self.inline_chunks;
+        let embedded = if deferred { Ok((None, 0, Vec::new())) } else { self.embed(&chunks).await };
+        let (embedding_model, dims, vectors) = match embedded {
             Ok(embedded) => embedded,
             Err(EmbedError::Refused(reason)) => return self.fail(target, reason).await.map(Pass::Done),
             // Transient: leave the document `processing` and let the event be retried.
@@ -283,8 +309,16 @@ impl Ingestor {
             self.index.remove(&target.scope, &target.id).await?;
             return done(Outcome::Skipped("the document was deleted while it was indexed"));
         }
-        let ready = Finished::Ready { chunks: count as u64, etag: &object.etag, size_bytes: size };
+        if deferred {
+            // Queued before the record says so: a failure here retries the whole event.
+            self.queue_job(&EmbedJob::first(&event.key, &object.etag)).await?;
+        }
+        let embedded_chunks = deferred.then_some(0);
+        let ready = Finished::Ready { chunks: count as u64, etag: &object.etag, size_bytes: size, embedded_chunks };
         self.finish(target, ready).await?;
+        if deferred {
+            return done(Outcome::Embedding { done: 0, total: count });
+        }
         done(Outcome::Indexed { chunks: count })
     }
 
@@ -293,16 +327,18 @@ impl Ingestor {
         if !self.embedder.enabled() || chunks.is_empty() {
             return Ok((None, 0, Vec::new()));
         }
-        let texts: Vec<String> = chunks
-            .iter()
-            .map(|c| match &c.heading {
-                Some(h) => format!("{h}\n\n{}", c.text),
-                None => c.text.clone(),
-            })
-            .collect();
+        let texts: Vec<String> = chunks.iter().map(embedding_text).collect();
         let vectors = self.embedder.embed(&texts).await?;
         let dims = vectors.first().map_or(0, Vec::len);
         Ok((Some(self.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect()))
+    }
+
+    async fn queue_job(&self, job: &EmbedJob) -> Result<(), Error> {
+        let Some(queue) = &self.queue else {
+            return Err(Error::internal("an embedding job without a job queue"));
+        };
+        let body = serde_json::to_string(job).map_err(|_| Error::internal("an unserialisable job"))?;
+        Ok(queue.send(&body).await?)
     }
 
     /// Marks the document `failed` with `reason`.
@@ -317,6 +353,14 @@ impl Ingestor {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// What is embedded for a chunk: its heading path, then its text.
+fn embedding_text(chunk: &Chunk) -> String {
+    match &chunk.heading {
+        Some(h) => format!("{h}\n\n{}", chunk.text),
+        None => chunk.text.clone(),
     }
 }
 

@@ -10,7 +10,7 @@ use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
 use aws_smithy_runtime_api::{client::result::SdkError, http::Response as HttpResponse};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::{DynamoTable, Failure, S3Bucket, SecretsManager, StoreError};
+use super::{DynamoTable, Failure, S3Bucket, SecretsManager, SqsQueue, StoreError};
 use crate::config::{ConfigError, Env, StartupError};
 
 /// Default bucket, table and secret names, those of the local stack.
@@ -58,6 +58,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub sqs: aws_sdk_sqs::Client,
     pub config: StoreConfig,
 }
 
@@ -94,6 +95,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             config,
         }
     }
@@ -106,6 +108,11 @@ impl AwsClients {
     /// The bucket, as the object and index store.
     pub fn bucket(&self) -> S3Bucket {
         S3Bucket::new(self.s3.clone(), self.config.bucket.clone())
+    }
+
+    /// The SQS queue at `url`, as the job queue.
+    pub fn queue(&self, url: &str) -> SqsQueue {
+        SqsQueue::new(self.sqs.clone(), url.to_owned())
     }
 
     /// Secrets Manager, as the secret source.

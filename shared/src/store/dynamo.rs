@@ -251,6 +251,7 @@ fn document_from(item: &Item) -> StoreResult<Document> {
         status: string(item, "status").and_then(Status::parse).ok_or_else(corrupt)?,
         error: text("error"),
         chunks: number(item, "chunks"),
+        embedded_chunks: number(item, "embedded_chunks"),
         created_at: rfc3339(number(item, "created_at").unwrap_or(0)),
         updated_at: rfc3339(number(item, "updated_at").unwrap_or(0)),
         key: text("key").unwrap_or_default(),
@@ -575,20 +576,44 @@ impl DocumentStore for DynamoTable {
             .expression_attribute_values(":ready_status", s(Status::Ready.as_str()))
             .expression_attribute_values(":now", n(now_ms));
         let update = match finished {
-            Finished::Ready { chunks, etag, size_bytes } => update
-                .update_expression(
-                    "SET #status = :status, chunks = :chunks, etag = :etag, size_bytes = :size, updated_at = :now REMOVE #error",
-                )
-                .expression_attribute_values(":status", s(Status::Ready.as_str()))
-                .expression_attribute_values(":chunks", n(chunks))
-                .expression_attribute_values(":etag", s(etag))
-                .expression_attribute_values(":size", n(size_bytes)),
+            Finished::Ready { chunks, etag, size_bytes, embedded_chunks } => {
+                let set =
+                    "SET #status = :status, chunks = :chunks, etag = :etag, size_bytes = :size, updated_at = :now";
+                let update = match embedded_chunks {
+                    Some(done) => update
+                        .update_expression(format!("{set}, embedded_chunks = :embedded REMOVE #error"))
+                        .expression_attribute_values(":embedded", n(done)),
+                    None => update.update_expression(format!("{set} REMOVE #error, embedded_chunks")),
+                };
+                update
+                    .expression_attribute_values(":status", s(Status::Ready.as_str()))
+                    .expression_attribute_values(":chunks", n(chunks))
+                    .expression_attribute_values(":etag", s(etag))
+                    .expression_attribute_values(":size", n(size_bytes))
+            }
             Finished::Failed { reason } => update
-                .update_expression("SET #status = :status, #error = :error, updated_at = :now REMOVE chunks, etag")
+                .update_expression(
+                    "SET #status = :status, #error = :error, updated_at = :now REMOVE chunks, etag, embedded_chunks",
+                )
                 .expression_attribute_values(":status", s(Status::Failed.as_str()))
                 .expression_attribute_values(":error", s(reason)),
         };
         update.send().await.map_err(|e| write_error("update document status", e))?;
+        Ok(())
+    }
+
+    async fn embedding_progress(&self, scope: &Scope, id: &str, etag: &str, done: u64, now_ms: u64) -> StoreResult<()> {
+        self.update(scope_pk(scope), document_sk(id))
+            .condition_expression("attribute_exists(pk) AND etag = :etag AND #status = :ready_status")
+            .update_expression("SET embedded_chunks = :done, updated_at = :now")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":etag", s(etag))
+            .expression_attribute_values(":ready_status", s(Status::Ready.as_str()))
+            .expression_attribute_values(":done", n(done))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await
+            .map_err(|e| write_error("record embedding progress", e))?;
         Ok(())
     }
 

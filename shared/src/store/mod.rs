@@ -21,6 +21,7 @@ mod s3;
 mod secrets;
 mod segment;
 mod shard;
+mod sqs;
 
 use std::{future::Future, pin::Pin};
 
@@ -34,6 +35,7 @@ pub use s3::S3Bucket;
 pub use secrets::SecretsManager;
 pub use segment::BadObject;
 pub use shard::BadShard;
+pub use sqs::SqsQueue;
 
 use crate::{
     error::Error,
@@ -187,6 +189,9 @@ pub trait DocumentStore: Send + Sync {
     /// Records how ingestion ended; `ConditionFailed` when the record is gone, or already
     /// `ready` (finished by a newer ingest since this one marked it `processing`).
     async fn finish(&self, scope: &Scope, id: &str, finished: Finished<'_>, now_ms: u64) -> StoreResult<()>;
+    /// Records that `done` chunks of version `etag` have vectors; `ConditionFailed` when the
+    /// record is gone, not `ready`, or of another version.
+    async fn embedding_progress(&self, scope: &Scope, id: &str, etag: &str, done: u64, now_ms: u64) -> StoreResult<()>;
     /// Deletes a record (no error when it is already gone).
     async fn delete(&self, scope: &Scope, id: &str) -> StoreResult<()>;
 }
@@ -325,6 +330,15 @@ pub trait IndexStore: Send + Sync {
     async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>>;
     /// Deletes a legacy shard (no error when it is already gone).
     async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()>;
+}
+
+// ------------------------------------------------------------------ jobs
+
+/// Where follow-up work goes (an SQS queue feeding the ingest function).
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Queues a job (a JSON body) for the ingest function.
+    async fn send(&self, body: &str) -> StoreResult<()>;
 }
 
 // ------------------------------------------------------------------ secrets and health

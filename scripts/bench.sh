@@ -4,6 +4,8 @@
 #   chat.txt             chat handler overhead without the model, emulator time apart
 #   index.txt            tenant index at scale: 1,000 documents ingested at once, cold first
 #                        chat for 1,400 and 10,000 documents, S3 requests, memory
+#   embedding.txt        the embedded model: load, query p50, chunks/s at ingest, peak RSS,
+#                        on one thread and on every core
 #   core.txt, auth.txt   criterion micro-benchmarks (retrieval, extraction, prompt, JWT)
 #   arm64.txt            the arm64 build through cargo lambda, or why it could not run
 # Loopback only. BENCH_RUNS (default 7) sets the cold starts per function; BENCH_QUICK=1
@@ -42,6 +44,10 @@ cargo bench --locked -p coach-integration-tests --bench chat | tee "$out/chat.tx
 echo "bench: tenant index at scale"
 cargo bench --locked -p coach-integration-tests --bench index | tee "$out/index.txt"
 
+echo "bench: embedded embedding model"
+RAYON_NUM_THREADS=1 cargo bench --locked -p coach-integration-tests --bench embedding | tee "$out/embedding.txt"
+cargo bench --locked -p coach-integration-tests --bench embedding | tee -a "$out/embedding.txt"
+
 criterion_args=()
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
   criterion_args=(--warm-up-time 1 --measurement-time 2)
@@ -67,6 +73,7 @@ echo "bench: summary (full output in $out/)"
 cat "$out/coldstart.txt"
 grep -E "^(chat|stream):|p50" "$out/chat.txt"
 grep -E "^(ingest|  checked|cold|  of which|  S3|warm|  handler|memory)" "$out/index.txt"
+grep -E "^(embedding|load|query|ingest|memory)" "$out/embedding.txt"
 # Criterion: each benchmark's name, time [low estimate high], and throughput where measured.
 awk '/^[a-z0-9_]+\/[^ ]+$/ { name = $0; next }
      /^ +time:/ && name { t = $0; sub(/^ +time: +/, "", t); printf "%-50s %s", name, t; name = ""; open = 1; next }

@@ -88,7 +88,9 @@ def main():
     names = {"coach-bm25": "Coach, BM25 only (`COACH_EMBEDDING_PROVIDER=none`)",
              "coach-hybrid": "Coach, hybrid (`local`: all-MiniLM-L6-v2 + BM25)"}
     for key, run in coach["runs"].items():
-        rows.append((names.get(key, key), score(run, relevant)))
+        extra = [s for s in coach.get("run_settings", {}).get(key, []) if not s.startswith("COACH_EMBEDDING_PROVIDER=")]
+        label = names.get(key, key) + (f" with {', '.join(f'`{s}`' for s in extra)}" if extra else "")
+        rows.append((label, score(run, relevant)))
     base = rows[0][1][0]
     lines = [
         f"{len(docs)} documents, {len(relevant)} judged queries; nDCG@{DEPTH} and recall@{DEPTH}, binary relevance.",

@@ -20,5 +20,6 @@ if ! cmp -s requirements-eval.txt "$stamp"; then
 fi
 export COACH_MOTO_SERVER="$PWD/.venv/bin/coach-moto-server"
 mkdir -p target/eval
-cargo run --quiet --locked -p coach-integration-tests --bin coach-eval -- "$collection" target/eval/cisi.json
+# Extra arguments: more Coach runs over the same ingest, NAME:VAR=VALUE,... (see coach-eval).
+cargo run --quiet --locked -p coach-integration-tests --bin coach-eval -- "$collection" target/eval/cisi.json "$@"
 .venv/bin/python scripts/eval.py "$collection" target/eval/cisi.json target/eval/cisi.md

@@ -289,6 +289,9 @@ def main():
             # Counted as usual (one DynamoDB update per request), never reached by the runs.
             "COACH_RATE_LIMIT_USER": "1000000",
             "COACH_RATE_LIMIT_TENANT": "1000000",
+            # The default embedding provider, `local`: the model from scripts/model.sh, loaded
+            # by the first embedding (so in the first call of ingest and of POST /chat).
+            "COACH_EMBEDDING_MODEL_DIR": str(ROOT / "models" / "all-minilm-l6-v2"),
         }
         subprocess.run(
             [args.coach_dev, "setup", str(ROOT / "examples" / "docs")],

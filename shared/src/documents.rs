@@ -17,8 +17,8 @@ use crate::{
     error::Error,
     ids::{now_ms, parse_id, rfc3339, Ids},
     index::IndexWriter,
-    model::{Document, Kind, NewDocument, Scope},
-    store::{BlobStore, DocumentStore},
+    model::{Document, Job, Kind, NewDocument, ReembedJob, Scope},
+    store::{BlobStore, DocumentStore, JobQueue},
 };
 
 /// Body of `POST /uploads`.
@@ -89,6 +89,8 @@ pub struct Documents {
     index: IndexWriter,
     ids: Ids,
     uploads: UploadConfig,
+    /// The ingest jobs queue, for re-embedding; `None` when not configured.
+    jobs: Option<Arc<dyn JobQueue>>,
 }
 
 impl Documents {
@@ -98,7 +100,26 @@ impl Documents {
         index: IndexWriter,
         uploads: UploadConfig,
     ) -> Self {
-        Self { records, blobs, index, ids: Ids::new(), uploads }
+        Self { records, blobs, index, ids: Ids::new(), uploads, jobs: None }
+    }
+
+    /// With the ingest jobs queue (`COACH_INGEST_QUEUE_URL`), which re-embedding needs.
+    pub fn with_jobs(mut self, jobs: Option<Arc<dyn JobQueue>>) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// Queues the re-embedding of the caller's tenant's documents with the current embedding
+    /// model: each `ready` document without its vectors gains them, in the background.
+    pub async fn reembed(&self, who: &Principal) -> Result<(), Error> {
+        let Some(jobs) = &self.jobs else {
+            return Err(Error::Conflict(
+                "re-embedding needs the ingest jobs queue (COACH_INGEST_QUEUE_URL), which this deployment lacks".into(),
+            ));
+        };
+        let job = Job::Reembed(ReembedJob { tenant: who.tenant.clone(), cursor: None });
+        let body = serde_json::to_string(&job).map_err(|_| Error::internal("an unserialisable job"))?;
+        Ok(jobs.send(&body).await?)
     }
 
     /// Validates the request, records a new document as `pending`, and presigns its upload.

@@ -243,6 +243,48 @@ pub enum Finished<'a> {
     },
 }
 
+// ------------------------------------------------------------------ ingest jobs
+
+/// Follow-up work the ingest function queues for itself (its jobs queue), told apart from S3
+/// events by the `job` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "lowercase")]
+pub enum Job {
+    /// One step of a document's embedding.
+    Embed(EmbedJob),
+    /// Queue an [`EmbedJob`] for every `ready` document of a tenant, a page at a time.
+    Reembed(ReembedJob),
+}
+
+/// One step of a document's embedding (see `ingest::jobs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedJob {
+    /// The document's object key.
+    pub key: String,
+    /// The version (ETag) being embedded.
+    pub etag: String,
+    /// Chunks embedded so far.
+    pub done: usize,
+    /// Keys of the parts stored so far, in chunk order.
+    pub parts: Vec<String>,
+}
+
+impl EmbedJob {
+    /// The first step for version `etag` of `key`.
+    pub fn first(key: &str, etag: &str) -> Self {
+        Self { key: key.into(), etag: etag.into(), done: 0, parts: Vec::new() }
+    }
+}
+
+/// Re-embedding a tenant's documents (after a model change, or documents indexed before
+/// embeddings were on), from `cursor` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReembedJob {
+    pub tenant: String,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
 // ------------------------------------------------------------------ the index
 
 /// One piece of a document.

@@ -21,6 +21,7 @@ use coach_testkit::{
     stack::{model_dir, Deployment, TestStack},
     tokens,
 };
+use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 
 struct Case {
@@ -278,4 +279,55 @@ async fn a_document_deleted_while_it_is_embedded_ends_its_chain_and_leaves_nothi
     assert!(stack.keys("index/acme/work/").await.is_empty());
     assert!(stack.indexed_doc("acme", &id).await.is_none());
     assert!(record(&services, &id).await.is_none());
+}
+
+async fn reembed_request(services: &Deployment, roles: &[&str]) -> (StatusCode, Value) {
+    let token = tokens::for_test("ada", "acme", roles);
+    let request = events::with("uploads-create.json", "POST", "/documents/reembed", None, Some(&token));
+    let response = upload_url::handle(&services.uploads, request).await;
+    let status = response.status();
+    (status, serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_admin_re_embeds_documents_indexed_without_vectors() {
+    let (stack, queue) = stepped_stack().await;
+    // Indexed while embeddings were off: words only.
+    let lexical = stack.with_more_env(&[("COACH_EMBEDDING_PROVIDER", "none")]).deploy();
+    let mut ids = Vec::new();
+    for (name, text) in [("pto.txt", "Everyone gets 25 days of paid leave a year."), ("big.txt", &long_text(40))] {
+        let (id, key) = upload(&stack, &lexical, name, text).await;
+        let outcome = lexical.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+        assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
+        assert_eq!(stack.indexed_doc("acme", &id).await.unwrap().embedding_model, None);
+        ids.push(id);
+    }
+
+    let services = stack.deploy();
+    assert_eq!(reembed_request(&services, &["editor"]).await.0, StatusCode::FORBIDDEN);
+    let (status, body) = reembed_request(&services, &["admin"]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut invocations = 0;
+    while deliver(&stack, &services, &queue).await > 0 {
+        invocations += 1;
+        assert!(invocations < 20, "the jobs end");
+    }
+    for id in &ids {
+        let stored = stack.indexed_doc("acme", id).await.unwrap();
+        assert_eq!(stored.embedding_model.as_deref(), Some("all-minilm-l6-v2"));
+        assert_eq!(stored.vectors.len(), stored.chunks.len() * 384);
+        let status = record(&services, id).await.unwrap();
+        assert_eq!(status["embedded_chunks"], status["chunks"]);
+    }
+    // A second request finds nothing left to do: no document is embedded again.
+    assert_eq!(reembed_request(&services, &["admin"]).await.0, StatusCode::ACCEPTED);
+    let before = stack.indexed(&coach::model::Scope::Tenant("acme".into())).await;
+    while deliver(&stack, &services, &queue).await > 0 {}
+    assert_eq!(stack.indexed(&coach::model::Scope::Tenant("acme".into())).await, before);
+
+    // Without a jobs queue the request is refused, saying why.
+    let plain = TestStack::new().await.deploy();
+    let (status, body) = reembed_request(&plain, &["admin"]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["error"]["message"].as_str().unwrap().contains("COACH_INGEST_QUEUE_URL"), "{body}");
 }

@@ -16,7 +16,8 @@ use coach::{
     config::{Env, StartupError},
     embeddings::Embedder,
     http::outbound_client,
-    ingest::{EmbedJob, Ingestor, ObjectEvent, Outcome, S3Notification},
+    ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
+    model::Job,
     retry::Retries,
     secrets::Secrets,
     store::{AwsClients, JobQueue},
@@ -89,9 +90,9 @@ async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
         let body = message.body.as_deref().unwrap_or_default();
         let ok = match serde_json::from_str::<Value>(body) {
             Ok(body) if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => true,
-            Ok(body) if body.get("job").is_some() => match EmbedJob::parse(&body) {
-                Some(job) => handle_job(state, &job).await.is_ok(),
-                None => {
+            Ok(body) if body.get("job").is_some() => match serde_json::from_value::<Job>(body) {
+                Ok(job) => handle_job(state, &job).await.is_ok(),
+                Err(_) => {
                     tracing::error!(message_id = %id, "SQS message is not a job Coach knows");
                     false
                 }
@@ -114,9 +115,12 @@ async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
     json!({ "batchItemFailures": failures })
 }
 
-async fn handle_job(state: &State, job: &EmbedJob) -> Result<Outcome, Error> {
-    let outcome = state.ingestor.embed_job(job).await;
-    log(&job.key, &outcome);
+async fn handle_job(state: &State, job: &Job) -> Result<Outcome, Error> {
+    let outcome = state.ingestor.job(job).await;
+    match job {
+        Job::Embed(job) => log(&job.key, &outcome),
+        Job::Reembed(job) => log(&format!("tenant {}", job.tenant), &outcome),
+    }
     outcome
 }
 
@@ -139,6 +143,7 @@ fn log(key: &str, outcome: &Result<Outcome, Error>) {
         }
         Ok(Outcome::Failed(reason)) => tracing::warn!(key, reason, "document failed"),
         Ok(Outcome::Removed) => tracing::info!(key, "removed"),
+        Ok(Outcome::Queued(jobs)) => tracing::info!(key, jobs, "embedding jobs queued"),
         Ok(Outcome::Skipped(why)) => tracing::info!(key, why, "skipped"),
         Err(err) => tracing::error!(key, error = %err, cause = %err.causes(), "ingest failed; will be retried"),
     }

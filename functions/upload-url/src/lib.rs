@@ -6,6 +6,7 @@
 //! | `GET /documents?limit=&cursor=` | role `user` |
 //! | `GET /documents/{id}` | role `user` |
 //! | `DELETE /documents/{id}` | role `editor` |
+//! | `POST /documents/reembed` | role `admin`: re-embed the tenant's documents in the background |
 //!
 //! Documents belong to the caller's tenant; another tenant's document id is a 404.
 
@@ -21,7 +22,7 @@ use coach::{
     index::{IndexConfig, IndexWriter},
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
-    store::AwsClients,
+    store::{AwsClients, JobQueue},
     Error,
 };
 use lambda_http::{
@@ -55,7 +56,8 @@ impl State {
                 bucket.clone(),
                 IndexWriter::new(bucket.clone(), bucket, IndexConfig::from_env(env)?),
                 UploadConfig::from_env(env)?,
-            ),
+            )
+            .with_jobs(env.string("COACH_INGEST_QUEUE_URL").map(|url| Arc::new(aws.queue(&url)) as Arc<dyn JobQueue>)),
         })
     }
 }
@@ -78,6 +80,8 @@ async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
         (["uploads"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
         (["documents"], &Method::GET) => list(state, req).await,
         (["documents"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
+        (["documents", "reembed"], &Method::POST) => reembed(state, req).await,
+        (["documents", "reembed"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
         (["documents", id], &Method::GET) => get(state, req, id).await,
         (["documents", id], &Method::DELETE) => delete(state, req, id).await,
         (["documents", _], _) => Err(Error::MethodNotAllowed { allow: "GET, DELETE" }),
@@ -110,6 +114,15 @@ async fn list(state: &State, req: &Request) -> Result<Response<Body>, Error> {
 async fn get(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
     let who = caller(state, req, Role::User).await?;
     Ok(json_response(StatusCode::OK, &state.documents.get(&who, id).await?))
+}
+
+/// `POST /documents/reembed` (admin): 202; the tenant's documents gain the current model's
+/// vectors in the background (progress in each document's `embedded_chunks`).
+async fn reembed(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::Admin).await?;
+    state.limiter.check(&who).await?;
+    state.documents.reembed(&who).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &json!({"status": "queued"})))
 }
 
 async fn delete(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {

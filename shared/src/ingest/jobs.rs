@@ -17,12 +17,14 @@
 //!    entry, as any re-ingest does, refused if the source object changed), records
 //!    `embedded_chunks = chunks` and deletes the parts.
 //!
+//! A [`ReembedJob`] (`POST /documents/reembed`) queues a first step for each `ready` document
+//! of a tenant: documents indexed before embeddings were on, or by another model, gain the
+//! current model's vectors; the others are skipped by their job.
+//!
 //! A job that fails is retried by the queue (its part is simply written again); jobs are
 //! idempotent. Until the last one commits, search finds the document by its words.
 
 use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
 
 use super::{embedding_text, target, Ingestor, Outcome};
 use crate::{
@@ -30,44 +32,15 @@ use crate::{
     error::Error,
     ids::{fnv1a, now_ms},
     index::Added,
-    model::{Scope, Shard, Status},
+    model::{EmbedJob, Job, ReembedJob, Scope, Shard, Status},
     store::StoreError,
 };
 
+/// Documents listed per re-embedding job (each gets an embedding job of its own).
+const REEMBED_PAGE: i32 = 100;
+
 /// Chunks embedded per call to the model within a job (the time limit is checked between).
 pub const STEP: usize = 64;
-
-/// One step of a large document's embedding: a queue message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmbedJob {
-    /// Always `"embed"`: tells a job from an S3 event in the ingest queue.
-    pub job: String,
-    /// The document's object key.
-    pub key: String,
-    /// The version (ETag) being embedded.
-    pub etag: String,
-    /// Chunks embedded so far.
-    pub done: usize,
-    /// Keys of the parts stored so far, in chunk order.
-    pub parts: Vec<String>,
-}
-
-impl EmbedJob {
-    pub const KIND: &'static str = "embed";
-
-    /// The first job for version `etag` of `key`.
-    pub fn first(key: &str, etag: &str) -> Self {
-        Self { job: Self::KIND.into(), key: key.into(), etag: etag.into(), done: 0, parts: Vec::new() }
-    }
-
-    /// A queue message body that is a job, if it is one.
-    pub fn parse(body: &serde_json::Value) -> Option<Self> {
-        if body.get("job")?.as_str()? != Self::KIND {
-            return None;
-        }
-        serde_json::from_value(body.clone()).ok()
-    }
-}
 
 /// Where a part of document `id` (version `etag`) covering chunks `from..to` is stored.
 fn part_key(scope: &Scope, id: &str, etag: &str, from: usize, to: usize) -> String {
@@ -79,8 +52,41 @@ fn part_key(scope: &Scope, id: &str, etag: &str, from: usize, to: usize) -> Stri
 }
 
 impl Ingestor {
-    /// Runs one embedding job; see the module's description. Errors are transient.
-    pub async fn embed_job(&self, job: &EmbedJob) -> Result<Outcome, Error> {
+    /// Runs one job; see the module's description. Errors are transient.
+    pub async fn job(&self, job: &Job) -> Result<Outcome, Error> {
+        match job {
+            Job::Embed(job) => self.embed_job(job).await,
+            Job::Reembed(job) => self.reembed(job).await,
+        }
+    }
+
+    /// Queues an embedding job for each `ready` document of a page of the tenant's, then a
+    /// job for the next page. A document whose vectors are already the current model's is
+    /// skipped by its job; others are embedded in steps like a large document.
+    async fn reembed(&self, job: &ReembedJob) -> Result<Outcome, Error> {
+        if crate::auth::validate_tenant(&job.tenant).is_err() {
+            return Ok(Outcome::Skipped("not a tenant"));
+        }
+        if !self.embedder.enabled() {
+            return Ok(Outcome::Skipped("no embedding provider is configured"));
+        }
+        let scope = Scope::Tenant(job.tenant.clone());
+        let page = self.records.list(&scope, REEMBED_PAGE, job.cursor.as_deref()).await?;
+        let mut queued = 0;
+        for doc in &page.items {
+            if let (Status::Ready, Some(etag)) = (doc.status, &doc.etag) {
+                self.queue_job(&Job::Embed(EmbedJob::first(&doc.key, etag))).await?;
+                queued += 1;
+            }
+        }
+        if let Some(cursor) = page.next_cursor {
+            self.queue_job(&Job::Reembed(ReembedJob { tenant: job.tenant.clone(), cursor: Some(cursor) })).await?;
+        }
+        Ok(Outcome::Queued(queued))
+    }
+
+    /// Runs one embedding job; see the module's description.
+    async fn embed_job(&self, job: &EmbedJob) -> Result<Outcome, Error> {
         let Some(target) = target(&job.key) else {
             return Ok(Outcome::Skipped("not a document key"));
         };
@@ -96,7 +102,9 @@ impl Ingestor {
             return Ok(Outcome::Skipped("the document changed or was deleted while it was embedded"));
         };
         let total = doc.chunks.len();
-        if doc.embedding_model.is_some() || job.done > total || job.parts.is_empty() != (job.done == 0) {
+        // Vectors of the current model already (a repeated job), or a job that makes no sense.
+        let embedded = doc.embedding_model.as_deref() == Some(self.embedder.model());
+        if embedded || !self.embedder.enabled() || job.done > total || job.parts.is_empty() != (job.done == 0) {
             self.drop_parts(&job.parts).await;
             return Ok(Outcome::Skipped("nothing left to embed for this document"));
         }
@@ -146,7 +154,7 @@ impl Ingestor {
                 Err(e) => return Err(e.into()),
             }
             let next = EmbedJob { done: to, parts, ..job.clone() };
-            self.queue_job(&next).await?;
+            self.queue_job(&Job::Embed(next)).await?;
             return Ok(Outcome::Embedding { done: to, total });
         }
 
@@ -157,7 +165,7 @@ impl Ingestor {
             tracing::warn!(document_id = %id, "embedding parts do not match the document; starting over");
             self.drop_parts(&parts).await;
             self.records.embedding_progress(scope, id, &job.etag, 0, now_ms()).await.ok();
-            self.queue_job(&EmbedJob::first(&job.key, &job.etag)).await?;
+            self.queue_job(&Job::Embed(EmbedJob::first(&job.key, &job.etag))).await?;
             return Ok(Outcome::Embedding { done: 0, total });
         };
         let shard =
@@ -219,13 +227,15 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn jobs_are_told_from_other_messages() {
-        let job = EmbedJob::first("uploads/acme/01JD3QA1B2C3D4E5F6G7H8J9KM/big.txt", "\"e1\"");
+    fn jobs_are_told_apart_by_their_tag() {
+        let job = Job::Embed(EmbedJob::first("uploads/acme/01JD3QA1B2C3D4E5F6G7H8J9KM/big.txt", "\"e1\""));
         let body = serde_json::to_value(&job).unwrap();
-        assert_eq!(EmbedJob::parse(&body), Some(job));
-        assert_eq!(EmbedJob::parse(&json!({"Records": []})), None);
-        assert_eq!(EmbedJob::parse(&json!({"job": "other", "key": "k"})), None);
-        assert_eq!(EmbedJob::parse(&json!({"job": "embed"})), None);
+        assert_eq!(body["job"], "embed");
+        assert_eq!(serde_json::from_value::<Job>(body).ok(), Some(job));
+        let reembed: Job = serde_json::from_value(json!({"job": "reembed", "tenant": "acme"})).unwrap();
+        assert_eq!(reembed, Job::Reembed(ReembedJob { tenant: "acme".into(), cursor: None }));
+        assert!(serde_json::from_value::<Job>(json!({"job": "other", "key": "k"})).is_err());
+        assert!(serde_json::from_value::<Job>(json!({"job": "embed"})).is_err());
     }
 
     #[test]

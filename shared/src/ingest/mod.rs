@@ -37,10 +37,9 @@ use crate::{
     error::Error,
     ids::now_ms,
     index::{Added, IndexConfig, IndexWriter},
-    model::{Chunk, Finished, Kind, NewDocument, Scope, Shard},
+    model::{Chunk, EmbedJob, Finished, Job, Kind, NewDocument, Scope, Shard},
     store::{BlobStore, DocumentStore, IndexStore, JobQueue, StoreError},
 };
-pub use jobs::EmbedJob;
 
 /// Times a document is indexed again because its object changed while it was indexed.
 const MAX_VERSIONS: usize = 3;
@@ -119,6 +118,8 @@ pub enum Outcome {
     },
     Failed(String),
     Removed,
+    /// Jobs queued (re-embedding a tenant).
+    Queued(usize),
     /// Nothing to do, and why.
     Skipped(&'static str),
 }
@@ -311,7 +312,7 @@ impl Ingestor {
         }
         if deferred {
             // Queued before the record says so: a failure here retries the whole event.
-            self.queue_job(&EmbedJob::first(&event.key, &object.etag)).await?;
+            self.queue_job(&Job::Embed(EmbedJob::first(&event.key, &object.etag))).await?;
         }
         let embedded_chunks = deferred.then_some(0);
         let ready = Finished::Ready { chunks: count as u64, etag: &object.etag, size_bytes: size, embedded_chunks };
@@ -333,7 +334,7 @@ impl Ingestor {
         Ok((Some(self.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect()))
     }
 
-    async fn queue_job(&self, job: &EmbedJob) -> Result<(), Error> {
+    async fn queue_job(&self, job: &Job) -> Result<(), Error> {
         let Some(queue) = &self.queue else {
             return Err(Error::internal("an embedding job without a job queue"));
         };

@@ -4,11 +4,12 @@
 //! language model, and the ranked `sources` of each answer are written out for scoring
 //! (`scripts/eval.py` scores them beside a plain BM25 library in the same run).
 //!
-//!     coach-eval COLLECTION_DIR OUT.json
+//!     coach-eval COLLECTION_DIR OUT.json [NAME:VAR=VALUE,VAR=VALUE ...]
 //!
 //! The documents are ingested once, with the embedded model (`local`); the queries are then
-//! asked twice: by a chat function with `COACH_EMBEDDING_PROVIDER=none` (BM25-only Coach) and
-//! by one with `local` (hybrid Coach). Runs against moto on loopback (`COACH_MOTO_SERVER`),
+//! asked by a chat function with `COACH_EMBEDDING_PROVIDER=none` (BM25-only Coach), by one
+//! with `local` (hybrid Coach), and by one per extra argument, with those settings on top of
+//! hybrid's (for tuning: `w2:COACH_RETRIEVAL_VECTOR_WEIGHT=2`). Runs against moto on loopback (`COACH_MOTO_SERVER`),
 //! like the tests. Settings under test (`COACH_RETRIEVAL_*`, `COACH_CHUNK_*`) are taken from
 //! this process's environment.
 
@@ -64,11 +65,24 @@ fn field<'a>(record: &'a [(String, String)], name: &str) -> &'a str {
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [collection, out] = args.as_slice() else {
-        return Err("usage: coach-eval COLLECTION_DIR OUT.json".into());
+    let [collection, out, variants @ ..] = args.as_slice() else {
+        return Err("usage: coach-eval COLLECTION_DIR OUT.json [NAME:VAR=VALUE,VAR=VALUE ...]".into());
     };
+    let mut runs: Vec<(String, Vec<(String, String)>)> = vec![
+        ("coach-bm25".into(), vec![("COACH_EMBEDDING_PROVIDER".into(), "none".into())]),
+        ("coach-hybrid".into(), vec![("COACH_EMBEDDING_PROVIDER".into(), "local".into())]),
+    ];
+    for variant in variants {
+        let (name, settings) = variant.split_once(':').ok_or(format!("not NAME:VAR=VALUE,...: {variant}"))?;
+        let mut vars = vec![("COACH_EMBEDDING_PROVIDER".to_owned(), "local".to_owned())];
+        for setting in settings.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = setting.split_once('=').ok_or(format!("not VAR=VALUE: {setting}"))?;
+            vars.push((k.to_owned(), v.to_owned()));
+        }
+        runs.push((name.to_owned(), vars));
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    runtime.block_on(run(Path::new(collection), Path::new(out)))
+    runtime.block_on(run(Path::new(collection), Path::new(out), &runs))
 }
 
 fn read(dir: &Path, name: &str) -> Result<String, String> {
@@ -78,7 +92,7 @@ fn read(dir: &Path, name: &str) -> Result<String, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-async fn run(dir: &Path, out: &Path) -> Result<(), String> {
+async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)]) -> Result<(), String> {
     let docs: Vec<Doc> = records(&read(dir, "CISI.ALL")?, &["T", "W"])
         .into_iter()
         .map(|(id, r)| Doc { text: format!("{}\n\n{}\n", field(&r, "T"), field(&r, "W")), id })
@@ -137,15 +151,29 @@ async fn run(dir: &Path, out: &Path) -> Result<(), String> {
     eprintln!("eval: ingested {} documents in {ingest_secs:.0} s", docs.len());
 
     let mut runs = serde_json::Map::new();
-    for (name, provider) in [("coach-bm25", "none"), ("coach-hybrid", "local")] {
-        let asking = stack.with_more_env(&[("COACH_EMBEDDING_PROVIDER", provider)]);
+    let mut run_settings = serde_json::Map::new();
+    for (name, settings) in variants {
+        let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let asking = stack.with_more_env(&pairs);
+        run_settings.insert(name.clone(), json!(settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()));
         let chat = asking.build(&stack.aws, chat::State::build);
         let user = tokens::for_test("reader", "cisi", &["user"]);
         let started = Instant::now();
         let mut run = serde_json::Map::new();
         for (qid, text) in &queries {
-            let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": text})), Some(&user));
-            let (status, body) = call_chat(&chat, request).await;
+            // As a client would: a 503 (the emulator slow under load) is asked again.
+            let (mut status, mut body) = (StatusCode::SERVICE_UNAVAILABLE, Value::Null);
+            for attempt in 0..3 {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+                }
+                let question = json!({"message": text});
+                let request = events::with("chat-post.json", "POST", "/chat", Some(&question), Some(&user));
+                (status, body) = call_chat(&chat, request).await;
+                if status != StatusCode::SERVICE_UNAVAILABLE {
+                    break;
+                }
+            }
             if status != StatusCode::OK {
                 return Err(format!("query {qid}: POST /chat answered {status}: {body}"));
             }
@@ -159,10 +187,16 @@ async fn run(dir: &Path, out: &Path) -> Result<(), String> {
             run.insert(qid.clone(), json!(ranked));
         }
         eprintln!("eval: {name}: {} queries in {:.1} s", queries.len(), started.elapsed().as_secs_f64());
-        runs.insert(name.to_owned(), Value::Object(run));
+        runs.insert(name.clone(), Value::Object(run));
     }
     let settings: BTreeMap<&str, &str> = borrowed.iter().copied().filter(|(k, _)| k.starts_with("COACH_")).collect();
-    let report = json!({ "runs": runs, "settings": settings, "ingest_seconds": ingest_secs, "documents": docs.len() });
+    let report = json!({
+        "runs": runs,
+        "run_settings": run_settings,
+        "settings": settings,
+        "ingest_seconds": ingest_secs,
+        "documents": docs.len(),
+    });
     std::fs::write(out, serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(())
@@ -194,8 +228,18 @@ async fn upload_and_ingest(
     let mut event: Value = serde_json::from_str(&events::load("s3-put.json")).map_err(|e| e.to_string())?;
     event["Records"][0]["s3"]["object"]["key"] = key.into();
     event["Records"][0]["s3"]["bucket"]["name"] = stack.config.bucket.clone().into();
-    ingest::handle(&services.ingest, event).await.map_err(|e| format!("ingest of {filename}: {e}"))?;
-    Ok(())
+    // As Lambda does for an S3 event: a transient failure is retried.
+    let mut outcome = Ok(json!({}));
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+        }
+        outcome = ingest::handle(&services.ingest, event.clone()).await;
+        if outcome.is_ok() {
+            break;
+        }
+    }
+    outcome.map(|_| ()).map_err(|e| format!("ingest of {filename}: {e}"))
 }
 
 async fn call_chat(state: &chat::State, request: Request) -> (StatusCode, Value) {

@@ -47,7 +47,8 @@ impl RetrievalConfig {
             top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
             min_score: env.float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0)?,
             min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
-            vector_weight: env.float("COACH_RETRIEVAL_VECTOR_WEIGHT", 1.0, 0.0, 10.0)?,
+            // Tuned with `make eval` on CISI (docs/PERFORMANCE.md, Retrieval quality).
+            vector_weight: env.float("COACH_RETRIEVAL_VECTOR_WEIGHT", 2.0, 0.1, 10.0)?,
         })
     }
 }
@@ -110,10 +111,13 @@ fn best(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
 }
 
 /// How many of each ranking to fuse for `top_k` results: enough that a chunk outside both
-/// windows, scoring at most 2 / (RRF_K + window + 1), could not beat the `top_k`-th chunk
-/// of either ranking, which scores at least 1 / (RRF_K + top_k).
-fn window(top_k: usize) -> usize {
-    RANK_WINDOW.max(2 * top_k + RRF_K as usize)
+/// windows, scoring at most (1 + w) / (RRF_K + window + 1) with the vector ranking weighted
+/// w, could not beat the `top_k`-th chunk of either ranking, which scores at least
+/// min(1, w) / (RRF_K + top_k).
+fn window(top_k: usize, vector_weight: f32) -> usize {
+    let weakest = vector_weight.min(1.0);
+    let needed = (1.0 + vector_weight) * (RRF_K + top_k as f32) / weakest - RRF_K - 1.0;
+    RANK_WINDOW.max(needed.ceil() as usize + 1)
 }
 
 /// Ranks the live chunks of `parts` for a query (and its embedding, if any).
@@ -123,7 +127,7 @@ pub fn search(
     query_vector: Option<(&str, &[f32])>,
     config: &RetrievalConfig,
 ) -> Vec<Passage> {
-    let window = window(config.top_k);
+    let window = window(config.top_k, config.vector_weight);
     let lexical = best(bm25(parts, query), window);
     let semantic = match query_vector {
         Some((model, vector)) => best(similar(parts, model, vector, config.min_similarity, window), window),
@@ -391,8 +395,11 @@ mod tests {
     #[test]
     fn the_fusion_window_is_wide_enough_for_any_top_k() {
         for top_k in [1, 5, 20, 21, 50, 100] {
-            let w = window(top_k) as f32;
-            assert!(2.0 / (RRF_K + w + 1.0) < 1.0 / (RRF_K + top_k as f32), "top_k {top_k}");
+            for weight in [0.1f32, 0.5, 1.0, 2.0, 10.0] {
+                let w = window(top_k, weight) as f32;
+                let outside = (1.0 + weight) / (RRF_K + w + 1.0);
+                assert!(outside < weight.min(1.0) / (RRF_K + top_k as f32), "top_k {top_k}, weight {weight}");
+            }
         }
     }
 

@@ -256,7 +256,8 @@ async fn a_reranker_reorders_the_fused_candidates() {
     let reply = json!({"results": [{"index": 2, "relevance_score": 0.91}, {"index": 0, "relevance_score": 0.42}]});
     let (titles, scores, server) = reranked(ResponseTemplate::new(200).set_body_json(reply), "2000").await;
     assert_eq!(titles, vec!["c.md", "a.md"]);
-    assert_eq!(scores, vec![json!(0.91f32), json!(0.42f32)]);
+    let scores: Vec<f64> = scores.iter().map(|s| s.as_f64().unwrap()).collect();
+    assert!((scores[0] - 0.91).abs() < 1e-6 && (scores[1] - 0.42).abs() < 1e-6, "the reranker's scores: {scores:?}");
     let sent: Value = server.received_requests().await.unwrap()[0].body_json().unwrap();
     assert_eq!(sent["model"], "rerank-test");
     assert_eq!(sent["query"], "planning");

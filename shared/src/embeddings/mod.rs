@@ -68,7 +68,8 @@ impl EmbeddingConfig {
         // different models never meet in one ranking.
         let folder_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let (url, model) = match provider {
-            EmbeddingProvider::None | EmbeddingProvider::Local => ("", folder_name.as_str()),
+            EmbeddingProvider::None => ("", ""),
+            EmbeddingProvider::Local => ("", folder_name.as_str()),
             EmbeddingProvider::OpenAi => ("https://api.openai.com/v1", "text-embedding-3-small"),
             EmbeddingProvider::Gemini => ("https://generativelanguage.googleapis.com", "text-embedding-004"),
         };

@@ -104,7 +104,8 @@ impl Ingestor {
         let total = doc.chunks.len();
         // Vectors of the current model already (a repeated job), or a job that makes no sense.
         let embedded = doc.embedding_model.as_deref() == Some(self.embedder.model());
-        if embedded || !self.embedder.enabled() || job.done > total || job.parts.is_empty() != (job.done == 0) {
+        let senseless = total == 0 || job.done >= total || job.parts.is_empty() != (job.done == 0);
+        if embedded || !self.embedder.enabled() || senseless {
             self.drop_parts(&job.parts).await;
             return Ok(Outcome::Skipped("nothing left to embed for this document"));
         }

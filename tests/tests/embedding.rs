@@ -331,3 +331,17 @@ async fn an_admin_re_embeds_documents_indexed_without_vectors() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(body["error"]["message"].as_str().unwrap().contains("COACH_INGEST_QUEUE_URL"), "{body}");
 }
+
+#[tokio::test]
+async fn an_unknown_job_is_reported_as_failed_not_dropped() {
+    let stack = TestStack::new().await;
+    let services = stack.deploy();
+    let event = json!({"Records": [{
+        "messageId": "m-1", "receiptHandle": "r-1",
+        "body": json!({"job": "compact-everything", "tenant": "acme"}).to_string(),
+        "attributes": {}, "messageAttributes": {},
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"
+    }]});
+    let reply = ingest::handle(&services.ingest, event).await.unwrap();
+    assert_eq!(reply["batchItemFailures"], json!([{"itemIdentifier": "m-1"}]), "left for the dead-letter queue");
+}

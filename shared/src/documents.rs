@@ -117,9 +117,7 @@ impl Documents {
                 "re-embedding needs the ingest jobs queue (COACH_INGEST_QUEUE_URL), which this deployment lacks".into(),
             ));
         };
-        let job = Job::Reembed(ReembedJob { tenant: who.tenant.clone(), cursor: None });
-        let body = serde_json::to_string(&job).map_err(|_| Error::internal("an unserialisable job"))?;
-        Ok(jobs.send(&body).await?)
+        Ok(jobs.send(&Job::Reembed(ReembedJob { tenant: who.tenant.clone(), cursor: None })).await?)
     }
 
     /// Validates the request, records a new document as `pending`, and presigns its upload.

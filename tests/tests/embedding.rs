@@ -133,12 +133,12 @@ async fn a_missing_or_broken_model_is_reported_not_guessed() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("coach-model-{}", ulid_like()));
+    let dir = std::env::temp_dir().join(format!("coach-model-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-fn ulid_like() -> String {
+fn unique_suffix() -> String {
     format!("{}-{}", std::process::id(), fastrand::u64(..))
 }
 

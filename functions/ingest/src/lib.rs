@@ -20,7 +20,7 @@ use coach::{
     model::Job,
     retry::Retries,
     secrets::Secrets,
-    store::{AwsClients, JobQueue},
+    store::AwsClients,
     Error,
 };
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ impl State {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
         let bucket = Arc::new(aws.bucket());
-        let queue = env.string("COACH_INGEST_QUEUE_URL").map(|url| Arc::new(aws.queue(&url)) as Arc<dyn JobQueue>);
+        let queue = aws.job_queue(env);
         let ingestor = Ingestor::from_env(env, Arc::new(aws.table()), bucket.clone(), bucket, embedder, queue)?;
         Ok(Self { ingestor })
     }

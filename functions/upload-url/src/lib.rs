@@ -22,7 +22,7 @@ use coach::{
     index::{IndexConfig, IndexWriter},
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
-    store::{AwsClients, JobQueue},
+    store::AwsClients,
     Error,
 };
 use lambda_http::{
@@ -57,7 +57,7 @@ impl State {
                 IndexWriter::new(bucket.clone(), bucket, IndexConfig::from_env(env)?),
                 UploadConfig::from_env(env)?,
             )
-            .with_jobs(env.string("COACH_INGEST_QUEUE_URL").map(|url| Arc::new(aws.queue(&url)) as Arc<dyn JobQueue>)),
+            .with_jobs(aws.job_queue(env)),
         })
     }
 }

@@ -36,6 +36,9 @@ use crate::{
     store::StoreError,
 };
 
+/// Why a job stops: a delete or a newer version of its document.
+const SUPERSEDED: &str = "the document changed or was deleted while it was embedded";
+
 /// Documents listed per re-embedding job (each gets an embedding job of its own).
 const REEMBED_PAGE: i32 = 100;
 
@@ -99,7 +102,7 @@ impl Ingestor {
         });
         let Some(doc) = (if current { self.index.document(scope, id).await? } else { None }) else {
             self.drop_parts(&job.parts).await;
-            return Ok(Outcome::Skipped("the document changed or was deleted while it was embedded"));
+            return Ok(Outcome::Skipped(SUPERSEDED));
         };
         let total = doc.chunks.len();
         // Vectors of the current model already (a repeated job), or a job that makes no sense.
@@ -150,7 +153,7 @@ impl Ingestor {
                 Ok(()) => {}
                 Err(StoreError::ConditionFailed { .. }) => {
                     self.drop_parts(&parts).await;
-                    return Ok(Outcome::Skipped("the document changed or was deleted while it was embedded"));
+                    return Ok(Outcome::Skipped(SUPERSEDED));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -174,7 +177,7 @@ impl Ingestor {
         let added = self.index.add(scope, shard, &job.key, &job.etag).await?;
         self.drop_parts(&parts).await;
         if added != Added::Indexed {
-            return Ok(Outcome::Skipped("the document changed or was deleted while it was embedded"));
+            return Ok(Outcome::Skipped(SUPERSEDED));
         }
         // As after any commit: a record deleted meanwhile must not leave the document searchable.
         match self.records.embedding_progress(scope, id, &job.etag, total as u64, now_ms()).await {
@@ -183,7 +186,7 @@ impl Ingestor {
                 if self.records.get(scope, id).await?.is_none() {
                     self.index.remove(scope, id).await?;
                 }
-                Ok(Outcome::Skipped("the document changed or was deleted while it was embedded"))
+                Ok(Outcome::Skipped(SUPERSEDED))
             }
             Err(e) => Err(e.into()),
         }

@@ -338,8 +338,7 @@ impl Ingestor {
         let Some(queue) = &self.queue else {
             return Err(Error::internal("an embedding job without a job queue"));
         };
-        let body = serde_json::to_string(job).map_err(|_| Error::internal("an unserialisable job"))?;
-        Ok(queue.send(&body).await?)
+        Ok(queue.send(job).await?)
     }
 
     /// Marks the document `failed` with `reason`.

@@ -4,13 +4,13 @@
 //! per-service `AWS_ENDPOINT_URL_S3` and friends), so the same code talks to AWS or to the
 //! local emulator. No call waits longer than `COACH_AWS_TIMEOUT_MS`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
 use aws_smithy_runtime_api::{client::result::SdkError, http::Response as HttpResponse};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::{DynamoTable, Failure, S3Bucket, SecretsManager, SqsQueue, StoreError};
+use super::{DynamoTable, Failure, JobQueue, S3Bucket, SecretsManager, SqsQueue, StoreError};
 use crate::config::{ConfigError, Env, StartupError};
 
 /// Default bucket, table and secret names, those of the local stack.
@@ -110,9 +110,10 @@ impl AwsClients {
         S3Bucket::new(self.s3.clone(), self.config.bucket.clone())
     }
 
-    /// The SQS queue at `url`, as the job queue.
-    pub fn queue(&self, url: &str) -> SqsQueue {
-        SqsQueue::new(self.sqs.clone(), url.to_owned())
+    /// The ingest jobs queue (`COACH_INGEST_QUEUE_URL`), if the deployment has one.
+    pub fn job_queue(&self, env: &Env) -> Option<Arc<dyn JobQueue>> {
+        let url = env.string("COACH_INGEST_QUEUE_URL")?;
+        Some(Arc::new(SqsQueue::new(self.sqs.clone(), url)))
     }
 
     /// Secrets Manager, as the secret source.

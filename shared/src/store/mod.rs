@@ -39,7 +39,7 @@ pub use sqs::SqsQueue;
 
 use crate::{
     error::Error,
-    model::{Document, Finished, Manifest, Message, NewDocument, Owner, Page, Scope, Session, Source, Usage},
+    model::{Document, Finished, Job, Manifest, Message, NewDocument, Owner, Page, Scope, Session, Source, Usage},
 };
 
 /// Why a call to a storage service failed, in terms an operator (not the SDK) thinks in.
@@ -337,8 +337,8 @@ pub trait IndexStore: Send + Sync {
 /// Where follow-up work goes (an SQS queue feeding the ingest function).
 #[async_trait]
 pub trait JobQueue: Send + Sync {
-    /// Queues a job (a JSON body) for the ingest function.
-    async fn send(&self, body: &str) -> StoreResult<()>;
+    /// Queues a job for the ingest function.
+    async fn send(&self, job: &Job) -> StoreResult<()>;
 }
 
 // ------------------------------------------------------------------ secrets and health

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 
-use super::{aws::service_error, JobQueue, StoreResult};
+use super::{aws::service_error, JobQueue, StoreError, StoreResult};
+use crate::model::Job;
 
 /// One SQS queue, by URL. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -19,7 +20,9 @@ impl SqsQueue {
 
 #[async_trait]
 impl JobQueue for SqsQueue {
-    async fn send(&self, body: &str) -> StoreResult<()> {
+    async fn send(&self, job: &Job) -> StoreResult<()> {
+        // The message body is the job as JSON, tagged by its `job` field.
+        let body = serde_json::to_string(job).map_err(|_| StoreError::Corrupt("job"))?;
         self.client
             .send_message()
             .queue_url(&self.url)

@@ -1,7 +1,7 @@
 //! Test kit for Coach: runs moto's server on loopback, creates the AWS resources Coach
 //! needs (the same definitions the local stack uses), and loads sample events.
 //!
-//! Integration tests (in `tests/tests/`) call the function handlers directly with events
+//! Integration tests (`tests/tests/it/`, one binary) call the function handlers directly with events
 //! from `events/`, against real S3 and DynamoDB APIs served by moto. Nothing here mocks
 //! the SDK, and no traffic leaves loopback.
 

@@ -1,0 +1,20 @@
+//! The integration tests, one module per area, linked into one test binary: each binary
+//! links every function and the AWS SDKs, so one binary instead of fourteen keeps a clean
+//! build's `target/` (and its link time) a fraction of the size. The modules share one moto
+//! server ([`coach_testkit::moto::Moto::shared`]); tests isolate themselves by unique names.
+//! Run one area with `cargo test -p coach-integration-tests --test it -- retrieval::`.
+
+mod auth;
+mod chat;
+mod documents;
+mod embedding;
+mod events;
+mod faults;
+mod health;
+mod index;
+mod logs;
+mod profile;
+mod ratelimit;
+mod readme;
+mod refresh;
+mod retrieval;

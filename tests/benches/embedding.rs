@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use coach::{
-    embeddings::local::LocalModel,
+    embeddings::local::{Kernels, LocalModel},
     ingest::chunk::{chunk_markdown, ChunkConfig},
 };
 use coach_testkit::stack::model_dir;
@@ -54,25 +54,30 @@ fn main() {
     let model = LocalModel::load(&dir).expect("scripts/model.sh installs the model");
     let first_load = started.elapsed();
     println!("load: {:.0} ms, RSS {:.0} MiB after it", ms(first_load), status_kib("VmRSS:") as f64 / 1024.0);
+    println!("kernels: {}", model.kernels());
     // Query embedding: one short text at a time, as chat embeds a question.
     let started = Instant::now();
     model.embed(&[QUERIES[0]]).unwrap();
     println!("first embedding after load: {:.1} ms", ms(started.elapsed()));
-    let mut times = Vec::new();
-    for _ in 0..QUERY_ROUNDS {
-        for query in QUERIES {
-            let started = Instant::now();
-            std::hint::black_box(model.embed(&[query]).unwrap());
-            times.push(started.elapsed());
+    let queries = |model: &LocalModel| {
+        let mut times = Vec::new();
+        for _ in 0..QUERY_ROUNDS {
+            for query in QUERIES {
+                let started = Instant::now();
+                std::hint::black_box(model.embed(&[query]).unwrap());
+                times.push(started.elapsed());
+            }
         }
-    }
-    times.sort();
-    println!(
-        "query: p50 {:.2} ms, p95 {:.2} ms over {} questions of 3-16 words",
-        ms(percentile(&times, 0.5)),
-        ms(percentile(&times, 0.95)),
-        times.len()
-    );
+        times.sort();
+        println!(
+            "query: p50 {:.2} ms, p95 {:.2} ms over {} questions of 3-16 words ({} kernels)",
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.95)),
+            times.len(),
+            model.kernels()
+        );
+    };
+    queries(&model);
 
     // Ingest: real prose, chunked and labelled as ingest does it.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -96,24 +101,35 @@ fn main() {
     }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let chars: usize = refs.iter().map(|t| t.len()).sum();
-    model.embed(&refs[..32]).unwrap();
-    let started = Instant::now();
-    let vectors = model.embed(&refs).unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(vectors.len(), refs.len());
-    println!(
-        "ingest: {} chunks ({} distinct, {:.0} chars on average) in {:.2} s: {:.1} chunks/s",
-        refs.len(),
-        distinct,
-        chars as f64 / refs.len() as f64,
-        elapsed.as_secs_f64(),
-        refs.len() as f64 / elapsed.as_secs_f64()
-    );
+    let ingest = |model: &LocalModel| {
+        model.embed(&refs[..32]).unwrap();
+        let started = Instant::now();
+        let vectors = model.embed(&refs).unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(vectors.len(), refs.len());
+        println!(
+            "ingest: {} chunks ({} distinct, {:.0} chars on average) in {:.2} s: {:.1} chunks/s ({} kernels)",
+            refs.len(),
+            distinct,
+            chars as f64 / refs.len() as f64,
+            elapsed.as_secs_f64(),
+            refs.len() as f64 / elapsed.as_secs_f64(),
+            model.kernels()
+        );
+    };
+    ingest(&model);
     println!(
         "memory: peak RSS {:.0} MiB with the model ({:.0} MiB before it loaded)",
         status_kib("VmHWM:") as f64 / 1024.0,
         rss_before as f64 / 1024.0
     );
+
+    // The baseline in the same run: the same chunks through the f32 kernels.
+    if model.kernels() != "f32" {
+        let f32_model = LocalModel::load_with(&dir, Kernels::F32).unwrap();
+        queries(&f32_model);
+        ingest(&f32_model);
+    }
 
     // Loading again, the model dropped first: the first load above read the file from disk
     // (or the page cache, if a run before left it there); these read it from the page cache.

@@ -40,15 +40,79 @@ pub struct BertConfig {
     pub position_embedding_type: Option<String>,
 }
 
-/// A matrix product plus bias, the weight kept as `in x out` (transposed from PyTorch's).
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
+/// Which matrix-product kernels the encoder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// bf16 products where the CPU has AVX512-BF16 (see the `bf16` module), else f32.
+    Fastest,
+    /// f32 everywhere (candle's products): the reference the bf16 path is tested against.
+    F32,
+}
+
+/// A matrix product plus bias.
+enum Linear {
+    /// The weight kept as `in x out` (transposed from PyTorch's), for candle's f32 product.
+    F32 { weight: Tensor, bias: Tensor },
+    #[cfg(target_arch = "x86_64")]
+    Bf16(crate::bf16::Packed),
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight)?.broadcast_add(&self.bias)
+    /// `weight` is `in x out`.
+    fn new(weight: Tensor, bias: Tensor, kernels: Kernels) -> Result<Self, ModelError> {
+        #[cfg(target_arch = "x86_64")]
+        if kernels == Kernels::Fastest && crate::bf16::available() {
+            let (inputs, outputs) = weight.dims2()?;
+            let packed = crate::bf16::Packed::new(
+                &weight.flatten_all()?.to_vec1::<f32>()?,
+                &bias.to_vec1::<f32>()?,
+                inputs,
+                outputs,
+            );
+            return Ok(Linear::Bf16(packed));
+        }
+        let _ = kernels;
+        Ok(Linear::F32 { weight, bias })
+    }
+
+    /// `x W + b`, then GELU if `gelu`.
+    fn forward(&self, x: &Tensor, gelu: bool) -> candle_core::Result<Tensor> {
+        match self {
+            Linear::F32 { weight, bias } => {
+                let y = x.matmul(weight)?.broadcast_add(bias)?;
+                if gelu {
+                    y.apply_op1_no_bwd(&Gelu)
+                } else {
+                    Ok(y)
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Linear::Bf16(packed) => x.contiguous()?.apply_op1_no_bwd(&Bf16Product { packed, gelu }),
+        }
+    }
+}
+
+/// [`crate::bf16::Packed::forward`] as a tensor operation on `rows x in`.
+#[cfg(target_arch = "x86_64")]
+struct Bf16Product<'a> {
+    packed: &'a crate::bf16::Packed,
+    gelu: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl CustomOp1 for Bf16Product<'_> {
+    fn name(&self) -> &'static str {
+        "bf16-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(self.name(), storage, layout)?;
+        let (rows, inputs) = layout.shape().dims2()?;
+        if inputs != self.packed.inputs() {
+            candle_core::bail!("bf16-linear: input of shape {:?}", layout.shape());
+        }
+        let out = self.packed.forward(x, rows, self.gelu);
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.packed.outputs()))))
     }
 }
 
@@ -76,6 +140,7 @@ struct Layer {
 /// The encoder's weights, in memory.
 pub struct Bert {
     config: BertConfig,
+    kernels: &'static str,
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -106,7 +171,7 @@ impl Bert {
     /// and each tensor copied out once (transposed where the forward pass wants it), its pages
     /// released from the map as soon as they are copied: the process never holds the weights
     /// twice. The map is dropped before returning.
-    pub fn load(dir: &Path) -> Result<Self, ModelError> {
+    pub fn load(dir: &Path, kernels: Kernels) -> Result<Self, ModelError> {
         let config = read_config(dir)?;
         let path = dir.join("model.safetensors");
         let bad_file = |reason: String| ModelError::File { file: path.display().to_string(), reason };
@@ -143,24 +208,30 @@ impl Bert {
         let norm = |name: &str| -> Result<Norm, ModelError> {
             Ok(Norm { weight: get(&format!("{name}.weight"), &[h])?, bias: get(&format!("{name}.bias"), &[h])?, eps })
         };
+        // Weights as `in x out` with their bias.
+        let weights = |name: &str, inputs: usize, outputs: usize| -> Result<(Tensor, Tensor), ModelError> {
+            Ok((
+                get(&format!("{name}.weight"), &[outputs, inputs])?.t()?.contiguous()?,
+                get(&format!("{name}.bias"), &[outputs])?,
+            ))
+        };
         let linear = |name: &str, inputs: usize, outputs: usize| -> Result<Linear, ModelError> {
-            Ok(Linear {
-                weight: get(&format!("{name}.weight"), &[outputs, inputs])?.t()?.contiguous()?,
-                bias: get(&format!("{name}.bias"), &[outputs])?,
-            })
+            let (weight, bias) = weights(name, inputs, outputs)?;
+            Linear::new(weight, bias, kernels)
         };
         let scale = 1.0 / ((h / config.num_attention_heads) as f64).sqrt();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{l}");
-            let query = linear(&format!("{p}.attention.self.query"), h, h)?;
-            let key = linear(&format!("{p}.attention.self.key"), h, h)?;
-            let value = linear(&format!("{p}.attention.self.value"), h, h)?;
+            let query = weights(&format!("{p}.attention.self.query"), h, h)?;
+            let key = weights(&format!("{p}.attention.self.key"), h, h)?;
+            let value = weights(&format!("{p}.attention.self.value"), h, h)?;
             // softmax(q k^T / sqrt(d)): the scale goes into q's weights once.
-            let qkv = Linear {
-                weight: Tensor::cat(&[(query.weight * scale)?, key.weight, value.weight], 1)?.contiguous()?,
-                bias: Tensor::cat(&[(query.bias * scale)?, key.bias, value.bias], 0)?,
-            };
+            let qkv = Linear::new(
+                Tensor::cat(&[(query.0 * scale)?, key.0, value.0], 1)?.contiguous()?,
+                Tensor::cat(&[(query.1 * scale)?, key.1, value.1], 0)?,
+                kernels,
+            )?;
             layers.push(Layer {
                 qkv,
                 attention_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
@@ -176,6 +247,11 @@ impl Bert {
             return Err(ModelError::Unsupported(format!("token type embeddings of shape {:?}", types.dims())));
         }
         let bert = Self {
+            kernels: match layers.first().map(|l| &l.qkv) {
+                #[cfg(target_arch = "x86_64")]
+                Some(Linear::Bf16(_)) => "bf16 (AVX512-BF16)",
+                _ => "f32",
+            },
             word: get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
             position: get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
             token_type: types.get(0)?,
@@ -190,6 +266,11 @@ impl Bert {
 
     pub fn dims(&self) -> usize {
         self.config.hidden_size
+    }
+
+    /// The matrix-product kernels in use: "bf16 (AVX512-BF16)" or "f32".
+    pub fn kernels(&self) -> &'static str {
+        self.kernels
     }
 
     /// The longest input, in tokens, the position table allows.
@@ -221,15 +302,16 @@ impl Bert {
         let softmax = MaskedSoftmax { lengths: lengths.to_vec(), heads, tokens };
 
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?.reshape((batch, tokens, 3, heads, head))?.permute((2, 0, 3, 1, 4))?;
+            let qkv =
+                layer.qkv.forward(&x, false)?.reshape((batch, tokens, 3, heads, head))?.permute((2, 0, 3, 1, 4))?;
             let q = qkv.get(0)?.contiguous()?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
             let weights = q.matmul(&k.t()?)?.apply_op1_no_bwd(&softmax)?;
             let context = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch * tokens, h))?;
-            let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context)? + &x)?)?;
-            let hidden = layer.up.forward(&attended)?.apply_op1_no_bwd(&Gelu)?;
-            x = layer.output_norm.forward(&(layer.down.forward(&hidden)? + &attended)?)?;
+            let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context, false)? + &x)?)?;
+            let hidden = layer.up.forward(&attended, true)?;
+            x = layer.output_norm.forward(&(layer.down.forward(&hidden, false)? + &attended)?)?;
         }
 
         // Mean over each row's real tokens, then unit length.
@@ -336,12 +418,14 @@ fn softmax_row(scores: &[f32], out: &mut [f32]) {
     out.iter_mut().for_each(|o| *o *= scale);
 }
 
-fn gelu(x: f32) -> f32 {
+#[inline(always)]
+pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// erf to within 1.2e-7 (Numerical Recipes' `erfcc`, a Chebyshev fit), branch-free but for
 /// the sign, so the loop above vectorises.
+#[inline(always)]
 fn erf(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);

@@ -4,7 +4,9 @@
 //! when it changes.
 
 pub mod bert;
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 mod local;
 
-pub use bert::ModelError;
+pub use bert::{Kernels, ModelError};
 pub use local::{missing_files, shared, LocalModel, MODEL_FILES};

@@ -20,7 +20,7 @@ use std::{
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::bert::{Bert, ModelError};
+use crate::bert::{Bert, Kernels, ModelError};
 
 /// Most rows in one forward pass.
 const BATCH_ROWS: usize = 16;
@@ -68,12 +68,17 @@ impl LocalModel {
     /// Loads the model in `dir`. Mean pooling is the only pooling supported (what
     /// sentence-transformers' MiniLM, MPNet and BGE-small-style models without CLS pooling use).
     pub fn load(dir: &Path) -> Result<Self, ModelError> {
+        Self::load_with(dir, Kernels::Fastest)
+    }
+
+    /// [`LocalModel::load`] with a choice of kernels (tests and benchmarks compare them).
+    pub fn load_with(dir: &Path, kernels: Kernels) -> Result<Self, ModelError> {
         let pooling: PoolingConfig = read_json(&dir.join("1_Pooling/config.json"))?;
         if !pooling.pooling_mode_mean_tokens || pooling.pooling_mode_cls_token || pooling.pooling_mode_max_tokens {
             return Err(ModelError::Unsupported("pooling other than the mean of token embeddings".into()));
         }
         let sentence: SentenceConfig = read_json(&dir.join("sentence_bert_config.json"))?;
-        let bert = Bert::load(dir)?;
+        let bert = Bert::load(dir, kernels)?;
         let path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&path)
             .map_err(|e| ModelError::File { file: path.display().to_string(), reason: e.to_string() })?;
@@ -93,6 +98,11 @@ impl LocalModel {
 
     pub fn dims(&self) -> usize {
         self.bert.dims()
+    }
+
+    /// The matrix-product kernels in use (for logs and benchmarks).
+    pub fn kernels(&self) -> &'static str {
+        self.bert.kernels()
     }
 
     /// One unit vector per text, in order. CPU-bound: call from a blocking thread.

@@ -10,7 +10,10 @@ use coach::{
     auth::{Principal, Role},
     config::{ConfigError, StartupError},
     documents::UploadRequest,
-    embeddings::{local::LocalModel, EmbedError, Embedder},
+    embeddings::{
+        local::{Kernels, LocalModel},
+        EmbedError, Embedder,
+    },
     http::outbound_client,
     ingest::{jobs::STEP, ObjectEvent, Outcome},
     retry::Retries,
@@ -64,23 +67,34 @@ fn assert_matches(cases: &[Case], vectors: &[Vec<f32>]) {
 fn vectors_match_the_reference_implementation_one_text_at_a_time_and_batched() {
     let cases = reference();
     assert!(cases.len() >= 5);
-    let model = LocalModel::load(&model_dir()).expect("scripts/model.sh installs the model");
-    assert_eq!(model.dims(), 384);
-
-    let alone: Vec<Vec<f32>> = cases.iter().map(|c| model.embed(&[c.text.as_str()]).unwrap().remove(0)).collect();
-    assert_matches(&cases, &alone);
-
-    // One call: texts of very different lengths share padded batches, sorted by length,
-    // and must come back in the caller's order.
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-    assert_matches(&cases, &model.embed(&texts).unwrap());
+    let mut by_kernels = Vec::new();
+    // The kernels the model picks on this CPU (bf16 with AVX512-BF16), and plain f32.
+    for kernels in [Kernels::Fastest, Kernels::F32] {
+        let model = LocalModel::load_with(&model_dir(), kernels).expect("scripts/model.sh installs the model");
+        eprintln!("{kernels:?}: {} kernels", model.kernels());
+        assert_eq!(model.dims(), 384);
 
-    // Padding must not change a vector: the short text beside the 256-token one.
-    let longest = cases.iter().max_by_key(|c| c.text.len()).unwrap();
-    let pair = model.embed(&[cases[0].text.as_str(), longest.text.as_str()]).unwrap();
-    assert!(cosine(&pair[0], &alone[0]) > 0.9999);
+        let alone: Vec<Vec<f32>> = cases.iter().map(|c| model.embed(&[c.text.as_str()]).unwrap().remove(0)).collect();
+        assert_matches(&cases, &alone);
 
-    assert!(model.embed(&[]).unwrap().is_empty());
+        // One call: texts of very different lengths share padded batches, sorted by length,
+        // and must come back in the caller's order.
+        assert_matches(&cases, &model.embed(&texts).unwrap());
+
+        // Padding must not change a vector: the short text beside the 256-token one.
+        let longest = cases.iter().max_by_key(|c| c.text.len()).unwrap();
+        let pair = model.embed(&[cases[0].text.as_str(), longest.text.as_str()]).unwrap();
+        assert!(cosine(&pair[0], &alone[0]) > 0.9999);
+
+        assert!(model.embed(&[]).unwrap().is_empty());
+        by_kernels.push(alone);
+    }
+    // The kernels agree more closely with each other than either must with the reference.
+    for (fast, exact) in by_kernels[0].iter().zip(&by_kernels[1]) {
+        let similarity = cosine(fast, exact);
+        assert!(similarity > 0.9999, "kernels differ: cosine {similarity}");
+    }
 }
 
 /// An embedder as the chat and ingest functions build it, over a stack with `vars`.

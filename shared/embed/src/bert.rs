@@ -160,7 +160,7 @@ fn read_config(dir: &Path) -> Result<BertConfig, ModelError> {
     if config.position_embedding_type.as_deref().is_some_and(|t| t != "absolute") {
         return Err(ModelError::Unsupported("position embeddings other than absolute".into()));
     }
-    if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+    if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
         return Err(ModelError::Unsupported("hidden size not divisible by the number of heads".into()));
     }
     Ok(config)

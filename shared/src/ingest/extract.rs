@@ -49,7 +49,7 @@ fn utf8(bytes: &[u8]) -> Result<String, ExtractError> {
 }
 
 fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> Result<String, ExtractError> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(ExtractError::NotUtf8);
     }
     let units = bytes.chunks_exact(2).map(|pair| unit([pair[0], pair[1]]));

@@ -141,6 +141,8 @@ struct Layer {
 pub struct Bert {
     config: BertConfig,
     kernels: &'static str,
+    /// Attention in one pass ([`crate::attention`]) instead of tensor operations.
+    fused_attention: bool,
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
@@ -246,12 +248,20 @@ impl Bert {
         if types.rank() != 2 || types.dim(1)? != h {
             return Err(ModelError::Unsupported(format!("token type embeddings of shape {:?}", types.dims())));
         }
+        #[cfg(target_arch = "x86_64")]
+        let fused_attention =
+            kernels == Kernels::Fastest && crate::attention::available(h / config.num_attention_heads);
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused_attention = false;
+        let bf16 = matches!(layers.first().map(|l| &l.qkv), Some(l) if !matches!(l, Linear::F32 { .. }));
         let bert = Self {
-            kernels: match layers.first().map(|l| &l.qkv) {
-                #[cfg(target_arch = "x86_64")]
-                Some(Linear::Bf16(_)) => "bf16 (AVX512-BF16)",
-                _ => "f32",
+            kernels: match (bf16, fused_attention) {
+                (true, true) => "bf16 products (AVX512-BF16), fused attention (AVX-512)",
+                (true, false) => "bf16 products (AVX512-BF16)",
+                (false, true) => "f32 products, fused attention (AVX-512)",
+                (false, false) => "f32",
             },
+            fused_attention,
             word: get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
             position: get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
             token_type: types.get(0)?,
@@ -268,7 +278,7 @@ impl Bert {
         self.config.hidden_size
     }
 
-    /// The matrix-product kernels in use: "bf16 (AVX512-BF16)" or "f32".
+    /// The kernels in use, e.g. "bf16 products (AVX512-BF16), fused attention (AVX-512)" or "f32".
     pub fn kernels(&self) -> &'static str {
         self.kernels
     }
@@ -302,13 +312,17 @@ impl Bert {
         let softmax = MaskedSoftmax { lengths: lengths.to_vec(), heads, tokens };
 
         for layer in &self.layers {
-            let qkv =
-                layer.qkv.forward(&x, false)?.reshape((batch, tokens, 3, heads, head))?.permute((2, 0, 3, 1, 4))?;
-            let q = qkv.get(0)?.contiguous()?;
-            let k = qkv.get(1)?.contiguous()?;
-            let v = qkv.get(2)?.contiguous()?;
-            let weights = q.matmul(&k.t()?)?.apply_op1_no_bwd(&softmax)?;
-            let context = weights.matmul(&v)?.transpose(1, 2)?.reshape((batch * tokens, h))?;
+            let qkv = layer.qkv.forward(&x, false)?;
+            let context = if self.fused_attention {
+                qkv.apply_op1_no_bwd(&FusedAttention { lengths, heads, head, tokens })?
+            } else {
+                let qkv = qkv.reshape((batch, tokens, 3, heads, head))?.permute((2, 0, 3, 1, 4))?;
+                let q = qkv.get(0)?.contiguous()?;
+                let k = qkv.get(1)?.contiguous()?;
+                let v = qkv.get(2)?.contiguous()?;
+                let weights = q.matmul(&k.t()?)?.apply_op1_no_bwd(&softmax)?;
+                weights.matmul(&v)?.transpose(1, 2)?.reshape((batch * tokens, h))?
+            };
             let attended = layer.attention_norm.forward(&(layer.attention_out.forward(&context, false)? + &x)?)?;
             let hidden = layer.up.forward(&attended, true)?;
             x = layer.output_norm.forward(&(layer.down.forward(&hidden, false)? + &attended)?)?;
@@ -354,6 +368,38 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let out: Vec<f32> = contiguous_f32(self.name(), storage, layout)?.iter().map(|&x| gelu(x)).collect();
         Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// [`crate::attention::attend`] as a tensor operation on the fused `(batch * tokens) x 3 hidden`.
+struct FusedAttention<'a> {
+    lengths: &'a [usize],
+    heads: usize,
+    head: usize,
+    tokens: usize,
+}
+
+impl CustomOp1 for FusedAttention<'_> {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = contiguous_f32(self.name(), storage, layout)?;
+        let hidden = self.heads * self.head;
+        if layout.shape().dims() != [self.lengths.len() * self.tokens, 3 * hidden] {
+            candle_core::bail!("fused-attention: input of shape {:?}", layout.shape());
+        }
+        let shape =
+            crate::attention::Shape { tokens: self.tokens, heads: self.heads, head: self.head, lengths: self.lengths };
+        let out = crate::attention::attend(qkv, &shape);
+        Ok((CpuStorage::F32(out), Shape::from((self.lengths.len() * self.tokens, hidden))))
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused-attention: x86-64 only")
     }
 }
 

@@ -232,7 +232,7 @@ fn gelu16(x: __m512) -> __m512 {
 /// e^x of 16 lanes: the scalar `bert::exp` (range reduction by ln 2, degree-7 Taylor).
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn exp16(x: __m512) -> __m512 {
+pub(crate) fn exp16(x: __m512) -> __m512 {
     let s = |v: f32| _mm512_set1_ps(v);
     const ROUND: f32 = 12_582_912.0;
     let x = _mm512_min_ps(_mm512_max_ps(x, s(-87.0)), s(88.0));

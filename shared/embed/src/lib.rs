@@ -3,6 +3,8 @@
 //! in debug builds (tests, `make dev`), like the numeric crates it uses, and rebuilt only
 //! when it changes.
 
+#[cfg(target_arch = "x86_64")]
+mod attention;
 pub mod bert;
 #[cfg(target_arch = "x86_64")]
 mod bf16;

@@ -73,7 +73,7 @@ echo "bench: summary (full output in $out/)"
 cat "$out/coldstart.txt"
 grep -E "^(chat|stream):|p50" "$out/chat.txt"
 grep -E "^(ingest|  checked|cold|  of which|  S3|warm|  handler|memory)" "$out/index.txt"
-grep -E "^(embedding|load|query|ingest|memory)" "$out/embedding.txt"
+grep -E "^(embedding|kernels|load|query|ingest|memory)" "$out/embedding.txt"
 # Criterion: each benchmark's name, time [low estimate high], and throughput where measured.
 awk '/^[a-z0-9_]+\/[^ ]+$/ { name = $0; next }
      /^ +time:/ && name { t = $0; sub(/^ +time: +/, "", t); printf "%-50s %s", name, t; name = ""; open = 1; next }

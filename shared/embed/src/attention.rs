@@ -79,7 +79,7 @@ unsafe fn head<const D: usize>(rows: &[f32], out: &mut [f32], shape: &Shape<'_>,
         values.extend_from_slice(&rows[j * stride + v_at..j * stride + v_at + D * 16]);
     }
     let mut scores = vec![0f32; padded];
-    let last_mask: __mmask16 = if valid % 16 == 0 { 0xffff } else { (1u16 << (valid % 16)) - 1 };
+    let last_mask: __mmask16 = if valid.is_multiple_of(16) { 0xffff } else { (1u16 << (valid % 16)) - 1 };
     for i in 0..valid {
         let query = rows.as_ptr().add(i * stride + q_at);
         // Scores, 16 keys per vector, four vectors at a time (four chains of sums).
@@ -142,8 +142,8 @@ unsafe fn head<const D: usize>(rows: &[f32], out: &mut [f32], shape: &Shape<'_>,
         if j < valid {
             let p = _mm512_set1_ps(scores[j]);
             let v = values.as_ptr().add(j * D * 16);
-            for d in 0..D {
-                even[d] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v.add(d * 16)), even[d]);
+            for (d, sum) in even.iter_mut().enumerate() {
+                *sum = _mm512_fmadd_ps(p, _mm512_loadu_ps(v.add(d * 16)), *sum);
             }
         }
         let target = out.as_mut_ptr().add(i * hidden + h * shape.head);

@@ -185,7 +185,7 @@ impl Ingestor {
         Ok(Self {
             queue,
             inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS", 1000, 1, 1_000_000)? as usize,
-            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS", 120, 1, 840)?),
+            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS", 120, 0, 840)?),
             records,
             index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
             blobs,

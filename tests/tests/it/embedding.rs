@@ -159,7 +159,7 @@ fn unique_suffix() -> String {
 // ------------------------------------------------------------------ large documents
 
 /// A stack whose ingest embeds at most 4 chunks inline and queues the rest in steps of one
-/// model call each (the job time limit is shorter than any call), on a queue of its own.
+/// model call each (`COACH_EMBED_JOB_SECS=0`), on a queue of its own.
 async fn stepped_stack() -> (TestStack, String) {
     let base = TestStack::with_env(&[("COACH_CHUNK_SIZE", "200"), ("COACH_CHUNK_OVERLAP", "0")]).await;
     let queue = base
@@ -175,7 +175,7 @@ async fn stepped_stack() -> (TestStack, String) {
     let stack = base.with_more_env(&[
         ("COACH_INGEST_QUEUE_URL", &queue),
         ("COACH_EMBED_INLINE_CHUNKS", "4"),
-        ("COACH_EMBED_JOB_SECS", "1"),
+        ("COACH_EMBED_JOB_SECS", "0"),
     ]);
     (stack, queue)
 }

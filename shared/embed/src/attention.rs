@@ -193,13 +193,7 @@ mod tests {
             eprintln!("no AVX-512F on this CPU: the tensor path is what runs here");
             return;
         }
-        let mut seed = 11u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32) * 4.0 - 2.0
-        };
+        let mut next = crate::uniform(11, 2.0);
         // Lengths below, at and across the 16- and 64-key steps; one row of one token.
         for (head, heads, tokens, lengths) in
             [(32, 3, 70, vec![70, 1, 16, 17, 64, 65]), (64, 2, 20, vec![20, 3]), (32, 1, 1, vec![1])]

@@ -43,7 +43,8 @@ pub struct BertConfig {
 /// Which matrix-product kernels the encoder runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// bf16 products where the CPU has AVX512-BF16 (see the `bf16` module), else f32.
+    /// bf16 products where the CPU has AVX512-BF16 (the `bf16` module) and attention in one
+    /// pass where it has AVX-512F (the `attention` module); candle's f32 operations elsewhere.
     Fastest,
     /// f32 everywhere (candle's products): the reference the bf16 path is tested against.
     F32,
@@ -399,6 +400,7 @@ impl CustomOp1 for FusedAttention<'_> {
 
     #[cfg(not(target_arch = "x86_64"))]
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let _ = (self.lengths, self.heads, self.head, self.tokens);
         candle_core::bail!("fused-attention: x86-64 only")
     }
 }

@@ -272,13 +272,7 @@ mod tests {
             eprintln!("no AVX512-BF16 on this CPU: the f32 path is what runs here");
             return;
         }
-        let mut seed = 7u32;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-        };
+        let mut next = crate::uniform(7, 1.0);
         // Odd k, columns not a whole panel, rows not a whole tile or block, one row.
         for (rows, k, n) in [(1, 4, 16), (9, 7, 20), (70, 33, 50), (130, 64, 48), (3, 384, 1152)] {
             let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();

@@ -12,3 +12,14 @@ mod local;
 
 pub use bert::{Kernels, ModelError};
 pub use local::{missing_files, shared, LocalModel, MODEL_FILES};
+
+/// Test inputs: repeatable floats spread over `[-bound, bound]` (xorshift32 from `seed`).
+#[cfg(all(test, target_arch = "x86_64"))]
+fn uniform(mut seed: u32, bound: f32) -> impl FnMut() -> f32 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        (seed as f32 / u32::MAX as f32 * 2.0 - 1.0) * bound
+    }
+}

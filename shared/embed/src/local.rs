@@ -100,7 +100,7 @@ impl LocalModel {
         self.bert.dims()
     }
 
-    /// The matrix-product kernels in use (for logs and benchmarks).
+    /// The kernels in use (for logs and benchmarks).
     pub fn kernels(&self) -> &'static str {
         self.bert.kernels()
     }

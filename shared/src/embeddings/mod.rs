@@ -170,7 +170,11 @@ impl Embedder {
                     tracing::error!(error = %e, "the embedding model could not be loaded");
                     EmbedError::Unavailable("the embedding model could not be loaded".into())
                 })?;
-                tracing::info!(load_ms = started.elapsed().as_millis() as u64, "embedding model ready");
+                tracing::info!(
+                    load_ms = started.elapsed().as_millis() as u64,
+                    kernels = model.kernels(),
+                    "embedding model ready"
+                );
                 Ok(model)
             })
             .await

@@ -141,7 +141,6 @@ struct Layer {
 /// The encoder's weights, in memory.
 pub struct Bert {
     config: BertConfig,
-    kernels: &'static str,
     /// Attention in one pass ([`crate::attention`]) instead of tensor operations.
     fused_attention: bool,
     word: Tensor,
@@ -254,14 +253,7 @@ impl Bert {
             kernels == Kernels::Fastest && crate::attention::available(h / config.num_attention_heads);
         #[cfg(not(target_arch = "x86_64"))]
         let fused_attention = false;
-        let bf16 = matches!(layers.first().map(|l| &l.qkv), Some(l) if !matches!(l, Linear::F32 { .. }));
         let bert = Self {
-            kernels: match (bf16, fused_attention) {
-                (true, true) => "bf16 products (AVX512-BF16), fused attention (AVX-512)",
-                (true, false) => "bf16 products (AVX512-BF16)",
-                (false, true) => "f32 products, fused attention (AVX-512)",
-                (false, false) => "f32",
-            },
             fused_attention,
             word: get("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
             position: get("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
@@ -281,7 +273,13 @@ impl Bert {
 
     /// The kernels in use, e.g. "bf16 products (AVX512-BF16), fused attention (AVX-512)" or "f32".
     pub fn kernels(&self) -> &'static str {
-        self.kernels
+        let bf16 = self.layers.first().is_some_and(|l| !matches!(l.qkv, Linear::F32 { .. }));
+        match (bf16, self.fused_attention) {
+            (true, true) => "bf16 products (AVX512-BF16), fused attention (AVX-512)",
+            (true, false) => "bf16 products (AVX512-BF16)",
+            (false, true) => "f32 products, fused attention (AVX-512)",
+            (false, false) => "f32",
+        }
     }
 
     /// The longest input, in tokens, the position table allows.

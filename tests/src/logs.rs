@@ -1,9 +1,33 @@
 //! Capturing what Coach logs during a test, as JSON lines.
+//!
+//! A capture needs a process to itself. The subscriber it installs is the current thread's,
+//! but `tracing` decides once per call site, for the whole process, whether anyone listens:
+//! a call site first reached on another test thread at the moment a capture starts can be
+//! recorded as unheard, and its events then never reach the capture. Tests that capture are
+//! therefore `#[ignore]`d and run by a twin test through [`run_alone`].
 
 use std::{
     io::Write,
+    process::Command,
     sync::{Arc, Mutex},
 };
+
+/// Runs `test`, the full name of an `#[ignore]`d test of the running test binary
+/// (`module::name`), alone in a child process, and panics with its output unless it ran and
+/// passed.
+pub fn run_alone(test: &str) {
+    let binary = std::env::current_exe().expect("the running test binary");
+    let output = Command::new(binary)
+        .args([test, "--exact", "--ignored", "--test-threads=1"])
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test}, run alone, did not pass:\n{stdout}\n{stderr}"
+    );
+}
 
 /// A log sink that keeps everything written to it.
 #[derive(Clone, Default)]

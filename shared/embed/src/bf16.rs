@@ -13,7 +13,7 @@
 //! L2 cache (and are shared among rayon's threads); the bias is the sums' starting value and
 //! GELU, when asked for, is applied before the store.
 
-use std::arch::x86_64::*;
+use std::{arch::x86_64::*, mem::MaybeUninit};
 
 use rayon::prelude::*;
 
@@ -71,43 +71,36 @@ impl Packed {
         Self { k, n, panels, bias: padded }
     }
 
-    pub fn inputs(&self) -> usize {
-        self.k
-    }
-
-    pub fn outputs(&self) -> usize {
-        self.n
-    }
-
-    /// `x W + b` (then GELU if `gelu`) for `x` of `rows x k`, into a new `rows x n`.
+    /// `x W + b` (then GELU if `gelu`) for `x` of `rows x k`: `out` becomes the `rows x n`.
     ///
     /// # Panics
     /// If `x` is not `rows x k` or the CPU lacks AVX512-BF16 (callers check [`available`]).
-    pub fn forward(&self, x: &[f32], rows: usize, gelu: bool) -> Vec<f32> {
+    pub fn forward(&self, x: &[f32], rows: usize, gelu: bool, out: &mut Vec<f32>) {
         assert!(available(), "bf16 kernels on a CPU without AVX512-BF16");
         assert_eq!(x.len(), rows * self.k, "x is rows x k");
-        let mut out = vec![0f32; rows * self.n];
-        if rows == 0 {
-            return out;
-        }
-        let run = |(block, out): (usize, &mut [f32])| {
+        // Not zeroed first: the kernels write every element.
+        out.clear();
+        out.reserve(rows * self.n);
+        let spare = &mut out.spare_capacity_mut()[..rows * self.n];
+        let run = |(block, out): (usize, &mut [MaybeUninit<f32>])| {
             let first = block * BLOCK_ROWS;
             let count = out.len() / self.n;
-            // SAFETY: the CPU has AVX512F and AVX512-BF16 (asserted above); the slices have
+            // SAFETY: the CPU has AVX512F and AVX512-BF16 (asserted above); `x` and `out` have
             // the sizes the kernel indexes (checked above and by the block split).
-            unsafe { self.block(&x[first * self.k..(first + count) * self.k], count, out, gelu) };
+            unsafe { self.block(&x[first * self.k..(first + count) * self.k], count, out.as_mut_ptr().cast(), gelu) };
         };
         if rows > BLOCK_ROWS && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(BLOCK_ROWS * self.n).enumerate().for_each(run);
+            spare.par_chunks_mut(BLOCK_ROWS * self.n).enumerate().for_each(run);
         } else {
-            out.chunks_mut(BLOCK_ROWS * self.n).enumerate().for_each(run);
+            spare.chunks_mut(BLOCK_ROWS * self.n).enumerate().for_each(run);
         }
-        out
+        // SAFETY: every tile stored all of its rows' `n` columns, so all `rows x n` are written.
+        unsafe { out.set_len(rows * self.n) };
     }
 
-    /// One block of at most `BLOCK_ROWS` rows.
+    /// One block of at most `BLOCK_ROWS` rows, written to the `rows x n` at `out`.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn block(&self, x: &[f32], rows: usize, out: &mut [f32], gelu: bool) {
+    unsafe fn block(&self, x: &[f32], rows: usize, out: *mut f32, gelu: bool) {
         let pairs = self.k.div_ceil(2);
         // x in bf16 pairs, rows padded to a multiple of MR with zeros.
         let padded_rows = rows.div_ceil(MR) * MR;
@@ -134,7 +127,7 @@ impl Packed {
     /// `MR` rows x `W` panels of the output.
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[inline]
-    unsafe fn kernel<const W: usize>(&self, tile: &Tile<'_>, out: &mut [f32], gelu: bool) {
+    unsafe fn kernel<const W: usize>(&self, tile: &Tile<'_>, out: *mut f32, gelu: bool) {
         let pairs = tile.pairs;
         let b = self.panels.as_ptr().add(tile.panel * pairs * 16);
         let a = tile.a.as_ptr();
@@ -158,7 +151,7 @@ impl Packed {
             }
         }
         for (r, acc) in acc.iter().enumerate().take(tile.rows) {
-            let row = out.as_mut_ptr().add((tile.out_row + r) * self.n);
+            let row = out.add((tile.out_row + r) * self.n);
             for (v, &sum) in acc.iter().enumerate() {
                 let col = (tile.panel + v) * 16;
                 let value = if gelu { gelu16(sum) } else { sum };
@@ -260,7 +253,7 @@ mod tests {
                 for i in 0..k {
                     sum += x[r * k + i] as f64 * w[i * n + c] as f64;
                 }
-                out[r * n + c] = if gelu { crate::bert::gelu(sum as f32) } else { sum as f32 };
+                out[r * n + c] = if gelu { crate::math::gelu(sum as f32) } else { sum as f32 };
             }
         }
         out
@@ -280,7 +273,9 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|_| next()).collect();
             let packed = Packed::new(&w, &b, k, n);
             for gelu in [false, true] {
-                let got = packed.forward(&x, rows, gelu);
+                let mut got = vec![f32::NAN; 5];
+                packed.forward(&x, rows, gelu, &mut got);
+                assert_eq!(got.len(), rows * n);
                 let want = reference(&x, &w, &b, rows, k, n, gelu);
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                     // bf16 keeps 8 bits of mantissa: each product errs by <= 2^-8 relative.
@@ -305,7 +300,7 @@ mod tests {
                 out
             };
             for (g, &x) in got.iter().zip(chunk) {
-                let want = crate::bert::gelu(x);
+                let want = crate::math::gelu(x);
                 assert!((g - want).abs() <= 1e-6 + want.abs() * 1e-6, "gelu({x}) = {g} not {want}");
             }
         }

@@ -3,18 +3,19 @@
 //! in debug builds (tests, `make dev`), like the numeric crates it uses, and rebuilt only
 //! when it changes.
 
-#[cfg(target_arch = "x86_64")]
 mod attention;
 pub mod bert;
 #[cfg(target_arch = "x86_64")]
 mod bf16;
 mod local;
+mod math;
+mod norm;
 
 pub use bert::{Kernels, ModelError};
 pub use local::{missing_files, shared, LocalModel, MODEL_FILES};
 
 /// Test inputs: repeatable floats spread over `[-bound, bound]` (xorshift32 from `seed`).
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 fn uniform(mut seed: u32, bound: f32) -> impl FnMut() -> f32 {
     move || {
         seed ^= seed << 13;

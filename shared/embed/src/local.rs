@@ -20,7 +20,7 @@ use std::{
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::bert::{Bert, Kernels, ModelError};
+use crate::bert::{Bert, Buffers, Kernels, ModelError};
 
 /// Most rows in one forward pass.
 const BATCH_ROWS: usize = 16;
@@ -116,6 +116,8 @@ impl LocalModel {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| encoded[i].len());
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut buffers = Buffers::default();
+        let mut ids = Vec::new();
         let mut rest = &order[..];
         while !rest.is_empty() {
             // Sorted ascending: the last row taken is the longest.
@@ -129,13 +131,14 @@ impl LocalModel {
             let (batch, tail) = rest.split_at(take.max(1));
             rest = tail;
             let tokens = batch.iter().map(|&i| encoded[i].len()).max().unwrap_or(0).max(1);
-            let mut ids = vec![0u32; batch.len() * tokens];
+            ids.clear();
+            ids.resize(batch.len() * tokens, 0);
             let mut lengths = Vec::with_capacity(batch.len());
             for (row, &i) in batch.iter().enumerate() {
                 ids[row * tokens..row * tokens + encoded[i].len()].copy_from_slice(&encoded[i]);
                 lengths.push(encoded[i].len().max(1));
             }
-            for (&i, vector) in batch.iter().zip(self.bert.embed(ids, &lengths, tokens)?) {
+            for (&i, vector) in batch.iter().zip(self.bert.embed(&ids, &lengths, tokens, &mut buffers)?) {
                 out[i] = vector;
             }
         }

@@ -190,6 +190,11 @@ fn bench_ingest(c: &mut Criterion) {
     group.bench_function("chunk_markdown_1MiB", |b| b.iter(|| chunk_markdown(black_box(&markdown), config)));
     group.throughput(Throughput::Bytes(html.len() as u64));
     group.bench_function("html_to_text_1MiB", |b| b.iter(|| html_to_text(black_box(&html))));
+    // Hostile markup (issue 17): every tag opens a section to skip, and ampersands without
+    // entities; both were quadratic in the file's length.
+    let hostile = "<style></style>&&".repeat(html.len() / 17);
+    group.throughput(Throughput::Bytes(hostile.len() as u64));
+    group.bench_function("html_to_text_1MiB_hostile", |b| b.iter(|| html_to_text(black_box(&hostile))));
     group.finish();
 }
 

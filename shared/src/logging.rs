@@ -4,28 +4,56 @@
 //! printed with every event, so each log line can be tied to its request. The level comes
 //! from `RUST_LOG` (full `EnvFilter` syntax), else from Lambda's `AWS_LAMBDA_LOG_LEVEL`,
 //! else `info`. What to log is the caller's concern: never tokens, secrets or message text.
+//!
+//! Whatever the level, the Lambda runtime's own crates log at `info` at most: at `debug` and
+//! `trace` they print raw events and responses, `Authorization` header and bodies included.
 
-use tracing_subscriber::EnvFilter;
+use tracing::Subscriber;
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    fmt::MakeWriter,
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter,
+};
 
 /// Noisy dependencies are kept at `warn` unless `RUST_LOG` says otherwise.
 const QUIET_DEPENDENCIES: &str = "aws_config=warn,aws_smithy_runtime=warn,hyper=warn,rustls=warn";
 
+/// Crates that print whole requests (headers and bodies) below `info`.
+const RAW_EVENT_LOGGERS: [&str; 3] = ["lambda_runtime", "lambda_runtime_api_client", "lambda_http"];
+
 /// Installs the global JSON subscriber. Call once, first thing in `main`.
 pub fn init() {
-    let filter = std::env::var("RUST_LOG").ok().and_then(|spec| EnvFilter::try_new(spec).ok()).unwrap_or_else(|| {
-        let level =
-            std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()).unwrap_or_else(|_| "info".to_owned());
+    let spec = std::env::var("RUST_LOG").ok();
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    // `try_init` so that a second call (tests) is harmless.
+    let _ = subscriber(spec.as_deref(), lambda_level.as_deref(), std::io::stdout).try_init();
+}
+
+/// The subscriber [`init`] installs, writing to `writer`: `spec` is `RUST_LOG`, `lambda_level`
+/// is `AWS_LAMBDA_LOG_LEVEL`.
+pub fn subscriber<W>(spec: Option<&str>, lambda_level: Option<&str>, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = spec.and_then(|spec| EnvFilter::try_new(spec).ok()).unwrap_or_else(|| {
+        let level = lambda_level.map(str::to_ascii_lowercase).unwrap_or_else(|| "info".to_owned());
         EnvFilter::try_new(format!("{level},{QUIET_DEPENDENCIES}"))
             .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_DEPENDENCIES}")))
     });
-    // `try_init` so that a second call (tests) is harmless.
-    let _ = tracing_subscriber::fmt()
+    // A second filter both must pass, so no `RUST_LOG` directive can lift it.
+    let never_raw =
+        RAW_EVENT_LOGGERS.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| {
+            targets.with_target(*target, LevelFilter::INFO)
+        });
+    let format = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(false)
         .with_target(true)
         .with_current_span(true)
         .with_span_list(false)
-        .flatten_event(true)
-        .try_init();
+        .flatten_event(true);
+    tracing_subscriber::registry().with(filter).with(never_raw).with(format)
 }

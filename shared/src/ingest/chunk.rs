@@ -37,6 +37,21 @@ impl Default for ChunkConfig {
     }
 }
 
+/// The longest heading path a chunk carries, in characters: a section's path is copied into
+/// each of its chunks and into every prompt that cites them, so a longer one is cut.
+pub const MAX_HEADING_CHARS: usize = 200;
+
+/// `text` cut to at most `max` characters, the last of them an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some(_) => {
+            let keep = text.char_indices().nth(max.saturating_sub(1)).map_or(0, |(at, _)| at);
+            format!("{}…", text[..keep].trim_end())
+        }
+    }
+}
+
 /// Chunks of a markdown document, section by section.
 pub fn chunk_markdown(text: &str, config: ChunkConfig) -> Vec<Chunk> {
     let mut chunks = Vec::new();
@@ -44,7 +59,10 @@ pub fn chunk_markdown(text: &str, config: ChunkConfig) -> Vec<Chunk> {
     let mut body = String::new();
     let mut in_fence = false;
     let flush = |path: &[(usize, String)], body: &mut String, chunks: &mut Vec<Chunk>| {
-        let heading = (!path.is_empty()).then(|| path.iter().map(|(_, h)| h.as_str()).collect::<Vec<_>>().join(" > "));
+        let heading = (!path.is_empty()).then(|| {
+            let joined = path.iter().map(|(_, h)| h.as_str()).collect::<Vec<_>>().join(" > ");
+            cut(&joined, MAX_HEADING_CHARS)
+        });
         for text in split(body, config) {
             chunks.push(Chunk { heading: heading.clone(), text });
         }
@@ -58,7 +76,7 @@ pub fn chunk_markdown(text: &str, config: ChunkConfig) -> Vec<Chunk> {
         if (1..=6).contains(&level) && line[level..].starts_with(' ') {
             flush(&path, &mut body, &mut chunks);
             path.retain(|(l, _)| *l < level);
-            path.push((level, line[level..].trim().trim_end_matches('#').trim().to_owned()));
+            path.push((level, cut(line[level..].trim().trim_end_matches('#').trim(), MAX_HEADING_CHARS)));
         } else {
             body.push_str(line);
             body.push('\n');
@@ -73,32 +91,36 @@ pub fn chunk_text(text: &str, config: ChunkConfig) -> Vec<Chunk> {
     split(text, config).into_iter().map(|text| Chunk { heading: None, text }).collect()
 }
 
-/// Splits one section into trimmed, non-empty pieces of about `size` characters.
+/// Splits one section into trimmed, non-empty pieces of about `size` characters. Memory
+/// beyond the pieces themselves is one piece's window of characters, not the text's (a
+/// `(usize, char)` per character is 16 bytes each: 320 MB for a 20 MB file).
 fn split(text: &str, config: ChunkConfig) -> Vec<String> {
     let text = text.trim();
     let size = config.size.max(1);
     let overlap = config.overlap.min(size / 2);
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
     let mut pieces = Vec::new();
-    let mut start = 0; // index into `chars`
-    while start < chars.len() {
-        let hard_end = (start + size).min(chars.len());
-        let end = if hard_end == chars.len() { hard_end } else { boundary(&chars, start, hard_end) };
-        let from = chars[start].0;
-        let to = chars.get(end).map_or(text.len(), |c| c.0);
-        let piece = text[from..to].trim();
+    // The characters from `start` (a byte offset): `size` of them and the one after, if any.
+    let mut window: Vec<(usize, char)> = Vec::with_capacity(size.min(text.len()) + 1);
+    let mut start = 0;
+    while start < text.len() {
+        window.clear();
+        window.extend(text[start..].char_indices().take(size + 1).map(|(at, c)| (start + at, c)));
+        let last = window.len() <= size;
+        let end = if last { window.len() } else { boundary(&window, 0, size) };
+        let to = window.get(end).map_or(text.len(), |c| c.0);
+        let piece = text[start..to].trim();
         if !piece.is_empty() {
             pieces.push(piece.to_owned());
         }
-        if end >= chars.len() {
+        if last {
             break;
         }
         // Step back by the overlap, then forward to the start of a word; always progress.
-        let mut next = end.saturating_sub(overlap).max(start + 1);
-        while next < end && !chars[next - 1].1.is_whitespace() {
+        let mut next = end.saturating_sub(overlap).max(1);
+        while next < end && !window[next - 1].1.is_whitespace() {
             next += 1;
         }
-        start = next;
+        start = window[next].0;
     }
     pieces
 }
@@ -167,5 +189,22 @@ mod tests {
     fn tiny_sizes_still_progress() {
         let chunks = chunk_text("a b c d e f", ChunkConfig { size: 1, overlap: 5 });
         assert_eq!(chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(""), "abcdef");
+    }
+
+    #[test]
+    fn a_huge_heading_is_cut_not_copied_whole_into_every_chunk() {
+        let md = format!("# {}\n\n{}", "h".repeat(200_000), "Body text here. ".repeat(400));
+        let chunks = chunk_markdown(&md, ChunkConfig::default());
+        assert!(chunks.len() > 3);
+        for chunk in &chunks {
+            let heading = chunk.heading.as_deref().unwrap();
+            assert_eq!(heading.chars().count(), MAX_HEADING_CHARS);
+            assert!(heading.starts_with("hhh") && heading.ends_with('…'));
+        }
+        // A deep path is cut as a whole; a short one is left alone.
+        let md = (1..=6).map(|l| format!("{} {}\n", "#".repeat(l), "word ".repeat(20))).collect::<String>() + "text";
+        let heading = chunk_markdown(&md, ChunkConfig::default())[0].heading.clone().unwrap();
+        assert!(heading.chars().count() <= MAX_HEADING_CHARS && heading.ends_with('…'), "{heading}");
+        assert_eq!(cut("Praise", MAX_HEADING_CHARS), "Praise");
     }
 }

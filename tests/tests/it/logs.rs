@@ -123,3 +123,33 @@ async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
         assert!(leaks.is_empty(), "{what} found in {} log lines, the first:\n{}", leaks.len(), leaks[0]);
     }
 }
+
+#[test]
+fn the_lambda_runtime_never_logs_raw_events_whatever_the_level() {
+    coach_testkit::logs::run_alone("logs::the_lambda_runtime_never_logs_raw_events_whatever_the_level_alone");
+}
+
+#[test]
+#[ignore = "captures logs: run in a process of its own by the_lambda_runtime_never_logs_raw_events_whatever_the_level"]
+fn the_lambda_runtime_never_logs_raw_events_whatever_the_level_alone() {
+    // RUST_LOG at trace, even naming the runtime's crates; or Lambda's level at TRACE.
+    for (spec, lambda_level) in [
+        (Some("trace"), None),
+        (Some("trace,lambda_runtime=trace,lambda_runtime_api_client=trace,lambda_http=trace"), None),
+        (None, Some("TRACE")),
+    ] {
+        let capture = Capture::default();
+        let _guard = tracing::subscriber::set_default(coach::logging::subscriber(spec, lambda_level, capture.clone()));
+        // What the runtime prints below info: the raw event, headers and body.
+        tracing::trace!(target: "lambda_runtime", "event: authorization: Bearer {LLM_KEY}");
+        tracing::debug!(target: "lambda_runtime_api_client", "response body {MESSAGE}");
+        tracing::debug!(target: "lambda_http", "request {MESSAGE}");
+        tracing::info!(target: "lambda_runtime", "runtime info line");
+        tracing::trace!(target: "coach::chat", "coach trace line");
+        let logs = capture.text();
+        assert!(logs.contains("coach trace line") && logs.contains("runtime info line"), "{spec:?}: {logs}");
+        for secret in [LLM_KEY, "Zebediah"] {
+            assert!(!logs.contains(secret), "{spec:?} {lambda_level:?}: raw event logged:\n{logs}");
+        }
+    }
+}

@@ -133,9 +133,28 @@ fn encode_cursor(raw: &str) -> String {
     B64.encode(raw)
 }
 
+/// The longest cursor Coach hands out is under 80 characters.
+const MAX_CURSOR_CHARS: usize = 200;
+
 fn decode_cursor(cursor: &str) -> StoreResult<String> {
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(BAD_CURSOR);
+    }
     let bytes = B64.decode(cursor).map_err(|_| BAD_CURSOR)?;
     String::from_utf8(bytes).map_err(|_| BAD_CURSOR)
+}
+
+/// A sessions cursor, `{activity}|{id}`: the last session's activity key (13 digits of
+/// milliseconds, `#`, its id) and its id, the same ULID twice. Returned as the activity key
+/// and id rebuilt from the checked parts, so nothing reaches DynamoDB as the client wrote it.
+fn session_cursor(raw: &str) -> StoreResult<(String, String)> {
+    let (activity, id) = raw.split_once('|').ok_or(BAD_CURSOR)?;
+    let id = cursor_id(id)?;
+    let (ms, activity_id) = activity.split_once('#').ok_or(BAD_CURSOR)?;
+    if ms.len() != 13 || !ms.bytes().all(|b| b.is_ascii_digit()) || cursor_id(activity_id)? != id {
+        return Err(BAD_CURSOR);
+    }
+    Ok((format!("{ms}#{id}"), id))
 }
 
 /// The id inside a cursor: a ULID, or the cursor is not one of ours.
@@ -317,12 +336,10 @@ impl HistoryStore for DynamoTable {
             .scan_index_forward(false)
             .limit(limit);
         if let Some(cursor) = cursor {
-            let raw = decode_cursor(cursor)?;
-            let (activity, id) = raw.split_once('|').ok_or(BAD_CURSOR)?;
-            let id = cursor_id(id)?;
+            let (activity, id) = session_cursor(&decode_cursor(cursor)?)?;
             query = query
                 .exclusive_start_key("gsi1pk", s(&pk))
-                .exclusive_start_key("gsi1sk", s(activity))
+                .exclusive_start_key("gsi1sk", s(&activity))
                 .exclusive_start_key("pk", s(&pk))
                 .exclusive_start_key("sk", s(&format!("SESSION#{id}")));
         }
@@ -687,5 +704,26 @@ mod tests {
         assert_eq!(decode_cursor("%%%").map_err(|e| e.to_string()), Err("invalid cursor".into()));
         assert_eq!(decode_cursor(&encode_cursor("MSG")).unwrap(), "MSG");
         assert_eq!(cursor_id("nope").map_err(|e| e.to_string()), Err("invalid cursor id".into()));
+        assert!(decode_cursor(&"A".repeat(MAX_CURSOR_CHARS + 4)).is_err(), "oversized");
+        let id = "01JD3Q7Z8X4K2M9N5P6R7S8T9V";
+        let activity = format!("1732406400000#{id}");
+        assert_eq!(session_cursor(&format!("{activity}|{id}")).unwrap(), (activity.clone(), id.to_owned()));
+        // What Coach hands out round-trips.
+        let handed_out = encode_cursor(&format!("{activity}|{id}"));
+        assert_eq!(session_cursor(&decode_cursor(&handed_out).unwrap()).unwrap().1, id);
+        for crafted in [
+            format!("|{id}"),
+            format!("#{id}|{id}"),
+            format!("{activity}|"),
+            format!("1732406400000#01JD3Q7Z8X4K2M9N5P6R7S8T9W|{id}"),
+            format!("173240640000#{id}|{id}"),
+            format!("17324064000000#{id}|{id}"),
+            format!("17324064000x0#{id}|{id}"),
+            format!("1732406400000#{id}#x|{id}"),
+            format!("{activity}|{id}|x"),
+            String::new(),
+        ] {
+            assert!(session_cursor(&crafted).is_err(), "{crafted:?} accepted");
+        }
     }
 }

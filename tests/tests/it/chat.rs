@@ -236,6 +236,25 @@ async fn bad_input_is_4xx_with_json_errors() {
         (req("GET", "/sessions?limit=0", None, &alice()), 400),
         (req("GET", "/sessions?limit=abc", None, &alice()), 400),
         (req("GET", "/sessions?cursor=%%%", None, &alice()), 400),
+        (req("GET", "/sessions?cursor=", None, &alice()), 400),
+        // Crafted cursors (base64 of "|<ulid>", an activity part of the wrong shape, oversized).
+        (
+            req("GET", &format!("/sessions?cursor={}", crafted_cursor("|01JD3Q7Z8X4K2M9N5P6R7S8T9V")), None, &alice()),
+            400,
+        ),
+        (
+            req(
+                "GET",
+                &format!(
+                    "/sessions?cursor={}",
+                    crafted_cursor("x#01JD3Q7Z8X4K2M9N5P6R7S8T9V|01JD3Q7Z8X4K2M9N5P6R7S8T9V")
+                ),
+                None,
+                &alice(),
+            ),
+            400,
+        ),
+        (req("GET", &format!("/sessions?cursor={}", crafted_cursor(&"9".repeat(5_000))), None, &alice()), 400),
         (req("GET", "/sessions/not-an-id/messages", None, &alice()), 400),
         (req("PUT", "/sessions", None, &alice()), 405),
         (req("POST", "/chat", Some(json!({"message": "hi"})), "garbage"), 401),
@@ -245,6 +264,12 @@ async fn bad_input_is_4xx_with_json_errors() {
         assert_eq!(status.as_u16(), expected, "case {i}: {body}");
         assert!(body["error"]["code"].is_string(), "case {i}: {body}");
     }
+}
+
+/// A cursor as a client could craft it: `raw` in the encoding Coach's cursors use.
+fn crafted_cursor(raw: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 // ------------------------------------------------------------------ providers

@@ -134,10 +134,28 @@ impl AuthConfig {
                 reason: format!("expected user, editor, admin or none, got {name:?}"),
             })?),
         };
+        let issuer = env.string("COACH_JWT_ISSUER");
+        let audience = env.list("COACH_JWT_AUDIENCE");
+        // An identity provider signs tokens for every API it serves with the same keys: without
+        // both checks a token minted for another API (or tenant of the provider) would pass.
+        if matches!(mode, AuthMode::Jwks { .. }) {
+            if issuer.is_none() {
+                return Err(ConfigError {
+                    var: "COACH_JWT_ISSUER",
+                    reason: "required when COACH_AUTH_MODE=jwks (the identity provider's issuer URL)".into(),
+                });
+            }
+            if audience.is_empty() {
+                return Err(ConfigError {
+                    var: "COACH_JWT_AUDIENCE",
+                    reason: "required when COACH_AUTH_MODE=jwks (this API's identifier at the provider)".into(),
+                });
+            }
+        }
         Ok(Self {
             mode,
-            issuer: env.string("COACH_JWT_ISSUER"),
-            audience: env.list("COACH_JWT_AUDIENCE"),
+            issuer,
+            audience,
             leeway_secs: env.number("COACH_JWT_LEEWAY_SECS", 30, 0, 300)?,
             user_claim: env.string_or("COACH_USER_CLAIM", "sub"),
             tenant,
@@ -294,6 +312,7 @@ mod tests {
             ("COACH_AUTH_MODE", "jwks"),
             ("COACH_JWKS_URL", "https://tenant.auth0.com/.well-known/jwks.json"),
             ("COACH_JWT_ALGORITHMS", "ES256"),
+            ("COACH_JWT_ISSUER", "https://tenant.auth0.com/"),
             ("COACH_JWT_AUDIENCE", "a, b"),
         ])
         .unwrap();
@@ -319,6 +338,14 @@ mod tests {
             "COACH_JWT_ALGORITHMS"
         );
         assert_eq!(var(&[("COACH_JWT_ALGORITHMS", "RS256")]), "COACH_JWT_ALGORITHMS");
+        // jwks mode without the issuer or the audience check.
+        let jwks = [("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "https://x/j")];
+        assert_eq!(var(&[jwks[0], jwks[1], ("COACH_JWT_AUDIENCE", "api")]), "COACH_JWT_ISSUER");
+        assert_eq!(var(&[jwks[0], jwks[1], ("COACH_JWT_ISSUER", "https://x/")]), "COACH_JWT_AUDIENCE");
+        assert_eq!(
+            var(&[jwks[0], jwks[1], ("COACH_JWT_ISSUER", "https://x/"), ("COACH_JWT_AUDIENCE", " ")]),
+            "COACH_JWT_AUDIENCE"
+        );
         assert_eq!(var(&[("COACH_DEFAULT_ROLE", "root")]), "COACH_DEFAULT_ROLE");
         assert_eq!(var(&[("COACH_SINGLE_TENANT", "a/b")]), "COACH_SINGLE_TENANT");
         assert_eq!(var(&[("COACH_JWT_LEEWAY_SECS", "3600")]), "COACH_JWT_LEEWAY_SECS");
@@ -326,10 +353,17 @@ mod tests {
 
     #[test]
     fn loopback_http_jwks_is_allowed_for_local_issuers() {
+        let checks = [("COACH_JWT_ISSUER", "http://localhost/"), ("COACH_JWT_AUDIENCE", "coach")];
         for url in ["http://127.0.0.1:8080/jwks", "http://localhost/jwks"] {
-            assert!(config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url)]).is_ok(), "{url}");
+            let vars = [("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url), checks[0], checks[1]];
+            assert!(config(&vars).is_ok(), "{url}");
         }
-        let spoof = config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", "http://localhost.evil.com/jwks")]);
-        assert!(spoof.is_err());
+        let spoof = config(&[
+            ("COACH_AUTH_MODE", "jwks"),
+            ("COACH_JWKS_URL", "http://localhost.evil.com/jwks"),
+            checks[0],
+            checks[1],
+        ]);
+        assert_eq!(spoof.unwrap_err().var, "COACH_JWKS_URL");
     }
 }

@@ -146,11 +146,20 @@ fn log(err: &Error) {
 /// The outbound HTTPS client (JWKS, identity provider, model, embeddings), with connection
 /// pooling. Build once per cold start and clone.
 pub fn outbound_client() -> reqwest::Result<reqwest::Client> {
+    outbound_builder().build()
+}
+
+/// [`outbound_client`] that never follows a redirect: for fetches whose source is the
+/// configuration (signing keys), where a redirect elsewhere must not be taken.
+pub fn outbound_client_without_redirects() -> reqwest::Result<reqwest::Client> {
+    outbound_builder().redirect(reqwest::redirect::Policy::none()).build()
+}
+
+fn outbound_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(3))
         .timeout(std::time::Duration::from_secs(10))
         .user_agent(concat!("coach/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 #[cfg(test)]

@@ -86,10 +86,10 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupErr
         system_prompt: SystemPrompt::from_env(env, bucket.clone())?,
         profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
         retriever: Retriever::from_env(env, bucket, embedder, Reranker::from_env(env, http.clone(), secrets.clone())?)?,
-        llm: Llm::from_env(env, retries, http.clone(), secrets.clone())?,
+        llm: Llm::from_env(env, retries, http, secrets.clone())?,
         limiter: RateLimiter::new(table, RateLimitConfig::from_env(env)?),
     };
-    Ok((Authenticator::from_env(env, secrets, http)?, chat))
+    Ok((Authenticator::from_env(env, secrets)?, chat))
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.

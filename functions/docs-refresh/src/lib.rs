@@ -11,7 +11,7 @@ use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
     auth::{Authenticator, Role},
     config::{Env, StartupError},
-    http::{error_response, json_response, outbound_client, request_id},
+    http::{error_response, json_response, request_id},
     refresh::Refresher,
     secrets::Secrets,
     store::AwsClients,
@@ -43,7 +43,7 @@ impl State {
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         Ok(Self {
-            auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
+            auth: Authenticator::from_env(env, secrets)?,
             refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
         })
     }

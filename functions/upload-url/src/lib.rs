@@ -16,9 +16,7 @@ use coach::{
     auth::{Authenticator, Principal, Role},
     config::{Env, StartupError},
     documents::{Documents, UploadConfig, UploadRequest},
-    http::{
-        empty_response, error_response, json_body, json_response, outbound_client, query_limit, query_param, request_id,
-    },
+    http::{empty_response, error_response, json_body, json_response, query_limit, query_param, request_id},
     index::{IndexConfig, IndexWriter},
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
@@ -49,7 +47,7 @@ impl State {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
         Ok(Self {
-            auth: Authenticator::from_env(env, secrets, outbound_client()?)?,
+            auth: Authenticator::from_env(env, secrets)?,
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
             documents: Documents::new(
                 table,

@@ -184,16 +184,17 @@ enum Keys {
 
 impl Authenticator {
     /// Settings from `COACH_AUTH_*`, `COACH_JWT_*`, `COACH_JWKS_*` and the claim variables.
-    pub fn from_env(env: &Env, secrets: Secrets, http: reqwest::Client) -> Result<Self, ConfigError> {
-        Ok(Self::new(AuthConfig::from_env(env)?, secrets, http))
+    pub fn from_env(env: &Env, secrets: Secrets) -> Result<Self, ConfigError> {
+        Ok(Self::new(AuthConfig::from_env(env)?, secrets))
     }
 
-    /// `secrets` serve HS256 mode; `http` fetches JWKS in JWKS mode.
-    pub fn new(config: AuthConfig, secrets: Secrets, http: reqwest::Client) -> Self {
+    /// `secrets` serve HS256 mode; JWKS mode fetches keys with an HTTP client of its own,
+    /// built on the first fetch (it follows no redirects).
+    pub fn new(config: AuthConfig, secrets: Secrets) -> Self {
         let keys = match &config.mode {
             AuthMode::Hs256 => Keys::Hs256(secrets),
             AuthMode::Jwks { url, cache_ttl, min_refetch, .. } => {
-                Keys::Jwks(jwks::Jwks::new(http, url.clone(), *cache_ttl, *min_refetch))
+                Keys::Jwks(jwks::Jwks::new(url.clone(), *cache_ttl, *min_refetch))
             }
         };
         Self { config, keys }

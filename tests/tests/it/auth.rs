@@ -327,6 +327,59 @@ async fn jwks_endpoint_failure_is_502() {
 }
 
 #[tokio::test]
+async fn a_jwks_outage_keeps_the_last_good_keys_and_backs_off() {
+    let server = jwks_server(&["rsa-1"]).await;
+    let services = jwks_services(&server, &[("COACH_JWKS_CACHE_TTL_SECS", "1")]).await;
+    let token = tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims());
+    assert_eq!(me(&services, Some(&token)).await.status(), StatusCode::OK);
+
+    // The issuer fails; once the keys' TTL has passed, a refresh is tried and fails.
+    server.reset().await;
+    Mock::given(matchers::path(JWKS_PATH)).respond_with(ResponseTemplate::new(503)).mount(&server).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = me(&services, Some(&token)).await;
+    assert_eq!(response.status(), StatusCode::OK, "the last good keys still verify: {:?}", body(&response));
+    assert_eq!(jwks_fetches(&server).await, 1, "one refresh was tried");
+    // Within the backoff no request reaches the issuer, not even for an unknown key id.
+    assert_eq!(me(&services, Some(&token)).await.status(), StatusCode::OK);
+    let unknown = tokens::signed("rsa-1", Some("rsa-9"), &oidc_claims());
+    assert_unauthorized(&me(&services, Some(&unknown)).await, "token signed with an unknown key");
+    assert_eq!(jwks_fetches(&server).await, 1);
+}
+
+#[tokio::test]
+async fn jwks_redirects_are_refused_not_followed() {
+    let server = MockServer::start().await;
+    Mock::given(matchers::path(JWKS_PATH))
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "/elsewhere/jwks.json"))
+        .mount(&server)
+        .await;
+    Mock::given(matchers::path("/elsewhere/jwks.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(tokens::jwks(&["rsa-1"])))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let services = jwks_services(&server, &[]).await;
+    let response = me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims()))).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(jwks_fetches(&server).await, 1, "the redirect's target is never fetched");
+}
+
+#[tokio::test]
+async fn an_oversized_jwks_document_is_refused() {
+    let server = MockServer::start().await;
+    let mut document = tokens::jwks(&["rsa-1"]);
+    document["padding"] = "x".repeat(1024 * 1024).into();
+    Mock::given(matchers::path(JWKS_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(document))
+        .mount(&server)
+        .await;
+    let services = jwks_services(&server, &[]).await;
+    let response = me(&services, Some(&tokens::signed("rsa-1", Some("rsa-1"), &oidc_claims()))).await;
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
 async fn upload_url_function_authenticates_too() {
     let services = TestStack::new().await.deploy();
     let response =

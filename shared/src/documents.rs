@@ -40,6 +40,9 @@ pub struct Upload {
     pub expires_at: String,
 }
 
+/// How long a `pending` record outlives its upload URL before DynamoDB's TTL removes it.
+pub const PENDING_GRACE_SECS: u64 = 24 * 3600;
+
 /// Upload limits (`COACH_MAX_UPLOAD_BYTES`, `COACH_UPLOAD_URL_TTL_SECS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadConfig {
@@ -152,7 +155,9 @@ impl Documents {
             key: &key,
             uploaded_by: &who.user_id,
         };
-        self.records.create(&Scope::Tenant(who.tenant.clone()), &record, now).await?;
+        // A record whose upload never comes expires (DynamoDB TTL) a day after its URL does.
+        let expires_at = (now + self.uploads.url_ttl.as_millis() as u64) / 1000 + PENDING_GRACE_SECS;
+        self.records.create(&Scope::Tenant(who.tenant.clone()), &record, now, expires_at).await?;
         let presigned = self.blobs.presign_put(&key, kind.content_type(), req.size_bytes, self.uploads.url_ttl).await?;
         Ok(Upload {
             document_id: id,

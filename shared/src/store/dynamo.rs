@@ -12,7 +12,8 @@
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
-//! sessions and counters carry `expires_at` (TTL). No Scan anywhere: every read is a Query
+//! sessions, counters and document records still waiting for their upload carry
+//! `expires_at` (TTL). No Scan anywhere: every read is a Query
 //! or a GetItem on one partition. Cursors are opaque base64 of the last key read.
 
 use std::{collections::HashMap, time::Duration};
@@ -482,7 +483,7 @@ impl HistoryStore for DynamoTable {
 
 #[async_trait]
 impl DocumentStore for DynamoTable {
-    async fn create(&self, scope: &Scope, doc: &NewDocument<'_>, now_ms: u64) -> StoreResult<()> {
+    async fn create(&self, scope: &Scope, doc: &NewDocument<'_>, now_ms: u64, expires_at: u64) -> StoreResult<()> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -498,6 +499,7 @@ impl DocumentStore for DynamoTable {
             .item("uploaded_by", s(doc.uploaded_by))
             .item("created_at", n(now_ms))
             .item("updated_at", n(now_ms))
+            .item("expires_at", n(expires_at))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -568,7 +570,8 @@ impl DocumentStore for DynamoTable {
 
     async fn start_processing(&self, scope: &Scope, id: &str, etag: &str, now_ms: u64) -> StoreResult<()> {
         self.update(scope_pk(scope), document_sk(id))
-            .update_expression("SET #status = :processing, updated_at = :now REMOVE #error")
+            // The upload arrived: the record no longer expires.
+            .update_expression("SET #status = :processing, updated_at = :now REMOVE #error, expires_at")
             .condition_expression("attribute_exists(pk) AND NOT (#status = :ready AND etag = :etag)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#error", "error")

@@ -175,8 +175,10 @@ pub trait HistoryStore: Send + Sync {
 /// Document records of a scope (a tenant, or the shared docs).
 #[async_trait]
 pub trait DocumentStore: Send + Sync {
-    /// Records a new document as `pending`; fails with `ConditionFailed` if the id is taken.
-    async fn create(&self, scope: &Scope, document: &NewDocument<'_>, now_ms: u64) -> StoreResult<()>;
+    /// Records a new document as `pending`, to expire at `expires_at` (seconds since the
+    /// epoch) unless its upload arrives (see `start_processing`); fails with
+    /// `ConditionFailed` if the id is taken.
+    async fn create(&self, scope: &Scope, document: &NewDocument<'_>, now_ms: u64, expires_at: u64) -> StoreResult<()>;
     /// Creates or refreshes a shared doc's record, keeping its status and creation time.
     async fn upsert(&self, scope: &Scope, document: &NewDocument<'_>, now_ms: u64) -> StoreResult<()>;
     /// A scope's documents, newest first; the cursor is the last document id of a page.

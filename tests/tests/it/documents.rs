@@ -74,6 +74,24 @@ async fn key_of(services: &Deployment, id: &str) -> String {
     services.uploads.documents.get(&who, id).await.unwrap().key
 }
 
+/// The `expires_at` (DynamoDB TTL) stored on a document record of tenant `acme`, if any.
+async fn stored_expiry(stack: &TestStack, id: &str) -> Option<u64> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let output = stack
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&stack.config.table)
+        .key("pk", AttributeValue::S("TENANT#acme".into()))
+        .key("sk", AttributeValue::S(format!("DOC#{id}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let item = output.item.expect("the record");
+    item.get("expires_at").map(|v| v.as_n().unwrap().parse().unwrap())
+}
+
 async fn object_exists(stack: &TestStack, key: &str) -> bool {
     stack.aws.s3.head_object().bucket(&stack.config.bucket).key(key).send().await.is_ok()
 }
@@ -91,6 +109,12 @@ async fn upload_then_ingest_makes_the_document_ready() {
     assert_eq!(pending["status"], "pending");
     assert_eq!(pending["filename"], "Weekly planning (v2).md");
     assert_eq!(pending["size_bytes"], GUIDE.len());
+    // A pending record expires (DynamoDB TTL) a day after its 5-minute URL, unless its
+    // upload is ingested.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry = stored_expiry(&stack, &id).await.expect("a pending record expires");
+    let due = now + 300 + coach::documents::PENDING_GRACE_SECS;
+    assert!((due - 60..=due + 5).contains(&expiry), "expires at {expiry}, due about {due}");
 
     let key = key_of(&services, &id).await;
     assert_eq!(key, format!("uploads/acme/{id}/Weekly planning (v2).md"));
@@ -100,6 +124,7 @@ async fn upload_then_ingest_makes_the_document_ready() {
     let (status, ready) = document(&services, &editor(), &id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(stored_expiry(&stack, &id).await, None, "an ingested document does not expire");
     assert_eq!(ready["chunks"], 2);
     assert!(ready.get("error").is_none());
     let shard = stack.indexed_doc("acme", &id).await.expect("indexed");

@@ -169,10 +169,13 @@ pub struct Ingestor {
     inline_chunks: usize,
     /// How long one embedding job embeds before it queues the next.
     job_time: Duration,
+    /// Most chunks one document may make (`COACH_MAX_CHUNKS`).
+    max_chunks: usize,
 }
 
 impl Ingestor {
-    /// Chunk sizes (`COACH_CHUNK_*`), the size limit (`COACH_MAX_UPLOAD_BYTES`), index
+    /// Chunk sizes (`COACH_CHUNK_*`), the size limits (`COACH_MAX_UPLOAD_BYTES`,
+    /// `COACH_MAX_CHUNKS`), index
     /// settings (`COACH_INDEX_*`) and embedding steps (`COACH_EMBED_*`) from `env`.
     pub fn from_env(
         env: &Env,
@@ -186,6 +189,7 @@ impl Ingestor {
             queue,
             inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS", 1000, 1, 1_000_000)? as usize,
             job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS", 120, 0, 840)?),
+            max_chunks: env.number("COACH_MAX_CHUNKS", 200_000, 1, 10_000_000)? as usize,
             records,
             index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
             blobs,
@@ -280,6 +284,14 @@ impl Ingestor {
             Ok(chunks) => chunks,
             Err(reason) => return self.fail(target, reason.to_string()).await.map(Pass::Done),
         };
+        if chunks.len() > self.max_chunks {
+            let reason = format!(
+                "the document makes {} chunks; the limit is {} (split it into smaller files)",
+                chunks.len(),
+                self.max_chunks
+            );
+            return self.fail(target, reason).await.map(Pass::Done);
+        }
         // Too many chunks for this invocation: words now, vectors in queued steps.
         let deferred = self.queue.is_some() && self.embedder.enabled() && chunks.len() > self.inline_chunks;
         let embedded = if deferred { Ok((None, 0, Vec::new())) } else { self.embed(&chunks).await };

@@ -167,9 +167,15 @@ async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
 
 #[tokio::test]
 async fn unreadable_documents_fail_with_a_reason() {
-    let stack = TestStack::with_env(&[("COACH_MAX_UPLOAD_BYTES", "1000")]).await;
+    let stack = TestStack::with_env(&[("COACH_MAX_UPLOAD_BYTES", "1000"), ("COACH_MAX_CHUNKS", "2")]).await;
     let services = stack.deploy();
     let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "sections.md",
+            "text/markdown",
+            b"# A\none\n# B\ntwo\n# C\nthree\n".to_vec(),
+            "the document makes 3 chunks; the limit is 2 (split it into smaller files)",
+        ),
         ("empty.txt", "text/plain", b"   \n\n ".to_vec(), "no text found in the document"),
         ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec(), "the file is not UTF-8 or UTF-16 text"),
         ("fake.pdf", "application/pdf", b"this is not a pdf".to_vec(), "the PDF is damaged or not a PDF file"),

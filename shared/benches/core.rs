@@ -225,12 +225,17 @@ fn bench_prompt(c: &mut Criterion) {
         })
         .collect();
     let profile = serde_json::json!({"name": "Ada", "role": "team lead", "goals": ["delegate more"]});
+    let boundary = prompt::boundary();
     let mut group = c.benchmark_group("prompt");
     group.bench_function("build_20_turns_5_passages", |b| {
-        b.iter(|| prompt::build(black_box(&system), Some(&profile), &passages, &history, "How do I start?", 8_000))
+        b.iter(|| {
+            prompt::build(black_box(&system), Some(&profile), &passages, &history, "How do I start?", 8_000, &boundary)
+        })
     });
     group.bench_function("build_over_budget", |b| {
-        b.iter(|| prompt::build(black_box(&system), Some(&profile), &passages, &history, "How do I start?", 2_500))
+        b.iter(|| {
+            prompt::build(black_box(&system), Some(&profile), &passages, &history, "How do I start?", 2_500, &boundary)
+        })
     });
     group.finish();
 }

@@ -129,7 +129,8 @@ impl Chat {
         let sources = passages.iter().map(|p| p.source.clone()).collect();
         let config = self.llm.config();
         let budget = config.context_tokens.saturating_sub(config.max_output_tokens);
-        let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, past, message, budget);
+        let boundary = crate::prompt::boundary();
+        let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, past, message, budget, &boundary);
         Ok(Prepared { session_id, user_message, prompt, passages, sources })
     }
 

@@ -195,8 +195,13 @@ async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
     let reply = ask(&services, "acme", "How much vacation do I get?").await;
     assert_eq!(titles(&reply), vec!["pto.md"]);
     let prompt: Value = llm.received_requests().await.unwrap()[0].body_json().unwrap();
+    // The passage opens the user's turn as quoted reference material, not the system text.
     let system = prompt["messages"][0]["content"].as_str().unwrap();
-    assert!(system.contains("[1] pto.md\nPaid leave\nEveryone gets 25 days a year."), "{system}");
+    assert!(system.contains("## Reference material") && !system.contains("25 days"), "{system}");
+    let turn = prompt["messages"][1]["content"].as_str().unwrap();
+    assert!(turn.starts_with("<<<REFERENCE "), "{turn}");
+    assert!(turn.contains("[1] pto.md\n> Paid leave\n> Everyone gets 25 days a year.\nREFERENCE "), "{turn}");
+    assert!(turn.ends_with(">>>\n\nHow much vacation do I get?"), "{turn}");
     // The stored reply carries the sources too.
     assert_eq!(reply["answer"], "See [1].");
 }

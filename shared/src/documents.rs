@@ -194,7 +194,8 @@ impl Documents {
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<(), Error> {
         let doc = self.get(who, id).await?;
         let scope = Scope::Tenant(who.tenant.clone());
-        self.blobs.delete(&doc.key).await?;
+        // Every version: in the versioned bucket a plain delete only hides the upload.
+        self.blobs.delete_all_versions(&doc.key).await?;
         self.index.remove(&scope, &doc.document_id).await?;
         Ok(self.records.delete(&scope, &doc.document_id).await?)
     }

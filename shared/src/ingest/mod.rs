@@ -232,7 +232,12 @@ impl Ingestor {
         let kind = match &target.scope {
             Scope::Tenant(_) => match self.records.get(&target.scope, &target.id).await? {
                 Some(record) if record.key == event.key => Kind::from_content_type(&record.content_type),
-                _ => return done(Outcome::Skipped("no upload record for this key")),
+                // An upload Coach no longer knows (deleted, or its record expired) arriving
+                // through a URL still valid: removed, so a delete cannot be undone by it.
+                _ => {
+                    self.blobs.delete_all_versions(&event.key).await?;
+                    return done(Outcome::Skipped("no upload record for this key; the object was deleted"));
+                }
             },
             Scope::Global => Kind::from_filename(&target.filename),
         };

@@ -271,6 +271,9 @@ pub trait BlobStore: Send + Sync {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> StoreResult<Option<String>>;
     /// Deletes the object (no error when it is already gone).
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Deletes every version of the object and its delete markers (in a versioned bucket a
+    /// plain delete only hides it), so nothing of it is left to restore.
+    async fn delete_all_versions(&self, key: &str) -> StoreResult<()>;
     /// The object's version (ETag) without reading it, or `None` when there is no such key.
     async fn version(&self, key: &str) -> StoreResult<Option<String>>;
     /// Every object under `prefix`, `page_size` at a time (S3's maximum is 1000).

@@ -124,6 +124,60 @@ impl BlobStore for S3Bucket {
         Ok(())
     }
 
+    async fn delete_all_versions(&self, key: &str) -> StoreResult<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| service_error("list object versions", e))?;
+            // The prefix also matches longer keys: only this key's versions and markers.
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
+            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
+            let doomed = versions
+                .chain(markers)
+                .filter(|(k, _)| *k == Some(key))
+                .map(|(_, version)| {
+                    ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_owned)).build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| StoreError::Corrupt("object version"))?;
+            if !doomed.is_empty() {
+                let delete = Delete::builder()
+                    .set_objects(Some(doomed))
+                    .quiet(true)
+                    .build()
+                    .map_err(|_| StoreError::Corrupt("delete request"))?;
+                let output = self
+                    .client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map_err(|e| service_error("delete object versions", e))?;
+                if let Some(failed) = output.errors().first() {
+                    let code = failed.code().unwrap_or("error").to_owned();
+                    let failure = if code == "AccessDenied" { Failure::AccessDenied } else { Failure::Failed };
+                    let cause = Box::new(std::io::Error::other(code));
+                    return Err(StoreError::Service { action: "delete object versions", failure, cause });
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                return Ok(());
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+    }
+
     async fn list(&self, prefix: &str, page_size: i32) -> StoreResult<Vec<Listed>> {
         let mut listed = Vec::new();
         let mut pages = self

@@ -275,6 +275,59 @@ async fn delete_removes_object_index_entry_and_record() {
     assert!(ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key)).await.is_ok());
 }
 
+/// Every version and delete marker of `key` left in the bucket.
+async fn versions_left(stack: &TestStack, key: &str) -> usize {
+    let page = stack.aws.s3.list_object_versions().bucket(&stack.config.bucket).prefix(key).send().await.unwrap();
+    page.versions().len() + page.delete_markers().len()
+}
+
+#[tokio::test]
+async fn delete_removes_every_version_and_a_put_after_it_does_not_bring_the_upload_back() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    let stack = TestStack::new().await;
+    let services = stack.deploy();
+    // Versioned, as template.yaml makes the bucket.
+    let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    stack
+        .aws
+        .s3
+        .put_bucket_versioning()
+        .bucket(&stack.config.bucket)
+        .versioning_configuration(versioning)
+        .send()
+        .await
+        .unwrap();
+    let body = json!({"filename": "guide.md", "content_type": "text/markdown", "size_bytes": GUIDE.len()});
+    let (_, created) = call(&services, req("POST", "/uploads", Some(body), &editor())).await;
+    let id = created["document_id"].as_str().unwrap().to_owned();
+    let put = || {
+        let mut put =
+            reqwest::Client::new().put(created["upload_url"].as_str().unwrap()).body(GUIDE.as_bytes().to_vec());
+        for (name, value) in created["headers"].as_object().unwrap() {
+            put = put.header(name, value.as_str().unwrap());
+        }
+        put.send()
+    };
+    // Two versions: the upload, and the same URL used again.
+    assert!(put().await.unwrap().status().is_success());
+    assert!(put().await.unwrap().status().is_success());
+    let key = key_of(&services, &id).await;
+    assert_eq!(versions_left(&stack, &key).await, 2);
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+
+    let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &editor())).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(versions_left(&stack, &key).await, 0, "no version and no delete marker is left");
+
+    // The URL is still valid: a PUT now stores the object again, and its event removes it.
+    assert!(put().await.unwrap().status().is_success());
+    assert_eq!(versions_left(&stack, &key).await, 1);
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    assert_eq!(versions_left(&stack, &key).await, 0, "an upload without its record is removed");
+    assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
+    assert!(stack.indexed_doc("acme", &id).await.is_none());
+}
+
 #[tokio::test]
 async fn object_removed_event_removes_index_entry_and_record() {
     let stack = TestStack::new().await;

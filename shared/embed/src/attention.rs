@@ -207,7 +207,7 @@ mod avx512 {
         // would become calls.)
         let mut query = [head.rows.as_ptr(); R];
         for (r, query) in query.iter_mut().enumerate() {
-            *query = query.add((first + r) * head.stride + head.query_at);
+            *query = head.query(first + r).as_ptr();
         }
         let keys = head.keys.as_ptr();
         let scores = scores.as_mut_ptr();

@@ -253,20 +253,18 @@ impl Bert {
             let p = format!("encoder.layer.{l}");
             // One `h x 3h` product: [query | key | value] side by side in each row, and
             // softmax(q k^T / sqrt(d)): the scale goes into q's weights once.
-            let parts = ["query", "key", "value"].map(|part| weights(&format!("{p}.attention.self.{part}"), h, h));
+            let [query, key, value] =
+                ["query", "key", "value"].map(|part| weights(&format!("{p}.attention.self.{part}"), h, h));
+            let mut query = query?;
+            query.0.iter_mut().chain(query.1.iter_mut()).for_each(|v| *v *= scale);
+            let parts = [query, key?, value?];
             let mut weight = Vec::with_capacity(h * 3 * h);
-            let mut bias = Vec::with_capacity(3 * h);
-            let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
             for row in 0..h {
-                for (part, (w, _)) in parts.iter().enumerate() {
-                    let factor = if part == 0 { scale } else { 1.0 };
-                    weight.extend(w[row * h..(row + 1) * h].iter().map(|v| v * factor));
+                for (w, _) in &parts {
+                    weight.extend_from_slice(&w[row * h..(row + 1) * h]);
                 }
             }
-            for (part, (_, b)) in parts.iter().enumerate() {
-                let factor = if part == 0 { scale } else { 1.0 };
-                bias.extend(b.iter().map(|v| v * factor));
-            }
+            let bias: Vec<f32> = parts.iter().flat_map(|(_, b)| b).copied().collect();
             layers.push(Layer {
                 qkv: Linear::new(weight, bias, h, 3 * h, kernels),
                 attention_out: linear(&format!("{p}.attention.output.dense"), h, h)?,

@@ -3,7 +3,7 @@
 
 /// Softmax of `scores` in place.
 pub fn softmax(scores: &mut [f32]) {
-    // Eight lanes of running maxima and sums: the loops vectorise (a plain fold would not).
+    // Eight lanes of running maxima: the loop vectorises (a plain fold would not).
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = scores.chunks_exact(8);
     for chunk in chunks.by_ref() {
@@ -15,16 +15,22 @@ pub fn softmax(scores: &mut [f32]) {
     for s in scores.iter_mut() {
         *s = exp(*s - max);
     }
-    let mut sums = [0f32; 8];
-    let mut chunks = scores.chunks_exact(8);
+    let scale = 1.0 / lane_sum(scores, |s| s);
+    scores.iter_mut().for_each(|o| *o *= scale);
+}
+
+/// The sum of `f` over `values`, in 16 running sums (a vector register's worth): the loop
+/// vectorises, which a plain fold would not (float addition is not reassociated).
+#[inline(always)]
+pub(crate) fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let mut chunks = values.chunks_exact(16);
     for chunk in chunks.by_ref() {
-        for (sum, &o) in sums.iter_mut().zip(chunk) {
-            *sum += o;
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
         }
     }
-    let sum: f32 = chunks.remainder().iter().sum::<f32>() + sums.iter().sum::<f32>();
-    let scale = 1.0 / sum;
-    scores.iter_mut().for_each(|o| *o *= scale);
+    chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + lanes.iter().sum::<f32>()
 }
 
 /// GELU of every value in place.

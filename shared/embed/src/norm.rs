@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use crate::math::lane_sum;
+
 /// Rows per task when rayon has more than one thread.
 const BLOCK_ROWS: usize = 64;
 
@@ -72,19 +74,6 @@ fn normalise(rows: &mut [f32], residual: Option<&[f32]>, norm: &LayerNorm) {
             *v = (*v - mean) * scale * w + b;
         }
     }
-}
-
-/// The sum of `f` over `row`, in 16 running sums (a vector register's worth).
-#[inline(always)]
-fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0f32; 16];
-    let mut chunks = row.chunks_exact(16);
-    for chunk in chunks.by_ref() {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += f(v);
-        }
-    }
-    chunks.remainder().iter().map(|&v| f(v)).sum::<f32>() + lanes.iter().sum::<f32>()
 }
 
 #[cfg(test)]

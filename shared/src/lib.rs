@@ -16,7 +16,8 @@
 //!   counters, blobs, index manifests and segments, secrets), with the DynamoDB, S3 and Secrets Manager
 //!   implementations; the only place that names an SDK type.
 //! - **Foundations**: [`model`] (the records), [`ids`] (ids and clocks), [`error`] (the one
-//!   error type), [`config`] (reading environment variables), [`secrets`] (the cached
+//!   error type), [`config`] (reading environment variables), [`deadline`] (the invocation's
+//!   deadline), [`secrets`] (the cached
 //!   secret), [`retry`] (upstream calls with retries), [`http`] (JSON responses and errors),
 //!   [`logging`].
 //!
@@ -25,6 +26,7 @@
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod deadline;
 pub mod documents;
 pub mod embeddings;
 pub mod error;

@@ -33,6 +33,7 @@ use coach::{
     model::{Chunk, Scope, Shard},
     store::AwsClients,
 };
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     bench::{report, timed_http_client, EmulatorClock, FakeModel, DIMS, EMBEDDING_MODEL, WORDS},
     events,
@@ -243,7 +244,7 @@ async fn ingest_at_once(
     let started = Instant::now();
     let events: Vec<ObjectEvent> =
         uploaded.iter().map(|(_, key)| ObjectEvent { created: true, key: key.clone() }).collect();
-    let ingests = events.iter().map(|event| services.ingest.ingestor.handle(event));
+    let ingests = events.iter().map(|event| services.ingest.ingestor.handle(event, ingest_deadline()));
     let outcomes: Vec<_> = futures_util::stream::iter(ingests).buffer_unordered(INGEST_CONCURRENCY).collect().await;
     let elapsed = started.elapsed();
     for outcome in outcomes {

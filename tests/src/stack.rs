@@ -232,7 +232,10 @@ impl TestStack {
     async fn on_endpoint(endpoint: &str, vars: &[(&str, &str)]) -> Self {
         let name = unique_name("coach-test");
         // The embedded model from models/ (scripts/model.sh): the default provider, as deployed.
-        let mut all = vec![("COACH_EMBEDDING_MODEL_DIR".to_owned(), model_dir().display().to_string())];
+        let mut all = vec![
+            ("COACH_EMBEDDING_MODEL_DIR".to_owned(), model_dir().display().to_string()),
+            ("COACH_EXTRACT_PROGRAM".to_owned(), extract_program().display().to_string()),
+        ];
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         for var in ["COACH_BUCKET", "COACH_TABLE", "COACH_SECRET_ID"] {
             all.push((var.to_owned(), name.clone()));
@@ -367,6 +370,23 @@ impl TestStack {
 
 /// The embedded embedding model's folder: `models/` at the repository's root, where
 /// `scripts/model.sh` installs it.
+/// The program ingest reads documents in ([`coach::ingest::sandbox`]): this one when it can
+/// serve as the extraction child (the package's binaries call `serve_if_child`), else (a
+/// test or bench harness, under `deps/`) the package's `coach-extract` beside it, which
+/// Cargo builds before it runs integration tests and benches.
+pub fn extract_program() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the running program's path");
+    match exe.parent() {
+        Some(deps) if deps.ends_with("deps") => deps.with_file_name("coach-extract"),
+        _ => exe,
+    }
+}
+
+/// The deadline of an ingest invocation that starts now (the template's ingest timeout).
+pub fn ingest_deadline() -> coach::deadline::Deadline {
+    coach::deadline::Deadline::after(std::time::Duration::from_secs(300))
+}
+
 pub fn model_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/all-minilm-l6-v2")
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use aws_lambda_events::sqs::SqsEvent;
 use coach::{
     config::{Env, StartupError},
+    deadline::Deadline,
     embeddings::Embedder,
     http::outbound_client,
     ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
@@ -47,16 +48,17 @@ impl State {
     }
 }
 
-/// Handles one invocation. `Err` asks Lambda to retry a direct S3 event.
-pub async fn handle(state: &State, event: Value) -> Result<Value, Error> {
+/// Handles one invocation, which ends at `deadline`. `Err` asks Lambda to retry a direct S3
+/// event.
+pub async fn handle(state: &State, event: Value, deadline: Deadline) -> Result<Value, Error> {
     match event["Records"][0]["eventSource"].as_str() {
         Some("aws:sqs") => {
             let sqs: SqsEvent = serde_json::from_value(event).map_err(|_| malformed("SQS event"))?;
-            Ok(handle_sqs(state, sqs).await)
+            Ok(handle_sqs(state, sqs, deadline).await)
         }
         Some("aws:s3") => {
             let s3: S3Notification = serde_json::from_value(event).map_err(|_| malformed("S3 event"))?;
-            handle_s3(state, &s3).await?;
+            handle_s3(state, &s3, deadline).await?;
             Ok(json!({}))
         }
         _ if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => Ok(json!({})),
@@ -69,21 +71,21 @@ fn malformed(what: &str) -> Error {
     Error::BadRequest(format!("malformed {what}"))
 }
 
-async fn handle_s3(state: &State, event: &S3Notification) -> Result<(), Error> {
+async fn handle_s3(state: &State, event: &S3Notification, deadline: Deadline) -> Result<(), Error> {
     let mut first_error = None;
     for record in &event.records {
         let Some(object) = ObjectEvent::from_record(record) else {
             tracing::warn!(event = record.event_name.as_deref().unwrap_or(""), "skipping S3 record without object");
             continue;
         };
-        if let Err(err) = handle_object(state, &object).await {
+        if let Err(err) = handle_object(state, &object, deadline).await {
             first_error.get_or_insert(err);
         }
     }
     first_error.map_or(Ok(()), Err)
 }
 
-async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
+async fn handle_sqs(state: &State, event: SqsEvent, deadline: Deadline) -> Value {
     // The messages of a batch run at once: their index writes share one manifest write.
     let handled = event.records.iter().map(|message| async move {
         let id = message.message_id.clone().unwrap_or_default();
@@ -98,7 +100,7 @@ async fn handle_sqs(state: &State, event: SqsEvent) -> Value {
                 }
             },
             Ok(body) => match serde_json::from_value::<S3Notification>(body) {
-                Ok(s3) => handle_s3(state, &s3).await.is_ok(),
+                Ok(s3) => handle_s3(state, &s3, deadline).await.is_ok(),
                 Err(_) => {
                     tracing::error!(message_id = %id, "SQS message is not an S3 event");
                     false
@@ -124,8 +126,8 @@ async fn handle_job(state: &State, job: &Job) -> Result<Outcome, Error> {
     outcome
 }
 
-async fn handle_object(state: &State, object: &ObjectEvent) -> Result<Outcome, Error> {
-    let outcome = state.ingestor.handle(object).await;
+async fn handle_object(state: &State, object: &ObjectEvent, deadline: Deadline) -> Result<Outcome, Error> {
+    let outcome = state.ingestor.handle(object, deadline).await;
     log(&object.key, &outcome);
     outcome
 }

@@ -1,7 +1,9 @@
 //! Text out of documents: plain text and markdown as they are, HTML to text, PDF through
 //! the `pdf-extract` crate. Failures carry reasons written for the person who uploaded the
 //! file; nothing here panics on bad input (the PDF parser is additionally fenced with
-//! `catch_unwind`, since it is a large third-party parser).
+//! `catch_unwind`, since it is a large third-party parser). Ingest runs this in a child
+//! process with memory and time limits ([`super::sandbox`]), which is what bounds a file
+//! built to exhaust them.
 
 use crate::model::Kind;
 
@@ -16,6 +18,21 @@ pub enum ExtractError {
     NoText,
     #[error("the file is not UTF-8 or UTF-16 text (it may be a binary file)")]
     NotUtf8,
+    /// Past the extraction's time budget (see [`super::sandbox`]).
+    #[error("reading the document took too long (over {seconds} s); split it into smaller files")]
+    TookTooLong { seconds: u64 },
+    /// Past the extraction's memory limit: typically a PDF whose streams decompress to far
+    /// more than the file's size.
+    #[error(
+        "reading the document needed more than {mib} MiB of memory (a PDF whose contents decompress to \
+         far more than its size?); upload a smaller or simpler file"
+    )]
+    TooMuchMemory { mib: u64 },
+    #[error("the document holds more than {mib} MiB of text; split it into smaller files")]
+    TooMuchText { mib: u64 },
+    /// The parser stopped on the file in a way it could not report (a crash).
+    #[error("the document could not be read (the parser stopped on it); the file may be damaged")]
+    Crashed,
 }
 
 /// The document's text; markdown keeps its markup (the chunker reads its headings).

@@ -20,18 +20,26 @@
 //! `embedded_chunks: 0`) and its vectors follow in steps, one queued job at a time (see
 //! [`jobs`]), so a document of any size gets vectors whatever one invocation can embed.
 //!
-//! Errors returned from [`Ingestor::handle`] are transient (storage, embedding provider):
-//! the caller reports them so the event is retried. Everything else ends in a status.
-//! Extraction and chunking are CPU work and run on the blocking pool, off the event loop.
+//! Hostile files: extraction runs in a child process with memory and time limits
+//! ([`sandbox`]); its time budget is `COACH_EXTRACT_SECS`, shortened so that
+//! [`AFTER_EXTRACTION`] is left of the invocation for everything after it
+//! ([`extraction_budget`]). A file past a limit is `failed` with the reason, never left
+//! `processing`; a document making more than `COACH_MAX_CHUNKS` chunks too.
+//!
+//! Errors returned from [`Ingestor::handle`] are transient (storage, embedding provider, too
+//! little time left to start): the caller reports them so the event is retried. Everything
+//! else ends in a status. Chunking is CPU work and runs on the blocking pool.
 
 pub mod chunk;
 pub mod extract;
 pub mod jobs;
+pub mod sandbox;
 
 use std::{sync::Arc, time::Duration};
 
 use crate::{
     config::{ConfigError, Env},
+    deadline::Deadline,
     documents::{max_upload_bytes, safe_filename},
     embeddings::{EmbedError, Embedder},
     error::Error,
@@ -41,9 +49,23 @@ use crate::{
     store::{BlobStore, DocumentStore, IndexStore, JobQueue, StoreError},
 };
 
+use chunk::{chunk_markdown, chunk_text, ChunkConfig};
+use sandbox::Sandbox;
+
 /// Times a document is indexed again because its object changed while it was indexed.
 const MAX_VERSIONS: usize = 3;
-use chunk::{chunk_markdown, chunk_text, ChunkConfig};
+
+/// Time kept after extraction for chunking, embedding, the index write and the status.
+pub const AFTER_EXTRACTION: Duration = Duration::from_secs(30);
+/// Least time an extraction is started with; with less left the event is retried.
+const LEAST_EXTRACTION: Duration = Duration::from_secs(2);
+
+/// How long an extraction may run with `remaining` of the invocation left and at most
+/// `limit` (`COACH_EXTRACT_SECS`): `None` when too little is left to start one.
+pub fn extraction_budget(remaining: Duration, limit: Duration) -> Option<Duration> {
+    let budget = remaining.saturating_sub(AFTER_EXTRACTION).min(limit);
+    (budget >= LEAST_EXTRACTION).then_some(budget)
+}
 
 /// An S3 event notification, as S3 sends it to Lambda or SQS. Only what ingest reads is
 /// modelled, and every field may be absent, so notifications from S3-compatible emulators
@@ -171,12 +193,16 @@ pub struct Ingestor {
     job_time: Duration,
     /// Most chunks one document may make (`COACH_MAX_CHUNKS`).
     max_chunks: usize,
+    /// Where documents are read.
+    sandbox: Sandbox,
+    /// Longest one extraction may run (`COACH_EXTRACT_SECS`).
+    extract_time: Duration,
 }
 
 impl Ingestor {
     /// Chunk sizes (`COACH_CHUNK_*`), the size limits (`COACH_MAX_UPLOAD_BYTES`,
-    /// `COACH_MAX_CHUNKS`), index
-    /// settings (`COACH_INDEX_*`) and embedding steps (`COACH_EMBED_*`) from `env`.
+    /// `COACH_MAX_CHUNKS`), extraction limits (`COACH_EXTRACT_*`), index settings
+    /// (`COACH_INDEX_*`) and embedding steps (`COACH_EMBED_*`) from `env`.
     pub fn from_env(
         env: &Env,
         records: Arc<dyn DocumentStore>,
@@ -190,6 +216,8 @@ impl Ingestor {
             inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS", 1000, 1, 1_000_000)? as usize,
             job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS", 120, 0, 840)?),
             max_chunks: env.number("COACH_MAX_CHUNKS", 200_000, 1, 10_000_000)? as usize,
+            sandbox: Sandbox::from_env(env)?,
+            extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS", 120, 2, 840)?),
             records,
             index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
             blobs,
@@ -199,20 +227,20 @@ impl Ingestor {
         })
     }
 
-    /// Handles one object event.
-    pub async fn handle(&self, event: &ObjectEvent) -> Result<Outcome, Error> {
+    /// Handles one object event, in an invocation that ends at `deadline`.
+    pub async fn handle(&self, event: &ObjectEvent, deadline: Deadline) -> Result<Outcome, Error> {
         let Some(target) = target(&event.key) else {
             return Ok(Outcome::Skipped("not a document key"));
         };
         for _ in 0..MAX_VERSIONS {
-            if let Pass::Done(outcome) = self.pass(&target, event).await? {
+            if let Pass::Done(outcome) = self.pass(&target, event, deadline).await? {
                 return Ok(outcome);
             }
         }
         Err(Error::Unavailable { message: "the object kept changing while it was indexed".into(), cause: None })
     }
 
-    async fn pass(&self, target: &Target, event: &ObjectEvent) -> Result<Pass, Error> {
+    async fn pass(&self, target: &Target, event: &ObjectEvent, deadline: Deadline) -> Result<Pass, Error> {
         let done = |outcome| Ok(Pass::Done(outcome));
         if !event.created {
             if self.blobs.version(&event.key).await?.is_some() {
@@ -247,6 +275,11 @@ impl Ingestor {
             }
             return self.fail(target, "unsupported file type".into()).await.map(Pass::Done);
         };
+        // Checked before the record says `processing`: a retry finds it as it was.
+        let Some(budget) = extraction_budget(deadline.remaining(), self.extract_time) else {
+            let message = "too little time left in this invocation to read the document".into();
+            return Err(Error::Unavailable { message, cause: None });
+        };
 
         let Some(object) = self.blobs.get(&event.key).await? else {
             return done(Outcome::Skipped("object no longer exists"));
@@ -275,20 +308,23 @@ impl Ingestor {
             return self.fail(target, reason).await.map(Pass::Done);
         }
         let bytes = object.body.bytes().await?;
-
-        let chunks = self.chunks;
-        let extracted = tokio::task::spawn_blocking(move || {
-            extract::extract(kind, &bytes).map(|text| match kind {
-                Kind::Markdown => chunk_markdown(&text, chunks),
-                _ => chunk_text(&text, chunks),
-            })
-        })
-        .await
-        .map_err(|e| Error::Internal { detail: "extraction task failed".into(), cause: Some(Arc::new(e)) })?;
-        let chunks = match extracted {
-            Ok(chunks) => chunks,
+        let extracted = self
+            .sandbox
+            .extract(kind, &bytes, budget)
+            .await
+            .map_err(|e| Error::Internal { detail: "extraction could not run".into(), cause: Some(Arc::new(e)) })?;
+        drop(bytes);
+        let text = match extracted {
+            Ok(text) => text,
             Err(reason) => return self.fail(target, reason.to_string()).await.map(Pass::Done),
         };
+        let config = self.chunks;
+        let chunks = tokio::task::spawn_blocking(move || match kind {
+            Kind::Markdown => chunk_markdown(&text, config),
+            _ => chunk_text(&text, config),
+        })
+        .await
+        .map_err(|e| Error::Internal { detail: "chunking task failed".into(), cause: Some(Arc::new(e)) })?;
         if chunks.len() > self.max_chunks {
             let reason = format!(
                 "the document makes {} chunks; the limit is {} (split it into smaller files)",
@@ -389,6 +425,18 @@ mod tests {
     fn keys_are_decoded_as_s3_sends_them() {
         assert_eq!(decode_key("uploads/acme/01J/Team+handbook%281%29.pdf"), "uploads/acme/01J/Team handbook(1).pdf");
         assert_eq!(decode_key("docs/caf%C3%A9.md"), "docs/café.md");
+    }
+
+    #[test]
+    fn extraction_leaves_time_for_what_follows_it() {
+        let secs = Duration::from_secs;
+        // A fresh invocation of the 300 s function: the configured limit.
+        assert_eq!(extraction_budget(secs(299), secs(120)), Some(secs(120)));
+        // Late in an invocation: what is left after AFTER_EXTRACTION.
+        assert_eq!(extraction_budget(secs(70), secs(120)), Some(secs(40)));
+        // Too late to start: retried.
+        assert_eq!(extraction_budget(secs(31), secs(120)), None);
+        assert_eq!(extraction_budget(Duration::ZERO, secs(120)), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     events,
     stack::{Deployment, TestStack},
@@ -64,6 +65,8 @@ fn field<'a>(record: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 fn main() -> Result<(), String> {
+    // Ingest runs here, and reads documents in a child: this program, started again.
+    coach::ingest::sandbox::serve_if_child();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [collection, out, variants @ ..] = args.as_slice() else {
         return Err("usage: coach-eval COLLECTION_DIR OUT.json [NAME:VAR=VALUE,VAR=VALUE ...]".into());
@@ -234,7 +237,7 @@ async fn upload_and_ingest(
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
         }
-        outcome = ingest::handle(&services.ingest, event.clone()).await;
+        outcome = ingest::handle(&services.ingest, event.clone(), ingest_deadline()).await;
         if outcome.is_ok() {
             break;
         }

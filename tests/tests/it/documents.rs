@@ -1,7 +1,7 @@
 //! Documents end to end: presigned upload, a real HTTP PUT to the emulator's S3, the ingest
 //! event, and the status callers see; failures, idempotency, deletion, tenants and roles.
 
-use coach_testkit::stack::Deployment;
+use coach_testkit::stack::{ingest_deadline, Deployment};
 use coach_testkit::{events, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Request};
 use serde_json::{json, Value};
@@ -118,7 +118,7 @@ async fn upload_then_ingest_makes_the_document_ready() {
 
     let key = key_of(&services, &id).await;
     assert_eq!(key, format!("uploads/acme/{id}/Weekly planning (v2).md"));
-    let result = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await;
+    let result = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await;
     assert!(result.is_ok(), "{result:?}");
 
     let (status, ready) = document(&services, &editor(), &id).await;
@@ -147,11 +147,14 @@ async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
     let event = s3_event(&stack, "s3-put.json", &key);
-    ingest::handle(&services.ingest, event.clone()).await.unwrap();
+    ingest::handle(&services.ingest, event.clone(), ingest_deadline()).await.unwrap();
     let (_, first) = document(&services, &editor(), &id).await;
 
-    let outcome =
-        services.ingest.ingestor.handle(&coach::ingest::ObjectEvent { created: true, key: key.clone() }).await;
+    let outcome = services
+        .ingest
+        .ingestor
+        .handle(&coach::ingest::ObjectEvent { created: true, key: key.clone() }, ingest_deadline())
+        .await;
     assert_eq!(outcome, Ok(coach::ingest::Outcome::Skipped("this version is already indexed")));
     let (_, again) = document(&services, &editor(), &id).await;
     assert_eq!(again, first, "nothing changed on re-delivery");
@@ -159,7 +162,7 @@ async fn redelivery_is_idempotent_and_a_new_version_is_reindexed() {
     // The same key with new content is indexed again.
     let body = "# Weekly planning\n\nA new version.\n".as_bytes().to_vec();
     stack.aws.s3.put_object().bucket(&stack.config.bucket).key(&key).body(body.into()).send().await.unwrap();
-    ingest::handle(&services.ingest, event).await.unwrap();
+    ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
     let (_, updated) = document(&services, &editor(), &id).await;
     assert_eq!(updated["status"], "ready");
     assert_eq!(updated["chunks"], 1);
@@ -189,7 +192,7 @@ async fn unreadable_documents_fail_with_a_reason() {
     for (name, content_type, bytes, reason) in cases {
         let id = upload(&services, &editor(), name, content_type, &bytes).await;
         let key = key_of(&services, &id).await;
-        ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+        ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
         let (_, doc) = document(&services, &editor(), &id).await;
         assert_eq!(doc["status"], "failed", "{name}: {doc}");
         assert!(doc["error"].as_str().unwrap().starts_with(reason), "{name}: {doc}");
@@ -210,7 +213,7 @@ async fn unreadable_documents_fail_with_a_reason() {
         .send()
         .await
         .unwrap();
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["error"], "the file is 2000 bytes; the limit is 1000");
 }
@@ -222,7 +225,7 @@ async fn a_real_pdf_is_read() {
     let pdf = minimal_pdf("Delegate outcomes, not tasks.");
     let id = upload(&services, &editor(), "delegation.pdf", "application/pdf", &pdf).await;
     let key = key_of(&services, &id).await;
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
     let shard = stack.indexed_doc("acme", &id).await.expect("indexed");
@@ -231,19 +234,28 @@ async fn a_real_pdf_is_read() {
 
 /// A one-page PDF with `text` in Helvetica, with a correct cross-reference table.
 fn minimal_pdf(text: &str) -> Vec<u8> {
-    let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+    pdf_with_contents("", format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET").as_bytes())
+}
+
+/// A one-page PDF whose page contents are `stream` (its dictionary with `filter` added).
+fn pdf_with_contents(filter: &str, stream: &[u8]) -> Vec<u8> {
+    let mut contents = format!("<< /Length {}{filter} >>\nstream\n", stream.len()).into_bytes();
+    contents.extend(stream);
+    contents.extend(b"\nendstream");
     let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
-        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
+        contents,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
     ];
     let mut pdf = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, object) in objects.iter().enumerate() {
         offsets.push(pdf.len());
-        pdf.extend(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend(object);
+        pdf.extend(b"\nendobj\n");
     }
     let xref = pdf.len();
     pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
@@ -256,13 +268,111 @@ fn minimal_pdf(text: &str) -> Vec<u8> {
     pdf
 }
 
+/// A zlib stream of `mib` MiB of zeros, about a thousandth of that in size: one MiB
+/// compressed on its own (ending byte-aligned, referring to nothing before it) and repeated.
+fn zlib_bomb(mib: usize) -> Vec<u8> {
+    let mut block = Vec::with_capacity(4096);
+    let mut deflate = flate2::Compress::new(flate2::Compression::best(), false);
+    deflate.compress_vec(&vec![0; 1 << 20], &mut block, flate2::FlushCompress::Full).unwrap();
+    let mut stream = vec![0x78, 0xDA];
+    for _ in 0..mib {
+        stream.extend(&block);
+    }
+    // An empty final stored block, then the Adler-32 of the zeros: a = 1, b = their count.
+    stream.extend([0x01, 0x00, 0x00, 0xFF, 0xFF]);
+    let adler = ((((mib as u64) << 20) % 65521) << 16) | 1;
+    stream.extend((adler as u32).to_be_bytes());
+    stream
+}
+
+#[test]
+fn the_bomb_is_a_valid_zlib_stream() {
+    use std::io::Read;
+    let bomb = zlib_bomb(3);
+    let mut inflated = Vec::new();
+    flate2::read::ZlibDecoder::new(&bomb[..]).read_to_end(&mut inflated).unwrap();
+    assert_eq!(inflated.len(), 3 << 20);
+    assert!(inflated.iter().all(|&b| b == 0));
+    assert!(bomb.len() < 10_000, "{}", bomb.len());
+}
+
+#[tokio::test]
+async fn hostile_files_end_failed_within_the_limits() {
+    let stack = TestStack::with_env(&[("COACH_EXTRACT_MEMORY_MB", "256"), ("COACH_EXTRACT_MAX_TEXT_MB", "1")]).await;
+    let services = stack.deploy();
+    let status = |id: String| {
+        let services = &services;
+        async move { document(services, &editor(), &id).await.1 }
+    };
+
+    // A 2 MB PDF whose page contents inflate to 2 GiB: the extraction child runs out of its
+    // memory, not the function, and the document says why.
+    let bomb = pdf_with_contents(" /Filter /FlateDecode", &zlib_bomb(2048));
+    assert!(bomb.len() < 3 << 20, "{}", bomb.len());
+    let id = upload(&services, &editor(), "bomb.pdf", "application/pdf", &bomb).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    let doc = status(id.clone()).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().starts_with("reading the document needed more than 256 MiB of memory"),
+        "{doc}"
+    );
+    assert!(stack.indexed_doc("acme", &id).await.is_none());
+
+    // More text than the cap.
+    let big = "All work and no play. ".repeat(60_000);
+    let id = upload(&services, &editor(), "big.txt", "text/plain", big.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    let doc = status(id).await;
+    assert_eq!(doc["error"], "the document holds more than 1 MiB of text; split it into smaller files", "{doc}");
+
+    // With too little of the invocation left to read it, the event is retried and the
+    // document stays as it was.
+    let id = upload(&services, &editor(), "late.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    let late = coach::deadline::Deadline::after(std::time::Duration::from_secs(20));
+    assert!(ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), late).await.is_err());
+    assert_eq!(status(id.clone()).await["status"], "pending");
+    // The same file with time enough is read as any other.
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    assert_eq!(status(id).await["status"], "ready");
+}
+
+#[tokio::test]
+async fn a_document_whose_reading_outlasts_its_budget_is_failed() {
+    // A parser that never finishes, stood in for by a program that sleeps: the budget ends
+    // it and the document is `failed`, not left `processing`.
+    let dir = tempfile::tempdir().unwrap();
+    let hang = dir.path().join("hang.sh");
+    std::fs::write(&hang, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let program = hang.display().to_string();
+    let stack = TestStack::with_env(&[("COACH_EXTRACT_SECS", "2"), ("COACH_EXTRACT_PROGRAM", &program)]).await;
+    let services = stack.deploy();
+    let id = upload(&services, &editor(), "slow.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    let (_, doc) = document(&services, &editor(), &id).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"], "reading the document took too long (over 2 s); split it into smaller files");
+
+    // A program that cannot be started is Coach's fault, not the document's: retried.
+    let broken = stack.with_more_env(&[("COACH_EXTRACT_PROGRAM", "/nonexistent/coach-extract")]).deploy();
+    let id = upload(&broken, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
+    let key = key_of(&broken, &id).await;
+    assert!(ingest::handle(&broken.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.is_err());
+    assert_eq!(document(&broken, &editor(), &id).await.1["status"], "processing");
+}
+
 #[tokio::test]
 async fn delete_removes_object_index_entry_and_record() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
     assert!(stack.indexed_doc("acme", &id).await.is_some());
 
     let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &editor())).await;
@@ -272,7 +382,9 @@ async fn delete_removes_object_index_entry_and_record() {
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
 
     // The ObjectRemoved event S3 then sends finds nothing left to do.
-    assert!(ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key)).await.is_ok());
+    assert!(ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key), ingest_deadline())
+        .await
+        .is_ok());
 }
 
 /// Every version and delete marker of `key` left in the bucket.
@@ -313,7 +425,7 @@ async fn delete_removes_every_version_and_a_put_after_it_does_not_bring_the_uplo
     assert!(put().await.unwrap().status().is_success());
     let key = key_of(&services, &id).await;
     assert_eq!(versions_left(&stack, &key).await, 2);
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
 
     let (status, _) = call(&services, req("DELETE", &format!("/documents/{id}"), None, &editor())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -322,7 +434,7 @@ async fn delete_removes_every_version_and_a_put_after_it_does_not_bring_the_uplo
     // The URL is still valid: a PUT now stores the object again, and its event removes it.
     assert!(put().await.unwrap().status().is_success());
     assert_eq!(versions_left(&stack, &key).await, 1);
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
     assert_eq!(versions_left(&stack, &key).await, 0, "an upload without its record is removed");
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
     assert!(stack.indexed_doc("acme", &id).await.is_none());
@@ -334,9 +446,9 @@ async fn object_removed_event_removes_index_entry_and_record() {
     let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
     stack.aws.s3.delete_object().bucket(&stack.config.bucket).key(&key).send().await.unwrap();
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-remove.json", &key), ingest_deadline()).await.unwrap();
     assert!(stack.indexed_doc("acme", &id).await.is_none());
     assert_eq!(document(&services, &editor(), &id).await.0, StatusCode::NOT_FOUND);
 }
@@ -411,7 +523,7 @@ async fn sqs_wrapped_events_report_only_failed_messages() {
     broken["body"] = "{not json".into();
     event["Records"].as_array_mut().unwrap().push(broken);
 
-    let response = ingest::handle(&services.ingest, event).await.unwrap();
+    let response = ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
     assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": "broken-1"}]}));
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
 }
@@ -420,10 +532,19 @@ async fn sqs_wrapped_events_report_only_failed_messages() {
 async fn malformed_events_are_errors_not_crashes() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
-    assert!(ingest::handle(&services.ingest, json!({"hello": "world"})).await.is_err());
-    assert!(ingest::handle(&services.ingest, json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]})).await.is_err());
+    assert!(ingest::handle(&services.ingest, json!({"hello": "world"}), ingest_deadline()).await.is_err());
+    assert!(ingest::handle(
+        &services.ingest,
+        json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]}),
+        ingest_deadline()
+    )
+    .await
+    .is_err());
     let ignored = s3_event(&stack, "s3-put.json", "prompt/system_prompt.md");
-    assert!(ingest::handle(&services.ingest, ignored).await.is_ok(), "keys ingest does not own are skipped");
+    assert!(
+        ingest::handle(&services.ingest, ignored, ingest_deadline()).await.is_ok(),
+        "keys ingest does not own are skipped"
+    );
 }
 
 #[tokio::test]
@@ -441,7 +562,7 @@ async fn shared_docs_are_indexed_in_the_global_scope() {
         .send()
         .await
         .unwrap();
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put-doc.json", key)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put-doc.json", key), ingest_deadline()).await.unwrap();
 
     let record = stack
         .aws
@@ -492,7 +613,7 @@ async fn emulator_notifications_through_sqs_reach_ingest_as_on_aws() {
         }
     }
     assert!(!records.is_empty(), "the emulator sent notifications");
-    let response = ingest::handle(&services.ingest, json!({ "Records": records })).await.unwrap();
+    let response = ingest::handle(&services.ingest, json!({ "Records": records }), ingest_deadline()).await.unwrap();
     assert_eq!(response, json!({"batchItemFailures": []}));
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "ready", "{doc}");
@@ -531,7 +652,7 @@ async fn ingest_with(vars: &[(&str, &str)]) -> (TestStack, Deployment, String) {
     let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let key = key_of(&services, &id).await;
-    let _ = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key)).await;
+    let _ = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await;
     (stack, services, id)
 }
 
@@ -591,21 +712,26 @@ async fn embedding_outages_are_retried_and_refusals_fail_the_document() {
     let services = stack.deploy();
     let id = upload(&services, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;
     let event = s3_event(&stack, "s3-put.json", &key_of(&services, &id).await);
-    assert!(ingest::handle(&services.ingest, event.clone()).await.is_err(), "outage: the event is retried");
+    assert!(
+        ingest::handle(&services.ingest, event.clone(), ingest_deadline()).await.is_err(),
+        "outage: the event is retried"
+    );
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "processing");
     assert!(stack.indexed_doc("acme", &id).await.is_none());
 
     // The service recovers; the retried event completes the document.
     server.reset().await;
     Mock::given(matchers::path("/embeddings")).respond_with(embeddings_responder(false)).mount(&server).await;
-    ingest::handle(&services.ingest, event.clone()).await.unwrap();
+    ingest::handle(&services.ingest, event.clone(), ingest_deadline()).await.unwrap();
     assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
 
     // A refusal (bad key) is final for this version: failed, with the reason.
     server.reset().await;
     Mock::given(matchers::path("/embeddings")).respond_with(ResponseTemplate::new(401)).mount(&server).await;
     let id = upload(&services, &editor(), "other.md", "text/markdown", GUIDE.as_bytes()).await;
-    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key_of(&services, &id).await)).await.unwrap();
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key_of(&services, &id).await), ingest_deadline())
+        .await
+        .unwrap();
     let (_, doc) = document(&services, &editor(), &id).await;
     assert_eq!(doc["status"], "failed");
     assert_eq!(doc["error"], "the embedding service refused the request (status 401)");

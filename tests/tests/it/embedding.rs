@@ -19,6 +19,7 @@ use coach::{
     retry::Retries,
     secrets::Secrets,
 };
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     events,
     stack::{model_dir, Deployment, TestStack},
@@ -213,7 +214,7 @@ async fn deliver(stack: &TestStack, services: &Deployment, queue: &str) -> usize
             "attributes": {}, "messageAttributes": {},
             "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"
         }]});
-        let reply = ingest::handle(&services.ingest, event).await.unwrap();
+        let reply = ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
         assert_eq!(reply["batchItemFailures"], json!([]), "the job succeeded");
         stack
             .aws
@@ -233,7 +234,8 @@ async fn a_large_document_is_searchable_at_once_and_gains_its_vectors_over_sever
     let (stack, queue) = stepped_stack().await;
     let services = stack.deploy();
     let (id, key) = upload(&stack, &services, "handbook.txt", &long_text(400)).await;
-    let outcome = services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+    let outcome =
+        services.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
     let Outcome::Embedding { done: 0, total } = outcome else { panic!("{outcome:?}") };
     assert!(total > 2 * STEP, "{total} chunks: three steps at least");
 
@@ -282,7 +284,7 @@ async fn a_document_deleted_while_it_is_embedded_ends_its_chain_and_leaves_nothi
     let (stack, queue) = stepped_stack().await;
     let services = stack.deploy();
     let (id, key) = upload(&stack, &services, "big.txt", &long_text(400)).await;
-    services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+    services.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
     assert_eq!(deliver(&stack, &services, &queue).await, 1);
     assert_eq!(stack.keys("index/acme/work/").await.len(), 1, "the first part");
 
@@ -311,7 +313,8 @@ async fn an_admin_re_embeds_documents_indexed_without_vectors() {
     let mut ids = Vec::new();
     for (name, text) in [("pto.txt", "Everyone gets 25 days of paid leave a year."), ("big.txt", &long_text(40))] {
         let (id, key) = upload(&stack, &lexical, name, text).await;
-        let outcome = lexical.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+        let outcome =
+            lexical.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
         assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
         assert_eq!(stack.indexed_doc("acme", &id).await.unwrap().embedding_model, None);
         ids.push(id);
@@ -356,6 +359,6 @@ async fn an_unknown_job_is_reported_as_failed_not_dropped() {
         "attributes": {}, "messageAttributes": {},
         "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"
     }]});
-    let reply = ingest::handle(&services.ingest, event).await.unwrap();
+    let reply = ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
     assert_eq!(reply["batchItemFailures"], json!([{"itemIdentifier": "m-1"}]), "left for the dead-letter queue");
 }

@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{events, moto::Moto, stack::TestStack, tokens};
 use lambda_http::{http::StatusCode, Body, Context, Response};
 use serde_json::{json, Value};
@@ -55,7 +56,7 @@ async fn every_route_answers_json_5xx_when_the_emulator_is_gone() {
     assert_eq!(response["statusCode"], 503);
     // Ingest fails the event so that it is retried.
     let event = coach::ingest::ObjectEvent { created: true, key: "docs/a.md".into() };
-    assert!(services.ingest.ingestor.handle(&event).await.is_err());
+    assert!(services.ingest.ingestor.handle(&event, ingest_deadline()).await.is_err());
     // A guard against hanging, not a performance figure: the bound is generous.
     assert!(started.elapsed() < Duration::from_secs(120), "requests did not hang: {:?}", started.elapsed());
 }

@@ -29,6 +29,7 @@ use coach::{
     secrets::Secrets,
     store::{Failure, IndexStore, ManifestRead, S3Bucket, ShardRef, StoreError, StoreResult},
 };
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     events,
     logs::Capture,
@@ -172,7 +173,7 @@ fn created(key: &str) -> ObjectEvent {
 /// Uploads and ingests; returns the id.
 async fn add(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> String {
     let (id, key) = upload(stack, services, tenant, name, body).await;
-    let outcome = services.ingest.ingestor.handle(&created(&key)).await.unwrap();
+    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
     id
 }
@@ -244,7 +245,7 @@ async fn delete_while_ingesting(stack: &TestStack, services: &Deployment, at: At
         assert_eq!(delete(services, "acme", &id).await, StatusCode::NO_CONTENT);
         gate.release.notify_one();
     };
-    let (outcome, ()) = tokio::join!(ingest.handle(&event), racing);
+    let (outcome, ()) = tokio::join!(ingest.handle(&event, ingest_deadline()), racing);
     (id, outcome.unwrap())
 }
 
@@ -291,11 +292,11 @@ async fn two_puts_through_one_upload_url_end_with_what_s3_holds() {
     let racing = async {
         gate.reached.notified().await;
         stack.put(&key, second.as_bytes()).await;
-        let outcome = services.ingest.ingestor.handle(&created(&key)).await.unwrap();
+        let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
         assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
         gate.release.notify_one();
     };
-    let (outcome, ()) = tokio::join!(slow.handle(&event), racing);
+    let (outcome, ()) = tokio::join!(slow.handle(&event, ingest_deadline()), racing);
     // The stale ingest saw the newer version, went round again and found it indexed.
     assert_eq!(outcome.unwrap(), Outcome::Skipped("this version is already indexed"));
 
@@ -320,7 +321,8 @@ async fn concurrent_ingests_of_one_tenant_lose_nothing() {
     }
     // Every event at once, as S3 delivers them to concurrent invocations.
     let events: Vec<ObjectEvent> = uploads.iter().map(|(_, key)| created(key)).collect();
-    let ingests: Vec<_> = events.iter().map(|event| services.ingest.ingestor.handle(event)).collect();
+    let ingests: Vec<_> =
+        events.iter().map(|event| services.ingest.ingestor.handle(event, ingest_deadline())).collect();
     for outcome in futures_util::future::join_all(ingests).await {
         assert!(matches!(outcome.unwrap(), Outcome::Indexed { .. }));
     }
@@ -355,7 +357,7 @@ async fn a_delete_during_compaction_is_not_undone_and_its_data_leaves_the_segmen
         assert_eq!(delete(&services, "acme", &ids[3]).await, StatusCode::NO_CONTENT);
         gate.release.notify_one();
     };
-    let (outcome, ()) = tokio::join!(ingest.handle(&event), racing);
+    let (outcome, ()) = tokio::join!(ingest.handle(&event, ingest_deadline()), racing);
     assert!(matches!(outcome.unwrap(), Outcome::Indexed { .. }));
     ids.push(last);
 
@@ -392,7 +394,10 @@ async fn a_crash_between_segment_and_manifest_leaves_the_old_index_and_the_orpha
 
     let (id, key) = upload(&stack, &services, "acme", "crash.md", &topic(2)).await;
     let crashing = ingestor(&stack, Gated::new(&stack, At::FailCommit));
-    assert!(crashing.handle(&created(&key)).await.is_err(), "a transient failure: the event is retried");
+    assert!(
+        crashing.handle(&created(&key), ingest_deadline()).await.is_err(),
+        "a transient failure: the event is retried"
+    );
     // Readers see exactly the previous manifest; the new delta is an orphan.
     assert_eq!(stack.manifest(&acme()).await.unwrap(), before);
     assert_eq!(cited(&services, "acme", "zq1x").await, BTreeSet::from([kept]));
@@ -401,7 +406,7 @@ async fn a_crash_between_segment_and_manifest_leaves_the_old_index_and_the_orpha
     assert_eq!(stored.difference(&referenced).count(), 1, "one orphan");
 
     // The retried event indexes it, and maintenance collects the orphan.
-    let outcome = services.ingest.ingestor.handle(&created(&key)).await.unwrap();
+    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }));
     assert_eq!(cited(&services, "acme", "zq2x").await, BTreeSet::from([id]));
     let (stored, referenced) = objects(&stack, &acme()).await;
@@ -461,7 +466,8 @@ async fn shared_docs_have_the_same_index() {
         stack.put(&format!("docs/guide-{i}.md"), topic(i).as_bytes()).await;
     }
     let events: Vec<ObjectEvent> = (0..MERGE_FACTOR).map(|i| created(&format!("docs/guide-{i}.md"))).collect();
-    let ingests: Vec<_> = events.iter().map(|event| services.ingest.ingestor.handle(event)).collect();
+    let ingests: Vec<_> =
+        events.iter().map(|event| services.ingest.ingestor.handle(event, ingest_deadline())).collect();
     for outcome in futures_util::future::join_all(ingests).await {
         assert!(matches!(outcome.unwrap(), Outcome::Indexed { .. }));
     }
@@ -471,12 +477,12 @@ async fn shared_docs_have_the_same_index() {
     // Removed from docs/: tombstoned at once.
     stack.aws.s3.delete_object().bucket(&stack.config.bucket).key("docs/guide-4.md").send().await.unwrap();
     let removed = ObjectEvent { created: false, key: "docs/guide-4.md".into() };
-    assert_eq!(services.ingest.ingestor.handle(&removed).await.unwrap(), Outcome::Removed);
+    assert_eq!(services.ingest.ingestor.handle(&removed, ingest_deadline()).await.unwrap(), Outcome::Removed);
     assert!(cited(&services, "any-tenant", "zq4x").await.is_empty());
     assert_eq!(stack.indexed(&Scope::Global).await.len(), MERGE_FACTOR - 1);
     // Put back: indexed again (the tombstone is lifted).
     stack.put("docs/guide-4.md", topic(4).as_bytes()).await;
-    services.ingest.ingestor.handle(&created("docs/guide-4.md")).await.unwrap();
+    services.ingest.ingestor.handle(&created("docs/guide-4.md"), ingest_deadline()).await.unwrap();
     assert_eq!(cited(&services, "any-tenant", "zq4x").await.len(), 1);
 }
 

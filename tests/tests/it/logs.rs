@@ -3,6 +3,7 @@
 //! turn, an upload and its ingestion, a profile fetch) are captured at debug level for
 //! Coach's own crates and searched for every sensitive value.
 
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{events, logs::Capture, stack::TestStack, tokens};
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
@@ -100,7 +101,12 @@ async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
     let created: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     let key = format!("uploads/acme/{}/private notes.md", created["document_id"].as_str().unwrap());
     stack.put(&key, MESSAGE.as_bytes()).await;
-    services.ingest.ingestor.handle(&coach::ingest::ObjectEvent { created: true, key }).await.unwrap();
+    services
+        .ingest
+        .ingestor
+        .handle(&coach::ingest::ObjectEvent { created: true, key }, ingest_deadline())
+        .await
+        .unwrap();
 
     let logs = capture.text();
     assert!(logs.lines().count() > 5, "logs were captured:\n{logs}");

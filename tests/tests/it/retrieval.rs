@@ -6,6 +6,7 @@ use coach::{
     documents::UploadRequest,
     ingest::{ObjectEvent, Outcome},
 };
+use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     events,
     stack::{Deployment, TestStack},
@@ -30,7 +31,8 @@ fn corpus() -> Vec<(String, String)> {
 async fn add_shared(stack: &TestStack, services: &Deployment, name: &str, body: &str) {
     let key = format!("docs/{name}");
     stack.put(&key, body.as_bytes()).await;
-    let outcome = services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+    let outcome =
+        services.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
 }
 
@@ -42,7 +44,8 @@ async fn add_for_tenant(stack: &TestStack, services: &Deployment, tenant: &str, 
     let id = services.uploads.documents.create_upload(&who, &request).await.unwrap().document_id;
     let key = format!("uploads/{tenant}/{id}/{name}");
     stack.put(&key, body.as_bytes()).await;
-    let outcome = services.ingest.ingestor.handle(&ObjectEvent { created: true, key }).await.unwrap();
+    let outcome =
+        services.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
     id
 }

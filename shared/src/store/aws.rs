@@ -136,6 +136,7 @@ pub(super) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>)
             } else if code.starts_with("AccessDenied") || code == "UnrecognizedClientException" || status == Some(403) {
                 Failure::AccessDenied
             } else if code.contains("Throttl")
+                || code == "ProvisionedThroughputExceededException"
                 || code == "SlowDown"
                 || code.contains("LimitExceeded")
                 || status == Some(429)

@@ -671,6 +671,22 @@ impl Counters for DynamoTable {
             Err(e) => Err(e),
         }
     }
+
+    async fn give_back(&self, counter: Counter<'_>, window_start: u64) -> StoreResult<()> {
+        let result = self
+            .update(counter_pk(counter), format!("WINDOW#{window_start}"))
+            .update_expression("ADD #count :minus_one")
+            .condition_expression("#count > :zero")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":minus_one", AttributeValue::N("-1".into()))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result.map_err(|e| write_error("give back a count", e)) {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[async_trait]

@@ -214,6 +214,9 @@ pub trait Counters: Send + Sync {
     /// reached `limit`: `Ok(true)` when counted, `Ok(false)` when full. The counter item
     /// expires at `expires_at` (epoch seconds).
     async fn take(&self, counter: Counter<'_>, window_start: u64, limit: u64, expires_at: u64) -> StoreResult<bool>;
+    /// Takes back one count of the window (a request refused by another limit); a counter
+    /// at zero or gone stays as it is.
+    async fn give_back(&self, counter: Counter<'_>, window_start: u64) -> StoreResult<()>;
 }
 
 // ------------------------------------------------------------------ objects

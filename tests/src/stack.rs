@@ -252,7 +252,10 @@ impl TestStack {
     pub fn with_more_env(&self, vars: &[(&str, &str)]) -> Self {
         let mut all = self.vars.clone();
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        Self { sdk: self.sdk.clone(), config: self.config.clone(), aws: self.aws.clone(), vars: all }
+        // Store settings that are not resource names (the signing key's secret, timeouts).
+        let config = Self::read(&all, StoreConfig::from_env).expect("test configuration is valid");
+        let aws = AwsClients { config: config.clone(), ..self.aws.clone() };
+        Self { sdk: self.sdk.clone(), config, aws, vars: all }
     }
 
     /// Runs `read` over this stack's environment (the last value of a variable wins).

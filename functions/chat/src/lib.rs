@@ -89,7 +89,8 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupErr
         llm: Llm::from_env(env, retries, http, secrets.clone())?,
         limiter: RateLimiter::new(table, RateLimitConfig::from_env(env)?),
     };
-    Ok((Authenticator::from_env(env, secrets)?, chat))
+    let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
+    Ok((Authenticator::from_env(env, signing_key)?, chat))
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.

@@ -41,7 +41,8 @@ impl State {
 
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+        // The signing key's secret alone: this function reads no other.
+        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
         Ok(Self {
             auth: Authenticator::from_env(env, secrets)?,
             refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,

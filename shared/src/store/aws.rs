@@ -25,8 +25,13 @@ pub struct StoreConfig {
     pub bucket: String,
     /// DynamoDB table for sessions, messages, documents and counters (`COACH_TABLE`).
     pub table: String,
-    /// Secrets Manager id or ARN of the Coach secret (`COACH_SECRET_ID`).
+    /// Secrets Manager id or ARN of the Coach secret (`COACH_SECRET_ID`): the model,
+    /// embedding and Auth0 credentials.
     pub secret_id: String,
+    /// The secret holding the HS256 signing key (`COACH_JWT_SECRET_ID`; by default the Coach
+    /// secret). Deployed, a secret of its own that only the HTTP functions can read, so
+    /// ingest, which parses untrusted files, never can.
+    pub jwt_secret_id: String,
     /// Upper bound on one AWS SDK operation, retries included (`COACH_AWS_TIMEOUT_MS`).
     pub aws_timeout: Duration,
     /// Path-style S3 addressing, needed by local emulators (`COACH_S3_FORCE_PATH_STYLE`).
@@ -45,6 +50,9 @@ impl StoreConfig {
         Ok(Self {
             bucket,
             table,
+            jwt_secret_id: env
+                .string("COACH_JWT_SECRET_ID")
+                .unwrap_or_else(|| env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID)),
             secret_id: env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID),
             aws_timeout: Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000)?),
             s3_force_path_style: env.boolean("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?,

@@ -94,8 +94,8 @@ async fn token(args: &[String]) -> Result<(), String> {
         }
     }
     let (config, aws) = local_stack().await?;
-    let secret = aws.secrets.get_secret_value().secret_id(&config.secret_id).send().await.map_err(|e| {
-        format!("read secret {}: {}", config.secret_id, aws_sdk_secretsmanager::error::DisplayErrorContext(e))
+    let secret = aws.secrets.get_secret_value().secret_id(&config.jwt_secret_id).send().await.map_err(|e| {
+        format!("read secret {}: {}", config.jwt_secret_id, aws_sdk_secretsmanager::error::DisplayErrorContext(e))
     })?;
     let fields: serde_json::Value = serde_json::from_str(secret.secret_string().unwrap_or_default())
         .map_err(|_| "secret is not JSON".to_owned())?;

@@ -391,3 +391,25 @@ async fn upload_url_function_authenticates_too() {
             .await;
     assert_eq!(response.status(), StatusCode::OK, "authenticated callers reach the route");
 }
+
+#[tokio::test]
+async fn the_signing_key_can_live_in_a_secret_of_its_own() {
+    // As deployed: the key in its own secret (COACH_JWT_SECRET_ID), the Coach secret holding
+    // the provider keys. Every HTTP function verifies with the key from the signing secret.
+    let stack = TestStack::new().await;
+    let jwt_secret = format!("{}-jwt", stack.config.secret_id);
+    let own_key = "a-signing-key-of-its-own-at-least-32-bytes-long";
+    let fields = json!({ coach::auth::HS256_SECRET_FIELD: own_key });
+    coach_testkit::stack::create_secret(&stack.aws.secrets, &jwt_secret, &fields).await.unwrap();
+    let services = stack.with_more_env(&[("COACH_JWT_SECRET_ID", &jwt_secret)]).deploy();
+
+    let token = tokens::hs256(own_key.as_bytes(), &claims("alice", "acme", &["admin"], 300));
+    assert_eq!(me(&services, Some(&token)).await.status(), StatusCode::OK);
+    let upload = events::with("uploads-create.json", "GET", "/documents", None, Some(&token));
+    assert_eq!(upload_url::handle(&services.uploads, upload).await.status(), StatusCode::OK);
+    // The Coach secret's key (TEST_HS256_KEY) is not the signing key any more.
+    let other = tokens::hs256(TEST_HS256_KEY.as_bytes(), &claims("alice", "acme", &["admin"], 300));
+    assert_unauthorized(&me(&services, Some(&other)).await, "invalid token signature");
+    let upload = events::with("uploads-create.json", "GET", "/documents", None, Some(&other));
+    assert_eq!(upload_url::handle(&services.uploads, upload).await.status(), StatusCode::UNAUTHORIZED);
+}

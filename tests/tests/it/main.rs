@@ -13,6 +13,7 @@ mod faults;
 mod health;
 mod index;
 mod logs;
+mod policies;
 mod profile;
 mod ratelimit;
 mod readme;

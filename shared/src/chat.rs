@@ -6,25 +6,99 @@
 //! module is the flow.
 //!
 //! Storage calls before the model, in sequential levels (each level waits for the one
-//! before): (1) the user's rate-limit counter, the session, its history, the prompt and the
-//! index manifests (conditional GETs), all at once; (2) the tenant's counter, and the index
-//! segments not yet in memory (with the query embedding); (3) one transactional write of the
-//! message and its session.
+//! before): (1) both rate-limit counters, the session, its history, the prompt and the
+//! index manifests (conditional GETs), all at once; (2) the index segments not yet in memory
+//! (with the query embedding); (3) one transactional write of the message, its session and
+//! its turn's record.
+//!
+//! **Deadline.** A non-streaming turn answers within `COACH_TURN_TIMEOUT_SECS` (28 s, under
+//! API Gateway's 29 s) or what is left of the Lambda invocation, whichever ends first,
+//! model retries included: past it, a 504 `timeout`.
+//!
+//! **Retries.** A turn with an `Idempotency-Key` (kept a day), or without one a message sent
+//! to an existing session (kept two minutes), gets a turn record written with the user's
+//! message. The same turn sent again stores nothing: it gets the stored answer once there is
+//! one; while the first attempt may still answer (its lease), a 409; after that attempt
+//! gave up (a model failure, a timeout) or died, the retry takes its lease and answers the
+//! message already stored.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Principal,
     config::{ConfigError, Env},
+    deadline::Deadline,
     error::Error,
     history::{History, Target},
+    ids::now_ms,
     llm::{Completion, Llm, Prompt},
     model::{Author, Message, NewMessage, Passage, Source, Usage},
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
     retrieval::Retriever,
+    store::TurnWrite,
 };
+
+/// How long a turn record recognises a retry: a day for an `Idempotency-Key`, two minutes
+/// for the same message sent again to the same session.
+const KEYED_TURN_SECS: u64 = 86_400;
+const REPEATED_TURN_SECS: u64 = 120;
+/// Kept from a turn's deadline to give up its lease and answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
+/// A lease outlives its turn's deadline by this much (a clock's worth of slack).
+const LEASE_SLACK_MS: u64 = 2000;
+/// Longest an `Idempotency-Key` may be.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// What recognises a retry of a turn: a hash of the caller's `Idempotency-Key`, or of the
+/// session and message, and how long it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnKey {
+    key: String,
+    ttl_secs: u64,
+}
+
+impl TurnKey {
+    /// From the `Idempotency-Key` header (1 to 255 visible ASCII characters, else 400), or
+    /// without one, for a message to an existing session, from the session and the message.
+    /// `None` for a first message without a key (it has no session to be repeated in).
+    pub fn for_turn(header: Option<&str>, input: &ChatInput) -> Result<Option<TurnKey>, Error> {
+        if let Some(key) = header {
+            let visible = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !visible {
+                return Err(Error::BadRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                )));
+            }
+            return Ok(Some(TurnKey { key: digest(&["key", key]), ttl_secs: KEYED_TURN_SECS }));
+        }
+        Ok(input.session_id.as_deref().map(|session| TurnKey {
+            key: digest(&["same", session, input.message.trim()]),
+            ttl_secs: REPEATED_TURN_SECS,
+        }))
+    }
+}
+
+/// 128 bits of SHA-256 over the parts, hex: the key stores no text of the message.
+fn digest(parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The lease a turn is answered under.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    key: String,
+    until: u64,
+}
 
 /// Body of `POST /chat` and `POST /chat/stream`.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +127,8 @@ pub struct ChatConfig {
     pub history_limit: i32,
     /// Longest accepted message, in characters.
     pub max_message_chars: usize,
+    /// Longest a non-streaming turn may take (`COACH_TURN_TIMEOUT_SECS`).
+    pub turn_timeout: Duration,
 }
 
 impl ChatConfig {
@@ -60,6 +136,7 @@ impl ChatConfig {
         Ok(Self {
             history_limit: env.number("COACH_HISTORY_LIMIT", 10, 0, 100)? as i32,
             max_message_chars: env.number("COACH_MAX_MESSAGE_CHARS", 4000, 1, 100_000)? as usize,
+            turn_timeout: Duration::from_secs(env.number("COACH_TURN_TIMEOUT_SECS", 28, 3, 900)?),
         })
     }
 }
@@ -71,6 +148,22 @@ pub struct Prepared {
     pub prompt: Prompt,
     pub passages: Vec<Passage>,
     pub sources: Vec<Source>,
+    /// The turn's lease, when it has a record (its answer is recorded with the reply).
+    pub lease: Option<Lease>,
+}
+
+/// What a turn comes to before the model.
+pub enum Step {
+    /// The message is stored and the prompt ready.
+    Answer(Prepared),
+    /// A retry of a turn already answered: the stored answer.
+    Answered(ChatReply),
+}
+
+/// A retry of a turn that has no answer yet, taken over from the attempt that gave up.
+struct TakenOver {
+    session_id: String,
+    message: Message,
 }
 
 /// Everything a chat turn uses. Build once per cold start.
@@ -86,8 +179,16 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// Validates the input, counts the request, stores the user's message and builds the prompt.
-    pub async fn prepare(&self, who: &Principal, input: ChatInput) -> Result<Prepared, Error> {
+    /// Validates the input, counts the request, stores the user's message (with the turn's
+    /// record under `turn`, leased until `lease_until`) and builds the prompt; or, for a
+    /// retry, the stored answer or the message the first attempt stored.
+    pub async fn prepare(
+        &self,
+        who: &Principal,
+        input: ChatInput,
+        turn: Option<&TurnKey>,
+        lease_until: u64,
+    ) -> Result<Step, Error> {
         let message = input.message.trim();
         if message.is_empty() {
             return Err(Error::BadRequest("message must not be empty".into()));
@@ -121,17 +222,87 @@ impl Chat {
         let ((), session, (system, profile), passages) =
             tokio::try_join!(self.limiter.check(who), session, context, self.retriever.retrieve(&who.tenant, message))?;
 
-        let (target, past) = match &session {
-            Some((id, past)) => (Target::Session(id), past.as_slice()),
-            None => (Target::NewSession { title: message }, [].as_slice()),
+        let (existing, mut past) = match session {
+            Some((id, past)) => (Some(id), past),
+            None => (None, Vec::new()),
         };
-        let (session_id, user_message) = self.history.add_message(who, target, NewMessage::user(message)).await?;
+        let target = match &existing {
+            Some(id) => Target::Session(id),
+            None => Target::NewSession { title: message },
+        };
+        let claim = turn.map_or(TurnWrite::None, |turn| TurnWrite::Claim {
+            key: &turn.key,
+            lease_until,
+            expires_at: now_ms() / 1000 + turn.ttl_secs,
+        });
+        let added = self.history.add_turn_message(who, target, NewMessage::user(message), claim).await?;
+        let (session_id, user_message) = match (added, turn) {
+            (Some(added), _) => added,
+            (None, Some(turn)) => match self.retry(who, turn, input.session_id.as_deref(), lease_until).await? {
+                Ok(answered) => return Ok(Step::Answered(answered)),
+                Err(TakenOver { session_id, message }) => {
+                    // The history was read before; it may hold the message itself.
+                    past.retain(|m| m.message_id != message.message_id);
+                    (session_id, message)
+                }
+            },
+            (None, None) => return Err(Error::internal("a turn without a key was refused as a retry")),
+        };
         let sources = passages.iter().map(|p| p.source.clone()).collect();
         let config = self.llm.config();
         let budget = config.context_tokens.saturating_sub(config.max_output_tokens);
         let boundary = crate::prompt::boundary();
-        let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, past, message, budget, &boundary);
-        Ok(Prepared { session_id, user_message, prompt, passages, sources })
+        let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, &past, message, budget, &boundary);
+        let lease = turn.map(|turn| Lease { key: turn.key.clone(), until: lease_until });
+        Ok(Step::Answer(Prepared { session_id, user_message, prompt, passages, sources, lease }))
+    }
+
+    /// A retry of `turn`: its stored answer (`Ok`), or, when the attempt that stored its
+    /// message gave up, the message with the lease moved to this attempt (`Err`); a 409 while
+    /// that attempt may still answer.
+    async fn retry(
+        &self,
+        who: &Principal,
+        turn: &TurnKey,
+        session: Option<&str>,
+        lease_until: u64,
+    ) -> Result<Result<ChatReply, TakenOver>, Error> {
+        let in_progress = || Error::Conflict("this message is still being answered; retry in a few seconds".into());
+        // Gone since the write refused it: it expired in between.
+        let Some(record) = self.history.turn(who, &turn.key).await? else { return Err(in_progress()) };
+        if session.is_some_and(|s| s != record.session_id) {
+            return Err(Error::Conflict("this Idempotency-Key was used for a message to another session".into()));
+        }
+        let gone = || Error::NotFound("no such session".into());
+        if let Some(reply_id) = &record.reply_id {
+            let reply = self.history.message(who, &record.session_id, reply_id).await?.ok_or_else(gone)?;
+            return Ok(Ok(ChatReply {
+                session_id: record.session_id,
+                message_id: reply.message_id,
+                answer: reply.content,
+                sources: reply.sources,
+                usage: reply.usage.unwrap_or_default(),
+                model: reply.model.unwrap_or_default(),
+            }));
+        }
+        if record.lease_until > now_ms()
+            || !self.history.move_lease(who, &turn.key, record.lease_until, lease_until).await?
+        {
+            return Err(in_progress());
+        }
+        let message = self.history.message(who, &record.session_id, &record.message_id).await?.ok_or_else(gone)?;
+        Ok(Err(TakenOver { session_id: record.session_id, message }))
+    }
+
+    /// Gives up a turn's lease after a failure, so a retry can answer it at once. Best
+    /// effort: otherwise the retry waits for the lease to end.
+    pub async fn release(&self, who: &Principal, lease: &Lease) {
+        let released = self.history.move_lease(who, &lease.key, lease.until, 0);
+        match tokio::time::timeout(Duration::from_secs(1), released).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not give up a failed turn's lease"),
+            Err(_) => tracing::warn!("giving up a failed turn's lease took too long"),
+        }
     }
 
     /// Stores the model's reply and shapes the answer.
@@ -148,7 +319,12 @@ impl Chat {
             usage: Some(completion.usage),
             model: Some(&completion.model),
         };
-        let (_, reply) = self.history.add_message(who, Target::Session(&prepared.session_id), reply).await?;
+        let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
+        let (_, reply) = self
+            .history
+            .add_turn_message(who, Target::Session(&prepared.session_id), reply, turn)
+            .await?
+            .ok_or_else(|| Error::internal("a reply was refused as a retry"))?;
         Ok(ChatReply {
             session_id: prepared.session_id,
             message_id: reply.message_id,
@@ -159,10 +335,76 @@ impl Chat {
         })
     }
 
-    /// A whole chat turn, answered in one piece.
-    pub async fn chat(&self, who: &Principal, input: ChatInput) -> Result<ChatReply, Error> {
-        let prepared = self.prepare(who, input).await?;
-        let completion = self.llm.complete(&prepared.prompt, &prepared.passages).await?;
-        self.finish(who, prepared, completion).await
+    /// A whole chat turn, answered in one piece before `deadline` (and within
+    /// `COACH_TURN_TIMEOUT_SECS`), or a 504.
+    pub async fn chat(
+        &self,
+        who: &Principal,
+        input: ChatInput,
+        turn: Option<TurnKey>,
+        deadline: Deadline,
+    ) -> Result<ChatReply, Error> {
+        let budget = deadline.remaining().min(self.limits.turn_timeout).saturating_sub(ANSWER_MARGIN);
+        let lease = turn
+            .as_ref()
+            .map(|t| Lease { key: t.key.clone(), until: now_ms() + budget.as_millis() as u64 + LEASE_SLACK_MS });
+        let lease_until = lease.as_ref().map_or(0, |l| l.until);
+        let work = async {
+            let prepared = match self.prepare(who, input, turn.as_ref(), lease_until).await? {
+                Step::Answered(reply) => return Ok(reply),
+                Step::Answer(prepared) => prepared,
+            };
+            let completion = self.llm.complete(&prepared.prompt, &prepared.passages).await?;
+            self.finish(who, prepared, completion).await
+        };
+        let result = tokio::time::timeout(budget, work).await.unwrap_or_else(|_| {
+            Err(Error::Timeout(format!(
+                "no answer within {} s; send the same message again (with the same Idempotency-Key, if it had one) \
+                 to get the answer without storing the message twice",
+                budget.as_secs().max(1)
+            )))
+        });
+        if let (Err(_), Some(lease)) = (&result, &lease) {
+            self.release(who, lease).await;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(message: &str, session: Option<&str>) -> ChatInput {
+        ChatInput { message: message.into(), session_id: session.map(str::to_owned) }
+    }
+
+    #[test]
+    fn turn_keys_name_a_turn_without_its_text() {
+        let keyed = TurnKey::for_turn(Some("retry-7"), &input("hi", None)).unwrap().unwrap();
+        assert_eq!(keyed.ttl_secs, KEYED_TURN_SECS);
+        assert_eq!(keyed.key.len(), 32);
+        // The key decides, whatever the message or session.
+        assert_eq!(TurnKey::for_turn(Some("retry-7"), &input("other", Some("01J"))).unwrap().unwrap(), keyed);
+        // Without a key: the same session and message (trimmed), for a short while.
+        let same = TurnKey::for_turn(None, &input(" hi ", Some("01J"))).unwrap().unwrap();
+        assert_eq!(same.ttl_secs, REPEATED_TURN_SECS);
+        assert_eq!(TurnKey::for_turn(None, &input("hi", Some("01J"))).unwrap().unwrap(), same);
+        assert_ne!(TurnKey::for_turn(None, &input("hi", Some("01K"))).unwrap().unwrap(), same);
+        assert_ne!(same, keyed);
+        assert!(!same.key.contains("hi"));
+        // A first message without a key has nothing to be repeated in.
+        assert_eq!(TurnKey::for_turn(None, &input("hi", None)).unwrap(), None);
+        // Parts are length-prefixed: moving a boundary changes the key.
+        assert_ne!(digest(&["same", "ab", "c"]), digest(&["same", "a", "bc"]));
+    }
+
+    #[test]
+    fn idempotency_keys_are_short_visible_text() {
+        for bad in ["", "a b", "tab\there", "é", &"k".repeat(256)] {
+            let error = TurnKey::for_turn(Some(bad), &input("hi", None)).unwrap_err();
+            assert_eq!(error.status(), lambda_http::http::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        assert!(TurnKey::for_turn(Some(&"k".repeat(255)), &input("hi", None)).is_ok());
     }
 }

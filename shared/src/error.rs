@@ -53,6 +53,9 @@ pub enum Error {
         #[source]
         cause: Option<Cause>,
     },
+    /// The answer was not ready within the request's deadline (504).
+    #[error("{0}")]
+    Timeout(String),
     /// A dependency Coach needs (S3, DynamoDB, Secrets Manager) is unavailable (503).
     #[error("{message}")]
     Unavailable {
@@ -99,6 +102,7 @@ impl Error {
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,6 +121,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::Upstream { .. } => "upstream_error",
             Error::Unavailable { .. } => "service_unavailable",
+            Error::Timeout(_) => "timeout",
             Error::Internal { .. } => "internal_error",
         }
     }

@@ -14,7 +14,7 @@ use crate::{
     error::Error,
     ids::{parse_id, rfc3339, Ids},
     model::{Message, NewMessage, Page, Session},
-    store::{HistoryStore, NewSession, SessionWrite, StoreError, StoredMessage},
+    store::{Appended, HistoryStore, NewSession, SessionWrite, StoreError, StoredMessage, TurnRecord, TurnWrite},
 };
 
 const TITLE_CHARS: usize = 80;
@@ -72,6 +72,20 @@ impl History {
         into: Target<'_>,
         new: NewMessage<'_>,
     ) -> Result<(String, Message), Error> {
+        self.add_turn_message(who, into, new, TurnWrite::None)
+            .await?
+            .ok_or_else(|| Error::internal("a message without a turn record was refused as a retry"))
+    }
+
+    /// Like [`History::add_message`], with what `turn` asks of the turn's record in the same
+    /// write: `None` when nothing was stored because the turn's key is taken (a retry).
+    pub async fn add_turn_message(
+        &self,
+        who: &Principal,
+        into: Target<'_>,
+        new: NewMessage<'_>,
+        turn: TurnWrite<'_>,
+    ) -> Result<Option<(String, Message)>, Error> {
         let NewMessage { role, content, sources, usage, model } = new;
         let (session_id, title) = match into {
             Target::Session(id) => (parse_id(id, "session")?.to_string(), None),
@@ -99,10 +113,13 @@ impl History {
             now_ms: now,
             expires_at: self.expiry(now),
         };
-        self.store.append(who.owner(), session, stored).await.map_err(|e| match e {
+        let appended = self.store.append(who.owner(), session, stored, turn).await.map_err(|e| match e {
             StoreError::ConditionFailed { .. } if title.is_none() => session_not_found(),
             other => other.into(),
         })?;
+        if appended == Appended::Retry {
+            return Ok(None);
+        }
         let message = Message {
             message_id,
             role,
@@ -112,7 +129,23 @@ impl History {
             model: model.map(str::to_owned),
             created_at: rfc3339(now),
         };
-        Ok((session_id, message))
+        Ok(Some((session_id, message)))
+    }
+
+    /// The record of the caller's turn with this key, if it is live.
+    pub async fn turn(&self, who: &Principal, key: &str) -> Result<Option<TurnRecord>, Error> {
+        Ok(self.store.turn(who.owner(), key).await?)
+    }
+
+    /// Moves the lease of the caller's turn from `from` to `to`; `false` when another
+    /// attempt holds it or it is answered.
+    pub async fn move_lease(&self, who: &Principal, key: &str, from: u64, to: u64) -> Result<bool, Error> {
+        Ok(self.store.move_lease(who.owner(), key, from, to).await?)
+    }
+
+    /// One message of the caller's session.
+    pub async fn message(&self, who: &Principal, session_id: &str, message_id: &str) -> Result<Option<Message>, Error> {
+        Ok(self.store.message(who.owner(), session_id, message_id).await?)
     }
 
     /// The last `limit` messages of a session, oldest first (one page, newest first, reversed).

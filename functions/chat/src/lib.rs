@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use coach::{
     auth::{Authenticator, Principal, Role},
-    chat::{Chat, ChatConfig, ChatInput},
+    chat::{Chat, ChatConfig, ChatInput, TurnKey},
     config::{Env, StartupError},
+    deadline::Deadline,
     embeddings::Embedder,
     health::{self, Health},
     history::History,
@@ -43,7 +44,7 @@ use coach::{
 };
 use lambda_http::{
     http::{Method, StatusCode},
-    Body, Request, Response,
+    Body, Request, RequestExt, Response,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -164,12 +165,26 @@ async fn me(state: &State, req: &Request) -> Result<Response<Body>, Error> {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// `POST /chat` `{message, session_id?}`.
+/// `POST /chat` `{message, session_id?}`, with an optional `Idempotency-Key` header.
 async fn post_chat(state: &State, req: &Request) -> Result<Response<Body>, Error> {
     let who = user(&state.auth, req).await?;
     let input: ChatInput = json_body(req)?;
-    let reply = state.chat.chat(&who, input).await?;
+    let turn = TurnKey::for_turn(idempotency_key(req)?, &input)?;
+    // The invocation's own deadline; without one (a test's request), Lambda's longest.
+    let deadline = match req.lambda_context_ref().map(|c| c.deadline) {
+        Some(ms) if ms > 0 => Deadline::from_epoch_ms(ms),
+        _ => Deadline::after(std::time::Duration::from_secs(900)),
+    };
+    let reply = state.chat.chat(&who, input, turn, deadline).await?;
     Ok(json_response(StatusCode::OK, &reply))
+}
+
+/// The `Idempotency-Key` header, if any (400 when it is not text).
+pub fn idempotency_key(req: &Request) -> Result<Option<&str>, Error> {
+    req.headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map_err(|_| Error::BadRequest("Idempotency-Key must be visible ASCII characters".into())))
+        .transpose()
 }
 
 /// `GET /sessions?limit=&cursor=`: the caller's sessions, most recently active first.

@@ -5,15 +5,21 @@
 //! A failure after the stream has started ends it with one `error` event
 //! (`{code, message, request_id}`); a failure before it starts is a plain JSON error with
 //! its status. The user's message is stored before the model is called either way.
+//!
+//! Retries are recognised as in `POST /chat` (`Idempotency-Key`, or the same message to the
+//! same session): a retry of an answered turn gets the stored answer as one `token` event,
+//! then `sources` and `done`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use coach::{
     auth::Authenticator,
-    chat::{Chat, ChatInput},
+    auth::Principal,
+    chat::{Chat, ChatInput, ChatReply, Prepared, Step, TurnKey},
     config::{Env, StartupError},
     http::{error_object, error_response, json_body, request_id},
+    ids::now_ms,
     llm::{Completion, Delta},
     model::Usage,
     store::AwsClients,
@@ -26,6 +32,9 @@ use lambda_http::{
     Request, Response,
 };
 use serde_json::json;
+
+/// How long a streamed turn holds its lease: the chat-stream function's timeout.
+const STREAM_LEASE_MS: u64 = 300_000;
 
 /// What the `chat-stream` function uses, built once per cold start.
 pub struct StreamState {
@@ -61,8 +70,19 @@ pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBod
 async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
     let who = crate::user(&state.auth, req).await?;
     let input: ChatInput = json_body(req)?;
-    let prepared = state.chat.prepare(&who, input).await?;
-    let mut deltas = state.chat.llm.stream(&prepared.prompt, &prepared.passages).await?;
+    let turn = TurnKey::for_turn(crate::idempotency_key(req)?, &input)?;
+    let lease_until = now_ms() + STREAM_LEASE_MS;
+    let prepared = match state.chat.prepare(&who, input, turn.as_ref(), lease_until).await? {
+        Step::Answer(prepared) => prepared,
+        Step::Answered(reply) => return Ok(replay(reply)),
+    };
+    let mut deltas = match state.chat.llm.stream(&prepared.prompt, &prepared.passages).await {
+        Ok(deltas) => deltas,
+        Err(err) => {
+            release(&state.chat, &who, &prepared).await;
+            return Err(err);
+        }
+    };
 
     let (tx, body) = channel();
     tokio::spawn(async move {
@@ -84,12 +104,14 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
+                    release(&state.chat, &who, &prepared).await;
                     send(&mut client, "error", &error_object(&err, &request_id)).await;
                     return;
                 }
             }
         }
         let completion = Completion { text, usage, model };
+        let lease = prepared.lease.clone();
         match state.chat.finish(&who, prepared, completion).await {
             Ok(reply) => {
                 send(&mut client, "sources", &json!(reply.sources)).await;
@@ -102,19 +124,50 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 send(&mut client, "done", &done).await;
             }
             Err(err) => {
+                if let Some(lease) = &lease {
+                    state.chat.release(&who, lease).await;
+                }
                 send(&mut client, "error", &error_object(&err, &request_id)).await;
             }
         }
     });
 
+    Ok(event_stream(body))
+}
+
+fn event_stream(body: StreamBody) -> Response<StreamBody> {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    response
 }
 
 /// Writes one SSE event to the client, if it is still there; forgets a client that left.
+/// A retried turn's stored answer, as the events of a stream.
+fn replay(reply: ChatReply) -> Response<StreamBody> {
+    let (tx, body) = channel();
+    tokio::spawn(async move {
+        let mut client = Some(tx);
+        send(&mut client, "token", &json!({ "text": reply.answer })).await;
+        send(&mut client, "sources", &json!(reply.sources)).await;
+        let done = json!({
+            "session_id": reply.session_id,
+            "message_id": reply.message_id,
+            "usage": reply.usage,
+            "model": reply.model,
+        });
+        send(&mut client, "done", &done).await;
+    });
+    event_stream(body)
+}
+
+async fn release(chat: &Chat, who: &Principal, prepared: &Prepared) {
+    if let Some(lease) = &prepared.lease {
+        chat.release(who, lease).await;
+    }
+}
+
 async fn send(client: &mut Option<Sender>, event: &str, data: &serde_json::Value) {
     if let Some(tx) = client {
         let frame = Bytes::from(format!("event: {event}\ndata: {data}\n\n"));

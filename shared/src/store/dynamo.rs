@@ -9,11 +9,12 @@
 //! | message | `TENANT#{t}#USER#{u}#SESSION#{id}` | `MSG#{ulid}` | - |
 //! | document | `TENANT#{t}` or `GLOBAL` | `DOC#{id}` | - |
 //! | counter | `TENANT#{t}#RATE` or `TENANT#{t}#RATE#USER#{u}` | `WINDOW#{start_ms}` | - |
+//! | turn | `TENANT#{t}#USER#{u}` | `TURN#{key}` | - |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
-//! sessions, counters and document records still waiting for their upload carry
-//! `expires_at` (TTL). No Scan anywhere: every read is a Query
+//! sessions, counters, turns and document records still waiting for their upload carry
+//! `expires_at` (TTL; reads and conditions check it too, as TTL deletes late). No Scan anywhere: every read is a Query
 //! or a GetItem on one partition. Cursors are opaque base64 of the last key read.
 
 use std::{collections::HashMap, time::Duration};
@@ -28,8 +29,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 
 use super::{
     aws::{classify, service_error},
-    Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite, StoreError, StoreResult,
-    StoredMessage,
+    Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite, StoreError,
+    StoreResult, StoredMessage, TurnRecord, TurnWrite,
 };
 use crate::{
     ids::rfc3339,
@@ -354,7 +355,13 @@ impl HistoryStore for DynamoTable {
         Ok(Page { items, next_cursor })
     }
 
-    async fn append(&self, owner: Owner<'_>, session: SessionWrite<'_>, message: StoredMessage<'_>) -> StoreResult<()> {
+    async fn append(
+        &self,
+        owner: Owner<'_>,
+        session: SessionWrite<'_>,
+        message: StoredMessage<'_>,
+        turn: TurnWrite<'_>,
+    ) -> StoreResult<Appended> {
         let corrupt = |_| StoreError::Corrupt("transaction item");
         let (session_id, session_write) = match session {
             SessionWrite::Existing(id) => {
@@ -389,28 +396,124 @@ impl HistoryStore for DynamoTable {
             .set_item(Some(message_item(owner, session_id, &message)?))
             .build()
             .map_err(corrupt)?;
-        self.client
+        let turn_write = match turn {
+            TurnWrite::None => None,
+            TurnWrite::Claim { key, lease_until, expires_at } => {
+                let item = Item::from([
+                    ("pk".to_owned(), s(&user_pk(owner))),
+                    ("sk".to_owned(), s(&format!("TURN#{key}"))),
+                    ("type".to_owned(), s("turn")),
+                    ("session_id".to_owned(), s(session_id)),
+                    ("message_id".to_owned(), s(message.message_id)),
+                    ("lease_until".to_owned(), n(lease_until)),
+                    ("expires_at".to_owned(), n(expires_at)),
+                ]);
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                    .expression_attribute_values(":now", n(message.now_ms / 1000))
+                    .build()
+                    .map_err(corrupt)?;
+                Some(TransactWriteItem::builder().put(put).build())
+            }
+            // Unconditional: the reply is stored even if the record expired meanwhile (which
+            // then lives for a day more).
+            TurnWrite::Answer { key } => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(&user_pk(owner)))
+                    .key("sk", s(&format!("TURN#{key}")))
+                    .update_expression(
+                        "SET reply_id = :reply, lease_until = :zero, expires_at = if_not_exists(expires_at, :exp)",
+                    )
+                    .expression_attribute_values(":reply", s(message.message_id))
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":exp", n(message.now_ms / 1000 + 86_400))
+                    .build()
+                    .map_err(corrupt)?;
+                Some(TransactWriteItem::builder().update(update).build())
+            }
+        };
+        let mut write = self
+            .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put_message).build())
-            .transact_items(session_write)
+            .transact_items(session_write);
+        if let Some(turn_write) = turn_write {
+            write = write.transact_items(turn_write);
+        }
+        let result = write.send().await;
+        let Err(e) = result else { return Ok(Appended::Stored) };
+        // A cancelled transaction says why per item, in order: a failed condition on the
+        // session means it is gone (or, for a new one, its id is taken); on the turn, that
+        // the turn is a retry.
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        let failed: Vec<bool> = match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(t)) => {
+                t.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect()
+            }
+            _ => Vec::new(),
+        };
+        match failed.as_slice() {
+            [_, true, ..] => Err(StoreError::ConditionFailed { action: "store message" }),
+            [_, _, true] => Ok(Appended::Retry),
+            _ => Err(service_error("store message", e)),
+        }
+    }
+
+    async fn turn(&self, owner: Owner<'_>, key: &str) -> StoreResult<Option<TurnRecord>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&user_pk(owner)))
+            .key("sk", s(&format!("TURN#{key}")))
+            .consistent_read(true)
             .send()
             .await
-            .map_err(|e| {
-                // A cancelled transaction says why per item: a failed condition means the
-                // session is gone (or, for a new one, its id is taken).
-                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-                let condition = matches!(
-                    e.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(t))
-                        if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                );
-                if condition {
-                    StoreError::ConditionFailed { action: "store message" }
-                } else {
-                    service_error("store message", e)
-                }
-            })?;
-        Ok(())
+            .map_err(|e| service_error("read turn", e))?;
+        let Some(item) = output.item else { return Ok(None) };
+        if number(&item, "expires_at").is_none_or(|at| at < crate::ids::now_ms() / 1000) {
+            return Ok(None);
+        }
+        let corrupt = || StoreError::Corrupt("turn");
+        Ok(Some(TurnRecord {
+            session_id: string(&item, "session_id").ok_or_else(corrupt)?.to_owned(),
+            message_id: string(&item, "message_id").ok_or_else(corrupt)?.to_owned(),
+            reply_id: string(&item, "reply_id").map(str::to_owned),
+            lease_until: number(&item, "lease_until").unwrap_or(0),
+        }))
+    }
+
+    async fn move_lease(&self, owner: Owner<'_>, key: &str, from: u64, to: u64) -> StoreResult<bool> {
+        let result = self
+            .update(user_pk(owner), format!("TURN#{key}"))
+            .update_expression("SET lease_until = :to")
+            .condition_expression("lease_until = :from AND attribute_not_exists(reply_id)")
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":to", n(to))
+            .send()
+            .await;
+        match result.map_err(|e| write_error("move a turn's lease", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn message(&self, owner: Owner<'_>, session_id: &str, message_id: &str) -> StoreResult<Option<Message>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&session_pk(owner, session_id)))
+            .key("sk", s(&format!("MSG#{message_id}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("read message", e))?;
+        output.item.as_ref().map(message_from).transpose()
     }
 
     async fn messages(

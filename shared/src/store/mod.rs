@@ -147,6 +147,39 @@ pub enum SessionWrite<'a> {
     New(NewSession<'a>),
 }
 
+/// The record of one user turn, which recognises a retry of it (see [`crate::chat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnRecord {
+    pub session_id: String,
+    /// The user's message.
+    pub message_id: String,
+    /// The reply, once stored.
+    pub reply_id: Option<String>,
+    /// Until when (epoch ms) the attempt holding the turn may still answer it; 0 once it
+    /// gave up.
+    pub lease_until: u64,
+}
+
+/// What a message write does to its turn's record.
+#[derive(Debug, Clone, Copy)]
+pub enum TurnWrite<'a> {
+    /// No record.
+    None,
+    /// The record is created with the user's message, unless a live one has this key (the
+    /// write then stores nothing: [`Appended::Retry`]). It lives until `expires_at` (epoch s).
+    Claim { key: &'a str, lease_until: u64, expires_at: u64 },
+    /// The reply's id is recorded with the reply.
+    Answer { key: &'a str },
+}
+
+/// What a message write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Stored,
+    /// Nothing was written: the turn's key is taken by an earlier attempt.
+    Retry,
+}
+
 /// Sessions and messages, always under one owner's keys.
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
@@ -156,8 +189,22 @@ pub trait HistoryStore: Send + Sync {
     async fn session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<Option<Session>>;
     /// Sessions, most recently active first.
     async fn sessions(&self, owner: Owner<'_>, limit: i32, cursor: Option<&str>) -> StoreResult<Page<Session>>;
-    /// Stores a message and bumps its session's activity, count and expiry, in one write.
-    async fn append(&self, owner: Owner<'_>, session: SessionWrite<'_>, message: StoredMessage<'_>) -> StoreResult<()>;
+    /// Stores a message and bumps its session's activity, count and expiry, with what
+    /// `turn` asks of the turn's record, in one write.
+    async fn append(
+        &self,
+        owner: Owner<'_>,
+        session: SessionWrite<'_>,
+        message: StoredMessage<'_>,
+        turn: TurnWrite<'_>,
+    ) -> StoreResult<Appended>;
+    /// A turn's record, consistently read; `None` when there is none or it expired.
+    async fn turn(&self, owner: Owner<'_>, key: &str) -> StoreResult<Option<TurnRecord>>;
+    /// Moves a turn's lease from `from` to `to` (0 gives it up): `false` when another attempt
+    /// moved it first, or the record is gone.
+    async fn move_lease(&self, owner: Owner<'_>, key: &str, from: u64, to: u64) -> StoreResult<bool>;
+    /// One message of a session.
+    async fn message(&self, owner: Owner<'_>, session_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
     /// A page of a session's messages, newest first; the cursor leads to older ones.
     async fn messages(
         &self,

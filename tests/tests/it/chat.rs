@@ -723,3 +723,158 @@ async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
     assert_eq!(stored.len(), 2, "reply stored after the client left");
     assert_eq!(stored[0]["content"], "Whole reply.");
 }
+
+// ------------------------------------------------------------------ deadline and retries
+
+/// A `POST /chat` with an `Idempotency-Key` and, when given, a Lambda deadline that far away.
+fn keyed_turn(body: Value, key: Option<&str>, deadline_in: Option<std::time::Duration>) -> Request {
+    use lambda_http::RequestExt;
+    let mut request = req("POST", "/chat", Some(body), &alice());
+    if let Some(key) = key {
+        request.headers_mut().insert("idempotency-key", key.parse().unwrap());
+    }
+    match deadline_in {
+        Some(left) => {
+            let mut context = lambda_http::Context::default();
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            context.deadline = (now + left).as_millis() as u64;
+            request.with_lambda_context(context)
+        }
+        None => request,
+    }
+}
+
+/// The user's messages sent to the model in each request it received.
+async fn user_turns_sent(server: &MockServer) -> Vec<Vec<String>> {
+    requests(server)
+        .await
+        .iter()
+        .map(|r| {
+            let messages = r["messages"].as_array().cloned().unwrap_or_default();
+            messages
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(|m| m["content"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_turn_past_its_deadline_is_a_504_and_its_retry_answers_it_once() {
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(openai_reply("too late").set_delay(std::time::Duration::from_secs(20)))
+        .mount(&server)
+        .await;
+    let services = llm_stack("openai", &server, &[("COACH_LLM_TIMEOUT_MS", "30000")]).await;
+    let body = json!({"message": "How do I run a retro?"});
+    // Four seconds left of the invocation: the turn gives up in time to answer.
+    let four = Some(std::time::Duration::from_secs(4));
+    let (status, error) = call(&services, keyed_turn(body.clone(), Some("turn-1"), four)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{error}");
+    assert_eq!(error["error"]["code"], "timeout");
+
+    // The model recovers; the client retries the same turn.
+    server.reset().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(openai_reply("Start with what went well."))
+        .mount(&server)
+        .await;
+    let (status, reply) = call(&services, keyed_turn(body.clone(), Some("turn-1"), None)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["answer"], "Start with what went well.");
+    let session = reply["session_id"].as_str().unwrap();
+    let stored = messages(&services, &alice(), session).await;
+    let roles: Vec<&str> = stored.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["assistant", "user"], "the message is stored once: {stored:?}");
+    assert_eq!(user_turns_sent(&server).await, [["How do I run a retro?"]], "and sent to the model once");
+
+    // Once answered, the same turn gets the stored answer, without the model.
+    let (status, again) = call(&services, keyed_turn(body, Some("turn-1"), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, reply);
+    assert_eq!(requests(&server).await.len(), 1);
+    let (_, list) = call(&services, req("GET", "/sessions", None, &alice())).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "one session: {list}");
+    assert_eq!(list["sessions"][0]["message_count"], 2);
+}
+
+#[tokio::test]
+async fn the_same_message_to_the_same_session_is_answered_once() {
+    let services = stack(&[]).await.deploy();
+    let (_, first) = chat_turn(&services, &alice(), "hello", None).await;
+    let session = first["session_id"].as_str().unwrap();
+    let (status, reply) = chat_turn(&services, &alice(), "How do I delegate?", Some(session)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, repeated) = chat_turn(&services, &alice(), "  How do I delegate?  ", Some(session)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(repeated, reply, "a client's retry gets the stored answer");
+    assert_eq!(messages(&services, &alice(), session).await.len(), 4);
+    // Another message is another turn; so is the same one from another user.
+    let (_, other) = chat_turn(&services, &alice(), "And how do I follow up?", Some(session)).await;
+    assert_ne!(other["message_id"], reply["message_id"]);
+    assert_eq!(messages(&services, &alice(), session).await.len(), 6);
+}
+
+#[tokio::test]
+async fn a_retry_while_the_turn_is_answered_is_a_409_and_a_failed_turn_is_retried_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(openai_reply("Listen first.").set_delay(std::time::Duration::from_millis(1500)))
+        .mount(&server)
+        .await;
+    let services = llm_stack("openai", &server, &[]).await;
+    let body = json!({"message": "How do I coach a new lead?"});
+    let ((a, first), (b, second)) = tokio::join!(
+        call(&services, keyed_turn(body.clone(), Some("turn-2"), None)),
+        call(&services, keyed_turn(body.clone(), Some("turn-2"), None))
+    );
+    let mut statuses = [a, b];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{first} {second}");
+    let conflict = if a == StatusCode::CONFLICT { &first } else { &second };
+    assert_eq!(conflict["error"]["code"], "conflict");
+    assert_eq!(requests(&server).await.len(), 1);
+
+    // A turn whose model call failed gives up its lease: the retry answers at once.
+    server.reset().await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    let body = json!({"message": "What is a good first week?"});
+    let (status, _) = call(&services, keyed_turn(body.clone(), Some("turn-3"), None)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    server.reset().await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(openai_reply("Meet the team.")).mount(&server).await;
+    let (status, reply) = call(&services, keyed_turn(body, Some("turn-3"), None)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let stored = messages(&services, &alice(), reply["session_id"].as_str().unwrap()).await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+
+    // A key names one turn: used for another session, it is refused.
+    let (_, other) = chat_turn(&services, &alice(), "elsewhere", None).await;
+    let moved = json!({"message": "What is a good first week?", "session_id": other["session_id"]});
+    let (status, error) = call(&services, keyed_turn(moved, Some("turn-3"), None)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+
+    // Keys are short visible text.
+    for bad in ["", "with space", &"k".repeat(256)] {
+        let (status, error) = call(&services, keyed_turn(json!({"message": "hi"}), Some(bad), None)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_retry_of_an_answered_turn_replays_the_answer() {
+    let services = Arc::new(stack(&[]).await.deploy());
+    let (_, first) = chat_turn(&services, &alice(), "hello", None).await;
+    let session = first["session_id"].clone();
+    let body = json!({"message": "How do I say no?", "session_id": session});
+    let (status, reply) = call(&services, req("POST", "/chat", Some(body.clone()), &alice())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, events) = stream(services.clone(), body, &alice()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(kinds(&events), ["token", "sources", "done"]);
+    assert_eq!(events[0].1["text"], reply["answer"]);
+    assert_eq!(events[2].1["message_id"], reply["message_id"]);
+    assert_eq!(messages(&services, &alice(), session.as_str().unwrap()).await.len(), 4);
+}

@@ -160,10 +160,13 @@ pub enum Step {
     Answered(ChatReply),
 }
 
-/// A retry of a turn that has no answer yet, taken over from the attempt that gave up.
-struct TakenOver {
-    session_id: String,
-    message: Message,
+/// What a retry of a turn comes to (when it is not a 409).
+enum Retried {
+    /// The turn's stored answer.
+    Answered(ChatReply),
+    /// The turn has no answer and its first attempt gave up: this attempt answers the
+    /// message that one stored.
+    TakenOver { session_id: String, message: Message },
 }
 
 /// Everything a chat turn uses. Build once per cold start.
@@ -239,8 +242,8 @@ impl Chat {
         let (session_id, user_message) = match (added, turn) {
             (Some(added), _) => added,
             (None, Some(turn)) => match self.retry(who, turn, input.session_id.as_deref(), lease_until).await? {
-                Ok(answered) => return Ok(Step::Answered(answered)),
-                Err(TakenOver { session_id, message }) => {
+                Retried::Answered(reply) => return Ok(Step::Answered(reply)),
+                Retried::TakenOver { session_id, message } => {
                     // The history was read before; it may hold the message itself.
                     past.retain(|m| m.message_id != message.message_id);
                     (session_id, message)
@@ -257,16 +260,16 @@ impl Chat {
         Ok(Step::Answer(Prepared { session_id, user_message, prompt, passages, sources, lease }))
     }
 
-    /// A retry of `turn`: its stored answer (`Ok`), or, when the attempt that stored its
-    /// message gave up, the message with the lease moved to this attempt (`Err`); a 409 while
-    /// that attempt may still answer.
+    /// A retry of `turn`: its stored answer, or, when the attempt that stored its message
+    /// gave up, that message with the lease moved to this attempt; a 409 while that attempt
+    /// may still answer.
     async fn retry(
         &self,
         who: &Principal,
         turn: &TurnKey,
         session: Option<&str>,
         lease_until: u64,
-    ) -> Result<Result<ChatReply, TakenOver>, Error> {
+    ) -> Result<Retried, Error> {
         let in_progress = || Error::Conflict("this message is still being answered; retry in a few seconds".into());
         // Gone since the write refused it: it expired in between.
         let Some(record) = self.history.turn(who, &turn.key).await? else { return Err(in_progress()) };
@@ -276,7 +279,7 @@ impl Chat {
         let gone = || Error::NotFound("no such session".into());
         if let Some(reply_id) = &record.reply_id {
             let reply = self.history.message(who, &record.session_id, reply_id).await?.ok_or_else(gone)?;
-            return Ok(Ok(ChatReply {
+            return Ok(Retried::Answered(ChatReply {
                 session_id: record.session_id,
                 message_id: reply.message_id,
                 answer: reply.content,
@@ -291,7 +294,7 @@ impl Chat {
             return Err(in_progress());
         }
         let message = self.history.message(who, &record.session_id, &record.message_id).await?.ok_or_else(gone)?;
-        Ok(Err(TakenOver { session_id: record.session_id, message }))
+        Ok(Retried::TakenOver { session_id: record.session_id, message })
     }
 
     /// Gives up a turn's lease after a failure, so a retry can answer it at once. Best
@@ -349,22 +352,32 @@ impl Chat {
             .as_ref()
             .map(|t| Lease { key: t.key.clone(), until: now_ms() + budget.as_millis() as u64 + LEASE_SLACK_MS });
         let lease_until = lease.as_ref().map_or(0, |l| l.until);
+        // Whether this attempt holds the turn (its message stored, or taken over).
+        let holds = std::sync::atomic::AtomicBool::new(false);
         let work = async {
             let prepared = match self.prepare(who, input, turn.as_ref(), lease_until).await? {
                 Step::Answered(reply) => return Ok(reply),
                 Step::Answer(prepared) => prepared,
             };
+            holds.store(true, std::sync::atomic::Ordering::Relaxed);
             let completion = self.llm.complete(&prepared.prompt, &prepared.passages).await?;
             self.finish(who, prepared, completion).await
         };
-        let result = tokio::time::timeout(budget, work).await.unwrap_or_else(|_| {
-            Err(Error::Timeout(format!(
-                "no answer within {} s; send the same message again (with the same Idempotency-Key, if it had one) \
-                 to get the answer without storing the message twice",
-                budget.as_secs().max(1)
-            )))
-        });
-        if let (Err(_), Some(lease)) = (&result, &lease) {
+        let (result, timed_out) = match tokio::time::timeout(budget, work).await {
+            Ok(result) => (result, false),
+            Err(_) => (
+                Err(Error::Timeout(format!(
+                    "no answer within {} s; to retry without storing the message twice, send it again with the \
+                     same Idempotency-Key (or to the same session within two minutes)",
+                    budget.as_secs().max(1)
+                ))),
+                true,
+            ),
+        };
+        // Given up, so that a retry answers at once (past the deadline, the turn may have
+        // been stored just before it).
+        let failed = result.is_err() && (timed_out || holds.load(std::sync::atomic::Ordering::Relaxed));
+        if let (true, Some(lease)) = (failed, &lease) {
             self.release(who, lease).await;
         }
         result

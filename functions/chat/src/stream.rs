@@ -16,7 +16,7 @@ use bytes::Bytes;
 use coach::{
     auth::Authenticator,
     auth::Principal,
-    chat::{Chat, ChatInput, ChatReply, Prepared, Step, TurnKey},
+    chat::{Chat, ChatInput, ChatReply, Lease, Step, TurnKey},
     config::{Env, StartupError},
     http::{error_object, error_response, json_body, request_id},
     ids::now_ms,
@@ -79,7 +79,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
     let mut deltas = match state.chat.llm.stream(&prepared.prompt, &prepared.passages).await {
         Ok(deltas) => deltas,
         Err(err) => {
-            release(&state.chat, &who, &prepared).await;
+            release(&state.chat, &who, prepared.lease.as_ref()).await;
             return Err(err);
         }
     };
@@ -104,7 +104,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
-                    release(&state.chat, &who, &prepared).await;
+                    release(&state.chat, &who, prepared.lease.as_ref()).await;
                     send(&mut client, "error", &error_object(&err, &request_id)).await;
                     return;
                 }
@@ -113,20 +113,9 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
         let completion = Completion { text, usage, model };
         let lease = prepared.lease.clone();
         match state.chat.finish(&who, prepared, completion).await {
-            Ok(reply) => {
-                send(&mut client, "sources", &json!(reply.sources)).await;
-                let done = json!({
-                    "session_id": reply.session_id,
-                    "message_id": reply.message_id,
-                    "usage": reply.usage,
-                    "model": reply.model,
-                });
-                send(&mut client, "done", &done).await;
-            }
+            Ok(reply) => send_end(&mut client, &reply).await,
             Err(err) => {
-                if let Some(lease) = &lease {
-                    state.chat.release(&who, lease).await;
-                }
+                release(&state.chat, &who, lease.as_ref()).await;
                 send(&mut client, "error", &error_object(&err, &request_id)).await;
             }
         }
@@ -143,31 +132,37 @@ fn event_stream(body: StreamBody) -> Response<StreamBody> {
     response
 }
 
-/// Writes one SSE event to the client, if it is still there; forgets a client that left.
 /// A retried turn's stored answer, as the events of a stream.
 fn replay(reply: ChatReply) -> Response<StreamBody> {
     let (tx, body) = channel();
     tokio::spawn(async move {
         let mut client = Some(tx);
         send(&mut client, "token", &json!({ "text": reply.answer })).await;
-        send(&mut client, "sources", &json!(reply.sources)).await;
-        let done = json!({
-            "session_id": reply.session_id,
-            "message_id": reply.message_id,
-            "usage": reply.usage,
-            "model": reply.model,
-        });
-        send(&mut client, "done", &done).await;
+        send_end(&mut client, &reply).await;
     });
     event_stream(body)
 }
 
-async fn release(chat: &Chat, who: &Principal, prepared: &Prepared) {
-    if let Some(lease) = &prepared.lease {
+/// The events that end a stream once the reply is stored: `sources`, then `done`.
+async fn send_end(client: &mut Option<Sender>, reply: &ChatReply) {
+    send(client, "sources", &json!(reply.sources)).await;
+    let done = json!({
+        "session_id": reply.session_id,
+        "message_id": reply.message_id,
+        "usage": reply.usage,
+        "model": reply.model,
+    });
+    send(client, "done", &done).await;
+}
+
+/// Gives up a failed turn's lease, if it has one, so a retry can answer it at once.
+async fn release(chat: &Chat, who: &Principal, lease: Option<&Lease>) {
+    if let Some(lease) = lease {
         chat.release(who, lease).await;
     }
 }
 
+/// Writes one SSE event to the client, if it is still there; forgets a client that left.
 async fn send(client: &mut Option<Sender>, event: &str, data: &serde_json::Value) {
     if let Some(tx) = client {
         let frame = Bytes::from(format!("event: {event}\ndata: {data}\n\n"));

@@ -19,7 +19,8 @@
 //!
 //! Whatever the child does, the parent gets an answer: the text, or an [`ExtractError`] the
 //! document is marked `failed` with. Only failing to start the child at all is an error of
-//! Coach's (the event is retried).
+//! Coach's (the event is retried). One child runs at a time per instance (documents handled
+//! at once, as in an SQS batch, take turns), so the limit holds for the function's memory.
 //!
 //! Every binary that builds an [`super::Ingestor`] calls [`serve_if_child`] first thing in
 //! `main`; the program started is `COACH_EXTRACT_PROGRAM`, by default the running one.
@@ -57,20 +58,26 @@ const EXIT_NO_TEXT: i32 = 82;
 const EXIT_NOT_UTF8: i32 = 83;
 
 /// Runs extraction in a child process. Build once per cold start.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Sandbox {
     program: PathBuf,
     memory_mib: u64,
     max_text_bytes: u64,
+    /// One child at a time.
+    turn: tokio::sync::Semaphore,
 }
 
-/// Coach could not run the child at all (not a property of the document).
+/// Coach could not run the child (not a property of the document): the event is retried.
 #[derive(Debug, thiserror::Error)]
-#[error("could not start the extraction process {program}")]
-pub struct StartError {
-    program: String,
-    #[source]
-    cause: std::io::Error,
+pub enum StartError {
+    #[error("could not run the extraction process {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("the extraction of other documents took this one's time")]
+    Busy,
 }
 
 impl Sandbox {
@@ -91,6 +98,7 @@ impl Sandbox {
             program,
             memory_mib: env.number("COACH_EXTRACT_MEMORY_MB", default_mib, 128, 10240)?,
             max_text_bytes: env.number("COACH_EXTRACT_MAX_TEXT_MB", 64, 1, 1024)? * MIB,
+            turn: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -101,7 +109,18 @@ impl Sandbox {
         bytes: &[u8],
         budget: Duration,
     ) -> Result<Result<String, ExtractError>, StartError> {
-        let seconds = budget.as_secs().max(1);
+        let waiting = std::time::Instant::now();
+        let Ok(Ok(_turn)) = tokio::time::timeout(budget, self.turn.acquire()).await else {
+            return Err(StartError::Busy);
+        };
+        // A document that waited away most of its time is retried with all of it, rather
+        // than failed for what others took.
+        let left = budget.saturating_sub(waiting.elapsed());
+        if left < budget / 2 {
+            return Err(StartError::Busy);
+        }
+        let budget = left;
+        let seconds = budget.as_millis().div_ceil(1000).max(1) as u64;
         let mut child = tokio::process::Command::new(&self.program)
             .arg(CHILD_FLAG)
             .arg(kind.content_type())
@@ -114,7 +133,7 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|cause| StartError { program: self.program.display().to_string(), cause })?;
+            .map_err(|cause| StartError::Spawn { program: self.program.display().to_string(), cause })?;
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let run = async {
             let write = async move {
@@ -133,7 +152,8 @@ impl Sandbox {
             let _ = child.kill().await;
             return Ok(Err(ExtractError::TookTooLong { seconds }));
         };
-        let status = status.map_err(|cause| StartError { program: self.program.display().to_string(), cause })?;
+        let status =
+            status.map_err(|cause| StartError::Spawn { program: self.program.display().to_string(), cause })?;
         Ok(self.outcome(status, out, &err, seconds))
     }
 
@@ -255,7 +275,12 @@ mod tests {
     use super::*;
 
     fn sandbox() -> Sandbox {
-        Sandbox { program: PathBuf::from("unused"), memory_mib: 256, max_text_bytes: 10 }
+        Sandbox {
+            program: PathBuf::from("unused"),
+            memory_mib: 256,
+            max_text_bytes: 10,
+            turn: tokio::sync::Semaphore::new(1),
+        }
     }
 
     fn exited(code: i32) -> ExitStatus {

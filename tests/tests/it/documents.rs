@@ -358,6 +358,34 @@ async fn a_document_whose_reading_outlasts_its_budget_is_failed() {
     assert_eq!(doc["status"], "failed", "{doc}");
     assert_eq!(doc["error"], "reading the document took too long (over 2 s); split it into smaller files");
 
+    // Two documents of one SQS batch take turns: the first is stopped at its budget; the
+    // second, having waited its own away, is handed back for a retry rather than failed.
+    let mut event: Value = serde_json::from_str(&events::load("sqs-s3-put.json")).unwrap();
+    let template = event["Records"][1].clone();
+    let mut ids = Vec::new();
+    let mut records = Vec::new();
+    for name in ["first.md", "second.md"] {
+        let id = upload(&services, &editor(), name, "text/markdown", GUIDE.as_bytes()).await;
+        let mut record = template.clone();
+        record["messageId"] = id.clone().into();
+        record["body"] = s3_event(&stack, "s3-put.json", &key_of(&services, &id).await).to_string().into();
+        records.push(record);
+        ids.push(id);
+    }
+    event["Records"] = records.into();
+    let response = ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
+    let failures = response["batchItemFailures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{response}");
+    let retried = failures[0]["itemIdentifier"].as_str().unwrap();
+    for id in &ids {
+        let (_, doc) = document(&services, &editor(), id).await;
+        if id == retried {
+            assert_eq!(doc["status"], "processing", "{doc}");
+        } else {
+            assert_eq!(doc["error"], "reading the document took too long (over 2 s); split it into smaller files");
+        }
+    }
+
     // A program that cannot be started is Coach's fault, not the document's: retried.
     let broken = stack.with_more_env(&[("COACH_EXTRACT_PROGRAM", "/nonexistent/coach-extract")]).deploy();
     let id = upload(&broken, &editor(), "guide.md", "text/markdown", GUIDE.as_bytes()).await;

@@ -124,27 +124,27 @@ impl RateLimiter {
         });
         futures_util::future::join_all(give_back).await;
         // A full window says most (when to come back), then throttling, then the failure.
-        let refusal = verdicts
-            .into_iter()
-            .filter_map(|verdict| match verdict {
-                Verdict::Counted { .. } => None,
-                Verdict::Full => Some((2, Error::RateLimited { retry_after_secs })),
-                Verdict::Throttled => Some((1, Error::RateLimited { retry_after_secs: 1 })),
-                Verdict::Broken(e) => Some((0, Error::unavailable("the rate limiter is unavailable", e))),
-            })
-            .max_by_key(|(rank, _)| *rank);
-        match refusal {
-            Some((2, error)) => {
-                tracing::info!(tenant = %who.tenant, "rate limit reached");
-                Err(error)
+        let (mut full, mut throttled, mut broken) = (false, false, None);
+        for verdict in verdicts {
+            match verdict {
+                Verdict::Counted { .. } => {}
+                Verdict::Full => full = true,
+                Verdict::Throttled => throttled = true,
+                Verdict::Broken(e) => broken = Some(e),
             }
-            Some((1, error)) => {
-                tracing::warn!(tenant = %who.tenant, "rate limit counters throttled; request refused");
-                Err(error)
-            }
-            Some((_, error)) => Err(error),
-            None => Err(Error::internal("a request refused without a reason")),
         }
+        if full {
+            tracing::info!(tenant = %who.tenant, "rate limit reached");
+            return Err(Error::RateLimited { retry_after_secs });
+        }
+        if throttled {
+            tracing::warn!(tenant = %who.tenant, "rate limit counters throttled; request refused");
+            return Err(Error::RateLimited { retry_after_secs: 1 });
+        }
+        Err(match broken {
+            Some(e) => Error::unavailable("the rate limiter is unavailable", e),
+            None => Error::internal("a request refused without a reason"),
+        })
     }
 
     async fn take(&self, window: &Window<'_>, expires_at: u64) -> Verdict {

@@ -257,9 +257,14 @@ impl Ingestor {
             return done(Outcome::Removed);
         }
 
+        // An upload's declared size (signed into its URL; S3 enforces it, emulators may not).
+        let mut declared_size = None;
         let kind = match &target.scope {
             Scope::Tenant(_) => match self.records.get(&target.scope, &target.id).await? {
-                Some(record) if record.key == event.key => Kind::from_content_type(&record.content_type),
+                Some(record) if record.key == event.key => {
+                    declared_size = Some(record.size_bytes);
+                    Kind::from_content_type(&record.content_type)
+                }
                 // An upload Coach no longer knows (deleted, or its record expired) arriving
                 // through a URL still valid: removed, so a delete cannot be undone by it.
                 _ => {
@@ -305,6 +310,10 @@ impl Ingestor {
         let size = object.size;
         if size > self.max_bytes {
             let reason = format!("the file is {size} bytes; the limit is {}", self.max_bytes);
+            return self.fail(target, reason).await.map(Pass::Done);
+        }
+        if let Some(declared) = declared_size.filter(|&declared| declared != size) {
+            let reason = format!("the uploaded file is {size} bytes, not the {declared} bytes declared for its upload");
             return self.fail(target, reason).await.map(Pass::Done);
         }
         let bytes = object.body.bytes().await?;

@@ -878,3 +878,26 @@ async fn a_streamed_retry_of_an_answered_turn_replays_the_answer() {
     assert_eq!(events[2].1["message_id"], reply["message_id"]);
     assert_eq!(messages(&services, &alice(), session.as_str().unwrap()).await.len(), 4);
 }
+
+#[tokio::test]
+async fn two_turns_at_once_in_one_session_are_both_stored_in_order() {
+    let services = stack(&[]).await.deploy();
+    let (_, first) = chat_turn(&services, &alice(), "hello", None).await;
+    let session = first["session_id"].as_str().unwrap();
+    let token = alice();
+    let (a, b) = tokio::join!(
+        chat_turn(&services, &token, "first question", Some(session)),
+        chat_turn(&services, &token, "second question", Some(session))
+    );
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK), "{} {}", a.1, b.1);
+    let stored = messages(&services, &alice(), session).await;
+    assert_eq!(stored.len(), 6);
+    // Listed newest first: each reply after its own question.
+    for (question, reply) in [("first question", &a.1), ("second question", &b.1)] {
+        let asked = stored.iter().position(|m| m["content"] == question).unwrap();
+        let answered = stored.iter().position(|m| m["message_id"] == reply["message_id"]).unwrap();
+        assert!(answered < asked, "{question}: the reply is newer than the question");
+    }
+    let (_, list) = call(&services, req("GET", "/sessions", None, &alice())).await;
+    assert_eq!(list["sessions"][0]["message_count"], 6);
+}

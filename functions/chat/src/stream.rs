@@ -87,15 +87,17 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
     let (tx, body) = channel();
     tokio::spawn(async move {
         // Keeps going when the client disconnects: the reply is still stored, so the
-        // conversation reads the same on the next request.
-        let mut client = Some(tx);
+        // conversation reads the same on the next request. The body ends when `client` is
+        // dropped, at the end of this task: after the reply (or the failure) is stored, so
+        // the invocation, which lasts as long as its body, never ends before.
+        let mut client = Client::new(tx);
         let mut text = String::new();
         let mut usage = Usage::default();
         let mut model = state.chat.llm.config().model.clone();
         while let Some(delta) = deltas.next().await {
             match delta {
                 Ok(Delta::Text(piece)) => {
-                    send(&mut client, "token", &json!({ "text": piece })).await;
+                    client.send("token", &json!({ "text": piece })).await;
                     text.push_str(&piece);
                 }
                 Ok(Delta::Usage(u)) => {
@@ -105,7 +107,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
                     release(&state.chat, &who, prepared.lease.as_ref()).await;
-                    send(&mut client, "error", &error_object(&err, &request_id)).await;
+                    client.send("error", &error_object(&err, &request_id)).await;
                     return;
                 }
             }
@@ -116,7 +118,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
             Ok(reply) => send_end(&mut client, &reply).await,
             Err(err) => {
                 release(&state.chat, &who, lease.as_ref()).await;
-                send(&mut client, "error", &error_object(&err, &request_id)).await;
+                client.send("error", &error_object(&err, &request_id)).await;
             }
         }
     });
@@ -136,23 +138,23 @@ fn event_stream(body: StreamBody) -> Response<StreamBody> {
 fn replay(reply: ChatReply) -> Response<StreamBody> {
     let (tx, body) = channel();
     tokio::spawn(async move {
-        let mut client = Some(tx);
-        send(&mut client, "token", &json!({ "text": reply.answer })).await;
+        let mut client = Client::new(tx);
+        client.send("token", &json!({ "text": reply.answer })).await;
         send_end(&mut client, &reply).await;
     });
     event_stream(body)
 }
 
 /// The events that end a stream once the reply is stored: `sources`, then `done`.
-async fn send_end(client: &mut Option<Sender>, reply: &ChatReply) {
-    send(client, "sources", &json!(reply.sources)).await;
+async fn send_end(client: &mut Client, reply: &ChatReply) {
+    client.send("sources", &json!(reply.sources)).await;
     let done = json!({
         "session_id": reply.session_id,
         "message_id": reply.message_id,
         "usage": reply.usage,
         "model": reply.model,
     });
-    send(client, "done", &done).await;
+    client.send("done", &done).await;
 }
 
 /// Gives up a failed turn's lease, if it has one, so a retry can answer it at once.
@@ -162,13 +164,27 @@ async fn release(chat: &Chat, who: &Principal, lease: Option<&Lease>) {
     }
 }
 
-/// Writes one SSE event to the client, if it is still there; forgets a client that left.
-async fn send(client: &mut Option<Sender>, event: &str, data: &serde_json::Value) {
-    if let Some(tx) = client {
+/// The stream's sending end. It is kept until the turn is over, even once writing fails,
+/// so the body never ends early.
+struct Client {
+    tx: Sender,
+    gone: bool,
+}
+
+impl Client {
+    fn new(tx: Sender) -> Self {
+        Self { tx, gone: false }
+    }
+
+    /// Writes one SSE event, unless a write already failed (the client left).
+    async fn send(&mut self, event: &str, data: &serde_json::Value) {
+        if self.gone {
+            return;
+        }
         let frame = Bytes::from(format!("event: {event}\ndata: {data}\n\n"));
-        if tx.send_data(frame).await.is_err() {
+        if self.tx.send_data(frame).await.is_err() {
             tracing::info!("client left the stream; finishing the reply without it");
-            *client = None;
+            self.gone = true;
         }
     }
 }

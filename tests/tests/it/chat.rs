@@ -724,6 +724,42 @@ async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
     assert_eq!(stored[0]["content"], "Whole reply.");
 }
 
+#[tokio::test]
+async fn a_streamed_body_ends_only_once_the_reply_is_stored() {
+    // The runtime drives the body frame by frame and ends the invocation when it ends (the
+    // environment may be frozen from then on): the stored reply must exist by then.
+    use http_body_util::BodyExt;
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(sse(&[
+            ("", json!({"id": "c", "model": "gpt-test", "choices": [{"index": 0, "delta": {"content": "Stored "}}]})),
+            ("", json!({"id": "c", "model": "gpt-test", "choices": [{"index": 0, "delta": {"content": "first."}}]})),
+        ]))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let stack = stack(&[("COACH_LLM_PROVIDER", "openai"), ("COACH_LLM_BASE_URL", &uri)]).await;
+    let services = stack.deploy();
+    let request =
+        events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": "hi"})), Some(&alice()));
+    let mut body = chat::stream::handle(services.stream.clone(), request).await.into_body();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("a frame").into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    // The body has just ended: read DynamoDB at once, no waiting.
+    let done = text.split("\n\n").find(|e| e.starts_with("event: done")).expect("a done event");
+    let done: Value = serde_json::from_str(done.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap();
+    let session = done["session_id"].as_str().unwrap();
+    let pk = aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#acme#USER#alice#SESSION#{session}"));
+    let sk = aws_sdk_dynamodb::types::AttributeValue::S(format!("MSG#{}", done["message_id"].as_str().unwrap()));
+    let item = stack.aws.dynamodb.get_item().table_name(&stack.config.table).key("pk", pk).key("sk", sk);
+    let stored = item.consistent_read(true).send().await.unwrap().item.expect("the reply is stored");
+    assert_eq!(stored["content"].as_s().unwrap(), "Stored first.");
+}
+
 // ------------------------------------------------------------------ deadline and retries
 
 /// A `POST /chat` with an `Idempotency-Key` and, when given, a Lambda deadline that far away.

@@ -254,6 +254,16 @@ pub enum Job {
     Embed(EmbedJob),
     /// Queue an [`EmbedJob`] for every `ready` document of a tenant, a page at a time.
     Reembed(ReembedJob),
+    /// An object event handled again: an upload whose event never arrived, found by the
+    /// sweeper (see `ingest::sweep`).
+    Object(ObjectJob),
+}
+
+/// An object's event, as a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectJob {
+    /// The object key.
+    pub key: String,
 }
 
 /// One step of a document's embedding (see `ingest::jobs`).

@@ -9,5 +9,6 @@ pub mod bench;
 pub mod events;
 pub mod logs;
 pub mod moto;
+pub mod queues;
 pub mod stack;
 pub mod tokens;

@@ -7,7 +7,10 @@
 //! malformed event or message is logged and reported, never a crash.
 //!
 //! Messages of the job queue (`COACH_INGEST_QUEUE_URL`) are ingest's own follow-up work:
-//! the steps of a large document's embedding ([`coach::ingest::jobs`]).
+//! the steps of a large document's embedding ([`coach::ingest::jobs`]), uploads the sweeper
+//! ingests again, and whatever is re-driven from the dead-letter queue: failed jobs, and
+//! the records Lambda writes there for S3 events it gave up on (their `requestPayload` is
+//! the S3 event). A schedule event runs the sweeper ([`coach::ingest::sweep`]).
 
 use std::sync::Arc;
 
@@ -62,6 +65,12 @@ pub async fn handle(state: &State, event: Value, deadline: Deadline) -> Result<V
             Ok(json!({}))
         }
         _ if event.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => Ok(json!({})),
+        _ if event.get("source").and_then(Value::as_str) == Some("aws.events") => {
+            let swept = state.ingestor.sweep(coach::ids::now_ms(), deadline).await.inspect_err(|err| {
+                tracing::error!(error = %err, cause = %err.causes(), "sweep failed; the next one goes on");
+            })?;
+            Ok(json!(swept))
+        }
         _ => Err(malformed("event (neither S3 nor SQS)")),
     }
 }
@@ -93,12 +102,22 @@ async fn handle_sqs(state: &State, event: SqsEvent, deadline: Deadline) -> Value
         let ok = match serde_json::from_str::<Value>(body) {
             Ok(body) if body.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") => true,
             Ok(body) if body.get("job").is_some() => match serde_json::from_value::<Job>(body) {
-                Ok(job) => handle_job(state, &job).await.is_ok(),
+                Ok(job) => handle_job(state, &job, deadline).await.is_ok(),
                 Err(_) => {
                     tracing::error!(message_id = %id, "SQS message is not a job Coach knows");
                     false
                 }
             },
+            // A Lambda destination record of an S3 event ingest failed (re-driven).
+            Ok(mut body) if body.get("requestPayload").is_some() => {
+                match serde_json::from_value::<S3Notification>(body["requestPayload"].take()) {
+                    Ok(s3) => handle_s3(state, &s3, deadline).await.is_ok(),
+                    Err(_) => {
+                        tracing::error!(message_id = %id, "dead-letter record does not hold an S3 event");
+                        false
+                    }
+                }
+            }
             Ok(body) => match serde_json::from_value::<S3Notification>(body) {
                 Ok(s3) => handle_s3(state, &s3, deadline).await.is_ok(),
                 Err(_) => {
@@ -117,11 +136,12 @@ async fn handle_sqs(state: &State, event: SqsEvent, deadline: Deadline) -> Value
     json!({ "batchItemFailures": failures })
 }
 
-async fn handle_job(state: &State, job: &Job) -> Result<Outcome, Error> {
-    let outcome = state.ingestor.job(job).await;
+async fn handle_job(state: &State, job: &Job, deadline: Deadline) -> Result<Outcome, Error> {
+    let outcome = state.ingestor.job(job, deadline).await;
     match job {
         Job::Embed(job) => log(&job.key, &outcome),
         Job::Reembed(job) => log(&format!("tenant {}", job.tenant), &outcome),
+        Job::Object(job) => log(&job.key, &outcome),
     }
     outcome
 }

@@ -26,8 +26,9 @@
 
 use std::time::Instant;
 
-use super::{embedding_text, target, Ingestor, Outcome};
+use super::{embedding_text, target, Ingestor, ObjectEvent, Outcome};
 use crate::{
+    deadline::Deadline,
     embeddings::EmbedError,
     error::Error,
     ids::{fnv1a, now_ms},
@@ -55,11 +56,13 @@ fn part_key(scope: &Scope, id: &str, etag: &str, from: usize, to: usize) -> Stri
 }
 
 impl Ingestor {
-    /// Runs one job; see the module's description. Errors are transient.
-    pub async fn job(&self, job: &Job) -> Result<Outcome, Error> {
+    /// Runs one job, in an invocation that ends at `deadline`; see the module's description.
+    /// Errors are transient.
+    pub async fn job(&self, job: &Job, deadline: Deadline) -> Result<Outcome, Error> {
         match job {
             Job::Embed(job) => self.embed_job(job).await,
             Job::Reembed(job) => self.reembed(job).await,
+            Job::Object(job) => self.handle(&ObjectEvent { created: true, key: job.key.clone() }, deadline).await,
         }
     }
 

@@ -15,6 +15,9 @@
 //! gets its document tombstoned again. So the index ends up holding what S3 holds, and
 //! never a document whose record is gone.
 //!
+//! Records left behind (an invocation that died, an event that was lost) are found by the
+//! sweeper on a schedule ([`sweep`]).
+//!
 //! Large documents: with a job queue (`COACH_INGEST_QUEUE_URL`) and more than
 //! `COACH_EMBED_INLINE_CHUNKS` chunks, a document is indexed by its words at once (`ready`,
 //! `embedded_chunks: 0`) and its vectors follow in steps, one queued job at a time (see
@@ -34,6 +37,7 @@ pub mod chunk;
 pub mod extract;
 pub mod jobs;
 pub mod sandbox;
+pub mod sweep;
 
 use std::{sync::Arc, time::Duration};
 
@@ -197,6 +201,8 @@ pub struct Ingestor {
     sandbox: Sandbox,
     /// Longest one extraction may run (`COACH_EXTRACT_SECS`).
     extract_time: Duration,
+    /// How long a record may stay `pending` or `processing` (`COACH_INGEST_STUCK_MINUTES`).
+    stuck_after: Duration,
 }
 
 impl Ingestor {
@@ -218,6 +224,7 @@ impl Ingestor {
             max_chunks: env.number("COACH_MAX_CHUNKS", 200_000, 1, 10_000_000)? as usize,
             sandbox: Sandbox::from_env(env)?,
             extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS", 120, 2, 840)?),
+            stuck_after: sweep::stuck_after(env)?,
             records,
             index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
             blobs,

@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | session | `TENANT#{t}#USER#{u}` | `SESSION#{id}` | same pk / `{updated_ms:013}#{id}` |
 //! | message | `TENANT#{t}#USER#{u}#SESSION#{id}` | `MSG#{ulid}` | - |
-//! | document | `TENANT#{t}` or `GLOBAL` | `DOC#{id}` | - |
+//! | document | `TENANT#{t}` or `GLOBAL` | `DOC#{id}` | while `pending` or `processing`: `INGEST#OPEN` / `{changed_ms:013}#{pk}#{id}` |
 //! | counter | `TENANT#{t}#RATE` or `TENANT#{t}#RATE#USER#{u}` | `WINDOW#{start_ms}` | - |
 //! | turn | `TENANT#{t}#USER#{u}` | `TURN#{key}` | - |
 //!
@@ -37,7 +37,8 @@ use crate::{
     model::{Author, Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Status, Usage},
 };
 
-/// Name of the index listing a user's sessions by last activity (see template.yaml).
+/// Name of the one secondary index (see template.yaml): a user's sessions by last activity,
+/// and the documents whose ingest is unfinished.
 pub const SESSIONS_INDEX: &str = "gsi1";
 
 type Item = HashMap<String, AttributeValue>;
@@ -120,6 +121,21 @@ fn scope_pk(scope: &Scope) -> String {
 
 fn document_sk(id: &str) -> String {
     format!("DOC#{id}")
+}
+
+/// `gsi1pk` of the documents whose ingest is not finished (see [`DocumentStore::unfinished`]).
+const UNFINISHED: &str = "INGEST#OPEN";
+
+/// `gsi1sk` of an unfinished document: when its status last changed, then its key.
+fn unfinished_sk(changed_ms: u64, scope: &Scope, id: &str) -> String {
+    format!("{changed_ms:013}#{}#{id}", scope_pk(scope))
+}
+
+fn scope_from_pk(pk: &str) -> Option<Scope> {
+    match pk {
+        "GLOBAL" => Some(Scope::Global),
+        _ => pk.strip_prefix("TENANT#").filter(|t| !t.contains('#')).map(|t| Scope::Tenant(t.to_owned())),
+    }
 }
 
 fn counter_pk(counter: Counter) -> String {
@@ -603,6 +619,8 @@ impl DocumentStore for DynamoTable {
             .item("created_at", n(now_ms))
             .item("updated_at", n(now_ms))
             .item("expires_at", n(expires_at))
+            .item("gsi1pk", s(UNFINISHED))
+            .item("gsi1sk", s(&unfinished_sk(now_ms, scope, doc.document_id)))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
@@ -674,7 +692,12 @@ impl DocumentStore for DynamoTable {
     async fn start_processing(&self, scope: &Scope, id: &str, etag: &str, now_ms: u64) -> StoreResult<()> {
         self.update(scope_pk(scope), document_sk(id))
             // The upload arrived: the record no longer expires.
-            .update_expression("SET #status = :processing, updated_at = :now REMOVE #error, expires_at")
+            .update_expression(
+                "SET #status = :processing, updated_at = :now, gsi1pk = :open, gsi1sk = :open_sk \
+                 REMOVE #error, expires_at",
+            )
+            .expression_attribute_values(":open", s(UNFINISHED))
+            .expression_attribute_values(":open_sk", s(&unfinished_sk(now_ms, scope, id)))
             .condition_expression("attribute_exists(pk) AND NOT (#status = :ready AND etag = :etag)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#error", "error")
@@ -704,9 +727,9 @@ impl DocumentStore for DynamoTable {
                     "SET #status = :status, chunks = :chunks, etag = :etag, size_bytes = :size, updated_at = :now";
                 let update = match embedded_chunks {
                     Some(done) => update
-                        .update_expression(format!("{set}, embedded_chunks = :embedded REMOVE #error"))
+                        .update_expression(format!("{set}, embedded_chunks = :embedded REMOVE #error, gsi1pk, gsi1sk"))
                         .expression_attribute_values(":embedded", n(done)),
-                    None => update.update_expression(format!("{set} REMOVE #error, embedded_chunks")),
+                    None => update.update_expression(format!("{set} REMOVE #error, embedded_chunks, gsi1pk, gsi1sk")),
                 };
                 update
                     .expression_attribute_values(":status", s(Status::Ready.as_str()))
@@ -716,7 +739,8 @@ impl DocumentStore for DynamoTable {
             }
             Finished::Failed { reason } => update
                 .update_expression(
-                    "SET #status = :status, #error = :error, updated_at = :now REMOVE chunks, etag, embedded_chunks",
+                    "SET #status = :status, #error = :error, updated_at = :now \
+                     REMOVE chunks, etag, embedded_chunks, gsi1pk, gsi1sk",
                 )
                 .expression_attribute_values(":status", s(Status::Failed.as_str()))
                 .expression_attribute_values(":error", s(reason)),
@@ -750,6 +774,29 @@ impl DocumentStore for DynamoTable {
             .await
             .map_err(|e| service_error("delete document record", e))?;
         Ok(())
+    }
+
+    async fn unfinished(&self, before_ms: u64, limit: i32) -> StoreResult<Vec<(Scope, Document)>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(SESSIONS_INDEX)
+            .key_condition_expression("gsi1pk = :open AND gsi1sk < :before")
+            .expression_attribute_values(":open", s(UNFINISHED))
+            .expression_attribute_values(":before", s(&format!("{before_ms:013}")))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| service_error("list unfinished documents", e))?;
+        output
+            .items()
+            .iter()
+            .map(|item| {
+                let scope = string(item, "pk").and_then(scope_from_pk).ok_or(StoreError::Corrupt("document"))?;
+                Ok((scope, document_from(item)?))
+            })
+            .collect()
     }
 }
 

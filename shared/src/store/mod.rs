@@ -243,6 +243,9 @@ pub trait DocumentStore: Send + Sync {
     async fn embedding_progress(&self, scope: &Scope, id: &str, etag: &str, done: u64, now_ms: u64) -> StoreResult<()>;
     /// Deletes a record (no error when it is already gone).
     async fn delete(&self, scope: &Scope, id: &str) -> StoreResult<()>;
+    /// Records of every scope still `pending` or `processing` whose status last changed
+    /// before `before_ms`, oldest first, at most `limit` (the sweeper's work).
+    async fn unfinished(&self, before_ms: u64, limit: i32) -> StoreResult<Vec<(Scope, Document)>>;
 }
 
 // ------------------------------------------------------------------ counters

@@ -11,6 +11,9 @@
 //!   queue (`{COACH_BUCKET}-ingest`); `relay` long-polls it and invokes the `ingest`
 //!   function served by `cargo lambda watch` (default `http://127.0.0.1:9000`) with the
 //!   messages as an SQS event, deleting those it did not report as failed.
+//! - `coach-dev redrive FROM_QUEUE_URL [TO_QUEUE_URL]`: moves every message of a dead-letter
+//!   queue to the queue ingest reads (default `COACH_INGEST_QUEUE_URL`), as
+//!   `aws sqs start-message-move-task` does for the deployed dead-letter queue.
 //! - `coach-dev token [--user U] [--tenant T] [--roles R1,R2] [--ttl SECONDS]`: prints an
 //!   HS256 token signed with the local secret's key (defaults: `dev-user`, `dev`, `user`,
 //!   3600), with `iss`/`aud` set when `COACH_JWT_ISSUER`/`COACH_JWT_AUDIENCE` are.
@@ -30,6 +33,7 @@ use coach_testkit::{
 
 const USAGE: &str = "usage: coach-dev setup [DOCS_DIR]
        coach-dev relay [INVOKE_URL]
+       coach-dev redrive FROM_QUEUE_URL [TO_QUEUE_URL]
        coach-dev token [--user USER] [--tenant TENANT] [--roles ROLE,...] [--ttl SECONDS]";
 
 #[tokio::main]
@@ -39,6 +43,7 @@ async fn main() {
         Some("setup") if args.len() <= 2 => setup(args.get(1).map(PathBuf::from)).await,
         Some("token") => token(&args[1..]).await,
         Some("relay") if args.len() <= 2 => relay(args.get(1).map_or("http://127.0.0.1:9000", String::as_str)).await,
+        Some("redrive") if (2..=3).contains(&args.len()) => redrive(&args[1], args.get(2)).await,
         _ => Err(USAGE.to_owned()),
     };
     if let Err(message) = result {
@@ -55,6 +60,19 @@ async fn local_stack() -> Result<(StoreConfig, AwsClients), String> {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let aws = AwsClients::from_sdk_config(&sdk, config.clone());
     Ok((config, aws))
+}
+
+/// Moves a dead-letter queue's messages to the queue ingest reads.
+async fn redrive(from: &str, to: Option<&String>) -> Result<(), String> {
+    let to = match to {
+        Some(to) => to.clone(),
+        None => std::env::var("COACH_INGEST_QUEUE_URL")
+            .map_err(|_| "no TO_QUEUE_URL, and COACH_INGEST_QUEUE_URL is not set".to_owned())?,
+    };
+    let (_, aws) = local_stack().await?;
+    let moved = coach_testkit::queues::move_messages(&aws.sqs, from, &to).await?;
+    println!("moved {moved} message(s) to {to}");
+    Ok(())
 }
 
 async fn setup(docs_dir: Option<PathBuf>) -> Result<(), String> {

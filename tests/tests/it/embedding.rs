@@ -204,29 +204,7 @@ async fn record(services: &Deployment, id: &str) -> Option<Value> {
 /// Takes the queue's messages and hands them to the ingest function as SQS delivers them;
 /// the number of messages handled.
 async fn deliver(stack: &TestStack, services: &Deployment, queue: &str) -> usize {
-    let received = stack.aws.sqs.receive_message().queue_url(queue).max_number_of_messages(10).send().await.unwrap();
-    let messages = received.messages.unwrap_or_default();
-    for message in &messages {
-        let event = json!({"Records": [{
-            "messageId": message.message_id.clone().unwrap(),
-            "receiptHandle": message.receipt_handle.clone().unwrap(),
-            "body": message.body.clone().unwrap(),
-            "attributes": {}, "messageAttributes": {},
-            "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"
-        }]});
-        let reply = ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
-        assert_eq!(reply["batchItemFailures"], json!([]), "the job succeeded");
-        stack
-            .aws
-            .sqs
-            .delete_message()
-            .queue_url(queue)
-            .receipt_handle(message.receipt_handle.clone().unwrap())
-            .send()
-            .await
-            .unwrap();
-    }
-    messages.len()
+    coach_testkit::queues::deliver(&stack.aws.sqs, &services.ingest, queue).await
 }
 
 #[tokio::test]

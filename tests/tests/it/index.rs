@@ -282,7 +282,9 @@ async fn two_puts_through_one_upload_url_end_with_what_s3_holds() {
     let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
     let first = "# Version one\n\nThe old wording says alphaword.\n";
-    let second = "# Version two\n\nThe new wording says betaword.\n";
+    // The same length: S3 holds a PUT through the URL to the size signed into it.
+    let second = "# Version two\n\nThe new wording says: betaword.\n";
+    assert_eq!(first.len(), second.len());
     let (id, key) = upload(&stack, &services, "acme", "policy.md", first).await;
     // The first upload's ingest reads version one and stalls before indexing it; meanwhile
     // the second PUT lands and its own ingest completes.
@@ -301,7 +303,7 @@ async fn two_puts_through_one_upload_url_end_with_what_s3_holds() {
     assert_eq!(outcome.unwrap(), Outcome::Skipped("this version is already indexed"));
 
     let indexed = stack.indexed_doc("acme", &id).await.unwrap();
-    assert_eq!(indexed.chunks[0].text, "The new wording says betaword.");
+    assert_eq!(indexed.chunks[0].text, "The new wording says: betaword.");
     assert_eq!(cited(&services, "acme", "betaword").await, BTreeSet::from([id.clone()]));
     assert!(cited(&services, "acme", "alphaword").await.is_empty());
     let record = services.uploads.documents.get(&erin("acme"), &id).await.unwrap();

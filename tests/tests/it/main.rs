@@ -19,3 +19,4 @@ mod ratelimit;
 mod readme;
 mod refresh;
 mod retrieval;
+mod sweep;

@@ -19,7 +19,7 @@
 //!   error type), [`config`] (reading environment variables), [`deadline`] (the invocation's
 //!   deadline), [`secrets`] (the cached
 //!   secret), [`retry`] (upstream calls with retries), [`http`] (JSON responses and errors),
-//!   [`logging`].
+//!   [`logging`], [`metrics`] (CloudWatch Embedded Metric Format).
 //!
 //! `docs/ARCHITECTURE.md` has the picture and the path of each route.
 
@@ -38,6 +38,7 @@ pub mod index;
 pub mod ingest;
 pub mod llm;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod profile;
 pub mod prompt;

@@ -7,15 +7,22 @@
 //!
 //! Whatever the level, the Lambda runtime's own crates log at `info` at most: at `debug` and
 //! `trace` they print raw events and responses, `Authorization` header and bodies included.
+//!
+//! Metric events ([`crate::metrics`]) are written as they are (one EMF document a line),
+//! whatever the level, and never as log lines.
 
-use tracing::Subscriber;
+use std::io::Write;
+
+use tracing::{field::Visit, Event, Subscriber};
 use tracing_subscriber::{
-    filter::{LevelFilter, Targets},
+    filter::{filter_fn, LevelFilter, Targets},
     fmt::MakeWriter,
-    layer::SubscriberExt,
+    layer::{Context, SubscriberExt},
     util::SubscriberInitExt,
-    EnvFilter,
+    EnvFilter, Layer,
 };
+
+use crate::metrics;
 
 /// Noisy dependencies are kept at `warn` unless `RUST_LOG` says otherwise.
 const QUIET_DEPENDENCIES: &str = "aws_config=warn,aws_smithy_runtime=warn,hyper=warn,rustls=warn";
@@ -47,13 +54,59 @@ where
         RAW_EVENT_LOGGERS.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| {
             targets.with_target(*target, LevelFilter::INFO)
         });
+    let writer = Shared(std::sync::Arc::new(writer));
     let format = tracing_subscriber::fmt::layer()
         .json()
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .with_ansi(false)
         .with_target(true)
         .with_current_span(true)
         .with_span_list(false)
-        .flatten_event(true);
-    tracing_subscriber::registry().with(filter).with(never_raw).with(format)
+        .flatten_event(true)
+        .with_filter(filter)
+        .with_filter(never_raw)
+        .with_filter(filter_fn(|meta| meta.target() != metrics::TARGET));
+    let emf = MetricLines(writer).with_filter(filter_fn(|meta| meta.target() == metrics::TARGET));
+    tracing_subscriber::registry().with(format).with(emf)
+}
+
+/// One writer for both layers.
+struct Shared<W>(std::sync::Arc<W>);
+
+impl<W> Clone for Shared<W> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Shared<W> {
+    type Writer = W::Writer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.0.make_writer()
+    }
+}
+
+/// Writes each metric event's `emf` document on a line of its own.
+struct MetricLines<W>(Shared<W>);
+
+impl<S, W> Layer<S> for MetricLines<W>
+where
+    S: Subscriber,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        struct Document(Option<String>);
+        impl Visit for Document {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "emf" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut document = Document(None);
+        event.record(&mut document);
+        if let Some(line) = document.0 {
+            let _ = writeln!(self.0.make_writer(), "{line}");
+        }
+    }
 }

@@ -135,10 +135,12 @@ impl RateLimiter {
         }
         if full {
             tracing::info!(tenant = %who.tenant, "rate limit reached");
+            crate::metrics::rate_limited("limit");
             return Err(Error::RateLimited { retry_after_secs });
         }
         if throttled {
             tracing::warn!(tenant = %who.tenant, "rate limit counters throttled; request refused");
+            crate::metrics::rate_limited("throttled");
             return Err(Error::RateLimited { retry_after_secs: 1 });
         }
         Err(match broken {

@@ -307,6 +307,13 @@ impl Retriever {
         if self.config.top_k == 0 {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let passages = self.search(tenant, query).await?;
+        crate::metrics::retrieval(started.elapsed(), passages.len());
+        Ok(passages)
+    }
+
+    async fn search(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
         let embed = async {
             if !self.embedder.enabled() {
                 return None;

@@ -32,6 +32,7 @@ use coach::{
         query_param, request_id,
     },
     llm::Llm,
+    metrics,
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::{RateLimitConfig, RateLimiter},
@@ -96,11 +97,15 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupErr
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    let started = std::time::Instant::now();
     let request_id = request_id(&req);
-    match route(state, &req, &request_id).await {
+    let response = match route(state, &req, &request_id).await {
         Ok(response) => response,
         Err(err) => error_response(&err, &request_id),
-    }
+    };
+    let route = metrics::route_template(req.method().as_str(), req.uri().path());
+    metrics::request("chat", &route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn route(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {

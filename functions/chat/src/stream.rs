@@ -21,6 +21,7 @@ use coach::{
     http::{error_object, error_response, json_body, request_id},
     ids::now_ms,
     llm::{Completion, Delta},
+    metrics,
     model::Usage,
     store::AwsClients,
     Error,
@@ -57,6 +58,7 @@ impl StreamState {
 
 /// Handles one streaming request. Never fails: errors become JSON or an `error` event.
 pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBody> {
+    let begun = std::time::Instant::now();
     let request_id = request_id(&req);
     let path = req.uri().path().trim_end_matches('/');
     let started = match (req.method(), path) {
@@ -64,7 +66,11 @@ pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBod
         (_, "/chat/stream") => Err(Error::MethodNotAllowed { allow: "POST" }),
         (method, _) => Err(Error::NotFound(format!("no route for {method} {path}"))),
     };
-    started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)))
+    let response = started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)));
+    // The status and the time to the first byte; the reply streams on.
+    let route = metrics::route_template(req.method().as_str(), req.uri().path());
+    metrics::request("chat-stream", &route, response.status().as_u16(), begun.elapsed());
+    response
 }
 
 async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
@@ -76,9 +82,12 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
         Step::Answer(prepared) => prepared,
         Step::Answered(reply) => return Ok(replay(reply)),
     };
+    let model_started = std::time::Instant::now();
+    let configured_model = state.chat.llm.config().model.clone();
     let mut deltas = match state.chat.llm.stream(&prepared.prompt, &prepared.passages).await {
         Ok(deltas) => deltas,
         Err(err) => {
+            metrics::model_call(&configured_model, false, model_started.elapsed(), None);
             release(&state.chat, &who, prepared.lease.as_ref()).await;
             return Err(err);
         }
@@ -106,12 +115,15 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
+                    metrics::model_call(&configured_model, false, model_started.elapsed(), None);
                     release(&state.chat, &who, prepared.lease.as_ref()).await;
                     client.send("error", &error_object(&err, &request_id)).await;
                     return;
                 }
             }
         }
+        let tokens = Some((usage.input_tokens, usage.output_tokens));
+        metrics::model_call(&configured_model, true, model_started.elapsed(), tokens);
         let completion = Completion { text, usage, model };
         let lease = prepared.lease.clone();
         match state.chat.finish(&who, prepared, completion).await {

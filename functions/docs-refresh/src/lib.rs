@@ -68,10 +68,18 @@ pub async fn handle(state: &State, event: Value, context: Context) -> Result<Val
 
 /// Handles an HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
-    let request_id = request_id(&req);
+    let started = std::time::Instant::now();
+    let response = answer(state, &req).await;
+    let route = coach::metrics::route_template(req.method().as_str(), req.uri().path());
+    coach::metrics::request("docs-refresh", &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn answer(state: &State, req: &Request) -> Response<Body> {
+    let request_id = request_id(req);
     let path = req.uri().path().trim_end_matches('/');
     let result = match (req.method(), path) {
-        (&Method::POST, "/docs/refresh") => post_refresh(state, &req).await,
+        (&Method::POST, "/docs/refresh") => post_refresh(state, req).await,
         (_, "/docs/refresh") => Err(Error::MethodNotAllowed { allow: "POST" }),
         (method, path) => Err(Error::NotFound(format!("no route for {method} {path}"))),
     };

@@ -153,6 +153,15 @@ async fn handle_object(state: &State, object: &ObjectEvent, deadline: Deadline) 
 }
 
 fn log(key: &str, outcome: &Result<Outcome, Error>) {
+    coach::metrics::ingest(match outcome {
+        Ok(Outcome::Indexed { .. }) => "indexed",
+        Ok(Outcome::Embedding { .. }) => "embedding",
+        Ok(Outcome::Failed(_)) => "failed",
+        Ok(Outcome::Removed) => "removed",
+        Ok(Outcome::Queued(_)) => "queued",
+        Ok(Outcome::Skipped(_)) => "skipped",
+        Err(_) => "error",
+    });
     match outcome {
         Ok(Outcome::Indexed { chunks }) => tracing::info!(key, chunks, "indexed"),
         Ok(Outcome::Embedding { done, total }) => {

@@ -63,11 +63,15 @@ impl State {
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    let started = std::time::Instant::now();
     let request_id = request_id(&req);
-    match route(state, &req).await {
+    let response = match route(state, &req).await {
         Ok(response) => response,
         Err(err) => error_response(&err, &request_id),
-    }
+    };
+    let route = coach::metrics::route_template(req.method().as_str(), req.uri().path());
+    coach::metrics::request("upload-url", &route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {

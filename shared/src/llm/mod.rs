@@ -171,9 +171,13 @@ impl Llm {
         &self.config
     }
 
-    /// Asks for a whole reply.
+    /// Asks for a whole reply (retries included), recording the call's metrics.
     pub async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
-        let mut completion = self.model.complete(prompt, passages).await?;
+        let started = std::time::Instant::now();
+        let result = self.model.complete(prompt, passages).await;
+        let tokens = result.as_ref().ok().map(|c| (c.usage.input_tokens, c.usage.output_tokens));
+        crate::metrics::model_call(&self.config.model, result.is_ok(), started.elapsed(), tokens);
+        let mut completion = result?;
         if completion.model.is_empty() {
             completion.model.clone_from(&self.config.model);
         }

@@ -159,3 +159,95 @@ fn the_lambda_runtime_never_logs_raw_events_whatever_the_level_alone() {
         }
     }
 }
+
+#[test]
+fn metrics_are_embedded_metric_format_lines_whatever_the_level() {
+    coach_testkit::logs::run_alone("logs::metrics_are_embedded_metric_format_lines_whatever_the_level_alone");
+}
+
+#[tokio::test]
+#[ignore = "captures logs: run in a process of its own by metrics_are_embedded_metric_format_lines_whatever_the_level"]
+async fn metrics_are_embedded_metric_format_lines_whatever_the_level_alone() {
+    let capture = coach_testkit::logs::Capture::default();
+    // Production's subscriber, at `warn`: metrics come out all the same.
+    let _guard = tracing::subscriber::set_default(coach::logging::subscriber(Some("warn"), None, capture.clone()));
+
+    let upstream = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "m", "choices": [{"message": {"role": "assistant", "content": REPLY}}],
+            "usage": {"prompt_tokens": 21, "completion_tokens": 4}})))
+        .mount(&upstream)
+        .await;
+    let uri = upstream.uri();
+    let stack = TestStack::with_env(&[
+        ("COACH_LLM_PROVIDER", "openai"),
+        ("COACH_LLM_BASE_URL", &uri),
+        ("COACH_LLM_MODEL", "test-model"),
+        ("COACH_RATE_LIMIT_USER", "2"),
+        ("COACH_RATE_LIMIT_WINDOW_SECS", "86400"),
+    ])
+    .await;
+    let services = stack.deploy();
+    let token = tokens::for_test("alice", "acme", &["user", "editor"]);
+    let chat = |body: Value| events::with("chat-post.json", "POST", "/chat", Some(&body), Some(&token));
+
+    let reply = chat::handle(&services.chat, chat(json!({"message": MESSAGE}))).await;
+    assert_eq!(reply.status(), 200);
+    let reply: Value = serde_json::from_slice(reply.body().as_ref()).unwrap();
+    let session = reply["session_id"].as_str().unwrap();
+    let missing = "/sessions/01JD3Q7Z8X4K2M9N5P6R7S8T9V/messages";
+    let response =
+        chat::handle(&services.chat, events::with("chat-post.json", "GET", missing, None, Some(&token))).await;
+    assert_eq!(response.status(), 404);
+    chat::handle(&services.chat, chat(json!({"message": "second"}))).await;
+    let refused = chat::handle(&services.chat, chat(json!({"message": "third"}))).await;
+    assert_eq!(refused.status(), 429);
+    // Another user's upload (alice's limit is spent), and its ingestion.
+    let bob = tokens::for_test("bob", "acme", &["editor"]);
+    let upload = json!({"filename": "notes.md", "content_type": "text/markdown", "size_bytes": MESSAGE.len()});
+    let response = upload_url::handle(
+        &services.uploads,
+        events::with("uploads-create.json", "POST", "/uploads", Some(&upload), Some(&bob)),
+    )
+    .await;
+    let created: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    let key = format!("uploads/acme/{}/notes.md", created["document_id"].as_str().unwrap());
+    stack.put(&key, MESSAGE.as_bytes()).await;
+    let mut event: Value = serde_json::from_str(&events::load("s3-put.json")).unwrap();
+    event["Records"][0]["s3"]["object"]["key"] = key.replace(' ', "+").into();
+    ingest::handle(&services.ingest, event, ingest_deadline()).await.unwrap();
+
+    let logs = capture.text();
+    let documents: Vec<Value> =
+        logs.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|d| d.get("_aws").is_some()).collect();
+    assert!(!logs.contains("\"level\":\"INFO\""), "at warn, no info log lines:\n{logs}");
+    let find = |metric: &str, dimensions: &[(&str, &str)]| {
+        documents.iter().find(|d| {
+            let directive = &d["_aws"]["CloudWatchMetrics"][0];
+            directive["Namespace"] == "Coach"
+                && directive["Metrics"].as_array().unwrap().iter().any(|m| m["Name"] == metric)
+                && d[metric].is_number()
+                && dimensions.iter().all(|(name, value)| {
+                    d[*name] == *value && directive["Dimensions"][0].as_array().unwrap().iter().any(|n| n == name)
+                })
+        })
+    };
+    let turn = find("Requests", &[("Function", "chat"), ("Route", "POST /chat"), ("Status", "200")]);
+    assert!(turn.is_some_and(|d| d["Latency"].as_f64().unwrap() > 0.0), "{documents:#?}");
+    assert!(find("Requests", &[("Route", "GET /sessions/{id}/messages"), ("Status", "404")]).is_some());
+    assert!(find("Requests", &[("Route", "POST /chat"), ("Status", "429")]).is_some());
+    let call = find("ModelCalls", &[("Model", "test-model"), ("Outcome", "ok")]).expect("a model call");
+    assert_eq!((call["InputTokens"].as_f64(), call["OutputTokens"].as_f64()), (Some(21.0), Some(4.0)));
+    assert!(find("RetrievalLatency", &[]).is_some());
+    assert!(find("RateLimited", &[("Reason", "limit")]).is_some());
+    assert!(find("IngestDocuments", &[("Outcome", "indexed")]).is_some());
+    assert!(find("Requests", &[("Function", "upload-url"), ("Route", "POST /uploads"), ("Status", "201")]).is_some());
+    // Never user data in a dimension or value.
+    for document in &documents {
+        let text = document.to_string();
+        for private in ["alice", "bob", "acme", "Zebediah", session, "notes.md"] {
+            assert!(!text.contains(private), "{private} in {text}");
+        }
+    }
+}

@@ -155,6 +155,18 @@ pub fn outbound_client_without_redirects() -> reqwest::Result<reqwest::Client> {
     outbound_builder().redirect(reqwest::redirect::Policy::none()).build()
 }
 
+/// The invocation's X-Ray trace header, which the Lambda runtime sets in `_X_AMZN_TRACE_ID`
+/// for each invocation, added to an outbound request (the AWS SDK adds it to AWS calls
+/// itself); the request as it was outside Lambda.
+pub fn traced(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match std::env::var("_X_AMZN_TRACE_ID") {
+        Ok(trace) if !trace.is_empty() && trace.len() <= 256 && trace.is_ascii() => {
+            request.header("x-amzn-trace-id", trace)
+        }
+        _ => request,
+    }
+}
+
 fn outbound_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(3))

@@ -1,7 +1,12 @@
 //! Structured JSON logs for CloudWatch, one object per line.
 //!
-//! The Lambda runtime opens a span per invocation carrying `requestId`; the current span is
-//! printed with every event, so each log line can be tied to its request. The level comes
+//! The Lambda runtime opens a span per invocation carrying `requestId` (and `xrayTraceId`);
+//! every line carries its current span (`span`) and all the spans it is in, outermost first
+//! (`spans`), so each line can be tied to its request. Coach's own spans (`aws_call`,
+//! `model_call`, `embedding`, `retrieval`) are the trace of a request: each writes one
+//! `close` line when it ends, with its fields (latency, outcome, tokens; never text) and
+//! `time.busy`/`time.idle`. No exporter is needed; X-Ray's own trace comes from active
+//! tracing (template.yaml). The level comes
 //! from `RUST_LOG` (full `EnvFilter` syntax), else from Lambda's `AWS_LAMBDA_LOG_LEVEL`,
 //! else `info`. What to log is the caller's concern: never tokens, secrets or message text.
 //!
@@ -61,7 +66,8 @@ where
         .with_ansi(false)
         .with_target(true)
         .with_current_span(true)
-        .with_span_list(false)
+        .with_span_list(true)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .flatten_event(true)
         .with_filter(filter)
         .with_filter(never_raw)

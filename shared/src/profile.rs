@@ -146,9 +146,7 @@ impl Profiles {
         let mut url = reqwest::Url::parse(&format!("{}/api/v2/users/{user}", self.config.base_url))
             .map_err(|e| Miss::Failed(e.to_string()))?;
         url.query_pairs_mut().append_pair("fields", "user_metadata").append_pair("include_fields", "true");
-        let response = self
-            .http
-            .get(url)
+        let response = crate::http::traced(self.http.get(url))
             .bearer_auth(&token.value)
             .timeout(REQUEST_TIMEOUT)
             .send()
@@ -187,9 +185,7 @@ impl Profiles {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("the secret has no {AUTH0_CLIENT_SECRET_FIELD}"))?;
         let base = &self.config.base_url;
-        let response = self
-            .http
-            .post(format!("{base}/oauth/token"))
+        let response = crate::http::traced(self.http.post(format!("{base}/oauth/token")))
             .timeout(REQUEST_TIMEOUT)
             .json(&serde_json::json!({
                 "grant_type": "client_credentials",

@@ -307,8 +307,13 @@ impl Retriever {
         if self.config.top_k == 0 {
             return Ok(Vec::new());
         }
+        use tracing::Instrument;
+        let span =
+            tracing::info_span!("retrieval", passages = tracing::field::Empty, latency_ms = tracing::field::Empty);
         let started = std::time::Instant::now();
-        let passages = self.search(tenant, query).await?;
+        let passages = self.search(tenant, query).instrument(span.clone()).await?;
+        span.record("passages", passages.len());
+        span.record("latency_ms", started.elapsed().as_millis() as u64);
         crate::metrics::retrieval(started.elapsed(), passages.len());
         Ok(passages)
     }

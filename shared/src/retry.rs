@@ -61,7 +61,7 @@ pub async fn send(
 ) -> Result<reqwest::Response, SendError> {
     let mut attempt = 1;
     loop {
-        let outcome = tokio::time::timeout(policy.timeout, build().timeout(total).send()).await;
+        let outcome = tokio::time::timeout(policy.timeout, crate::http::traced(build()).timeout(total).send()).await;
         let retry_after = match outcome {
             Ok(Ok(response)) if response.status().is_success() => return Ok(response),
             Ok(Ok(response)) => {

@@ -20,7 +20,7 @@ use coach::{
     config::{Env, StartupError},
     http::{error_object, error_response, json_body, request_id},
     ids::now_ms,
-    llm::{Completion, Delta},
+    llm::{record_call, Completion, Delta},
     metrics,
     model::Usage,
     store::AwsClients,
@@ -33,6 +33,7 @@ use lambda_http::{
     Request, Response,
 };
 use serde_json::json;
+use tracing::Instrument;
 
 /// How long a streamed turn holds its lease: the chat-stream function's timeout.
 const STREAM_LEASE_MS: u64 = 300_000;
@@ -84,9 +85,12 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
     };
     let model_started = std::time::Instant::now();
     let configured_model = state.chat.llm.config().model.clone();
-    let mut deltas = match state.chat.llm.stream(&prepared.prompt, &prepared.passages).await {
+    // Open until the stream ends (the span of the call, see `Llm::call_span`).
+    let call = state.chat.llm.call_span(&prepared.prompt);
+    let mut deltas = match state.chat.llm.stream(&prepared.prompt, &prepared.passages).instrument(call.clone()).await {
         Ok(deltas) => deltas,
         Err(err) => {
+            record_call(&call, false, model_started.elapsed(), None);
             metrics::model_call(&configured_model, false, model_started.elapsed(), None);
             release(&state.chat, &who, prepared.lease.as_ref()).await;
             return Err(err);
@@ -115,6 +119,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
+                    record_call(&call, false, model_started.elapsed(), None);
                     metrics::model_call(&configured_model, false, model_started.elapsed(), None);
                     release(&state.chat, &who, prepared.lease.as_ref()).await;
                     client.send("error", &error_object(&err, &request_id)).await;
@@ -123,6 +128,8 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
             }
         }
         let tokens = Some((usage.input_tokens, usage.output_tokens));
+        record_call(&call, true, model_started.elapsed(), tokens);
+        drop(call);
         metrics::model_call(&configured_model, true, model_started.elapsed(), tokens);
         let completion = Completion { text, usage, model };
         let lease = prepared.lease.clone();

@@ -193,8 +193,10 @@ impl Jwks {
                 self.client.get_or_init(|| client)
             }
         };
-        let mut response =
-            client.get(&self.url).send().await.map_err(|e| self.unavailable(e.without_url().to_string()))?;
+        let mut response = crate::http::traced(client.get(&self.url))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e.without_url().to_string()))?;
         if response.status().is_redirection() {
             return Err(self.unavailable(format!("status {}: redirects are not followed", response.status())));
         }

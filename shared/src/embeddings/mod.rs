@@ -150,12 +150,29 @@ impl Embedder {
     }
 
     /// One vector per text, all of one length.
+    /// In an `embedding` span (model, texts, latency, outcome; never the text).
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        match self.config.provider {
-            EmbeddingProvider::None => Err(EmbedError::Refused("no embedding provider is configured".into())),
-            EmbeddingProvider::Local => self.embed_locally(texts).await,
-            EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini => self.embed_remotely(texts).await,
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "embedding",
+            model = self.model(),
+            texts = texts.len(),
+            latency_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
+        let started = std::time::Instant::now();
+        let embedded = async {
+            match self.config.provider {
+                EmbeddingProvider::None => Err(EmbedError::Refused("no embedding provider is configured".into())),
+                EmbeddingProvider::Local => self.embed_locally(texts).await,
+                EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini => self.embed_remotely(texts).await,
+            }
         }
+        .instrument(span.clone())
+        .await;
+        span.record("latency_ms", started.elapsed().as_millis() as u64);
+        span.record("outcome", if embedded.is_ok() { "ok" } else { "error" });
+        embedded
     }
 
     /// The local model, loaded by the first call (off the event loop).

@@ -171,11 +171,15 @@ impl Llm {
         &self.config
     }
 
-    /// Asks for a whole reply (retries included), recording the call's metrics.
+    /// Asks for a whole reply (retries included), in a `model_call` span (prompt length,
+    /// tokens, latency, outcome; never the text), recording the call's metrics.
     pub async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
+        use tracing::Instrument;
+        let span = self.call_span(prompt);
         let started = std::time::Instant::now();
-        let result = self.model.complete(prompt, passages).await;
+        let result = self.model.complete(prompt, passages).instrument(span.clone()).await;
         let tokens = result.as_ref().ok().map(|c| (c.usage.input_tokens, c.usage.output_tokens));
+        record_call(&span, result.is_ok(), started.elapsed(), tokens);
         crate::metrics::model_call(&self.config.model, result.is_ok(), started.elapsed(), tokens);
         let mut completion = result?;
         if completion.model.is_empty() {
@@ -184,10 +188,35 @@ impl Llm {
         Ok(completion)
     }
 
+    /// The span of one model call: the configured model, the prompt's length in characters;
+    /// tokens, latency and outcome are recorded when it ends ([`record_call`]).
+    pub fn call_span(&self, prompt: &Prompt) -> tracing::Span {
+        let prompt_chars = prompt.system.len() + prompt.turns.iter().map(|t| t.content.len()).sum::<usize>();
+        tracing::info_span!(
+            "model_call",
+            model = %self.config.model,
+            prompt_chars,
+            input_tokens = tracing::field::Empty,
+            output_tokens = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
+    }
+
     /// Asks for a reply streamed token by token.
     pub async fn stream(&self, prompt: &Prompt, passages: &[Passage]) -> Result<DeltaStream, Error> {
         self.model.stream(prompt, passages).await
     }
+}
+
+/// Records how a model call ended on its span (see [`Llm::call_span`]).
+pub fn record_call(span: &tracing::Span, ok: bool, elapsed: Duration, tokens: Option<(u64, u64)>) {
+    if let Some((input, output)) = tokens {
+        span.record("input_tokens", input);
+        span.record("output_tokens", output);
+    }
+    span.record("latency_ms", elapsed.as_millis() as u64);
+    span.record("outcome", if ok { "ok" } else { "error" });
 }
 
 /// The `none` provider: no model, the passages themselves.

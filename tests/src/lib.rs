@@ -6,9 +6,11 @@
 //! the SDK, and no traffic leaves loopback.
 
 pub mod bench;
+pub mod child;
 pub mod events;
 pub mod logs;
 pub mod moto;
+pub mod postgres;
 pub mod queues;
 pub mod stack;
 pub mod tokens;

@@ -7,7 +7,7 @@
 //! when dropped, for tests that need to stop the emulator themselves.
 
 use std::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{mpsc, OnceLock},
@@ -77,10 +77,6 @@ fn moto_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/coach-moto-server")))
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn spawn() -> Result<(Child, String), String> {
     let binary = moto_binary();
     if !binary.exists() {
@@ -92,23 +88,14 @@ fn spawn() -> Result<(Child, String), String> {
     // A port taken between our probe and moto's bind makes moto exit; try a few ports.
     let mut last_error = String::new();
     for _ in 0..5 {
-        let port = free_port().map_err(|e| format!("no free loopback port: {e}"))?;
+        let port = crate::child::free_port().map_err(|e| format!("no free loopback port: {e}"))?;
         let mut command = Command::new(&binary);
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::child::die_with_parent(&mut command);
         let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         match wait_ready(&mut child, port) {
             Ok(()) => return Ok((child, format!("http://127.0.0.1:{port}"))),

@@ -14,6 +14,7 @@ mod health;
 mod index;
 mod logs;
 mod policies;
+mod postgres;
 mod profile;
 mod ratelimit;
 mod readme;

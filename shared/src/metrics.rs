@@ -71,11 +71,12 @@ fn millis(elapsed: Duration) -> f64 {
     elapsed.as_secs_f64() * 1000.0
 }
 
-/// An HTTP request answered by `function` (route as [`route_template`] makes it).
-pub fn request(function: &str, route: &str, status: u16, elapsed: Duration) {
-    let status = status.to_string();
+/// An HTTP request (`method`, `path`) answered by `function` with `status`; its route is
+/// [`route_template`]'s.
+pub fn request(function: &str, method: &str, path: &str, status: u16, elapsed: Duration) {
+    let (route, status) = (route_template(method, path), status.to_string());
     emit(
-        &[("Function", function), ("Route", route), ("Status", &status)],
+        &[("Function", function), ("Route", &route), ("Status", &status)],
         &[("Requests", 1.0, Unit::Count), ("Latency", millis(elapsed), Unit::Milliseconds)],
     );
 }

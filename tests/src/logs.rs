@@ -39,6 +39,13 @@ impl Capture {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
     }
 
+    /// Installs Coach's own subscriber ([`coach::logging::subscriber`], with `RUST_LOG` as
+    /// `spec` and `AWS_LAMBDA_LOG_LEVEL` as `lambda_level`) writing here, for the current
+    /// thread until the guard is dropped.
+    pub fn install_coach(&self, spec: Option<&str>, lambda_level: Option<&str>) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(coach::logging::subscriber(spec, lambda_level, self.clone()))
+    }
+
     /// Installs a JSON subscriber writing here with `filter`, for the current thread until
     /// the guard is dropped.
     pub fn install(&self, filter: &str) -> tracing::subscriber::DefaultGuard {

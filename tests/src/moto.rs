@@ -10,7 +10,7 @@ use std::{
     net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{mpsc, OnceLock},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -29,21 +29,8 @@ impl Moto {
         SHARED.get_or_init(|| {
             // The child must be spawned from a thread that never exits: PDEATHSIG fires
             // when the spawning *thread* ends, and test threads end with their test.
-            let (tx, rx) = mpsc::channel::<Result<String, String>>();
-            std::thread::Builder::new()
-                .name("moto-server".into())
-                .spawn(move || {
-                    let (endpoint, _keep_alive) = match spawn() {
-                        Ok((child, endpoint)) => (Ok(endpoint), Some(child)),
-                        Err(e) => (Err(e), None),
-                    };
-                    let _ = tx.send(endpoint);
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .expect("spawn moto keeper thread");
-            let endpoint = rx.recv().expect("moto keeper thread").unwrap_or_else(|e| panic!("{e}"));
+            let endpoint =
+                crate::child::on_keeper_thread("moto-server", || spawn().map(|(child, endpoint)| (endpoint, child)));
             Moto { endpoint, child: None }
         })
     }

@@ -14,7 +14,7 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{mpsc, OnceLock},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -35,25 +35,14 @@ impl Postgres {
         SHARED.get_or_init(|| {
             // Spawned from a thread that never ends: PDEATHSIG fires when the spawning
             // thread ends, and test threads end with their test.
-            let (tx, rx) = mpsc::channel::<Result<u16, String>>();
-            std::thread::Builder::new()
-                .name("postgres".into())
-                .spawn(move || {
-                    let started = start();
-                    let port = started.as_ref().map(|(port, _, _)| *port).map_err(Clone::clone);
-                    if let Ok((_, child, dir)) = started {
-                        // Statics and parked threads are never dropped: stop and remove at exit.
-                        let _ = SERVER.set((child.id(), dir.keep()));
-                        // SAFETY: registers a plain `extern "C"` function.
-                        unsafe { libc::atexit(stop_at_exit) };
-                    }
-                    let _ = tx.send(port);
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .expect("spawn the postgres keeper thread");
-            let port = rx.recv().expect("postgres keeper thread").unwrap_or_else(|e| panic!("{e}"));
+            let port = crate::child::on_keeper_thread("postgres", || {
+                let (port, child, dir) = start()?;
+                // Statics and parked threads are never dropped: stop and remove at exit.
+                let _ = SERVER.set((child.id(), dir.keep()));
+                // SAFETY: registers a plain `extern "C"` function.
+                unsafe { libc::atexit(stop_at_exit) };
+                Ok((port, child))
+            });
             Postgres { port }
         })
     }

@@ -103,8 +103,7 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         Ok(response) => response,
         Err(err) => error_response(&err, &request_id),
     };
-    let route = metrics::route_template(req.method().as_str(), req.uri().path());
-    metrics::request("chat", &route, response.status().as_u16(), started.elapsed());
+    metrics::request("chat", req.method().as_str(), req.uri().path(), response.status().as_u16(), started.elapsed());
     response
 }
 

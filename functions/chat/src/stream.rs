@@ -20,7 +20,7 @@ use coach::{
     config::{Env, StartupError},
     http::{error_object, error_response, json_body, request_id},
     ids::now_ms,
-    llm::{record_call, Completion, Delta},
+    llm::{Completion, Delta},
     metrics,
     model::Usage,
     store::AwsClients,
@@ -69,8 +69,13 @@ pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBod
     };
     let response = started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)));
     // The status and the time to the first byte; the reply streams on.
-    let route = metrics::route_template(req.method().as_str(), req.uri().path());
-    metrics::request("chat-stream", &route, response.status().as_u16(), begun.elapsed());
+    metrics::request(
+        "chat-stream",
+        req.method().as_str(),
+        req.uri().path(),
+        response.status().as_u16(),
+        begun.elapsed(),
+    );
     response
 }
 
@@ -83,15 +88,13 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
         Step::Answer(prepared) => prepared,
         Step::Answered(reply) => return Ok(replay(reply)),
     };
-    let model_started = std::time::Instant::now();
-    let configured_model = state.chat.llm.config().model.clone();
-    // Open until the stream ends (the span of the call, see `Llm::call_span`).
-    let call = state.chat.llm.call_span(&prepared.prompt);
-    let mut deltas = match state.chat.llm.stream(&prepared.prompt, &prepared.passages).instrument(call.clone()).await {
+    // Ends with the stream (see `Llm::start_call`).
+    let call = state.chat.llm.start_call(&prepared.prompt);
+    let streamed = state.chat.llm.stream(&prepared.prompt, &prepared.passages).instrument(call.span.clone()).await;
+    let mut deltas = match streamed {
         Ok(deltas) => deltas,
         Err(err) => {
-            record_call(&call, false, model_started.elapsed(), None);
-            metrics::model_call(&configured_model, false, model_started.elapsed(), None);
+            call.end(None);
             release(&state.chat, &who, prepared.lease.as_ref()).await;
             return Err(err);
         }
@@ -119,18 +122,14 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 }
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
-                    record_call(&call, false, model_started.elapsed(), None);
-                    metrics::model_call(&configured_model, false, model_started.elapsed(), None);
+                    call.end(None);
                     release(&state.chat, &who, prepared.lease.as_ref()).await;
                     client.send("error", &error_object(&err, &request_id)).await;
                     return;
                 }
             }
         }
-        let tokens = Some((usage.input_tokens, usage.output_tokens));
-        record_call(&call, true, model_started.elapsed(), tokens);
-        drop(call);
-        metrics::model_call(&configured_model, true, model_started.elapsed(), tokens);
+        call.end(Some(usage));
         let completion = Completion { text, usage, model };
         let lease = prepared.lease.clone();
         match state.chat.finish(&who, prepared, completion).await {

@@ -70,8 +70,13 @@ pub async fn handle(state: &State, event: Value, context: Context) -> Result<Val
 pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
     let started = std::time::Instant::now();
     let response = answer(state, &req).await;
-    let route = coach::metrics::route_template(req.method().as_str(), req.uri().path());
-    coach::metrics::request("docs-refresh", &route, response.status().as_u16(), started.elapsed());
+    coach::metrics::request(
+        "docs-refresh",
+        req.method().as_str(),
+        req.uri().path(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 

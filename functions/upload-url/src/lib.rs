@@ -69,8 +69,13 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
         Ok(response) => response,
         Err(err) => error_response(&err, &request_id),
     };
-    let route = coach::metrics::route_template(req.method().as_str(), req.uri().path());
-    coach::metrics::request("upload-url", &route, response.status().as_u16(), started.elapsed());
+    coach::metrics::request(
+        "upload-url",
+        req.method().as_str(),
+        req.uri().path(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     response
 }
 

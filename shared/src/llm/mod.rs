@@ -175,12 +175,9 @@ impl Llm {
     /// tokens, latency, outcome; never the text), recording the call's metrics.
     pub async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
         use tracing::Instrument;
-        let span = self.call_span(prompt);
-        let started = std::time::Instant::now();
-        let result = self.model.complete(prompt, passages).instrument(span.clone()).await;
-        let tokens = result.as_ref().ok().map(|c| (c.usage.input_tokens, c.usage.output_tokens));
-        record_call(&span, result.is_ok(), started.elapsed(), tokens);
-        crate::metrics::model_call(&self.config.model, result.is_ok(), started.elapsed(), tokens);
+        let call = self.start_call(prompt);
+        let result = self.model.complete(prompt, passages).instrument(call.span.clone()).await;
+        call.end(result.as_ref().ok().map(|c| c.usage));
         let mut completion = result?;
         if completion.model.is_empty() {
             completion.model.clone_from(&self.config.model);
@@ -188,11 +185,11 @@ impl Llm {
         Ok(completion)
     }
 
-    /// The span of one model call: the configured model, the prompt's length in characters;
-    /// tokens, latency and outcome are recorded when it ends ([`record_call`]).
-    pub fn call_span(&self, prompt: &Prompt) -> tracing::Span {
+    /// One model call begins: its `model_call` span (the configured model, the prompt's
+    /// length in characters) and its clock. [`ModelCall::end`] records how it ended.
+    pub fn start_call(&self, prompt: &Prompt) -> ModelCall {
         let prompt_chars = prompt.system.len() + prompt.turns.iter().map(|t| t.content.len()).sum::<usize>();
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "model_call",
             model = %self.config.model,
             prompt_chars,
@@ -200,7 +197,8 @@ impl Llm {
             output_tokens = tracing::field::Empty,
             latency_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
-        )
+        );
+        ModelCall { span, started: std::time::Instant::now(), model: self.config.model.clone() }
     }
 
     /// Asks for a reply streamed token by token.
@@ -209,14 +207,28 @@ impl Llm {
     }
 }
 
-/// Records how a model call ended on its span (see [`Llm::call_span`]).
-pub fn record_call(span: &tracing::Span, ok: bool, elapsed: Duration, tokens: Option<(u64, u64)>) {
-    if let Some((input, output)) = tokens {
-        span.record("input_tokens", input);
-        span.record("output_tokens", output);
+/// A model call in progress (see [`Llm::start_call`]).
+pub struct ModelCall {
+    /// The call's span; work of the call runs in it.
+    pub span: tracing::Span,
+    started: std::time::Instant,
+    model: String,
+}
+
+impl ModelCall {
+    /// The call ended, with its usage when it answered (`None`: it failed): recorded on its
+    /// span, which closes, and as its metrics.
+    pub fn end(self, usage: Option<Usage>) {
+        let elapsed = self.started.elapsed();
+        let tokens = usage.map(|u| (u.input_tokens, u.output_tokens));
+        if let Some((input, output)) = tokens {
+            self.span.record("input_tokens", input);
+            self.span.record("output_tokens", output);
+        }
+        self.span.record("latency_ms", elapsed.as_millis() as u64);
+        self.span.record("outcome", if usage.is_some() { "ok" } else { "error" });
+        crate::metrics::model_call(&self.model, usage.is_some(), elapsed, tokens);
     }
-    span.record("latency_ms", elapsed.as_millis() as u64);
-    span.record("outcome", if ok { "ok" } else { "error" });
 }
 
 /// The `none` provider: no model, the passages themselves.

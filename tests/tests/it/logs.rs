@@ -14,6 +14,13 @@ const LLM_KEY: &str = "sk-live-SECRET-llm-key-0001";
 const AUTH0_SECRET: &str = "auth0-client-SECRET-0002";
 const REPLY: &str = "Confidential-reply-text-0003";
 
+/// An OpenAI-compatible chat completion of `REPLY` with these token counts.
+fn completion(prompt_tokens: u64, completion_tokens: u64) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "model": "m", "choices": [{"message": {"role": "assistant", "content": REPLY}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}))
+}
+
 #[test]
 fn logs_carry_no_tokens_secrets_or_message_text() {
     coach_testkit::logs::run_alone("logs::logs_carry_no_tokens_secrets_or_message_text_alone");
@@ -25,14 +32,12 @@ async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
     let capture = Capture::default();
     // Production's subscriber (log lines, span close lines, metric lines), at debug.
     let filter = "debug,aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,hyper=warn,hyper_util=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn";
-    let _guard = tracing::subscriber::set_default(coach::logging::subscriber(Some(filter), None, capture.clone()));
+    let _guard = capture.install_coach(Some(filter), None);
 
     let upstream = MockServer::start().await;
     Mock::given(matchers::path("/chat/completions"))
         .and(matchers::body_partial_json(json!({"stream": false})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "model": "m", "choices": [{"message": {"role": "assistant", "content": REPLY}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1}})))
+        .respond_with(completion(1, 1))
         .mount(&upstream)
         .await;
     Mock::given(matchers::path("/chat/completions"))
@@ -148,7 +153,7 @@ fn the_lambda_runtime_never_logs_raw_events_whatever_the_level_alone() {
         (None, Some("TRACE")),
     ] {
         let capture = Capture::default();
-        let _guard = tracing::subscriber::set_default(coach::logging::subscriber(spec, lambda_level, capture.clone()));
+        let _guard = capture.install_coach(spec, lambda_level);
         // What the runtime prints below info: the raw event, headers and body.
         tracing::trace!(target: "lambda_runtime", "event: authorization: Bearer {LLM_KEY}");
         tracing::debug!(target: "lambda_runtime_api_client", "response body {MESSAGE}");
@@ -173,15 +178,10 @@ fn metrics_are_embedded_metric_format_lines_whatever_the_level() {
 async fn metrics_are_embedded_metric_format_lines_whatever_the_level_alone() {
     let capture = coach_testkit::logs::Capture::default();
     // Production's subscriber, at `warn`: metrics come out all the same.
-    let _guard = tracing::subscriber::set_default(coach::logging::subscriber(Some("warn"), None, capture.clone()));
+    let _guard = capture.install_coach(Some("warn"), None);
 
     let upstream = MockServer::start().await;
-    Mock::given(matchers::path("/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "model": "m", "choices": [{"message": {"role": "assistant", "content": REPLY}}],
-            "usage": {"prompt_tokens": 21, "completion_tokens": 4}})))
-        .mount(&upstream)
-        .await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(completion(21, 4)).mount(&upstream).await;
     let uri = upstream.uri();
     let stack = TestStack::with_env(&[
         ("COACH_LLM_PROVIDER", "openai"),
@@ -268,14 +268,12 @@ async fn a_request_leaves_its_trace_in_the_logs_alone() {
     // What the Lambda runtime sets for each invocation (this process runs this test alone).
     std::env::set_var("_X_AMZN_TRACE_ID", TRACE);
     let capture = coach_testkit::logs::Capture::default();
-    let _guard = tracing::subscriber::set_default(coach::logging::subscriber(Some("info"), None, capture.clone()));
+    let _guard = capture.install_coach(Some("info"), None);
 
     let upstream = MockServer::start().await;
     Mock::given(matchers::path("/chat/completions"))
         .and(matchers::header("x-amzn-trace-id", TRACE))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "model": "m", "choices": [{"message": {"role": "assistant", "content": REPLY}}],
-            "usage": {"prompt_tokens": 30, "completion_tokens": 6}})))
+        .respond_with(completion(30, 6))
         .mount(&upstream)
         .await;
     let uri = upstream.uri();

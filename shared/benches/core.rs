@@ -13,6 +13,7 @@ use std::{hint::black_box, sync::Arc};
 
 use coach::{
     index::{
+        rank::search,
         segment::{build, Loaded},
         Part,
     },
@@ -20,9 +21,8 @@ use coach::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
     },
-    model::{Author, Chunk, Kind, Message, Passage, Segment, Shard, Source},
+    model::{Author, Chunk, Kind, Message, Passage, Ranking, Segment, Shard, Source},
     prompt,
-    retrieval::{search, RetrievalConfig},
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -110,8 +110,8 @@ impl Words {
     }
 }
 
-fn retrieval_config() -> RetrievalConfig {
-    RetrievalConfig { top_k: 5, min_score: 0.0, min_similarity: 0.2, vector_weight: 1.0 }
+fn retrieval_config() -> Ranking {
+    Ranking { top_k: 5, min_score: 0.0, min_similarity: 0.2, vector_weight: 1.0 }
 }
 
 /// Searchable parts of `docs`: one compacted segment, or one segment per document (deltas

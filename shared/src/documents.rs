@@ -16,9 +16,8 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{now_ms, parse_id, rfc3339, Ids},
-    index::IndexWriter,
     model::{Document, Job, Kind, NewDocument, ReembedJob, Scope},
-    store::{BlobStore, DocumentStore, JobQueue},
+    store::{BlobStore, DocumentIndex, DocumentStore, JobQueue},
 };
 
 /// Body of `POST /uploads`.
@@ -89,7 +88,7 @@ pub fn safe_filename(name: &str) -> String {
 pub struct Documents {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
-    index: IndexWriter,
+    index: Arc<dyn DocumentIndex>,
     ids: Ids,
     uploads: UploadConfig,
     /// The ingest jobs queue, for re-embedding; `None` when not configured.
@@ -100,7 +99,7 @@ impl Documents {
     pub fn new(
         records: Arc<dyn DocumentStore>,
         blobs: Arc<dyn BlobStore>,
-        index: IndexWriter,
+        index: Arc<dyn DocumentIndex>,
         uploads: UploadConfig,
     ) -> Self {
         Self { records, blobs, index, ids: Ids::new(), uploads, jobs: None }

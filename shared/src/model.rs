@@ -58,6 +58,56 @@ pub struct Passage {
     pub text: String,
 }
 
+impl Passage {
+    /// Longest snippet stored with a source, in characters.
+    pub const SNIPPET_CHARS: usize = 300;
+
+    /// A passage of chunk `chunk` (numbered within its document) with its fused `score`:
+    /// the prompt gets the heading path and the text, the source a snippet of the text.
+    pub fn of_chunk(document_id: &str, title: &str, chunk: u32, score: f32, heading: Option<&str>, text: &str) -> Self {
+        let snippet: String = text.chars().take(Self::SNIPPET_CHARS).collect();
+        let text = match heading {
+            Some(h) => format!("{h}\n{text}"),
+            None => text.to_owned(),
+        };
+        Passage {
+            source: Source { document_id: document_id.to_owned(), title: title.to_owned(), chunk, score, snippet },
+            text,
+        }
+    }
+}
+
+/// How a search ranks and cuts its passages (`COACH_RETRIEVAL_*`), whichever index store
+/// runs it: a word ranking and a vector ranking, fused by reciprocal rank.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranking {
+    pub top_k: usize,
+    /// Least fused score a passage needs (0 keeps every match).
+    pub min_score: f32,
+    /// Least cosine similarity for a vector match to count.
+    pub min_similarity: f32,
+    /// Weight of the vector ranking in the fusion (the word ranking's is 1).
+    pub vector_weight: f32,
+}
+
+impl Ranking {
+    /// Reciprocal rank fusion's constant: a chunk at rank r (from 1) of a ranking of weight
+    /// w scores w / (RRF_K + r).
+    pub const RRF_K: f32 = 60.0;
+    /// How many of each ranking take part in fusion, at least (see [`Ranking::window`]).
+    const LEAST_WINDOW: usize = 100;
+
+    /// How many of each ranking to fuse: enough that a chunk outside both windows, scoring
+    /// at most (1 + w) / (RRF_K + window + 1) with the vector ranking weighted w, could not
+    /// beat the `top_k`-th chunk of either ranking, which scores at least
+    /// min(1, w) / (RRF_K + top_k).
+    pub fn window(&self) -> usize {
+        let weakest = self.vector_weight.min(1.0);
+        let needed = (1.0 + self.vector_weight) * (Self::RRF_K + self.top_k as f32) / weakest - Self::RRF_K - 1.0;
+        Self::LEAST_WINDOW.max(needed.ceil() as usize + 1)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Session {
     pub session_id: String,

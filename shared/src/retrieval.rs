@@ -1,47 +1,27 @@
-//! Hybrid retrieval over a tenant's documents plus the shared docs, in process.
+//! Retrieval for chat: the query's embedding, the search index's ranking, the optional
+//! reranker.
 //!
-//! The index of the tenant's scope and of the shared scope come from the [`IndexReader`]:
-//! both manifests revalidated on each request (so a document is found as soon as it is
-//! `ready`, and not after it is deleted), segments loaded once and kept in a byte-bounded
-//! cache, with which of their documents are live. No other scope is ever read, so another
-//! tenant's documents cannot be retrieved.
-//!
-//! A query is ranked twice: BM25 over chunk text (always), and cosine similarity against
-//! chunk vectors when both the query and the document have embeddings from the same model
-//! (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best 100 (or more for
-//! a large `top_k`) of each ranking are fused with reciprocal rank fusion (k = 60); the top
-//! `top_k` above `min_score` are returned with their sources.
+//! The search itself belongs to the index store ([`PassageSearch`]): the S3 segments,
+//! loaded and ranked in process ([`crate::index`]), or PostgreSQL with pgvector, ranked by
+//! one SQL query ([`crate::store::PgIndex`]). Both rank a query twice, by words and (when
+//! the query has an embedding) by vectors of the same model, fuse the two rankings by
+//! reciprocal rank and cut them by [`Ranking`]. Either way only the tenant's own documents
+//! and the shared docs are read. The query is embedded while the S3 store loads; the
+//! reranker, if configured, reorders the fused candidates.
 
 use std::sync::Arc;
-
-use std::collections::HashMap;
 
 use crate::{
     config::{ConfigError, Env},
     embeddings::Embedder,
     error::Error,
-    index::{
-        segment::{normalise, quantise, tokens},
-        IndexConfig, IndexReader, Part,
-    },
-    model::{Passage, Source},
+    model::{Passage, Ranking},
     rerank::Reranker,
-    store::IndexStore,
+    store::PassageSearch,
 };
 
-/// Retrieval settings (`COACH_RETRIEVAL_*`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetrievalConfig {
-    pub top_k: usize,
-    /// Least fused score a passage needs (0 keeps every match).
-    pub min_score: f32,
-    /// Least cosine similarity for a vector match to count.
-    pub min_similarity: f32,
-    /// Weight of the vector ranking in the fusion (the word ranking's is 1).
-    pub vector_weight: f32,
-}
-
-impl RetrievalConfig {
+impl Ranking {
+    /// Settings from `COACH_RETRIEVAL_*`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
@@ -53,258 +33,30 @@ impl RetrievalConfig {
     }
 }
 
-/// Longest snippet stored with a source, in characters.
-const SNIPPET_CHARS: usize = 300;
-const RRF_K: f32 = 60.0;
-const BM25_K1: f32 = 1.2;
-const BM25_B: f32 = 0.75;
-/// How many of each ranking take part in fusion, at least (see [`window`]).
-const RANK_WINDOW: usize = 100;
-/// The 8-bit vector scan keeps this many candidates per window slot for exact re-ranking.
-const RERANK_FACTOR: usize = 4;
-/// How far below `min_similarity` an 8-bit estimate may be and still be re-checked exactly:
-/// far above the worst quantisation error in the unit test (about 0.001 at 384 dimensions).
-const QUANTISATION_SLACK: f32 = 0.05;
-
-/// Dot product of two 8-bit vectors, written so the compiler vectorises it (16 lanes).
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    let mut lanes = [0i32; 16];
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: i32 = a16.remainder().iter().zip(b16.remainder()).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
-    for (x, y) in a16.zip(b16) {
-        for i in 0..16 {
-            lanes[i] += i32::from(x[i]) * i32::from(y[i]);
-        }
-    }
-    lanes.iter().sum::<i32>() + tail
-}
-
-/// Dot product of two f32 vectors with eight running sums, so it vectorises.
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// A chunk: (part, chunk of its segment).
-type Hit = ((usize, u32), f32);
-
-/// Best first; ties by position, so rankings are stable.
-fn by_score(a: &Hit, b: &Hit) -> std::cmp::Ordering {
-    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-}
-
-/// The best `n` of `hits`, best first.
-fn best(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
-    if hits.len() > n && n > 0 {
-        hits.select_nth_unstable_by(n - 1, by_score);
-    }
-    hits.truncate(n);
-    hits.sort_unstable_by(by_score);
-    hits
-}
-
-/// How many of each ranking to fuse for `top_k` results: enough that a chunk outside both
-/// windows, scoring at most (1 + w) / (RRF_K + window + 1) with the vector ranking weighted
-/// w, could not beat the `top_k`-th chunk of either ranking, which scores at least
-/// min(1, w) / (RRF_K + top_k).
-fn window(top_k: usize, vector_weight: f32) -> usize {
-    let weakest = vector_weight.min(1.0);
-    let needed = (1.0 + vector_weight) * (RRF_K + top_k as f32) / weakest - RRF_K - 1.0;
-    RANK_WINDOW.max(needed.ceil() as usize + 1)
-}
-
-/// Ranks the live chunks of `parts` for a query (and its embedding, if any).
-pub fn search(
-    parts: &[Part],
-    query: &str,
-    query_vector: Option<(&str, &[f32])>,
-    config: &RetrievalConfig,
-) -> Vec<Passage> {
-    let window = window(config.top_k, config.vector_weight);
-    let lexical = best(bm25(parts, query), window);
-    let semantic = match query_vector {
-        Some((model, vector)) => best(similar(parts, model, vector, config.min_similarity, window), window),
-        None => Vec::new(),
-    };
-
-    // Reciprocal rank fusion.
-    let mut fused: HashMap<(usize, u32), f32> = HashMap::new();
-    for (ranking, weight) in [(&lexical, 1.0), (&semantic, config.vector_weight)] {
-        for (rank, (id, _)) in ranking.iter().enumerate() {
-            *fused.entry(*id).or_default() += weight / (RRF_K + rank as f32 + 1.0);
-        }
-    }
-    let fused: Vec<Hit> = fused.into_iter().filter(|(_, s)| *s >= config.min_score).collect();
-    best(fused, config.top_k)
-        .into_iter()
-        .map(|((pi, ci), score)| {
-            let loaded = &parts[pi].segment;
-            let doc = &loaded.segment.docs[loaded.chunk_doc[ci as usize] as usize];
-            let chunk = &loaded.segment.chunks[ci as usize];
-            let text = match &chunk.heading {
-                Some(h) => format!("{h}\n{}", chunk.text),
-                None => chunk.text.clone(),
-            };
-            let snippet: String = chunk.text.chars().take(SNIPPET_CHARS).collect();
-            Passage {
-                source: Source {
-                    document_id: doc.document_id.clone(),
-                    title: doc.title.clone(),
-                    chunk: ci - doc.first_chunk,
-                    score,
-                    snippet,
-                },
-                text,
-            }
-        })
-        .collect()
-}
-
-/// Whether chunk `c` of `part` belongs to a live document.
-fn live(part: &Part, c: u32) -> bool {
-    part.live[part.segment.chunk_doc[c as usize] as usize]
-}
-
-/// BM25 scores of every live chunk that has a query term, over all `parts` as one collection.
-fn bm25(parts: &[Part], query: &str) -> Vec<Hit> {
-    let mut terms: Vec<String> = tokens(query).collect();
-    terms.sort();
-    terms.dedup();
-    if terms.is_empty() {
-        return Vec::new();
-    }
-    let (mut total_chunks, mut total_length) = (0usize, 0u64);
-    for part in parts {
-        let segment = &part.segment.segment;
-        for doc in segment.docs.iter().zip(part.live.iter()).filter(|(_, live)| **live).map(|(d, _)| d) {
-            let range = doc.first_chunk as usize..(doc.first_chunk + doc.chunks) as usize;
-            total_chunks += range.len();
-            total_length += segment.lengths[range].iter().map(|&l| u64::from(l)).sum::<u64>();
-        }
-    }
-    let avg_length = if total_chunks == 0 { 1.0 } else { (total_length as f32 / total_chunks as f32).max(1.0) };
-    let idfs: Vec<f32> = terms
-        .iter()
-        .map(|term| {
-            let df: usize = parts
-                .iter()
-                .map(|p| {
-                    p.segment.postings(term).map_or(0, |(chunks, _)| chunks.iter().filter(|&&c| live(p, c)).count())
-                })
-                .sum();
-            ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()
-        })
-        .collect();
-    let mut hits = Vec::new();
-    let mut scores: Vec<f32> = Vec::new();
-    for (pi, part) in parts.iter().enumerate() {
-        let lengths = &part.segment.segment.lengths;
-        let mut any = false;
-        for (term, idf) in terms.iter().zip(&idfs) {
-            let Some((chunks, frequencies)) = part.segment.postings(term) else { continue };
-            if !any {
-                scores.clear();
-                scores.resize(lengths.len(), 0.0);
-                any = true;
-            }
-            for (&chunk, &tf) in chunks.iter().zip(frequencies) {
-                if !live(part, chunk) {
-                    continue;
-                }
-                let tf = tf as f32;
-                let length = lengths[chunk as usize] as f32;
-                scores[chunk as usize] +=
-                    idf * tf * (BM25_K1 + 1.0) / (tf + BM25_K1 * (1.0 - BM25_B + BM25_B * length / avg_length));
-            }
-        }
-        if any {
-            // Every matched term adds a positive score (idf > 0), so zero means no match.
-            hits.extend(scores.iter().enumerate().filter(|(_, s)| **s > 0.0).map(|(ci, s)| ((pi, ci as u32), *s)));
-        }
-    }
-    hits
-}
-
-/// Live chunks whose vector (from `model`) has cosine similarity of at least
-/// `min_similarity` to `vector`: a scan of the 8-bit vectors picks candidates, exact f32
-/// cosine ranks them.
-fn similar(parts: &[Part], model: &str, vector: &[f32], min_similarity: f32, window: usize) -> Vec<Hit> {
-    let mut unit = vector.to_vec();
-    normalise(&mut unit);
-    let mut query = vec![0i8; unit.len()];
-    let query_step = quantise(&unit, &mut query);
-    if query_step == 0.0 {
-        return Vec::new();
-    }
-    let floor = min_similarity - QUANTISATION_SLACK;
-    let mut estimates = Vec::new();
-    for (pi, part) in parts.iter().enumerate() {
-        let loaded = &part.segment;
-        for (doc, _) in loaded.segment.docs.iter().zip(part.live.iter()).filter(|(_, live)| **live) {
-            let dims = doc.dims as usize;
-            if dims != unit.len() || doc.embedding_model.as_deref() != Some(model) {
-                continue;
-            }
-            let start = doc.first_value as usize;
-            let rows = loaded.quantised[start..start + doc.chunks as usize * dims].chunks_exact(dims);
-            for (k, row) in rows.enumerate() {
-                let ci = doc.first_chunk as usize + k;
-                let step = loaded.steps[ci];
-                let estimate = dot_i8(row, &query) as f32 * step * query_step;
-                if step > 0.0 && estimate >= floor {
-                    estimates.push(((pi, ci as u32), estimate));
-                }
-            }
-        }
-    }
-    best(estimates, window * RERANK_FACTOR)
-        .into_iter()
-        .filter_map(|((pi, ci), _)| {
-            let (row, _) = parts[pi].segment.vector(ci as usize)?;
-            let cosine = dot_f32(row, &unit);
-            (cosine >= min_similarity).then_some(((pi, ci), cosine))
-        })
-        .collect()
-}
-
-/// Retrieval for chat: the index, the query embedding, the ranking, the optional reranker.
+/// Retrieval for chat: the search index, the query embedding, the ranking, the optional reranker.
 /// Build once per cold start.
 pub struct Retriever {
-    index: IndexReader,
+    index: Arc<dyn PassageSearch>,
     embedder: Embedder,
     reranker: Reranker,
-    config: RetrievalConfig,
+    ranking: Ranking,
 }
 
 impl Retriever {
-    /// Settings from `COACH_RETRIEVAL_*` and `COACH_INDEX_*`.
+    /// Ranking settings from `COACH_RETRIEVAL_*`; `index` is the configured store's search.
     pub fn from_env(
         env: &Env,
-        store: Arc<dyn IndexStore>,
+        index: Arc<dyn PassageSearch>,
         embedder: Embedder,
         reranker: Reranker,
     ) -> Result<Self, ConfigError> {
-        let config = RetrievalConfig::from_env(env)?;
-        Ok(Self { index: IndexReader::new(store, &IndexConfig::from_env(env)?), embedder, reranker, config })
-    }
-
-    /// The index as this instance holds it.
-    pub fn index(&self) -> &IndexReader {
-        &self.index
+        Ok(Self { index, embedder, reranker, ranking: Ranking::from_env(env)? })
     }
 
     /// The passages of `tenant`'s documents and the shared docs that best match `query`.
-    /// The index loads while the query is embedded. Without a working embedding service the
-    /// search is lexical only.
+    /// Without a working embedding service the search is by words only.
     pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
-        if self.config.top_k == 0 {
+        if self.ranking.top_k == 0 {
             return Ok(Vec::new());
         }
         use tracing::Instrument;
@@ -324,30 +76,16 @@ impl Retriever {
                 return None;
             }
             match self.embedder.embed(&[query.to_owned()]).await {
-                Ok(mut v) => v.pop(),
+                Ok(mut v) => v.pop().map(|v| (self.embedder.model(), v)),
                 Err(e) => {
                     tracing::warn!(problem = ?e, "query embedding failed; searching words only");
                     None
                 }
             }
         };
-        let (parts, vector) = tokio::join!(self.index.parts_for(tenant), embed);
-        let parts = parts?;
-        if parts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let query_vector = vector.as_deref().map(|v| (self.embedder.model(), v));
-        // Ranking a large index is CPU work measured in milliseconds: off the event loop.
-        let top_k = self.config.top_k;
-        let mut config = self.config.clone();
-        config.top_k = top_k.max(self.reranker.candidates());
-        let owned_query = query.to_owned();
-        let vector = query_vector.map(|(m, v)| (m.to_owned(), v.to_vec()));
-        let mut passages = tokio::task::spawn_blocking(move || {
-            search(&parts, &owned_query, vector.as_ref().map(|(m, v)| (m.as_str(), v.as_slice())), &config)
-        })
-        .await
-        .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })?;
+        let top_k = self.ranking.top_k;
+        let ranking = Ranking { top_k: top_k.max(self.reranker.candidates()), ..self.ranking.clone() };
+        let mut passages = self.index.search(tenant, query, Box::pin(embed), &ranking).await?;
         if self.reranker.candidates() > 0 && passages.len() > 1 {
             let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();
             if let Some(order) = self.reranker.rerank(query, &texts, top_k).await {
@@ -364,193 +102,5 @@ impl Retriever {
         }
         passages.truncate(top_k);
         Ok(passages)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        index::segment::{build, Loaded},
-        model::{Chunk, Shard},
-    };
-
-    fn doc(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Shard {
-        let (model, dims, flat) = match vectors {
-            Some((m, v)) => (Some(m.to_owned()), v[0].len() as u32, v.concat()),
-            None => (None, 0, Vec::new()),
-        };
-        Shard {
-            document_id: id.into(),
-            title: format!("{id}.md"),
-            chunks: texts.iter().map(|t| Chunk { heading: None, text: (*t).into() }).collect(),
-            embedding_model: model,
-            dims,
-            vectors: flat,
-        }
-    }
-
-    /// One segment of `docs`, every document live.
-    fn part(docs: Vec<Shard>) -> Part {
-        let live = vec![true; docs.len()];
-        Part { segment: Arc::new(Loaded::new(build(docs))), live: Arc::new(live) }
-    }
-
-    fn shard(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Part {
-        part(vec![doc(id, texts, vectors)])
-    }
-
-    fn config() -> RetrievalConfig {
-        RetrievalConfig { top_k: 3, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 }
-    }
-
-    #[test]
-    fn the_fusion_window_is_wide_enough_for_any_top_k() {
-        for top_k in [1, 5, 20, 21, 50, 100] {
-            for weight in [0.1f32, 0.5, 1.0, 2.0, 10.0] {
-                let w = window(top_k, weight) as f32;
-                let outside = (1.0 + weight) / (RRF_K + w + 1.0);
-                assert!(outside < weight.min(1.0) / (RRF_K + top_k as f32), "top_k {top_k}, weight {weight}");
-            }
-        }
-    }
-
-    #[test]
-    fn tokens_drop_stop_words_and_plurals() {
-        let t: Vec<String> = tokens("How do I handle missed Deadlines? The team's goals!").collect();
-        assert_eq!(t, vec!["handle", "missed", "deadline", "team", "goal"]);
-    }
-
-    #[test]
-    fn bm25_ranks_the_relevant_chunk_first() {
-        let shards = vec![
-            shard("a", &["Plan your week around three priorities.", "Block focus time in the calendar."], None),
-            shard("b", &["When someone keeps missing deadlines, raise it early and ask what gets in the way."], None),
-        ];
-        let hits = search(&shards, "teammate missing deadlines", None, &config());
-        assert_eq!(hits[0].source.document_id, "b");
-        assert_eq!(hits.len(), 1, "only chunks that match");
-        assert!(search(&shards, "zebra", None, &config()).is_empty());
-    }
-
-    #[test]
-    fn vectors_find_what_words_miss_and_fusion_keeps_both() {
-        let shards = vec![
-            shard(
-                "a",
-                &["Praise specific behaviour.", "Unrelated text."],
-                Some(("m", vec![vec![1.0, 0.0], vec![0.0, 1.0]])),
-            ),
-            shard("b", &["Deadlines slip when work in progress grows."], Some(("m", vec![vec![0.6, 0.8]]))),
-        ];
-        let hits = search(&shards, "deadlines", Some(("m", &[1.0, 0.0])), &config());
-        let ids: Vec<(&str, u32)> = hits.iter().map(|h| (h.source.document_id.as_str(), h.source.chunk)).collect();
-        assert!(ids.contains(&("a", 0)), "semantic match without shared words: {ids:?}");
-        assert!(ids.contains(&("b", 0)), "lexical match: {ids:?}");
-        assert!(!ids.contains(&("a", 1)), "below the similarity floor: {ids:?}");
-        // A vector from another model is ignored.
-        let hits = search(&shards, "deadlines", Some(("other", &[1.0, 0.0])), &config());
-        assert_eq!(hits.len(), 1);
-    }
-
-    #[test]
-    fn the_8_bit_scan_finds_the_same_neighbours_as_exact_cosine() {
-        let mut rng = fastrand::Rng::with_seed(42);
-        let dims = 384;
-        let query: Vec<f32> = (0..dims).map(|_| rng.f32() * 2.0 - 1.0).collect();
-        // Query plus noise of every strength, so similarities spread from about 0 to 1.
-        let vectors: Vec<Vec<f32>> = (0..3000)
-            .map(|i| {
-                let noise = i as f32 / 300.0;
-                query.iter().map(|q| q + noise * (rng.f32() * 2.0 - 1.0)).collect()
-            })
-            .collect();
-        let all_exact: Vec<(u32, f64)> = {
-            let qn = query.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-            let mut all: Vec<(u32, f64)> = vectors
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let dot: f64 = v.iter().zip(&query).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                    let vn = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-                    (i as u32, dot / (vn * qn))
-                })
-                .filter(|(_, c)| *c >= 0.2)
-                .collect();
-            all.sort_by(|a, b| b.1.total_cmp(&a.1));
-            all
-        };
-        let exact = &all_exact[..100];
-        let texts = vec!["x"; vectors.len()];
-        let shards = vec![shard("a", &texts, Some(("m", vectors)))];
-        // The 8-bit estimates stay well inside the slack the scan allows them.
-        let mut unit = query.clone();
-        normalise(&mut unit);
-        let mut q8 = vec![0i8; dims];
-        let q_step = quantise(&unit, &mut q8);
-        let loaded = &shards[0].segment;
-        let worst = loaded
-            .segment
-            .vectors
-            .chunks_exact(dims)
-            .zip(loaded.quantised.chunks_exact(dims).zip(&loaded.steps))
-            .map(|(exact, (row, step))| (dot_i8(row, &q8) as f32 * step * q_step - dot_f32(exact, &unit)).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < QUANTISATION_SLACK / 2.0, "worst 8-bit error {worst}");
-        let got = best(similar(&shards, "m", &query, 0.2, 100), 100);
-        assert_eq!(got.len(), exact.len());
-        for (((_, ci), cosine), (i, expected)) in got.iter().zip(exact) {
-            assert_eq!(ci, i);
-            assert!((f64::from(*cosine) - expected).abs() < 1e-4, "{cosine} vs {expected}");
-        }
-        // At the similarity floor too: everything at or above it, and nothing below.
-        // (Compared as sets: near-ties may order differently in f32 and f64.)
-        let mut above: Vec<u32> = all_exact.iter().filter(|(_, c)| *c >= 0.5).map(|(i, _)| *i).collect();
-        assert!(above.len() > 100 && above.len() < 1000, "a floor inside the data: {}", above.len());
-        let mut got: Vec<u32> =
-            best(similar(&shards, "m", &query, 0.5, 1000), 1000).iter().map(|(id, _)| id.1).collect();
-        above.sort_unstable();
-        got.sort_unstable();
-        assert_eq!(got, above);
-    }
-
-    #[test]
-    fn zero_and_broken_vectors_never_match() {
-        let shards = vec![shard(
-            "a",
-            &["zero", "nan", "fine"],
-            Some(("m", vec![vec![0.0, 0.0], vec![f32::NAN, 1.0], vec![1.0, 0.0]])),
-        )];
-        let hits = best(similar(&shards, "m", &[1.0, 0.0], 0.0, 10), 10);
-        assert_eq!(hits.iter().map(|(id, _)| id.1).collect::<Vec<_>>(), vec![2]);
-        assert!(similar(&shards, "m", &[0.0, 0.0], 0.0, 10).is_empty());
-        assert!(similar(&shards, "m", &[f32::INFINITY, 0.0], 0.0, 10).is_empty());
-    }
-
-    #[test]
-    fn documents_not_live_are_never_returned_and_do_not_count() {
-        let texts = ["Feedback early and often.", "Feedback in private."];
-        let mut both = part(vec![doc("old", &texts[..1], None), doc("new", &texts[1..], None)]);
-        let all = search(std::slice::from_ref(&both), "feedback", None, &config());
-        assert_eq!(all.len(), 2);
-        both.live = Arc::new(vec![false, true]);
-        let hits = search(std::slice::from_ref(&both), "feedback", None, &config());
-        assert_eq!(hits.iter().map(|h| h.source.document_id.as_str()).collect::<Vec<_>>(), vec!["new"]);
-        assert_eq!(hits[0].source.chunk, 0, "chunk numbers are per document");
-        let with_vectors = Part {
-            live: Arc::new(vec![false]),
-            ..shard("v", &["Praise specific behaviour."], Some(("m", vec![vec![1.0, 0.0]])))
-        };
-        assert!(search(&[with_vectors], "zebra", Some(("m", &[1.0, 0.0])), &config()).is_empty());
-    }
-
-    #[test]
-    fn top_k_and_min_score_bound_the_result() {
-        let texts: Vec<String> = (0..10).map(|i| format!("feedback note {i}")).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let shards = vec![shard("a", &refs, None)];
-        assert_eq!(search(&shards, "feedback", None, &config()).len(), 3);
-        let strict = RetrievalConfig { min_score: 1.0, ..config() };
-        assert!(search(&shards, "feedback", None, &strict).is_empty());
     }
 }

@@ -23,12 +23,15 @@ use std::{
     alloc::{GlobalAlloc, Layout, System},
     collections::BTreeSet,
     sync::atomic::{AtomicUsize, Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use coach::{
     auth::Principal,
+    config::Env,
     documents::UploadRequest,
+    index::{IndexConfig, IndexReader},
     ingest::{ObjectEvent, Outcome},
     model::{Chunk, Scope, Shard},
     store::AwsClients,
@@ -162,8 +165,8 @@ async fn run() {
     stack.seed_index(&text_only, docs, 32 << 20).await;
     for tenant in ["big", "big-text"] {
         let before = LIVE_BYTES.load(Ordering::Relaxed);
-        let services = stack.deploy_with(&aws);
-        let parts = services.chat.chat.retriever.index().parts_for(tenant).await.expect("index loads");
+        let reader = reader(&aws);
+        let parts = reader.parts_for(tenant).await.expect("index loads");
         let held = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
         let chunks: usize = parts.iter().map(|p| p.segment.segment.chunks.len()).sum();
         let text: usize = parts.iter().flat_map(|p| &p.segment.segment.chunks).map(|c| c.text.len()).sum();
@@ -174,7 +177,7 @@ async fn run() {
             if tenant == "big" { ", 384-d vectors" } else { ", no vectors" },
             mib(held as u64),
             held as f64 / chunks as f64,
-            mib(services.chat.chat.retriever.index().cached_bytes())
+            mib(reader.cached_bytes())
         );
     }
 }
@@ -270,8 +273,7 @@ async fn verify(stack: &TestStack, services: &Deployment, tenant: &str, ids: &[S
     let stored = stack.indexed(&scope).await;
     let expected: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(stored.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
-    let cold = stack.deploy();
-    let parts = cold.chat.chat.retriever.index().parts_for(tenant).await.expect("index loads");
+    let parts = reader(&stack.aws).parts_for(tenant).await.expect("index loads");
     let mut loaded = Vec::new();
     for part in &parts {
         let docs = part.segment.segment.docs.iter().zip(part.live.iter()).filter(|(_, live)| **live);
@@ -287,6 +289,11 @@ async fn verify(stack: &TestStack, services: &Deployment, tenant: &str, ids: &[S
         distinct.len(),
         manifest.segments.len()
     );
+}
+
+/// A chat instance's index reader, fresh (as a cold start builds it), over `aws`'s bucket.
+fn reader(aws: &AwsClients) -> IndexReader {
+    IndexReader::new(Arc::new(aws.bucket()), &IndexConfig::from_env(&Env::process()).expect("index settings"))
 }
 
 async fn chat(services: &Deployment, tenant: &str, message: &str) -> Value {
@@ -312,9 +319,9 @@ async fn cold_runs(
     let mut index_requests = 0;
     for _ in 0..COLD_RUNS {
         // The index load alone, on a fresh instance: manifests, then segments.
-        let services = stack.deploy_with(aws);
+        let reader = reader(aws);
         let started = Instant::now();
-        let parts = services.chat.chat.retriever.index().parts_for(tenant).await.expect("index loads");
+        let parts = reader.parts_for(tenant).await.expect("index loads");
         loads.push(started.elapsed());
         assert!(!parts.is_empty());
         // The whole first POST /chat of another fresh instance.

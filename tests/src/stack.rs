@@ -14,10 +14,16 @@ use std::sync::Arc;
 use aws_sdk_s3::config::Credentials;
 use coach::{
     config::Env,
-    index::segment::{build, documents, memory, split},
+    index::{
+        segment::{build, documents, memory, split},
+        Index,
+    },
     model::{Manifest, Scope, Segment, SegmentInfo, Shard},
-    store::{AwsClients, IndexStore, ManifestRead, StoreConfig},
+    secrets::Secrets,
+    store::{AwsClients, DocumentIndex, IndexStore, ManifestRead, StoreConfig},
 };
+
+use crate::postgres::Postgres;
 
 /// Partition and sort key attribute names, and the TTL attribute (see template.yaml).
 pub const PARTITION_KEY: &str = "pk";
@@ -190,6 +196,16 @@ pub struct TestStack {
     pub aws: AwsClients,
     /// The environment the functions read: the test's variables and the names above.
     vars: Vec<(String, String)>,
+    /// With the Postgres index store: the stack's database on the shared server.
+    pub database: Option<String>,
+}
+
+/// Which index store a stack's functions use (`COACH_INDEX_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    S3,
+    /// A database of the stack's own on the test binary's PostgreSQL ([`Postgres::shared`]).
+    Postgres,
 }
 
 /// The functions of one deployment over a stack, each with the state its `main` builds:
@@ -211,6 +227,45 @@ impl TestStack {
     /// Like [`TestStack::new`], with extra environment variables for the configuration.
     pub async fn with_env(vars: &[(&str, &str)]) -> Self {
         Self::on(&crate::moto::Moto::shared().endpoint, vars).await
+    }
+
+    /// Like [`TestStack::with_env`], with the index in `store`.
+    pub async fn with_store(store: Store, vars: &[(&str, &str)]) -> Self {
+        match store {
+            Store::S3 => Self::with_env(vars).await,
+            Store::Postgres => {
+                let server = Postgres::shared();
+                let database = unique_name("coach_pg").replace('-', "_");
+                server.database(&database).expect("a test database");
+                let port = server.port.to_string();
+                let mut all = vec![
+                    ("COACH_INDEX_STORE", "postgres"),
+                    ("COACH_PG_HOST", "127.0.0.1"),
+                    ("COACH_PG_PORT", port.as_str()),
+                    ("COACH_PG_DATABASE", database.as_str()),
+                    ("COACH_PG_USER", crate::postgres::USER),
+                    ("COACH_PG_TLS", "disable"),
+                ];
+                all.extend_from_slice(vars);
+                let mut stack = Self::with_env(&all).await;
+                stack.database = Some(database);
+                stack
+            }
+        }
+    }
+
+    /// Runs SQL in the stack's database (Postgres index store only); the rows as `psql -A -t` prints them.
+    pub fn sql(&self, statements: &str) -> String {
+        let database = self.database.as_deref().expect("a stack with the Postgres index store");
+        Postgres::shared().sql(database, statements).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The index store's writer, as ingest builds it.
+    pub fn document_index(&self) -> Arc<dyn DocumentIndex> {
+        self.build(&self.aws, |env, aws| -> Result<_, coach::config::ConfigError> {
+            let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+            Ok(Index::from_env(env, aws, &secrets)?.writer(aws))
+        })
     }
 
     /// Configuration and clients for unique names, with nothing created.
@@ -244,7 +299,7 @@ impl TestStack {
         let config = Self::read(&all, StoreConfig::from_env).expect("test configuration is valid");
         let sdk = sdk_config(endpoint).await;
         let aws = AwsClients::from_sdk_config(&sdk, config.clone());
-        Self { sdk, config, aws, vars: all }
+        Self { sdk, config, aws, vars: all, database: None }
     }
 
     /// The same resources, with `vars` added to the environment (a function deployed from it
@@ -255,7 +310,7 @@ impl TestStack {
         // Store settings that are not resource names (the signing key's secret, timeouts).
         let config = Self::read(&all, StoreConfig::from_env).expect("test configuration is valid");
         let aws = AwsClients { config: config.clone(), ..self.aws.clone() };
-        Self { sdk: self.sdk.clone(), config, aws, vars: all }
+        Self { sdk: self.sdk.clone(), config, aws, vars: all, database: self.database.clone() }
     }
 
     /// Runs `read` over this stack's environment (the last value of a variable wins).

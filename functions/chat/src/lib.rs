@@ -31,6 +31,7 @@ use coach::{
         empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
         query_param, request_id,
     },
+    index::Index,
     llm::Llm,
     metrics,
     profile::Profiles,
@@ -40,7 +41,7 @@ use coach::{
     retrieval::Retriever,
     retry::Retries,
     secrets::Secrets,
-    store::AwsClients,
+    store::{AwsClients, Probe},
     Error,
 };
 use lambda_http::{
@@ -69,30 +70,38 @@ impl State {
     /// Builds the state from a configuration and ready clients (tests point them at the
     /// local emulator).
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (auth, chat) = turn(env, aws)?;
-        let health = Health::new(vec![Arc::new(aws.bucket()), Arc::new(aws.table())]);
-        Ok(Self { auth, chat, health })
+        let (auth, chat, index) = turn(env, aws)?;
+        let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(aws.bucket()), Arc::new(aws.table())];
+        probes.extend(index.probe());
+        Ok(Self { auth, chat, health: Health::new(probes) })
     }
 }
 
-/// What both entry points use: the authenticator and the chat turn.
-fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat), StartupError> {
+/// What both entry points use: the authenticator and the chat turn (and the index store it
+/// searches).
+fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), StartupError> {
     let http = outbound_client()?;
     let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
     let retries = Retries::from_env(env)?;
     let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
     let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
+    let index = Index::from_env(env, aws, &secrets)?;
     let chat = Chat {
         limits: ChatConfig::from_env(env)?,
         history: History::from_env(env, table.clone())?,
         system_prompt: SystemPrompt::from_env(env, bucket.clone())?,
         profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
-        retriever: Retriever::from_env(env, bucket, embedder, Reranker::from_env(env, http.clone(), secrets.clone())?)?,
+        retriever: Retriever::from_env(
+            env,
+            index.search(aws),
+            embedder,
+            Reranker::from_env(env, http.clone(), secrets.clone())?,
+        )?,
         llm: Llm::from_env(env, retries, http, secrets.clone())?,
         limiter: RateLimiter::new(table, RateLimitConfig::from_env(env)?),
     };
     let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
-    Ok((Authenticator::from_env(env, signing_key)?, chat))
+    Ok((Authenticator::from_env(env, signing_key)?, chat, index))
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.

@@ -52,7 +52,7 @@ impl StreamState {
 
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (auth, chat) = crate::turn(env, aws)?;
+        let (auth, chat, _) = crate::turn(env, aws)?;
         Ok(Self { auth, chat })
     }
 }

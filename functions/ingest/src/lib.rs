@@ -20,6 +20,7 @@ use coach::{
     deadline::Deadline,
     embeddings::Embedder,
     http::outbound_client,
+    index::Index,
     ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
     model::Job,
     retry::Retries,
@@ -43,10 +44,10 @@ impl State {
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+        let index = Index::from_env(env, aws, &secrets)?.writer(aws);
         let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
-        let bucket = Arc::new(aws.bucket());
         let queue = aws.job_queue(env);
-        let ingestor = Ingestor::from_env(env, Arc::new(aws.table()), bucket.clone(), bucket, embedder, queue)?;
+        let ingestor = Ingestor::from_env(env, Arc::new(aws.table()), Arc::new(aws.bucket()), index, embedder, queue)?;
         Ok(Self { ingestor })
     }
 }

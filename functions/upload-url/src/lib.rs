@@ -17,7 +17,7 @@ use coach::{
     config::{Env, StartupError},
     documents::{Documents, UploadConfig, UploadRequest},
     http::{empty_response, error_response, json_body, json_response, query_limit, query_param, request_id},
-    index::{IndexConfig, IndexWriter},
+    index::Index,
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
     store::AwsClients,
@@ -44,19 +44,17 @@ impl State {
 
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        // The signing key's secret alone: this function reads no other.
-        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
-        let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
+        // The signing key's secret; the Coach secret only with the Postgres index store (its
+        // password), read on a delete's first use of the database.
+        let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
+        let coach_secret = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+        let index = Index::from_env(env, aws, &coach_secret)?.writer(aws);
+        let table = Arc::new(aws.table());
         Ok(Self {
-            auth: Authenticator::from_env(env, secrets)?,
+            auth: Authenticator::from_env(env, signing_key)?,
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-            documents: Documents::new(
-                table,
-                bucket.clone(),
-                IndexWriter::new(bucket.clone(), bucket, IndexConfig::from_env(env)?),
-                UploadConfig::from_env(env)?,
-            )
-            .with_jobs(aws.job_queue(env)),
+            documents: Documents::new(table, Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
+                .with_jobs(aws.job_queue(env)),
         })
     }
 }

@@ -9,13 +9,18 @@
 //!   deleted or replaced documents are rewritten, damaged ones rebuilt from deltas, and
 //!   unreferenced objects collected.
 //! - Chat revalidates the manifest by ETag on each request and loads the segments it does
-//!   not hold yet into a byte-bounded cache ([`IndexReader`]).
+//!   not hold yet into a byte-bounded cache ([`IndexReader`]), then ranks them in process
+//!   ([`rank`]).
+//!
+//! [`IndexWriter`] and [`IndexReader`] are the S3 store's [`DocumentIndex`] and
+//! [`PassageSearch`]; the Postgres store is the other ([`crate::store::PgIndex`]).
 //!
 //! The rules of a manifest change are pure functions in [`manifest`]; building and taking
 //! apart segments is [`segment`]; the stored format belongs to [`crate::store`].
 
 mod cache;
 pub mod manifest;
+pub mod rank;
 mod reader;
 pub mod segment;
 mod writer;
@@ -25,9 +30,75 @@ use std::time::Duration;
 pub use cache::SegmentCache;
 pub use manifest::MERGE_FACTOR;
 pub use reader::{scope_name, IndexReader, Part, LOAD_PARALLELISM};
-pub use writer::{Added, IndexWriter};
+pub use writer::IndexWriter;
 
-use crate::config::{ConfigError, Env};
+use std::sync::Arc;
+
+use crate::{
+    config::{ConfigError, Env},
+    secrets::Secrets,
+    store::{AwsClients, DocumentIndex, PassageSearch, PgConfig, PgIndex, Probe},
+};
+
+/// Fields of the Coach secret the Postgres index store reads.
+pub const PG_PASSWORD_FIELD: &str = "postgres_password";
+pub const PG_CA_FIELD: &str = "postgres_ca_pem";
+
+/// The index store `COACH_INDEX_STORE` names, as a function uses it. Build once per cold
+/// start.
+pub enum Index {
+    /// Segments in the bucket, read and written in process (the default).
+    S3(IndexConfig),
+    /// PostgreSQL with pgvector; connects on first use.
+    Postgres(Arc<PgIndex>),
+}
+
+impl Index {
+    /// `COACH_INDEX_STORE` (`s3` or `postgres`) with its settings (`COACH_INDEX_*` or
+    /// `COACH_PG_*`). `secrets` is the Coach secret, read (for the database's password and
+    /// CA) only by the Postgres store, when it connects.
+    pub fn from_env(env: &Env, aws: &AwsClients, secrets: &Secrets) -> Result<Self, ConfigError> {
+        let Some(config) = PgConfig::from_env(env)? else { return Ok(Index::S3(IndexConfig::from_env(env)?)) };
+        let secrets = secrets.clone();
+        let reader: crate::store::postgres::SecretReader = Arc::new(move || {
+            let secrets = secrets.clone();
+            Box::pin(async move {
+                Ok(crate::store::postgres::PgSecret {
+                    password: secrets.field(PG_PASSWORD_FIELD).await?,
+                    ca_pem: secrets.field(PG_CA_FIELD).await?,
+                })
+            })
+        });
+        Ok(Index::Postgres(Arc::new(PgIndex::new(config, reader, Arc::new(aws.bucket())))))
+    }
+
+    /// What chat searches.
+    pub fn search(&self, aws: &AwsClients) -> Arc<dyn PassageSearch> {
+        match self {
+            Index::S3(config) => Arc::new(IndexReader::new(Arc::new(aws.bucket()), config)),
+            Index::Postgres(pg) => pg.clone(),
+        }
+    }
+
+    /// What ingest and deletes write.
+    pub fn writer(&self, aws: &AwsClients) -> Arc<dyn DocumentIndex> {
+        match self {
+            Index::S3(config) => {
+                let bucket = Arc::new(aws.bucket());
+                Arc::new(IndexWriter::new(bucket.clone(), bucket, config.clone()))
+            }
+            Index::Postgres(pg) => pg.clone(),
+        }
+    }
+
+    /// The database, for `GET /health`, when the store is one (the bucket is checked anyway).
+    pub fn probe(&self) -> Option<Arc<dyn Probe>> {
+        match self {
+            Index::S3(_) => None,
+            Index::Postgres(pg) => Some(pg.clone()),
+        }
+    }
+}
 
 /// Locks a std mutex, still using it after a panic elsewhere: every map behind these locks
 /// is changed by single inserts and removes, so a poisoned one is still consistent.

@@ -24,14 +24,14 @@ use moka::future::Cache;
 
 use super::{
     cache::SegmentCache,
-    lock,
+    lock, rank,
     segment::{build, Loaded},
     IndexConfig,
 };
 use crate::{
     error::Error,
-    model::{Manifest, Scope, Segment, Shard},
-    store::{IndexStore, ManifestRead, ShardRef, StoreError},
+    model::{Manifest, Passage, Ranking, Scope, Segment, Shard},
+    store::{IndexStore, ManifestRead, PassageSearch, QueryVector, ShardRef, StoreError},
 };
 
 /// Segments read from the store at once, at most, when an instance loads an index.
@@ -320,6 +320,34 @@ impl IndexReader {
         .await
         .map_err(|e| Error::Internal { detail: "segment loading task failed".into(), cause: Some(Arc::new(e)) })?;
         Ok(Some((loaded, size)))
+    }
+}
+
+/// The S3 store's search: the tenant's and the shared docs' segments, loaded (or revalidated),
+/// ranked in process by [`rank::search`] on the blocking pool (ranking a large index is CPU
+/// work measured in milliseconds).
+#[async_trait::async_trait]
+impl PassageSearch for IndexReader {
+    async fn search(
+        &self,
+        tenant: &str,
+        query: &str,
+        vector: QueryVector<'_>,
+        ranking: &Ranking,
+    ) -> Result<Vec<Passage>, Error> {
+        // The segments load while the query is embedded.
+        let (parts, vector) = tokio::join!(self.parts_for(tenant), vector);
+        let parts = parts?;
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (query, ranking) = (query.to_owned(), ranking.clone());
+        let vector = vector.map(|(m, v)| (m.to_owned(), v));
+        tokio::task::spawn_blocking(move || {
+            rank::search(&parts, &query, vector.as_ref().map(|(m, v)| (m.as_str(), v.as_slice())), &ranking)
+        })
+        .await
+        .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
     }
 }
 

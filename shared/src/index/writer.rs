@@ -34,7 +34,7 @@ use crate::{
     error::Error,
     ids::{now_ms, Ids},
     model::{Manifest, Scope, Segment, SegmentInfo, Shard},
-    store::{BlobStore, IndexStore, ManifestRead, ShardRef, StoreError},
+    store::{Added, BlobStore, DocumentIndex, IndexStore, ManifestRead, ShardRef, StoreError},
 };
 
 /// How long a change keeps retrying conflicting manifest writes before giving up (a
@@ -50,17 +50,6 @@ const LEASE_MS: u64 = 10 * 60 * 1000;
 const TOMBSTONE_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Objects read from the store at once during compaction or migration.
 const READ_PARALLELISM: usize = 8;
-
-/// What became of a document handed to [`IndexWriter::add`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Added {
-    /// Committed: the next search of its scope finds it.
-    Indexed,
-    /// Its source object changed meanwhile; the newer version is what must be indexed.
-    Superseded,
-    /// Its source object was deleted meanwhile; nothing was committed.
-    Gone,
-}
 
 fn index_error(cause: StoreError) -> Error {
     Error::unavailable("the document index is unavailable", cause)
@@ -116,7 +105,13 @@ impl IndexWriter {
     /// maintenance. Replaces any earlier version of the document. Adds of one scope running
     /// at once in this process share one manifest write (group commit), so a batch of
     /// events costs one conditional write, not one each racing the others.
-    pub async fn add(&self, scope: &Scope, shard: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
+    async fn add_document(
+        &self,
+        scope: &Scope,
+        shard: Shard,
+        source_key: &str,
+        source_etag: &str,
+    ) -> Result<Added, Error> {
         let document_id = shard.document_id.clone();
         let (info, bytes) = self.encode(vec![shard]).await?;
         self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
@@ -219,7 +214,7 @@ impl IndexWriter {
 
     /// Deletes document `id` from the index: a tombstone at once, so no search returns it
     /// again; its data leaves the segments at the next compaction. Returns whether it was live.
-    pub async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+    async fn remove_document(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
         let started = Instant::now();
         for attempt in 0.. {
             if started.elapsed() > COMMIT_BUDGET {
@@ -454,7 +449,7 @@ impl IndexWriter {
 
     /// A live document as the index holds it (chunks and vectors), from the segment that
     /// serves it; `None` when the scope has no such document.
-    pub async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+    async fn read_document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
         let manifest = match self.store.manifest(scope, None).await.map_err(index_error)? {
             ManifestRead::Changed { manifest, .. } => manifest,
             ManifestRead::Missing | ManifestRead::NotModified => return Ok(None),
@@ -493,6 +488,21 @@ impl IndexWriter {
             tracing::info!(objects = doomed.len(), "deleted unreferenced index segments");
         }
         Ok(doomed)
+    }
+}
+
+#[async_trait::async_trait]
+impl DocumentIndex for IndexWriter {
+    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
+        self.add_document(scope, doc, source_key, source_etag).await
+    }
+
+    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+        self.remove_document(scope, id).await
+    }
+
+    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+        self.read_document(scope, id).await
     }
 }
 

@@ -32,9 +32,8 @@ use crate::{
     embeddings::EmbedError,
     error::Error,
     ids::{fnv1a, now_ms},
-    index::Added,
     model::{EmbedJob, Job, ReembedJob, Scope, Shard, Status},
-    store::StoreError,
+    store::{Added, StoreError},
 };
 
 /// Why a job stops: a delete or a newer version of its document.

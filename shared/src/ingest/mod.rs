@@ -3,7 +3,8 @@
 //! ObjectCreated under `uploads/{tenant}/{document_id}/{file}` or `docs/{file}`: read the
 //! object, mark the record `processing`, extract text, chunk it, embed the chunks when an
 //! embedding provider is configured, add it to the scope's index (a delta segment and a
-//! conditional manifest write, see [`crate::index`]), check the record still exists, mark it
+//! conditional manifest write, see [`crate::index`]; or one transaction in PostgreSQL), check
+//! the record still exists, mark it
 //! `ready` with its chunk count. A document that cannot be read is marked `failed` with a
 //! reason. ObjectRemoved tombstones the document in the index and deletes the record.
 //! Re-delivery of an event for a version already `ready` is skipped, and index writes are
@@ -48,9 +49,8 @@ use crate::{
     embeddings::{EmbedError, Embedder},
     error::Error,
     ids::now_ms,
-    index::{Added, IndexConfig, IndexWriter},
     model::{Chunk, EmbedJob, Finished, Job, Kind, NewDocument, Scope, Shard},
-    store::{BlobStore, DocumentStore, IndexStore, JobQueue, StoreError},
+    store::{Added, BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
 };
 
 use chunk::{chunk_markdown, chunk_text, ChunkConfig};
@@ -184,7 +184,7 @@ fn global_id(key: &str) -> String {
 pub struct Ingestor {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
-    index: IndexWriter,
+    index: Arc<dyn DocumentIndex>,
     embedder: Embedder,
     chunks: ChunkConfig,
     max_bytes: u64,
@@ -207,13 +207,13 @@ pub struct Ingestor {
 
 impl Ingestor {
     /// Chunk sizes (`COACH_CHUNK_*`), the size limits (`COACH_MAX_UPLOAD_BYTES`,
-    /// `COACH_MAX_CHUNKS`), extraction limits (`COACH_EXTRACT_*`), index settings
-    /// (`COACH_INDEX_*`) and embedding steps (`COACH_EMBED_*`) from `env`.
+    /// `COACH_MAX_CHUNKS`), extraction limits (`COACH_EXTRACT_*`) and embedding steps
+    /// (`COACH_EMBED_*`) from `env`; `index` is the configured index store's.
     pub fn from_env(
         env: &Env,
         records: Arc<dyn DocumentStore>,
         blobs: Arc<dyn BlobStore>,
-        index: Arc<dyn IndexStore>,
+        index: Arc<dyn DocumentIndex>,
         embedder: Embedder,
         queue: Option<Arc<dyn JobQueue>>,
     ) -> Result<Self, ConfigError> {
@@ -226,7 +226,7 @@ impl Ingestor {
             extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS", 120, 2, 840)?),
             stuck_after: sweep::stuck_after(env)?,
             records,
-            index: IndexWriter::new(index, blobs.clone(), IndexConfig::from_env(env)?),
+            index,
             blobs,
             embedder,
             chunks: ChunkConfig::from_env(env)?,

@@ -7,16 +7,18 @@
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
 //! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
+//! | [`DocumentIndex`], [`PassageSearch`] | the search index, written and searched | [`crate::index`] over [`IndexStore`]; [`PgIndex`] |
 //! | [`SecretSource`] | secret strings | [`SecretsManager`] |
 //! | [`Probe`] | can the dependency be reached | [`DynamoTable`], [`S3Bucket`] |
 //!
 //! Everything that knows how a record is stored lives here and nowhere else: key layout,
 //! cursor encoding, attribute conversion, the index formats, and the mapping of SDK
-//! errors to [`StoreError`]. Domain modules never name an SDK type; a new store (Postgres,
-//! say) implements these traits in a file of its own beside the AWS ones.
+//! errors to [`StoreError`]. Domain modules never name an SDK type or SQL; the Postgres
+//! index store implements the search index's traits in a module of its own ([`postgres`]).
 
 mod aws;
 mod dynamo;
+pub mod postgres;
 mod s3;
 mod secrets;
 mod segment;
@@ -32,6 +34,7 @@ use serde::Serialize;
 
 pub use aws::{AwsClients, StoreConfig};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
+pub use postgres::{PgConfig, PgIndex};
 pub use s3::S3Bucket;
 pub use secrets::SecretsManager;
 pub use segment::BadObject;
@@ -40,7 +43,10 @@ pub use sqs::SqsQueue;
 
 use crate::{
     error::Error,
-    model::{Document, Finished, Job, Manifest, Message, NewDocument, Owner, Page, Scope, Session, Source, Usage},
+    model::{
+        Document, Finished, Job, Manifest, Message, NewDocument, Owner, Page, Passage, Ranking, Scope, Session, Shard,
+        Source, Usage,
+    },
 };
 
 /// Why a call to a storage service failed, in terms an operator (not the SDK) thinks in.
@@ -389,6 +395,58 @@ pub trait IndexStore: Send + Sync {
     async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>>;
     /// Deletes a legacy shard (no error when it is already gone).
     async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()>;
+}
+
+// ------------------------------------------------------------------ the search index
+
+/// What became of a document handed to [`DocumentIndex::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Committed: the next search of its scope finds it.
+    Indexed,
+    /// Its source object changed meanwhile; the newer version is what must be indexed.
+    Superseded,
+    /// Its source object was deleted meanwhile; nothing was committed.
+    Gone,
+}
+
+/// The search index as ingest (and a delete) writes it: whole documents, per scope. Two
+/// stores implement it: segments in S3 ([`crate::index::IndexWriter`], the default) and
+/// PostgreSQL with pgvector ([`PgIndex`], `COACH_INDEX_STORE=postgres`).
+///
+/// Every change is atomic per document: a search sees a document's previous version or its
+/// new one, never part of either.
+#[async_trait]
+pub trait DocumentIndex: Send + Sync {
+    /// Indexes `doc` in `scope`, replacing any earlier version, provided its source object
+    /// `source_key` is still at version `source_etag` when the change commits (a delete or
+    /// a newer upload meanwhile is never overwritten).
+    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error>;
+    /// Removes document `id`: no search returns it once this returns. Returns whether it was
+    /// indexed.
+    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error>;
+    /// Document `id` as indexed (chunks and vectors); `None` when the scope has no such document.
+    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error>;
+}
+
+/// A query's embedding while it is computed: a future, so a store can load what it needs
+/// meanwhile. It yields the model that made the vector and the vector, or `None` (no
+/// embedding provider, or it failed): the search is then by words only.
+pub type QueryVector<'a> = Pin<Box<dyn Future<Output = Option<(&'a str, Vec<f32>)>> + Send + 'a>>;
+
+/// The search index as chat reads it: the best passages of a tenant's documents and the
+/// shared docs for a query, ranked by words and (given the query's embedding) by vectors of
+/// the same model, the two rankings fused by reciprocal rank and cut by `ranking`. No
+/// other scope is ever read.
+#[async_trait]
+pub trait PassageSearch: Send + Sync {
+    async fn search(
+        &self,
+        tenant: &str,
+        query: &str,
+        vector: QueryVector<'_>,
+        ranking: &Ranking,
+    ) -> Result<Vec<Passage>, Error>;
 }
 
 // ------------------------------------------------------------------ jobs

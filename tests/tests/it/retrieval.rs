@@ -1,15 +1,19 @@
-//! Retrieval in the chat path: documents ingested into moto's S3, then chat turns with the
-//! `none` provider (which answers with the retrieved passages) and with an LLM server that
-//! shows what the prompt carried.
+//! Retrieval in the chat path: documents ingested (objects in moto's S3), then chat turns
+//! with the `none` provider (which answers with the retrieved passages) and with an LLM
+//! server that shows what the prompt carried.
+//!
+//! Every test but the one about the S3 store's revalidation interval runs over both index
+//! stores (`s3::` and `postgres::`): segments in S3, and PostgreSQL with pgvector.
 
 use coach::{
     documents::UploadRequest,
     ingest::{ObjectEvent, Outcome},
+    store::DocumentIndex,
 };
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     events,
-    stack::{Deployment, TestStack},
+    stack::{Deployment, Store, TestStack},
     tokens,
 };
 use lambda_http::http::StatusCode;
@@ -62,12 +66,22 @@ fn titles(reply: &Value) -> Vec<String> {
     reply["sources"].as_array().unwrap().iter().map(|s| s["title"].as_str().unwrap().to_owned()).collect()
 }
 
-#[tokio::test]
-async fn the_relevant_document_ranks_first_lexically() {
-    let stack = TestStack::with_env(&[("COACH_RETRIEVAL_TOP_K", "3")]).await;
+async fn the_relevant_document_ranks_first_lexically(store: Store) {
+    let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "3")]).await;
     let services = stack.deploy();
-    for (name, body) in corpus() {
-        add_shared(&stack, &services, &name, &body).await;
+    let corpus = corpus();
+    for (name, body) in &corpus {
+        add_shared(&stack, &services, name, body).await;
+    }
+    // Indexed in the store asked for, and only there.
+    let manifest = stack.manifest(&coach::model::Scope::Global).await;
+    match store {
+        Store::S3 => assert_eq!(manifest.map(|m| m.docs.len()), Some(corpus.len())),
+        Store::Postgres => {
+            assert!(manifest.is_none(), "no S3 index with the Postgres store");
+            let stored = stack.sql("SELECT count(*) FROM coach_documents WHERE scope = '_global'");
+            assert_eq!(stored, corpus.len().to_string());
+        }
     }
     let cases = [
         ("A teammate keeps missing deadlines, what should I do?", "giving-feedback.md"),
@@ -94,9 +108,8 @@ async fn the_relevant_document_ranks_first_lexically() {
     assert!(source["document_id"].as_str().unwrap().starts_with("doc-"));
 }
 
-#[tokio::test]
-async fn tenants_never_retrieve_each_others_documents() {
-    let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
+async fn tenants_never_retrieve_each_others_documents(store: Store) {
+    let stack = TestStack::with_store(store, &[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
     let services = stack.deploy();
     add_for_tenant(
         &stack,
@@ -124,9 +137,8 @@ async fn tenants_never_retrieve_each_others_documents() {
     assert_eq!(other["sources"], json!([]));
 }
 
-#[tokio::test]
-async fn a_new_upload_is_found_on_the_next_message() {
-    let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
+async fn a_new_upload_is_found_on_the_next_message(store: Store) {
+    let stack = TestStack::with_store(store, &[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
     let services = stack.deploy();
     add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
     assert!(ask(&services, "acme", "What is the parental leave policy?").await["sources"]
@@ -149,8 +161,7 @@ async fn the_index_listing_is_cached_within_its_interval() {
     assert!(ask(&services, "acme", "parental leave").await["sources"].as_array().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
+async fn embeddings_from_the_fake_provider_drive_semantic_matches(store: Store) {
     // Vectors by topic: anything about "vacation"/"time off"/"leave" points one way, the rest another.
     let server = MockServer::start().await;
     Mock::given(matchers::path("/embeddings"))
@@ -180,14 +191,17 @@ async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
         .mount(&llm)
         .await;
     let (embed_uri, llm_uri) = (server.uri(), llm.uri());
-    let stack = TestStack::with_env(&[
-        ("COACH_EMBEDDING_PROVIDER", "openai"),
-        ("COACH_EMBEDDING_BASE_URL", &embed_uri),
-        ("COACH_EMBEDDING_MODEL", "fake-embed"),
-        ("COACH_LLM_PROVIDER", "openai"),
-        ("COACH_LLM_BASE_URL", &llm_uri),
-        ("COACH_RETRIEVAL_TOP_K", "1"),
-    ])
+    let stack = TestStack::with_store(
+        store,
+        &[
+            ("COACH_EMBEDDING_PROVIDER", "openai"),
+            ("COACH_EMBEDDING_BASE_URL", &embed_uri),
+            ("COACH_EMBEDDING_MODEL", "fake-embed"),
+            ("COACH_LLM_PROVIDER", "openai"),
+            ("COACH_LLM_BASE_URL", &llm_uri),
+            ("COACH_RETRIEVAL_TOP_K", "1"),
+        ],
+    )
     .await;
     let services = stack.deploy();
     add_for_tenant(&stack, &services, "acme", "pto.md", "# Paid leave\n\nEveryone gets 25 days a year.\n").await;
@@ -209,16 +223,16 @@ async fn embeddings_from_the_fake_provider_drive_semantic_matches() {
     assert_eq!(reply["answer"], "See [1].");
 }
 
-#[tokio::test]
-async fn the_embedded_model_finds_a_document_with_no_word_in_common() {
+async fn the_embedded_model_finds_a_document_with_no_word_in_common(store: Store) {
     // The default provider (`local`): no key, no server.
-    let stack = TestStack::with_env(&[("COACH_RETRIEVAL_TOP_K", "1")]).await;
+    let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "1")]).await;
     let services = stack.deploy();
     let pto = "# Paid leave\n\nEveryone gets 25 days a year.\n";
     let id = add_for_tenant(&stack, &services, "acme", "pto.md", pto).await;
     add_for_tenant(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n")
         .await;
-    let stored = stack.indexed_doc("acme", &id).await.unwrap();
+    let acme = coach::model::Scope::Tenant("acme".into());
+    let stored = stack.document_index().document(&acme, &id).await.unwrap().unwrap();
     assert_eq!(stored.embedding_model.as_deref(), Some("all-minilm-l6-v2"));
     assert_eq!(stored.dims, 384);
 
@@ -228,7 +242,11 @@ async fn the_embedded_model_finds_a_document_with_no_word_in_common() {
 
 /// Three documents about planning, found in this order by their words; the reranker
 /// `responder` then has its say.
-async fn reranked(responder: ResponseTemplate, timeout_ms: &str) -> (Vec<String>, Vec<Value>, MockServer) {
+async fn reranked(
+    store: Store,
+    responder: ResponseTemplate,
+    timeout_ms: &str,
+) -> (Vec<String>, Vec<Value>, MockServer) {
     let server = MockServer::start().await;
     Mock::given(matchers::method("POST"))
         .and(matchers::path("/v2/rerank"))
@@ -236,14 +254,17 @@ async fn reranked(responder: ResponseTemplate, timeout_ms: &str) -> (Vec<String>
         .mount(&server)
         .await;
     let base = format!("{}/v2", server.uri());
-    let stack = TestStack::with_env(&[
-        ("COACH_EMBEDDING_PROVIDER", "none"),
-        ("COACH_RERANK_PROVIDER", "cohere"),
-        ("COACH_RERANK_BASE_URL", &base),
-        ("COACH_RERANK_MODEL", "rerank-test"),
-        ("COACH_RERANK_TIMEOUT_MS", timeout_ms),
-        ("COACH_RETRIEVAL_TOP_K", "2"),
-    ])
+    let stack = TestStack::with_store(
+        store,
+        &[
+            ("COACH_EMBEDDING_PROVIDER", "none"),
+            ("COACH_RERANK_PROVIDER", "cohere"),
+            ("COACH_RERANK_BASE_URL", &base),
+            ("COACH_RERANK_MODEL", "rerank-test"),
+            ("COACH_RERANK_TIMEOUT_MS", timeout_ms),
+            ("COACH_RETRIEVAL_TOP_K", "2"),
+        ],
+    )
     .await;
     let services = stack.deploy();
     for (name, body) in [
@@ -258,11 +279,10 @@ async fn reranked(responder: ResponseTemplate, timeout_ms: &str) -> (Vec<String>
     (titles(&reply), scores, server)
 }
 
-#[tokio::test]
-async fn a_reranker_reorders_the_fused_candidates() {
+async fn a_reranker_reorders_the_fused_candidates(store: Store) {
     // The reranker prefers the third candidate, then the first.
     let reply = json!({"results": [{"index": 2, "relevance_score": 0.91}, {"index": 0, "relevance_score": 0.42}]});
-    let (titles, scores, server) = reranked(ResponseTemplate::new(200).set_body_json(reply), "2000").await;
+    let (titles, scores, server) = reranked(store, ResponseTemplate::new(200).set_body_json(reply), "2000").await;
     assert_eq!(titles, vec!["c.md", "a.md"]);
     let scores: Vec<f64> = scores.iter().map(|s| s.as_f64().unwrap()).collect();
     assert!((scores[0] - 0.91).abs() < 1e-6 && (scores[1] - 0.42).abs() < 1e-6, "the reranker's scores: {scores:?}");
@@ -275,15 +295,42 @@ async fn a_reranker_reorders_the_fused_candidates() {
     assert!(documents[0].contains("weekly planning meeting"), "{documents:?}");
 }
 
-#[tokio::test]
-async fn a_failing_slow_or_confused_reranker_leaves_the_fused_order() {
-    let (fused, _, _) = reranked(ResponseTemplate::new(503), "2000").await;
+async fn a_failing_slow_or_confused_reranker_leaves_the_fused_order(store: Store) {
+    let (fused, _, _) = reranked(store, ResponseTemplate::new(503), "2000").await;
     assert_eq!(fused, vec!["a.md", "b.md"], "the word ranking");
     let slow = ResponseTemplate::new(200)
         .set_body_json(json!({"results": [{"index": 2, "relevance_score": 0.9}]}))
         .set_delay(std::time::Duration::from_secs(3));
-    assert_eq!(reranked(slow, "200").await.0, fused);
+    assert_eq!(reranked(store, slow, "200").await.0, fused);
     let out_of_range = json!({"results": [{"index": 7, "relevance_score": 0.9}]});
-    assert_eq!(reranked(ResponseTemplate::new(200).set_body_json(out_of_range), "2000").await.0, fused);
-    assert_eq!(reranked(ResponseTemplate::new(200).set_body_string("<html>"), "2000").await.0, fused);
+    assert_eq!(reranked(store, ResponseTemplate::new(200).set_body_json(out_of_range), "2000").await.0, fused);
+    assert_eq!(reranked(store, ResponseTemplate::new(200).set_body_string("<html>"), "2000").await.0, fused);
 }
+
+/// Each test, over each index store.
+macro_rules! over_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(coach_testkit::stack::Store::S3).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(coach_testkit::stack::Store::Postgres).await
+            })*
+        }
+    };
+}
+
+over_both_stores!(
+    the_relevant_document_ranks_first_lexically,
+    tenants_never_retrieve_each_others_documents,
+    a_new_upload_is_found_on_the_next_message,
+    embeddings_from_the_fake_provider_drive_semantic_matches,
+    the_embedded_model_finds_a_document_with_no_word_in_common,
+    a_reranker_reorders_the_fused_candidates,
+    a_failing_slow_or_confused_reranker_leaves_the_fused_order,
+);

@@ -1,0 +1,914 @@
+//! The search index in PostgreSQL with pgvector (`COACH_INDEX_STORE=postgres`): for tenants
+//! larger than one function's memory, in a database that scales apart from Lambda (Aurora
+//! PostgreSQL, say).
+//!
+//! Schema (Coach's own, applied on first write or by `coach-dev migrate`, see [`MIGRATIONS`]):
+//!
+//! - `coach_documents`: one row per indexed document, keyed by (scope, document_id): its
+//!   title, source version, and the embedding model and dimension of its vectors.
+//! - `coach_chunks`: one row per chunk, with a generated `tsvector` column (English) under a
+//!   GIN index; its unique key (scope, document_id, chunk) is the btree on the tenant.
+//! - one vector table per embedding model and dimension ([`vector_table`]), named from the
+//!   model's name and listed in `coach_vector_tables`: `vector(d)` under an HNSW index
+//!   (cosine), with the chunk's scope. Vectors of different models never share a ranking:
+//!   a query's vector is compared with the table of the model that made it.
+//!
+//! Every statement names the scope it reads or writes (a tenant and `_global`, the shared
+//! docs), from the caller's principal: no path reads another tenant's rows.
+//!
+//! A document is written in one transaction (old version out, new one in), under an
+//! advisory lock of its own that a delete takes too, and only if its source object is still
+//! at the version read ([`DocumentIndex::add`]); readers see the whole old or the whole new.
+//!
+//! Search is one statement, prepared once per connection: the best [`Ranking::window`]
+//! chunks by `ts_rank` and the nearest as many by cosine distance (HNSW, iterative scan so
+//! the scope filter cannot starve it), fused by reciprocal rank in SQL.
+//!
+//! Connections: a small pool per function instance (kept across invocations), TLS verified
+//! against the system's roots plus the CA in the Coach secret (`postgres_ca_pem`), the
+//! password from the Coach secret (`postgres_password`), short connect and statement
+//! timeouts. A failure to reach the database is [`Failure::Unreachable`] (a 503 for chat, a
+//! retried event for ingest); a pooled connection found dead is replaced once.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use pgvector::Vector;
+use tokio_postgres::{error::SqlState, Row};
+
+use super::{Added, BlobStore, DocumentIndex, Failure, PassageSearch, Probe, QueryVector, StoreError};
+use crate::{
+    config::{ConfigError, Env},
+    error::Error,
+    model::{Chunk, Passage, Ranking, Scope, Shard},
+};
+
+/// The scope name of the shared docs (tenant ids never start with `_`).
+const GLOBAL: &str = "_global";
+/// pgvector's HNSW indexes `vector` up to this dimension; above it, `halfvec` (up to 4,000).
+const HNSW_MAX_VECTOR_DIMS: u32 = 2000;
+const HNSW_MAX_HALFVEC_DIMS: u32 = 4000;
+/// Advisory lock (any constant) serialising Coach's schema changes.
+const SCHEMA_LOCK: i64 = 0x436f_6163_6853_6368;
+/// How long a missing vector table is remembered before it is looked for again.
+const MISSING_TABLE_RECHECK: Duration = Duration::from_secs(30);
+
+const UNAVAILABLE: &str = "the document index is unavailable";
+
+/// Coach's schema, in order; each entry is applied once, in one transaction, and recorded
+/// in `coach_schema_migrations`. Never edit an entry: add one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: documents, chunks with their words, the list of vector tables.
+    "CREATE EXTENSION IF NOT EXISTS vector;
+     CREATE TABLE coach_documents (
+         scope text NOT NULL,
+         document_id text NOT NULL,
+         title text NOT NULL,
+         source_etag text NOT NULL,
+         embedding_model text,
+         dims integer NOT NULL DEFAULT 0,
+         chunks integer NOT NULL,
+         indexed_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (scope, document_id)
+     );
+     CREATE TABLE coach_chunks (
+         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         scope text NOT NULL,
+         document_id text NOT NULL,
+         chunk integer NOT NULL,
+         heading text,
+         body text NOT NULL,
+         words tsvector GENERATED ALWAYS AS (to_tsvector('english', coalesce(heading, '') || ' ' || body)) STORED,
+         UNIQUE (scope, document_id, chunk),
+         FOREIGN KEY (scope, document_id) REFERENCES coach_documents ON DELETE CASCADE
+     );
+     CREATE INDEX coach_chunks_words ON coach_chunks USING gin (words);
+     CREATE TABLE coach_vector_tables (
+         model text NOT NULL,
+         dims integer NOT NULL,
+         table_name text NOT NULL UNIQUE,
+         created_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (model, dims)
+     );",
+];
+
+/// Connection settings (`COACH_PG_*`); the password and an extra CA come from the Coach secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    /// Verify the server's certificate and name (`verify-full`); off only on loopback.
+    pub tls: bool,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// HNSW candidate list size (recall against speed). A search asking for more (the
+    /// fusion window) gets them all the same: the scan is iterative.
+    pub ef_search: u32,
+}
+
+impl PgConfig {
+    /// `None` unless `COACH_INDEX_STORE` is `postgres` (the default is `s3`).
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        match env.string_or("COACH_INDEX_STORE", "s3").as_str() {
+            "s3" => return Ok(None),
+            "postgres" => {}
+            other => {
+                let reason = format!("expected s3 or postgres, got {other:?}");
+                return Err(ConfigError { var: "COACH_INDEX_STORE", reason });
+            }
+        }
+        let host = env.string("COACH_PG_HOST").ok_or_else(|| ConfigError {
+            var: "COACH_PG_HOST",
+            reason: "required with COACH_INDEX_STORE=postgres (the cluster's or RDS Proxy's endpoint)".into(),
+        })?;
+        let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let tls = match env.string_or("COACH_PG_TLS", "verify-full").as_str() {
+            "verify-full" => true,
+            "disable" if loopback => false,
+            "disable" => {
+                let reason = format!("TLS can be turned off only for a server on loopback, not {host:?}");
+                return Err(ConfigError { var: "COACH_PG_TLS", reason });
+            }
+            other => {
+                let reason = format!("expected verify-full or disable, got {other:?}");
+                return Err(ConfigError { var: "COACH_PG_TLS", reason });
+            }
+        };
+        Ok(Some(Self {
+            host,
+            port: env.number("COACH_PG_PORT", 5432, 1, 65_535)? as u16,
+            database: env.string_or("COACH_PG_DATABASE", "coach"),
+            user: env.string_or("COACH_PG_USER", "coach"),
+            tls,
+            pool_size: env.number("COACH_PG_POOL_SIZE", 4, 1, 64)? as usize,
+            connect_timeout: Duration::from_secs(env.number("COACH_PG_CONNECT_TIMEOUT_SECS", 3, 1, 60)?),
+            statement_timeout: Duration::from_secs(env.number("COACH_PG_STATEMENT_TIMEOUT_SECS", 10, 1, 900)?),
+            ef_search: env.number("COACH_PG_EF_SEARCH", 100, 10, 1000)? as u32,
+        }))
+    }
+}
+
+/// What the Coach secret holds for the database.
+#[derive(Clone, Default)]
+pub struct PgSecret {
+    /// `postgres_password` (none: the server does not ask for one, as locally).
+    pub password: Option<String>,
+    /// `postgres_ca_pem`: certificates to trust besides the system's (the RDS CA bundle when
+    /// connecting to the cluster directly; RDS Proxy's certificate needs none).
+    pub ca_pem: Option<String>,
+}
+
+/// Reads [`PgSecret`] when the pool (re)connects.
+pub type SecretReader = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<PgSecret, Error>> + Send>> + Send + Sync>;
+
+/// The search index in PostgreSQL. Build once per cold start; connects on first use.
+pub struct PgIndex {
+    config: PgConfig,
+    secret: SecretReader,
+    /// Source objects, checked at commit.
+    blobs: Arc<dyn BlobStore>,
+    pool: tokio::sync::Mutex<Option<Pool>>,
+    migrated: tokio::sync::OnceCell<()>,
+    /// Vector tables known to exist.
+    tables: Mutex<HashSet<String>>,
+    /// Vector tables found missing, and when.
+    missing: Mutex<HashMap<String, Instant>>,
+}
+
+/// A name for the vector table of `model` at `dims`: readable, unique (a hash of the model
+/// name), and a valid unquoted identifier within PostgreSQL's 63 bytes.
+pub fn vector_table(model: &str, dims: u32) -> String {
+    let mut slug = String::new();
+    for c in model.chars().map(|c| c.to_ascii_lowercase()) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('_') {
+            slug.push('_');
+        }
+        if slug.len() >= 24 {
+            break;
+        }
+    }
+    let slug = slug.trim_matches('_');
+    format!("coach_vectors_{slug}_{dims}_{:08x}", crate::ids::fnv1a(model) as u32)
+}
+
+/// The distance expression the HNSW index of a table of `dims` serves: `vector` directly,
+/// `halfvec` above [`HNSW_MAX_VECTOR_DIMS`].
+fn distance(column: &str, param: &str, dims: u32) -> String {
+    if dims <= HNSW_MAX_VECTOR_DIMS {
+        format!("{column} <=> {param}::vector")
+    } else {
+        format!("{column}::halfvec({dims}) <=> {param}::vector::halfvec({dims})")
+    }
+}
+
+/// Locks a std mutex, still using it after a panic elsewhere (single inserts and removes
+/// leave the sets behind these locks consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn scope_name(scope: &Scope) -> &str {
+    match scope {
+        Scope::Tenant(t) => t,
+        Scope::Global => GLOBAL,
+    }
+}
+
+/// What an operator reads from a PostgreSQL error.
+fn failure(e: &tokio_postgres::Error) -> Failure {
+    if let Some(code) = e.code() {
+        return match code {
+            c if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                || *c == SqlState::INSUFFICIENT_PRIVILEGE =>
+            {
+                Failure::AccessDenied
+            }
+            c if *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                Failure::Throttled
+            }
+            c if *c == SqlState::QUERY_CANCELED => Failure::TimedOut,
+            c if *c == SqlState::INVALID_CATALOG_NAME || *c == SqlState::UNDEFINED_TABLE => Failure::NotFound,
+            c if *c == SqlState::CANNOT_CONNECT_NOW || *c == SqlState::ADMIN_SHUTDOWN => Failure::Unreachable,
+            _ => Failure::Failed,
+        };
+    }
+    let io = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::TimedOut) => Failure::TimedOut,
+        Some(_) => Failure::Unreachable,
+        None if e.is_closed() || e.to_string().contains("timeout") => Failure::Unreachable,
+        None => Failure::Failed,
+    }
+}
+
+fn service(action: &'static str, e: tokio_postgres::Error) -> StoreError {
+    StoreError::Service { action, failure: failure(&e), cause: Box::new(e) }
+}
+
+fn pool_error(action: &'static str, e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => service(action, e),
+        PoolError::Timeout(_) => StoreError::Service {
+            action,
+            failure: Failure::TimedOut,
+            cause: "no database connection within the timeout".into(),
+        },
+        other => StoreError::Service { action, failure: Failure::Failed, cause: other.to_string().into() },
+    }
+}
+
+fn unavailable(cause: StoreError) -> Error {
+    Error::unavailable(UNAVAILABLE, cause)
+}
+
+/// PostgreSQL text cannot hold NUL: extracted text rarely has one, and it means nothing.
+fn text(s: &str) -> String {
+    s.replace('\0', " ")
+}
+
+/// A usable vector: finite, not all zeros (pgvector refuses NaN and infinity; a zero vector
+/// has no direction, so no similarity).
+fn usable(v: &[f32]) -> bool {
+    v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0)
+}
+
+fn is_undefined_table(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNDEFINED_TABLE)
+}
+
+impl PgIndex {
+    pub fn new(config: PgConfig, secret: SecretReader, blobs: Arc<dyn BlobStore>) -> Self {
+        Self {
+            config,
+            secret,
+            blobs,
+            pool: tokio::sync::Mutex::new(None),
+            migrated: tokio::sync::OnceCell::new(),
+            tables: Mutex::new(HashSet::new()),
+            missing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool, built on first use from the configuration and the secret.
+    async fn pool(&self) -> Result<Pool, Error> {
+        let mut pool = self.pool.lock().await;
+        if let Some(pool) = pool.as_ref() {
+            return Ok(pool.clone());
+        }
+        let secret = (self.secret)().await?;
+        let built = self.build_pool(&secret)?;
+        *pool = Some(built.clone());
+        Ok(built)
+    }
+
+    fn build_pool(&self, secret: &PgSecret) -> Result<Pool, Error> {
+        let c = &self.config;
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&c.host)
+            .port(c.port)
+            .dbname(&c.database)
+            .user(&c.user)
+            .application_name("coach")
+            .connect_timeout(c.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .options(format!(
+                "-c statement_timeout={} -c hnsw.ef_search={} -c hnsw.iterative_scan=relaxed_order",
+                c.statement_timeout.as_millis(),
+                c.ef_search
+            ));
+        if let Some(password) = &secret.password {
+            pg.password(password);
+        }
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = if c.tls {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            Manager::from_config(pg, tls(secret.ca_pem.as_deref())?, manager_config)
+        } else {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            Manager::from_config(pg, tokio_postgres::NoTls, manager_config)
+        };
+        Pool::builder(manager)
+            .max_size(c.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(c.connect_timeout * 2))
+            .wait_timeout(Some(c.statement_timeout + c.connect_timeout))
+            .recycle_timeout(Some(c.connect_timeout))
+            .build()
+            .map_err(|e| Error::Internal { detail: format!("database pool: {e}"), cause: None })
+    }
+
+    /// A pooled connection. After a refused login the pool is dropped, so the next use reads
+    /// the secret again (a rotated password).
+    async fn client(&self, action: &'static str) -> Result<deadpool_postgres::Object, Error> {
+        let pool = self.pool().await?;
+        match pool.get().await {
+            Ok(client) => Ok(client),
+            Err(e) => {
+                let e = pool_error(action, e);
+                if e.failure() == Some(Failure::AccessDenied) {
+                    self.pool.lock().await.take();
+                }
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    /// Runs `work` on a pooled connection; when the connection turns out dead (the server
+    /// or a proxy closed it while the instance was frozen), once more on a fresh one. `work`
+    /// must be safe to repeat: every operation here is.
+    async fn with_client<T, F>(&self, action: &'static str, work: F) -> Result<T, Error>
+    where
+        F: for<'c> Fn(&'c mut deadpool_postgres::Object) -> Pin<Box<dyn Future<Output = Result<T, Op>> + Send + 'c>>,
+    {
+        let mut client = self.client(action).await?;
+        match work(&mut client).await {
+            Err(Op::Db(e)) if e.is_closed() || failure(&e) == Failure::Unreachable => {
+                drop(deadpool_postgres::Object::take(client));
+                let mut client = self.client(action).await?;
+                work(&mut client).await.map_err(|e| e.into_error(action))
+            }
+            other => other.map_err(|e| e.into_error(action)),
+        }
+    }
+
+    /// Applies the [`MIGRATIONS`] not applied yet (once per instance; concurrent instances
+    /// wait for each other on an advisory lock).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        self.migrated
+            .get_or_try_init(|| {
+                self.with_client("migrate the index schema", |client| {
+                    Box::pin(async move {
+                        let tx = client.transaction().await?;
+                        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
+                        tx.batch_execute(
+                            "CREATE TABLE IF NOT EXISTS coach_schema_migrations (
+                                 version integer PRIMARY KEY,
+                                 applied_at timestamptz NOT NULL DEFAULT now()
+                             )",
+                        )
+                        .await?;
+                        let row =
+                            tx.query_one("SELECT coalesce(max(version), 0) FROM coach_schema_migrations", &[]).await?;
+                        let applied: i32 = row.get(0);
+                        for (version, sql) in (1..).zip(MIGRATIONS).skip(applied.max(0) as usize) {
+                            tx.batch_execute(sql).await?;
+                            tx.execute("INSERT INTO coach_schema_migrations (version) VALUES ($1)", &[&version])
+                                .await?;
+                            tracing::info!(version, "applied an index schema migration");
+                        }
+                        tx.commit().await?;
+                        Ok(())
+                    })
+                })
+            })
+            .await
+            .copied()
+    }
+
+    /// Creates the vector table of `model` at `dims` unless it exists.
+    async fn ensure_vector_table(&self, model: &str, dims: u32) -> Result<String, Error> {
+        let table = vector_table(model, dims);
+        if lock(&self.tables).contains(&table) {
+            return Ok(table);
+        }
+        if dims == 0 || dims > HNSW_MAX_HALFVEC_DIMS {
+            return Err(Error::internal(format!(
+                "vectors of {dims} dimensions cannot be indexed in PostgreSQL (at most {HNSW_MAX_HALFVEC_DIMS})"
+            )));
+        }
+        let (name, model) = (table.clone(), model.to_owned());
+        self.with_client("create a vector table", move |client| {
+            let (table, model) = (name.clone(), model.clone());
+            Box::pin(async move {
+                let tx = client.transaction().await?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
+                let known = tx
+                    .query_opt(
+                        "SELECT 1 FROM coach_vector_tables WHERE model = $1 AND dims = $2",
+                        &[&model, &(dims as i32)],
+                    )
+                    .await?;
+                if known.is_none() {
+                    let index = if dims <= HNSW_MAX_VECTOR_DIMS {
+                        "embedding vector_cosine_ops".to_owned()
+                    } else {
+                        format!("(embedding::halfvec({dims})) halfvec_cosine_ops")
+                    };
+                    tx.batch_execute(&format!(
+                        "CREATE TABLE {table} (
+                             chunk_id bigint PRIMARY KEY REFERENCES coach_chunks (id) ON DELETE CASCADE,
+                             scope text NOT NULL,
+                             embedding vector({dims}) NOT NULL
+                         );
+                         CREATE INDEX {table}_scope ON {table} (scope);
+                         CREATE INDEX {table}_hnsw ON {table} USING hnsw ({index});"
+                    ))
+                    .await?;
+                    tx.execute(
+                        "INSERT INTO coach_vector_tables (model, dims, table_name) VALUES ($1, $2, $3)",
+                        &[&model, &(dims as i32), &table],
+                    )
+                    .await?;
+                    tracing::info!(table = %table, dims, "created a vector table");
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+        .await?;
+        lock(&self.tables).insert(table.clone());
+        lock(&self.missing).remove(&table);
+        Ok(table)
+    }
+
+    /// Whether `table` was found missing recently (so a search skips it).
+    fn recently_missing(&self, table: &str) -> bool {
+        let mut missing = lock(&self.missing);
+        match missing.get(table) {
+            Some(at) if at.elapsed() < MISSING_TABLE_RECHECK => true,
+            Some(_) => {
+                missing.remove(table);
+                false
+            }
+            None => false,
+        }
+    }
+
+    async fn run_search(
+        &self,
+        tenant: &str,
+        query: &str,
+        vector: Option<(String, Vec<f32>)>,
+        ranking: &Ranking,
+    ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, Error> {
+        let window = ranking.window() as i64;
+        let top_k = ranking.top_k as i64;
+        let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
+        let max_distance = 1.0 - f64::from(ranking.min_similarity);
+        let (tenant, query) = (tenant.to_owned(), query.to_owned());
+        self.with_client("search the index", move |client| {
+            let (tenant, query, vector) = (tenant.clone(), query.clone(), vector.clone());
+            Box::pin(async move {
+                let sql = search_sql(vector.as_ref().map(|(table, v)| (table.as_str(), v.len() as u32)));
+                let statement = match client.prepare_cached(&sql).await {
+                    Ok(s) => s,
+                    Err(e) if is_undefined_table(&e) => return Ok(Err(e)),
+                    Err(e) => return Err(e.into()),
+                };
+                let result = match &vector {
+                    Some((_, v)) => {
+                        let v = Vector::from(v.clone());
+                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                            [&query, &tenant, &window, &min_score, &top_k, &v, &max_distance, &weight];
+                        client.query(&statement, &params).await
+                    }
+                    None => client.query(&statement, &[&query, &tenant, &window, &min_score, &top_k]).await,
+                };
+                match result {
+                    Err(e) if is_undefined_table(&e) => Ok(Err(e)),
+                    Err(e) => Err(e.into()),
+                    Ok(rows) => Ok(Ok(rows)),
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// Why an operation on a connection failed.
+enum Op {
+    Db(tokio_postgres::Error),
+    Other(Error),
+}
+
+impl From<tokio_postgres::Error> for Op {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Op::Db(e)
+    }
+}
+
+impl From<Error> for Op {
+    fn from(e: Error) -> Self {
+        Op::Other(e)
+    }
+}
+
+impl Op {
+    fn into_error(self, action: &'static str) -> Error {
+        match self {
+            Op::Db(e) => unavailable(service(action, e)),
+            Op::Other(e) => e,
+        }
+    }
+}
+
+/// The TLS connector: the system's roots, plus `ca_pem`'s certificates.
+fn tls(ca_pem: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(pem) = ca_pem {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| Error::internal("postgres_ca_pem in the Coach secret is not PEM certificates"))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(Error::internal("postgres_ca_pem in the Coach secret holds no usable certificate"));
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::internal("no trusted certificates to verify the database with"));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The search statement, words only (`vectors: None`) or words and the vectors of a table
+/// (and its dimension). Parameters: $1 query text, $2 tenant, $3 window, $4 least fused
+/// score, $5 top_k; with vectors also $6 the query's vector, $7 greatest cosine distance, $8
+/// the vector ranking's weight.
+///
+/// The query's words are matched as any of them: `plainto_tsquery` (English stemming, stop
+/// words dropped, no syntax to get wrong) with its ANDs made ORs, as BM25 scores any
+/// matching word. Each ranking keeps its best `window`; a chunk at rank r scores
+/// weight / (60 + r) in each, summed.
+fn search_sql(vectors: Option<(&str, u32)>) -> String {
+    let (nearest, semantic) = match vectors {
+        Some((table, dims)) => {
+            let distance = distance("v.embedding", "$6", dims);
+            (
+                format!(
+                    ", nearest AS MATERIALIZED (
+    SELECT v.chunk_id AS id, {distance} AS distance
+    FROM {table} v
+    WHERE v.scope = $2 OR v.scope = '_global'
+    ORDER BY {distance}
+    LIMIT $3
+)"
+                ),
+                "
+    UNION ALL
+    SELECT id, $8::float8 / (60 + row_number() OVER (ORDER BY distance, id)) FROM nearest WHERE distance <= $7",
+            )
+        }
+        None => (String::new(), ""),
+    };
+    format!(
+        "WITH query AS (
+    SELECT replace(plainto_tsquery('english', $1)::text, ' & ', ' | ')::tsquery AS q
+), best_words AS (
+    SELECT c.id, ts_rank(c.words, query.q, 1) AS score
+    FROM coach_chunks c, query
+    WHERE (c.scope = $2 OR c.scope = '_global') AND c.words @@ query.q
+    ORDER BY score DESC, c.id
+    LIMIT $3
+){nearest}, ranked AS (
+    SELECT id, 1.0::float8 / (60 + row_number() OVER (ORDER BY score DESC, id)) AS score FROM best_words{semantic}
+), fused AS (
+    SELECT id, sum(score) AS score FROM ranked GROUP BY id
+)
+SELECT c.document_id, d.title, c.chunk, f.score::float4, c.heading, c.body
+FROM fused f
+JOIN coach_chunks c ON c.id = f.id
+JOIN coach_documents d ON d.scope = c.scope AND d.document_id = c.document_id
+WHERE f.score >= $4 AND (c.scope = $2 OR c.scope = '_global')
+ORDER BY f.score DESC, f.id
+LIMIT $5"
+    )
+}
+
+fn passage(row: &Row) -> Passage {
+    let (document_id, title): (String, String) = (row.get(0), row.get(1));
+    let (chunk, score): (i32, f32) = (row.get(2), row.get(3));
+    let (heading, body): (Option<String>, String) = (row.get(4), row.get(5));
+    Passage::of_chunk(&document_id, &title, chunk.max(0) as u32, score, heading.as_deref(), &body)
+}
+
+#[async_trait]
+impl PassageSearch for PgIndex {
+    async fn search(
+        &self,
+        tenant: &str,
+        query: &str,
+        vector: QueryVector<'_>,
+        ranking: &Ranking,
+    ) -> Result<Vec<Passage>, Error> {
+        if ranking.top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let vector = vector.await.filter(|(_, v)| usable(v) && v.len() as u32 <= HNSW_MAX_HALFVEC_DIMS);
+        let vector = vector
+            .map(|(model, v)| (vector_table(model, v.len() as u32), v))
+            .filter(|(table, _)| !self.recently_missing(table));
+        let table = vector.as_ref().map(|(t, _)| t.clone());
+        match self.run_search(tenant, query, vector, ranking).await? {
+            Ok(rows) => Ok(rows.iter().map(passage).collect()),
+            // No vectors of this model yet: by words, and remember for a while.
+            Err(_) if table.is_some() => {
+                lock(&self.missing).insert(table.unwrap_or_default(), Instant::now());
+                match self.run_search(tenant, query, None, ranking).await? {
+                    Ok(rows) => Ok(rows.iter().map(passage).collect()),
+                    Err(_) => Ok(Vec::new()),
+                }
+            }
+            // Nothing indexed yet: Coach's tables do not exist.
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl DocumentIndex for PgIndex {
+    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
+        self.migrate().await?;
+        let dims = doc.dims;
+        let with_vectors = doc
+            .embedding_model
+            .as_deref()
+            .filter(|_| dims > 0 && !doc.chunks.is_empty() && doc.vectors.len() == doc.chunks.len() * dims as usize);
+        if doc.embedding_model.is_some() && with_vectors.is_none() && !doc.chunks.is_empty() {
+            return Err(Error::internal("a document's vectors do not match its chunks"));
+        }
+        let table = match with_vectors {
+            Some(model) => Some(self.ensure_vector_table(model, dims).await?),
+            None => None,
+        };
+        let doc = Arc::new(doc);
+        let (scope, key, etag) = (scope_name(scope).to_owned(), source_key.to_owned(), source_etag.to_owned());
+        let blobs = self.blobs.clone();
+        self.with_client("index a document", move |client| {
+            let (doc, scope, key, etag, table, blobs) =
+                (doc.clone(), scope.clone(), key.clone(), etag.clone(), table.clone(), blobs.clone());
+            Box::pin(async move {
+                let tx = client.transaction().await?;
+                let lock = format!("{scope}/{}", doc.document_id);
+                tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
+                // Under the lock a delete also takes: a delete of the object before this
+                // check is seen here; one after it removes what this commits.
+                match blobs.version(&key).await.map_err(Error::from)? {
+                    Some(version) if version == etag => {}
+                    Some(_) => return Ok(Added::Superseded),
+                    None => return Ok(Added::Gone),
+                }
+                let id = &doc.document_id;
+                tx.execute("DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2", &[&scope, id]).await?;
+                let model = doc.embedding_model.as_deref().filter(|_| table.is_some());
+                let dims = if table.is_some() { doc.dims as i32 } else { 0 };
+                tx.execute(
+                    "INSERT INTO coach_documents (scope, document_id, title, source_etag, embedding_model, dims, chunks)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[&scope, id, &text(&doc.title), &etag, &model, &dims, &(doc.chunks.len() as i32)],
+                )
+                .await?;
+                let numbers: Vec<i32> = (0..doc.chunks.len() as i32).collect();
+                let headings: Vec<Option<String>> = doc.chunks.iter().map(|c| c.heading.as_deref().map(text)).collect();
+                let bodies: Vec<String> = doc.chunks.iter().map(|c| text(&c.text)).collect();
+                let rows = tx
+                    .query(
+                        "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body)
+                         SELECT $1, $2, t.n, t.h, t.b FROM unnest($3::int4[], $4::text[], $5::text[]) AS t(n, h, b)
+                         RETURNING id, chunk",
+                        &[&scope, id, &numbers, &headings, &bodies],
+                    )
+                    .await?;
+                if let Some(table) = &table {
+                    let dims = doc.dims as usize;
+                    let mut ids = Vec::with_capacity(rows.len());
+                    let mut vectors = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let (chunk_id, chunk): (i64, i32) = (row.get(0), row.get(1));
+                        let v = &doc.vectors[chunk as usize * dims..(chunk as usize + 1) * dims];
+                        if usable(v) {
+                            ids.push(chunk_id);
+                            vectors.push(Vector::from(v.to_vec()));
+                        }
+                    }
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO {table} (chunk_id, scope, embedding)
+                             SELECT t.id, $1, t.e FROM unnest($2::int8[], $3::vector[]) AS t(id, e)"
+                        ),
+                        &[&scope, &ids, &vectors],
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Added::Indexed)
+            })
+        })
+        .await
+    }
+
+    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+        let (scope, id) = (scope_name(scope).to_owned(), id.to_owned());
+        let removed = self
+            .with_client("remove a document", move |client| {
+                let (scope, id) = (scope.clone(), id.clone());
+                Box::pin(async move {
+                    let tx = client.transaction().await?;
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("{scope}/{id}")])
+                        .await?;
+                    let removed = tx
+                        .execute("DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2", &[&scope, &id])
+                        .await;
+                    match removed {
+                        Ok(n) => {
+                            tx.commit().await?;
+                            Ok(Some(n > 0))
+                        }
+                        // Nothing was ever indexed: nothing to remove.
+                        Err(e) if is_undefined_table(&e) => Ok(Some(false)),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+            })
+            .await?;
+        Ok(removed.unwrap_or(false))
+    }
+
+    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+        let (scope, id) = (scope_name(scope).to_owned(), id.to_owned());
+        self.with_client("read a document", move |client| {
+            let (scope, id) = (scope.clone(), id.clone());
+            Box::pin(async move {
+                let head = match client
+                    .query_opt(
+                        "SELECT title, embedding_model, dims FROM coach_documents WHERE scope = $1 AND document_id = $2",
+                        &[&scope, &id],
+                    )
+                    .await
+                {
+                    Ok(Some(row)) => row,
+                    Ok(None) => return Ok(None),
+                    Err(e) if is_undefined_table(&e) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                };
+                let (title, model, dims): (String, Option<String>, i32) = (head.get(0), head.get(1), head.get(2));
+                let rows = client
+                    .query(
+                        "SELECT id, heading, body FROM coach_chunks WHERE scope = $1 AND document_id = $2 ORDER BY chunk",
+                        &[&scope, &id],
+                    )
+                    .await?;
+                let chunks: Vec<Chunk> = rows.iter().map(|r| Chunk { heading: r.get(1), text: r.get(2) }).collect();
+                let mut vectors = Vec::new();
+                if let (Some(model), true) = (&model, dims > 0) {
+                    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+                    let table = vector_table(model, dims as u32);
+                    let stored = client
+                        .query(
+                            &format!("SELECT chunk_id, embedding FROM {table} WHERE scope = $1 AND chunk_id = ANY($2)"),
+                            &[&scope, &ids],
+                        )
+                        .await?;
+                    let by_id: HashMap<i64, Vector> = stored.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+                    vectors.reserve(ids.len() * dims as usize);
+                    for chunk_id in &ids {
+                        // A chunk whose vector was unusable has none: zeros, which match nothing.
+                        match by_id.get(chunk_id) {
+                            Some(v) => vectors.extend_from_slice(v.as_slice()),
+                            None => vectors.extend(std::iter::repeat_n(0.0, dims as usize)),
+                        }
+                    }
+                }
+                Ok(Some(Shard {
+                    document_id: id,
+                    title,
+                    chunks,
+                    dims: if model.is_some() { dims.max(0) as u32 } else { 0 },
+                    embedding_model: model,
+                    vectors,
+                }))
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Probe for PgIndex {
+    fn component(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn check(&self) -> Result<(), Failure> {
+        // An unreadable secret is the secret's failure, not the database's.
+        let pool = self.pool().await.map_err(|_| Failure::Failed)?;
+        let client =
+            pool.get().await.map_err(|e| pool_error("check the database", e).failure().unwrap_or(Failure::Failed))?;
+        client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| failure(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vector_tables_are_valid_distinct_identifiers() {
+        let a = vector_table("sentence-transformers/all-MiniLM-L6-v2", 384);
+        assert!(a.starts_with("coach_vectors_sentence_transformers_all_384_"), "{a}");
+        assert!(a.len() <= 63 - "_scope".len(), "{a}");
+        assert!(a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{a}");
+        assert_ne!(a, vector_table("sentence-transformers/all-MiniLM-L6-v3", 384), "the hash tells them apart");
+        assert_ne!(a, vector_table("sentence-transformers/all-MiniLM-L6-v2", 768));
+        let odd = vector_table("\"; DROP TABLE x; --", 8);
+        assert!(odd.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{odd}");
+        assert!(vector_table(&"x".repeat(500), 4000).len() <= 57);
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let read = |vars: &[(&str, &str)]| crate::config::with(vars, PgConfig::from_env);
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(read(&[("COACH_INDEX_STORE", "s3")]), Ok(None));
+        assert_eq!(read(&[("COACH_INDEX_STORE", "mysql")]).unwrap_err().var, "COACH_INDEX_STORE");
+        assert_eq!(read(&[("COACH_INDEX_STORE", "postgres")]).unwrap_err().var, "COACH_PG_HOST");
+        let remote = [("COACH_INDEX_STORE", "postgres"), ("COACH_PG_HOST", "db.example.com")];
+        let config = read(&remote).unwrap().unwrap();
+        assert!(config.tls, "TLS by default");
+        assert_eq!((config.port, config.database.as_str(), config.user.as_str()), (5432, "coach", "coach"));
+        let plain = [remote[0], remote[1], ("COACH_PG_TLS", "disable")];
+        assert_eq!(read(&plain).unwrap_err().var, "COACH_PG_TLS", "plain text only on loopback");
+        let local = [remote[0], ("COACH_PG_HOST", "127.0.0.1"), ("COACH_PG_TLS", "disable")];
+        assert!(!read(&local).unwrap().unwrap().tls);
+    }
+
+    #[test]
+    fn vectors_pgvector_refuses_or_cannot_rank_are_left_out() {
+        assert!(usable(&[0.5, -1.0]));
+        assert!(!usable(&[0.0, 0.0]));
+        assert!(!usable(&[f32::NAN, 1.0]));
+        assert!(!usable(&[f32::INFINITY, 1.0]));
+    }
+
+    #[test]
+    fn wide_vectors_are_compared_as_halfvec() {
+        assert_eq!(distance("e", "$4", 384), "e <=> $4::vector");
+        assert_eq!(distance("e", "$4", 3072), "e::halfvec(3072) <=> $4::vector::halfvec(3072)");
+    }
+}

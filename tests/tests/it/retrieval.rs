@@ -8,7 +8,6 @@
 use coach::{
     documents::UploadRequest,
     ingest::{ObjectEvent, Outcome},
-    store::DocumentIndex,
 };
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{

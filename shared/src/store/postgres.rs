@@ -24,7 +24,7 @@
 //! chunks by `ts_rank` and the nearest as many by cosine distance (HNSW, iterative scan so
 //! the scope filter cannot starve it), fused by reciprocal rank in SQL.
 //!
-//! Connections: a small pool per function instance (kept across invocations), TLS verified
+//! Connections ([`Database`]): a small pool per function instance (kept across invocations), TLS verified
 //! against the system's roots plus the CA in the Coach secret (`postgres_ca_pem`), the
 //! password from the Coach secret (`postgres_password`), short connect and statement
 //! timeouts. A failure to reach the database is [`Failure::Unreachable`] (a 503 for chat, a
@@ -172,14 +172,20 @@ pub struct PgSecret {
 /// Reads [`PgSecret`] when the pool (re)connects.
 pub type SecretReader = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<PgSecret, Error>> + Send>> + Send + Sync>;
 
-/// The search index in PostgreSQL. Build once per cold start; connects on first use.
-pub struct PgIndex {
+/// Connections to Coach's database (a pool, built on first use from the configuration and
+/// the secret) and its schema.
+pub struct Database {
     config: PgConfig,
     secret: SecretReader,
-    /// Source objects, checked at commit.
-    blobs: Arc<dyn BlobStore>,
     pool: tokio::sync::Mutex<Option<Pool>>,
     migrated: tokio::sync::OnceCell<()>,
+}
+
+/// The search index in PostgreSQL. Build once per cold start; connects on first use.
+pub struct PgIndex {
+    db: Database,
+    /// Source objects, checked at commit.
+    blobs: Arc<dyn BlobStore>,
     /// Vector tables known to exist.
     tables: Mutex<HashSet<String>>,
     /// Vector tables found missing, and when.
@@ -293,17 +299,9 @@ fn is_undefined_table(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNDEFINED_TABLE)
 }
 
-impl PgIndex {
-    pub fn new(config: PgConfig, secret: SecretReader, blobs: Arc<dyn BlobStore>) -> Self {
-        Self {
-            config,
-            secret,
-            blobs,
-            pool: tokio::sync::Mutex::new(None),
-            migrated: tokio::sync::OnceCell::new(),
-            tables: Mutex::new(HashSet::new()),
-            missing: Mutex::new(HashMap::new()),
-        }
+impl Database {
+    pub fn new(config: PgConfig, secret: SecretReader) -> Self {
+        Self { config, secret, pool: tokio::sync::Mutex::new(None), migrated: tokio::sync::OnceCell::new() }
     }
 
     /// The pool, built on first use from the configuration and the secret.
@@ -422,6 +420,22 @@ impl PgIndex {
             .await
             .copied()
     }
+}
+
+impl PgIndex {
+    pub fn new(config: PgConfig, secret: SecretReader, blobs: Arc<dyn BlobStore>) -> Self {
+        Self {
+            db: Database::new(config, secret),
+            blobs,
+            tables: Mutex::new(HashSet::new()),
+            missing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Applies Coach's schema migrations not applied yet ([`Database::migrate`]).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        self.db.migrate().await
+    }
 
     /// Creates the vector table of `model` at `dims` unless it exists.
     async fn ensure_vector_table(&self, model: &str, dims: u32) -> Result<String, Error> {
@@ -435,45 +449,46 @@ impl PgIndex {
             )));
         }
         let (name, model) = (table.clone(), model.to_owned());
-        self.with_client("create a vector table", move |client| {
-            let (table, model) = (name.clone(), model.clone());
-            Box::pin(async move {
-                let tx = client.transaction().await?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
-                let known = tx
-                    .query_opt(
-                        "SELECT 1 FROM coach_vector_tables WHERE model = $1 AND dims = $2",
-                        &[&model, &(dims as i32)],
-                    )
-                    .await?;
-                if known.is_none() {
-                    let index = if dims <= HNSW_MAX_VECTOR_DIMS {
-                        "embedding vector_cosine_ops".to_owned()
-                    } else {
-                        format!("(embedding::halfvec({dims})) halfvec_cosine_ops")
-                    };
-                    tx.batch_execute(&format!(
-                        "CREATE TABLE {table} (
+        self.db
+            .with_client("create a vector table", move |client| {
+                let (table, model) = (name.clone(), model.clone());
+                Box::pin(async move {
+                    let tx = client.transaction().await?;
+                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
+                    let known = tx
+                        .query_opt(
+                            "SELECT 1 FROM coach_vector_tables WHERE model = $1 AND dims = $2",
+                            &[&model, &(dims as i32)],
+                        )
+                        .await?;
+                    if known.is_none() {
+                        let index = if dims <= HNSW_MAX_VECTOR_DIMS {
+                            "embedding vector_cosine_ops".to_owned()
+                        } else {
+                            format!("(embedding::halfvec({dims})) halfvec_cosine_ops")
+                        };
+                        tx.batch_execute(&format!(
+                            "CREATE TABLE {table} (
                              chunk_id bigint PRIMARY KEY REFERENCES coach_chunks (id) ON DELETE CASCADE,
                              scope text NOT NULL,
                              embedding vector({dims}) NOT NULL
                          );
                          CREATE INDEX {table}_scope ON {table} (scope);
                          CREATE INDEX {table}_hnsw ON {table} USING hnsw ({index});"
-                    ))
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO coach_vector_tables (model, dims, table_name) VALUES ($1, $2, $3)",
-                        &[&model, &(dims as i32), &table],
-                    )
-                    .await?;
-                    tracing::info!(table = %table, dims, "created a vector table");
-                }
-                tx.commit().await?;
-                Ok(())
+                        ))
+                        .await?;
+                        tx.execute(
+                            "INSERT INTO coach_vector_tables (model, dims, table_name) VALUES ($1, $2, $3)",
+                            &[&model, &(dims as i32), &table],
+                        )
+                        .await?;
+                        tracing::info!(table = %table, dims, "created a vector table");
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
             })
-        })
-        .await?;
+            .await?;
         lock(&self.tables).insert(table.clone());
         lock(&self.missing).remove(&table);
         Ok(table)
@@ -504,32 +519,33 @@ impl PgIndex {
         let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
         let max_distance = 1.0 - f64::from(ranking.min_similarity);
         let (tenant, query) = (tenant.to_owned(), query.to_owned());
-        self.with_client("search the index", move |client| {
-            let (tenant, query, vector) = (tenant.clone(), query.clone(), vector.clone());
-            Box::pin(async move {
-                let sql = search_sql(vector.as_ref().map(|(table, v)| (table.as_str(), v.len() as u32)));
-                let statement = match client.prepare_cached(&sql).await {
-                    Ok(s) => s,
-                    Err(e) if is_undefined_table(&e) => return Ok(Err(e)),
-                    Err(e) => return Err(e.into()),
-                };
-                let result = match &vector {
-                    Some((_, v)) => {
-                        let v = Vector::from(v.clone());
-                        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-                            [&query, &tenant, &window, &min_score, &top_k, &v, &max_distance, &weight];
-                        client.query(&statement, &params).await
+        self.db
+            .with_client("search the index", move |client| {
+                let (tenant, query, vector) = (tenant.clone(), query.clone(), vector.clone());
+                Box::pin(async move {
+                    let sql = search_sql(vector.as_ref().map(|(table, v)| (table.as_str(), v.len() as u32)));
+                    let statement = match client.prepare_cached(&sql).await {
+                        Ok(s) => s,
+                        Err(e) if is_undefined_table(&e) => return Ok(Err(e)),
+                        Err(e) => return Err(e.into()),
+                    };
+                    let result = match &vector {
+                        Some((_, v)) => {
+                            let v = Vector::from(v.clone());
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                                [&query, &tenant, &window, &min_score, &top_k, &v, &max_distance, &weight];
+                            client.query(&statement, &params).await
+                        }
+                        None => client.query(&statement, &[&query, &tenant, &window, &min_score, &top_k]).await,
+                    };
+                    match result {
+                        Err(e) if is_undefined_table(&e) => Ok(Err(e)),
+                        Err(e) => Err(e.into()),
+                        Ok(rows) => Ok(Ok(rows)),
                     }
-                    None => client.query(&statement, &[&query, &tenant, &window, &min_score, &top_k]).await,
-                };
-                match result {
-                    Err(e) if is_undefined_table(&e) => Ok(Err(e)),
-                    Err(e) => Err(e.into()),
-                    Ok(rows) => Ok(Ok(rows)),
-                }
+                })
             })
-        })
-        .await
+            .await
     }
 }
 
@@ -700,72 +716,76 @@ impl DocumentIndex for PgIndex {
         let doc = Arc::new(doc);
         let (scope, key, etag) = (scope_name(scope).to_owned(), source_key.to_owned(), source_etag.to_owned());
         let blobs = self.blobs.clone();
-        self.with_client("index a document", move |client| {
-            let (doc, scope, key, etag, table, blobs) =
-                (doc.clone(), scope.clone(), key.clone(), etag.clone(), table.clone(), blobs.clone());
-            Box::pin(async move {
-                let tx = client.transaction().await?;
-                let lock = format!("{scope}/{}", doc.document_id);
-                tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
-                // Under the lock a delete also takes: a delete of the object before this
-                // check is seen here; one after it removes what this commits.
-                match blobs.version(&key).await.map_err(Error::from)? {
-                    Some(version) if version == etag => {}
-                    Some(_) => return Ok(Added::Superseded),
-                    None => return Ok(Added::Gone),
-                }
-                let id = &doc.document_id;
-                tx.execute("DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2", &[&scope, id]).await?;
-                let model = doc.embedding_model.as_deref().filter(|_| table.is_some());
-                let dims = if table.is_some() { doc.dims as i32 } else { 0 };
-                tx.execute(
+        self.db
+            .with_client("index a document", move |client| {
+                let (doc, scope, key, etag, table, blobs) =
+                    (doc.clone(), scope.clone(), key.clone(), etag.clone(), table.clone(), blobs.clone());
+                Box::pin(async move {
+                    let tx = client.transaction().await?;
+                    let lock = format!("{scope}/{}", doc.document_id);
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
+                    // Under the lock a delete also takes: a delete of the object before this
+                    // check is seen here; one after it removes what this commits.
+                    match blobs.version(&key).await.map_err(Error::from)? {
+                        Some(version) if version == etag => {}
+                        Some(_) => return Ok(Added::Superseded),
+                        None => return Ok(Added::Gone),
+                    }
+                    let id = &doc.document_id;
+                    tx.execute("DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2", &[&scope, id])
+                        .await?;
+                    let model = doc.embedding_model.as_deref().filter(|_| table.is_some());
+                    let dims = if table.is_some() { doc.dims as i32 } else { 0 };
+                    tx.execute(
                     "INSERT INTO coach_documents (scope, document_id, title, source_etag, embedding_model, dims, chunks)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     &[&scope, id, &text(&doc.title), &etag, &model, &dims, &(doc.chunks.len() as i32)],
                 )
                 .await?;
-                let numbers: Vec<i32> = (0..doc.chunks.len() as i32).collect();
-                let headings: Vec<Option<String>> = doc.chunks.iter().map(|c| c.heading.as_deref().map(text)).collect();
-                let bodies: Vec<String> = doc.chunks.iter().map(|c| text(&c.text)).collect();
-                let rows = tx
-                    .query(
-                        "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body)
+                    let numbers: Vec<i32> = (0..doc.chunks.len() as i32).collect();
+                    let headings: Vec<Option<String>> =
+                        doc.chunks.iter().map(|c| c.heading.as_deref().map(text)).collect();
+                    let bodies: Vec<String> = doc.chunks.iter().map(|c| text(&c.text)).collect();
+                    let rows = tx
+                        .query(
+                            "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body)
                          SELECT $1, $2, t.n, t.h, t.b FROM unnest($3::int4[], $4::text[], $5::text[]) AS t(n, h, b)
                          RETURNING id, chunk",
-                        &[&scope, id, &numbers, &headings, &bodies],
-                    )
-                    .await?;
-                if let Some(table) = &table {
-                    let dims = doc.dims as usize;
-                    let mut ids = Vec::with_capacity(rows.len());
-                    let mut vectors = Vec::with_capacity(rows.len());
-                    for row in &rows {
-                        let (chunk_id, chunk): (i64, i32) = (row.get(0), row.get(1));
-                        let v = &doc.vectors[chunk as usize * dims..(chunk as usize + 1) * dims];
-                        if usable(v) {
-                            ids.push(chunk_id);
-                            vectors.push(Vector::from(v.to_vec()));
+                            &[&scope, id, &numbers, &headings, &bodies],
+                        )
+                        .await?;
+                    if let Some(table) = &table {
+                        let dims = doc.dims as usize;
+                        let mut ids = Vec::with_capacity(rows.len());
+                        let mut vectors = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            let (chunk_id, chunk): (i64, i32) = (row.get(0), row.get(1));
+                            let v = &doc.vectors[chunk as usize * dims..(chunk as usize + 1) * dims];
+                            if usable(v) {
+                                ids.push(chunk_id);
+                                vectors.push(Vector::from(v.to_vec()));
+                            }
                         }
-                    }
-                    tx.execute(
-                        &format!(
-                            "INSERT INTO {table} (chunk_id, scope, embedding)
+                        tx.execute(
+                            &format!(
+                                "INSERT INTO {table} (chunk_id, scope, embedding)
                              SELECT t.id, $1, t.e FROM unnest($2::int8[], $3::vector[]) AS t(id, e)"
-                        ),
-                        &[&scope, &ids, &vectors],
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(Added::Indexed)
+                            ),
+                            &[&scope, &ids, &vectors],
+                        )
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(Added::Indexed)
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
         let (scope, id) = (scope_name(scope).to_owned(), id.to_owned());
         let removed = self
+            .db
             .with_client("remove a document", move |client| {
                 let (scope, id) = (scope.clone(), id.clone());
                 Box::pin(async move {
@@ -792,7 +812,7 @@ impl DocumentIndex for PgIndex {
 
     async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
         let (scope, id) = (scope_name(scope).to_owned(), id.to_owned());
-        self.with_client("read a document", move |client| {
+        self.db.with_client("read a document", move |client| {
             let (scope, id) = (scope.clone(), id.clone());
             Box::pin(async move {
                 let head = match client
@@ -857,7 +877,7 @@ impl Probe for PgIndex {
 
     async fn check(&self) -> Result<(), Failure> {
         // An unreadable secret is the secret's failure, not the database's.
-        let pool = self.pool().await.map_err(|_| Failure::Failed)?;
+        let pool = self.db.pool().await.map_err(|_| Failure::Failed)?;
         let client =
             pool.get().await.map_err(|e| pool_error("check the database", e).failure().unwrap_or(Failure::Failed))?;
         client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| failure(&e))

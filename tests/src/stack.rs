@@ -20,7 +20,7 @@ use coach::{
     },
     model::{Manifest, Scope, Segment, SegmentInfo, Shard},
     secrets::Secrets,
-    store::{AwsClients, DocumentIndex, IndexStore, ManifestRead, StoreConfig},
+    store::{AwsClients, DocumentIndex, IndexStore, ManifestRead, PassageSearch, StoreConfig},
 };
 
 use crate::postgres::Postgres;
@@ -258,6 +258,14 @@ impl TestStack {
     pub fn sql(&self, statements: &str) -> String {
         let database = self.database.as_deref().expect("a stack with the Postgres index store");
         Postgres::shared().sql(database, statements).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The index store's search, as chat builds it.
+    pub fn passage_search(&self) -> Arc<dyn PassageSearch> {
+        self.build(&self.aws, |env, aws| -> Result<_, coach::config::ConfigError> {
+            let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
+            Ok(Index::from_env(env, aws, &secrets)?.search(aws))
+        })
     }
 
     /// The index store's writer, as ingest builds it.

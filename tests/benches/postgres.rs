@@ -1,0 +1,404 @@
+//! The Postgres index store at scale, against the PostgreSQL 18 + pgvector the test kit runs
+//! (loopback), release build:
+//!
+//!     scripts/bench.sh          (or: COACH_MOTO_SERVER=.venv/bin/coach-moto-server \
+//!                                cargo bench -p coach-integration-tests --bench postgres)
+//!
+//! A synthetic tenant of `DOCS` documents of 10 chunks (1,000,000 chunks by default;
+//! `BENCH_PG_DOCS` sets it), each chunk 100 words drawn from a vocabulary of 50,000 made-up
+//! words with Zipf's law (as in natural text: a few very common words, a long tail), plus a
+//! marker word naming its document in its first chunk, and a 384-d vector near one of 2,000
+//! cluster centres (real embeddings cluster by topic; cosine to the centre about 0.7).
+//!
+//! 1. **Load**: all but the last `INGEST_DOCS` documents are written with `COPY` (the rows
+//!    Coach's ingest writes, its schema from Coach's migrations), then the HNSW index is
+//!    built (as a team would after a bulk import).
+//! 2. **Ingest throughput**: the last `INGEST_DOCS` documents through Coach's own
+//!    `DocumentIndex::add` (one transaction per document, the source object checked in
+//!    moto, the HNSW index updated), 8 at a time, into the loaded tenant.
+//! 3. **Search**: `PassageSearch::search` (Coach's code path: the prepared hybrid statement,
+//!    rows to passages), top-10, warm, p50/p99 over `QUERIES` queries: hybrid (a document's
+//!    marker, three content words, a vector near that document's first chunk), the same by
+//!    words only, and hybrid with a very common word in the query. Checked: the marked
+//!    chunk ranks first.
+//! 4. **Baseline, same run**: the S3 store at 100,000 chunks (the same generator's first
+//!    10,000 documents, written as compaction leaves them), searched warm through its own
+//!    `PassageSearch`, with the same queries.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use coach::{
+    model::{Chunk, Ranking, Scope, Shard},
+    store::{postgres::vector_table, PassageSearch, QueryVector},
+};
+use coach_testkit::{
+    bench::{report, DIMS, EMBEDDING_MODEL},
+    postgres::Postgres,
+    stack::{Store, TestStack},
+};
+use futures_util::{pin_mut, StreamExt};
+use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+
+const CHUNKS_PER_DOC: usize = 10;
+const WORDS_PER_CHUNK: usize = 100;
+const VOCABULARY: usize = 50_000;
+const CENTRES: usize = 2_000;
+/// Documents ingested through Coach's `add` (the rest are bulk-loaded).
+const INGEST_DOCS: usize = 500;
+const QUERIES: usize = 200;
+/// Documents generated and copied at a time.
+const BATCH: usize = 5_000;
+const TENANT: &str = "big";
+
+/// The made-up word of rank `i`: four consonant-vowel syllables.
+fn word(i: usize) -> String {
+    const SYLLABLES: [&str; 16] =
+        ["ka", "lo", "mi", "ne", "pu", "ra", "so", "ti", "vu", "ze", "ba", "do", "fi", "gu", "ho", "ju"];
+    (0..4).map(|k| SYLLABLES[(i >> (4 * k)) & 15]).collect()
+}
+
+/// Zipf's law over the vocabulary: draws a word rank (0 = the most common).
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|r| {
+                total += 1.0 / r as f64;
+                total
+            })
+            .collect::<Vec<_>>();
+        Self { cumulative: cumulative.iter().map(|c| c / total).collect() }
+    }
+
+    fn rank(&self, rng: &mut fastrand::Rng) -> usize {
+        let x = rng.f64();
+        self.cumulative.partition_point(|c| *c < x).min(self.cumulative.len() - 1)
+    }
+}
+
+struct Corpus {
+    words: Vec<String>,
+    zipf: Zipf,
+    centres: Vec<Vec<f32>>,
+}
+
+impl Corpus {
+    fn new() -> Self {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let centres = (0..CENTRES)
+            .map(|_| {
+                let mut v: Vec<f32> = (0..DIMS).map(|_| rng.f32() * 2.0 - 1.0).collect();
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect();
+        Self { words: (0..VOCABULARY).map(word).collect(), zipf: Zipf::new(VOCABULARY), centres }
+    }
+
+    /// A vector near centre `c`: cosine about 0.7 to it.
+    fn near(&self, rng: &mut fastrand::Rng, c: usize, spread: f32) -> Vec<f32> {
+        self.centres[c].iter().map(|x| x + (rng.f32() * 2.0 - 1.0) * spread).collect()
+    }
+
+    /// Document `d`, the same every time.
+    fn document(&self, d: usize) -> Shard {
+        let mut rng = fastrand::Rng::with_seed(d as u64 + 1);
+        let mut vectors = Vec::with_capacity(CHUNKS_PER_DOC * DIMS);
+        let chunks = (0..CHUNKS_PER_DOC)
+            .map(|c| {
+                let mut text: Vec<&str> =
+                    (0..WORDS_PER_CHUNK).map(|_| self.words[self.zipf.rank(&mut rng)].as_str()).collect();
+                let marker = format!("zq{d}x");
+                if c == 0 {
+                    text.insert(0, &marker);
+                }
+                let centre = rng.usize(..CENTRES);
+                vectors.extend(self.near(&mut rng, centre, 0.088));
+                Chunk { heading: Some(format!("Guide {d} > Section {c}")), text: text.join(" ") }
+            })
+            .collect();
+        Shard {
+            document_id: format!("01BENCH{d:019}"),
+            title: format!("guide-{d}.md"),
+            chunks,
+            embedding_model: Some(EMBEDDING_MODEL.to_owned()),
+            dims: DIMS as u32,
+            vectors,
+        }
+    }
+
+    /// A query for document `d`: its marker, three content words (ranks past the 100 most
+    /// common), plus `common` (a very common word) if given; and a vector near its first chunk.
+    fn query(&self, rng: &mut fastrand::Rng, d: usize, common: bool) -> (String, Vec<f32>) {
+        let doc = self.document(d);
+        let mut words = vec![format!("zq{d}x")];
+        while words.len() < 4 {
+            let rank = self.zipf.rank(rng);
+            if rank >= 100 {
+                words.push(self.words[rank].clone());
+            }
+        }
+        if common {
+            words.push(self.words[2].clone());
+        }
+        let vector = doc.vectors[..DIMS].iter().map(|x| x + (rng.f32() * 2.0 - 1.0) * 0.04).collect();
+        (words.join(" "), vector)
+    }
+}
+
+async fn connect(stack: &TestStack) -> tokio_postgres::Client {
+    let url = Postgres::shared().url(stack.database.as_deref().expect("a Postgres stack"));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
+/// Writes documents `from..to` of the tenant with `COPY`, as ingest would have (documents,
+/// chunks, vectors in the model's table, whose HNSW index is dropped first).
+async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usize) {
+    let client = connect(stack).await;
+    let table = vector_table(EMBEDDING_MODEL, DIMS as u32);
+    client.batch_execute(&format!("DROP INDEX IF EXISTS {table}_hnsw")).await.unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE TEMPORARY TABLE staged (document_id text, chunk int4, embedding vector({DIMS}))"
+        ))
+        .await
+        .unwrap();
+    let vector_type = client.prepare("SELECT $1::vector").await.unwrap().params()[0].clone();
+    let mut start = from;
+    while start < to {
+        let end = (start + BATCH).min(to);
+        let corpus = corpus.clone();
+        let docs: Vec<Shard> =
+            tokio::task::spawn_blocking(move || (start..end).map(|d| corpus.document(d)).collect()).await.unwrap();
+        let sink = client
+            .copy_in("COPY coach_documents (scope, document_id, title, source_etag, embedding_model, dims, chunks) FROM STDIN BINARY")
+            .await
+            .unwrap();
+        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::INT4];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        pin_mut!(writer);
+        for doc in &docs {
+            let (dims, chunks) = (DIMS as i32, doc.chunks.len() as i32);
+            writer
+                .as_mut()
+                .write(&[&TENANT, &doc.document_id, &doc.title, &"bulk", &EMBEDDING_MODEL, &dims, &chunks])
+                .await
+                .unwrap();
+        }
+        writer.finish().await.unwrap();
+        let sink = client
+            .copy_in("COPY coach_chunks (scope, document_id, chunk, heading, body) FROM STDIN BINARY")
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT]);
+        pin_mut!(writer);
+        for doc in &docs {
+            for (c, chunk) in doc.chunks.iter().enumerate() {
+                let c = c as i32;
+                writer.as_mut().write(&[&TENANT, &doc.document_id, &c, &chunk.heading, &chunk.text]).await.unwrap();
+            }
+        }
+        writer.finish().await.unwrap();
+        let sink = client.copy_in("COPY staged (document_id, chunk, embedding) FROM STDIN BINARY").await.unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::INT4, vector_type.clone()]);
+        pin_mut!(writer);
+        for doc in &docs {
+            for c in 0..doc.chunks.len() {
+                let v = pgvector::Vector::from(doc.vectors[c * DIMS..(c + 1) * DIMS].to_vec());
+                writer.as_mut().write(&[&doc.document_id, &(c as i32), &v]).await.unwrap();
+            }
+        }
+        writer.finish().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {table} (chunk_id, scope, embedding)
+                 SELECT c.id, '{TENANT}', s.embedding FROM staged s
+                 JOIN coach_chunks c ON c.scope = '{TENANT}' AND c.document_id = s.document_id AND c.chunk = s.chunk;
+                 TRUNCATE staged;"
+            ))
+            .await
+            .unwrap();
+        start = end;
+    }
+}
+
+/// Builds the HNSW index of the model's table (as Coach's schema defines it) and analyses.
+async fn build_index(stack: &TestStack) -> Duration {
+    let client = connect(stack).await;
+    let table = vector_table(EMBEDDING_MODEL, DIMS as u32);
+    let started = Instant::now();
+    client
+        .batch_execute(&format!(
+            "SET maintenance_work_mem = '4GB'; SET max_parallel_maintenance_workers = 1;
+             CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_cosine_ops);
+             ANALYZE;"
+        ))
+        .await
+        .unwrap();
+    started.elapsed()
+}
+
+/// Searches `queries` (warm: each statement prepared and the data read once before);
+/// returns the times and how often the marked chunk ranked first.
+async fn search(
+    index: &Arc<dyn PassageSearch>,
+    queries: &[(String, Vec<f32>, String)],
+    vectors: bool,
+) -> (Vec<Duration>, usize) {
+    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let run = |text: &str, vector: &[f32]| {
+        let vector: QueryVector = if vectors {
+            let v = vector.to_vec();
+            Box::pin(async move { Some((EMBEDDING_MODEL, v)) })
+        } else {
+            Box::pin(async { None })
+        };
+        let (index, ranking, text) = (index.clone(), ranking.clone(), text.to_owned());
+        async move { index.search(TENANT, &text, vector, &ranking).await.expect("search") }
+    };
+    for (text, vector, _) in queries.iter().take(10) {
+        run(text, vector).await;
+    }
+    let (mut times, mut first) = (Vec::new(), 0);
+    for (text, vector, expected) in queries {
+        let started = Instant::now();
+        let passages = run(text, vector).await;
+        times.push(started.elapsed());
+        assert!(passages.len() <= 10);
+        if passages.first().is_some_and(|p| &p.source.document_id == expected && p.source.chunk == 0) {
+            first += 1;
+        }
+    }
+    (times, first)
+}
+
+fn queries(corpus: &Corpus, docs: usize, common: bool) -> Vec<(String, Vec<f32>, String)> {
+    let mut rng = fastrand::Rng::with_seed(if common { 99 } else { 42 });
+    (0..QUERIES)
+        .map(|_| {
+            let d = rng.usize(..docs);
+            let (text, vector) = corpus.query(&mut rng, d, common);
+            (text, vector, format!("01BENCH{d:019}"))
+        })
+        .collect()
+}
+
+fn first(label: &str, hits: usize) {
+    println!("  {label}: the marked chunk first in {hits} of {QUERIES}");
+}
+
+#[tokio::main]
+async fn main() {
+    let docs: usize = std::env::var("BENCH_PG_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    // Memory for the server, as a database instance for this size would have.
+    Postgres::configure(&["shared_buffers=4GB", "max_wal_size=8GB", "checkpoint_timeout=30min"]);
+    let corpus = Arc::new(Corpus::new());
+    println!(
+        "postgres index store: tenant of {docs} documents, {} chunks, {WORDS_PER_CHUNK} words each (Zipf over \
+         {VOCABULARY}), {DIMS}-d vectors in {CENTRES} clusters",
+        docs * CHUNKS_PER_DOC
+    );
+    let lexical = ("COACH_EMBEDDING_PROVIDER", "none");
+    let stack = TestStack::with_store(Store::Postgres, &[lexical]).await;
+    let index = stack.document_index();
+
+    // Coach's schema and the model's vector table, from a first document through `add`.
+    let seed = corpus.document(docs - 1);
+    let key = format!("uploads/{TENANT}/{}/seed.md", seed.document_id);
+    stack.put(&key, b"seed").await;
+    let etag = head(&stack, &key).await;
+    index.add(&Scope::Tenant(TENANT.into()), seed, &key, &etag).await.expect("first document");
+
+    // 1. Load.
+    let bulk = docs - INGEST_DOCS;
+    let started = Instant::now();
+    bulk_load(&corpus, &stack, 0, bulk).await;
+    let loaded = started.elapsed();
+    let built = build_index(&stack).await;
+    println!(
+        "1. bulk load of {bulk} documents ({} chunks): {:.0} s ({:.0} chunks/s); HNSW build: {:.0} s",
+        bulk * CHUNKS_PER_DOC,
+        loaded.as_secs_f64(),
+        (bulk * CHUNKS_PER_DOC) as f64 / loaded.as_secs_f64(),
+        built.as_secs_f64()
+    );
+
+    // 2. Ingest through Coach's `add`.
+    let mut sources = Vec::new();
+    for d in bulk..docs - 1 {
+        let key = format!("uploads/{TENANT}/01BENCH{d:019}/guide.md");
+        stack.put(&key, b"source").await;
+        sources.push((d, key.clone(), head(&stack, &key).await));
+    }
+    let started = Instant::now();
+    let adds = sources.iter().map(|(d, key, etag)| {
+        let (index, corpus) = (index.clone(), corpus.clone());
+        async move {
+            let doc = corpus.document(*d);
+            index.add(&Scope::Tenant(TENANT.into()), doc, key, etag).await.expect("add")
+        }
+    });
+    let added: Vec<_> = futures_util::stream::iter(adds).buffer_unordered(8).collect().await;
+    let took = started.elapsed();
+    assert!(added.iter().all(|a| *a == coach::store::Added::Indexed));
+    println!(
+        "2. ingest through DocumentIndex::add, 8 at a time, into the loaded tenant: {} documents ({} chunks, \
+         {DIMS}-d) in {:.1} s: {:.1} documents/s, {:.0} chunks/s",
+        added.len(),
+        added.len() * CHUNKS_PER_DOC,
+        took.as_secs_f64(),
+        added.len() as f64 / took.as_secs_f64(),
+        (added.len() * CHUNKS_PER_DOC) as f64 / took.as_secs_f64()
+    );
+    let rows = stack.sql(&format!("SELECT count(*) FROM coach_chunks WHERE scope = '{TENANT}'"));
+    println!(
+        "   rows: {rows} chunks; database size {}",
+        stack.sql("SELECT pg_size_pretty(pg_database_size(current_database()))")
+    );
+
+    // 3. Search.
+    let search_pg = stack.passage_search();
+    let plain = queries(&corpus, docs, false);
+    let common = queries(&corpus, docs, true);
+    println!("3. PassageSearch::search top-10, warm, {QUERIES} queries each:");
+    let (times, hits) = search(&search_pg, &plain, true).await;
+    report("  postgres hybrid (marker + 3 content words + vector)", &times);
+    first("hybrid", hits);
+    let (times, hits) = search(&search_pg, &plain, false).await;
+    report("  postgres words only", &times);
+    first("words only", hits);
+    let (times, hits) = search(&search_pg, &common, true).await;
+    report("  postgres hybrid, with a very common word", &times);
+    first("hybrid, common word", hits);
+
+    // 4. The S3 store at 100,000 chunks, same run, same queries over its documents.
+    let s3 = TestStack::with_env(&[lexical]).await;
+    let small = 10_000.min(docs);
+    let shards: Vec<Shard> = (0..small).map(|d| corpus.document(d)).collect();
+    s3.seed_index(&Scope::Tenant(TENANT.into()), shards, 32 << 20).await;
+    let search_s3 = s3.passage_search();
+    let plain = queries(&corpus, small, false);
+    let common = queries(&corpus, small, true);
+    println!("4. baseline: the S3 store, tenant of {small} documents ({} chunks), warm:", small * CHUNKS_PER_DOC);
+    let (times, hits) = search(&search_s3, &plain, true).await;
+    report("  s3 hybrid", &times);
+    first("s3 hybrid", hits);
+    let (times, hits) = search(&search_s3, &common, true).await;
+    report("  s3 hybrid, with a very common word", &times);
+    first("s3 hybrid, common word", hits);
+}
+
+async fn head(stack: &TestStack, key: &str) -> String {
+    let head = stack.aws.s3.head_object().bucket(&stack.config.bucket).key(key).send().await.unwrap();
+    head.e_tag().unwrap().to_owned()
+}

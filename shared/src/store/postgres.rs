@@ -21,8 +21,10 @@
 //! at the version read ([`DocumentIndex::add`]); readers see the whole old or the whole new.
 //!
 //! Search is one statement, prepared once per connection: the best [`Ranking::window`]
-//! chunks by `ts_rank` and the nearest as many by cosine distance (HNSW, iterative scan so
-//! the scope filter cannot starve it), fused by reciprocal rank in SQL.
+//! chunks by their words (inverse document frequencies from the planner's statistics, then
+//! `ts_rank`; words too common to be worth their cost left out, see [`QUERY_WORDS`]) and the
+//! nearest as many by cosine distance (HNSW, iterative scan so the scope filter cannot
+//! starve it), fused by reciprocal rank in SQL.
 //!
 //! Connections ([`Database`]): a small pool per function instance (kept across invocations), TLS verified
 //! against the system's roots plus the CA in the Coach secret (`postgres_ca_pem`), the
@@ -112,6 +114,9 @@ pub struct PgConfig {
     pub pool_size: usize,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+    /// Most rows (of the whole table, estimated) a query word may match and still be searched
+    /// (0: every word is); see [`QUERY_WORDS`].
+    pub word_rows: u64,
     /// HNSW candidate list size (recall against speed). A search asking for more (the
     /// fusion window) gets them all the same: the scan is iterative.
     pub ef_search: u32,
@@ -155,6 +160,7 @@ impl PgConfig {
             connect_timeout: Duration::from_secs(env.number("COACH_PG_CONNECT_TIMEOUT_SECS", 3, 1, 60)?),
             statement_timeout: Duration::from_secs(env.number("COACH_PG_STATEMENT_TIMEOUT_SECS", 10, 1, 900)?),
             ef_search: env.number("COACH_PG_EF_SEARCH", 100, 10, 1000)? as u32,
+            word_rows: env.number("COACH_PG_WORD_ROWS", 20_000, 0, 1_000_000_000)?,
         }))
     }
 }
@@ -518,6 +524,7 @@ impl PgIndex {
         let top_k = ranking.top_k as i64;
         let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
         let max_distance = 1.0 - f64::from(ranking.min_similarity);
+        let word_rows = self.db.config.word_rows as f64;
         let (tenant, query) = (tenant.to_owned(), query.to_owned());
         self.db
             .with_client("search the index", move |client| {
@@ -532,11 +539,13 @@ impl PgIndex {
                     let result = match &vector {
                         Some((_, v)) => {
                             let v = Vector::from(v.clone());
-                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-                                [&query, &tenant, &window, &min_score, &top_k, &v, &max_distance, &weight];
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                                [&query, &tenant, &window, &min_score, &top_k, &word_rows, &v, &max_distance, &weight];
                             client.query(&statement, &params).await
                         }
-                        None => client.query(&statement, &[&query, &tenant, &window, &min_score, &top_k]).await,
+                        None => {
+                            client.query(&statement, &[&query, &tenant, &window, &min_score, &top_k, &word_rows]).await
+                        }
                     };
                     match result {
                         Err(e) if is_undefined_table(&e) => Ok(Err(e)),
@@ -603,19 +612,55 @@ fn tls(ca_pem: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect,
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// The query's words, as the search statement weighs them: PostgreSQL's English stemming and
+/// stop words (`to_tsvector`), each word's share of the table's chunks from the planner's
+/// statistics (`pg_stats`, kept by autovacuum's ANALYZE), its BM25 inverse document
+/// frequency from that, and the words actually searched: those estimated to match at most $6
+/// rows (0: every word), or if none is, the one matching fewest. A word in a large share of
+/// the chunks (a corpus' own stop word) ranks little in BM25 and costs the most to rank
+/// (every chunk it matches is read), so at scale it is left out; in a small table, nothing
+/// is. Words missing from the statistics (the rare ones, or a table not analysed yet) count
+/// as matching nothing yet.
+const QUERY_WORDS: &str = r#"lexemes AS (
+    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
+), chunks AS (
+    SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = 'coach_chunks'::regclass
+), estimated AS (
+    SELECT l.lexeme, least(coalesce(s.share::float8 * chunks.n, 0), chunks.n) AS rows, chunks.n
+    FROM lexemes l
+    CROSS JOIN chunks
+    LEFT JOIN (
+        SELECT e.lexeme, st.most_common_elem_freqs[e.i] AS share
+        FROM pg_stats st, unnest(st.most_common_elems::text::text[]) WITH ORDINALITY AS e(lexeme, i)
+        WHERE st.schemaname = current_schema() AND st.tablename = 'coach_chunks' AND st.attname = 'words'
+    ) s ON s.lexeme = l.lexeme
+), searched AS (
+    SELECT lexeme, rows, n FROM estimated WHERE $6::float8 = 0 OR rows <= $6::float8
+    UNION ALL
+    SELECT * FROM (SELECT lexeme, rows, n FROM estimated ORDER BY rows, lexeme LIMIT 1) fewest
+    WHERE NOT EXISTS (SELECT 1 FROM estimated WHERE $6::float8 = 0 OR rows <= $6::float8)
+), terms AS (
+    SELECT ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS term,
+           ln(1 + (n - rows + 0.5) / (rows + 0.5)) AS idf
+    FROM searched
+), query AS (
+    SELECT coalesce(string_agg(term::text, ' | '), '')::tsquery AS q FROM terms
+)"#;
+
 /// The search statement, words only (`vectors: None`) or words and the vectors of a table
 /// (and its dimension). Parameters: $1 query text, $2 tenant, $3 window, $4 least fused
-/// score, $5 top_k; with vectors also $6 the query's vector, $7 greatest cosine distance, $8
-/// the vector ranking's weight.
+/// score, $5 top_k, $6 most rows a searched word may match (see [`QUERY_WORDS`]); with
+/// vectors also $7 the query's vector, $8 greatest cosine distance, $9 the vector ranking's
+/// weight.
 ///
-/// The query's words are matched as any of them: `plainto_tsquery` (English stemming, stop
-/// words dropped, no syntax to get wrong) with its ANDs made ORs, as BM25 scores any
-/// matching word. Each ranking keeps its best `window`; a chunk at rank r scores
-/// weight / (60 + r) in each, summed.
+/// The word ranking: chunks matching any searched word, by the sum of the inverse document
+/// frequencies of the words they hold (BM25 without its term-frequency part), then by
+/// `ts_rank` (which counts occurrences, normalised by length). Each ranking keeps its best
+/// `window`; a chunk at rank r scores weight / (60 + r) in each, summed.
 fn search_sql(vectors: Option<(&str, u32)>) -> String {
     let (nearest, semantic) = match vectors {
         Some((table, dims)) => {
-            let distance = distance("v.embedding", "$6", dims);
+            let distance = distance("v.embedding", "$7", dims);
             (
                 format!(
                     ", nearest AS MATERIALIZED (
@@ -628,22 +673,23 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
                 ),
                 "
     UNION ALL
-    SELECT id, $8::float8 / (60 + row_number() OVER (ORDER BY distance, id)) FROM nearest WHERE distance <= $7",
+    SELECT id, $9::float8 / (60 + row_number() OVER (ORDER BY distance, id)) FROM nearest WHERE distance <= $8",
             )
         }
         None => (String::new(), ""),
     };
     format!(
-        "WITH query AS (
-    SELECT replace(plainto_tsquery('english', $1)::text, ' & ', ' | ')::tsquery AS q
-), best_words AS (
-    SELECT c.id, ts_rank(c.words, query.q, 1) AS score
+        "WITH {QUERY_WORDS}, best_words AS (
+    SELECT c.id,
+           (SELECT sum(t.idf) FROM terms t WHERE c.words @@ t.term) AS weight,
+           ts_rank(c.words, query.q, 1) AS occurrences
     FROM coach_chunks c, query
     WHERE (c.scope = $2 OR c.scope = '_global') AND c.words @@ query.q
-    ORDER BY score DESC, c.id
+    ORDER BY weight DESC, occurrences DESC, c.id
     LIMIT $3
 ){nearest}, ranked AS (
-    SELECT id, 1.0::float8 / (60 + row_number() OVER (ORDER BY score DESC, id)) AS score FROM best_words{semantic}
+    SELECT id, 1.0::float8 / (60 + row_number() OVER (ORDER BY weight DESC, occurrences DESC, id)) AS score
+    FROM best_words{semantic}
 ), fused AS (
     SELECT id, sum(score) AS score FROM ranked GROUP BY id
 )

@@ -428,3 +428,46 @@ async fn an_unreachable_database_is_a_503_for_chat_and_a_retry_for_ingest() {
     assert_eq!(report["components"]["postgres"]["reason"], "unreachable", "{report}");
     assert_eq!(report["components"]["s3"]["status"], "healthy", "{report}");
 }
+
+/// Passages' document ids for `query`, by words only, from a `PgIndex` with `word_rows`.
+async fn by_words(stack: &TestStack, word_rows: &str, query: &str) -> Vec<String> {
+    let stack = stack.with_more_env(&[("COACH_PG_WORD_ROWS", word_rows)]);
+    let search = stack.passage_search();
+    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let passages = search.search("acme", query, Box::pin(async { None }), &ranking).await.unwrap();
+    passages.into_iter().map(|p| p.source.document_id).collect()
+}
+
+#[tokio::test]
+async fn rare_words_weigh_more_and_the_corpus_own_stop_words_are_left_out() {
+    let stack = TestStack::with_store(Store::Postgres, &[LEXICAL]).await;
+    let index = stack.document_index();
+    // 40 documents say "meeting" (several times each); one of them also says "zqrare".
+    for i in 0..40 {
+        let id = format!("01JD3QA1B2C3D4E5F6G7H8J{i:03}");
+        let key = format!("uploads/acme/{id}/n.md");
+        let etag = put(&stack, &key, "x").await;
+        let text = if i == 7 { "meeting zqrare".to_owned() } else { "meeting meeting meeting notes".to_owned() };
+        index.add(&acme(), doc(&id, &[&text]), &key, &etag).await.unwrap();
+    }
+    let rare = "01JD3QA1B2C3D4E5F6G7H8J007".to_owned();
+    // Before statistics exist every word counts alike; after ANALYZE, the rare word leads
+    // although "meeting" occurs more often elsewhere.
+    stack.sql("ANALYZE coach_chunks");
+    let share = stack.sql(
+        "SELECT round(most_common_elem_freqs[array_position(most_common_elems::text::text[], 'meet')]::numeric, 2)
+         FROM pg_stats WHERE tablename = 'coach_chunks' AND attname = 'words'",
+    );
+    assert_eq!(share, "1.00", "the planner knows \"meeting\" is in every chunk");
+    let found = by_words(&stack, "0", "meeting zqrare").await;
+    assert_eq!(found.len(), 10, "every chunk matches a word: the top 10");
+    assert_eq!(found[0], rare, "the rare word weighs more");
+    // With at most 20 rows a word, "meeting" (40) is a stop word of this corpus: only the rare
+    // word is searched.
+    assert_eq!(by_words(&stack, "20", "meeting zqrare").await, vec![rare.clone()]);
+    // A query of common words only still searches the least common of them.
+    assert_eq!(by_words(&stack, "20", "meeting").await.len(), 10);
+    // Query text that could break a text-search query is just words.
+    assert!(by_words(&stack, "20", "' | & ! :* \\ (").await.is_empty());
+    assert_eq!(by_words(&stack, "20", "zqrare's 'zqrare' \\zqrare").await, vec![rare]);
+}

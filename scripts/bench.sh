@@ -44,6 +44,9 @@ cargo bench --locked -p coach-integration-tests --bench chat | tee "$out/chat.tx
 echo "bench: tenant index at scale"
 cargo bench --locked -p coach-integration-tests --bench index | tee "$out/index.txt"
 
+echo "bench: postgres index store at scale (1,000,000 chunks; BENCH_PG_DOCS sets the documents, 10 chunks each)"
+cargo bench --locked -p coach-integration-tests --bench postgres | tee "$out/postgres.txt"
+
 echo "bench: embedded embedding model"
 RAYON_NUM_THREADS=1 cargo bench --locked -p coach-integration-tests --bench embedding | tee "$out/embedding.txt"
 cargo bench --locked -p coach-integration-tests --bench embedding | tee -a "$out/embedding.txt"
@@ -73,6 +76,7 @@ echo "bench: summary (full output in $out/)"
 cat "$out/coldstart.txt"
 grep -E "^(chat|stream):|p50" "$out/chat.txt"
 grep -E "^(ingest|  checked|cold|  of which|  S3|warm|  handler|memory)" "$out/index.txt"
+grep -E "^(postgres|[0-9]\.|  )" "$out/postgres.txt"
 grep -E "^(embedding|kernels|load|query|ingest|memory)" "$out/embedding.txt"
 # Criterion: each benchmark's name, time [low estimate high], and throughput where measured.
 awk '/^[a-z0-9_]+\/[^ ]+$/ { name = $0; next }

@@ -5,7 +5,8 @@
 //!                                cargo bench -p coach-integration-tests --bench postgres)
 //!
 //! A synthetic tenant of `DOCS` documents of 10 chunks (1,000,000 chunks by default;
-//! `BENCH_PG_DOCS` sets it), each chunk 100 words drawn from a vocabulary of 50,000 made-up
+//! `BENCH_PG_DOCS` sets it; `BENCH_PG_HOLD=1` keeps the server up after the searches, to
+//! look at plans), each chunk 100 words drawn from a vocabulary of 50,000 made-up
 //! words with Zipf's law (as in natural text: a few very common words, a long tail), plus a
 //! marker word naming its document in its first chunk, and a 384-d vector near one of 2,000
 //! cluster centres (real embeddings cluster by topic; cosine to the centre about 0.7).
@@ -380,6 +381,21 @@ async fn main() {
     let (times, hits) = search(&search_pg, &common, true).await;
     report("  postgres hybrid, with a very common word", &times);
     first("hybrid, common word", hits);
+
+    // To look at the plans: the server stays up until the bench is stopped.
+    if std::env::var("BENCH_PG_HOLD").is_ok_and(|v| v == "1") {
+        println!(
+            "holding: {} (until SIGINT or SIGTERM)",
+            Postgres::shared().url(stack.database.as_deref().unwrap_or_default())
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        // Returning stops the server and removes its directory.
+        return;
+    }
 
     // 4. The S3 store at 100,000 chunks, same run, same queries over its documents.
     let s3 = TestStack::with_env(&[lexical]).await;

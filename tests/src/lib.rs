@@ -13,4 +13,5 @@ pub mod moto;
 pub mod postgres;
 pub mod queues;
 pub mod stack;
+pub mod tls_front;
 pub mod tokens;

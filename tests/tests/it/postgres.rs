@@ -9,7 +9,6 @@ use std::{collections::BTreeSet, sync::Arc};
 use async_trait::async_trait;
 use bytes::Bytes;
 use coach::{
-    documents::UploadRequest,
     ingest::{ObjectEvent, Outcome},
     model::{Chunk, Ranking, Scope, Shard},
     store::{
@@ -21,8 +20,9 @@ use coach::{
 use coach_testkit::{
     child::free_port,
     events,
+    flows::{add, chat, cited, created, erin, upload},
     postgres::Postgres,
-    stack::{ingest_deadline, unique_name, Deployment, Store, TestStack},
+    stack::{ingest_deadline, unique_name, Store, TestStack},
     tls_front::TlsFront,
     tokens,
 };
@@ -55,44 +55,8 @@ fn postgres_with_pgvector_runs_on_loopback() {
 /// These tests find documents by made-up marker words; embeddings would match loosely.
 const LEXICAL: (&str, &str) = ("COACH_EMBEDDING_PROVIDER", "none");
 
-fn who(tenant: &str, roles: &[&str]) -> (coach::auth::Principal, String) {
-    let principal = coach::auth::Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] };
-    (principal, tokens::for_test("erin", tenant, roles))
-}
-
-/// Creates a document record and puts its object, without ingesting: (id, key).
-async fn upload(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> (String, String) {
-    let request =
-        UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
-    let id = services.uploads.documents.create_upload(&who(tenant, &[]).0, &request).await.unwrap().document_id;
-    let key = format!("uploads/{tenant}/{id}/{name}");
-    stack.put(&key, body.as_bytes()).await;
-    (id, key)
-}
-
-fn created(key: &str) -> ObjectEvent {
-    ObjectEvent { created: true, key: key.to_owned() }
-}
-
-async fn add(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> String {
-    let (id, key) = upload(stack, services, tenant, name, body).await;
-    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
-    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
-    id
-}
-
-async fn chat(services: &Deployment, tenant: &str, message: &str) -> (StatusCode, Value) {
-    let token = tokens::for_test("alice", tenant, &["user"]);
-    let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&token));
-    let response = chat::handle(&services.chat, request).await;
-    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap())
-}
-
-/// The document ids cited for `message` (the `none` model answers with the passages).
-async fn cited(services: &Deployment, tenant: &str, message: &str) -> BTreeSet<String> {
-    let (status, reply) = chat(services, tenant, message).await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    reply["sources"].as_array().unwrap().iter().map(|s| s["document_id"].as_str().unwrap().to_owned()).collect()
+fn editor(tenant: &str) -> String {
+    tokens::for_test("erin", tenant, &["editor"])
 }
 
 fn acme() -> Scope {
@@ -226,7 +190,7 @@ async fn a_document_is_replaced_whole_or_not_at_all_and_a_failed_write_is_retrie
     assert_eq!(cited(&services, "acme", "zqnew").await, BTreeSet::from([id.clone()]));
     assert!(cited(&services, "acme", "zqold").await.is_empty());
     // A delete through the API removes its rows.
-    let token = who("acme", &["editor"]).1;
+    let token = editor("acme");
     let request = events::with("chat-post.json", "DELETE", &format!("/documents/{id}"), None, Some(&token));
     assert_eq!(upload_url::handle(&services.uploads, request).await.status(), StatusCode::NO_CONTENT);
     assert_eq!(count(&stack, "SELECT count(*) FROM coach_chunks"), 0);
@@ -419,7 +383,7 @@ async fn an_unreachable_database_is_a_503_for_chat_and_a_retry_for_ingest() {
     let (id, key) = upload(&stack, &services, "acme", "a.md", "# A\n\nzqa.\n").await;
     let failed = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await;
     assert_eq!(failed.expect_err("retried").status(), 503);
-    let record = services.uploads.documents.get(&who("acme", &[]).0, &id).await.unwrap();
+    let record = services.uploads.documents.get(&erin("acme"), &id).await.unwrap();
     assert_eq!(record.status.as_str(), "processing", "left for the retry (and the sweeper), not failed");
     // The health check names the database.
     let request = events::with("chat-post.json", "GET", "/health", None, None);

@@ -5,15 +5,11 @@
 //! Every test but the one about the S3 store's revalidation interval runs over both index
 //! stores (`s3::` and `postgres::`): segments in S3, and PostgreSQL with pgvector.
 
-use coach::{
-    documents::UploadRequest,
-    ingest::{ObjectEvent, Outcome},
-};
+use coach::ingest::{ObjectEvent, Outcome};
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
-    events,
+    flows::{add, chat},
     stack::{Deployment, Store, TestStack},
-    tokens,
 };
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
@@ -39,26 +35,10 @@ async fn add_shared(stack: &TestStack, services: &Deployment, name: &str, body: 
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
 }
 
-/// Uploads a markdown document for `tenant` and ingests it; returns its id.
-async fn add_for_tenant(stack: &TestStack, services: &Deployment, tenant: &str, name: &str, body: &str) -> String {
-    let who = coach::auth::Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] };
-    let request =
-        UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
-    let id = services.uploads.documents.create_upload(&who, &request).await.unwrap().document_id;
-    let key = format!("uploads/{tenant}/{id}/{name}");
-    stack.put(&key, body.as_bytes()).await;
-    let outcome =
-        services.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
-    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
-    id
-}
-
 async fn ask(services: &Deployment, tenant: &str, message: &str) -> Value {
-    let token = tokens::for_test("alice", tenant, &["user"]);
-    let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&token));
-    let response = chat::handle(&services.chat, request).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    serde_json::from_slice(response.body().as_ref()).unwrap()
+    let (status, reply) = chat(services, tenant, message).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply
 }
 
 fn titles(reply: &Value) -> Vec<String> {
@@ -110,22 +90,9 @@ async fn the_relevant_document_ranks_first_lexically(store: Store) {
 async fn tenants_never_retrieve_each_others_documents(store: Store) {
     let stack = TestStack::with_store(store, &[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
     let services = stack.deploy();
-    add_for_tenant(
-        &stack,
-        &services,
-        "acme",
-        "acme-handbook.md",
-        "# Expenses\n\nAcme reimburses travel within 30 days.\n",
-    )
-    .await;
-    add_for_tenant(
-        &stack,
-        &services,
-        "globex",
-        "globex-handbook.md",
-        "# Expenses\n\nGlobex reimburses travel within 10 days.\n",
-    )
-    .await;
+    add(&stack, &services, "acme", "acme-handbook.md", "# Expenses\n\nAcme reimburses travel within 30 days.\n").await;
+    add(&stack, &services, "globex", "globex-handbook.md", "# Expenses\n\nGlobex reimburses travel within 10 days.\n")
+        .await;
 
     let acme = ask(&services, "acme", "When is travel reimbursed?").await;
     assert_eq!(titles(&acme), vec!["acme-handbook.md"]);
@@ -139,13 +106,12 @@ async fn tenants_never_retrieve_each_others_documents(store: Store) {
 async fn a_new_upload_is_found_on_the_next_message(store: Store) {
     let stack = TestStack::with_store(store, &[("COACH_INDEX_REVALIDATE_SECS", "0")]).await;
     let services = stack.deploy();
-    add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
+    add(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
     assert!(ask(&services, "acme", "What is the parental leave policy?").await["sources"]
         .as_array()
         .unwrap()
         .is_empty());
-    add_for_tenant(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n")
-        .await;
+    add(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n").await;
     assert_eq!(titles(&ask(&services, "acme", "What is the parental leave policy?").await), vec!["leave.md"]);
 }
 
@@ -153,10 +119,9 @@ async fn a_new_upload_is_found_on_the_next_message(store: Store) {
 async fn the_index_listing_is_cached_within_its_interval() {
     let stack = TestStack::with_env(&[("COACH_INDEX_REVALIDATE_SECS", "3600")]).await;
     let services = stack.deploy();
-    add_for_tenant(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
+    add(&stack, &services, "acme", "a.md", "# Onboarding\n\nNew hires get a buddy.\n").await;
     ask(&services, "acme", "buddy").await;
-    add_for_tenant(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n")
-        .await;
+    add(&stack, &services, "acme", "leave.md", "# Parental leave\n\nParental leave is sixteen weeks.\n").await;
     assert!(ask(&services, "acme", "parental leave").await["sources"].as_array().unwrap().is_empty());
 }
 
@@ -203,9 +168,8 @@ async fn embeddings_from_the_fake_provider_drive_semantic_matches(store: Store) 
     )
     .await;
     let services = stack.deploy();
-    add_for_tenant(&stack, &services, "acme", "pto.md", "# Paid leave\n\nEveryone gets 25 days a year.\n").await;
-    add_for_tenant(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n")
-        .await;
+    add(&stack, &services, "acme", "pto.md", "# Paid leave\n\nEveryone gets 25 days a year.\n").await;
+    add(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n").await;
 
     // No word in common with pto.md: only the vectors can find it.
     let reply = ask(&services, "acme", "How much vacation do I get?").await;
@@ -227,9 +191,8 @@ async fn the_embedded_model_finds_a_document_with_no_word_in_common(store: Store
     let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "1")]).await;
     let services = stack.deploy();
     let pto = "# Paid leave\n\nEveryone gets 25 days a year.\n";
-    let id = add_for_tenant(&stack, &services, "acme", "pto.md", pto).await;
-    add_for_tenant(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n")
-        .await;
+    let id = add(&stack, &services, "acme", "pto.md", pto).await;
+    add(&stack, &services, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n").await;
     let acme = coach::model::Scope::Tenant("acme".into());
     let stored = stack.document_index().document(&acme, &id).await.unwrap().unwrap();
     assert_eq!(stored.embedding_model.as_deref(), Some("all-minilm-l6-v2"));
@@ -271,7 +234,7 @@ async fn reranked(
         ("b.md", "# B\n\nPlanning the quarter, planning the roadmap.\n"),
         ("c.md", "# C\n\nSome planning happens on Fridays.\n"),
     ] {
-        add_for_tenant(&stack, &services, "acme", name, body).await;
+        add(&stack, &services, "acme", name, body).await;
     }
     let reply = ask(&services, "acme", "planning").await;
     let scores = reply["sources"].as_array().unwrap().iter().map(|s| s["score"].clone()).collect();

@@ -25,19 +25,20 @@ mod reader;
 pub mod segment;
 mod writer;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 pub use cache::SegmentCache;
 pub use manifest::MERGE_FACTOR;
 pub use reader::{scope_name, IndexReader, Part, LOAD_PARALLELISM};
 pub use writer::IndexWriter;
 
-use std::sync::Arc;
-
 use crate::{
     config::{ConfigError, Env},
     secrets::Secrets,
-    store::{AwsClients, DocumentIndex, PassageSearch, PgConfig, PgIndex, Probe},
+    store::{
+        postgres::{PgSecret, SecretReader},
+        AwsClients, DocumentIndex, PassageSearch, PgConfig, PgIndex, Probe,
+    },
 };
 
 /// Fields of the Coach secret the Postgres index store reads.
@@ -60,10 +61,10 @@ impl Index {
     pub fn from_env(env: &Env, aws: &AwsClients, secrets: &Secrets) -> Result<Self, ConfigError> {
         let Some(config) = PgConfig::from_env(env)? else { return Ok(Index::S3(IndexConfig::from_env(env)?)) };
         let secrets = secrets.clone();
-        let reader: crate::store::postgres::SecretReader = Arc::new(move || {
+        let reader: SecretReader = Arc::new(move || {
             let secrets = secrets.clone();
             Box::pin(async move {
-                Ok(crate::store::postgres::PgSecret {
+                Ok(PgSecret {
                     password: secrets.field(PG_PASSWORD_FIELD).await?,
                     ca_pem: secrets.field(PG_CA_FIELD).await?,
                 })

@@ -111,8 +111,10 @@ pub fn rate_limited(reason: &str) {
 /// segment that is not one of Coach's route words replaced by `{id}`, so ids (and any path a
 /// caller invents) never become dimensions of their own; past 4 segments, `other`.
 pub fn route_template(method: &str, path: &str) -> String {
-    const WORDS: [&str; 11] = [
+    const WORDS: [&str; 13] = [
         "health",
+        "live",
+        "ready",
         "me",
         "chat",
         "stream",
@@ -168,6 +170,7 @@ mod tests {
         assert_eq!(route_template("POST", "/chat"), "POST /chat");
         assert_eq!(route_template("POST", "/chat/stream/"), "POST /chat/stream");
         assert_eq!(route_template("GET", "/"), "GET /");
+        assert_eq!(route_template("GET", "/health/live"), "GET /health/live");
         assert_eq!(route_template("GET", "/wp-admin/setup.php"), "GET /{id}/{id}");
         assert_eq!(route_template("GET", "/a/b/c/d/e"), "GET other");
     }

@@ -8,7 +8,8 @@
 //!
 //! | route | who |
 //! |---|---|
-//! | `GET /health` | anyone |
+//! | `GET /health`, `GET /health/ready` | anyone: 200 when every dependency answers, else 503 |
+//! | `GET /health/live` | anyone: 200 while the function runs, no dependency called |
 //! | `GET /me` | any authenticated caller |
 //! | `POST /chat` | role `user` |
 //! | `GET /sessions`, `POST /sessions` | role `user` |
@@ -121,8 +122,12 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
     match (segments.as_slice(), method) {
-        (["health"], &Method::GET) => Ok(health(state, request_id).await),
-        (["health"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
+        // Readiness: every dependency answers (`/health` is the same check, kept for callers
+        // of the first API).
+        (["health"] | ["health", "ready"], &Method::GET) => Ok(health(state, request_id).await),
+        // Liveness: the process answers; no dependency is called.
+        (["health", "live"], &Method::GET) => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
+        (["health"] | ["health", "ready" | "live"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
         (["me"], &Method::GET) => me(state, req).await,
         (["me"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
         (["chat"], &Method::POST) => post_chat(state, req).await,

@@ -91,3 +91,37 @@ async fn unknown_route_is_json_404_and_wrong_method_405() {
     assert_eq!(response.headers()["allow"], "GET");
     assert_eq!(body(&response)["error"]["code"], "method_not_allowed");
 }
+
+#[tokio::test]
+async fn liveness_calls_no_dependency_and_readiness_checks_them_all() {
+    // No bucket, no table: not ready, but alive.
+    let state = TestStack::without_resources(&[]).await.deploy();
+    let get = |path: &str| {
+        let request = events::http_request("chat-health.json", "r");
+        let (mut parts, body) = request.into_parts();
+        parts.uri = format!("https://api.example.com{path}").parse().unwrap();
+        lambda_http::Request::from_parts(parts, body)
+    };
+    let live = chat::handle(&state.chat, get("/health/live")).await;
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(body(&live), json!({"status": "live"}));
+    let ready = chat::handle(&state.chat, get("/health/ready")).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let report = body(&ready);
+    assert_eq!(report["components"]["s3"]["reason"], "not_found");
+    assert_eq!(report["components"]["dynamodb"]["reason"], "not_found");
+    assert_eq!(report["error"]["code"], "service_unavailable");
+
+    // With both: ready, with the same report as /health.
+    let state = TestStack::new().await.deploy();
+    let ready = chat::handle(&state.chat, get("/health/ready")).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(body(&ready)["status"], "healthy");
+    assert_eq!(body(&ready)["components"].as_object().unwrap().len(), 2);
+    // Only GET.
+    let mut post = get("/health/live");
+    *post.method_mut() = lambda_http::http::Method::POST;
+    let refused = chat::handle(&state.chat, post).await;
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(refused.headers()["allow"], "GET");
+}

@@ -7,7 +7,11 @@
 //! are recorded in the global scope, which every tenant can retrieve from and no tenant can
 //! write to. Deleting a document removes its object, its index shard, then its record.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +33,22 @@ pub struct UploadRequest {
     pub size_bytes: u64,
 }
 
+/// Body of `POST /documents`: a text document sent inline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineDocument {
+    pub filename: String,
+    pub content: String,
+    pub content_type: String,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Most metadata entries an inline document may carry, and their sizes in characters.
+const MAX_METADATA_ENTRIES: usize = 16;
+const MAX_METADATA_KEY_CHARS: usize = 64;
+const MAX_METADATA_VALUE_CHARS: usize = 512;
+
 /// Answer to `POST /uploads`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Upload {
@@ -42,18 +62,24 @@ pub struct Upload {
 /// How long a `pending` record outlives its upload URL before DynamoDB's TTL removes it.
 pub const PENDING_GRACE_SECS: u64 = 24 * 3600;
 
-/// Upload limits (`COACH_MAX_UPLOAD_BYTES`, `COACH_UPLOAD_URL_TTL_SECS`).
+/// Upload limits (`COACH_MAX_UPLOAD_BYTES`, `COACH_UPLOAD_URL_TTL_SECS`,
+/// `COACH_INLINE_UPLOAD_MAX_BYTES`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadConfig {
     pub max_bytes: u64,
     pub url_ttl: Duration,
+    /// Largest text sent inline (`POST /documents`), in bytes: under API Gateway's and
+    /// Lambda's request limits (10 MB, 6 MB) with room for JSON's escaping.
+    pub inline_max_bytes: u64,
 }
 
 impl UploadConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let max_bytes = max_upload_bytes(env)?;
         Ok(Self {
-            max_bytes: max_upload_bytes(env)?,
+            max_bytes,
             url_ttl: Duration::from_secs(env.number("COACH_UPLOAD_URL_TTL_SECS", 300, 60, 3600)?),
+            inline_max_bytes: env.number("COACH_INLINE_UPLOAD_MAX_BYTES", 1 << 20, 1, 2 << 20)?.min(max_bytes),
         })
     }
 }
@@ -61,6 +87,29 @@ impl UploadConfig {
 /// The largest document accepted (`COACH_MAX_UPLOAD_BYTES`), read by upload-url and ingest.
 pub fn max_upload_bytes(env: &Env) -> Result<u64, ConfigError> {
     env.number("COACH_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, 1, 100 * 1024 * 1024)
+}
+
+/// Metadata of an inline document: at most [`MAX_METADATA_ENTRIES`] entries, keys of
+/// letters, digits, `_`, `-` and `.`, values without control characters, both bounded.
+fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Error> {
+    if metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(Error::BadRequest(format!("metadata has more than {MAX_METADATA_ENTRIES} entries")));
+    }
+    for (key, value) in metadata {
+        let key_ok = (1..=MAX_METADATA_KEY_CHARS).contains(&key.chars().count())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !key_ok {
+            return Err(Error::BadRequest(format!(
+                "metadata keys are 1-{MAX_METADATA_KEY_CHARS} letters, digits, '_', '-' or '.'"
+            )));
+        }
+        if value.chars().count() > MAX_METADATA_VALUE_CHARS || value.chars().any(char::is_control) {
+            return Err(Error::BadRequest(format!(
+                "metadata value of {key:?}: at most {MAX_METADATA_VALUE_CHARS} characters, no control characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Longest file name kept, in characters.
@@ -153,6 +202,7 @@ impl Documents {
             size_bytes: req.size_bytes,
             key: &key,
             uploaded_by: &who.user_id,
+            metadata: None,
         };
         // A record whose upload never comes expires (DynamoDB TTL) a day after its URL does.
         let expires_at = (now + self.uploads.url_ttl.as_millis() as u64) / 1000 + PENDING_GRACE_SECS;
@@ -165,6 +215,65 @@ impl Documents {
             headers: presigned.headers.into_iter().collect(),
             expires_at: rfc3339(now + self.uploads.url_ttl.as_millis() as u64),
         })
+    }
+
+    /// Largest text accepted inline, in bytes.
+    pub fn inline_max_bytes(&self) -> usize {
+        self.uploads.inline_max_bytes as usize
+    }
+
+    /// Stores a text document sent inline (`POST /documents`) under the same key layout as
+    /// an upload, with a `pending` record (and its metadata), so the same ingest path reads
+    /// it. Returns the new document's id.
+    pub async fn create_inline(&self, who: &Principal, req: &InlineDocument) -> Result<String, Error> {
+        let kind = Kind::from_content_type(&req.content_type).filter(|k| *k != Kind::Pdf).ok_or_else(|| {
+            Error::UnsupportedMediaType(format!(
+                "content_type {:?} is not accepted inline; use text/plain, text/markdown or text/html \
+                 (other files go through POST /uploads)",
+                req.content_type.chars().take(100).collect::<String>()
+            ))
+        })?;
+        let filename = safe_filename(&req.filename);
+        if Kind::from_filename(&filename).is_some_and(|k| k != kind) {
+            return Err(Error::BadRequest("the file extension does not match content_type".into()));
+        }
+        let size = req.content.len() as u64;
+        if size == 0 {
+            return Err(Error::BadRequest("content is empty".into()));
+        }
+        if size > self.uploads.inline_max_bytes {
+            return Err(Error::PayloadTooLarge(format!(
+                "content is {size} bytes; the inline limit is {} bytes (larger files go through POST /uploads)",
+                self.uploads.inline_max_bytes
+            )));
+        }
+        if let Some(metadata) = &req.metadata {
+            validate_metadata(metadata)?;
+        }
+        let id = self.ids.next().to_string();
+        let key = format!("uploads/{}/{id}/{filename}", who.tenant);
+        let now = now_ms();
+        let record = NewDocument {
+            document_id: &id,
+            filename: &filename,
+            kind,
+            size_bytes: size,
+            key: &key,
+            uploaded_by: &who.user_id,
+            metadata: req.metadata.as_ref(),
+        };
+        let scope = Scope::Tenant(who.tenant.clone());
+        // Like an upload's: a record whose object never lands expires, a day on.
+        self.records.create(&scope, &record, now, now / 1000 + PENDING_GRACE_SECS).await?;
+        let body = bytes::Bytes::copy_from_slice(req.content.as_bytes());
+        if let Err(e) = self.blobs.put(&key, body, kind.content_type()).await {
+            // Nothing was stored: no record either (best effort; the TTL removes it otherwise).
+            if let Err(cleanup) = self.records.delete(&scope, &id).await {
+                tracing::warn!(error = %cleanup, "could not remove the record of a failed inline upload");
+            }
+            return Err(e.into());
+        }
+        Ok(id)
     }
 
     /// The caller's tenant's documents, newest first.

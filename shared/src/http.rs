@@ -33,6 +33,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// [`MAX_BODY_BYTES`], 400 for bad JSON, unknown fields or wrong types. Error messages name
 /// fields and positions, never echo the body (it may hold message text).
 pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Error> {
+    json_body_within(req, MAX_BODY_BYTES)
+}
+
+/// [`json_body`] for a route that takes bodies up to `max_bytes` (a document's text).
+pub fn json_body_within<T: serde::de::DeserializeOwned>(req: &Request, max_bytes: usize) -> Result<T, Error> {
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
         let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
         if !essence.eq_ignore_ascii_case("application/json") {
@@ -40,8 +45,8 @@ pub fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Err
         }
     }
     let body = req.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Error::PayloadTooLarge(format!("request body is over {MAX_BODY_BYTES} bytes")));
+    if body.len() > max_bytes {
+        return Err(Error::PayloadTooLarge(format!("request body is over {max_bytes} bytes")));
     }
     if body.is_empty() {
         return Err(Error::BadRequest("request body is empty; send a JSON object".into()));

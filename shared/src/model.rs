@@ -264,6 +264,9 @@ pub struct Document {
     /// ETag of the version last indexed (not sent to callers).
     #[serde(skip)]
     pub etag: Option<String>,
+    /// What the uploader attached to an inline upload (`POST /documents`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A document record about to be created, `pending` until its upload is ingested.
@@ -276,6 +279,8 @@ pub struct NewDocument<'a> {
     pub key: &'a str,
     /// The uploader's user id (shared docs have none, and their records do not keep one).
     pub uploaded_by: &'a str,
+    /// Key-value pairs the uploader attached (inline uploads).
+    pub metadata: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 /// How ingestion of a document ended.

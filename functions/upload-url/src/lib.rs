@@ -3,6 +3,7 @@
 //! | route | who |
 //! |---|---|
 //! | `POST /uploads` `{filename, content_type, size_bytes}` | role `editor` |
+//! | `POST /documents` `{filename, content, content_type, metadata?}` | role `editor`: a text document inline |
 //! | `GET /documents?limit=&cursor=` | role `user` |
 //! | `GET /documents/{id}` | role `user` |
 //! | `DELETE /documents/{id}` | role `editor` |
@@ -15,8 +16,11 @@ use std::sync::Arc;
 use coach::{
     auth::{Authenticator, Principal, Role},
     config::{Env, StartupError},
-    documents::{Documents, UploadConfig, UploadRequest},
-    http::{empty_response, error_response, json_body, json_response, query_limit, query_param, request_id},
+    documents::{Documents, InlineDocument, UploadConfig, UploadRequest},
+    http::{
+        empty_response, error_response, json_body, json_body_within, json_response, query_limit, query_param,
+        request_id,
+    },
     index::Index,
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
@@ -85,7 +89,8 @@ async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
         (["uploads"], &Method::POST) => create_upload(state, req).await,
         (["uploads"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
         (["documents"], &Method::GET) => list(state, req).await,
-        (["documents"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
+        (["documents"], &Method::POST) => create_inline(state, req).await,
+        (["documents"], _) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
         (["documents", "reembed"], &Method::POST) => reembed(state, req).await,
         (["documents", "reembed"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
         (["documents", id], &Method::GET) => get(state, req, id).await,
@@ -108,6 +113,20 @@ async fn create_upload(state: &State, req: &Request) -> Result<Response<Body>, E
     let input: UploadRequest = json_body(req)?;
     let upload = state.documents.create_upload(&who, &input).await?;
     Ok(json_response(StatusCode::CREATED, &upload))
+}
+
+/// `POST /documents` (editor): a text document sent inline, stored as an upload would be;
+/// 202 with `{document_id, status, status_url}`: ingest reads it as it reads uploads, and
+/// `GET /documents/{id}` follows it to `ready` or `failed`.
+async fn create_inline(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::Editor).await?;
+    state.limiter.check(&who).await?;
+    // The text, JSON-escaped, plus the other fields.
+    let limit = state.documents.inline_max_bytes().saturating_mul(2).saturating_add(64 * 1024);
+    let input: InlineDocument = json_body_within(req, limit)?;
+    let id = state.documents.create_inline(&who, &input).await?;
+    let body = json!({"document_id": id, "status": "pending", "status_url": format!("/documents/{id}")});
+    Ok(json_response(StatusCode::ACCEPTED, &body))
 }
 
 async fn list(state: &State, req: &Request) -> Result<Response<Body>, Error> {

@@ -304,6 +304,7 @@ impl Ingestor {
                 size_bytes: object.size,
                 key: &event.key,
                 uploaded_by: "",
+                metadata: None,
             };
             self.records.upsert(&target.scope, &record, now_ms()).await?;
         }

@@ -293,6 +293,12 @@ fn document_from(item: &Item) -> StoreResult<Document> {
         updated_at: rfc3339(number(item, "updated_at").unwrap_or(0)),
         key: text("key").unwrap_or_default(),
         etag: text("etag"),
+        metadata: match item.get("metadata") {
+            Some(AttributeValue::M(map)) => {
+                Some(map.iter().filter_map(|(k, v)| v.as_s().ok().map(|v| (k.clone(), v.clone()))).collect())
+            }
+            _ => None,
+        },
     })
 }
 
@@ -603,7 +609,8 @@ impl HistoryStore for DynamoTable {
 #[async_trait]
 impl DocumentStore for DynamoTable {
     async fn create(&self, scope: &Scope, doc: &NewDocument<'_>, now_ms: u64, expires_at: u64) -> StoreResult<()> {
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(&scope_pk(scope)))
@@ -620,8 +627,12 @@ impl DocumentStore for DynamoTable {
             .item("updated_at", n(now_ms))
             .item("expires_at", n(expires_at))
             .item("gsi1pk", s(UNFINISHED))
-            .item("gsi1sk", s(&unfinished_sk(now_ms, scope, doc.document_id)))
-            .condition_expression("attribute_not_exists(pk)")
+            .item("gsi1sk", s(&unfinished_sk(now_ms, scope, doc.document_id)));
+        if let Some(metadata) = doc.metadata.filter(|m| !m.is_empty()) {
+            let map = metadata.iter().map(|(k, v)| (k.clone(), s(v))).collect();
+            put = put.item("metadata", AttributeValue::M(map));
+        }
+        put.condition_expression("attribute_not_exists(pk)")
             .send()
             .await
             .map_err(|e| write_error("create document", e))?;

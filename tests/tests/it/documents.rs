@@ -801,3 +801,70 @@ async fn embedding_outages_are_retried_and_refusals_fail_the_document() {
     assert_eq!(doc["status"], "failed");
     assert_eq!(doc["error"], "the embedding service refused the request (status 401)");
 }
+
+#[tokio::test]
+async fn a_text_document_sent_inline_takes_the_upload_path_to_ready() {
+    let stack =
+        TestStack::with_env(&[("COACH_EMBEDDING_PROVIDER", "none"), ("COACH_INLINE_UPLOAD_MAX_BYTES", "2000")]).await;
+    let services = stack.deploy();
+    let body = json!({
+        "filename": "leave policy.md",
+        "content": "# Parental leave\n\nParental leave is zqsixteen weeks.\n",
+        "content_type": "text/markdown",
+        "metadata": {"team": "people", "source.system": "wiki"},
+    });
+    let (status, created) = call(&services, req("POST", "/documents", Some(body), &editor())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["document_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["status_url"], format!("/documents/{id}"));
+    // Stored under the upload layout, with its type; the record pending with its metadata.
+    let key = format!("uploads/acme/{id}/leave policy.md");
+    assert_eq!(stack.get_text(&key).await, "# Parental leave\n\nParental leave is zqsixteen weeks.\n");
+    let head = stack.aws.s3.head_object().bucket(&stack.config.bucket).key(&key).send().await.unwrap();
+    assert_eq!(head.content_type(), Some("text/markdown"));
+    let (_, record) = call(&services, req("GET", &format!("/documents/{id}"), None, &editor())).await;
+    assert_eq!(record["status"], "pending");
+    assert_eq!(record["size_bytes"], 53, "the bytes of the content");
+    assert_eq!(record["metadata"], json!({"team": "people", "source.system": "wiki"}));
+    // The S3 event runs the same ingest as for an upload.
+    let event = coach::ingest::ObjectEvent { created: true, key };
+    services.ingest.ingestor.handle(&event, ingest_deadline()).await.unwrap();
+    let (_, record) = call(&services, req("GET", &format!("/documents/{id}"), None, &editor())).await;
+    assert_eq!(record["status"], "ready", "{record}");
+    assert_eq!(record["metadata"]["team"], "people");
+    let cited = coach_testkit::flows::cited(&services, "acme", "zqsixteen").await;
+    assert_eq!(cited, std::collections::BTreeSet::from([id]));
+}
+
+#[tokio::test]
+async fn inline_documents_are_validated() {
+    let stack = TestStack::with_env(&[("COACH_INLINE_UPLOAD_MAX_BYTES", "100")]).await;
+    let services = stack.deploy();
+    let post = |body: Value, token: &str| req("POST", "/documents", Some(body), token);
+    let text = |content: &str| json!({"filename": "a.txt", "content": content, "content_type": "text/plain"});
+    let cases = [
+        (json!({"filename": "a.pdf", "content": "%PDF", "content_type": "application/pdf"}), 415),
+        (json!({"filename": "a.md", "content": "x", "content_type": "text/plain"}), 400),
+        (text(""), 400),
+        (text(&"x".repeat(101)), 413),
+        (json!({"filename": "a.txt", "content": "x", "content_type": "text/plain", "extra": 1}), 400),
+        (json!({"filename": "a.txt", "content": "x", "content_type": "text/plain", "metadata": {"bad key": "v"}}), 400),
+        (json!({"filename": "a.txt", "content": "x", "content_type": "text/plain", "metadata": {"k": "a\u{7}"}}), 400),
+        (json!({"filename": "a.txt", "content": 5, "content_type": "text/plain"}), 400),
+    ];
+    for (body, expected) in cases {
+        let (status, reply) = call(&services, post(body.clone(), &editor())).await;
+        assert_eq!(status.as_u16(), expected, "{body}: {reply}");
+        assert!(reply["error"]["code"].is_string());
+    }
+    let many: serde_json::Map<String, Value> = (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let body = json!({"filename": "a.txt", "content": "x", "content_type": "text/plain", "metadata": many});
+    assert_eq!(call(&services, post(body, &editor())).await.0, StatusCode::BAD_REQUEST);
+    // Editors only; nothing was stored by any refused request.
+    let user = tokens::for_test("ulla", "acme", &["user"]);
+    assert_eq!(call(&services, post(text("x"), &user)).await.0, StatusCode::FORBIDDEN);
+    assert!(stack.keys("uploads/").await.is_empty());
+    let (_, listed) = call(&services, req("GET", "/documents", None, &editor())).await;
+    assert_eq!(listed["documents"], json!([]));
+}

@@ -175,7 +175,7 @@ impl Documents {
     pub async fn create_upload(&self, who: &Principal, req: &UploadRequest) -> Result<Upload, Error> {
         let kind = Kind::from_content_type(&req.content_type).ok_or_else(|| {
             Error::UnsupportedMediaType(format!(
-                "content_type {:?} is not accepted; use application/pdf, text/plain, text/markdown or text/html",
+                "content_type {:?} is not accepted; use application/pdf, text/plain, text/markdown, text/html or text/csv",
                 req.content_type.chars().take(100).collect::<String>()
             ))
         })?;
@@ -226,7 +226,8 @@ impl Documents {
     /// an upload, with a `pending` record (and its metadata), so the same ingest path reads
     /// it. Returns the new document's id.
     pub async fn create_inline(&self, who: &Principal, req: &InlineDocument) -> Result<String, Error> {
-        let kind = Kind::from_content_type(&req.content_type).filter(|k| *k != Kind::Pdf).ok_or_else(|| {
+        let inline = |k: &Kind| matches!(k, Kind::Text | Kind::Markdown | Kind::Html);
+        let kind = Kind::from_content_type(&req.content_type).filter(inline).ok_or_else(|| {
             Error::UnsupportedMediaType(format!(
                 "content_type {:?} is not accepted inline; use text/plain, text/markdown or text/html \
                  (other files go through POST /uploads)",

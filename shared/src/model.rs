@@ -165,6 +165,8 @@ pub enum Kind {
     Text,
     Markdown,
     Html,
+    /// Comma-separated values with a header row: each row becomes a passage naming its columns.
+    Csv,
 }
 
 impl Kind {
@@ -175,6 +177,7 @@ impl Kind {
             "text/plain" => Some(Kind::Text),
             "text/markdown" | "text/x-markdown" => Some(Kind::Markdown),
             "text/html" => Some(Kind::Html),
+            "text/csv" => Some(Kind::Csv),
             _ => None,
         }
     }
@@ -187,6 +190,7 @@ impl Kind {
             "txt" | "text" => Some(Kind::Text),
             "md" | "markdown" => Some(Kind::Markdown),
             "html" | "htm" => Some(Kind::Html),
+            "csv" => Some(Kind::Csv),
             _ => None,
         }
     }
@@ -198,6 +202,7 @@ impl Kind {
             Kind::Text => "text/plain",
             Kind::Markdown => "text/markdown",
             Kind::Html => "text/html",
+            Kind::Csv => "text/csv",
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum ExtractError {
     TooMuchMemory { mib: u64 },
     #[error("the document holds more than {mib} MiB of text; split it into smaller files")]
     TooMuchText { mib: u64 },
+    #[error("the CSV file could not be read (a quoted field left open?)")]
+    MalformedCsv,
     /// The parser stopped on the file in a way it could not report (a crash).
     #[error("the document could not be read (the parser stopped on it); the file may be damaged")]
     Crashed,
@@ -41,11 +43,43 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
         Kind::Text | Kind::Markdown => utf8(bytes)?,
         Kind::Html => html_to_text(&utf8(bytes)?),
         Kind::Pdf => pdf_text(bytes)?,
+        Kind::Csv => csv_text(&utf8(bytes)?)?,
     };
     if text.trim().is_empty() {
         return Err(ExtractError::NoText);
     }
     Ok(text)
+}
+
+/// A CSV file as text: each row a paragraph of `column: value` pairs (named by the header
+/// row; empty values left out), so a row is found by its values and cited with its columns.
+/// Rows may have more or fewer fields than the header (the extra ones are unnamed).
+fn csv_text(text: &str) -> Result<String, ExtractError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
+    let header: Vec<String> =
+        reader.headers().map_err(|_| ExtractError::MalformedCsv)?.iter().map(|h| h.trim().to_owned()).collect();
+    let mut out = String::new();
+    for record in reader.records() {
+        let record = record.map_err(|_| ExtractError::MalformedCsv)?;
+        let fields: Vec<String> = record
+            .iter()
+            .enumerate()
+            .map(|(i, value)| (header.get(i).filter(|h| !h.is_empty()), value.trim()))
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| match name {
+                Some(name) => format!("{name}: {value}"),
+                None => value.to_owned(),
+            })
+            .collect();
+        if fields.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        out.push_str(&fields.join("; "));
+    }
+    Ok(out)
 }
 
 /// Text files as editors save them: UTF-8 (with or without a byte-order mark) or UTF-16 with
@@ -289,6 +323,22 @@ mod tests {
         // Found by the `extract` fuzz target: UTF-16 without a mark is valid UTF-8 full of NULs.
         assert_eq!(extract(Kind::Text, b"H\x00e\x00l\x00l\x00o\x00"), Err(ExtractError::NotUtf8));
         assert_eq!(extract(Kind::Html, b"<p>a\x00b</p>"), Err(ExtractError::NotUtf8));
+    }
+
+    #[test]
+    fn csv_rows_become_paragraphs_naming_their_columns() {
+        let csv = "\u{feff}Name,Role, Start date\nAda,Engineer,2024-01-02\n\"Lee, Sam\",\"Team \"\"lead\"\"\nof two\",\n,,\nZoe,Designer,2025-03-04,extra\n";
+        let text = extract(Kind::Csv, csv.as_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "Name: Ada; Role: Engineer; Start date: 2024-01-02\n\n\
+             Name: Lee, Sam; Role: Team \"lead\"\nof two\n\n\
+             Name: Zoe; Role: Designer; Start date: 2025-03-04; extra"
+        );
+        assert_eq!(extract(Kind::Csv, b"only,a,header\n"), Err(ExtractError::NoText));
+        assert_eq!(extract(Kind::Csv, b"a,b\n\xff\xfe\x00,1\n"), Err(ExtractError::NotUtf8));
+        assert_eq!(Kind::from_filename("rows.CSV"), Some(Kind::Csv));
+        assert_eq!(Kind::from_content_type("text/csv; charset=utf-8"), Some(Kind::Csv));
     }
 }
 

@@ -56,6 +56,7 @@ const EXIT_ENCRYPTED: i32 = 80;
 const EXIT_CORRUPT: i32 = 81;
 const EXIT_NO_TEXT: i32 = 82;
 const EXIT_NOT_UTF8: i32 = 83;
+const EXIT_MALFORMED_CSV: i32 = 84;
 
 /// Runs extraction in a child process. Build once per cold start.
 #[derive(Debug)]
@@ -199,6 +200,7 @@ fn exit_code(error: &ExtractError) -> i32 {
         ExtractError::CorruptPdf => EXIT_CORRUPT,
         ExtractError::NoText => EXIT_NO_TEXT,
         ExtractError::NotUtf8 => EXIT_NOT_UTF8,
+        ExtractError::MalformedCsv => EXIT_MALFORMED_CSV,
         // Decided by the parent, never by `extract`.
         ExtractError::TookTooLong { .. }
         | ExtractError::TooMuchMemory { .. }
@@ -213,6 +215,7 @@ fn from_exit_code(code: i32) -> Option<ExtractError> {
         EXIT_CORRUPT => ExtractError::CorruptPdf,
         EXIT_NO_TEXT => ExtractError::NoText,
         EXIT_NOT_UTF8 => ExtractError::NotUtf8,
+        EXIT_MALFORMED_CSV => ExtractError::MalformedCsv,
         _ => return None,
     })
 }

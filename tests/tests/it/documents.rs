@@ -868,3 +868,32 @@ async fn inline_documents_are_validated() {
     let (_, listed) = call(&services, req("GET", "/documents", None, &editor())).await;
     assert_eq!(listed["documents"], json!([]));
 }
+
+#[tokio::test]
+async fn a_csv_file_is_read_row_by_row_with_its_header() {
+    let stack = TestStack::with_env(&[("COACH_EMBEDDING_PROVIDER", "none")]).await;
+    let services = stack.deploy();
+    let csv = "team,owner,budget\nplatform,zqada,120k\n\"growth, EU\",zqlee,80k\n";
+    let id = upload(&services, &editor(), "teams.csv", "text/csv", csv.as_bytes()).await;
+    let key = key_of(&services, &id).await;
+    let result = ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await;
+    assert!(result.is_ok(), "{result:?}");
+    let (_, ready) = document(&services, &editor(), &id).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["content_type"], "text/csv");
+    let shard = stack.indexed_doc("acme", &id).await.expect("indexed");
+    let text: Vec<&str> = shard.chunks.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(
+        text.join("\n\n"),
+        "team: platform; owner: zqada; budget: 120k\n\nteam: growth, EU; owner: zqlee; budget: 80k"
+    );
+    let cited = coach_testkit::flows::cited(&services, "acme", "zqlee").await;
+    assert_eq!(cited, std::collections::BTreeSet::from([id]));
+    // A CSV file that is not text fails with the reason.
+    let id = upload(&services, &editor(), "binary.csv", "text/csv", b"a,b\n\x00\x01\x02").await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    let (_, failed) = document(&services, &editor(), &id).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"], "the file is not UTF-8 or UTF-16 text (it may be a binary file)");
+}

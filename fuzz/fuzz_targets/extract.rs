@@ -12,11 +12,12 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(init: { std::panic::set_hook(Box::new(|_| {})) }, |data: &[u8]| {
     let Some((&selector, bytes)) = data.split_first() else { return };
-    let kind = match selector % 5 {
+    let kind = match selector % 6 {
         0 => Kind::Text,
         1 => Kind::Markdown,
         2 => Kind::Html,
         3 => Kind::Csv,
+        4 => Kind::Docx,
         _ => Kind::Pdf,
     };
     if let Ok(text) = extract(kind, bytes) {

@@ -167,6 +167,8 @@ pub enum Kind {
     Html,
     /// Comma-separated values with a header row: each row becomes a passage naming its columns.
     Csv,
+    /// A Word document (Office Open XML).
+    Docx,
 }
 
 impl Kind {
@@ -178,6 +180,7 @@ impl Kind {
             "text/markdown" | "text/x-markdown" => Some(Kind::Markdown),
             "text/html" => Some(Kind::Html),
             "text/csv" => Some(Kind::Csv),
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => Some(Kind::Docx),
             _ => None,
         }
     }
@@ -191,6 +194,7 @@ impl Kind {
             "md" | "markdown" => Some(Kind::Markdown),
             "html" | "htm" => Some(Kind::Html),
             "csv" => Some(Kind::Csv),
+            "docx" => Some(Kind::Docx),
             _ => None,
         }
     }
@@ -203,6 +207,7 @@ impl Kind {
             Kind::Markdown => "text/markdown",
             Kind::Html => "text/html",
             Kind::Csv => "text/csv",
+            Kind::Docx => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         }
     }
 }

@@ -51,7 +51,7 @@ proptest! {
 
     #[test]
     fn extractors_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        for kind in [Kind::Text, Kind::Markdown, Kind::Html, Kind::Csv, Kind::Pdf] {
+        for kind in [Kind::Text, Kind::Markdown, Kind::Html, Kind::Csv, Kind::Docx, Kind::Pdf] {
             let _ = extract(kind, &bytes);
         }
         let mut pdf = b"%PDF-1.4\n".to_vec();

@@ -32,6 +32,8 @@ pub enum ExtractError {
     TooMuchText { mib: u64 },
     #[error("the CSV file could not be read (a quoted field left open?)")]
     MalformedCsv,
+    #[error("the Word document is damaged, encrypted or not a .docx file")]
+    CorruptDocx,
     /// The parser stopped on the file in a way it could not report (a crash).
     #[error("the document could not be read (the parser stopped on it); the file may be damaged")]
     Crashed,
@@ -44,6 +46,7 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
         Kind::Html => html_to_text(&utf8(bytes)?),
         Kind::Pdf => pdf_text(bytes)?,
         Kind::Csv => csv_text(&utf8(bytes)?)?,
+        Kind::Docx => docx_text(bytes)?,
     };
     if text.trim().is_empty() {
         return Err(ExtractError::NoText);
@@ -78,6 +81,61 @@ fn csv_text(text: &str) -> Result<String, ExtractError> {
             out.push_str("\n\n");
         }
         out.push_str(&fields.join("; "));
+    }
+    Ok(out)
+}
+
+/// Most bytes of `word/document.xml` read from a .docx (the extraction child's memory
+/// limit bounds the rest): far more than any document's text needs.
+const MAX_DOCX_XML_BYTES: u64 = 256 << 20;
+
+/// A Word document's text: the body's paragraphs (`w:p`), each a paragraph of the text, with
+/// its runs' text (`w:t`), tabs and line breaks; tables give their cells' paragraphs. Read
+/// from `word/document.xml` of the OOXML package (a zip).
+fn docx_text(bytes: &[u8]) -> Result<String, ExtractError> {
+    use quick_xml::events::Event;
+    use std::io::Read;
+    let mut package = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|_| ExtractError::CorruptDocx)?;
+    let mut xml = String::new();
+    package
+        .by_name("word/document.xml")
+        .map_err(|_| ExtractError::CorruptDocx)?
+        .take(MAX_DOCX_XML_BYTES)
+        .read_to_string(&mut xml)
+        .map_err(|_| ExtractError::CorruptDocx)?;
+    let mut reader = quick_xml::Reader::from_str(&xml);
+    let (mut out, mut paragraph, mut in_text) = (String::new(), String::new(), false);
+    loop {
+        match reader.read_event().map_err(|_| ExtractError::CorruptDocx)? {
+            Event::Start(e) if e.local_name().as_ref() == "t" => in_text = true,
+            Event::End(e) if e.local_name().as_ref() == "t" => in_text = false,
+            Event::Text(t) if in_text => paragraph.push_str(&t.xml10_content()),
+            Event::CData(t) if in_text => paragraph.push_str(&t.into_inner()),
+            Event::GeneralRef(r) if in_text => {
+                if let Ok(Some(c)) = r.resolve_char_ref() {
+                    paragraph.push(c);
+                } else if let Some(text) = quick_xml::escape::resolve_predefined_entity(&r.xml10_content()) {
+                    paragraph.push_str(text);
+                }
+            }
+            Event::Empty(e) => match e.local_name().as_ref() {
+                "tab" => paragraph.push('\t'),
+                "br" | "cr" => paragraph.push('\n'),
+                _ => {}
+            },
+            Event::End(e) if e.local_name().as_ref() == "p" => {
+                let text = paragraph.trim();
+                if !text.is_empty() {
+                    if !out.is_empty() {
+                        out.push_str("\n\n");
+                    }
+                    out.push_str(text);
+                }
+                paragraph.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
     }
     Ok(out)
 }
@@ -339,6 +397,54 @@ mod tests {
         assert_eq!(extract(Kind::Csv, b"a,b\n\xff\xfe\x00,1\n"), Err(ExtractError::NotUtf8));
         assert_eq!(Kind::from_filename("rows.CSV"), Some(Kind::Csv));
         assert_eq!(Kind::from_content_type("text/csv; charset=utf-8"), Some(Kind::Csv));
+    }
+
+    /// A .docx package holding `document` as `word/document.xml` (deflated, as Word writes it).
+    fn docx(document: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut package = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        package.start_file("[Content_Types].xml", deflated).unwrap();
+        package.write_all(b"<Types/>").unwrap();
+        package.start_file("word/document.xml", deflated).unwrap();
+        package.write_all(document.as_bytes()).unwrap();
+        package.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn docx_paragraphs_runs_tabs_breaks_and_entities_are_read() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>
+<w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Parental leave</w:t></w:r></w:p>
+<w:p><w:r><w:t xml:space="preserve">Sixteen weeks, </w:t></w:r><w:r><w:t>paid &amp; protected&#8217;s</w:t></w:r><w:r><w:tab/><w:t>tabbed</w:t><w:br/><w:t>next line</w:t></w:r></w:p>
+<w:p></w:p>
+<w:tbl><w:tr><w:tc><w:p><w:r><w:t>cell one</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>cell two</w:t></w:r></w:p></w:tc></w:tr></w:tbl>
+</w:body></w:document>"#;
+        let text = extract(Kind::Docx, &docx(body)).unwrap();
+        assert_eq!(
+            text,
+            "Parental leave\n\nSixteen weeks, paid & protected\u{2019}s\ttabbed\nnext line\n\ncell one\n\ncell two"
+        );
+        assert_eq!(Kind::from_filename("Policy.DOCX"), Some(Kind::Docx));
+    }
+
+    #[test]
+    fn damaged_or_empty_docx_files_say_so() {
+        let w = r#"<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>"#;
+        // Not a zip (an encrypted document is an OLE container, not a zip).
+        assert_eq!(extract(Kind::Docx, b"\xD0\xCF\x11\xE0 not a zip"), Err(ExtractError::CorruptDocx));
+        // A zip without the document part.
+        let mut package = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        package.start_file("other.xml", zip::write::SimpleFileOptions::default()).unwrap();
+        let other = package.finish().unwrap().into_inner();
+        assert_eq!(extract(Kind::Docx, &other), Err(ExtractError::CorruptDocx));
+        // Broken XML, a truncated package, no text.
+        let broken = docx(&format!("{w}<w:p><w:r><w:t>x</w:r></w:t></w:p></w:body></w:document>"));
+        assert_eq!(extract(Kind::Docx, &broken), Err(ExtractError::CorruptDocx));
+        let whole = docx(&format!("{w}<w:p><w:r><w:t>text</w:t></w:r></w:p></w:body></w:document>"));
+        assert_eq!(extract(Kind::Docx, &whole[..whole.len() / 2]), Err(ExtractError::CorruptDocx));
+        let empty = docx(&format!("{w}<w:p></w:p></w:body></w:document>"));
+        assert_eq!(extract(Kind::Docx, &empty), Err(ExtractError::NoText));
     }
 }
 

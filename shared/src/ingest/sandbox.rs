@@ -57,6 +57,7 @@ const EXIT_CORRUPT: i32 = 81;
 const EXIT_NO_TEXT: i32 = 82;
 const EXIT_NOT_UTF8: i32 = 83;
 const EXIT_MALFORMED_CSV: i32 = 84;
+const EXIT_CORRUPT_DOCX: i32 = 85;
 
 /// Runs extraction in a child process. Build once per cold start.
 #[derive(Debug)]
@@ -201,6 +202,7 @@ fn exit_code(error: &ExtractError) -> i32 {
         ExtractError::NoText => EXIT_NO_TEXT,
         ExtractError::NotUtf8 => EXIT_NOT_UTF8,
         ExtractError::MalformedCsv => EXIT_MALFORMED_CSV,
+        ExtractError::CorruptDocx => EXIT_CORRUPT_DOCX,
         // Decided by the parent, never by `extract`.
         ExtractError::TookTooLong { .. }
         | ExtractError::TooMuchMemory { .. }
@@ -216,6 +218,7 @@ fn from_exit_code(code: i32) -> Option<ExtractError> {
         EXIT_NO_TEXT => ExtractError::NoText,
         EXIT_NOT_UTF8 => ExtractError::NotUtf8,
         EXIT_MALFORMED_CSV => ExtractError::MalformedCsv,
+        EXIT_CORRUPT_DOCX => ExtractError::CorruptDocx,
         _ => return None,
     })
 }

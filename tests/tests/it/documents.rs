@@ -897,3 +897,38 @@ async fn a_csv_file_is_read_row_by_row_with_its_header() {
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"], "the file is not UTF-8 or UTF-16 text (it may be a binary file)");
 }
+
+#[tokio::test]
+async fn a_word_document_is_read_and_a_damaged_one_fails_with_the_reason() {
+    use std::io::Write;
+    let stack = TestStack::with_env(&[("COACH_EMBEDDING_PROVIDER", "none")]).await;
+    let services = stack.deploy();
+    let mut package = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let deflated = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    package.start_file("word/document.xml", deflated).unwrap();
+    package
+        .write_all(
+            br#"<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>
+<w:p><w:r><w:t>Onboarding</w:t></w:r></w:p><w:p><w:r><w:t>Every new hire gets a zqbuddy for a month.</w:t></w:r></w:p>
+</w:body></w:document>"#,
+        )
+        .unwrap();
+    let docx = package.finish().unwrap().into_inner();
+    let word = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+    let id = upload(&services, &editor(), "Onboarding.docx", word, &docx).await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    let (_, ready) = document(&services, &editor(), &id).await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let shard = stack.indexed_doc("acme", &id).await.expect("indexed");
+    assert_eq!(shard.chunks[0].text, "Onboarding\n\nEvery new hire gets a zqbuddy for a month.");
+    let cited = coach_testkit::flows::cited(&services, "acme", "zqbuddy").await;
+    assert_eq!(cited, std::collections::BTreeSet::from([id]));
+    // A file that is not a Word document, declared as one.
+    let id = upload(&services, &editor(), "fake.docx", word, b"\xD0\xCF\x11\xE0 an OLE file").await;
+    let key = key_of(&services, &id).await;
+    ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    let (_, failed) = document(&services, &editor(), &id).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"], "the Word document is damaged, encrypted or not a .docx file");
+}

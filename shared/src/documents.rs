@@ -5,7 +5,9 @@
 //! record is created `pending` before the URL is handed out, and moves through `processing`
 //! to `ready` or `failed` as [`crate::ingest`] reads it. Shared coaching docs under `docs/`
 //! are recorded in the global scope, which every tenant can retrieve from and no tenant can
-//! write to. Deleting a document removes its object, its index shard, then its record.
+//! write to. A text document can also be sent inline (`POST /documents`): it is stored at the
+//! same key with a `pending` record, so the same ingest reads it. Deleting a document removes
+//! its object, its index entry, then its record.
 
 use std::{
     collections::{BTreeMap, HashMap},

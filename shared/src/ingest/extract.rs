@@ -113,7 +113,10 @@ fn docx_text(bytes: &[u8]) -> Result<String, ExtractError> {
             Event::CData(t) if in_text => paragraph.push_str(&t.into_inner()),
             Event::GeneralRef(r) if in_text => {
                 if let Ok(Some(c)) = r.resolve_char_ref() {
-                    paragraph.push(c);
+                    // Character references may name control characters XML text cannot hold.
+                    if !c.is_control() || matches!(c, '\t' | '\n') {
+                        paragraph.push(c);
+                    }
                 } else if let Some(text) = quick_xml::escape::resolve_predefined_entity(&r.xml10_content()) {
                     paragraph.push_str(text);
                 }
@@ -136,6 +139,10 @@ fn docx_text(bytes: &[u8]) -> Result<String, ExtractError> {
             Event::Eof => break,
             _ => {}
         }
+    }
+    // A NUL byte in the XML text itself (invalid XML, kept by the parser) means nothing either.
+    if out.contains('\0') {
+        out.retain(|c| c != '\0');
     }
     Ok(out)
 }
@@ -443,6 +450,8 @@ mod tests {
         assert_eq!(extract(Kind::Docx, &broken), Err(ExtractError::CorruptDocx));
         let whole = docx(&format!("{w}<w:p><w:r><w:t>text</w:t></w:r></w:p></w:body></w:document>"));
         assert_eq!(extract(Kind::Docx, &whole[..whole.len() / 2]), Err(ExtractError::CorruptDocx));
+        let nul = docx(&format!("{w}<w:p><w:r><w:t>a&#0;b\u{0}c&#7;d</w:t></w:r></w:p></w:body></w:document>"));
+        assert_eq!(extract(Kind::Docx, &nul), Ok("abcd".to_owned()), "no control characters kept");
         let empty = docx(&format!("{w}<w:p></w:p></w:body></w:document>"));
         assert_eq!(extract(Kind::Docx, &empty), Err(ExtractError::NoText));
     }

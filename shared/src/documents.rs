@@ -91,6 +91,29 @@ pub fn max_upload_bytes(env: &Env) -> Result<u64, ConfigError> {
     env.number("COACH_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, 1, 100 * 1024 * 1024)
 }
 
+/// Types a presigned upload may have.
+const UPLOADED: &[Kind] = &[Kind::Pdf, Kind::Text, Kind::Markdown, Kind::Html, Kind::Csv, Kind::Docx];
+/// Types a document sent inline (as JSON text) may have.
+const INLINE: &[Kind] = &[Kind::Text, Kind::Markdown, Kind::Html];
+
+/// A new document's type, one of `accepted` (else 415, naming them), and its safe file name,
+/// whose extension must not contradict the type (else 400).
+fn kind_and_name(content_type: &str, filename: &str, accepted: &[Kind]) -> Result<(Kind, String), Error> {
+    let kind = Kind::from_content_type(content_type).filter(|k| accepted.contains(k)).ok_or_else(|| {
+        let names: Vec<&str> = accepted.iter().map(|k| k.content_type()).collect();
+        Error::UnsupportedMediaType(format!(
+            "content_type {:?} is not accepted here; use {}",
+            content_type.chars().take(100).collect::<String>(),
+            names.join(", ")
+        ))
+    })?;
+    let filename = safe_filename(filename);
+    if Kind::from_filename(&filename).is_some_and(|k| k != kind) {
+        return Err(Error::BadRequest("the file extension does not match content_type".into()));
+    }
+    Ok((kind, filename))
+}
+
 /// Metadata of an inline document: at most [`MAX_METADATA_ENTRIES`] entries, keys of
 /// letters, digits, `_`, `-` and `.`, values without control characters, both bounded.
 fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Error> {
@@ -175,16 +198,7 @@ impl Documents {
 
     /// Validates the request, records a new document as `pending`, and presigns its upload.
     pub async fn create_upload(&self, who: &Principal, req: &UploadRequest) -> Result<Upload, Error> {
-        let kind = Kind::from_content_type(&req.content_type).ok_or_else(|| {
-            Error::UnsupportedMediaType(format!(
-                "content_type {:?} is not accepted; use application/pdf, text/plain, text/markdown, text/html or text/csv",
-                req.content_type.chars().take(100).collect::<String>()
-            ))
-        })?;
-        let filename = safe_filename(&req.filename);
-        if Kind::from_filename(&filename).is_some_and(|k| k != kind) {
-            return Err(Error::BadRequest("the file extension does not match content_type".into()));
-        }
+        let (kind, filename) = kind_and_name(&req.content_type, &req.filename, UPLOADED)?;
         if req.size_bytes == 0 {
             return Err(Error::BadRequest("size_bytes must be at least 1".into()));
         }
@@ -194,8 +208,7 @@ impl Documents {
                 req.size_bytes, self.uploads.max_bytes
             )));
         }
-        let id = self.ids.next().to_string();
-        let key = format!("uploads/{}/{id}/{filename}", who.tenant);
+        let (id, key) = self.new_key(who, &filename);
         let now = now_ms();
         let record = NewDocument {
             document_id: &id,
@@ -219,6 +232,13 @@ impl Documents {
         })
     }
 
+    /// A new document's id and the key of its object in the caller's tenant.
+    fn new_key(&self, who: &Principal, filename: &str) -> (String, String) {
+        let id = self.ids.next().to_string();
+        let key = format!("uploads/{}/{id}/{filename}", who.tenant);
+        (id, key)
+    }
+
     /// Largest text accepted inline, in bytes.
     pub fn inline_max_bytes(&self) -> usize {
         self.uploads.inline_max_bytes as usize
@@ -228,18 +248,7 @@ impl Documents {
     /// an upload, with a `pending` record (and its metadata), so the same ingest path reads
     /// it. Returns the new document's id.
     pub async fn create_inline(&self, who: &Principal, req: &InlineDocument) -> Result<String, Error> {
-        let inline = |k: &Kind| matches!(k, Kind::Text | Kind::Markdown | Kind::Html);
-        let kind = Kind::from_content_type(&req.content_type).filter(inline).ok_or_else(|| {
-            Error::UnsupportedMediaType(format!(
-                "content_type {:?} is not accepted inline; use text/plain, text/markdown or text/html \
-                 (other files go through POST /uploads)",
-                req.content_type.chars().take(100).collect::<String>()
-            ))
-        })?;
-        let filename = safe_filename(&req.filename);
-        if Kind::from_filename(&filename).is_some_and(|k| k != kind) {
-            return Err(Error::BadRequest("the file extension does not match content_type".into()));
-        }
+        let (kind, filename) = kind_and_name(&req.content_type, &req.filename, INLINE)?;
         let size = req.content.len() as u64;
         if size == 0 {
             return Err(Error::BadRequest("content is empty".into()));
@@ -253,8 +262,7 @@ impl Documents {
         if let Some(metadata) = &req.metadata {
             validate_metadata(metadata)?;
         }
-        let id = self.ids.next().to_string();
-        let key = format!("uploads/{}/{id}/{filename}", who.tenant);
+        let (id, key) = self.new_key(who, &filename);
         let now = now_ms();
         let record = NewDocument {
             document_id: &id,

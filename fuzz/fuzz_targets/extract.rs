@@ -12,6 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(init: { std::panic::set_hook(Box::new(|_| {})) }, |data: &[u8]| {
     let Some((&selector, bytes)) = data.split_first() else { return };
+    // The first byte picks the type (the seeds in fuzz/seeds/extract start with theirs).
     let kind = match selector % 6 {
         0 => Kind::Text,
         1 => Kind::Markdown,

@@ -220,6 +220,20 @@ pub enum Scope {
     Global,
 }
 
+impl Scope {
+    /// The shared docs' name where scopes are named (index keys, database rows, logs): tenant
+    /// ids never start with `_`, so it cannot be a tenant's.
+    pub const GLOBAL_NAME: &'static str = "_global";
+
+    /// The scope's name: the tenant id, or [`Scope::GLOBAL_NAME`].
+    pub fn name(&self) -> &str {
+        match self {
+            Scope::Tenant(t) => t,
+            Scope::Global => Self::GLOBAL_NAME,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {

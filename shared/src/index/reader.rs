@@ -99,12 +99,9 @@ impl Version {
 /// for, so a cached listing can only miss a document that is already gone from the scope.
 const LEGACY_RELIST: Duration = Duration::from_secs(60);
 
-/// Scope names as used in cache keys and logs.
+/// Scope names as used in cache keys and logs ([`Scope::name`]).
 pub fn scope_name(scope: &Scope) -> &str {
-    match scope {
-        Scope::Tenant(t) => t,
-        Scope::Global => "_global",
-    }
+    scope.name()
 }
 
 /// A chat instance's view of the index. Build once per cold start.

@@ -47,11 +47,7 @@ pub const STEP: usize = 64;
 
 /// Where a part of document `id` (version `etag`) covering chunks `from..to` is stored.
 fn part_key(scope: &Scope, id: &str, etag: &str, from: usize, to: usize) -> String {
-    let folder = match scope {
-        Scope::Tenant(t) => t.as_str(),
-        Scope::Global => "_global",
-    };
-    format!("index/{folder}/work/{id}/{:016x}/{from:08}-{to:08}", fnv1a(etag))
+    format!("index/{}/work/{id}/{:016x}/{from:08}-{to:08}", scope.name(), fnv1a(etag))
 }
 
 impl Ingestor {

@@ -53,8 +53,6 @@ use crate::{
     model::{Chunk, Passage, Ranking, Scope, Shard},
 };
 
-/// The scope name of the shared docs (tenant ids never start with `_`).
-const GLOBAL: &str = "_global";
 /// pgvector's HNSW indexes `vector` up to this dimension; above it, `halfvec` (up to 4,000).
 const HNSW_MAX_VECTOR_DIMS: u32 = 2000;
 const HNSW_MAX_HALFVEC_DIMS: u32 = 4000;
@@ -230,13 +228,6 @@ fn distance(column: &str, param: &str, dims: u32) -> String {
 /// leave the sets behind these locks consistent).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn scope_name(scope: &Scope) -> &str {
-    match scope {
-        Scope::Tenant(t) => t,
-        Scope::Global => GLOBAL,
-    }
 }
 
 /// What an operator reads from a PostgreSQL error.
@@ -766,7 +757,7 @@ impl DocumentIndex for PgIndex {
             None => None,
         };
         let doc = Arc::new(doc);
-        let (scope, key, etag) = (scope_name(scope).to_owned(), source_key.to_owned(), source_etag.to_owned());
+        let (scope, key, etag) = (scope.name().to_owned(), source_key.to_owned(), source_etag.to_owned());
         let blobs = self.blobs.clone();
         self.db
             .with_client("index a document", move |client| {
@@ -835,7 +826,7 @@ impl DocumentIndex for PgIndex {
     }
 
     async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
-        let (scope, id) = (scope_name(scope).to_owned(), id.to_owned());
+        let (scope, id) = (scope.name().to_owned(), id.to_owned());
         let removed = self
             .db
             .with_client("remove a document", move |client| {
@@ -863,7 +854,7 @@ impl DocumentIndex for PgIndex {
     }
 
     async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
-        let (scope, id) = (scope_name(scope).to_owned(), id.to_owned());
+        let (scope, id) = (scope.name().to_owned(), id.to_owned());
         self.db.with_client("read a document", move |client| {
             let (scope, id) = (scope.clone(), id.clone());
             Box::pin(async move {

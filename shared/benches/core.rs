@@ -210,6 +210,7 @@ fn bench_prompt(c: &mut Criterion) {
                 score: 0.5,
                 snippet: words.sentence(20),
             },
+            heading: None,
             text: (0..9).map(|_| words.sentence(15)).collect::<Vec<_>>().join(" "),
         })
         .collect();

@@ -25,7 +25,6 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::{
     auth::Principal,
@@ -33,7 +32,7 @@ use crate::{
     deadline::Deadline,
     error::Error,
     history::{History, Target},
-    ids::now_ms,
+    ids::{digest, now_ms},
     llm::{Completion, Llm, Prompt},
     model::{Author, Message, NewMessage, Passage, Source, Usage},
     profile::Profiles,
@@ -81,16 +80,6 @@ impl TurnKey {
             ttl_secs: REPEATED_TURN_SECS,
         }))
     }
-}
-
-/// 128 bits of SHA-256 over the parts, hex: the key stores no text of the message.
-fn digest(parts: &[&str]) -> String {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update((part.len() as u64).to_le_bytes());
-        hash.update(part.as_bytes());
-    }
-    hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The lease a turn is answered under.

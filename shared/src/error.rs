@@ -53,6 +53,10 @@ pub enum Error {
         #[source]
         cause: Option<Cause>,
     },
+    /// The model answered, but not in a form Coach can use (502): a mind map with no list
+    /// in it, for instance. Distinct from [`Error::Upstream`], where the call itself failed.
+    #[error("{0}")]
+    UnusableModelOutput(String),
     /// The answer was not ready within the request's deadline (504).
     #[error("{0}")]
     Timeout(String),
@@ -100,7 +104,7 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Error::Upstream { .. } | Error::UnusableModelOutput(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,6 +124,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::RateLimited { .. } => "rate_limited",
             Error::Upstream { .. } => "upstream_error",
+            Error::UnusableModelOutput(_) => "unusable_model_output",
             Error::Unavailable { .. } => "service_unavailable",
             Error::Timeout(_) => "timeout",
             Error::Internal { .. } => "internal_error",

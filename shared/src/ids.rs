@@ -51,6 +51,18 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// 128 bits of SHA-256 over the parts (each length-prefixed, so moving a boundary changes
+/// it), in hex: a key that names its parts without storing any text of them.
+pub fn digest(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,9 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Passage {
     pub source: Source,
+    /// The heading path of the chunk's section ("Giving feedback > Praise"), if it has one.
+    pub heading: Option<String>,
+    /// What the prompt gets: the heading path (when there is one) on a line, then the text.
     pub text: String,
 }
 
@@ -72,6 +75,7 @@ impl Passage {
         };
         Passage {
             source: Source { document_id: document_id.to_owned(), title: title.to_owned(), chunk, score, snippet },
+            heading: heading.map(str::to_owned),
             text,
         }
     }

@@ -56,21 +56,36 @@ impl Retriever {
     /// The passages of `tenant`'s documents and the shared docs that best match `query`.
     /// Without a working embedding service the search is by words only.
     pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
-        if self.ranking.top_k == 0 {
+        self.retrieve_top(tenant, query, self.ranking.top_k).await
+    }
+
+    /// The configured number of passages (`COACH_RETRIEVAL_TOP_K`).
+    pub fn top_k(&self) -> usize {
+        self.ranking.top_k
+    }
+
+    /// What [`PassageSearch::version`] says of `tenant`'s index and the shared docs.
+    pub async fn index_version(&self, tenant: &str) -> Result<String, Error> {
+        self.index.version(tenant).await
+    }
+
+    /// Like [`Retriever::retrieve`], for `top_k` passages instead of the configured number.
+    pub async fn retrieve_top(&self, tenant: &str, query: &str, top_k: usize) -> Result<Vec<Passage>, Error> {
+        if top_k == 0 {
             return Ok(Vec::new());
         }
         use tracing::Instrument;
         let span =
             tracing::info_span!("retrieval", passages = tracing::field::Empty, latency_ms = tracing::field::Empty);
         let started = std::time::Instant::now();
-        let passages = self.search(tenant, query).instrument(span.clone()).await?;
+        let passages = self.search(tenant, query, top_k).instrument(span.clone()).await?;
         span.record("passages", passages.len());
         span.record("latency_ms", started.elapsed().as_millis() as u64);
         crate::metrics::retrieval(started.elapsed(), passages.len());
         Ok(passages)
     }
 
-    async fn search(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
+    async fn search(&self, tenant: &str, query: &str, top_k: usize) -> Result<Vec<Passage>, Error> {
         let embed = async {
             if !self.embedder.enabled() {
                 return None;
@@ -83,7 +98,6 @@ impl Retriever {
                 }
             }
         };
-        let top_k = self.ranking.top_k;
         let ranking = Ranking { top_k: top_k.max(self.reranker.candidates()), ..self.ranking.clone() };
         let mut passages = self.index.search(tenant, query, Box::pin(embed), &ranking).await?;
         if self.reranker.candidates() > 0 && passages.len() > 1 {

@@ -51,6 +51,14 @@ pub async fn add(stack: &TestStack, services: &Deployment, tenant: &str, name: &
     id
 }
 
+/// Puts `docs/{name}` and ingests it into the shared docs.
+pub async fn add_shared(stack: &TestStack, services: &Deployment, name: &str, body: &str) {
+    let key = format!("docs/{name}");
+    stack.put(&key, body.as_bytes()).await;
+    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
+    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
+}
+
 /// `POST /chat` as user `alice` of `tenant`: the status and the JSON body.
 pub async fn chat(services: &Deployment, tenant: &str, message: &str) -> (StatusCode, Value) {
     let token = tokens::for_test("alice", tenant, &["user"]);

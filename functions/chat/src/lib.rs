@@ -12,6 +12,7 @@
 //! | `GET /health/live` | anyone: 200 while the function runs, no dependency called |
 //! | `GET /me` | any authenticated caller |
 //! | `POST /chat` | role `user` |
+//! | `POST /qa`, `POST /summarize`, `POST /mindmap` | role `user` |
 //! | `GET /sessions`, `POST /sessions` | role `user` |
 //! | `GET /sessions/{id}/messages?limit=&cursor=` | role `user`, own sessions only |
 //! | `DELETE /sessions/{id}` | role `user`, own sessions only |
@@ -21,6 +22,7 @@ pub mod stream;
 use std::sync::Arc;
 
 use coach::{
+    assist::{mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig},
     auth::{Authenticator, Principal, Role},
     chat::{Chat, ChatConfig, ChatInput, TurnKey},
     config::{Env, StartupError},
@@ -59,6 +61,8 @@ const MAX_PAGE: i32 = 100;
 pub struct State {
     pub auth: Authenticator,
     pub chat: Chat,
+    /// `/qa`, `/summarize` and `/mindmap`.
+    pub assist: Assist,
     pub health: Health,
 }
 
@@ -72,9 +76,11 @@ impl State {
     /// local emulator).
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
         let (auth, chat, index) = turn(env, aws)?;
+        let table = Arc::new(aws.table());
+        let assist = Assist::new(AssistConfig::from_env(env)?, table.clone(), table, index.writer(aws));
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(aws.bucket()), Arc::new(aws.table())];
         probes.extend(index.probe());
-        Ok(Self { auth, chat, health: Health::new(probes) })
+        Ok(Self { auth, chat, assist, health: Health::new(probes) })
     }
 }
 
@@ -132,6 +138,10 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
         (["me"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
         (["chat"], &Method::POST) => post_chat(state, req).await,
         (["chat"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
+        (["qa"], &Method::POST) => post_qa(state, req).await,
+        (["summarize"], &Method::POST) => post_summarize(state, req).await,
+        (["mindmap"], &Method::POST) => post_mindmap(state, req).await,
+        (["qa" | "summarize" | "mindmap"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
         (["sessions"], &Method::GET) => list_sessions(state, req).await,
         (["sessions"], &Method::POST) => create_session(state, req).await,
         (["sessions"], _) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
@@ -188,9 +198,38 @@ async fn post_chat(state: &State, req: &Request) -> Result<Response<Body>, Error
     let who = user(&state.auth, req).await?;
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(idempotency_key(req)?, &input)?;
-    let deadline = Deadline::of_invocation(req.lambda_context_ref().map_or(0, |c| c.deadline));
-    let reply = state.chat.chat(&who, input, turn, deadline).await?;
+    let reply = state.chat.chat(&who, input, turn, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &reply))
+}
+
+/// The invocation's deadline.
+fn deadline(req: &Request) -> Deadline {
+    Deadline::of_invocation(req.lambda_context_ref().map_or(0, |c| c.deadline))
+}
+
+/// `POST /qa` `{question, top_k?, use_documents?}`, with an optional `Cache-Control`.
+async fn post_qa(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    let input: QaInput = json_body(req)?;
+    let cache = CacheUse::from_header(req.headers().get("cache-control").and_then(|v| v.to_str().ok()));
+    let answer = state.assist.qa(&state.chat, &who, input, cache, deadline(req)).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /summarize` `{document_id | text, style?}`.
+async fn post_summarize(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    let input: SummaryInput = json_body(req)?;
+    let summary = state.assist.summarize(&state.chat, &who, input, deadline(req)).await?;
+    Ok(json_response(StatusCode::OK, &summary))
+}
+
+/// `POST /mindmap` `{topic, depth?, use_documents?}`.
+async fn post_mindmap(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    let input: MindmapInput = json_body(req)?;
+    let mindmap = state.assist.mindmap(&state.chat, &who, input, deadline(req)).await?;
+    Ok(json_response(StatusCode::OK, &mindmap))
 }
 
 /// The `Idempotency-Key` header, if any (400 when it is not text).

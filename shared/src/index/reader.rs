@@ -346,6 +346,21 @@ impl PassageSearch for IndexReader {
         .await
         .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
     }
+
+    /// The two manifests' versions (revalidated as a search would), or for a scope still
+    /// in the legacy layout, a digest of its shards' keys and versions.
+    async fn version(&self, tenant: &str) -> Result<String, Error> {
+        let own = Scope::Tenant(tenant.to_owned());
+        let (shared, own) = tokio::try_join!(self.snapshot(&Scope::Global), self.snapshot(&own))?;
+        let version = |snapshot: &Snapshot| match &snapshot.state {
+            State::Manifest(version) => version.etag.clone(),
+            State::Legacy { shards, .. } => {
+                let listed: Vec<String> = shards.iter().map(|s| format!("{}={}", s.key, s.etag)).collect();
+                format!("legacy-{:016x}", crate::ids::fnv1a(&listed.join("\n")))
+            }
+        };
+        Ok(format!("{}/{}", version(&shared), version(&own)))
+    }
 }
 
 /// A segment a request needs.

@@ -177,18 +177,49 @@ fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
         return Err(ExtractError::CorruptPdf);
     }
     let owned = bytes.to_vec();
-    let result = std::panic::catch_unwind(move || pdf_extract::extract_text_from_mem(&owned));
+    // What `pdf_extract::extract_text_from_mem` does, with a check of the page tree between
+    // loading and reading: pdf-extract looks up a page's inherited attributes through its
+    // `Parent` links without noticing a cycle, and never returns.
+    let result = std::panic::catch_unwind(move || {
+        let mut doc = pdf_extract::Document::load_mem(&owned)?;
+        if doc.is_encrypted() {
+            doc.decrypt("")?;
+        }
+        if has_cyclic_parents(&doc) {
+            return Ok(None);
+        }
+        let mut text = String::new();
+        pdf_extract::output_doc(&doc, &mut pdf_extract::PlainTextOutput::new(&mut text))?;
+        Ok::<_, pdf_extract::OutputError>(Some(text))
+    });
     match result {
         // Text runs from some PDF fonts carry NULs; they are never meant as text.
-        Ok(Ok(text)) => Ok(text.replace('\0', "")),
+        Ok(Ok(Some(text))) => Ok(text.replace('\0', "")),
         Ok(Err(pdf_extract::OutputError::PdfError(
             pdf_extract::Error::Decryption(_)
             | pdf_extract::Error::InvalidPassword
             | pdf_extract::Error::AlreadyEncrypted,
         ))) => Err(ExtractError::EncryptedPdf),
-        Ok(Err(_)) => Err(ExtractError::CorruptPdf),
-        Err(_) => Err(ExtractError::CorruptPdf),
+        Ok(Ok(None) | Err(_)) | Err(_) => Err(ExtractError::CorruptPdf),
     }
+}
+
+/// Whether following `Parent` links up from some page comes back to a dictionary already
+/// passed (a damaged page tree).
+fn has_cyclic_parents(doc: &pdf_extract::Document) -> bool {
+    doc.get_pages().into_values().any(|page| {
+        let mut seen = std::collections::HashSet::from([page]);
+        let mut at = page;
+        loop {
+            let parent =
+                doc.get_dictionary(at).ok().and_then(|d| d.get(b"Parent").ok()).and_then(|p| p.as_reference().ok());
+            match parent {
+                None => return false,
+                Some(id) if !seen.insert(id) => return true,
+                Some(id) => at = id,
+            }
+        }
+    })
 }
 
 /// HTML to readable text: drops `script`, `style`, `head` and comments, turns block
@@ -472,6 +503,15 @@ mod pdf_fixture_tests {
         let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/panicking.pdf")).unwrap();
         let parser = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(&bytes));
         assert!(parser.is_err(), "the fixture should still make pdf-extract panic");
+        assert_eq!(extract(Kind::Pdf, &bytes), Err(ExtractError::CorruptPdf));
+    }
+
+    #[test]
+    fn a_page_that_is_its_own_parent_is_reported_as_damaged() {
+        // pdf-extract alone never returns on this file (found by the `extract` fuzz target).
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/cyclic-parent.pdf")).unwrap();
+        let doc = pdf_extract::Document::load_mem(&bytes).unwrap();
+        assert!(has_cyclic_parents(&doc));
         assert_eq!(extract(Kind::Pdf, &bytes), Err(ExtractError::CorruptPdf));
     }
 }

@@ -276,7 +276,7 @@ mod tests {
             score: 1.0,
             snippet: "Be".into(),
         };
-        let answer = offline_answer(&[Passage { source, text: "Be specific.".into() }]);
+        let answer = offline_answer(&[Passage { source, heading: None, text: "Be specific.".into() }]);
         assert!(answer.text.starts_with("No language model is configured"));
         assert!(answer.text.contains("[1] giving-feedback.md (part 1)\nBe specific."));
         assert_eq!(answer.model, "none");

@@ -10,10 +10,11 @@
 //! | document | `TENANT#{t}` or `GLOBAL` | `DOC#{id}` | while `pending` or `processing`: `INGEST#OPEN` / `{changed_ms:013}#{pk}#{id}` |
 //! | counter | `TENANT#{t}#RATE` or `TENANT#{t}#RATE#USER#{u}` | `WINDOW#{start_ms}` | - |
 //! | turn | `TENANT#{t}#USER#{u}` | `TURN#{key}` | - |
+//! | kept answer | `TENANT#{t}#ANSWERS` | `QA#{key}` | - |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
-//! sessions, counters, turns and document records still waiting for their upload carry
+//! sessions, counters, turns, kept answers and document records still waiting for their upload carry
 //! `expires_at` (TTL; reads and conditions check it too, as TTL deletes late). No Scan anywhere: every read is a Query
 //! or a GetItem on one partition. Cursors are opaque base64 of the last key read.
 
@@ -29,8 +30,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 
 use super::{
     aws::{classify, service_error},
-    Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite, StoreError,
-    StoreResult, StoredMessage, TurnRecord, TurnWrite,
+    AnswerCache, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite,
+    StoreError, StoreResult, StoredMessage, TurnRecord, TurnWrite,
 };
 use crate::{
     ids::rfc3339,
@@ -143,6 +144,10 @@ fn counter_pk(counter: Counter) -> String {
         Counter::User(owner) => format!("TENANT#{}#RATE#USER#{}", owner.tenant, key_part(owner.user)),
         Counter::Tenant(tenant) => format!("TENANT#{tenant}#RATE"),
     }
+}
+
+fn answers_pk(tenant: &str) -> String {
+    format!("TENANT#{tenant}#ANSWERS")
 }
 
 const BAD_CURSOR: StoreError = StoreError::BadCursor("invalid cursor");
@@ -847,6 +852,41 @@ impl Counters for DynamoTable {
             Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[async_trait]
+impl AnswerCache for DynamoTable {
+    async fn cached(&self, tenant: &str, key: &str, now_secs: u64) -> StoreResult<Option<String>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&answers_pk(tenant)))
+            .key("sk", s(&format!("QA#{key}")))
+            .send()
+            .await
+            .map_err(|e| service_error("read a kept answer", e))?;
+        let Some(item) = output.item else { return Ok(None) };
+        // TTL deletes late: an expired item is no answer.
+        if number(&item, "expires_at").is_none_or(|at| at <= now_secs) {
+            return Ok(None);
+        }
+        Ok(Some(string(&item, "answer").ok_or(StoreError::Corrupt("kept answer"))?.to_owned()))
+    }
+
+    async fn keep(&self, tenant: &str, key: &str, answer: &str, expires_at: u64) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&answers_pk(tenant)))
+            .item("sk", s(&format!("QA#{key}")))
+            .item("answer", s(answer))
+            .item("expires_at", n(expires_at))
+            .send()
+            .await
+            .map_err(|e| service_error("keep an answer", e))?;
+        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 //! | [`HistoryStore`] | sessions and messages | [`DynamoTable`] |
 //! | [`DocumentStore`] | document records and status | [`DynamoTable`] |
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
+//! | [`AnswerCache`] | answers kept a few minutes (`POST /qa`) | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
 //! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
 //! | [`DocumentIndex`], [`PassageSearch`] | the search index, written and searched | [`crate::index`] over [`IndexStore`]; [`PgIndex`] |
@@ -276,6 +277,18 @@ pub trait Counters: Send + Sync {
     async fn give_back(&self, counter: Counter<'_>, window_start: u64) -> StoreResult<()>;
 }
 
+// ------------------------------------------------------------------ answers
+
+/// Answers kept for a while per tenant, under a key their caller derives from everything
+/// the answer depends on (the `POST /qa` cache, see [`crate::assist`]).
+#[async_trait]
+pub trait AnswerCache: Send + Sync {
+    /// The answer kept under `key`, unless it expired by `now_secs` (epoch seconds).
+    async fn cached(&self, tenant: &str, key: &str, now_secs: u64) -> StoreResult<Option<String>>;
+    /// Keeps `answer` under `key` until `expires_at` (epoch seconds), replacing any other.
+    async fn keep(&self, tenant: &str, key: &str, answer: &str, expires_at: u64) -> StoreResult<()>;
+}
+
 // ------------------------------------------------------------------ objects
 
 /// An object's body, read when asked for (so a caller can look at the size first).
@@ -447,6 +460,11 @@ pub trait PassageSearch: Send + Sync {
         vector: QueryVector<'_>,
         ranking: &Ranking,
     ) -> Result<Vec<Passage>, Error>;
+
+    /// A token that changes whenever what [`PassageSearch::search`] may return for `tenant`
+    /// changes: a document of the tenant or of the shared docs indexed, replaced or removed.
+    /// Caches of answers grounded in the index key on it.
+    async fn version(&self, tenant: &str) -> Result<String, Error>;
 }
 
 // ------------------------------------------------------------------ jobs

@@ -98,7 +98,18 @@ pub const MIGRATIONS: &[&str] = &[
          created_at timestamptz NOT NULL DEFAULT now(),
          PRIMARY KEY (model, dims)
      );",
+    // 2: a change counter per scope, bumped by every commit that changes what a search of
+    // the scope may return (the index version answer caches key on).
+    "CREATE TABLE coach_index_versions (
+         scope text PRIMARY KEY,
+         version bigint NOT NULL
+     );",
 ];
+
+/// Bumps a scope's change counter, in the transaction that changes it (last, so the row
+/// lock it takes is held only until the commit).
+const BUMP_VERSION: &str = "INSERT INTO coach_index_versions (scope, version) VALUES ($1, 1)
+     ON CONFLICT (scope) DO UPDATE SET version = coach_index_versions.version + 1";
 
 /// Connection settings (`COACH_PG_*`); the password and an extra CA come from the Coach secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -738,6 +749,34 @@ impl PassageSearch for PgIndex {
             Err(_) => Ok(Vec::new()),
         }
     }
+
+    /// The change counters of the tenant and the shared docs.
+    async fn version(&self, tenant: &str) -> Result<String, Error> {
+        let tenant = tenant.to_owned();
+        let version = self
+            .db
+            .with_client("read the index version", move |client| {
+                let tenant = tenant.clone();
+                Box::pin(async move {
+                    let row = client
+                        .query_one(
+                            "SELECT coalesce((SELECT version FROM coach_index_versions WHERE scope = '_global'), 0),
+                                    coalesce((SELECT version FROM coach_index_versions WHERE scope = $1), 0)",
+                            &[&tenant],
+                        )
+                        .await;
+                    match row {
+                        Ok(row) => Ok(format!("pg-{}/{}", row.get::<_, i64>(0), row.get::<_, i64>(1))),
+                        // Nothing indexed yet (or a database migrated before the counters):
+                        // the counters start with the first change.
+                        Err(e) if is_undefined_table(&e) => Ok("pg-0/0".to_owned()),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+            })
+            .await?;
+        Ok(version)
+    }
 }
 
 #[async_trait]
@@ -818,6 +857,7 @@ impl DocumentIndex for PgIndex {
                         )
                         .await?;
                     }
+                    tx.execute(BUMP_VERSION, &[&scope]).await?;
                     tx.commit().await?;
                     Ok(Added::Indexed)
                 })
@@ -840,6 +880,9 @@ impl DocumentIndex for PgIndex {
                         .await;
                     match removed {
                         Ok(n) => {
+                            if n > 0 {
+                                tx.execute(BUMP_VERSION, &[&scope]).await?;
+                            }
                             tx.commit().await?;
                             Ok(Some(n > 0))
                         }

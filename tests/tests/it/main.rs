@@ -4,6 +4,26 @@
 //! server ([`coach_testkit::moto::Moto::shared`]); tests isolate themselves by unique names.
 //! Run one area with `cargo test -p coach-integration-tests --test it -- retrieval::`.
 
+/// Runs each `async fn test(store: Store)` twice, over each index store: `s3::test` and
+/// `postgres::test`.
+macro_rules! over_both_stores {
+    ($($test:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(coach_testkit::stack::Store::S3).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(coach_testkit::stack::Store::Postgres).await
+            })*
+        }
+    };
+}
+
+mod assist;
 mod auth;
 mod chat;
 mod documents;

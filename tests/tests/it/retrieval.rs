@@ -5,10 +5,8 @@
 //! Every test but the one about the S3 store's revalidation interval runs over both index
 //! stores (`s3::` and `postgres::`): segments in S3, and PostgreSQL with pgvector.
 
-use coach::ingest::{ObjectEvent, Outcome};
-use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
-    flows::{add, chat},
+    flows::{add, add_shared, chat},
     stack::{Deployment, Store, TestStack},
 };
 use lambda_http::http::StatusCode;
@@ -24,15 +22,6 @@ fn corpus() -> Vec<(String, String)> {
         .collect();
     docs.sort();
     docs
-}
-
-/// Puts `docs/{name}` and ingests it into the global scope.
-async fn add_shared(stack: &TestStack, services: &Deployment, name: &str, body: &str) {
-    let key = format!("docs/{name}");
-    stack.put(&key, body.as_bytes()).await;
-    let outcome =
-        services.ingest.ingestor.handle(&ObjectEvent { created: true, key }, ingest_deadline()).await.unwrap();
-    assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
 }
 
 async fn ask(services: &Deployment, tenant: &str, message: &str) -> Value {
@@ -269,24 +258,7 @@ async fn a_failing_slow_or_confused_reranker_leaves_the_fused_order(store: Store
     assert_eq!(reranked(store, ResponseTemplate::new(200).set_body_string("<html>"), "2000").await.0, fused);
 }
 
-/// Each test, over each index store.
-macro_rules! over_both_stores {
-    ($($test:ident),* $(,)?) => {
-        mod s3 {
-            $(#[tokio::test]
-            async fn $test() {
-                super::$test(coach_testkit::stack::Store::S3).await
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $test() {
-                super::$test(coach_testkit::stack::Store::Postgres).await
-            })*
-        }
-    };
-}
-
+// Each test, over each index store.
 over_both_stores!(
     the_relevant_document_ranks_first_lexically,
     tenants_never_retrieve_each_others_documents,

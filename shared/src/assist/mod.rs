@@ -1,0 +1,117 @@
+//! One-shot work over a tenant's documents, without a session: a question answered
+//! (`POST /qa`, [`qa`]), a document or a text summarised (`POST /summarize`, [`summary`]), a
+//! topic laid out as a mind map (`POST /mindmap`, [`mindmap`]).
+//!
+//! Each counts against the caller's rate limits like a chat turn, uses the chat turn's model,
+//! retrieval and system prompt ([`Chat`]), and answers within the same deadline
+//! (`COACH_TURN_TIMEOUT_SECS`, or what is left of the invocation): past it, a 504. With the
+//! `none` provider each answers from the documents alone, labelled in `note`: the passages,
+//! an extractive summary, a tree of the passages' headings.
+
+pub mod mindmap;
+pub mod qa;
+pub mod summary;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use crate::{
+    chat::Chat,
+    config::{ConfigError, Env},
+    deadline::Deadline,
+    error::Error,
+    llm::Provider,
+    model::Usage,
+    store::{AnswerCache, DocumentIndex, DocumentStore},
+};
+
+/// Most passages a caller may ask `POST /qa` for.
+pub const MAX_TOP_K: usize = 20;
+/// Kept from the deadline to answer with a 504 in time.
+const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
+
+/// Settings of the one-shot routes (`COACH_QA_CACHE_SECS`, `COACH_SUMMARIZE_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssistConfig {
+    /// How long a `POST /qa` answer is kept (0: not at all).
+    pub qa_cache: Duration,
+    /// Longest `text` `POST /summarize` accepts, in characters.
+    pub summarize_max_chars: usize,
+    /// Most parts a text is summarised in (map calls of the map-reduce).
+    pub summarize_max_parts: usize,
+}
+
+impl AssistConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            qa_cache: Duration::from_secs(env.number("COACH_QA_CACHE_SECS", 300, 0, 86_400)?),
+            summarize_max_chars: env.number("COACH_SUMMARIZE_MAX_CHARS", 200_000, 1_000, 5_000_000)? as usize,
+            summarize_max_parts: env.number("COACH_SUMMARIZE_MAX_PARTS", 16, 1, 200)? as usize,
+        })
+    }
+}
+
+/// What the one-shot routes use besides the chat turn's parts. Build once per cold start.
+pub struct Assist {
+    pub config: AssistConfig,
+    answers: Arc<dyn AnswerCache>,
+    records: Arc<dyn DocumentStore>,
+    index: Arc<dyn DocumentIndex>,
+}
+
+impl Assist {
+    /// `answers` keeps `/qa` answers; `records` and `index` give a document's status and
+    /// text to `/summarize`.
+    pub fn new(
+        config: AssistConfig,
+        answers: Arc<dyn AnswerCache>,
+        records: Arc<dyn DocumentStore>,
+        index: Arc<dyn DocumentIndex>,
+    ) -> Self {
+        Self { config, answers, records, index }
+    }
+}
+
+/// Usage of every model call behind one answer, added up.
+fn add_usage(total: &mut Usage, more: Usage) {
+    total.input_tokens += more.input_tokens;
+    total.output_tokens += more.output_tokens;
+}
+
+/// Whether the configured model is the `none` provider.
+fn offline(chat: &Chat) -> bool {
+    chat.llm.config().provider == Provider::None
+}
+
+/// The model's input budget for one call, in estimated tokens.
+fn input_budget(chat: &Chat) -> u32 {
+    let config = chat.llm.config();
+    config.context_tokens.saturating_sub(config.max_output_tokens)
+}
+
+/// `work`, within the turn's time (the invocation's deadline and `COACH_TURN_TIMEOUT_SECS`),
+/// or a 504 naming what took too long.
+async fn within<T>(
+    chat: &Chat,
+    deadline: Deadline,
+    what: &str,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let budget = deadline.remaining().min(chat.limits.turn_timeout).saturating_sub(ANSWER_MARGIN);
+    match tokio::time::timeout(budget, work).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(format!("{what} took longer than {} s", budget.as_secs().max(1)))),
+    }
+}
+
+/// A required text field: trimmed, not empty, at most `max` characters (413 above).
+fn required_text<'a>(value: &'a str, field: &str, max: usize) -> Result<&'a str, Error> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(Error::BadRequest(format!("{field} must not be empty")));
+    }
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(Error::PayloadTooLarge(format!("{field} has {chars} characters; the limit is {max}")));
+    }
+    Ok(value)
+}

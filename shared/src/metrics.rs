@@ -111,12 +111,15 @@ pub fn rate_limited(reason: &str) {
 /// segment that is not one of Coach's route words replaced by `{id}`, so ids (and any path a
 /// caller invents) never become dimensions of their own; past 4 segments, `other`.
 pub fn route_template(method: &str, path: &str) -> String {
-    const WORDS: [&str; 13] = [
+    const WORDS: [&str; 16] = [
         "health",
         "live",
         "ready",
         "me",
         "chat",
+        "qa",
+        "summarize",
+        "mindmap",
         "stream",
         "sessions",
         "messages",

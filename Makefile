@@ -7,7 +7,7 @@ dev:  ## Run the local stack: moto + example docs + cargo lambda watch
 test: ## Run every test (unit and integration, against moto on loopback)
 	scripts/test.sh
 
-lint: ## cargo fmt --check, clippy -D warnings, sam validate --lint, cfn-lint
+lint: ## cargo fmt --check, clippy -D warnings, sam validate --lint, cfn-lint, openapi-spec-validator
 	scripts/lint.sh
 
 ci:   ## What CI runs

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the project's Python tools (cargo-lambda, moto, aws-sam-cli, cfn-lint) into
-# ./.venv from requirements-dev.txt. Idempotent: reinstalls only when the pins change.
+# Installs the project's Python tools (cargo-lambda, moto, aws-sam-cli, cfn-lint,
+# openapi-spec-validator) into ./.venv from requirements-dev.txt. Idempotent: reinstalls only
+# when the pins change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -33,7 +33,7 @@ pub enum Error {
     NotFound(String),
     /// The route exists but not for this method (405); `allow` lists the methods it takes.
     #[error("method not allowed; this route accepts {allow}")]
-    MethodNotAllowed { allow: &'static str },
+    MethodNotAllowed { allow: String },
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),

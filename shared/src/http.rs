@@ -126,7 +126,9 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         Error::MethodNotAllowed { allow } => {
-            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            if let Ok(allow) = HeaderValue::from_str(allow) {
+                headers.insert(header::ALLOW, allow);
+            }
         }
         Error::Unauthorized(_) => {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="coach""#));
@@ -179,6 +181,60 @@ fn outbound_builder() -> reqwest::ClientBuilder {
         .user_agent(concat!("coach/", env!("CARGO_PKG_VERSION")))
 }
 
+/// One route a function serves: a method and a path template, where `{name}` stands for one
+/// path segment. Each function lists its routes in a table (its `ROUTES`), which is what it
+/// answers, what `openapi.yaml` documents (a test holds them equal) and what [`route`] matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+}
+
+impl Route {
+    pub const fn new(method: &'static str, path: &'static str) -> Self {
+        Self { method, path }
+    }
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_matches('/').split('/')
+}
+
+/// The route of `routes` a request for `method` and `path` asks for, with the values of the
+/// template's parameters in order. Of the templates matching the path, the one with the most
+/// literal segments wins (`/documents/reembed` before `/documents/{id}`). No template
+/// matching: a 404; a template matching for other methods: a 405 naming them.
+pub fn route<'p>(routes: &[Route], method: &str, path: &'p str) -> Result<(Route, Vec<&'p str>), Error> {
+    let matches = |template: &str| -> Option<(usize, Vec<&'p str>)> {
+        let (mut literal, mut params) = (0, Vec::new());
+        let mut given = segments(path);
+        for part in segments(template) {
+            let value = given.next()?;
+            if part.starts_with('{') && part.ends_with('}') {
+                if value.is_empty() {
+                    return None;
+                }
+                params.push(value);
+            } else if part == value {
+                literal += 1;
+            } else {
+                return None;
+            }
+        }
+        given.next().is_none().then_some((literal, params))
+    };
+    let best =
+        routes.iter().filter_map(|r| matches(r.path).map(|m| (r.path, m))).max_by_key(|(_, (literal, _))| *literal);
+    let Some((template, (_, params))) = best else {
+        return Err(Error::NotFound(format!("no route for {method} {path}")));
+    };
+    let same_path = routes.iter().filter(|r| r.path == template);
+    match same_path.clone().find(|r| r.method == method) {
+        Some(route) => Ok((*route, params)),
+        None => Err(Error::MethodNotAllowed { allow: same_path.map(|r| r.method).collect::<Vec<_>>().join(", ") }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +270,7 @@ mod tests {
 
     #[test]
     fn method_not_allowed_carries_allow() {
-        let response = error_response(&Error::MethodNotAllowed { allow: "GET" }, "r");
+        let response = error_response(&Error::MethodNotAllowed { allow: "GET".into() }, "r");
         assert_eq!(response.headers()[header::ALLOW], "GET");
     }
 
@@ -255,5 +311,29 @@ mod tests {
         let req = Request::default().with_lambda_context(ctx);
         assert_eq!(request_id(&req), "lambda-req");
         assert_eq!(request_id(&Request::default()), "unknown");
+    }
+
+    #[test]
+    fn routes_match_by_template_the_most_literal_first() {
+        const ROUTES: &[Route] = &[
+            Route::new("GET", "/documents"),
+            Route::new("POST", "/documents"),
+            Route::new("POST", "/documents/reembed"),
+            Route::new("GET", "/documents/{id}"),
+            Route::new("DELETE", "/documents/{id}"),
+            Route::new("GET", "/sessions/{id}/messages"),
+        ];
+        let found = |method, path| route(ROUTES, method, path).map(|(r, params)| (r.path, params));
+        assert_eq!(found("GET", "/documents/"), Ok(("/documents", vec![])));
+        assert_eq!(found("POST", "/documents/reembed"), Ok(("/documents/reembed", vec![])));
+        assert_eq!(found("DELETE", "/documents/01J"), Ok(("/documents/{id}", vec!["01J"])));
+        assert_eq!(found("GET", "/sessions/s1/messages"), Ok(("/sessions/{id}/messages", vec!["s1"])));
+        let status = |method, path| route(ROUTES, method, path).unwrap_err();
+        assert_eq!(status("GET", "/documents/reembed"), Error::MethodNotAllowed { allow: "POST".into() });
+        assert_eq!(status("PUT", "/documents"), Error::MethodNotAllowed { allow: "GET, POST".into() });
+        assert_eq!(status("PATCH", "/documents/x"), Error::MethodNotAllowed { allow: "GET, DELETE".into() });
+        for path in ["/", "/documents/x/y", "/sessions//messages", "/nope", "/documents/x/messages"] {
+            assert_eq!(status("GET", path).status(), StatusCode::NOT_FOUND, "{path}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `GET /health`, `GET /health/ready` | anyone: 200 when every dependency answers, else 503 |
 //! | `GET /health/live` | anyone: 200 while the function runs, no dependency called |
+//! | `GET /openapi.yaml` | anyone: the API's OpenAPI document |
 //! | `GET /me` | any authenticated caller |
 //! | `POST /chat` | role `user` |
 //! | `POST /qa`, `POST /summarize`, `POST /mindmap` | role `user` |
@@ -31,8 +32,8 @@ use coach::{
     health::{self, Health},
     history::History,
     http::{
-        empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
-        query_param, request_id,
+        self, empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
+        query_param, request_id, Route,
     },
     index::Index,
     llm::Llm,
@@ -48,7 +49,7 @@ use coach::{
     Error,
 };
 use lambda_http::{
-    http::{Method, StatusCode},
+    http::{header, HeaderValue, StatusCode},
     Body, Request, RequestExt, Response,
 };
 use serde::Deserialize;
@@ -123,34 +124,55 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     response
 }
 
+/// What the `chat` function answers (behind the HTTP API); `openapi.yaml` documents each.
+pub const ROUTES: &[Route] = &[
+    Route::new("GET", "/health"),
+    Route::new("GET", "/health/ready"),
+    Route::new("GET", "/health/live"),
+    Route::new("GET", "/openapi.yaml"),
+    Route::new("GET", "/me"),
+    Route::new("POST", "/chat"),
+    Route::new("POST", "/qa"),
+    Route::new("POST", "/summarize"),
+    Route::new("POST", "/mindmap"),
+    Route::new("GET", "/sessions"),
+    Route::new("POST", "/sessions"),
+    Route::new("GET", "/sessions/{id}/messages"),
+    Route::new("DELETE", "/sessions/{id}"),
+];
+
+/// The API's OpenAPI document, served at `GET /openapi.yaml`.
+pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
+
 async fn route(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
-    let path = req.uri().path();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method();
-    match (segments.as_slice(), method) {
+    let (route, params) = http::route(ROUTES, req.method().as_str(), req.uri().path())?;
+    match (route.path, params.as_slice()) {
         // Readiness: every dependency answers (`/health` is the same check, kept for callers
         // of the first API).
-        (["health"] | ["health", "ready"], &Method::GET) => Ok(health(state, request_id).await),
+        ("/health" | "/health/ready", _) => Ok(health(state, request_id).await),
         // Liveness: the process answers; no dependency is called.
-        (["health", "live"], &Method::GET) => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
-        (["health"] | ["health", "ready" | "live"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["me"], &Method::GET) => me(state, req).await,
-        (["me"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["chat"], &Method::POST) => post_chat(state, req).await,
-        (["chat"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (["qa"], &Method::POST) => post_qa(state, req).await,
-        (["summarize"], &Method::POST) => post_summarize(state, req).await,
-        (["mindmap"], &Method::POST) => post_mindmap(state, req).await,
-        (["qa" | "summarize" | "mindmap"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (["sessions"], &Method::GET) => list_sessions(state, req).await,
-        (["sessions"], &Method::POST) => create_session(state, req).await,
-        (["sessions"], _) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
-        (["sessions", id, "messages"], &Method::GET) => session_messages(state, req, id).await,
-        (["sessions", _, "messages"], _) => Err(Error::MethodNotAllowed { allow: "GET" }),
-        (["sessions", id], &Method::DELETE) => delete_session(state, req, id).await,
-        (["sessions", _], _) => Err(Error::MethodNotAllowed { allow: "DELETE" }),
-        _ => Err(Error::NotFound(format!("no route for {method} {path}"))),
+        ("/health/live", _) => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
+        ("/openapi.yaml", _) => Ok(openapi()),
+        ("/me", _) => me(state, req).await,
+        ("/chat", _) => post_chat(state, req).await,
+        ("/qa", _) => post_qa(state, req).await,
+        ("/summarize", _) => post_summarize(state, req).await,
+        ("/mindmap", _) => post_mindmap(state, req).await,
+        ("/sessions", _) if route.method == "GET" => list_sessions(state, req).await,
+        ("/sessions", _) => create_session(state, req).await,
+        ("/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
+        ("/sessions/{id}", [id]) => delete_session(state, req, id).await,
+        _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
+}
+
+/// `GET /openapi.yaml`: the document, cacheable for five minutes.
+fn openapi() -> Response<Body> {
+    let mut response = Response::new(Body::Text(OPENAPI.to_owned()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
 }
 
 /// Authenticates the caller and requires the `user` role.

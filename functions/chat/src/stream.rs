@@ -18,7 +18,7 @@ use coach::{
     auth::Principal,
     chat::{Chat, ChatInput, ChatReply, Lease, Step, TurnKey},
     config::{Env, StartupError},
-    http::{error_object, error_response, json_body, request_id},
+    http::{self, error_object, error_response, json_body, request_id, Route},
     ids::now_ms,
     llm::{Completion, Delta},
     metrics,
@@ -28,7 +28,7 @@ use coach::{
 };
 use futures_util::StreamExt;
 use lambda_http::{
-    http::{header, HeaderValue, Method, StatusCode},
+    http::{header, HeaderValue, StatusCode},
     lambda_runtime::streaming::{channel, Body as StreamBody, Sender},
     Request, Response,
 };
@@ -37,6 +37,9 @@ use tracing::Instrument;
 
 /// How long a streamed turn holds its lease: the chat-stream function's timeout.
 const STREAM_LEASE_MS: u64 = 300_000;
+
+/// What the `chat-stream` function answers (behind its Function URL).
+pub const ROUTES: &[Route] = &[Route::new("POST", "/chat/stream")];
 
 /// What the `chat-stream` function uses, built once per cold start.
 pub struct StreamState {
@@ -61,11 +64,9 @@ impl StreamState {
 pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBody> {
     let begun = std::time::Instant::now();
     let request_id = request_id(&req);
-    let path = req.uri().path().trim_end_matches('/');
-    let started = match (req.method(), path) {
-        (&Method::POST, "/chat/stream") => start(state, &req, request_id.clone()).await,
-        (_, "/chat/stream") => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (method, _) => Err(Error::NotFound(format!("no route for {method} {path}"))),
+    let started = match http::route(ROUTES, req.method().as_str(), req.uri().path()) {
+        Ok(_) => start(state, &req, request_id.clone()).await,
+        Err(err) => Err(err),
     };
     let response = started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)));
     // The status and the time to the first byte; the reply streams on.

@@ -11,17 +11,13 @@ use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
     auth::{Authenticator, Role},
     config::{Env, StartupError},
-    http::{error_response, json_response, request_id},
+    http::{self, error_response, json_response, request_id, Route},
     refresh::Refresher,
     secrets::Secrets,
     store::AwsClients,
     Error,
 };
-use lambda_http::{
-    http::{Method, StatusCode},
-    request::LambdaRequest,
-    Body, Context, Request, RequestExt, Response,
-};
+use lambda_http::{http::StatusCode, request::LambdaRequest, Body, Context, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
 /// S3's page size for listing `docs/`.
@@ -66,6 +62,9 @@ pub async fn handle(state: &State, event: Value, context: Context) -> Result<Val
     Ok(to_api_gateway(handle_http(state, request).await))
 }
 
+/// What the `docs-refresh` function answers over HTTP; `openapi.yaml` documents it.
+pub const ROUTES: &[Route] = &[Route::new("POST", "/docs/refresh")];
+
 /// Handles an HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
     let started = std::time::Instant::now();
@@ -82,11 +81,9 @@ pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
 
 async fn answer(state: &State, req: &Request) -> Response<Body> {
     let request_id = request_id(req);
-    let path = req.uri().path().trim_end_matches('/');
-    let result = match (req.method(), path) {
-        (&Method::POST, "/docs/refresh") => post_refresh(state, req).await,
-        (_, "/docs/refresh") => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (method, path) => Err(Error::NotFound(format!("no route for {method} {path}"))),
+    let result = match http::route(ROUTES, req.method().as_str(), req.uri().path()) {
+        Ok(_) => post_refresh(state, req).await,
+        Err(err) => Err(err),
     };
     result.unwrap_or_else(|err| error_response(&err, &request_id))
 }

@@ -18,8 +18,8 @@ use coach::{
     config::{Env, StartupError},
     documents::{Documents, InlineDocument, UploadConfig, UploadRequest},
     http::{
-        empty_response, error_response, json_body, json_body_within, json_response, query_limit, query_param,
-        request_id,
+        self, empty_response, error_response, json_body, json_body_within, json_response, query_limit, query_param,
+        request_id, Route,
     },
     index::Index,
     ratelimit::{RateLimitConfig, RateLimiter},
@@ -27,10 +27,7 @@ use coach::{
     store::AwsClients,
     Error,
 };
-use lambda_http::{
-    http::{Method, StatusCode},
-    Body, Request, Response,
-};
+use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde_json::json;
 
 /// What the upload-url function uses, built once per cold start.
@@ -81,22 +78,26 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     response
 }
 
+/// What the `upload-url` function answers; `openapi.yaml` documents each.
+pub const ROUTES: &[Route] = &[
+    Route::new("POST", "/uploads"),
+    Route::new("GET", "/documents"),
+    Route::new("POST", "/documents"),
+    Route::new("POST", "/documents/reembed"),
+    Route::new("GET", "/documents/{id}"),
+    Route::new("DELETE", "/documents/{id}"),
+];
+
 async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let path = req.uri().path();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method();
-    match (segments.as_slice(), method) {
-        (["uploads"], &Method::POST) => create_upload(state, req).await,
-        (["uploads"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (["documents"], &Method::GET) => list(state, req).await,
-        (["documents"], &Method::POST) => create_inline(state, req).await,
-        (["documents"], _) => Err(Error::MethodNotAllowed { allow: "GET, POST" }),
-        (["documents", "reembed"], &Method::POST) => reembed(state, req).await,
-        (["documents", "reembed"], _) => Err(Error::MethodNotAllowed { allow: "POST" }),
-        (["documents", id], &Method::GET) => get(state, req, id).await,
-        (["documents", id], &Method::DELETE) => delete(state, req, id).await,
-        (["documents", _], _) => Err(Error::MethodNotAllowed { allow: "GET, DELETE" }),
-        _ => Err(Error::NotFound(format!("no route for {method} {path}"))),
+    let (route, params) = http::route(ROUTES, req.method().as_str(), req.uri().path())?;
+    match (route.method, route.path, params.as_slice()) {
+        ("POST", "/uploads", _) => create_upload(state, req).await,
+        ("GET", "/documents", _) => list(state, req).await,
+        ("POST", "/documents", _) => create_inline(state, req).await,
+        ("POST", "/documents/reembed", _) => reembed(state, req).await,
+        ("GET", "/documents/{id}", [id]) => get(state, req, id).await,
+        ("DELETE", "/documents/{id}", [id]) => delete(state, req, id).await,
+        _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
 }
 

@@ -33,6 +33,7 @@ mod faults;
 mod health;
 mod index;
 mod logs;
+mod openapi;
 mod policies;
 mod postgres;
 mod profile;

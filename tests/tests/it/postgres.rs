@@ -101,7 +101,10 @@ async fn the_schema_is_coach_s_own_applied_once_with_a_vector_table_per_model() 
     // Another instance migrates nothing again.
     let other = stack.deploy();
     add(&stack, &other, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n").await;
-    assert_eq!(stack.sql("SELECT string_agg(version::text, ',') FROM coach_schema_migrations"), "1");
+    let migrations = stack.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM coach_schema_migrations");
+    assert_eq!(migrations, "1,2");
+    // Each write bumped the tenant's change counter (what `/qa` answers are kept under).
+    assert_eq!(stack.sql("SELECT version FROM coach_index_versions WHERE scope = 'acme'"), "2");
     let tables = stack.sql("SELECT model || ' ' || dims || ' ' || table_name FROM coach_vector_tables");
     let table = coach::store::postgres::vector_table("all-minilm-l6-v2", 384);
     assert_eq!(tables, format!("all-minilm-l6-v2 384 {table}"));

@@ -1,8 +1,8 @@
 """Scores retrieval runs on a CISI-format test collection (`make eval`).
 
-    python scripts/eval.py COLLECTION_DIR COACH_RUNS.json [OUT.md]
+    python scripts/eval.py COLLECTION_DIR RUNS.json [OUT.md]
 
-COACH_RUNS.json is what `coach-eval` wrote: the ranked documents Coach's `POST /chat`
+RUNS.json is what `coach-eval` wrote: the ranked documents Coach's `POST /chat`
 returned for each judged query. In the same run this script ranks the same documents
 (title + abstract) with a plain BM25 library, `bm25s` (English stop words, default k1/b,
 top 10), and scores every run with nDCG@10 and recall@10 (binary relevance) over the

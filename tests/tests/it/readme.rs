@@ -24,7 +24,9 @@ fn scan_dir(dir: &Path, names: &mut BTreeSet<String>) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             scan_dir(&path, names);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("rs" | "sh")) {
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("rs" | "sh" | "py"))
+            || path.file_name().is_some_and(|n| n == "run")
+        {
             scan(&std::fs::read_to_string(&path).unwrap(), names);
         }
     }
@@ -34,7 +36,7 @@ fn scan_dir(dir: &Path, names: &mut BTreeSet<String>) {
 fn every_coach_variable_is_in_the_readme_table() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut names = BTreeSet::new();
-    for dir in ["shared/src", "functions", "tests/src", "scripts"] {
+    for dir in ["shared/src", "functions", "tests/src", "tests/browser", "scripts", ".ci"] {
         scan_dir(&root.join(dir), &mut names);
     }
     scan(&std::fs::read_to_string(root.join("template.yaml")).unwrap(), &mut names);

@@ -416,6 +416,16 @@ impl TestStack {
         listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
     }
 
+    /// The table's items in partition `pk` (as a test reads what a function stored).
+    pub async fn items(
+        &self,
+        pk: &str,
+    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let query = self.aws.dynamodb.query().table_name(&self.config.table).key_condition_expression("pk = :pk");
+        let pk = aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned());
+        query.expression_attribute_values(":pk", pk).send().await.unwrap().items.unwrap_or_default()
+    }
+
     /// Every function's state over this stack, as each function's `main` builds it.
     pub fn deploy(&self) -> Deployment {
         self.deploy_with(&self.aws)

@@ -146,22 +146,22 @@ pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
 
 async fn route(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
     let (route, params) = http::route(ROUTES, req.method().as_str(), req.uri().path())?;
-    match (route.path, params.as_slice()) {
+    match (route.method, route.path, params.as_slice()) {
         // Readiness: every dependency answers (`/health` is the same check, kept for callers
         // of the first API).
-        ("/health" | "/health/ready", _) => Ok(health(state, request_id).await),
+        ("GET", "/health" | "/health/ready", _) => Ok(health(state, request_id).await),
         // Liveness: the process answers; no dependency is called.
-        ("/health/live", _) => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
-        ("/openapi.yaml", _) => Ok(openapi()),
-        ("/me", _) => me(state, req).await,
-        ("/chat", _) => post_chat(state, req).await,
-        ("/qa", _) => post_qa(state, req).await,
-        ("/summarize", _) => post_summarize(state, req).await,
-        ("/mindmap", _) => post_mindmap(state, req).await,
-        ("/sessions", _) if route.method == "GET" => list_sessions(state, req).await,
-        ("/sessions", _) => create_session(state, req).await,
-        ("/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
-        ("/sessions/{id}", [id]) => delete_session(state, req, id).await,
+        ("GET", "/health/live", _) => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
+        ("GET", "/openapi.yaml", _) => Ok(openapi()),
+        ("GET", "/me", _) => me(state, req).await,
+        ("POST", "/chat", _) => post_chat(state, req).await,
+        ("POST", "/qa", _) => post_qa(state, req).await,
+        ("POST", "/summarize", _) => post_summarize(state, req).await,
+        ("POST", "/mindmap", _) => post_mindmap(state, req).await,
+        ("GET", "/sessions", _) => list_sessions(state, req).await,
+        ("POST", "/sessions", _) => create_session(state, req).await,
+        ("GET", "/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
+        ("DELETE", "/sessions/{id}", [id]) => delete_session(state, req, id).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
 }

@@ -2,7 +2,6 @@
 //! the index stores and a local server speaking the OpenAI wire format (or the `none`
 //! provider).
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use coach_testkit::{
     events,
     flows::{add, add_shared, erin, upload},
@@ -130,17 +129,7 @@ async fn qa_answers_are_kept_until_a_document_or_the_prompt_changes(store: Store
     assert_eq!(asked(&server).await.len(), 1);
 
     // Kept in the table under the tenant, for five minutes, by a digest (no question text).
-    let kept = stack
-        .aws
-        .dynamodb
-        .query()
-        .table_name(&stack.config.table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S("TENANT#acme#ANSWERS".into()))
-        .send()
-        .await
-        .unwrap();
-    let items = kept.items();
+    let items = stack.items("TENANT#acme#ANSWERS").await;
     assert_eq!(items.len(), 1);
     let sk = items[0]["sk"].as_s().unwrap();
     assert!(sk.starts_with("QA#") && !sk.to_lowercase().contains("travel"), "{sk}");

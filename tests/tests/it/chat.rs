@@ -82,9 +82,7 @@ async fn requests(server: &MockServer) -> Vec<Value> {
 
 /// How many items the table holds under alice's (tenant acme) session `id`: its messages.
 async fn items_under(stack: &TestStack, id: &str) -> i32 {
-    let pk = aws_sdk_dynamodb::types::AttributeValue::S(format!("TENANT#acme#USER#alice#SESSION#{id}"));
-    let query = stack.aws.dynamodb.query().table_name(&stack.config.table).key_condition_expression("pk = :pk");
-    query.expression_attribute_values(":pk", pk).send().await.unwrap().count()
+    stack.items(&format!("TENANT#acme#USER#alice#SESSION#{id}")).await.len() as i32
 }
 
 async fn messages(services: &Deployment, token: &str, session: &str) -> Vec<Value> {

@@ -629,17 +629,8 @@ async fn shared_docs_are_indexed_in_the_global_scope() {
         .unwrap();
     ingest::handle(&services.ingest, s3_event(&stack, "s3-put-doc.json", key), ingest_deadline()).await.unwrap();
 
-    let record = stack
-        .aws
-        .dynamodb
-        .query()
-        .table_name(&stack.config.table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S("GLOBAL".into()))
-        .send()
-        .await
-        .unwrap();
-    let item = &record.items()[0];
+    let record = stack.items("GLOBAL").await;
+    let item = &record[0];
     assert_eq!(item["status"].as_s().unwrap(), "ready");
     assert_eq!(item["filename"].as_s().unwrap(), "giving feedback.md");
     let id = item["document_id"].as_s().unwrap();

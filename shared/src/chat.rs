@@ -22,7 +22,7 @@
 //! gave up (a model failure, a timeout) or died, the retry takes its lease and answers the
 //! message already stored.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,12 +34,13 @@ use crate::{
     history::{History, Target},
     ids::{digest, now_ms},
     llm::{Completion, Llm, Prompt},
-    model::{Author, Message, NewMessage, Passage, Source, Usage},
+    model::{Author, Message, ModelUsage, NewMessage, Passage, Source, Usage},
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
     retrieval::Retriever,
     store::TurnWrite,
+    usage::Ledger,
 };
 
 /// How long a turn record recognises a retry: a day for an `Idempotency-Key`, two minutes
@@ -139,12 +140,14 @@ pub struct Prepared {
     pub sources: Vec<Source>,
     /// The turn's lease, when it has a record (its answer is recorded with the reply).
     pub lease: Option<Lease>,
+    /// What the query's embedding used, when metered (recorded with the reply's usage).
+    pub embedding: Option<ModelUsage>,
 }
 
 /// What a turn comes to before the model.
 pub enum Step {
     /// The message is stored and the prompt ready.
-    Answer(Prepared),
+    Answer(Box<Prepared>),
     /// A retry of a turn already answered: the stored answer.
     Answered(ChatReply),
 }
@@ -168,9 +171,17 @@ pub struct Chat {
     pub retriever: Retriever,
     pub llm: Llm,
     pub limiter: RateLimiter,
+    /// Usage and budgets.
+    pub ledger: Arc<Ledger>,
 }
 
 impl Chat {
+    /// Admits one model-using request of `who`: the rate limits counted and the monthly
+    /// budgets read at once (429 `rate_limited` or `budget_exceeded`).
+    pub async fn admit(&self, who: &Principal) -> Result<(), Error> {
+        self.limiter.check_with(who, self.ledger.within_budget(who)).await
+    }
+
     /// Validates the input, counts the request, stores the user's message (with the turn's
     /// record under `turn`, leased until `lease_until`) and builds the prompt; or, for a
     /// retry, the stored answer or the message the first attempt stored.
@@ -211,8 +222,9 @@ impl Chat {
             };
             Ok::<_, Error>(tokio::join!(self.system_prompt.current(), profile))
         };
-        let ((), session, (system, profile), passages) =
-            tokio::try_join!(self.limiter.check(who), session, context, self.retriever.retrieve(&who.tenant, message))?;
+        let ((), session, (system, profile), retrieved) =
+            tokio::try_join!(self.admit(who), session, context, self.retriever.retrieve(&who.tenant, message))?;
+        let (passages, embedding) = (retrieved.passages, retrieved.embedding);
 
         let (existing, mut past) = match session {
             Some((id, past)) => (Some(id), past),
@@ -246,7 +258,7 @@ impl Chat {
         let boundary = crate::prompt::boundary();
         let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, &past, message, budget, &boundary);
         let lease = turn.map(|turn| Lease { key: turn.key.clone(), until: lease_until });
-        Ok(Step::Answer(Prepared { session_id, user_message, prompt, passages, sources, lease }))
+        Ok(Step::Answer(Box::new(Prepared { session_id, user_message, prompt, passages, sources, lease, embedding })))
     }
 
     /// A retry of `turn`: its stored answer, or, when the attempt that stored its message
@@ -312,11 +324,14 @@ impl Chat {
             model: Some(&completion.model),
         };
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
-        let (_, reply) = self
-            .history
-            .add_turn_message(who, Target::Session(&prepared.session_id), reply, turn)
-            .await?
-            .ok_or_else(|| Error::internal("a reply was refused as a retry"))?;
+        let mut used = vec![ModelUsage { model: completion.model.clone(), usage: completion.usage, calls: 1 }];
+        used.extend(prepared.embedding.clone());
+        // The ledger is written beside the reply (best effort, never failing the turn).
+        let (stored, ()) = tokio::join!(
+            self.history.add_turn_message(who, Target::Session(&prepared.session_id), reply, turn),
+            self.ledger.record_for(who, &used)
+        );
+        let (_, reply) = stored?.ok_or_else(|| Error::internal("a reply was refused as a retry"))?;
         Ok(ChatReply {
             session_id: prepared.session_id,
             message_id: reply.message_id,
@@ -346,7 +361,7 @@ impl Chat {
         let work = async {
             let prepared = match self.prepare(who, input, turn.as_ref(), lease_until).await? {
                 Step::Answered(reply) => return Ok(reply),
-                Step::Answer(prepared) => prepared,
+                Step::Answer(prepared) => *prepared,
             };
             holds.store(true, std::sync::atomic::Ordering::Relaxed);
             let completion = self.llm.complete(&prepared.prompt, &prepared.passages).await?;

@@ -46,6 +46,9 @@ pub enum Error {
     /// Too many requests; retry after the given number of seconds (429).
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// The user's or the tenant's monthly budget is used up (429), until `reset_at`.
+    #[error("the monthly budget of this {scope} is used up; it resets at {reset_at}")]
+    BudgetExceeded { scope: &'static str, reset_at: String, retry_after_secs: u64 },
     /// An upstream service (the LLM, an embedding service, an identity provider) failed (502).
     #[error("{message}")]
     Upstream {
@@ -103,7 +106,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Upstream { .. } | Error::UnusableModelOutput(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -123,6 +126,7 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::RateLimited { .. } => "rate_limited",
+            Error::BudgetExceeded { .. } => "budget_exceeded",
             Error::Upstream { .. } => "upstream_error",
             Error::UnusableModelOutput(_) => "unusable_model_output",
             Error::Unavailable { .. } => "service_unavailable",

@@ -11,9 +11,11 @@
 //!   indexed documents), [`refresh`] (the system prompt from `docs/`), [`ratelimit`],
 //!   [`health`], [`auth`] (JWT verification, principals, roles), [`profile`] (Auth0 user
 //!   profiles), [`llm`] (the language model), [`embeddings`] (text embeddings: the embedded
-//!   model or an HTTP service), [`rerank`] (optional reranking of retrieved passages).
+//!   model or an HTTP service), [`rerank`] (optional reranking of retrieved passages),
+//!   [`assist`] (one-shot answers: `/qa`, `/summarize`, `/mindmap`), [`usage`] (the usage
+//!   ledger and budgets).
 //! - **Stores** ([`store`]): small traits the domain depends on (history, documents,
-//!   counters, blobs, index manifests and segments, secrets), with the DynamoDB, S3 and Secrets Manager
+//!   counters, blobs, index manifests and segments, kept answers, usage, secrets), with the DynamoDB, S3, Secrets Manager and PostgreSQL
 //!   implementations; the only place that names an SDK type.
 //! - **Foundations**: [`model`] (the records), [`ids`] (ids and clocks), [`error`] (the one
 //!   error type), [`config`] (reading environment variables), [`deadline`] (the invocation's
@@ -50,5 +52,6 @@ pub mod retrieval;
 pub mod retry;
 pub mod secrets;
 pub mod store;
+pub mod usage;
 
 pub use error::{Error, Result};

@@ -107,12 +107,18 @@ pub fn rate_limited(reason: &str) {
     emit(&[("Reason", reason)], &[("RateLimited", 1.0, Unit::Count)]);
 }
 
+/// A model or embedding call whose usage could not be recorded in the ledger.
+pub fn usage_unrecorded() {
+    emit(&[], &[("UsageUnrecorded", 1.0, Unit::Count)]);
+}
+
 /// A route's template for the `Route` dimension: the method, then the path with every
 /// segment that is not one of Coach's route words replaced by `{id}`, so ids (and any path a
 /// caller invents) never become dimensions of their own; past 4 segments, `other`.
 pub fn route_template(method: &str, path: &str) -> String {
-    const WORDS: [&str; 16] = [
+    const WORDS: [&str; 17] = [
         "health",
+        "usage",
         "live",
         "ready",
         "me",

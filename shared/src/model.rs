@@ -41,6 +41,43 @@ pub struct Usage {
     pub output_tokens: u64,
 }
 
+/// What the usage ledger counts, for one model in one day, or in all for a month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct UsageCounts {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Estimated cost in billionths of a US dollar (integers, so counters add exactly).
+    pub cost_nanos: u64,
+    /// Model or embedding calls.
+    pub requests: u64,
+}
+
+impl UsageCounts {
+    pub fn add(&mut self, other: &UsageCounts) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_nanos += other.cost_nanos;
+        self.requests += other.requests;
+    }
+}
+
+/// What calls of one model used, to record in the usage ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelUsage {
+    pub model: String,
+    pub usage: Usage,
+    pub calls: u64,
+}
+
+/// One day's counts of one model, as the ledger keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub model: String,
+    pub counts: UsageCounts,
+}
+
 /// Where a reply's grounding came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {

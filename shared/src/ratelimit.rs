@@ -15,6 +15,7 @@
 //!   instance rather than overall while it lasts).
 
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -100,6 +101,17 @@ impl RateLimiter {
     /// Counts one request of `who`; 429 when the user's or the tenant's window is full (or
     /// the counters are throttled), 503 when the counters refuse to answer.
     pub async fn check(&self, who: &Principal) -> Result<(), Error> {
+        self.check_with(who, async { Ok(()) }).await
+    }
+
+    /// [`RateLimiter::check`] with another admission check (`gate`, a budget) run at the same
+    /// time, in the same round trip: a request `gate` refuses gives back what it counted, and
+    /// gets `gate`'s error (unless a limit refused it too, which is said first).
+    pub async fn check_with(
+        &self,
+        who: &Principal,
+        gate: impl Future<Output = Result<(), Error>>,
+    ) -> Result<(), Error> {
         let now = now_ms();
         let window_ms = (self.config.window.as_millis() as u64).max(1000);
         let start = now / window_ms * window_ms;
@@ -113,8 +125,10 @@ impl RateLimiter {
         .filter(|(_, limit)| *limit > 0)
         .map(|(counter, limit)| Window { counter, start, limit })
         .collect();
-        let verdicts = futures_util::future::join_all(windows.iter().map(|window| self.take(window, expires_at))).await;
-        if verdicts.iter().all(|v| matches!(v, Verdict::Counted { .. })) {
+        let takes = futures_util::future::join_all(windows.iter().map(|window| self.take(window, expires_at)));
+        let (verdicts, gate) = tokio::join!(takes, gate);
+        let counted = verdicts.iter().all(|v| matches!(v, Verdict::Counted { .. }));
+        if counted && gate.is_ok() {
             return Ok(());
         }
         // Refused: what was counted is given back, so the refusal uses up no limit.
@@ -123,6 +137,9 @@ impl RateLimiter {
             _ => None,
         });
         futures_util::future::join_all(give_back).await;
+        if counted {
+            return gate;
+        }
         // A full window says most (when to come back), then throttling, then the failure.
         let (mut full, mut throttled, mut broken) = (false, false, None);
         for verdict in verdicts {

@@ -15,7 +15,7 @@ use crate::{
     config::{ConfigError, Env},
     embeddings::Embedder,
     error::Error,
-    model::{Passage, Ranking},
+    model::{ModelUsage, Passage, Ranking},
     rerank::Reranker,
     store::PassageSearch,
 };
@@ -55,7 +55,7 @@ impl Retriever {
 
     /// The passages of `tenant`'s documents and the shared docs that best match `query`.
     /// Without a working embedding service the search is by words only.
-    pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Vec<Passage>, Error> {
+    pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Retrieved, Error> {
         self.retrieve_top(tenant, query, self.ranking.top_k).await
     }
 
@@ -70,28 +70,33 @@ impl Retriever {
     }
 
     /// Like [`Retriever::retrieve`], for `top_k` passages instead of the configured number.
-    pub async fn retrieve_top(&self, tenant: &str, query: &str, top_k: usize) -> Result<Vec<Passage>, Error> {
+    pub async fn retrieve_top(&self, tenant: &str, query: &str, top_k: usize) -> Result<Retrieved, Error> {
         if top_k == 0 {
-            return Ok(Vec::new());
+            return Ok(Retrieved::default());
         }
         use tracing::Instrument;
         let span =
             tracing::info_span!("retrieval", passages = tracing::field::Empty, latency_ms = tracing::field::Empty);
         let started = std::time::Instant::now();
-        let passages = self.search(tenant, query, top_k).instrument(span.clone()).await?;
-        span.record("passages", passages.len());
+        let retrieved = self.search(tenant, query, top_k).instrument(span.clone()).await?;
+        span.record("passages", retrieved.passages.len());
         span.record("latency_ms", started.elapsed().as_millis() as u64);
-        crate::metrics::retrieval(started.elapsed(), passages.len());
-        Ok(passages)
+        crate::metrics::retrieval(started.elapsed(), retrieved.passages.len());
+        Ok(retrieved)
     }
 
-    async fn search(&self, tenant: &str, query: &str, top_k: usize) -> Result<Vec<Passage>, Error> {
+    async fn search(&self, tenant: &str, query: &str, top_k: usize) -> Result<Retrieved, Error> {
+        let metered = std::sync::Mutex::new(None);
         let embed = async {
             if !self.embedder.enabled() {
                 return None;
             }
-            match self.embedder.embed(&[query.to_owned()]).await {
-                Ok(mut v) => v.pop().map(|v| (self.embedder.model(), v)),
+            let texts = [query.to_owned()];
+            match self.embedder.embed(&texts).await {
+                Ok(mut v) => {
+                    *metered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.embedder.usage_of(&texts);
+                    v.pop().map(|v| (self.embedder.model(), v))
+                }
                 Err(e) => {
                     tracing::warn!(problem = ?e, "query embedding failed; searching words only");
                     None
@@ -115,6 +120,15 @@ impl Retriever {
             }
         }
         passages.truncate(top_k);
-        Ok(passages)
+        let embedding = metered.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(Retrieved { passages, embedding })
     }
+}
+
+/// What retrieval found, and what its query's embedding used when the embedding provider is
+/// metered (for the usage ledger).
+#[derive(Debug, Clone, Default)]
+pub struct Retrieved {
+    pub passages: Vec<Passage>,
+    pub embedding: Option<ModelUsage>,
 }

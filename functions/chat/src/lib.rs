@@ -17,6 +17,7 @@
 //! | `GET /sessions`, `POST /sessions` | role `user` |
 //! | `GET /sessions/{id}/messages?limit=&cursor=` | role `user`, own sessions only |
 //! | `DELETE /sessions/{id}` | role `user`, own sessions only |
+//! | `GET /usage` | role `user` (own usage); `?scope=tenant` role `admin` |
 
 pub mod stream;
 
@@ -46,6 +47,7 @@ use coach::{
     retry::Retries,
     secrets::Secrets,
     store::{AwsClients, Probe},
+    usage::Ledger,
     Error,
 };
 use lambda_http::{
@@ -106,7 +108,8 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), Sta
             Reranker::from_env(env, http.clone(), secrets.clone())?,
         )?,
         llm: Llm::from_env(env, retries, http, secrets.clone())?,
-        limiter: RateLimiter::new(table, RateLimitConfig::from_env(env)?),
+        limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
+        ledger: Arc::new(Ledger::from_env(env, table)?),
     };
     let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
     Ok((Authenticator::from_env(env, signing_key)?, chat, index))
@@ -139,6 +142,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/sessions"),
     Route::new("GET", "/sessions/{id}/messages"),
     Route::new("DELETE", "/sessions/{id}"),
+    Route::new("GET", "/usage"),
 ];
 
 /// The API's OpenAPI document, served at `GET /openapi.yaml`.
@@ -162,6 +166,7 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
         ("POST", "/sessions", _) => create_session(state, req).await,
         ("GET", "/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
         ("DELETE", "/sessions/{id}", [id]) => delete_session(state, req, id).await,
+        ("GET", "/usage", _) => usage(state, req).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
 }
@@ -252,6 +257,28 @@ async fn post_mindmap(state: &State, req: &Request) -> Result<Response<Body>, Er
     let input: MindmapInput = json_body(req)?;
     let mindmap = state.assist.mindmap(&state.chat, &who, input, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &mindmap))
+}
+
+/// `GET /usage?from=&to=&scope=user|tenant`: the caller's own usage (role `user`), or with
+/// `scope=tenant` the whole tenant's (role `admin`), by day and by model.
+async fn usage(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    let (from, to) = (query_param(req, "from"), query_param(req, "to"));
+    let (scope, user) = match query_param(req, "scope").unwrap_or("user") {
+        "user" => ("user", Some(who.user_id.as_str())),
+        "tenant" => {
+            who.require(Role::Admin)?;
+            ("tenant", None)
+        }
+        _ => return Err(Error::BadRequest("scope must be user or tenant".into())),
+    };
+    let report = state.chat.ledger.report(&who.tenant, user, from, to).await?;
+    let mut body = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
+    body["scope"] = scope.into();
+    if let Some(user) = user {
+        body["user_id"] = user.into();
+    }
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// The `Idempotency-Key` header, if any (400 when it is not text).

@@ -86,7 +86,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
     let turn = TurnKey::for_turn(crate::idempotency_key(req)?, &input)?;
     let lease_until = now_ms() + STREAM_LEASE_MS;
     let prepared = match state.chat.prepare(&who, input, turn.as_ref(), lease_until).await? {
-        Step::Answer(prepared) => prepared,
+        Step::Answer(prepared) => *prepared,
         Step::Answered(reply) => return Ok(replay(reply)),
     };
     // Ends with the stream (see `Llm::start_call`).

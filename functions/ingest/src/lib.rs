@@ -26,6 +26,7 @@ use coach::{
     retry::Retries,
     secrets::Secrets,
     store::AwsClients,
+    usage::Ledger,
     Error,
 };
 use serde_json::{json, Value};
@@ -47,7 +48,10 @@ impl State {
         let index = Index::from_env(env, aws, &secrets)?.writer(aws);
         let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
         let queue = aws.job_queue(env);
-        let ingestor = Ingestor::from_env(env, Arc::new(aws.table()), Arc::new(aws.bucket()), index, embedder, queue)?;
+        let table = Arc::new(aws.table());
+        let ledger = Arc::new(Ledger::recorder_from_env(env, table.clone())?);
+        let ingestor =
+            Ingestor::from_env(env, table, Arc::new(aws.bucket()), index, embedder, queue)?.with_ledger(ledger);
         Ok(Self { ingestor })
     }
 }

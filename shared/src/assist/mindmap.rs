@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{add_usage, offline, required_text, within, Assist};
+use super::{add_usage, offline, required_text, within, Assist, Tally};
 use crate::{
     auth::Principal,
     chat::Chat,
@@ -114,14 +114,19 @@ impl Assist {
             return Err(Error::BadRequest(format!("depth must be 1 to {MAX_DEPTH}")));
         }
         let depth = input.depth as usize;
-        within(chat, deadline, "the mind map", async {
-            let passages = async {
+        let tally = Tally::default();
+        let mindmap = within(chat, deadline, "the mind map", async {
+            let retrieved = async {
                 match input.use_documents {
                     true => chat.retriever.retrieve(&who.tenant, topic).await,
-                    false => Ok(Vec::new()),
+                    false => Ok(Default::default()),
                 }
             };
-            let ((), passages) = tokio::try_join!(chat.limiter.check(who), passages)?;
+            let ((), retrieved) = tokio::try_join!(chat.admit(who), retrieved)?;
+            if let Some(embedding) = retrieved.embedding {
+                tally.add(embedding);
+            }
+            let passages = retrieved.passages;
             let sources: Vec<Source> = passages.iter().map(|p| p.source.clone()).collect();
             if offline(chat) {
                 let root = from_headings(topic, &passages, depth);
@@ -139,13 +144,15 @@ impl Assist {
             );
             let budget = super::input_budget(chat);
             let prompt = prompt::build(system, None, &passages, &[], &message, budget, &boundary);
-            let completion = chat.llm.complete(&prompt, &passages).await?;
+            let completion = tally.complete(chat, &prompt, &passages).await?;
             let mut usage = Usage::default();
             add_usage(&mut usage, completion.usage);
             let root = parse(&completion.text, topic, depth)?;
             Ok(Mindmap { root, sources, usage, model: completion.model, note: None })
         })
-        .await
+        .await;
+        tally.record(chat, who).await;
+        mindmap
     }
 }
 

@@ -12,15 +12,20 @@ pub mod mindmap;
 pub mod qa;
 pub mod summary;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use crate::{
+    auth::Principal,
     chat::Chat,
     config::{ConfigError, Env},
     deadline::Deadline,
     error::Error,
-    llm::Provider,
-    model::Usage,
+    llm::{Completion, Prompt, Provider},
+    model::{ModelUsage, Passage, Usage},
     store::{AnswerCache, DocumentIndex, DocumentStore},
 };
 
@@ -68,6 +73,40 @@ impl Assist {
         index: Arc<dyn DocumentIndex>,
     ) -> Self {
         Self { config, answers, records, index }
+    }
+}
+
+/// The model and embedding calls of one request, added up model by model as they return,
+/// and recorded in the usage ledger once the request ends, whatever its outcome (a failed
+/// part of a summary, a mind map the model answered unusably, a timeout).
+#[derive(Default)]
+struct Tally(Mutex<Vec<ModelUsage>>);
+
+impl Tally {
+    fn add(&self, used: ModelUsage) {
+        let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match all.iter_mut().find(|u| u.model == used.model) {
+            Some(known) => {
+                add_usage(&mut known.usage, used.usage);
+                known.calls += used.calls;
+            }
+            None => all.push(used),
+        }
+    }
+
+    /// One model call: the completion, tallied.
+    async fn complete(&self, chat: &Chat, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
+        let completion = chat.llm.complete(prompt, passages).await?;
+        self.add(ModelUsage { model: completion.model.clone(), usage: completion.usage, calls: 1 });
+        Ok(completion)
+    }
+
+    /// Records the tally for `who`.
+    async fn record(self, chat: &Chat, who: &Principal) {
+        let used = self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !used.is_empty() {
+            chat.ledger.record_for(who, &used).await;
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{offline, required_text, within, Assist, MAX_TOP_K};
+use super::{offline, required_text, within, Assist, Tally, MAX_TOP_K};
 use crate::{
     auth::Principal,
     chat::Chat,
@@ -111,7 +111,10 @@ impl Assist {
             (true, Some(k)) if (1..=MAX_TOP_K).contains(&k) => k,
             (true, Some(_)) => return Err(Error::BadRequest(format!("top_k must be 1 to {MAX_TOP_K}"))),
         };
-        within(chat, deadline, "the answer", self.answer(chat, who, question, top_k, cache)).await
+        let tally = Tally::default();
+        let answer = within(chat, deadline, "the answer", self.answer(chat, who, question, top_k, cache, &tally)).await;
+        tally.record(chat, who).await;
+        answer
     }
 
     async fn answer(
@@ -121,6 +124,7 @@ impl Assist {
         question: &str,
         top_k: usize,
         cache: CacheUse,
+        tally: &Tally,
     ) -> Result<QaAnswer, Error> {
         let tenant = who.tenant.as_str();
         let version = async {
@@ -130,7 +134,7 @@ impl Assist {
             }
         };
         let system = async { Ok(chat.system_prompt.current().await) };
-        let ((), system, version) = tokio::try_join!(chat.limiter.check(who), system, version)?;
+        let ((), system, version) = tokio::try_join!(chat.admit(who), system, version)?;
         let config = chat.llm.config();
         let key = digest(&[
             "qa",
@@ -148,7 +152,11 @@ impl Assist {
             }
         }
 
-        let passages = chat.retriever.retrieve_top(tenant, question, top_k).await?;
+        let retrieved = chat.retriever.retrieve_top(tenant, question, top_k).await?;
+        if let Some(embedding) = retrieved.embedding {
+            tally.add(embedding);
+        }
+        let passages = retrieved.passages;
         let completion = if offline(chat) && top_k == 0 {
             Completion {
                 text: "No language model is configured and no documents were searched, so there is nothing to \
@@ -161,7 +169,7 @@ impl Assist {
             let boundary = prompt::boundary();
             let budget = super::input_budget(chat);
             let prompt = prompt::build(&system, None, &passages, &[], question, budget, &boundary);
-            chat.llm.complete(&prompt, &passages).await?
+            tally.complete(chat, &prompt, &passages).await?
         };
         let answer = QaAnswer {
             answer: completion.text,

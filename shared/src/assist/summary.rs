@@ -17,7 +17,7 @@
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{add_usage, input_budget, offline, required_text, within, Assist};
+use super::{add_usage, input_budget, offline, required_text, within, Assist, Tally};
 use crate::{
     auth::Principal,
     chat::Chat,
@@ -126,14 +126,15 @@ impl Assist {
             }
             _ => return Err(Error::BadRequest("give either document_id or text".into())),
         };
-        within(chat, deadline, "the summary", async {
+        let tally = Tally::default();
+        let summary = within(chat, deadline, "the summary", async {
             let (document_id, text) = match source {
                 Source::Text(text) => {
-                    chat.limiter.check(who).await?;
+                    chat.admit(who).await?;
                     (None, text)
                 }
                 Source::Document(scope, id) => {
-                    let ((), text) = tokio::try_join!(chat.limiter.check(who), self.document_text(&scope, &id))?;
+                    let ((), text) = tokio::try_join!(chat.admit(who), self.document_text(&scope, &id))?;
                     (Some(id), text)
                 }
             };
@@ -141,7 +142,7 @@ impl Assist {
             let (summary, parts, usage, model, note) = if offline(chat) {
                 (extractive(&text, style), 1, Usage::default(), "none".to_owned(), Some(EXTRACTIVE_NOTE.to_owned()))
             } else {
-                let (summary, parts, usage, model) = self.with_model(chat, &text, style).await?;
+                let (summary, parts, usage, model) = self.with_model(chat, &tally, &text, style).await?;
                 (summary, parts, usage, model, None)
             };
             Ok(Summary {
@@ -156,7 +157,9 @@ impl Assist {
                 note,
             })
         })
-        .await
+        .await;
+        tally.record(chat, who).await;
+        summary
     }
 
     /// A ready document's text, from its indexed chunks.
@@ -178,7 +181,13 @@ impl Assist {
     }
 
     /// The model's summary of `text`: (summary, parts, usage, model).
-    async fn with_model(&self, chat: &Chat, text: &str, style: Style) -> Result<(String, usize, Usage, String), Error> {
+    async fn with_model(
+        &self,
+        chat: &Chat,
+        tally: &Tally,
+        text: &str,
+        style: Style,
+    ) -> Result<(String, usize, Usage, String), Error> {
         let budget = input_budget(chat).saturating_sub(PROMPT_OVERHEAD_TOKENS).max(100);
         let parts = split(text, budget);
         let count = parts.len();
@@ -191,7 +200,7 @@ impl Assist {
         }
         let mut usage = Usage::default();
         if count == 1 {
-            let completion = ask(chat, &[("Text", text)], style.instruction()).await?;
+            let completion = ask(chat, tally, &[("Text", text)], style.instruction()).await?;
             add_usage(&mut usage, completion.usage);
             return Ok((completion.text.trim().to_owned(), 1, usage, completion.model));
         }
@@ -203,7 +212,7 @@ impl Assist {
                  every key point, name, number and decision: the summaries of all parts will be combined.",
                 i + 1
             );
-            async move { ask(chat, &[("Part", part.as_str())], &instruction).await }
+            async move { ask(chat, tally, &[("Part", part.as_str())], &instruction).await }
         });
         // Collected first: a lazily mapped iterator of borrowing futures trips the compiler's
         // proof that the handler's future is `Send`.
@@ -224,7 +233,7 @@ impl Assist {
             let total: u32 = summaries.iter().map(|s| estimate_tokens(s) + 4).sum();
             if total <= budget || summaries.len() == 1 {
                 let labelled: Vec<(&str, &str)> = summaries.iter().map(|s| ("Summary of a part", s.as_str())).collect();
-                let completion = ask(chat, &labelled, &combine).await?;
+                let completion = ask(chat, tally, &labelled, &combine).await?;
                 add_usage(&mut usage, completion.usage);
                 return Ok((completion.text.trim().to_owned(), count, usage, completion.model));
             }
@@ -241,7 +250,7 @@ impl Assist {
                     "These are summaries of consecutive parts of one text, in order. Combine them into one summary \
                      of at most {words} words, keeping every key point, name, number and decision."
                 );
-                async move { ask(chat, &labelled, &instruction).await }
+                async move { ask(chat, tally, &labelled, &instruction).await }
             });
             let merges: Vec<_> = merges.collect();
             let merged: Vec<_> = futures_util::stream::iter(merges).buffered(MAP_PARALLELISM).try_collect().await?;
@@ -274,7 +283,12 @@ fn document_scope(tenant: &str, id: &str) -> Result<Scope, Error> {
 
 /// One model call: the system rules of summarising, the `material` (label, text) quoted
 /// between boundary lines, then the instruction.
-async fn ask(chat: &Chat, material: &[(&str, &str)], instruction: &str) -> Result<crate::llm::Completion, Error> {
+async fn ask(
+    chat: &Chat,
+    tally: &Tally,
+    material: &[(&str, &str)],
+    instruction: &str,
+) -> Result<crate::llm::Completion, Error> {
     let boundary = prompt::boundary();
     let mut system = String::from(
         "You summarise text faithfully: only what the text says, without outside facts or opinions, in the \
@@ -288,7 +302,7 @@ async fn ask(chat: &Chat, material: &[(&str, &str)], instruction: &str) -> Resul
     }
     let content = format!("{}\n\n{instruction}", prompt::fenced(&data, &boundary));
     let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }] };
-    chat.llm.complete(&prompt, &[]).await
+    tally.complete(chat, &prompt, &[]).await
 }
 
 /// `text` in parts of at most about `budget` estimated tokens each, cut at paragraph,

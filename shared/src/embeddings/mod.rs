@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::{
     config::{ConfigError, Env},
     error::Error,
+    model::{ModelUsage, Usage},
     retry::{self, Retries, RetryPolicy, SendError},
     secrets::{Secrets, LLM_API_KEY_FIELD},
 };
@@ -147,6 +148,21 @@ impl Embedder {
 
     pub fn model(&self) -> &str {
         &self.config.model
+    }
+
+    /// What embedding `texts` used, for the usage ledger, when the provider is a paid API
+    /// (the embedded model and `none` are not metered): the texts' estimated tokens, one call
+    /// per batch.
+    pub fn usage_of(&self, texts: &[String]) -> Option<ModelUsage> {
+        if !matches!(self.config.provider, EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini) || texts.is_empty() {
+            return None;
+        }
+        let tokens = texts.iter().map(|t| u64::from(crate::prompt::estimate_tokens(t))).sum();
+        Some(ModelUsage {
+            model: self.config.model.clone(),
+            usage: Usage { input_tokens: tokens, output_tokens: 0 },
+            calls: texts.len().div_ceil(BATCH) as u64,
+        })
     }
 
     /// One vector per text, all of one length.

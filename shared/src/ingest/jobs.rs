@@ -129,6 +129,7 @@ impl Ingestor {
                     return Ok(Outcome::Skipped("the embedding provider refused the document's chunks"));
                 }
             };
+            self.meter(scope, &texts).await;
             dims = embedded.first().map_or(0, Vec::len);
             vectors.extend(embedded.into_iter().flatten());
             to = end;

@@ -51,6 +51,7 @@ use crate::{
     ids::now_ms,
     model::{Chunk, EmbedJob, Finished, Job, Kind, NewDocument, Scope, Shard},
     store::{Added, BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
+    usage::Ledger,
 };
 
 use chunk::{chunk_markdown, chunk_text, ChunkConfig};
@@ -203,6 +204,8 @@ pub struct Ingestor {
     extract_time: Duration,
     /// How long a record may stay `pending` or `processing` (`COACH_INGEST_STUCK_MINUTES`).
     stuck_after: Duration,
+    /// Where calls to a paid embedding API are recorded, per tenant.
+    ledger: Option<Arc<Ledger>>,
 }
 
 impl Ingestor {
@@ -231,7 +234,23 @@ impl Ingestor {
             embedder,
             chunks: ChunkConfig::from_env(env)?,
             max_bytes: max_upload_bytes(env)?,
+            ledger: None,
         })
+    }
+
+    /// Records the embedding calls of tenants' documents in `ledger` (the shared docs' are
+    /// the deployment's, no tenant's).
+    pub fn with_ledger(mut self, ledger: Arc<Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Records what embedding `texts` of a document in `scope` used, when metered.
+    async fn meter(&self, scope: &Scope, texts: &[String]) {
+        if let (Some(ledger), Scope::Tenant(tenant), Some(used)) = (&self.ledger, scope, self.embedder.usage_of(texts))
+        {
+            ledger.record(tenant, None, &used.model, used.usage, used.calls).await;
+        }
     }
 
     /// Handles one object event, in an invocation that ends at `deadline`.
@@ -352,7 +371,7 @@ impl Ingestor {
         }
         // Too many chunks for this invocation: words now, vectors in queued steps.
         let deferred = self.queue.is_some() && self.embedder.enabled() && chunks.len() > self.inline_chunks;
-        let embedded = if deferred { Ok((None, 0, Vec::new())) } else { self.embed(&chunks).await };
+        let embedded = if deferred { Ok((None, 0, Vec::new())) } else { self.embed(&target.scope, &chunks).await };
         let (embedding_model, dims, vectors) = match embedded {
             Ok(embedded) => embedded,
             Err(EmbedError::Refused(reason)) => return self.fail(target, reason).await.map(Pass::Done),
@@ -394,12 +413,13 @@ impl Ingestor {
     }
 
     /// One vector per chunk when an embedding provider is configured: (model, dims, vectors).
-    async fn embed(&self, chunks: &[Chunk]) -> Result<(Option<String>, u32, Vec<f32>), EmbedError> {
+    async fn embed(&self, scope: &Scope, chunks: &[Chunk]) -> Result<(Option<String>, u32, Vec<f32>), EmbedError> {
         if !self.embedder.enabled() || chunks.is_empty() {
             return Ok((None, 0, Vec::new()));
         }
         let texts: Vec<String> = chunks.iter().map(embedding_text).collect();
         let vectors = self.embedder.embed(&texts).await?;
+        self.meter(scope, &texts).await;
         let dims = vectors.first().map_or(0, Vec::len);
         Ok((Some(self.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect()))
     }

@@ -11,6 +11,8 @@
 //! | counter | `TENANT#{t}#RATE` or `TENANT#{t}#RATE#USER#{u}` | `WINDOW#{start_ms}` | - |
 //! | turn | `TENANT#{t}#USER#{u}` | `TURN#{key}` | - |
 //! | kept answer | `TENANT#{t}#ANSWERS` | `QA#{key}` | - |
+//! | usage, a day of a model | `TENANT#{t}#USAGE` or `TENANT#{t}#USAGE#USER#{u}` | `DAY#{yyyy-mm-dd}#{model}` | - |
+//! | usage, a month's total | same | `MONTH#{yyyy-mm}` | - |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
@@ -31,11 +33,14 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use super::{
     aws::{classify, service_error},
     AnswerCache, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite,
-    StoreError, StoreResult, StoredMessage, TurnRecord, TurnWrite,
+    StoreError, StoreResult, StoredMessage, TurnRecord, TurnWrite, UsageEntry, UsageLedger,
 };
 use crate::{
     ids::rfc3339,
-    model::{Author, Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Status, Usage},
+    model::{
+        Author, DayUsage, Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Status, Usage,
+        UsageCounts,
+    },
 };
 
 /// Name of the one secondary index (see template.yaml): a user's sessions by last activity,
@@ -143,6 +148,23 @@ fn counter_pk(counter: Counter) -> String {
     match counter {
         Counter::User(owner) => format!("TENANT#{}#RATE#USER#{}", owner.tenant, key_part(owner.user)),
         Counter::Tenant(tenant) => format!("TENANT#{tenant}#RATE"),
+    }
+}
+
+/// The ledger's partition of a tenant, or of one of its users.
+fn usage_pk(tenant: &str, user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!("TENANT#{tenant}#USAGE#USER#{}", key_part(user)),
+        None => format!("TENANT#{tenant}#USAGE"),
+    }
+}
+
+fn usage_counts(item: &Item) -> UsageCounts {
+    UsageCounts {
+        input_tokens: number(item, "input_tokens").unwrap_or(0),
+        output_tokens: number(item, "output_tokens").unwrap_or(0),
+        cost_nanos: number(item, "cost_nanos").unwrap_or(0),
+        requests: number(item, "requests").unwrap_or(0),
     }
 }
 
@@ -887,6 +909,87 @@ impl AnswerCache for DynamoTable {
             .await
             .map_err(|e| service_error("keep an answer", e))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl UsageLedger for DynamoTable {
+    async fn add(&self, entry: &UsageEntry<'_>) -> StoreResult<()> {
+        let c = entry.counts;
+        let add = |pk: String, sk: String, expires_at: Option<u64>| {
+            let update = self
+                .update(pk, sk)
+                .expression_attribute_values(":i", n(c.input_tokens))
+                .expression_attribute_values(":o", n(c.output_tokens))
+                .expression_attribute_values(":c", n(c.cost_nanos))
+                .expression_attribute_values(":r", n(c.requests));
+            let update = match expires_at {
+                Some(at) => update
+                    .update_expression(
+                        "ADD input_tokens :i, output_tokens :o, cost_nanos :c, requests :r SET expires_at = :e",
+                    )
+                    .expression_attribute_values(":e", n(at)),
+                None => update.update_expression("ADD input_tokens :i, output_tokens :o, cost_nanos :c, requests :r"),
+            };
+            async move { update.send().await.map(|_| ()).map_err(|e| service_error("add usage", e)) }
+        };
+        let day = format!("DAY#{}#{}", entry.day, key_part(entry.model));
+        let month = format!("MONTH#{}", entry.month);
+        let mut writes = vec![
+            add(usage_pk(entry.tenant, None), day.clone(), Some(entry.day_expires_at)),
+            add(usage_pk(entry.tenant, None), month.clone(), None),
+        ];
+        if let Some(user) = entry.user {
+            writes.push(add(usage_pk(entry.tenant, Some(user)), day, Some(entry.day_expires_at)));
+            writes.push(add(usage_pk(entry.tenant, Some(user)), month, None));
+        }
+        futures_util::future::try_join_all(writes).await.map(|_| ())
+    }
+
+    async fn month(&self, tenant: &str, user: Option<&str>, month: &str) -> StoreResult<UsageCounts> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&usage_pk(tenant, user)))
+            .key("sk", s(&format!("MONTH#{month}")))
+            .send()
+            .await
+            .map_err(|e| service_error("read usage", e))?;
+        Ok(output.item.as_ref().map(usage_counts).unwrap_or_default())
+    }
+
+    async fn days(&self, tenant: &str, user: Option<&str>, from: &str, to: &str) -> StoreResult<Vec<DayUsage>> {
+        let mut days = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(&usage_pk(tenant, user)))
+                .expression_attribute_values(":from", s(&format!("DAY#{from}#")))
+                // `$` sorts after `#`: every model of the last day.
+                .expression_attribute_values(":to", s(&format!("DAY#{to}$")))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| service_error("read usage", e))?;
+            for item in output.items() {
+                let sk = string(item, "sk").ok_or(StoreError::Corrupt("usage"))?;
+                let (day, model) = sk
+                    .strip_prefix("DAY#")
+                    .and_then(|rest| rest.split_once('#'))
+                    .ok_or(StoreError::Corrupt("usage"))?;
+                let model = model.replace("%23", "#").replace("%25", "%");
+                days.push(DayUsage { day: day.to_owned(), model, counts: usage_counts(item) });
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(days),
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! | [`DocumentStore`] | document records and status | [`DynamoTable`] |
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
 //! | [`AnswerCache`] | answers kept a few minutes (`POST /qa`) | [`DynamoTable`] |
+//! | [`UsageLedger`] | tokens, cost and calls per tenant and user, by day and month | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
 //! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
 //! | [`DocumentIndex`], [`PassageSearch`] | the search index, written and searched | [`crate::index`] over [`IndexStore`]; [`PgIndex`] |
@@ -45,8 +46,8 @@ pub use sqs::SqsQueue;
 use crate::{
     error::Error,
     model::{
-        Document, Finished, Job, Manifest, Message, NewDocument, Owner, Page, Passage, Ranking, Scope, Session, Shard,
-        Source, Usage,
+        DayUsage, Document, Finished, Job, Manifest, Message, NewDocument, Owner, Page, Passage, Ranking, Scope,
+        Session, Shard, Source, Usage, UsageCounts,
     },
 };
 
@@ -275,6 +276,35 @@ pub trait Counters: Send + Sync {
     /// Takes back one count of the window (a request refused by another limit); a counter
     /// at zero or gone stays as it is.
     async fn give_back(&self, counter: Counter<'_>, window_start: u64) -> StoreResult<()>;
+}
+
+// ------------------------------------------------------------------ usage
+
+/// Counts to add to the usage ledger: calls of one model for one tenant (and user, when
+/// a user made them), on one day (`YYYY-MM-DD`) of one month (`YYYY-MM`).
+#[derive(Debug, Clone, Copy)]
+pub struct UsageEntry<'a> {
+    pub tenant: &'a str,
+    pub user: Option<&'a str>,
+    pub day: &'a str,
+    pub month: &'a str,
+    pub model: &'a str,
+    pub counts: UsageCounts,
+    /// When the day's items expire (epoch seconds); month totals are kept.
+    pub day_expires_at: u64,
+}
+
+/// The usage ledger: atomic counters per tenant and per user, by day and model, and month
+/// totals (what budgets read).
+#[async_trait]
+pub trait UsageLedger: Send + Sync {
+    /// Adds `entry` to its day-and-model counters and its month totals (the tenant's, and the
+    /// user's when there is one).
+    async fn add(&self, entry: &UsageEntry<'_>) -> StoreResult<()>;
+    /// A month's totals of the tenant (`user: None`) or of one of its users.
+    async fn month(&self, tenant: &str, user: Option<&str>, month: &str) -> StoreResult<UsageCounts>;
+    /// The day-and-model counters from `from` to `to` (days, inclusive), oldest first.
+    async fn days(&self, tenant: &str, user: Option<&str>, from: &str, to: &str) -> StoreResult<Vec<DayUsage>>;
 }
 
 // ------------------------------------------------------------------ answers

@@ -42,3 +42,4 @@ mod readme;
 mod refresh;
 mod retrieval;
 mod sweep;
+mod usage;

@@ -1,0 +1,465 @@
+//! The usage ledger and budgets.
+//!
+//! Every model call (chat, the one-shot routes) and every call to an embedding API records
+//! its tokens and an estimated cost ([`Ledger::record`]) in atomic counters: per tenant and
+//! per user, by day and model (kept `COACH_USAGE_RETENTION_DAYS`, 400) and as month totals.
+//! Costs come from a price table per model (USD per million input and output tokens):
+//! defaults for the providers' default models ([`DEFAULT_PRICES`]), overridden or extended by
+//! `COACH_PRICES`; a model without a price costs 0 and is logged once. Costs are kept in
+//! billionths of a dollar, so the counters add exactly.
+//!
+//! Recording is best effort: a failure is logged and counted, never shown to the caller
+//! who already has their answer.
+//!
+//! Budgets (`COACH_BUDGET_USER_MONTHLY`, `COACH_BUDGET_TENANT_MONTHLY`, in US dollars or, with
+//! `COACH_BUDGET_UNIT=tokens`, in tokens; 0 turns one off) are checked before the model is
+//! called, with the month totals read at the same time as the rate-limit counters are
+//! counted ([`crate::ratelimit::RateLimiter::check_with`]): no extra round trip. Over
+//! budget, a 429 `budget_exceeded` saying when the month resets.
+//!
+//! [`Ledger::report`] answers `GET /usage`: tokens, cost and calls by day and by model over a
+//! range of at most [`MAX_REPORT_DAYS`] days.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+
+use crate::{
+    auth::Principal,
+    config::{ConfigError, Env},
+    error::Error,
+    ids::{now_ms, rfc3339},
+    model::{ModelUsage, Usage, UsageCounts},
+    store::{UsageEntry, UsageLedger},
+};
+
+/// The longest range `GET /usage` reports, in days.
+pub const MAX_REPORT_DAYS: u64 = 92;
+
+/// USD per million tokens (input, output) of the providers' default models; the embedded
+/// embedding model and the `none` provider cost nothing.
+pub const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
+    ("gpt-4o-mini", 0.15, 0.60),
+    ("claude-3-5-haiku-latest", 0.80, 4.00),
+    ("gemini-1.5-flash", 0.075, 0.30),
+    ("text-embedding-3-small", 0.02, 0.0),
+    ("text-embedding-004", 0.0, 0.0),
+    ("all-minilm-l6-v2", 0.0, 0.0),
+    ("none", 0.0, 0.0),
+];
+
+/// A model's price: USD per million input tokens and per million output tokens.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+impl Price {
+    /// The cost of `usage` in billionths of a dollar.
+    fn cost_nanos(&self, usage: Usage) -> u64 {
+        // USD per million tokens is thousandths of a nano-dollar per token.
+        let nanos = usage.input_tokens as f64 * self.input * 1000.0 + usage.output_tokens as f64 * self.output * 1000.0;
+        nanos.round().clamp(0.0, u64::MAX as f64) as u64
+    }
+}
+
+/// The price table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prices(HashMap<String, Price>);
+
+impl Prices {
+    /// [`DEFAULT_PRICES`], then `COACH_PRICES`: a JSON object of model names to
+    /// `{"input": usd_per_million, "output": usd_per_million}`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mut prices: HashMap<String, Price> =
+            DEFAULT_PRICES.iter().map(|(m, i, o)| ((*m).to_owned(), Price { input: *i, output: *o })).collect();
+        if let Some(json) = env.string("COACH_PRICES") {
+            let more: HashMap<String, Price> = serde_json::from_str(&json).map_err(|e| ConfigError {
+                var: "COACH_PRICES",
+                reason: format!(
+                    "expected {{\"model\": {{\"input\": usd_per_million, \"output\": usd_per_million}}}}: {e}"
+                ),
+            })?;
+            if let Some((model, _)) = more.iter().find(|(_, p)| !(p.input >= 0.0 && p.output >= 0.0)) {
+                let reason = format!("the price of {model:?} must be a number of dollars, 0 or more");
+                return Err(ConfigError { var: "COACH_PRICES", reason });
+            }
+            prices.extend(more);
+        }
+        Ok(Self(prices))
+    }
+
+    pub fn get(&self, model: &str) -> Option<Price> {
+        self.0.get(model).copied()
+    }
+}
+
+/// Ledger settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerConfig {
+    pub prices: Prices,
+    /// How long the day-by-day counters are kept.
+    pub retention: Duration,
+}
+
+impl LedgerConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            prices: Prices::from_env(env)?,
+            retention: Duration::from_secs(env.number("COACH_USAGE_RETENTION_DAYS", 400, 1, 3650)? * 86_400),
+        })
+    }
+}
+
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetUnit {
+    Usd,
+    Tokens,
+}
+
+/// Monthly budgets (`COACH_BUDGET_*`); `None` is no budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetConfig {
+    pub unit: BudgetUnit,
+    pub user_monthly: Option<f64>,
+    pub tenant_monthly: Option<f64>,
+}
+
+impl BudgetConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let unit = match env.string_or("COACH_BUDGET_UNIT", "usd").to_ascii_lowercase().as_str() {
+            "usd" => BudgetUnit::Usd,
+            "tokens" => BudgetUnit::Tokens,
+            other => {
+                let reason = format!("expected usd or tokens, got {other:?}");
+                return Err(ConfigError { var: "COACH_BUDGET_UNIT", reason });
+            }
+        };
+        let budget = |var| Ok::<_, ConfigError>(Some(f64::from(env.float(var, 0.0, 0.0, 1e15)?)).filter(|b| *b > 0.0));
+        Ok(Self {
+            unit,
+            user_monthly: budget("COACH_BUDGET_USER_MONTHLY")?,
+            tenant_monthly: budget("COACH_BUDGET_TENANT_MONTHLY")?,
+        })
+    }
+}
+
+/// The usage ledger and the budgets over it. Build once per cold start.
+pub struct Ledger {
+    store: Arc<dyn UsageLedger>,
+    config: LedgerConfig,
+    budgets: BudgetConfig,
+    /// Models already logged as having no price.
+    unpriced: Mutex<HashSet<String>>,
+}
+
+/// Today (UTC) as `YYYY-MM-DD`, and its month as `YYYY-MM`.
+fn today(now_ms: u64) -> (String, String) {
+    let day = rfc3339(now_ms)[..10].to_owned();
+    let month = day[..7].to_owned();
+    (day, month)
+}
+
+/// The start of the month after `month` (`YYYY-MM`), as RFC 3339 and epoch seconds.
+fn next_month(month: &str) -> Option<(String, u64)> {
+    let (year, number) = month.split_once('-')?;
+    let (year, number): (u32, u32) = (year.parse().ok()?, number.parse().ok()?);
+    let (year, number) = if number >= 12 { (year + 1, 1) } else { (year, number + 1) };
+    let at = format!("{year:04}-{number:02}-01T00:00:00Z");
+    let secs = humantime::parse_rfc3339(&at).ok()?.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some((at, secs))
+}
+
+/// Days since the epoch of a `YYYY-MM-DD` date; `None` when it is not one.
+fn epoch_day(date: &str) -> Option<u64> {
+    let valid = date.len() == 10
+        && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    if !valid {
+        return None;
+    }
+    let at = humantime::parse_rfc3339(&format!("{date}T00:00:00Z")).ok()?;
+    let days = at.duration_since(UNIX_EPOCH).ok()?.as_secs() / 86_400;
+    // humantime accepts some impossible dates by rolling them over: the date must read back.
+    (rfc3339(days * 86_400_000)[..10] == *date).then_some(days)
+}
+
+impl Ledger {
+    pub fn new(store: Arc<dyn UsageLedger>, config: LedgerConfig, budgets: BudgetConfig) -> Self {
+        Self { store, config, budgets, unpriced: Mutex::new(HashSet::new()) }
+    }
+
+    /// Ledger and budget settings from `COACH_PRICES`, `COACH_USAGE_RETENTION_DAYS` and `COACH_BUDGET_*`.
+    pub fn from_env(env: &Env, store: Arc<dyn UsageLedger>) -> Result<Self, ConfigError> {
+        Ok(Self::new(store, LedgerConfig::from_env(env)?, BudgetConfig::from_env(env)?))
+    }
+
+    /// A ledger that only records (ingest: no request of a user to admit), from
+    /// `COACH_PRICES` and `COACH_USAGE_RETENTION_DAYS`.
+    pub fn recorder_from_env(env: &Env, store: Arc<dyn UsageLedger>) -> Result<Self, ConfigError> {
+        let no_budgets = BudgetConfig { unit: BudgetUnit::Usd, user_monthly: None, tenant_monthly: None };
+        Ok(Self::new(store, LedgerConfig::from_env(env)?, no_budgets))
+    }
+
+    /// The estimated cost of `usage` by `model`, in billionths of a dollar.
+    pub fn cost_nanos(&self, model: &str, usage: Usage) -> u64 {
+        match self.config.prices.get(model) {
+            Some(price) => price.cost_nanos(usage),
+            None => {
+                let first =
+                    self.unpriced.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(model.to_owned());
+                if first {
+                    tracing::warn!(
+                        model,
+                        "no price for this model; its calls are counted at no cost (set COACH_PRICES)"
+                    );
+                }
+                0
+            }
+        }
+    }
+
+    /// Records `calls` calls of `model` that used `usage`, for `tenant` and, when a user made
+    /// them, `user`. Best effort: a failure is logged, and the caller carries on.
+    pub async fn record(&self, tenant: &str, user: Option<&str>, model: &str, usage: Usage, calls: u64) {
+        let now = now_ms();
+        let (day, month) = today(now);
+        let counts = UsageCounts {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_nanos: self.cost_nanos(model, usage),
+            requests: calls,
+        };
+        let day_expires_at = now / 1000 + self.config.retention.as_secs();
+        let entry = UsageEntry { tenant, user, day: &day, month: &month, model, counts, day_expires_at };
+        if let Err(e) = self.store.add(&entry).await {
+            tracing::warn!(problem = %e, model, "could not record usage");
+            crate::metrics::usage_unrecorded();
+        }
+    }
+
+    /// Records what `who`'s request used, model by model (see [`Ledger::record`]).
+    pub async fn record_for(&self, who: &Principal, used: &[ModelUsage]) {
+        let records = used.iter().map(|u| self.record(&who.tenant, Some(&who.user_id), &u.model, u.usage, u.calls));
+        futures_util::future::join_all(records).await;
+    }
+
+    /// Whether `who` (and their tenant) may still use the model this month: a 429
+    /// `budget_exceeded` once a budget is used up, a 503 when the totals cannot be read.
+    pub async fn within_budget(&self, who: &Principal) -> Result<(), Error> {
+        let (user_budget, tenant_budget) = (self.budgets.user_monthly, self.budgets.tenant_monthly);
+        if user_budget.is_none() && tenant_budget.is_none() {
+            return Ok(());
+        }
+        let (_, month) = today(now_ms());
+        let read = |user: Option<&str>, budget: Option<f64>| {
+            let month = month.clone();
+            let user = user.map(str::to_owned);
+            async move {
+                match budget {
+                    Some(_) => self.store.month(&who.tenant, user.as_deref(), &month).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        let (user, tenant) = tokio::try_join!(read(Some(&who.user_id), user_budget), read(None, tenant_budget))
+            .map_err(|e| Error::unavailable("the usage ledger is unavailable", e))?;
+        let spent = |counts: &UsageCounts| match self.budgets.unit {
+            BudgetUnit::Usd => counts.cost_nanos as f64 / 1e9,
+            BudgetUnit::Tokens => (counts.input_tokens + counts.output_tokens) as f64,
+        };
+        let over = [("user", user, user_budget), ("tenant", tenant, tenant_budget)]
+            .into_iter()
+            .find(|(_, counts, budget)| matches!((counts, budget), (Some(c), Some(b)) if spent(c) >= *b));
+        let Some((scope, _, _)) = over else { return Ok(()) };
+        let (reset_at, reset_secs) = next_month(&month).unwrap_or_else(|| (String::new(), now_ms() / 1000 + 86_400));
+        tracing::info!(tenant = %who.tenant, scope, "monthly budget used up");
+        crate::metrics::rate_limited("budget");
+        Err(Error::BudgetExceeded {
+            scope,
+            reset_at,
+            retry_after_secs: reset_secs.saturating_sub(now_ms() / 1000).max(1),
+        })
+    }
+
+    /// Usage of `tenant` (or of its `user`) from `from` to `to` (`YYYY-MM-DD`, inclusive; by
+    /// default the current month so far), by day and by model.
+    pub async fn report(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Report, Error> {
+        let (today, month) = today(now_ms());
+        let from = from.map(str::to_owned).unwrap_or_else(|| format!("{month}-01"));
+        let to = to.map(str::to_owned).unwrap_or(today);
+        let bad = |field: &str| Error::BadRequest(format!("{field} must be a date, YYYY-MM-DD"));
+        let (first, last) = (epoch_day(&from).ok_or_else(|| bad("from"))?, epoch_day(&to).ok_or_else(|| bad("to"))?);
+        if last < first {
+            return Err(Error::BadRequest("to must not be before from".into()));
+        }
+        if last - first + 1 > MAX_REPORT_DAYS {
+            return Err(Error::BadRequest(format!("a report covers at most {MAX_REPORT_DAYS} days")));
+        }
+        let rows = self
+            .store
+            .days(tenant, user, &from, &to)
+            .await
+            .map_err(|e| Error::unavailable("the usage ledger is unavailable", e))?;
+        Ok(Report::of(from, to, rows))
+    }
+}
+
+/// Counts as `GET /usage` shows them: tokens, cost in dollars, calls.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Totals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub requests: u64,
+}
+
+impl From<UsageCounts> for Totals {
+    fn from(c: UsageCounts) -> Self {
+        // Dollars to the micro-dollar: the nano-dollars are an estimate's precision anyway.
+        let cost_usd = (c.cost_nanos as f64 / 1000.0).round() / 1e6;
+        Totals { input_tokens: c.input_tokens, output_tokens: c.output_tokens, cost_usd, requests: c.requests }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelTotals {
+    pub model: String,
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayTotals {
+    pub date: String,
+    #[serde(flatten)]
+    pub totals: Totals,
+    pub models: Vec<ModelTotals>,
+}
+
+/// The answer to `GET /usage`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub from: String,
+    pub to: String,
+    pub currency: &'static str,
+    pub totals: Totals,
+    /// Days with any usage, oldest first.
+    pub days: Vec<DayTotals>,
+    /// The whole range by model, the costliest first.
+    pub models: Vec<ModelTotals>,
+}
+
+impl Report {
+    fn of(from: String, to: String, rows: Vec<crate::model::DayUsage>) -> Self {
+        let mut total = UsageCounts::default();
+        let mut by_model: BTreeMap<String, UsageCounts> = BTreeMap::new();
+        let mut by_day: BTreeMap<String, (UsageCounts, Vec<ModelTotals>)> = BTreeMap::new();
+        for row in rows {
+            total.add(&row.counts);
+            by_model.entry(row.model.clone()).or_default().add(&row.counts);
+            let day = by_day.entry(row.day).or_default();
+            day.0.add(&row.counts);
+            day.1.push(ModelTotals { model: row.model, totals: row.counts.into() });
+        }
+        let days = by_day
+            .into_iter()
+            .map(|(date, (counts, models))| DayTotals { date, totals: counts.into(), models })
+            .collect();
+        let mut models: Vec<(String, UsageCounts)> = by_model.into_iter().collect();
+        models.sort_by(|a, b| b.1.cost_nanos.cmp(&a.1.cost_nanos).then(a.0.cmp(&b.0)));
+        let models = models.into_iter().map(|(model, c)| ModelTotals { model, totals: c.into() }).collect();
+        Report { from, to, currency: "USD", totals: total.into(), days, models }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn costs_follow_the_price_table_and_coach_prices() {
+        let lookup = env(&[(
+            "COACH_PRICES",
+            r#"{"my-model": {"input": 3.0, "output": 15.0}, "gpt-4o-mini": {"input": 1.0, "output": 2.0}}"#,
+        )]);
+        let prices = Prices::from_env(&Env(&lookup)).unwrap();
+        let usage = Usage { input_tokens: 1_000, output_tokens: 500 };
+        // 1,000 × $3/M + 500 × $15/M = $0.003 + $0.0075.
+        assert_eq!(prices.get("my-model").unwrap().cost_nanos(usage), 10_500_000);
+        assert_eq!(prices.get("gpt-4o-mini"), Some(Price { input: 1.0, output: 2.0 }), "overridden");
+        assert_eq!(prices.get("claude-3-5-haiku-latest"), Some(Price { input: 0.80, output: 4.00 }), "kept");
+        // A single input token of a cheap embedding model still counts.
+        let embedding = prices.get("text-embedding-3-small").unwrap();
+        assert_eq!(embedding.cost_nanos(Usage { input_tokens: 1, output_tokens: 0 }), 20);
+        for bad in ["[1]", r#"{"m": {"input": -1, "output": 0}}"#, r#"{"m": {"input": 1}}"#, "{"] {
+            let vars = [("COACH_PRICES", bad)];
+            let lookup = env(&vars);
+            assert_eq!(Prices::from_env(&Env(&lookup)).unwrap_err().var, "COACH_PRICES", "{bad}");
+        }
+    }
+
+    #[test]
+    fn budgets_are_off_at_zero_and_counted_in_dollars_or_tokens() {
+        let lookup = env(&[]);
+        let none = BudgetConfig::from_env(&Env(&lookup)).unwrap();
+        assert_eq!((none.user_monthly, none.tenant_monthly, none.unit), (None, None, BudgetUnit::Usd));
+        let lookup = env(&[("COACH_BUDGET_USER_MONTHLY", "2.5"), ("COACH_BUDGET_UNIT", "tokens")]);
+        let set = BudgetConfig::from_env(&Env(&lookup)).unwrap();
+        assert_eq!((set.user_monthly, set.tenant_monthly, set.unit), (Some(2.5), None, BudgetUnit::Tokens));
+        let lookup = env(&[("COACH_BUDGET_UNIT", "euros")]);
+        assert_eq!(BudgetConfig::from_env(&Env(&lookup)).unwrap_err().var, "COACH_BUDGET_UNIT");
+    }
+
+    #[test]
+    fn dates_months_and_resets() {
+        assert_eq!(today(1_795_370_400_123), ("2026-11-22".to_owned(), "2026-11".to_owned()));
+        assert_eq!(next_month("2026-11").unwrap().0, "2026-12-01T00:00:00Z");
+        assert_eq!(next_month("2026-12").unwrap().0, "2027-01-01T00:00:00Z");
+        assert_eq!(epoch_day("1970-01-02"), Some(1));
+        for bad in ["2026-02-30", "2026-13-01", "26-11-01", "2026-11-1", "2026/11/01", "", "2026-11-01T00"] {
+            assert_eq!(epoch_day(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_report_adds_up_by_day_and_by_model() {
+        let row = |day: &str, model: &str, i, o, c, r| crate::model::DayUsage {
+            day: day.into(),
+            model: model.into(),
+            counts: UsageCounts { input_tokens: i, output_tokens: o, cost_nanos: c, requests: r },
+        };
+        let report = Report::of(
+            "2026-11-01".into(),
+            "2026-11-30".into(),
+            vec![
+                row("2026-11-02", "gpt-4o-mini", 100, 10, 2_500_000, 2),
+                row("2026-11-02", "none", 0, 0, 0, 3),
+                row("2026-11-05", "gpt-4o-mini", 50, 5, 1_000_000, 1),
+            ],
+        );
+        assert_eq!(report.totals, Totals { input_tokens: 150, output_tokens: 15, cost_usd: 0.0035, requests: 6 });
+        assert_eq!(report.days.len(), 2);
+        assert_eq!(report.days[0].date, "2026-11-02");
+        assert_eq!(report.days[0].totals.requests, 5);
+        assert_eq!(report.days[0].models.len(), 2);
+        assert_eq!(report.models[0].model, "gpt-4o-mini", "the costliest first");
+        assert_eq!(report.models[0].totals.cost_usd, 0.0035);
+    }
+}

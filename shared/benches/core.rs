@@ -223,6 +223,7 @@ fn bench_prompt(c: &mut Criterion) {
             usage: None,
             model: None,
             created_at: "2026-11-22T10:00:00Z".into(),
+            feedback: None,
         })
         .collect();
     let profile = serde_json::json!({"name": "Ada", "role": "team lead", "goals": ["delegate more"]});

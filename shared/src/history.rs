@@ -5,6 +5,11 @@
 //! caller: a 404, never their data. Ids are ULIDs, so messages sort by time. Messages and
 //! sessions expire after `COACH_HISTORY_RETENTION_DAYS`; a session's expiry moves forward
 //! with every message. How they are stored is [`HistoryStore`]'s business.
+//!
+//! A reply can be rated by its user ([`History::rate`]): up or down, a reason from a fixed
+//! set, a comment of at most [`MAX_COMMENT_CHARS`]. The rating is kept on the message and
+//! counted for the tenant's usage report, on the day it was given; rating again replaces it
+//! (and moves the count).
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,11 +18,24 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{parse_id, rfc3339, Ids},
-    model::{Message, NewMessage, Page, Session},
+    model::{Author, Feedback, FeedbackReason, Message, NewMessage, Page, Rating, Session},
     store::{Appended, HistoryStore, NewSession, SessionWrite, StoreError, StoredMessage, TurnRecord, TurnWrite},
 };
 
 const TITLE_CHARS: usize = 80;
+/// Longest comment on a rating, in characters.
+pub const MAX_COMMENT_CHARS: usize = 1000;
+
+/// Body of `PUT /sessions/{id}/messages/{message_id}/feedback`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackInput {
+    pub rating: Rating,
+    #[serde(default)]
+    pub reason: Option<FeedbackReason>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
 
 /// Which session a message goes into.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +146,7 @@ impl History {
             usage,
             model: model.map(str::to_owned),
             created_at: rfc3339(now),
+            feedback: None,
         };
         Ok(Some((session_id, message)))
     }
@@ -168,6 +187,53 @@ impl History {
     ) -> Result<Page<Message>, Error> {
         let id = parse_id(session_id, "session")?.to_string();
         Ok(self.store.messages(who.owner(), &id, limit, cursor).await?)
+    }
+
+    /// Rates a reply of the caller's session (replacing an earlier rating): the message with
+    /// its feedback. 404 for no such message, 400 for a message of the user's own, 409 when
+    /// another rating of it landed meanwhile.
+    pub async fn rate(
+        &self,
+        who: &Principal,
+        session_id: &str,
+        message_id: &str,
+        input: FeedbackInput,
+    ) -> Result<Message, Error> {
+        let session_id = parse_id(session_id, "session")?.to_string();
+        let message_id = parse_id(message_id, "message")?.to_string();
+        let comment = match input.comment.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+            Some(comment) => {
+                let chars = comment.chars().count();
+                if chars > MAX_COMMENT_CHARS {
+                    return Err(Error::PayloadTooLarge(format!(
+                        "comment has {chars} characters; the limit is {MAX_COMMENT_CHARS}"
+                    )));
+                }
+                // Line breaks and tabs are text; other control characters are not.
+                Some(comment.chars().filter(|c| !c.is_control() || matches!(c, '\n' | '\t')).collect::<String>())
+            }
+            None => None,
+        };
+        let gone = || Error::NotFound("no such message".into());
+        let mut message = self.store.message(who.owner(), &session_id, &message_id).await?.ok_or_else(gone)?;
+        if message.role != Author::Assistant {
+            return Err(Error::BadRequest("only replies can be rated".into()));
+        }
+        let now = crate::ids::now_ms();
+        // Versions are times: a second rating in the same millisecond still moves on.
+        let at_ms = message.feedback.as_ref().map_or(now, |f| now.max(f.at_ms + 1));
+        let feedback =
+            Feedback { rating: input.rating, reason: input.reason, comment, updated_at: rfc3339(at_ms), at_ms };
+        let previous = message.feedback.as_ref();
+        match self.store.set_feedback(who.owner(), &session_id, &message_id, &feedback, previous).await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => {
+                return Err(Error::Conflict("the reply was rated meanwhile; try again".into()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        message.feedback = Some(feedback);
+        Ok(message)
     }
 
     /// Deletes the caller's session and all its messages; 404 when there is no such session.

@@ -114,9 +114,10 @@ pub fn usage_unrecorded() {
 
 /// A route's template for the `Route` dimension: the method, then the path with every
 /// segment that is not one of Coach's route words replaced by `{id}`, so ids (and any path a
-/// caller invents) never become dimensions of their own; past 4 segments, `other`.
+/// caller invents) never become dimensions of their own; past 5 segments, `other`.
 pub fn route_template(method: &str, path: &str) -> String {
-    const WORDS: [&str; 17] = [
+    const WORDS: [&str; 18] = [
+        "feedback",
         "health",
         "usage",
         "live",
@@ -136,7 +137,7 @@ pub fn route_template(method: &str, path: &str) -> String {
         "refresh",
     ];
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-    if segments.len() > 4 {
+    if segments.len() > 5 {
         return format!("{method} other");
     }
     let path: Vec<&str> = segments.iter().map(|s| if WORDS.contains(s) { *s } else { "{id}" }).collect();
@@ -181,6 +182,10 @@ mod tests {
         assert_eq!(route_template("GET", "/"), "GET /");
         assert_eq!(route_template("GET", "/health/live"), "GET /health/live");
         assert_eq!(route_template("GET", "/wp-admin/setup.php"), "GET /{id}/{id}");
-        assert_eq!(route_template("GET", "/a/b/c/d/e"), "GET other");
+        assert_eq!(
+            route_template("PUT", "/sessions/01J/messages/01K/feedback"),
+            "PUT /sessions/{id}/messages/{id}/feedback"
+        );
+        assert_eq!(route_template("GET", "/a/b/c/d/e/f"), "GET other");
     }
 }

@@ -158,6 +158,87 @@ pub struct Session {
     pub message_count: u64,
 }
 
+/// A user's verdict on a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+impl Rating {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rating::Up => "up",
+            Rating::Down => "down",
+        }
+    }
+}
+
+/// Why a reply was rated as it was: one of a fixed set, so it can be counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackReason {
+    Inaccurate,
+    Incomplete,
+    NotHelpful,
+    OffTopic,
+    Outdated,
+    Unsafe,
+    Other,
+}
+
+impl FeedbackReason {
+    pub const ALL: [FeedbackReason; 7] = [
+        FeedbackReason::Inaccurate,
+        FeedbackReason::Incomplete,
+        FeedbackReason::NotHelpful,
+        FeedbackReason::OffTopic,
+        FeedbackReason::Outdated,
+        FeedbackReason::Unsafe,
+        FeedbackReason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackReason::Inaccurate => "inaccurate",
+            FeedbackReason::Incomplete => "incomplete",
+            FeedbackReason::NotHelpful => "not_helpful",
+            FeedbackReason::OffTopic => "off_topic",
+            FeedbackReason::Outdated => "outdated",
+            FeedbackReason::Unsafe => "unsafe",
+            FeedbackReason::Other => "other",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+/// The feedback on a reply, as its author's user gave it last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Feedback {
+    pub rating: Rating,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FeedbackReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub updated_at: String,
+    /// When it was given (epoch ms): its version, and the day it is counted on.
+    #[serde(skip)]
+    pub at_ms: u64,
+}
+
+/// Ratings as the tenant's usage report counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct FeedbackCounts {
+    pub up: u64,
+    pub down: u64,
+    /// By reason, the reasons given at least once.
+    pub reasons: std::collections::BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     pub message_id: String,
@@ -170,6 +251,9 @@ pub struct Message {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub created_at: String,
+    /// The user's rating of a reply, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
 }
 
 /// A message to store: the user's (content only) or a reply (with sources, usage, model).

@@ -210,6 +210,7 @@ mod tests {
             usage: None,
             model: None,
             created_at: String::new(),
+            feedback: None,
         }
     }
 

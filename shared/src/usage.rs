@@ -33,7 +33,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{now_ms, rfc3339},
-    model::{ModelUsage, Usage, UsageCounts},
+    model::{FeedbackCounts, ModelUsage, Usage, UsageCounts},
     store::{UsageEntry, UsageLedger},
 };
 
@@ -308,12 +308,18 @@ impl Ledger {
         if last - first + 1 > MAX_REPORT_DAYS {
             return Err(Error::BadRequest(format!("a report covers at most {MAX_REPORT_DAYS} days")));
         }
-        let rows = self
-            .store
-            .days(tenant, user, &from, &to)
-            .await
+        // A tenant's report also counts the ratings its users gave replies.
+        let feedback = async {
+            match user {
+                Some(_) => Ok(None),
+                None => self.store.feedback(tenant, &from, &to).await.map(Some),
+            }
+        };
+        let (rows, feedback) = tokio::try_join!(self.store.days(tenant, user, &from, &to), feedback)
             .map_err(|e| Error::unavailable("the usage ledger is unavailable", e))?;
-        Ok(Report::of(from, to, rows))
+        let mut report = Report::of(from.clone(), to.clone(), rows);
+        report.feedback = feedback;
+        Ok(report)
     }
 }
 
@@ -360,6 +366,9 @@ pub struct Report {
     pub days: Vec<DayTotals>,
     /// The whole range by model, the costliest first.
     pub models: Vec<ModelTotals>,
+    /// In a tenant's report: the ratings of replies given in the range, as they stand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackCounts>,
 }
 
 impl Report {
@@ -381,7 +390,7 @@ impl Report {
         let mut models: Vec<(String, UsageCounts)> = by_model.into_iter().collect();
         models.sort_by(|a, b| b.1.cost_nanos.cmp(&a.1.cost_nanos).then(a.0.cmp(&b.0)));
         let models = models.into_iter().map(|(model, c)| ModelTotals { model, totals: c.into() }).collect();
-        Report { from, to, currency: "USD", totals: total.into(), days, models }
+        Report { from, to, currency: "USD", totals: total.into(), days, models, feedback: None }
     }
 }
 

@@ -16,6 +16,7 @@
 //! | `POST /qa`, `POST /summarize`, `POST /mindmap` | role `user` |
 //! | `GET /sessions`, `POST /sessions` | role `user` |
 //! | `GET /sessions/{id}/messages?limit=&cursor=` | role `user`, own sessions only |
+//! | `PUT /sessions/{id}/messages/{message_id}/feedback` | role `user`, own replies only |
 //! | `DELETE /sessions/{id}` | role `user`, own sessions only |
 //! | `GET /usage` | role `user` (own usage); `?scope=tenant` role `admin` |
 
@@ -31,7 +32,7 @@ use coach::{
     deadline::Deadline,
     embeddings::Embedder,
     health::{self, Health},
-    history::History,
+    history::{FeedbackInput, History},
     http::{
         self, empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
         query_param, request_id, Route,
@@ -141,6 +142,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("GET", "/sessions"),
     Route::new("POST", "/sessions"),
     Route::new("GET", "/sessions/{id}/messages"),
+    Route::new("PUT", "/sessions/{id}/messages/{message_id}/feedback"),
     Route::new("DELETE", "/sessions/{id}"),
     Route::new("GET", "/usage"),
 ];
@@ -165,6 +167,7 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
         ("GET", "/sessions", _) => list_sessions(state, req).await,
         ("POST", "/sessions", _) => create_session(state, req).await,
         ("GET", "/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
+        ("PUT", "/sessions/{id}/messages/{message_id}/feedback", [id, message]) => rate(state, req, id, message).await,
         ("DELETE", "/sessions/{id}", [id]) => delete_session(state, req, id).await,
         ("GET", "/usage", _) => usage(state, req).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
@@ -323,6 +326,15 @@ async fn session_messages(state: &State, req: &Request, id: &str) -> Result<Resp
         StatusCode::OK,
         &json!({"session_id": session.session_id, "messages": page.items, "next_cursor": page.next_cursor}),
     ))
+}
+
+/// `PUT /sessions/{id}/messages/{message_id}/feedback` `{rating, reason?, comment?}`: the
+/// reply with its feedback.
+async fn rate(state: &State, req: &Request, session: &str, message: &str) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    let input: FeedbackInput = json_body(req)?;
+    let message = state.chat.history.rate(&who, session, message, input).await?;
+    Ok(json_response(StatusCode::OK, &message))
 }
 
 /// `DELETE /sessions/{id}`: the session and all its messages; 204.

@@ -13,6 +13,7 @@
 //! | kept answer | `TENANT#{t}#ANSWERS` | `QA#{key}` | - |
 //! | usage, a day of a model | `TENANT#{t}#USAGE` or `TENANT#{t}#USAGE#USER#{u}` | `DAY#{yyyy-mm-dd}#{model}` | - |
 //! | usage, a month's total | same | `MONTH#{yyyy-mm}` | - |
+//! | feedback counters of a day | `TENANT#{t}#USAGE` | `FEEDBACK#{yyyy-mm-dd}` | - |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
@@ -38,8 +39,8 @@ use super::{
 use crate::{
     ids::rfc3339,
     model::{
-        Author, DayUsage, Document, Finished, Message, NewDocument, Owner, Page, Scope, Session, Status, Usage,
-        UsageCounts,
+        Author, DayUsage, Document, Feedback, FeedbackCounts, FeedbackReason, Finished, Message, NewDocument, Owner,
+        Page, Rating, Scope, Session, Status, Usage, UsageCounts,
     },
 };
 
@@ -168,6 +169,14 @@ fn usage_counts(item: &Item) -> UsageCounts {
     }
 }
 
+/// The counters a piece of feedback adds to, by day: its rating and its reason.
+fn feedback_counters(feedback: &Feedback) -> (String, Vec<String>) {
+    let day = rfc3339(feedback.at_ms)[..10].to_owned();
+    let mut names = vec![feedback.rating.as_str().to_owned()];
+    names.extend(feedback.reason.map(|r| format!("reason_{}", r.as_str())));
+    (day, names)
+}
+
 fn answers_pk(tenant: &str) -> String {
     format!("TENANT#{tenant}#ANSWERS")
 }
@@ -251,6 +260,20 @@ fn message_from(item: &Item) -> StoreResult<Message> {
         (Some(input_tokens), Some(output_tokens)) => Some(Usage { input_tokens, output_tokens }),
         _ => None,
     };
+    let feedback = match (string(item, "feedback_rating"), number(item, "feedback_at")) {
+        (Some(rating), Some(at_ms)) => Some(Feedback {
+            rating: match rating {
+                "up" => Rating::Up,
+                "down" => Rating::Down,
+                _ => return Err(corrupt()),
+            },
+            reason: string(item, "feedback_reason").and_then(FeedbackReason::parse),
+            comment: string(item, "feedback_comment").map(str::to_owned),
+            updated_at: rfc3339(at_ms),
+            at_ms,
+        }),
+        _ => None,
+    };
     Ok(Message {
         message_id: string(item, "message_id").ok_or_else(corrupt)?.to_owned(),
         role,
@@ -259,6 +282,7 @@ fn message_from(item: &Item) -> StoreResult<Message> {
         usage,
         model: string(item, "model").map(str::to_owned),
         created_at: rfc3339(number(item, "created_at").ok_or_else(corrupt)?),
+        feedback,
     })
 }
 
@@ -629,6 +653,104 @@ impl HistoryStore for DynamoTable {
             .map_err(|e| service_error("delete session", e))?;
         Ok(())
     }
+    async fn set_feedback(
+        &self,
+        owner: Owner<'_>,
+        session_id: &str,
+        message_id: &str,
+        feedback: &Feedback,
+        previous: Option<&Feedback>,
+    ) -> StoreResult<()> {
+        let mut set = vec!["feedback_rating = :rating", "feedback_at = :at"];
+        let mut remove = Vec::new();
+        let mut values: Item = HashMap::from([
+            (":rating".to_owned(), s(feedback.rating.as_str())),
+            (":at".to_owned(), n(feedback.at_ms)),
+            (":assistant".to_owned(), s("assistant")),
+        ]);
+        match feedback.reason {
+            Some(reason) => {
+                set.push("feedback_reason = :reason");
+                values.insert(":reason".into(), s(reason.as_str()));
+            }
+            None => remove.push("feedback_reason"),
+        }
+        match &feedback.comment {
+            Some(comment) => {
+                set.push("feedback_comment = :comment");
+                values.insert(":comment".into(), s(comment));
+            }
+            None => remove.push("feedback_comment"),
+        }
+        let condition = match previous {
+            Some(previous) => {
+                values.insert(":previous".into(), n(previous.at_ms));
+                "attribute_exists(pk) AND #role = :assistant AND feedback_at = :previous"
+            }
+            None => "attribute_exists(pk) AND #role = :assistant AND attribute_not_exists(feedback_at)",
+        };
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let message = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&session_pk(owner, session_id)))
+            .key("sk", s(&format!("MSG#{message_id}")))
+            .update_expression(expression)
+            .condition_expression(condition)
+            .expression_attribute_names("#role", "role")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|_| StoreError::Corrupt("feedback"))?;
+        // The counters move from the previous feedback (on its day) to this one (on its day).
+        let mut deltas: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>> =
+            std::collections::BTreeMap::new();
+        let (day, names) = feedback_counters(feedback);
+        for name in names {
+            *deltas.entry(day.clone()).or_default().entry(name).or_default() += 1;
+        }
+        if let Some(previous) = previous {
+            let (day, names) = feedback_counters(previous);
+            for name in names {
+                *deltas.entry(day.clone()).or_default().entry(name).or_default() -= 1;
+            }
+        }
+        let mut write =
+            self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(message).build());
+        for (day, counts) in deltas {
+            let counts: Vec<(String, i64)> = counts.into_iter().filter(|(_, d)| *d != 0).collect();
+            if counts.is_empty() {
+                continue;
+            }
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(&usage_pk(owner.tenant, None)))
+                .key("sk", s(&format!("FEEDBACK#{day}")));
+            let mut adds = Vec::new();
+            for (i, (name, delta)) in counts.iter().enumerate() {
+                adds.push(format!("#c{i} :c{i}"));
+                update = update
+                    .expression_attribute_names(format!("#c{i}"), name)
+                    .expression_attribute_values(format!(":c{i}"), AttributeValue::N(delta.to_string()));
+            }
+            let update = update
+                .update_expression(format!("ADD {}", adds.join(", ")))
+                .build()
+                .map_err(|_| StoreError::Corrupt("feedback counters"))?;
+            write = write.transact_items(TransactWriteItem::builder().update(update).build());
+        }
+        let Err(e) = write.send().await else { return Ok(()) };
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(t))
+                if t.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") =>
+            {
+                Err(StoreError::ConditionFailed { action: "rate a reply" })
+            }
+            _ => Err(service_error("rate a reply", e)),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ documents
@@ -959,6 +1081,25 @@ impl UsageLedger for DynamoTable {
         Ok(output.item.as_ref().map(usage_counts).unwrap_or_default())
     }
 
+    async fn feedback(&self, tenant: &str, from: &str, to: &str) -> StoreResult<FeedbackCounts> {
+        let mut counts = FeedbackCounts::default();
+        // Counters go up and down; a count never shows below zero.
+        let count = |item: &Item, name: &str| {
+            item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64
+        };
+        for item in self.feedback_rows(tenant, from, to).await? {
+            counts.up += count(&item, "up");
+            counts.down += count(&item, "down");
+            for reason in FeedbackReason::ALL {
+                let n = count(&item, &format!("reason_{}", reason.as_str()));
+                if n > 0 {
+                    *counts.reasons.entry(reason.as_str().to_owned()).or_default() += n;
+                }
+            }
+        }
+        Ok(counts)
+    }
+
     async fn days(&self, tenant: &str, user: Option<&str>, from: &str, to: &str) -> StoreResult<Vec<DayUsage>> {
         let mut days = Vec::new();
         let mut start: Option<Item> = None;
@@ -988,6 +1129,32 @@ impl UsageLedger for DynamoTable {
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(days),
+            }
+        }
+    }
+}
+
+impl DynamoTable {
+    async fn feedback_rows(&self, tenant: &str, from: &str, to: &str) -> StoreResult<Vec<Item>> {
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(&usage_pk(tenant, None)))
+                .expression_attribute_values(":from", s(&format!("FEEDBACK#{from}")))
+                .expression_attribute_values(":to", s(&format!("FEEDBACK#{to}")))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| service_error("read feedback", e))?;
+            rows.extend(output.items().iter().cloned());
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(rows),
             }
         }
     }

@@ -46,8 +46,8 @@ pub use sqs::SqsQueue;
 use crate::{
     error::Error,
     model::{
-        DayUsage, Document, Finished, Job, Manifest, Message, NewDocument, Owner, Page, Passage, Ranking, Scope,
-        Session, Shard, Source, Usage, UsageCounts,
+        DayUsage, Document, Feedback, FeedbackCounts, Finished, Job, Manifest, Message, NewDocument, Owner, Page,
+        Passage, Ranking, Scope, Session, Shard, Source, Usage, UsageCounts,
     },
 };
 
@@ -224,6 +224,18 @@ pub trait HistoryStore: Send + Sync {
     ) -> StoreResult<Page<Message>>;
     /// Deletes a session's messages, then the session.
     async fn delete_session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<()>;
+    /// Sets the feedback on a reply whose current feedback is `previous` (`None`: none yet),
+    /// and moves the tenant's feedback counters from `previous` (on the day it was given) to
+    /// `feedback` (on its day), in one transaction. `ConditionFailed` when the message is
+    /// gone, is not a reply, or its feedback changed meanwhile.
+    async fn set_feedback(
+        &self,
+        owner: Owner<'_>,
+        session_id: &str,
+        message_id: &str,
+        feedback: &Feedback,
+        previous: Option<&Feedback>,
+    ) -> StoreResult<()>;
 }
 
 // ------------------------------------------------------------------ documents
@@ -305,6 +317,9 @@ pub trait UsageLedger: Send + Sync {
     async fn month(&self, tenant: &str, user: Option<&str>, month: &str) -> StoreResult<UsageCounts>;
     /// The day-and-model counters from `from` to `to` (days, inclusive), oldest first.
     async fn days(&self, tenant: &str, user: Option<&str>, from: &str, to: &str) -> StoreResult<Vec<DayUsage>>;
+    /// The tenant's feedback on replies, given from `from` to `to` (days, inclusive), as it
+    /// stands (see [`HistoryStore::set_feedback`]).
+    async fn feedback(&self, tenant: &str, from: &str, to: &str) -> StoreResult<FeedbackCounts>;
 }
 
 // ------------------------------------------------------------------ answers

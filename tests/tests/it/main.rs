@@ -30,6 +30,7 @@ mod documents;
 mod embedding;
 mod events;
 mod faults;
+mod feedback;
 mod health;
 mod index;
 mod logs;

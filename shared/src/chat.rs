@@ -33,13 +33,13 @@ use crate::{
     error::Error,
     history::{History, Target},
     ids::{digest, now_ms},
-    llm::{Completion, Llm, Prompt},
-    model::{Author, Message, ModelUsage, NewMessage, Passage, Source, Usage},
+    llm::{Completion, Llm, Prompt, Provider},
+    model::{Author, Job, Message, ModelUsage, NewMessage, Passage, Source, TitleJob, Usage},
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
     retrieval::Retriever,
-    store::TurnWrite,
+    store::{JobQueue, TurnWrite},
     usage::Ledger,
 };
 
@@ -142,6 +142,10 @@ pub struct Prepared {
     pub lease: Option<Lease>,
     /// What the query's embedding used, when metered (recorded with the reply's usage).
     pub embedding: Option<ModelUsage>,
+    /// The session's first exchange: the reply titles it. `Some(true)` when the session was
+    /// created empty (its title is still the default, so the message's first words replace
+    /// it at once).
+    pub first_exchange: Option<bool>,
 }
 
 /// What a turn comes to before the model.
@@ -173,6 +177,9 @@ pub struct Chat {
     pub limiter: RateLimiter,
     /// Usage and budgets.
     pub ledger: Arc<Ledger>,
+    /// Where a new session's title job goes (the ingest jobs queue); `None`: sessions keep
+    /// their first message's first words.
+    pub jobs: Option<Arc<dyn JobQueue>>,
 }
 
 impl Chat {
@@ -211,7 +218,8 @@ impl Chat {
                 self.history.session(who, id),
                 self.history.recent_messages(who, id, self.limits.history_limit)
             )?;
-            Ok(Some((session.session_id, past)))
+            let empty = session.message_count == 0 && session.auto_title;
+            Ok(Some((session.session_id, past, empty)))
         };
         let context = async {
             let profile = async {
@@ -226,9 +234,9 @@ impl Chat {
             tokio::try_join!(self.admit(who), session, context, self.retriever.retrieve(&who.tenant, message))?;
         let (passages, embedding) = (retrieved.passages, retrieved.embedding);
 
-        let (existing, mut past) = match session {
-            Some((id, past)) => (Some(id), past),
-            None => (None, Vec::new()),
+        let (existing, mut past, first_exchange) = match session {
+            Some((id, past, empty)) => (Some(id), past, empty.then_some(true)),
+            None => (None, Vec::new(), Some(false)),
         };
         let target = match &existing {
             Some(id) => Target::Session(id),
@@ -240,11 +248,13 @@ impl Chat {
             expires_at: now_ms() / 1000 + turn.ttl_secs,
         });
         let added = self.history.add_turn_message(who, target, NewMessage::user(message), claim).await?;
+        let mut taken_over = false;
         let (session_id, user_message) = match (added, turn) {
             (Some(added), _) => added,
             (None, Some(turn)) => match self.retry(who, turn, input.session_id.as_deref(), lease_until).await? {
                 Retried::Answered(reply) => return Ok(Step::Answered(reply)),
                 Retried::TakenOver { session_id, message } => {
+                    taken_over = true;
                     // The history was read before; it may hold the message itself.
                     past.retain(|m| m.message_id != message.message_id);
                     (session_id, message)
@@ -258,7 +268,18 @@ impl Chat {
         let boundary = crate::prompt::boundary();
         let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, &past, message, budget, &boundary);
         let lease = turn.map(|turn| Lease { key: turn.key.clone(), until: lease_until });
-        Ok(Step::Answer(Box::new(Prepared { session_id, user_message, prompt, passages, sources, lease, embedding })))
+        // A retry that takes over a stored message answers a turn already begun.
+        let first_exchange = first_exchange.filter(|_| !taken_over);
+        Ok(Step::Answer(Box::new(Prepared {
+            session_id,
+            user_message,
+            prompt,
+            passages,
+            sources,
+            lease,
+            embedding,
+            first_exchange,
+        })))
     }
 
     /// A retry of `turn`: its stored answer, or, when the attempt that stored its message
@@ -326,10 +347,12 @@ impl Chat {
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
         let mut used = vec![ModelUsage { model: completion.model.clone(), usage: completion.usage, calls: 1 }];
         used.extend(prepared.embedding.clone());
-        // The ledger is written beside the reply (best effort, never failing the turn).
-        let (stored, ()) = tokio::join!(
+        // The ledger and the session's title are written beside the reply (best effort, never
+        // failing the turn).
+        let (stored, (), ()) = tokio::join!(
             self.history.add_turn_message(who, Target::Session(&prepared.session_id), reply, turn),
-            self.ledger.record_for(who, &used)
+            self.ledger.record_for(who, &used),
+            self.title(who, &prepared)
         );
         let (_, reply) = stored?.ok_or_else(|| Error::internal("a reply was refused as a retry"))?;
         Ok(ChatReply {
@@ -340,6 +363,35 @@ impl Chat {
             usage: completion.usage,
             model: completion.model,
         })
+    }
+
+    /// On a session's first exchange: its first title (the message's first words, when it
+    /// still has the default one) and, with a model, the job that asks the model for a
+    /// better one. Best effort: a failure is logged.
+    async fn title(&self, who: &Principal, prepared: &Prepared) {
+        let Some(created_empty) = prepared.first_exchange else { return };
+        let first_words = async {
+            if created_empty {
+                let title = crate::history::title_from(&prepared.user_message.content);
+                if let Err(e) = self.history.set_auto_title(who, &prepared.session_id, &title).await {
+                    tracing::warn!(problem = %e, "could not title a session");
+                }
+            }
+        };
+        let job = async {
+            let Some(jobs) = self.jobs.as_ref().filter(|_| self.llm.config().provider != Provider::None) else {
+                return;
+            };
+            let job = Job::Title(TitleJob {
+                tenant: who.tenant.clone(),
+                user_id: who.user_id.clone(),
+                session_id: prepared.session_id.clone(),
+            });
+            if let Err(e) = jobs.send(&job).await {
+                tracing::warn!(problem = %e, "could not queue a session's title; it keeps its first words");
+            }
+        };
+        tokio::join!(first_words, job);
     }
 
     /// A whole chat turn, answered in one piece before `deadline` (and within

@@ -19,10 +19,18 @@ use crate::{
     error::Error,
     ids::{parse_id, rfc3339, Ids},
     model::{Author, Feedback, FeedbackReason, Message, NewMessage, Page, Rating, Session},
-    store::{Appended, HistoryStore, NewSession, SessionWrite, StoreError, StoredMessage, TurnRecord, TurnWrite},
+    store::{
+        Appended, HistoryStore, NewSession, Renamer, SessionWrite, StoreError, StoredMessage, TurnRecord, TurnWrite,
+    },
 };
 
 const TITLE_CHARS: usize = 80;
+/// Words of the first message a session's first title keeps.
+const TITLE_WORDS: usize = 8;
+/// Longest title a user or a model may give, in characters.
+pub const MAX_TITLE_CHARS: usize = 120;
+/// The title of a session created without one, until its first exchange.
+pub const DEFAULT_TITLE: &str = "New conversation";
 /// Longest comment on a rating, in characters.
 pub const MAX_COMMENT_CHARS: usize = 1000;
 
@@ -60,15 +68,42 @@ impl History {
         Ok(Self { store, ids: Ids::new(), retention: Duration::from_secs(86_400 * days) })
     }
 
-    /// Creates a session. `title` is trimmed and cut to 80 characters.
-    pub async fn create_session(&self, who: &Principal, title: &str) -> Result<Session, Error> {
+    /// Creates a session titled `title` (checked as [`History::rename`] checks it), or without
+    /// one `New conversation`, which its first exchange replaces.
+    pub async fn create_session(&self, who: &Principal, title: Option<&str>) -> Result<Session, Error> {
         let id = self.ids.next();
         let now = id.timestamp_ms();
-        let title = title_from(title);
+        let (title, auto_title) = match title {
+            Some(title) => (checked_title(title)?, false),
+            None => (DEFAULT_TITLE.to_owned(), true),
+        };
         let session_id = id.to_string();
-        let new = NewSession { session_id: &session_id, title: &title, now_ms: now, expires_at: self.expiry(now) };
+        let expires_at = self.expiry(now);
+        let new = NewSession { session_id: &session_id, title: &title, auto_title, now_ms: now, expires_at };
         self.store.create_session(who.owner(), new).await?;
-        Ok(Session { session_id, title, created_at: rfc3339(now), updated_at: rfc3339(now), message_count: 0 })
+        let (created_at, updated_at) = (rfc3339(now), rfc3339(now));
+        Ok(Session { session_id, title, created_at, updated_at, message_count: 0, auto_title })
+    }
+
+    /// Renames the caller's session (`PATCH /sessions/{id}`): the title is the user's from
+    /// then on, never replaced by an automatic one. 400 for an empty title, a longer one than
+    /// [`MAX_TITLE_CHARS`] or one with control characters; 404 for no such session.
+    pub async fn rename(&self, who: &Principal, session_id: &str, title: &str) -> Result<Session, Error> {
+        let id = parse_id(session_id, "session")?.to_string();
+        let title = checked_title(title)?;
+        match self.store.rename_session(who.owner(), &id, &title, Renamer::User).await {
+            Ok(_) => self.session(who, &id).await,
+            Err(StoreError::ConditionFailed { .. }) => Err(session_not_found()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Titles a session from its first exchange, unless its user named it meanwhile: whether
+    /// the title was set.
+    pub async fn set_auto_title(&self, who: &Principal, session_id: &str, title: &str) -> Result<bool, Error> {
+        let id = parse_id(session_id, "session")?.to_string();
+        let Some(title) = clean_title(title) else { return Ok(false) };
+        Ok(self.store.rename_session(who.owner(), &id, &title, Renamer::Auto).await?)
     }
 
     /// The caller's session, or 404.
@@ -117,6 +152,7 @@ impl History {
             Some(title) => SessionWrite::New(NewSession {
                 session_id: &session_id,
                 title,
+                auto_title: true,
                 now_ms: now,
                 expires_at: self.expiry(now),
             }),
@@ -247,12 +283,47 @@ impl History {
     }
 }
 
-fn title_from(text: &str) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+/// A session's first title: the first words of its first message (at most
+/// [`TITLE_WORDS`] words and [`TITLE_CHARS`] characters).
+pub fn title_from(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut line = words.iter().take(TITLE_WORDS).copied().collect::<Vec<_>>().join(" ");
+    if words.len() > TITLE_WORDS {
+        line.push('…');
+    }
     match line.char_indices().nth(TITLE_CHARS) {
         Some((cut, _)) => format!("{}…", line[..cut].trim_end()),
         None => line,
     }
+}
+
+/// A title as given by a user or a model: white space collapsed, quotes and a closing
+/// full stop removed, at most [`MAX_TITLE_CHARS`]; `None` when nothing is left.
+pub fn clean_title(text: &str) -> Option<String> {
+    let first_line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line: String = first_line.chars().filter(|c| !c.is_control()).collect();
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = line.trim_start_matches("Title:").trim().trim_matches(['"', '\'', '“', '”', '*', '#', ' ']);
+    let line = line.strip_suffix('.').unwrap_or(line).trim();
+    if line.is_empty() {
+        return None;
+    }
+    Some(match line.char_indices().nth(MAX_TITLE_CHARS) {
+        Some((cut, _)) => format!("{}…", line[..cut].trim_end()),
+        None => line.to_owned(),
+    })
+}
+
+/// A title a user gives: 1 to [`MAX_TITLE_CHARS`] characters, no control characters.
+fn checked_title(title: &str) -> Result<String, Error> {
+    let trimmed = title.trim();
+    let chars = trimmed.chars().count();
+    if trimmed.is_empty() || chars > MAX_TITLE_CHARS || trimmed.chars().any(char::is_control) {
+        return Err(Error::BadRequest(format!(
+            "title must be 1 to {MAX_TITLE_CHARS} characters without control characters"
+        )));
+    }
+    Ok(trimmed.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 fn session_not_found() -> Error {
@@ -270,5 +341,25 @@ mod tests {
         let title = title_from(&long);
         assert_eq!(title.chars().count(), TITLE_CHARS + 1);
         assert!(title.ends_with('…'));
+        // The first words only.
+        assert_eq!(title_from("one two three four five six seven eight nine ten"), "one two three four five six seven eight…");
+    }
+
+    #[test]
+    fn a_model_s_title_is_cleaned() {
+        assert_eq!(clean_title("\"Weekly Planning.\"").as_deref(), Some("Weekly Planning"));
+        assert_eq!(clean_title("Title: **Feedback at work**\nMore text").as_deref(), Some("Feedback at work"));
+        assert_eq!(clean_title("\n\n  “Goals”  ").as_deref(), Some("Goals"));
+        assert_eq!(clean_title(" \"\" ").as_deref(), None);
+        assert_eq!(clean_title("").as_deref(), None);
+        assert!(clean_title(&"w ".repeat(200)).unwrap().chars().count() <= MAX_TITLE_CHARS + 1);
+    }
+
+    #[test]
+    fn users_titles_are_checked() {
+        assert_eq!(checked_title("  My   week ").unwrap(), "My week");
+        for bad in ["", "   ", "tab\tinside", &"x".repeat(MAX_TITLE_CHARS + 1)] {
+            assert_eq!(checked_title(bad).unwrap_err().status().as_u16(), 400, "{bad:?}");
+        }
     }
 }

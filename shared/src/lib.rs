@@ -52,6 +52,7 @@ pub mod retrieval;
 pub mod retry;
 pub mod secrets;
 pub mod store;
+pub mod titles;
 pub mod usage;
 
 pub use error::{Error, Result};

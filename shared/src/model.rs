@@ -156,6 +156,10 @@ pub struct Session {
     pub created_at: String,
     pub updated_at: String,
     pub message_count: u64,
+    /// Whether the title is still the automatic one (from the first message, or the default),
+    /// which the first exchange replaces; false once the user named the session.
+    #[serde(skip)]
+    pub auto_title: bool,
 }
 
 /// A user's verdict on a reply.
@@ -461,6 +465,17 @@ pub enum Job {
     /// An object event handled again: an upload whose event never arrived, found by the
     /// sweeper (see `ingest::sweep`).
     Object(ObjectJob),
+    /// A session titled from its first exchange by the model (see `titles`), queued by chat
+    /// after the reply is stored so the answer never waits for it.
+    Title(TitleJob),
+}
+
+/// The session to title: its owner and id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TitleJob {
+    pub tenant: String,
+    pub user_id: String,
+    pub session_id: String,
 }
 
 /// An object's event, as a job.

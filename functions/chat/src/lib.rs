@@ -17,7 +17,7 @@
 //! | `GET /sessions`, `POST /sessions` | role `user` |
 //! | `GET /sessions/{id}/messages?limit=&cursor=` | role `user`, own sessions only |
 //! | `PUT /sessions/{id}/messages/{message_id}/feedback` | role `user`, own replies only |
-//! | `DELETE /sessions/{id}` | role `user`, own sessions only |
+//! | `PATCH /sessions/{id}`, `DELETE /sessions/{id}` | role `user`, own sessions only |
 //! | `GET /usage` | role `user` (own usage); `?scope=tenant` role `admin` |
 
 pub mod stream;
@@ -111,6 +111,7 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), Sta
         llm: Llm::from_env(env, retries, http, secrets.clone())?,
         limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
         ledger: Arc::new(Ledger::from_env(env, table)?),
+        jobs: aws.job_queue(env),
     };
     let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
     Ok((Authenticator::from_env(env, signing_key)?, chat, index))
@@ -143,6 +144,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/sessions"),
     Route::new("GET", "/sessions/{id}/messages"),
     Route::new("PUT", "/sessions/{id}/messages/{message_id}/feedback"),
+    Route::new("PATCH", "/sessions/{id}"),
     Route::new("DELETE", "/sessions/{id}"),
     Route::new("GET", "/usage"),
 ];
@@ -168,6 +170,7 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
         ("POST", "/sessions", _) => create_session(state, req).await,
         ("GET", "/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
         ("PUT", "/sessions/{id}/messages/{message_id}/feedback", [id, message]) => rate(state, req, id, message).await,
+        ("PATCH", "/sessions/{id}", [id]) => rename_session(state, req, id).await,
         ("DELETE", "/sessions/{id}", [id]) => delete_session(state, req, id).await,
         ("GET", "/usage", _) => usage(state, req).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
@@ -311,9 +314,23 @@ struct NewSession {
 async fn create_session(state: &State, req: &Request) -> Result<Response<Body>, Error> {
     let who = user(&state.auth, req).await?;
     let input: NewSession = if req.body().is_empty() { NewSession::default() } else { json_body(req)? };
-    let title = input.title.as_deref().map(str::trim).filter(|t| !t.is_empty()).unwrap_or("New conversation");
+    let title = input.title.as_deref().filter(|t| !t.trim().is_empty());
     let session = state.chat.history.create_session(&who, title).await?;
     Ok(json_response(StatusCode::CREATED, &session))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    title: String,
+}
+
+/// `PATCH /sessions/{id}` `{title}`: the session, renamed by its user.
+async fn rename_session(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
+    let who = user(&state.auth, req).await?;
+    let input: Rename = json_body(req)?;
+    let session = state.chat.history.rename(&who, id, &input.title).await?;
+    Ok(json_response(StatusCode::OK, &session))
 }
 
 /// `GET /sessions/{id}/messages?limit=&cursor=`: newest first; `next_cursor` leads to older.

@@ -19,13 +19,16 @@ use coach::{
     config::{Env, StartupError},
     deadline::Deadline,
     embeddings::Embedder,
+    history::History,
     http::outbound_client,
     index::Index,
     ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
-    model::Job,
+    llm::{Llm, Provider},
+    model::{Job, TitleJob},
     retry::Retries,
     secrets::Secrets,
     store::AwsClients,
+    titles::{Titled, Titler},
     usage::Ledger,
     Error,
 };
@@ -34,6 +37,8 @@ use serde_json::{json, Value};
 /// What the ingest function uses, built once per cold start.
 pub struct State {
     pub ingestor: Ingestor,
+    /// Titles sessions from their first exchange (title jobs), when a model is configured.
+    pub titler: Option<Titler>,
 }
 
 impl State {
@@ -46,13 +51,21 @@ impl State {
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         let index = Index::from_env(env, aws, &secrets)?.writer(aws);
-        let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
+        let http = outbound_client()?;
+        let retries = Retries::from_env(env)?;
+        let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
         let queue = aws.job_queue(env);
         let table = Arc::new(aws.table());
         let ledger = Arc::new(Ledger::recorder_from_env(env, table.clone())?);
+        // Session titles, with a model (with the `none` provider sessions keep their first words).
+        let llm = Llm::from_env(env, retries, http, secrets)?;
+        let titler = match llm.config().provider {
+            Provider::None => None,
+            _ => Some(Titler::new(History::from_env(env, table.clone())?, llm, ledger.clone())),
+        };
         let ingestor =
             Ingestor::from_env(env, table, Arc::new(aws.bucket()), index, embedder, queue)?.with_ledger(ledger);
-        Ok(Self { ingestor })
+        Ok(Self { ingestor, titler })
     }
 }
 
@@ -141,14 +154,41 @@ async fn handle_sqs(state: &State, event: SqsEvent, deadline: Deadline) -> Value
     json!({ "batchItemFailures": failures })
 }
 
-async fn handle_job(state: &State, job: &Job, deadline: Deadline) -> Result<Outcome, Error> {
+async fn handle_job(state: &State, job: &Job, deadline: Deadline) -> Result<(), Error> {
+    if let Job::Title(job) = job {
+        return title(state, job).await;
+    }
     let outcome = state.ingestor.job(job, deadline).await;
     match job {
         Job::Embed(job) => log(&job.key, &outcome),
         Job::Reembed(job) => log(&format!("tenant {}", job.tenant), &outcome),
         Job::Object(job) => log(&job.key, &outcome),
+        Job::Title(_) => {}
     }
-    outcome
+    outcome.map(|_| ())
+}
+
+/// A title job: the session titled (or why not), logged without the title's text. A failed
+/// model call fails the message, so SQS retries it.
+async fn title(state: &State, job: &TitleJob) -> Result<(), Error> {
+    let Some(titler) = &state.titler else {
+        tracing::info!("title job skipped: no language model is configured");
+        return Ok(());
+    };
+    match titler.title(job).await {
+        Ok(Titled::Titled(_)) => {
+            tracing::info!(session_id = %job.session_id, "session titled");
+            Ok(())
+        }
+        Ok(Titled::Skipped(reason)) => {
+            tracing::info!(session_id = %job.session_id, reason, "title job skipped");
+            Ok(())
+        }
+        Err(err) => {
+            tracing::warn!(session_id = %job.session_id, error = %err, cause = %err.causes(), "title job failed");
+            Err(err)
+        }
+    }
 }
 
 async fn handle_object(state: &State, object: &ObjectEvent, deadline: Deadline) -> Result<Outcome, Error> {

@@ -58,6 +58,8 @@ impl Ingestor {
             Job::Embed(job) => self.embed_job(job).await,
             Job::Reembed(job) => self.reembed(job).await,
             Job::Object(job) => self.handle(&ObjectEvent { created: true, key: job.key.clone() }, deadline).await,
+            // The titler's (the ingest function hands it there).
+            Job::Title(_) => Ok(Outcome::Skipped("a title job is not an ingest job")),
         }
     }
 

@@ -33,8 +33,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 
 use super::{
     aws::{classify, service_error},
-    AnswerCache, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, SessionWrite,
-    StoreError, StoreResult, StoredMessage, TurnRecord, TurnWrite, UsageEntry, UsageLedger,
+    AnswerCache, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, Renamer,
+    SessionWrite, StoreError, StoreResult, StoredMessage, TurnRecord, TurnWrite, UsageEntry, UsageLedger,
 };
 use crate::{
     ids::rfc3339,
@@ -242,6 +242,7 @@ fn session_from(item: &Item) -> StoreResult<Session> {
         created_at: rfc3339(number(item, "created_at").ok_or_else(corrupt)?),
         updated_at: rfc3339(number(item, "updated_at").ok_or_else(corrupt)?),
         message_count: number(item, "message_count").unwrap_or(0),
+        auto_title: item.get("title_auto").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
     })
 }
 
@@ -313,7 +314,7 @@ fn message_item(owner: Owner, session_id: &str, m: &StoredMessage) -> StoreResul
 
 fn session_item(owner: Owner, session: &NewSession, message_count: u64, updated_ms: u64) -> Item {
     let pk = user_pk(owner);
-    Item::from([
+    let mut item = Item::from([
         ("pk".to_owned(), s(&pk)),
         ("sk".to_owned(), s(&format!("SESSION#{}", session.session_id))),
         ("gsi1pk".to_owned(), s(&pk)),
@@ -325,7 +326,11 @@ fn session_item(owner: Owner, session: &NewSession, message_count: u64, updated_
         ("updated_at".to_owned(), n(updated_ms)),
         ("message_count".to_owned(), n(message_count)),
         ("expires_at".to_owned(), n(session.expires_at)),
-    ])
+    ]);
+    if session.auto_title {
+        item.insert("title_auto".to_owned(), AttributeValue::Bool(true));
+    }
+    item
 }
 
 fn document_from(item: &Item) -> StoreResult<Document> {
@@ -653,6 +658,26 @@ impl HistoryStore for DynamoTable {
             .map_err(|e| service_error("delete session", e))?;
         Ok(())
     }
+    async fn rename_session(&self, owner: Owner<'_>, session_id: &str, title: &str, by: Renamer) -> StoreResult<bool> {
+        let update = self
+            .update(user_pk(owner), format!("SESSION#{session_id}"))
+            .expression_attribute_values(":title", s(title));
+        let update = match by {
+            Renamer::Auto => update
+                .update_expression("SET title = :title")
+                .condition_expression("title_auto = :yes")
+                .expression_attribute_values(":yes", AttributeValue::Bool(true)),
+            Renamer::User => update
+                .update_expression("SET title = :title REMOVE title_auto")
+                .condition_expression("attribute_exists(pk)"),
+        };
+        match update.send().await.map_err(|e| write_error("rename session", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) if by == Renamer::Auto => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn set_feedback(
         &self,
         owner: Owner<'_>,

@@ -130,8 +130,19 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub struct NewSession<'a> {
     pub session_id: &'a str,
     pub title: &'a str,
+    /// The title is automatic (see [`crate::model::Session::auto_title`]).
+    pub auto_title: bool,
     pub now_ms: u64,
     pub expires_at: u64,
+}
+
+/// Who renames a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renamer {
+    /// Coach, from the first exchange: only while the title is still automatic.
+    Auto,
+    /// The user: the title is theirs from then on.
+    User,
 }
 
 /// A message to store, with its id and clock.
@@ -224,6 +235,10 @@ pub trait HistoryStore: Send + Sync {
     ) -> StoreResult<Page<Message>>;
     /// Deletes a session's messages, then the session.
     async fn delete_session(&self, owner: Owner<'_>, session_id: &str) -> StoreResult<()>;
+    /// Sets a session's title: for [`Renamer::Auto`] only while the title is automatic
+    /// (`false` when the user named it meanwhile, or it is gone); for [`Renamer::User`], it
+    /// becomes the user's (`ConditionFailed` when the session is gone).
+    async fn rename_session(&self, owner: Owner<'_>, session_id: &str, title: &str, by: Renamer) -> StoreResult<bool>;
     /// Sets the feedback on a reply whose current feedback is `previous` (`None`: none yet),
     /// and moves the tenant's feedback counters from `previous` (on the day it was given) to
     /// `feedback` (on its day), in one transaction. `ConditionFailed` when the message is

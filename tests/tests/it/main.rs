@@ -43,4 +43,5 @@ mod readme;
 mod refresh;
 mod retrieval;
 mod sweep;
+mod titles;
 mod usage;

@@ -342,7 +342,10 @@ mod tests {
         assert_eq!(title.chars().count(), TITLE_CHARS + 1);
         assert!(title.ends_with('…'));
         // The first words only.
-        assert_eq!(title_from("one two three four five six seven eight nine ten"), "one two three four five six seven eight…");
+        assert_eq!(
+            title_from("one two three four five six seven eight nine ten"),
+            "one two three four five six seven eight…"
+        );
     }
 
     #[test]

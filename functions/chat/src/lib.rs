@@ -19,6 +19,7 @@
 //! | `PUT /sessions/{id}/messages/{message_id}/feedback` | role `user`, own replies only |
 //! | `PATCH /sessions/{id}`, `DELETE /sessions/{id}` | role `user`, own sessions only |
 //! | `GET /usage` | role `user` (own usage); `?scope=tenant` role `admin` |
+//! | `POST /api-keys`, `GET /api-keys`, `DELETE /api-keys/{id}` | role `admin`, own tenant's keys |
 
 pub mod stream;
 
@@ -26,7 +27,10 @@ use std::sync::Arc;
 
 use coach::{
     assist::{mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig},
-    auth::{Authenticator, Principal, Role},
+    auth::{
+        api_keys::{ApiKeys, NewApiKey},
+        Authenticator, Principal, Role,
+    },
     chat::{Chat, ChatConfig, ChatInput, TurnKey},
     config::{Env, StartupError},
     deadline::Deadline,
@@ -114,7 +118,8 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), Sta
         jobs: aws.job_queue(env),
     };
     let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
-    Ok((Authenticator::from_env(env, signing_key)?, chat, index))
+    let api_keys = Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?);
+    Ok((Authenticator::from_env(env, signing_key)?.with_api_keys(api_keys), chat, index))
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
@@ -147,6 +152,9 @@ pub const ROUTES: &[Route] = &[
     Route::new("PATCH", "/sessions/{id}"),
     Route::new("DELETE", "/sessions/{id}"),
     Route::new("GET", "/usage"),
+    Route::new("POST", "/api-keys"),
+    Route::new("GET", "/api-keys"),
+    Route::new("DELETE", "/api-keys/{id}"),
 ];
 
 /// The API's OpenAPI document, served at `GET /openapi.yaml`.
@@ -173,6 +181,9 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
         ("PATCH", "/sessions/{id}", [id]) => rename_session(state, req, id).await,
         ("DELETE", "/sessions/{id}", [id]) => delete_session(state, req, id).await,
         ("GET", "/usage", _) => usage(state, req).await,
+        ("POST", "/api-keys", _) => create_api_key(state, req).await,
+        ("GET", "/api-keys", _) => list_api_keys(state, req).await,
+        ("DELETE", "/api-keys/{id}", [id]) => revoke_api_key(state, req, id).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
 }
@@ -285,6 +296,37 @@ async fn usage(state: &State, req: &Request) -> Result<Response<Body>, Error> {
         body["user_id"] = user.into();
     }
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// An admin of the caller's tenant, and the API keys.
+async fn key_admin<'s>(state: &'s State, req: &Request) -> Result<(Principal, &'s ApiKeys), Error> {
+    let who = state.auth.authenticate(req).await?;
+    who.require(Role::Admin)?;
+    let keys = state.auth.api_keys().ok_or_else(|| Error::internal("the chat function has no API keys"))?;
+    Ok((who, keys))
+}
+
+/// `POST /api-keys` `{name, roles}` (admin): 201 with the key, shown this once.
+async fn create_api_key(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let (who, keys) = key_admin(state, req).await?;
+    let input: NewApiKey = json_body(req)?;
+    let created = keys.create(&who, input).await?;
+    let mut response = json_response(StatusCode::CREATED, &created);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `GET /api-keys` (admin): the tenant's keys, without secrets.
+async fn list_api_keys(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let (who, keys) = key_admin(state, req).await?;
+    Ok(json_response(StatusCode::OK, &json!({"api_keys": keys.list(&who).await?})))
+}
+
+/// `DELETE /api-keys/{id}` (admin): 204; the key is refused from now on.
+async fn revoke_api_key(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
+    let (who, keys) = key_admin(state, req).await?;
+    keys.revoke(&who, id).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 /// The `Idempotency-Key` header, if any (400 when it is not text).

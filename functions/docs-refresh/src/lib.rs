@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
-    auth::{Authenticator, Role},
+    auth::{ApiKeys, Authenticator, Role},
     config::{Env, StartupError},
     http::{self, error_response, json_response, request_id, Route},
     refresh::Refresher,
@@ -40,7 +40,8 @@ impl State {
         // The signing key's secret alone: this function reads no other.
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
         Ok(Self {
-            auth: Authenticator::from_env(env, secrets)?,
+            auth: Authenticator::from_env(env, secrets)?
+                .with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
             refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
         })
     }

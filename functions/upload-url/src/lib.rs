@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use coach::{
-    auth::{Authenticator, Principal, Role},
+    auth::{ApiKeys, Authenticator, Principal, Role},
     config::{Env, StartupError},
     documents::{Documents, InlineDocument, UploadConfig, UploadRequest},
     http::{
@@ -52,7 +52,8 @@ impl State {
         let index = Index::from_env(env, aws, &coach_secret)?.writer(aws);
         let table = Arc::new(aws.table());
         Ok(Self {
-            auth: Authenticator::from_env(env, signing_key)?,
+            auth: Authenticator::from_env(env, signing_key)?
+                .with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
             documents: Documents::new(table, Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
                 .with_jobs(aws.job_queue(env)),

@@ -12,14 +12,16 @@
 //! a [`Role`]. Failures are 401 (bad or missing token) or 403 (wrong role). Tokens are never
 //! logged.
 
+pub mod api_keys;
 mod claims;
 mod jwks;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use lambda_http::{http::header::AUTHORIZATION, Request};
 
+pub use api_keys::ApiKeys;
 pub use claims::{validate_tenant, Principal, Role};
 
 use crate::{
@@ -175,6 +177,8 @@ fn is_loopback_http(url: &str) -> bool {
 pub struct Authenticator {
     config: AuthConfig,
     keys: Keys,
+    /// API keys, where the function accepts them.
+    api_keys: Option<Arc<ApiKeys>>,
 }
 
 enum Keys {
@@ -197,18 +201,44 @@ impl Authenticator {
                 Keys::Jwks(jwks::Jwks::new(url.clone(), *cache_ttl, *min_refetch))
             }
         };
-        Self { config, keys }
+        Self { config, keys, api_keys: None }
     }
 
-    /// Authenticates a request by its `Authorization: Bearer` header.
+    /// Also accepts the tenant's API keys (`Bearer coach_...` or `x-api-key`).
+    pub fn with_api_keys(mut self, api_keys: Arc<ApiKeys>) -> Self {
+        self.api_keys = Some(api_keys);
+        self
+    }
+
+    /// The API keys this authenticator accepts, when it does.
+    pub fn api_keys(&self) -> Option<&ApiKeys> {
+        self.api_keys.as_deref()
+    }
+
+    /// Authenticates a request by its `Authorization: Bearer` header (a JWT, or an API key
+    /// `coach_...`), or its `x-api-key` header.
     pub async fn authenticate(&self, req: &Request) -> Result<Principal, Error> {
+        if let Some(key) = req.headers().get("x-api-key") {
+            let key = key.to_str().map_err(|_| unauthorized("malformed x-api-key header"))?;
+            return self.verify_key(key.trim()).await;
+        }
         let header = req.headers().get(AUTHORIZATION).ok_or_else(|| unauthorized("missing Authorization header"))?;
         let value = header.to_str().map_err(|_| unauthorized("malformed Authorization header"))?;
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => token.trim(),
             _ => return Err(unauthorized("expected Authorization: Bearer <token>")),
         };
+        if ApiKeys::is_key(token) {
+            return self.verify_key(token).await;
+        }
         self.verify(token).await
+    }
+
+    async fn verify_key(&self, key: &str) -> Result<Principal, Error> {
+        match &self.api_keys {
+            Some(api_keys) => api_keys.verify(key).await,
+            None => Err(unauthorized("API keys are not accepted here")),
+        }
     }
 
     /// Verifies a token and maps its claims to a principal.

@@ -14,6 +14,7 @@
 //! | usage, a day of a model | `TENANT#{t}#USAGE` or `TENANT#{t}#USAGE#USER#{u}` | `DAY#{yyyy-mm-dd}#{model}` | - |
 //! | usage, a month's total | same | `MONTH#{yyyy-mm}` | - |
 //! | feedback counters of a day | `TENANT#{t}#USAGE` | `FEEDBACK#{yyyy-mm-dd}` | - |
+//! | API key | `APIKEY#{id}` | `APIKEY` | `TENANT#{t}#APIKEYS` / `{created_ms:013}#{id}` |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
@@ -33,8 +34,9 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 
 use super::{
     aws::{classify, service_error},
-    AnswerCache, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe, Renamer,
-    SessionWrite, StoreError, StoreResult, StoredMessage, TurnRecord, TurnWrite, UsageEntry, UsageLedger,
+    AnswerCache, ApiKeyStore, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe,
+    Renamer, SessionWrite, StoreError, StoreResult, StoredApiKey, StoredMessage, TurnRecord, TurnWrite, UsageEntry,
+    UsageLedger,
 };
 use crate::{
     ids::rfc3339,
@@ -1181,6 +1183,113 @@ impl DynamoTable {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(rows),
             }
+        }
+    }
+}
+
+fn api_key_pk(id: &str) -> String {
+    format!("APIKEY#{id}")
+}
+
+fn api_keys_of(tenant: &str) -> String {
+    format!("TENANT#{tenant}#APIKEYS")
+}
+
+fn api_key_from(item: &Item) -> StoreResult<StoredApiKey> {
+    let corrupt = || StoreError::Corrupt("API key");
+    let text = |name: &str| string(item, name).map(str::to_owned).ok_or_else(corrupt);
+    let roles = item.get("roles").and_then(|v| v.as_l().ok()).ok_or_else(corrupt)?;
+    Ok(StoredApiKey {
+        id: text("key_id")?,
+        tenant: text("tenant")?,
+        name: text("name")?,
+        roles: roles.iter().filter_map(|r| r.as_s().ok().cloned()).collect(),
+        hash: text("hash")?,
+        created_ms: number(item, "created_at").ok_or_else(corrupt)?,
+        created_by: text("created_by")?,
+    })
+}
+
+#[async_trait]
+impl ApiKeyStore for DynamoTable {
+    async fn create_key(&self, key: &StoredApiKey) -> StoreResult<()> {
+        let roles = AttributeValue::L(key.roles.iter().map(|r| s(r)).collect());
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&api_key_pk(&key.id)))
+            .item("sk", s("APIKEY"))
+            .item("gsi1pk", s(&api_keys_of(&key.tenant)))
+            .item("gsi1sk", s(&format!("{:013}#{}", key.created_ms, key.id)))
+            .item("type", s("api_key"))
+            .item("key_id", s(&key.id))
+            .item("tenant", s(&key.tenant))
+            .item("name", s(&key.name))
+            .item("roles", roles)
+            .item("hash", s(&key.hash))
+            .item("created_at", n(key.created_ms))
+            .item("created_by", s(&key.created_by))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| write_error("create API key", e))?;
+        Ok(())
+    }
+
+    async fn key(&self, id: &str) -> StoreResult<Option<StoredApiKey>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&api_key_pk(id)))
+            .key("sk", s("APIKEY"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("read API key", e))?;
+        output.item.as_ref().map(api_key_from).transpose()
+    }
+
+    async fn keys(&self, tenant: &str) -> StoreResult<Vec<StoredApiKey>> {
+        let mut keys = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(SESSIONS_INDEX)
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", s(&api_keys_of(tenant)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| service_error("list API keys", e))?;
+            for item in output.items() {
+                keys.push(api_key_from(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    async fn delete_key(&self, tenant: &str, id: &str) -> StoreResult<bool> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&api_key_pk(id)))
+            .key("sk", s("APIKEY"))
+            .condition_expression("tenant = :tenant")
+            .expression_attribute_values(":tenant", s(tenant))
+            .send()
+            .await;
+        match result.map_err(|e| write_error("revoke API key", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! | [`DocumentStore`] | document records and status | [`DynamoTable`] |
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
 //! | [`AnswerCache`] | answers kept a few minutes (`POST /qa`) | [`DynamoTable`] |
+//! | [`ApiKeyStore`] | API keys (their secrets' hashes) | [`DynamoTable`] |
 //! | [`UsageLedger`] | tokens, cost and calls per tenant and user, by day and month | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
 //! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
@@ -335,6 +336,36 @@ pub trait UsageLedger: Send + Sync {
     /// The tenant's feedback on replies, given from `from` to `to` (days, inclusive), as it
     /// stands (see [`HistoryStore::set_feedback`]).
     async fn feedback(&self, tenant: &str, from: &str, to: &str) -> StoreResult<FeedbackCounts>;
+}
+
+// ------------------------------------------------------------------ API keys
+
+/// An API key as stored: never its secret, only the secret's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredApiKey {
+    /// A ULID; also the key's public prefix (`coach_{id}_...`), by which it is looked up.
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    /// SHA-256 of the secret part, hex.
+    pub hash: String,
+    pub created_ms: u64,
+    /// Who created it (a user id).
+    pub created_by: String,
+}
+
+/// API keys: looked up by id when a request presents one, listed per tenant.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key; `ConditionFailed` when the id is taken.
+    async fn create_key(&self, key: &StoredApiKey) -> StoreResult<()>;
+    /// The key with this id, whichever its tenant (the caller checks).
+    async fn key(&self, id: &str) -> StoreResult<Option<StoredApiKey>>;
+    /// A tenant's keys, oldest first.
+    async fn keys(&self, tenant: &str) -> StoreResult<Vec<StoredApiKey>>;
+    /// Deletes the tenant's key `id`: `false` when it has no such key.
+    async fn delete_key(&self, tenant: &str, id: &str) -> StoreResult<bool>;
 }
 
 // ------------------------------------------------------------------ answers

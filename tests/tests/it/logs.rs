@@ -1,6 +1,6 @@
 //! What Coach logs never contains tokens, secrets or message text. The logs of a whole
 //! session of use (auth failures, a chat turn through an LLM with an API key, a streamed
-//! turn, an upload and its ingestion, a profile fetch) are captured through production's
+//! turn, an upload and its ingestion, a profile fetch, an API key created and used) are captured through production's
 //! subscriber (log, span and metric lines) at debug level for Coach's own crates and
 //! searched for every sensitive value. Also: the metric lines, and a request's trace.
 
@@ -116,6 +116,19 @@ async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
         .await
         .unwrap();
 
+    // An API key: created, used, and presented wrong.
+    let admin = tokens::for_test("carol", "acme", &["admin"]);
+    let new_key = json!({"name": "bot", "roles": ["user"]});
+    let response =
+        chat::handle(&services.chat, events::with("chat-post.json", "POST", "/api-keys", Some(&new_key), Some(&admin)))
+            .await;
+    let created: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    let api_key = created["key"].as_str().unwrap().to_owned();
+    let me = chat::handle(&services.chat, events::with("chat-post.json", "GET", "/me", None, Some(&api_key))).await;
+    assert_eq!(me.status(), 200);
+    let wrong_key = format!("{}ffff", &api_key[..api_key.len() - 4]);
+    chat::handle(&services.chat, events::with("chat-post.json", "GET", "/me", None, Some(&wrong_key))).await;
+
     let logs = capture.text();
     assert!(logs.lines().count() > 5, "logs were captured:\n{logs}");
     assert!(
@@ -132,6 +145,8 @@ async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
         ("LLM API key", LLM_KEY),
         ("Auth0 client secret", AUTH0_SECRET),
         ("management token", "mgmt-SECRET-token-0004"),
+        ("API key", &api_key[api_key.len() - 64..]),
+        ("wrong API key", &wrong_key[wrong_key.len() - 64..]),
     ] {
         let leaks: Vec<&str> = logs.lines().filter(|line| line.contains(secret)).collect();
         assert!(leaks.is_empty(), "{what} found in {} log lines, the first:\n{}", leaks.len(), leaks[0]);

@@ -28,6 +28,10 @@ pub enum Error {
     /// Authenticated, but not allowed to do this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The caller lacks the role the action needs (403): an audit event, naming who was
+    /// refused (never shown to the caller beyond the message).
+    #[error("this action needs the {role} role")]
+    RoleRefused { role: String, tenant: String, user_id: String },
     /// No such resource, or not visible to the caller (404).
     #[error("{0}")]
     NotFound(String),
@@ -48,7 +52,7 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     /// The user's or the tenant's monthly budget is used up (429), until `reset_at`.
     #[error("the monthly budget of this {scope} is used up; it resets at {reset_at}")]
-    BudgetExceeded { scope: &'static str, reset_at: String, retry_after_secs: u64 },
+    BudgetExceeded { scope: &'static str, reset_at: String, retry_after_secs: u64, tenant: String, user_id: String },
     /// An upstream service (the LLM, an embedding service, an identity provider) failed (502).
     #[error("{message}")]
     Upstream {
@@ -100,7 +104,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::RoleRefused { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(_) => StatusCode::CONFLICT,
@@ -119,7 +123,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
-            Error::Forbidden(_) => "forbidden",
+            Error::Forbidden(_) | Error::RoleRefused { .. } => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict(_) => "conflict",

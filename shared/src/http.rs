@@ -196,6 +196,15 @@ impl Route {
     }
 }
 
+/// The template of the route of `routes` a request asks for, as `METHOD /path/{id}` (no id
+/// of the request in it), or `METHOD other` when none matches.
+pub fn route_name(routes: &[Route], method: &str, path: &str) -> String {
+    match route(routes, method, path) {
+        Ok((route, _)) => format!("{} {}", route.method, route.path),
+        Err(_) => format!("{method} other"),
+    }
+}
+
 fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.trim_matches('/').split('/')
 }

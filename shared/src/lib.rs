@@ -26,6 +26,7 @@
 //! `docs/ARCHITECTURE.md` has the picture and the path of each route.
 
 pub mod assist;
+pub mod audit;
 pub mod auth;
 pub mod chat;
 pub mod config;

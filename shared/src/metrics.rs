@@ -116,7 +116,9 @@ pub fn usage_unrecorded() {
 /// segment that is not one of Coach's route words replaced by `{id}`, so ids (and any path a
 /// caller invents) never become dimensions of their own; past 5 segments, `other`.
 pub fn route_template(method: &str, path: &str) -> String {
-    const WORDS: [&str; 18] = [
+    const WORDS: [&str; 20] = [
+        "api-keys",
+        "audit",
         "feedback",
         "health",
         "usage",

@@ -285,6 +285,8 @@ impl Ledger {
             scope,
             reset_at,
             retry_after_secs: reset_secs.saturating_sub(now_ms() / 1000).max(1),
+            tenant: who.tenant.clone(),
+            user_id: who.user_id.clone(),
         })
     }
 

@@ -20,6 +20,7 @@
 //! | `PATCH /sessions/{id}`, `DELETE /sessions/{id}` | role `user`, own sessions only |
 //! | `GET /usage` | role `user` (own usage); `?scope=tenant` role `admin` |
 //! | `POST /api-keys`, `GET /api-keys`, `DELETE /api-keys/{id}` | role `admin`, own tenant's keys |
+//! | `GET /audit?from=&to=&cursor=&limit=` | role `admin`, own tenant's events |
 
 pub mod stream;
 
@@ -27,6 +28,7 @@ use std::sync::Arc;
 
 use coach::{
     assist::{mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig},
+    audit::{Audit, Operation},
     auth::{
         api_keys::{ApiKeys, NewApiKey},
         Authenticator, Principal, Role,
@@ -69,6 +71,7 @@ const MAX_PAGE: i32 = 100;
 pub struct State {
     pub auth: Authenticator,
     pub chat: Chat,
+    pub audit: Audit,
     /// `/qa`, `/summarize` and `/mindmap`.
     pub assist: Assist,
     pub health: Health,
@@ -88,7 +91,8 @@ impl State {
         let assist = Assist::new(AssistConfig::from_env(env)?, table.clone(), table, index.writer(aws));
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(aws.bucket()), Arc::new(aws.table())];
         probes.extend(index.probe());
-        Ok(Self { auth, chat, assist, health: Health::new(probes) })
+        let audit = Audit::from_env(env, Arc::new(aws.table()))?;
+        Ok(Self { auth, chat, audit, assist, health: Health::new(probes) })
     }
 }
 
@@ -128,7 +132,11 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     let request_id = request_id(&req);
     let response = match route(state, &req, &request_id).await {
         Ok(response) => response,
-        Err(err) => error_response(&err, &request_id),
+        Err(err) => {
+            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
+            state.audit.refusal(&err, &route, &request_id).await;
+            error_response(&err, &request_id)
+        }
     };
     metrics::request("chat", req.method().as_str(), req.uri().path(), response.status().as_u16(), started.elapsed());
     response
@@ -155,6 +163,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/api-keys"),
     Route::new("GET", "/api-keys"),
     Route::new("DELETE", "/api-keys/{id}"),
+    Route::new("GET", "/audit"),
 ];
 
 /// The API's OpenAPI document, served at `GET /openapi.yaml`.
@@ -184,6 +193,7 @@ async fn route(state: &State, req: &Request, request_id: &str) -> Result<Respons
         ("POST", "/api-keys", _) => create_api_key(state, req).await,
         ("GET", "/api-keys", _) => list_api_keys(state, req).await,
         ("DELETE", "/api-keys/{id}", [id]) => revoke_api_key(state, req, id).await,
+        ("GET", "/audit", _) => audit(state, req).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
 }
@@ -311,6 +321,7 @@ async fn create_api_key(state: &State, req: &Request) -> Result<Response<Body>, 
     let (who, keys) = key_admin(state, req).await?;
     let input: NewApiKey = json_body(req)?;
     let created = keys.create(&who, input).await?;
+    state.audit.record(&who, Operation::ApiKeyCreate, Some(&created.info.id), &request_id(req)).await;
     let mut response = json_response(StatusCode::CREATED, &created);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
@@ -326,7 +337,18 @@ async fn list_api_keys(state: &State, req: &Request) -> Result<Response<Body>, E
 async fn revoke_api_key(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
     let (who, keys) = key_admin(state, req).await?;
     keys.revoke(&who, id).await?;
+    state.audit.record(&who, Operation::ApiKeyRevoke, Some(id), &request_id(req)).await;
     Ok(empty_response(StatusCode::NO_CONTENT))
+}
+
+/// `GET /audit?from=&to=&cursor=&limit=` (admin): the tenant's audit events, newest first.
+async fn audit(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+    let who = state.auth.authenticate(req).await?;
+    who.require(Role::Admin)?;
+    let limit = query_limit(req, 50, MAX_PAGE)?;
+    let (from, to, cursor) = (query_param(req, "from"), query_param(req, "to"), query_param(req, "cursor"));
+    let page = state.audit.list(&who, from, to, limit, cursor).await?;
+    Ok(json_response(StatusCode::OK, &json!({"events": page.items, "next_cursor": page.next_cursor})))
 }
 
 /// The `Idempotency-Key` header, if any (400 when it is not text).

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use coach::{
+    audit::Audit,
     auth::Authenticator,
     auth::Principal,
     chat::{Chat, ChatInput, ChatReply, Lease, Step, TurnKey},
@@ -45,6 +46,7 @@ pub const ROUTES: &[Route] = &[Route::new("POST", "/chat/stream")];
 pub struct StreamState {
     pub auth: Authenticator,
     pub chat: Chat,
+    pub audit: Audit,
 }
 
 impl StreamState {
@@ -56,7 +58,7 @@ impl StreamState {
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
         let (auth, chat, _) = crate::turn(env, aws)?;
-        Ok(Self { auth, chat })
+        Ok(Self { auth, chat, audit: Audit::from_env(env, Arc::new(aws.table()))? })
     }
 }
 
@@ -65,10 +67,17 @@ pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBod
     let begun = std::time::Instant::now();
     let request_id = request_id(&req);
     let started = match http::route(ROUTES, req.method().as_str(), req.uri().path()) {
-        Ok(_) => start(state, &req, request_id.clone()).await,
+        Ok(_) => start(state.clone(), &req, request_id.clone()).await,
         Err(err) => Err(err),
     };
-    let response = started.unwrap_or_else(|err| buffered(error_response(&err, &request_id)));
+    let response = match started {
+        Ok(response) => response,
+        Err(err) => {
+            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
+            state.audit.refusal(&err, &route, &request_id).await;
+            buffered(error_response(&err, &request_id))
+        }
+    };
     // The status and the time to the first byte; the reply streams on.
     metrics::request(
         "chat-stream",

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
+    audit::{Audit, Operation},
     auth::{ApiKeys, Authenticator, Role},
     config::{Env, StartupError},
     http::{self, error_response, json_response, request_id, Route},
@@ -27,6 +28,7 @@ const PAGE_SIZE: i32 = 1000;
 pub struct State {
     pub auth: Authenticator,
     pub refresher: Refresher,
+    pub audit: Audit,
 }
 
 impl State {
@@ -43,6 +45,7 @@ impl State {
             auth: Authenticator::from_env(env, secrets)?
                 .with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
             refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
+            audit: Audit::from_env(env, Arc::new(aws.table()))?,
         })
     }
 }
@@ -83,16 +86,24 @@ pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
 async fn answer(state: &State, req: &Request) -> Response<Body> {
     let request_id = request_id(req);
     let result = match http::route(ROUTES, req.method().as_str(), req.uri().path()) {
-        Ok(_) => post_refresh(state, req).await,
+        Ok(_) => post_refresh(state, req, &request_id).await,
         Err(err) => Err(err),
     };
-    result.unwrap_or_else(|err| error_response(&err, &request_id))
+    match result {
+        Ok(response) => response,
+        Err(err) => {
+            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
+            state.audit.refusal(&err, &route, &request_id).await;
+            error_response(&err, &request_id)
+        }
+    }
 }
 
-async fn post_refresh(state: &State, req: &Request) -> Result<Response<Body>, Error> {
+async fn post_refresh(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
     let who = state.auth.authenticate(req).await?;
     who.require(Role::Admin)?;
     let manifest = state.refresher.refresh(PAGE_SIZE).await?;
+    state.audit.record(&who, Operation::PromptRefresh, Some(&manifest.version), request_id).await;
     Ok(json_response(StatusCode::OK, &manifest))
 }
 

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use coach::{
+    audit::{Audit, Operation},
     auth::{ApiKeys, Authenticator, Principal, Role},
     config::{Env, StartupError},
     documents::{Documents, InlineDocument, UploadConfig, UploadRequest},
@@ -35,6 +36,7 @@ pub struct State {
     pub auth: Authenticator,
     pub limiter: RateLimiter,
     pub documents: Documents,
+    pub audit: Audit,
 }
 
 impl State {
@@ -55,8 +57,9 @@ impl State {
             auth: Authenticator::from_env(env, signing_key)?
                 .with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-            documents: Documents::new(table, Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
+            documents: Documents::new(table.clone(), Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
                 .with_jobs(aws.job_queue(env)),
+            audit: Audit::from_env(env, table)?,
         })
     }
 }
@@ -67,7 +70,11 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     let request_id = request_id(&req);
     let response = match route(state, &req).await {
         Ok(response) => response,
-        Err(err) => error_response(&err, &request_id),
+        Err(err) => {
+            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
+            state.audit.refusal(&err, &route, &request_id).await;
+            error_response(&err, &request_id)
+        }
     };
     coach::metrics::request(
         "upload-url",
@@ -114,6 +121,7 @@ async fn create_upload(state: &State, req: &Request) -> Result<Response<Body>, E
     state.limiter.check(&who).await?;
     let input: UploadRequest = json_body(req)?;
     let upload = state.documents.create_upload(&who, &input).await?;
+    state.audit.record(&who, Operation::DocumentUpload, Some(&upload.document_id), &request_id(req)).await;
     Ok(json_response(StatusCode::CREATED, &upload))
 }
 
@@ -127,6 +135,7 @@ async fn create_inline(state: &State, req: &Request) -> Result<Response<Body>, E
     let limit = state.documents.inline_max_bytes().saturating_mul(2).saturating_add(64 * 1024);
     let input: InlineDocument = json_body_within(req, limit)?;
     let id = state.documents.create_inline(&who, &input).await?;
+    state.audit.record(&who, Operation::DocumentUpload, Some(&id), &request_id(req)).await;
     let body = json!({"document_id": id, "status": "pending", "status_url": format!("/documents/{id}")});
     Ok(json_response(StatusCode::ACCEPTED, &body))
 }
@@ -155,5 +164,6 @@ async fn reembed(state: &State, req: &Request) -> Result<Response<Body>, Error> 
 async fn delete(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
     let who = caller(state, req, Role::Editor).await?;
     state.documents.delete(&who, id).await?;
+    state.audit.record(&who, Operation::DocumentDelete, Some(id), &request_id(req)).await;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

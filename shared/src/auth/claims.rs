@@ -67,7 +67,11 @@ impl Principal {
         if self.has_role(role) {
             Ok(())
         } else {
-            Err(Error::Forbidden(format!("this action needs the {role} role")))
+            Err(Error::RoleRefused {
+                role: role.to_string(),
+                tenant: self.tenant.clone(),
+                user_id: self.user_id.clone(),
+            })
         }
     }
 }

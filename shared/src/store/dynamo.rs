@@ -15,6 +15,7 @@
 //! | usage, a month's total | same | `MONTH#{yyyy-mm}` | - |
 //! | feedback counters of a day | `TENANT#{t}#USAGE` | `FEEDBACK#{yyyy-mm-dd}` | - |
 //! | API key | `APIKEY#{id}` | `APIKEY` | `TENANT#{t}#APIKEYS` / `{created_ms:013}#{id}` |
+//! | audit event | `TENANT#{t}#AUDIT` | `EVENT#{ulid}` | - |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
@@ -34,9 +35,9 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 
 use super::{
     aws::{classify, service_error},
-    AnswerCache, ApiKeyStore, Appended, Counter, Counters, DocumentStore, Failure, HistoryStore, NewSession, Probe,
-    Renamer, SessionWrite, StoreError, StoreResult, StoredApiKey, StoredMessage, TurnRecord, TurnWrite, UsageEntry,
-    UsageLedger,
+    AnswerCache, ApiKeyStore, Appended, AuditLog, AuditRecord, Counter, Counters, DocumentStore, Failure, HistoryStore,
+    NewSession, Probe, Renamer, SessionWrite, StoreError, StoreResult, StoredApiKey, StoredMessage, TurnRecord,
+    TurnWrite, UsageEntry, UsageLedger,
 };
 use crate::{
     ids::rfc3339,
@@ -1184,6 +1185,86 @@ impl DynamoTable {
                 _ => return Ok(rows),
             }
         }
+    }
+}
+
+fn audit_pk(tenant: &str) -> String {
+    format!("TENANT#{tenant}#AUDIT")
+}
+
+#[async_trait]
+impl AuditLog for DynamoTable {
+    async fn append(&self, event: &AuditRecord, expires_at: u64) -> StoreResult<()> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&audit_pk(&event.tenant)))
+            .item("sk", s(&format!("EVENT#{}", event.event_id)))
+            .item("event_id", s(&event.event_id))
+            .item("actor", s(&event.actor))
+            .item("operation", s(&event.operation))
+            .item("outcome", s(&event.outcome))
+            .item("request_id", s(&event.request_id))
+            .item("expires_at", n(expires_at));
+        if let Some(resource) = &event.resource {
+            put = put.item("resource", s(resource));
+        }
+        put.send().await.map_err(|e| service_error("append audit event", e))?;
+        Ok(())
+    }
+
+    async fn events(
+        &self,
+        tenant: &str,
+        from_id: &str,
+        to_id: &str,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<AuditRecord>> {
+        let pk = audit_pk(tenant);
+        let start = match cursor {
+            Some(cursor) => {
+                let id = cursor_id(&decode_cursor(cursor)?)?;
+                Some(Item::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&format!("EVENT#{id}")))]))
+            }
+            None => None,
+        };
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":from", s(&format!("EVENT#{from_id}")))
+            .expression_attribute_values(":to", s(&format!("EVENT#{to_id}")))
+            .scan_index_forward(false)
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| service_error("read audit events", e))?;
+        let corrupt = || StoreError::Corrupt("audit event");
+        let items = output
+            .items()
+            .iter()
+            .map(|item| {
+                Ok(AuditRecord {
+                    event_id: string(item, "event_id").ok_or_else(corrupt)?.to_owned(),
+                    tenant: tenant.to_owned(),
+                    actor: string(item, "actor").ok_or_else(corrupt)?.to_owned(),
+                    operation: string(item, "operation").ok_or_else(corrupt)?.to_owned(),
+                    resource: string(item, "resource").map(str::to_owned),
+                    outcome: string(item, "outcome").ok_or_else(corrupt)?.to_owned(),
+                    request_id: string(item, "request_id").unwrap_or_default().to_owned(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = match (&output.last_evaluated_key, items.last()) {
+            (Some(key), Some(last)) if !key.is_empty() => Some(encode_cursor(&last.event_id)),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
     }
 }
 

@@ -7,6 +7,7 @@
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
 //! | [`AnswerCache`] | answers kept a few minutes (`POST /qa`) | [`DynamoTable`] |
 //! | [`ApiKeyStore`] | API keys (their secrets' hashes) | [`DynamoTable`] |
+//! | [`AuditLog`] | security-relevant events per tenant | [`DynamoTable`] |
 //! | [`UsageLedger`] | tokens, cost and calls per tenant and user, by day and month | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
 //! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
@@ -336,6 +337,39 @@ pub trait UsageLedger: Send + Sync {
     /// The tenant's feedback on replies, given from `from` to `to` (days, inclusive), as it
     /// stands (see [`HistoryStore::set_feedback`]).
     async fn feedback(&self, tenant: &str, from: &str, to: &str) -> StoreResult<FeedbackCounts>;
+}
+
+// ------------------------------------------------------------------ audit
+
+/// One audit event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// A ULID: events sort by time.
+    pub event_id: String,
+    pub tenant: String,
+    /// Who acted: a user id, or `key:{id}` for an API key.
+    pub actor: String,
+    pub operation: String,
+    pub resource: Option<String>,
+    pub outcome: String,
+    pub request_id: String,
+}
+
+/// A tenant's audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends an event, kept until `expires_at` (epoch seconds).
+    async fn append(&self, event: &AuditRecord, expires_at: u64) -> StoreResult<()>;
+    /// A tenant's events with ids from `from_id` to `to_id`, newest first; the cursor leads
+    /// to older ones.
+    async fn events(
+        &self,
+        tenant: &str,
+        from_id: &str,
+        to_id: &str,
+        limit: i32,
+        cursor: Option<&str>,
+    ) -> StoreResult<Page<AuditRecord>>;
 }
 
 // ------------------------------------------------------------------ API keys

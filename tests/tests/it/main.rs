@@ -25,6 +25,7 @@ macro_rules! over_both_stores {
 
 mod api_keys;
 mod assist;
+mod audit;
 mod auth;
 mod chat;
 mod documents;

@@ -46,6 +46,15 @@ impl Capture {
         tracing::subscriber::set_default(coach::logging::subscriber(spec, lambda_level, self.clone()))
     }
 
+    /// [`Capture::install_coach`] with the log privacy `privacy` (`COACH_LOG_PII`).
+    pub fn install_coach_with(
+        &self,
+        spec: Option<&str>,
+        privacy: coach::logging::privacy::Privacy,
+    ) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(coach::logging::subscriber_with(spec, None, privacy, self.clone()))
+    }
+
     /// Installs a JSON subscriber writing here with `filter`, for the current thread until
     /// the guard is dropped.
     pub fn install(&self, filter: &str) -> tracing::subscriber::DefaultGuard {

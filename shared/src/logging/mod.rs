@@ -15,6 +15,12 @@
 //!
 //! Metric events ([`crate::metrics`]) are written as they are (one EMF document a line),
 //! whatever the level, and never as log lines.
+//!
+//! Every log line passes through [`privacy::Privacy`] (`COACH_LOG_PII`, `COACH_LOG_PII_KEY`):
+//! people's ids and addresses hashed (or dropped), secrets and card or SSN-like numbers
+//! redacted.
+
+pub mod privacy;
 
 use std::io::Write;
 
@@ -28,6 +34,7 @@ use tracing_subscriber::{
 };
 
 use crate::metrics;
+use privacy::Privacy;
 
 /// Noisy dependencies are kept at `warn` unless `RUST_LOG` says otherwise.
 const QUIET_DEPENDENCIES: &str = "aws_config=warn,aws_smithy_runtime=warn,hyper=warn,rustls=warn";
@@ -37,15 +44,29 @@ const RAW_EVENT_LOGGERS: [&str; 3] = ["lambda_runtime", "lambda_runtime_api_clie
 
 /// Installs the global JSON subscriber. Call once, first thing in `main`.
 pub fn init() {
-    let spec = std::env::var("RUST_LOG").ok();
-    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    let var = |name| std::env::var(name).ok();
+    let (spec, lambda_level) = (var("RUST_LOG"), var("AWS_LAMBDA_LOG_LEVEL"));
+    let privacy = Privacy::from_vars(var("COACH_LOG_PII").as_deref(), var("COACH_LOG_PII_KEY").as_deref());
     // `try_init` so that a second call (tests) is harmless.
-    let _ = subscriber(spec.as_deref(), lambda_level.as_deref(), std::io::stdout).try_init();
+    let _ = subscriber_with(spec.as_deref(), lambda_level.as_deref(), privacy, std::io::stdout).try_init();
 }
 
-/// The subscriber [`init`] installs, writing to `writer`: `spec` is `RUST_LOG`, `lambda_level`
-/// is `AWS_LAMBDA_LOG_LEVEL`.
+/// The subscriber [`init`] installs, writing to `writer`, with the default privacy (people
+/// hashed): `spec` is `RUST_LOG`, `lambda_level` is `AWS_LAMBDA_LOG_LEVEL`.
 pub fn subscriber<W>(spec: Option<&str>, lambda_level: Option<&str>, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    subscriber_with(spec, lambda_level, Privacy::default(), writer)
+}
+
+/// [`subscriber`] with the log privacy `privacy`.
+pub fn subscriber_with<W>(
+    spec: Option<&str>,
+    lambda_level: Option<&str>,
+    privacy: Privacy,
+    writer: W,
+) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -60,9 +81,10 @@ where
             targets.with_target(*target, LevelFilter::INFO)
         });
     let writer = Shared(std::sync::Arc::new(writer));
+    let scrubbed = Scrubbing { inner: writer.clone(), privacy: std::sync::Arc::new(privacy) };
     let format = tracing_subscriber::fmt::layer()
         .json()
-        .with_writer(writer.clone())
+        .with_writer(scrubbed)
         .with_ansi(false)
         .with_target(true)
         .with_current_span(true)
@@ -89,6 +111,53 @@ impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Shared<W> {
     type Writer = W::Writer;
     fn make_writer(&'a self) -> Self::Writer {
         self.0.make_writer()
+    }
+}
+
+/// The log lines' writer: each line, once written whole, is scrubbed ([`Privacy`]) and then
+/// written on.
+struct Scrubbing<W> {
+    inner: Shared<W>,
+    privacy: std::sync::Arc<Privacy>,
+}
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Scrubbing<W> {
+    type Writer = ScrubbedLines<W::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbedLines { buffer: Vec::new(), inner: self.inner.make_writer(), privacy: self.privacy.clone() }
+    }
+}
+
+/// What one event writes, held until the writer is dropped (the formatter writes an event's
+/// line, then drops its writer), then scrubbed line by line.
+struct ScrubbedLines<W: Write> {
+    buffer: Vec<u8>,
+    inner: W,
+    privacy: std::sync::Arc<Privacy>,
+}
+
+impl<W: Write> Write for ScrubbedLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Drop for ScrubbedLines<W> {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buffer);
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let (body, end) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+            out.push_str(&self.privacy.scrub_line(body));
+            out.push_str(end);
+        }
+        let _ = self.inner.write_all(out.as_bytes());
+        let _ = self.inner.flush();
     }
 }
 

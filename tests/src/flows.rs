@@ -59,6 +59,20 @@ pub async fn add_shared(stack: &TestStack, services: &Deployment, name: &str, bo
     assert!(matches!(outcome, Outcome::Indexed { .. }), "{outcome:?}");
 }
 
+/// `method path` on `services`' chat function as `token`, with a JSON body: the status and
+/// the JSON answer (null when there is none).
+pub async fn chat_call(
+    services: &Deployment,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (StatusCode, Value) {
+    let request = events::with("chat-post.json", method, path, body.as_ref(), Some(token));
+    let response = chat::handle(&services.chat, request).await;
+    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
+}
+
 /// `POST /chat` as user `alice` of `tenant`: the status and the JSON body.
 pub async fn chat(services: &Deployment, tenant: &str, message: &str) -> (StatusCode, Value) {
     let token = tokens::for_test("alice", tenant, &["user"]);

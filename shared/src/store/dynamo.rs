@@ -1115,7 +1115,8 @@ impl UsageLedger for DynamoTable {
         let count = |item: &Item, name: &str| {
             item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64
         };
-        for item in self.feedback_rows(tenant, from, to).await? {
+        let (first, last) = (format!("FEEDBACK#{from}"), format!("FEEDBACK#{to}"));
+        for item in self.range(&usage_pk(tenant, None), &first, &last, "read feedback").await? {
             counts.up += count(&item, "up");
             counts.down += count(&item, "down");
             for reason in FeedbackReason::ALL {
@@ -1129,60 +1130,46 @@ impl UsageLedger for DynamoTable {
     }
 
     async fn days(&self, tenant: &str, user: Option<&str>, from: &str, to: &str) -> StoreResult<Vec<DayUsage>> {
-        let mut days = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(&usage_pk(tenant, user)))
-                .expression_attribute_values(":from", s(&format!("DAY#{from}#")))
-                // `$` sorts after `#`: every model of the last day.
-                .expression_attribute_values(":to", s(&format!("DAY#{to}$")))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| service_error("read usage", e))?;
-            for item in output.items() {
+        // `$` sorts after `#`: every model of the last day.
+        let (first, last) = (format!("DAY#{from}#"), format!("DAY#{to}$"));
+        let items = self.range(&usage_pk(tenant, user), &first, &last, "read usage").await?;
+        items
+            .iter()
+            .map(|item| {
                 let sk = string(item, "sk").ok_or(StoreError::Corrupt("usage"))?;
                 let (day, model) = sk
                     .strip_prefix("DAY#")
                     .and_then(|rest| rest.split_once('#'))
                     .ok_or(StoreError::Corrupt("usage"))?;
                 let model = model.replace("%23", "#").replace("%25", "%");
-                days.push(DayUsage { day: day.to_owned(), model, counts: usage_counts(item) });
-            }
-            match output.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(days),
-            }
-        }
+                Ok(DayUsage { day: day.to_owned(), model, counts: usage_counts(item) })
+            })
+            .collect()
     }
 }
 
 impl DynamoTable {
-    async fn feedback_rows(&self, tenant: &str, from: &str, to: &str) -> StoreResult<Vec<Item>> {
-        let mut rows = Vec::new();
+    /// Every item of partition `pk` with a sort key from `first` to `last`, page after page.
+    async fn range(&self, pk: &str, first: &str, last: &str, action: &'static str) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let output = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(&usage_pk(tenant, None)))
-                .expression_attribute_values(":from", s(&format!("FEEDBACK#{from}")))
-                .expression_attribute_values(":to", s(&format!("FEEDBACK#{to}")))
+                .key_condition_expression("pk = :pk AND sk BETWEEN :first AND :last")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":first", s(first))
+                .expression_attribute_values(":last", s(last))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| service_error("read feedback", e))?;
-            rows.extend(output.items().iter().cloned());
+                .map_err(|e| service_error(action, e))?;
+            items.extend(output.items().iter().cloned());
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(rows),
+                _ => return Ok(items),
             }
         }
     }

@@ -1,25 +1,13 @@
 //! Ratings of replies (`PUT /sessions/{id}/messages/{message_id}/feedback`): kept on the
 //! message, shown by the messages route, counted in the tenant's usage report.
 
+use coach_testkit::flows::chat_call as call;
 use coach_testkit::{
-    events,
     stack::{Deployment, TestStack},
     tokens,
 };
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
-
-async fn call(
-    services: &Deployment,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-) -> (StatusCode, Value) {
-    let request = events::with("chat-post.json", method, path, body.as_ref(), Some(token));
-    let response = chat::handle(&services.chat, request).await;
-    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
-}
 
 fn token(user: &str, tenant: &str) -> String {
     tokens::for_test(user, tenant, &["user"])

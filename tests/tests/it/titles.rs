@@ -2,26 +2,15 @@
 //! from the first exchange by a queued job the ingest function runs; `PATCH /sessions/{id}`
 //! renames, and a user's title is never replaced.
 
+use coach_testkit::flows::chat_call as call;
 use coach_testkit::{
-    events, queues,
+    queues,
     stack::{Deployment, TestStack},
     tokens,
 };
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
-
-async fn call(
-    services: &Deployment,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-) -> (StatusCode, Value) {
-    let request = events::with("chat-post.json", method, path, body.as_ref(), Some(token));
-    let response = chat::handle(&services.chat, request).await;
-    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
-}
 
 fn alice() -> String {
     tokens::for_test("alice", "acme", &["user"])

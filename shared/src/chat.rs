@@ -1,15 +1,16 @@
 //! One chat turn, end to end: validate, then everything that only reads at once (rate
-//! limits, the session and its recent history, the system prompt, the user's profile,
-//! retrieval), then store the user's message (before anything that can fail upstream, so it
-//! is never lost), assemble the prompt, call the model, store the reply with its sources,
-//! usage and model. The HTTP shape (plain JSON or SSE) is the function's business; this
-//! module is the flow.
+//! limits and budgets, the session and its recent history, the system prompt, the user's
+//! profile, retrieval), then store the user's message (before anything that can fail
+//! upstream, so it is never lost), assemble the prompt, call the model, store the reply with
+//! its sources, usage and model, and beside it the usage ledger's counters and, on a
+//! session's first exchange, its title (or the job that makes one). The HTTP shape (plain
+//! JSON or SSE) is the function's business; this module is the flow.
 //!
 //! Storage calls before the model, in sequential levels (each level waits for the one
-//! before): (1) both rate-limit counters, the session, its history, the prompt and the
-//! index manifests (conditional GETs), all at once; (2) the index segments not yet in memory
-//! (with the query embedding); (3) one transactional write of the message, its session and
-//! its turn's record.
+//! before): (1) both rate-limit counters, the month's usage totals (with budgets), the
+//! session, its history, the prompt and the index manifests (conditional GETs), all at once;
+//! (2) the index segments not yet in memory (with the query embedding); (3) one
+//! transactional write of the message, its session and its turn's record.
 //!
 //! **Deadline.** A non-streaming turn answers within `COACH_TURN_TIMEOUT_SECS` (28 s, under
 //! API Gateway's 29 s) or what is left of the Lambda invocation, whichever ends first,

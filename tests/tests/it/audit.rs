@@ -2,6 +2,7 @@
 //! under its tenant, and `GET /audit` lists only the caller's tenant's.
 
 use coach::store::{UsageEntry, UsageLedger};
+use coach_testkit::flows::chat_call;
 use coach_testkit::{
     events,
     stack::{Deployment, TestStack},
@@ -12,18 +13,6 @@ use serde_json::{json, Value};
 
 fn body(response: lambda_http::Response<lambda_http::Body>) -> (StatusCode, Value) {
     (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
-}
-
-async fn chat_call(
-    services: &Deployment,
-    method: &str,
-    path: &str,
-    payload: Option<Value>,
-    token: &str,
-) -> (StatusCode, Value) {
-    body(
-        chat::handle(&services.chat, events::with("chat-post.json", method, path, payload.as_ref(), Some(token))).await,
-    )
 }
 
 async fn upload_call(

@@ -22,7 +22,7 @@ use super::{Principal, Role};
 use crate::{
     config::{ConfigError, Env},
     error::Error,
-    ids::{now_ms, parse_id, rfc3339},
+    ids::{hex, now_ms, parse_id, rfc3339},
     store::{ApiKeyStore, StoreError, StoredApiKey},
 };
 
@@ -85,7 +85,7 @@ fn invalid() -> Error {
 
 /// The SHA-256 of `secret`, hex.
 fn hash(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(secret.as_bytes()))
 }
 
 /// Equal strings, compared in time independent of where they differ.
@@ -166,7 +166,7 @@ impl ApiKeys {
         }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| Error::internal(format!("no randomness for an API key: {e}")))?;
-        let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = hex(&secret);
         let id = ulid::Ulid::generate().to_string();
         let stored = StoredApiKey {
             id: id.clone(),

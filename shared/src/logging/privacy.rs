@@ -113,7 +113,7 @@ impl Privacy {
         let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
         let inner = Sha256::new().chain_update(pad(0x36)).chain_update(id.as_bytes()).finalize();
         let outer = Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize();
-        format!("u_{}", outer[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("u_{}", crate::ids::hex(&outer[..8]))
     }
 
     /// A log line as it may be written: a JSON object scrubbed field by field, anything else

@@ -22,7 +22,8 @@ fn oidc_claims() -> Value {
 fn bench_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let (hs256, jwks, _server) = runtime.block_on(async {
-        let hs256 = TestStack::new().await.deploy().chat;
+        let stack = TestStack::new().await;
+        let hs256 = stack.build(&stack.aws, chat::State::build);
         let server = MockServer::start().await;
         Mock::given(matchers::method("GET"))
             .respond_with(ResponseTemplate::new(200).set_body_json(tokens::jwks(&["rsa-1", "ec-1"])))
@@ -35,7 +36,8 @@ fn bench_verify(c: &mut Criterion) {
             ("COACH_JWT_ISSUER", ISSUER),
             ("COACH_JWT_AUDIENCE", AUDIENCE),
         ];
-        let jwks = TestStack::without_resources(&vars).await.deploy().chat;
+        let stack = TestStack::without_resources(&vars).await;
+        let jwks = stack.build(&stack.aws, chat::State::build);
         (hs256, jwks, server)
     });
     let cases: [(&str, &chat::State, String); 3] = [

@@ -23,7 +23,10 @@ use coach::{
     store::{AwsClients, DocumentIndex, IndexStore, ManifestRead, PassageSearch, StoreConfig},
 };
 
-use crate::postgres::Postgres;
+use crate::{
+    iam::{Enforce, Iam, Names},
+    postgres::Postgres,
+};
 
 /// Partition and sort key attribute names, and the TTL attribute (see template.yaml).
 pub const PARTITION_KEY: &str = "pk";
@@ -210,12 +213,26 @@ pub enum Store {
 
 /// The functions of one deployment over a stack, each with the state its `main` builds:
 /// what a test drives when it crosses functions (upload, then ingest, then chat).
+///
+/// Each function's AWS clients are held to its policies in template.yaml ([`crate::iam`]):
+/// a call they would deny fails, and the deployment fails its test when dropped.
 pub struct Deployment {
     pub chat: chat::State,
     pub stream: Arc<chat::stream::StreamState>,
     pub uploads: upload_url::State,
     pub ingest: ingest::State,
     pub refresh: docs_refresh::State,
+    pub iam: Arc<Iam>,
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let denials = self.iam.denials();
+        if !denials.is_empty() && !std::thread::panicking() {
+            let lines: Vec<String> = denials.iter().map(ToString::to_string).collect();
+            panic!("AWS would deny {} call(s) of this deployment:\n{}", lines.len(), lines.join("\n"));
+        }
+    }
 }
 
 impl TestStack {
@@ -278,27 +295,34 @@ impl TestStack {
 
     /// Configuration and clients for unique names, with nothing created.
     pub async fn without_resources(vars: &[(&str, &str)]) -> Self {
-        Self::on_endpoint(&crate::moto::Moto::shared().endpoint, vars).await
+        Self::on_endpoint(&crate::moto::Moto::shared().endpoint, vars, false).await
     }
 
     /// Bucket, table and secret created on the emulator at `endpoint` (for example a
     /// dedicated [`crate::moto::Moto`] a test will stop).
+    /// As deployed, the signing key is in a secret of its own (`COACH_JWT_SECRET_ID`).
     pub async fn on(endpoint: &str, vars: &[(&str, &str)]) -> Self {
-        let stack = Self::on_endpoint(endpoint, vars).await;
+        let stack = Self::on_endpoint(endpoint, vars, true).await;
         create_bucket(&stack.aws.s3, &stack.config.bucket).await.unwrap();
         create_table(&stack.aws.dynamodb, &stack.config.table).await.unwrap();
         let fields = serde_json::json!({ coach::auth::HS256_SECRET_FIELD: TEST_HS256_KEY });
         create_secret(&stack.aws.secrets, &stack.config.secret_id, &fields).await.unwrap();
+        if stack.config.jwt_secret_id != stack.config.secret_id {
+            create_secret(&stack.aws.secrets, &stack.config.jwt_secret_id, &fields).await.unwrap();
+        }
         stack
     }
 
-    async fn on_endpoint(endpoint: &str, vars: &[(&str, &str)]) -> Self {
+    async fn on_endpoint(endpoint: &str, vars: &[(&str, &str)], jwt_secret: bool) -> Self {
         let name = unique_name("coach-test");
         // The embedded model from models/ (scripts/model.sh): the default provider, as deployed.
         let mut all = vec![
             ("COACH_EMBEDDING_MODEL_DIR".to_owned(), model_dir().display().to_string()),
             ("COACH_EXTRACT_PROGRAM".to_owned(), extract_program().display().to_string()),
         ];
+        if jwt_secret {
+            all.push(("COACH_JWT_SECRET_ID".to_owned(), format!("{name}-jwt")));
+        }
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         for var in ["COACH_BUCKET", "COACH_TABLE", "COACH_SECRET_ID"] {
             all.push((var.to_owned(), name.clone()));
@@ -434,13 +458,52 @@ impl TestStack {
     /// Like [`TestStack::deploy`], with other clients (an unreachable endpoint, a timing
     /// HTTP client).
     pub fn deploy_with(&self, aws: &AwsClients) -> Deployment {
+        let iam = Arc::new(Iam::new(self.iam_names()));
+        let held = |function: &str| enforcing(aws, iam.enforcer(function));
         Deployment {
-            chat: self.build(aws, chat::State::build),
-            stream: Arc::new(self.build(aws, chat::stream::StreamState::build)),
-            uploads: self.build(aws, upload_url::State::build),
-            ingest: self.build(aws, ingest::State::build),
-            refresh: self.build(aws, docs_refresh::State::build),
+            chat: self.build(&held("ChatFunction"), chat::State::build),
+            stream: Arc::new(self.build(&held("ChatStreamFunction"), chat::stream::StreamState::build)),
+            uploads: self.build(&held("UploadUrlFunction"), upload_url::State::build),
+            ingest: self.build(&held("IngestFunction"), ingest::State::build),
+            refresh: self.build(&held("DocsRefreshFunction"), docs_refresh::State::build),
+            iam,
         }
+    }
+
+    /// This stack's resources as the template names them, and the template conditions its
+    /// settings make true.
+    pub fn iam_names(&self) -> Names {
+        let var = |name: &str| self.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.to_ascii_lowercase());
+        let mut conditions = std::collections::BTreeSet::new();
+        if var("COACH_INDEX_STORE").as_deref() == Some("postgres") {
+            conditions.insert("UsePostgres".to_owned());
+        }
+        if var("COACH_EMBEDDING_PROVIDER").is_none_or(|p| p == "local") {
+            conditions.insert("UseLocalEmbeddings".to_owned());
+        }
+        Names {
+            table: self.config.table.clone(),
+            bucket: self.config.bucket.clone(),
+            secret_id: self.config.secret_id.clone(),
+            jwt_secret_id: self.config.jwt_secret_id.clone(),
+            queue_url: self.vars.iter().rev().find(|(k, _)| k == "COACH_INGEST_QUEUE_URL").map(|(_, v)| v.clone()),
+            conditions,
+        }
+    }
+}
+
+/// `aws`'s clients, each also held to a function's policies by `enforce`.
+pub fn enforcing(aws: &AwsClients, enforce: Enforce) -> AwsClients {
+    AwsClients {
+        s3: aws_sdk_s3::Client::from_conf(aws.s3.config().to_builder().interceptor(enforce.clone()).build()),
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws.dynamodb.config().to_builder().interceptor(enforce.clone()).build(),
+        ),
+        secrets: aws_sdk_secretsmanager::Client::from_conf(
+            aws.secrets.config().to_builder().interceptor(enforce.clone()).build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(aws.sqs.config().to_builder().interceptor(enforce).build()),
+        config: aws.config.clone(),
     }
 }
 

@@ -397,7 +397,7 @@ async fn the_signing_key_can_live_in_a_secret_of_its_own() {
     // As deployed: the key in its own secret (COACH_JWT_SECRET_ID), the Coach secret holding
     // the provider keys. Every HTTP function verifies with the key from the signing secret.
     let stack = TestStack::new().await;
-    let jwt_secret = format!("{}-jwt", stack.config.secret_id);
+    let jwt_secret = format!("{}-own-jwt", stack.config.secret_id);
     let own_key = "a-signing-key-of-its-own-at-least-32-bytes-long";
     let fields = json!({ coach::auth::HS256_SECRET_FIELD: own_key });
     coach_testkit::stack::create_secret(&stack.aws.secrets, &jwt_secret, &fields).await.unwrap();

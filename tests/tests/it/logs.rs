@@ -90,7 +90,8 @@ async fn logs_carry_no_tokens_secrets_or_message_text_alone() {
     assert_eq!(response.status(), 200);
     let request =
         events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": MESSAGE})), Some(&token));
-    let streamed = chat::stream::handle(stack.deploy().stream, request).await;
+    let streaming = stack.deploy();
+    let streamed = chat::stream::handle(streaming.stream.clone(), request).await;
     let body = streamed.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("event: done"));
     // A bad request body that contains the message.

@@ -40,7 +40,8 @@ async fn each_user_has_a_limit_per_minute() {
     let token = tokens::for_test("alice", "acme", &["user"]);
     let request =
         events::with("chat-stream.json", "POST", "/chat/stream", Some(&json!({"message": "hi"})), Some(&token));
-    let response = chat::stream::handle(stack.deploy().stream, request).await;
+    let streaming = stack.deploy();
+    let response = chat::stream::handle(streaming.stream.clone(), request).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 

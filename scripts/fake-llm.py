@@ -4,7 +4,12 @@
 It is not a language model: it answers every request with a short canned reply that
 quotes the last user message and says how many turns it received, so a multi-turn
 conversation, history and streaming can be watched end to end. Plain and streaming
-(`"stream": true`, Server-Sent Events, word by word) replies, with usage.
+(`"stream": true`, Server-Sent Events, word by word) replies, with usage, and
+`POST /v1/embeddings` (deterministic vectors from the words of each text).
+
+Like the real API it answers under a dated model name: `gpt-4o-mini` is served as
+`gpt-4o-mini-2024-07-18`, and any other undated name gets the same date, so the usage
+ledger and budgets are exercised as with OpenAI itself.
 
     python3 scripts/fake-llm.py --port 5060
     COACH_LLM_PROVIDER=openai COACH_LLM_BASE_URL=http://127.0.0.1:5060/v1 make dev
@@ -12,7 +17,10 @@ conversation, history and streaming can be watched end to end. Plain and streami
 Listens on 127.0.0.1 only. Standard library only.
 """
 import argparse
+import hashlib
 import json
+import math
+import re
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,27 +35,64 @@ def reply_for(body):
     return text, prompt_tokens
 
 
+# What OpenAI serves for an undated model name.
+SERVED = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06",
+          "text-embedding-ada-002": "text-embedding-ada-002-v2"}
+DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|v\d+)$")
+
+
+def served(model):
+    """The name the answer carries: OpenAI's for its models, else the name with a date."""
+    if model in SERVED:
+        return SERVED[model]
+    return model if DATED.search(model) else f"{model}-2024-07-18"
+
+
+def vector(text, dims=384):
+    """A unit vector from the words of `text`: texts sharing words are close."""
+    v = [0.0] * dims
+    for word in re.findall(r"\w+", text.lower()):
+        h = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "big")
+        v[h % dims] += 1.0 if (h >> 32) & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+    return [x / norm for x in v]
+
+
 class Handler(BaseHTTPRequestHandler):
+    def send_json(self, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self):
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self.send_error(404)
-            return
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
+        path = self.path.rstrip("/")
+        if path.endswith("/embeddings"):
+            texts = body.get("input", [])
+            texts = [texts] if isinstance(texts, str) else texts
+            tokens = sum(len(t) // 4 + 1 for t in texts)
+            self.send_json({"object": "list", "model": served(body.get("model", "fake-embedding")),
+                            "data": [{"object": "embedding", "index": i, "embedding": vector(t)}
+                                     for i, t in enumerate(texts)],
+                            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return
+        if not path.endswith("/chat/completions"):
+            self.send_error(404)
+            return
         text, prompt_tokens = reply_for(body)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4}
-        model = body.get("model", "fake")
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        model = served(body.get("model", "fake"))
         if not body.get("stream"):
-            payload = json.dumps({
+            self.send_json({
                 "id": "fake-1", "object": "chat.completion", "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": usage,
-            }).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            })
             return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
@@ -60,6 +105,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
             time.sleep(0.03)
+        # With stream_options.include_usage, a last chunk with no choices carries the usage.
         final = {"id": "fake-1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}
         self.wfile.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
         self.wfile.flush()

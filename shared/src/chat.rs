@@ -346,7 +346,7 @@ impl Chat {
             model: Some(&completion.model),
         };
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
-        let mut used = vec![ModelUsage { model: completion.model.clone(), usage: completion.usage, calls: 1 }];
+        let mut used = vec![self.llm.used(&completion)];
         used.extend(prepared.embedding.clone());
         // The ledger and the session's title are written beside the reply (best effort, never
         // failing the turn).

@@ -64,7 +64,11 @@ impl UsageCounts {
 /// What calls of one model used, to record in the usage ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelUsage {
+    /// The model as the provider named it in its answer (`gpt-4o-mini-2024-07-18`).
     pub model: String,
+    /// The model as Coach asked for it (`gpt-4o-mini`), to price a served name the price
+    /// table does not know.
+    pub requested: String,
     pub usage: Usage,
     pub calls: u64,
 }

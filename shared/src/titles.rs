@@ -16,7 +16,7 @@ use crate::{
     error::Error,
     history::History,
     llm::{Llm, Prompt, Turn},
-    model::{Author, ModelUsage, TitleJob},
+    model::{Author, TitleJob},
     prompt,
     usage::Ledger,
 };
@@ -79,8 +79,7 @@ impl Titler {
         let content = format!("{}\n\nThe title:", prompt::fenced(&data, &boundary));
         let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }] };
         let completion = self.llm.complete(&prompt, &[]).await?;
-        let used = ModelUsage { model: completion.model.clone(), usage: completion.usage, calls: 1 };
-        self.ledger.record_for(&who, &[used]).await;
+        self.ledger.record_for(&who, &[self.llm.used(&completion)]).await;
         let Some(title) = crate::history::clean_title(&completion.text) else {
             return Ok(Titled::Skipped("the model gave no title"));
         };

@@ -8,6 +8,13 @@
 //! `COACH_PRICES`; a model without a price costs 0 and is logged once. Costs are kept in
 //! billionths of a dollar, so the counters add exactly.
 //!
+//! Providers answer under another name than the one asked for: OpenAI serves `gpt-4o-mini`
+//! as `gpt-4o-mini-2024-07-18`, Anthropic `claude-3-5-haiku-latest` as
+//! `claude-3-5-haiku-20241022`, Gemini names versions like `gemini-1.5-flash-002`. A price is
+//! looked up by the served name, then the requested name, then the served name without its
+//! date or version suffixes ([`base_name`]) against the table's names without theirs
+//! ([`Prices::lookup`]). The ledger keeps the served name.
+//!
 //! Recording is best effort: a failure is logged and counted, never shown to the caller
 //! who already has their answer.
 //!
@@ -69,9 +76,14 @@ impl Price {
     }
 }
 
-/// The price table.
+/// The price table: by exact name, and by name without date or version suffixes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prices(HashMap<String, Price>);
+pub struct Prices {
+    exact: HashMap<String, Price>,
+    /// [`base_name`] of every priced name. A name that is its own base wins; among the rest,
+    /// the greatest name (the newest date).
+    base: HashMap<String, (bool, String, Price)>,
+}
 
 impl Prices {
     /// [`DEFAULT_PRICES`], then `COACH_PRICES`: a JSON object of model names to
@@ -92,11 +104,75 @@ impl Prices {
             }
             prices.extend(more);
         }
-        Ok(Self(prices))
+        Ok(Self::new(prices))
     }
 
+    fn new(exact: HashMap<String, Price>) -> Self {
+        let mut base: HashMap<String, (bool, String, Price)> = HashMap::new();
+        for (name, price) in &exact {
+            let key = base_name(name);
+            let candidate = (key == name, name.clone(), *price);
+            match base.get(key) {
+                Some(known) if (known.0, &known.1) >= (candidate.0, &candidate.1) => {}
+                _ => {
+                    base.insert(key.to_owned(), candidate);
+                }
+            }
+        }
+        Self { exact, base }
+    }
+
+    /// The price of a name exactly as listed.
     pub fn get(&self, model: &str) -> Option<Price> {
-        self.0.get(model).copied()
+        self.exact.get(model).copied()
+    }
+
+    /// The price of a call the provider answered as `served` when `requested` was asked:
+    /// by the served name, then the requested one, then the served name's [`base_name`].
+    pub fn lookup(&self, served: &str, requested: &str) -> Option<Price> {
+        self.get(served)
+            .or_else(|| self.get(requested))
+            .or_else(|| self.base.get(base_name(served)).map(|(_, _, price)| *price))
+    }
+}
+
+/// A model name without its date and version suffixes, as providers add them to the name
+/// they serve: `@…` (`claude-3-5-haiku@20241022`), `-latest`, a date (`-2024-07-18`,
+/// `-20241022`, `-0613`) or a version number (`-002`), a Bedrock version (`:0`), repeatedly: `gpt-4o-mini-2024-07-18` is `gpt-4o-mini`. A name that is all suffix stays.
+pub fn base_name(model: &str) -> &str {
+    let mut name = model.split('@').next().unwrap_or(model);
+    loop {
+        let shorter = strip_version(name);
+        if shorter.is_empty() || shorter.len() == name.len() {
+            return name;
+        }
+        name = shorter;
+    }
+}
+
+/// `name` without one trailing version suffix (see [`base_name`]), or `name` itself.
+fn strip_version(name: &str) -> &str {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Bedrock's `:0` (its `-v1`, `-v2` may name different models: Titan's).
+    if let Some((head, _)) = name.rsplit_once(':').filter(|(_, tail)| digits(tail)) {
+        return head;
+    }
+    // `-2024-07-18`.
+    let dated = |tail: &str| {
+        let b = tail.as_bytes();
+        b.len() == 11
+            && b[0] == b'-'
+            && b[5] == b'-'
+            && b[8] == b'-'
+            && [1..5, 6..8, 9..11].map(|r| digits(&tail[r])) == [true; 3]
+    };
+    if name.len() > 11 && name.is_char_boundary(name.len() - 11) && dated(&name[name.len() - 11..]) {
+        return &name[..name.len() - 11];
+    }
+    // `-latest`, `-20241022`, `-0613`, `-002`.
+    match name.rsplit_once('-') {
+        Some((head, tail)) if tail == "latest" || (digits(tail) && matches!(tail.len(), 3 | 4 | 8)) => head,
+        _ => name,
     }
 }
 
@@ -207,16 +283,18 @@ impl Ledger {
         Ok(Self::new(store, LedgerConfig::from_env(env)?, no_budgets))
     }
 
-    /// The estimated cost of `usage` by `model`, in billionths of a dollar.
-    pub fn cost_nanos(&self, model: &str, usage: Usage) -> u64 {
-        match self.config.prices.get(model) {
+    /// The estimated cost of `usage` by a model the provider answered as `served` when
+    /// `requested` was asked (see [`Prices::lookup`]), in billionths of a dollar.
+    pub fn cost_nanos(&self, served: &str, requested: &str, usage: Usage) -> u64 {
+        match self.config.prices.lookup(served, requested) {
             Some(price) => price.cost_nanos(usage),
             None => {
                 let first =
-                    self.unpriced.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(model.to_owned());
+                    self.unpriced.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(served.to_owned());
                 if first {
                     tracing::warn!(
-                        model,
+                        model = served,
+                        requested,
                         "no price for this model; its calls are counted at no cost (set COACH_PRICES)"
                     );
                 }
@@ -225,16 +303,18 @@ impl Ledger {
         }
     }
 
-    /// Records `calls` calls of `model` that used `usage`, for `tenant` and, when a user made
-    /// them, `user`. Best effort: a failure is logged, and the caller carries on.
-    pub async fn record(&self, tenant: &str, user: Option<&str>, model: &str, usage: Usage, calls: u64) {
+    /// Records `used` (calls of one model), for `tenant` and, when a user made them, `user`,
+    /// under the name the provider served. Best effort: a failure is logged, and the caller
+    /// carries on.
+    pub async fn record(&self, tenant: &str, user: Option<&str>, used: &ModelUsage) {
         let now = now_ms();
         let (day, month) = today(now);
+        let (model, usage) = (used.model.as_str(), used.usage);
         let counts = UsageCounts {
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
-            cost_nanos: self.cost_nanos(model, usage),
-            requests: calls,
+            cost_nanos: self.cost_nanos(model, &used.requested, usage),
+            requests: used.calls,
         };
         let day_expires_at = now / 1000 + self.config.retention.as_secs();
         let entry = UsageEntry { tenant, user, day: &day, month: &month, model, counts, day_expires_at };
@@ -246,7 +326,7 @@ impl Ledger {
 
     /// Records what `who`'s request used, model by model (see [`Ledger::record`]).
     pub async fn record_for(&self, who: &Principal, used: &[ModelUsage]) {
-        let records = used.iter().map(|u| self.record(&who.tenant, Some(&who.user_id), &u.model, u.usage, u.calls));
+        let records = used.iter().map(|u| self.record(&who.tenant, Some(&who.user_id), u));
         futures_util::future::join_all(records).await;
     }
 
@@ -423,6 +503,51 @@ mod tests {
             let vars = [("COACH_PRICES", bad)];
             let lookup = env(&vars);
             assert_eq!(Prices::from_env(&Env(&lookup)).unwrap_err().var, "COACH_PRICES", "{bad}");
+        }
+    }
+
+    #[test]
+    fn served_names_are_priced_as_the_requested_or_undated_name() {
+        let lookup = env(&[("COACH_PRICES", r#"{"my-model-2025-01-31": {"input": 2.0, "output": 4.0}}"#)]);
+        let prices = Prices::from_env(&Env(&lookup)).unwrap();
+        let mini = prices.get("gpt-4o-mini");
+        // What the providers answer for their default models.
+        assert_eq!(prices.lookup("gpt-4o-mini-2024-07-18", "gpt-4o-mini"), mini, "the requested name");
+        assert_eq!(prices.lookup("gpt-4o-mini-2024-07-18", "something-else"), mini, "the served name undated");
+        let haiku = prices.get("claude-3-5-haiku-latest");
+        assert_eq!(prices.lookup("claude-3-5-haiku-20241022", "claude-3-5-haiku-20241022"), haiku);
+        assert_eq!(prices.lookup("claude-3-5-haiku@20241022", ""), haiku, "a Vertex name");
+        let flash = prices.get("gemini-1.5-flash");
+        assert_eq!(prices.lookup("gemini-1.5-flash-002", "gemini-1.5-flash-002"), flash);
+        // COACH_PRICES may name a dated name, which then prices the undated one too.
+        let mine = Some(Price { input: 2.0, output: 4.0 });
+        assert_eq!(prices.lookup("my-model-2025-01-31", ""), mine);
+        assert_eq!(prices.lookup("my-model-latest", "my-model"), mine);
+        // The served name first, exact names before undated ones, and no guessing past that.
+        assert_eq!(prices.lookup("gpt-4o-mini", "claude-3-5-haiku-latest"), mini);
+        assert_eq!(prices.lookup("gpt-4o-2024-08-06", "gpt-4o"), None, "gpt-4o is not gpt-4o-mini");
+        assert_eq!(prices.lookup("text-embedding-3-large", ""), None);
+    }
+
+    #[test]
+    fn base_names_drop_dates_and_versions() {
+        for (name, base) in [
+            ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+            ("claude-3-5-haiku-20241022", "claude-3-5-haiku"),
+            ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+            ("claude-3-5-haiku@20241022", "claude-3-5-haiku"),
+            ("gemini-1.5-flash-002", "gemini-1.5-flash"),
+            ("gpt-4-0613", "gpt-4"),
+            ("anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1"),
+            ("amazon.titan-embed-text-v2:0", "amazon.titan-embed-text-v2"),
+            ("gpt-4o-mini", "gpt-4o-mini"),
+            ("gemini-1.5-flash", "gemini-1.5-flash"),
+            ("o3-mini", "o3-mini"),
+            ("2024-07-18", "2024-07-18"),
+            ("latest", "latest"),
+            ("", ""),
+        ] {
+            assert_eq!(base_name(name), base, "{name}");
         }
     }
 

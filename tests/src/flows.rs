@@ -73,6 +73,35 @@ pub async fn chat_call(
     (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
 
+/// `POST /chat/stream` on `services`' chat-stream function as `token`: the status, the
+/// content type and the events (`("json", body)` for an answer that is not a stream).
+pub async fn stream_call(
+    services: &Deployment,
+    body: Value,
+    token: &str,
+) -> (StatusCode, String, Vec<(String, Value)>) {
+    let request = events::with("chat-stream.json", "POST", "/chat/stream", Some(&body), Some(token));
+    let response = chat::stream::handle(services.stream.clone(), request).await;
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let bytes = response.into_body().collect().await.expect("stream body").to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    if !content_type.starts_with("text/event-stream") {
+        return (status, content_type, vec![("json".into(), serde_json::from_str(&text).unwrap())]);
+    }
+    let events = text
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap().to_owned();
+            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (event, serde_json::from_str(data).unwrap())
+        })
+        .collect();
+    (status, content_type, events)
+}
+
 /// `POST /chat` as user `alice` of `tenant`: the status and the JSON body.
 pub async fn chat(services: &Deployment, tenant: &str, message: &str) -> (StatusCode, Value) {
     let token = tokens::for_test("alice", tenant, &["user"]);

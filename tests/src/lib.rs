@@ -13,6 +13,7 @@ pub mod iam;
 pub mod logs;
 pub mod moto;
 pub mod postgres;
+pub mod providers;
 pub mod queues;
 pub mod stack;
 pub mod tls_front;

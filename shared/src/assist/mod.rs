@@ -97,7 +97,7 @@ impl Tally {
     /// One model call: the completion, tallied.
     async fn complete(&self, chat: &Chat, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
         let completion = chat.llm.complete(prompt, passages).await?;
-        self.add(ModelUsage { model: completion.model.clone(), usage: completion.usage, calls: 1 });
+        self.add(chat.llm.used(&completion));
         Ok(completion)
     }
 

@@ -160,6 +160,7 @@ impl Embedder {
         let tokens = texts.iter().map(|t| u64::from(crate::prompt::estimate_tokens(t))).sum();
         Some(ModelUsage {
             model: self.config.model.clone(),
+            requested: self.config.model.clone(),
             usage: Usage { input_tokens: tokens, output_tokens: 0 },
             calls: texts.len().div_ceil(BATCH) as u64,
         })

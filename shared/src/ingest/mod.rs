@@ -249,7 +249,7 @@ impl Ingestor {
     async fn meter(&self, scope: &Scope, texts: &[String]) {
         if let (Some(ledger), Scope::Tenant(tenant), Some(used)) = (&self.ledger, scope, self.embedder.usage_of(texts))
         {
-            ledger.record(tenant, None, &used.model, used.usage, used.calls).await;
+            ledger.record(tenant, None, &used).await;
         }
     }
 

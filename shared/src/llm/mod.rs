@@ -29,7 +29,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     model::Passage,
-    model::{Author, Usage},
+    model::{Author, ModelUsage, Usage},
     retry::Retries,
     secrets::Secrets,
 };
@@ -199,6 +199,13 @@ impl Llm {
             outcome = tracing::field::Empty,
         );
         ModelCall { span, started: std::time::Instant::now(), model: self.config.model.clone() }
+    }
+
+    /// What `completion` used, for the usage ledger: one call, under the name the provider
+    /// served, beside the name Coach asked for.
+    pub fn used(&self, completion: &Completion) -> ModelUsage {
+        let requested = self.config.model.clone();
+        ModelUsage { model: completion.model.clone(), requested, usage: completion.usage, calls: 1 }
     }
 
     /// Asks for a reply streamed token by token.

@@ -9,7 +9,7 @@ use coach_testkit::{
     stack::{create_secret, TestStack, TEST_HS256_KEY},
     tokens,
 };
-use lambda_http::{http::StatusCode, Request, Response};
+use lambda_http::{http::StatusCode, Request};
 use serde_json::{json, Value};
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
 
@@ -504,26 +504,7 @@ async fn cached_system_prompt_is_not_refetched_within_the_interval() {
 // ------------------------------------------------------------------ streaming
 
 async fn stream(services: Arc<Deployment>, body: Value, token: &str) -> (StatusCode, String, Vec<(String, Value)>) {
-    let request = events::with("chat-stream.json", "POST", "/chat/stream", Some(&body), Some(token));
-    let response: Response<_> = chat::stream::handle(services.stream.clone(), request).await;
-    let status = response.status();
-    let content_type =
-        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let bytes = response.into_body().collect().await.expect("stream body").to_bytes();
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
-    if !content_type.starts_with("text/event-stream") {
-        return (status, content_type, vec![("json".into(), serde_json::from_str(&text).unwrap())]);
-    }
-    let events = text
-        .split("\n\n")
-        .filter(|block| !block.trim().is_empty())
-        .map(|block| {
-            let event = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap().to_owned();
-            let data = block.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-            (event, serde_json::from_str(data).unwrap())
-        })
-        .collect();
-    (status, content_type, events)
+    coach_testkit::flows::stream_call(&services, body, token).await
 }
 
 fn sse(events: &[(&str, Value)]) -> ResponseTemplate {

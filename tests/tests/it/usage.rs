@@ -4,7 +4,8 @@
 use coach::store::{UsageEntry, UsageLedger};
 use coach_testkit::{
     events,
-    flows::add,
+    flows::{add, stream_call},
+    providers::{pairs, FakeProvider, FIXTURE_USAGE, PROVIDERS},
     stack::{Deployment, TestStack},
     tokens,
 };
@@ -273,4 +274,82 @@ async fn calls_to_a_paid_embedding_api_are_counted_for_the_tenant_and_the_asking
         "the question's embedding is alice's; the document's the tenant's"
     );
     assert_eq!(own["models"][0]["requests"], 1);
+}
+
+/// What one fixture reply of `provider` costs at the default price of the model Coach asked
+/// for, in dollars.
+fn fixture_cost(provider: coach_testkit::providers::Provider) -> f64 {
+    let (_, input, output) =
+        coach::usage::DEFAULT_PRICES.iter().find(|(m, _, _)| *m == provider.requested()).expect("a default price");
+    let (tokens_in, tokens_out) = FIXTURE_USAGE;
+    (tokens_in as f64 * input + tokens_out as f64 * output) / 1e6
+}
+
+/// The providers answer under dated names the price table does not list (OpenAI's
+/// `gpt-4o-mini-2024-07-18` for `gpt-4o-mini`, ...): the calls are still priced, so budgets
+/// trip, for whole and streamed replies alike. Before prices were looked up by the requested
+/// and the undated name, every call cost $0 and no budget refused anything.
+#[tokio::test]
+async fn budgets_trip_with_the_dated_model_names_providers_answer_under() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start(provider).await;
+        let mut vars = fake.env();
+        vars.push(("COACH_BUDGET_USER_MONTHLY", "0.0001".to_owned()));
+        let stack = TestStack::with_env(&pairs(&vars)).await;
+        let services = stack.deploy();
+        let (alice, bob) = (user("alice"), user("bob"));
+
+        let (status, reply) = chat(&services, &alice).await;
+        assert_eq!((status, reply["model"].as_str()), (StatusCode::OK, Some(provider.served())), "{provider:?}");
+        let (status, refused) = chat(&services, &alice).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{provider:?}: {refused}");
+        assert_eq!(refused["error"]["code"], "budget_exceeded");
+
+        let ask = json!({"message": "Plan my week"});
+        let (status, _, events) = stream_call(&services, ask.clone(), &bob).await;
+        let done = events.last().map(|(kind, data)| (kind.as_str(), data["model"].as_str()));
+        assert_eq!((status, done), (StatusCode::OK, Some(("done", Some(provider.served())))), "{provider:?}");
+        let (status, _, refused) = stream_call(&services, ask, &bob).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{provider:?}: {refused:?}");
+        assert_eq!(fake.requests().await, 2, "{provider:?}: refused before the model");
+
+        // What the user sees: the served name, at the requested model's price.
+        let (tokens_in, tokens_out) = FIXTURE_USAGE;
+        let (_, own) = call(&services, "GET", "/usage", None, &alice).await;
+        let expected = json!([{"model": provider.served(), "input_tokens": tokens_in, "output_tokens": tokens_out,
+            "cost_usd": fixture_cost(provider), "requests": 1}]);
+        assert_eq!(own["models"], expected, "{provider:?}");
+    }
+}
+
+/// Every route that calls the model records its calls under the served name at a price:
+/// `/chat`, `/qa`, `/summarize` and `/mindmap` (the fixture reply is no list, so the mind map
+/// is a 502, and its call is still counted).
+#[tokio::test]
+async fn every_route_prices_the_served_model() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start(provider).await;
+        let stack = TestStack::with_env(&pairs(&fake.env())).await;
+        let services = stack.deploy();
+        let alice = user("alice");
+        assert_eq!(chat(&services, &alice).await.0, StatusCode::OK);
+        let (status, qa) = call(&services, "POST", "/qa", Some(json!({"question": "What now?"})), &alice).await;
+        assert_eq!((status, qa["model"].as_str()), (StatusCode::OK, Some(provider.served())), "{provider:?}");
+        let text = json!({"text": "Plans help. Review the week, then pick three priorities."});
+        assert_eq!(call(&services, "POST", "/summarize", Some(text), &alice).await.0, StatusCode::OK);
+        let (status, _) = call(&services, "POST", "/mindmap", Some(json!({"topic": "feedback"})), &alice).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{provider:?}");
+
+        let calls = fake.requests().await as u64;
+        assert!(calls >= 4, "{provider:?}: {calls}");
+        let (_, own) = call(&services, "GET", "/usage", None, &alice).await;
+        let models = own["models"].as_array().unwrap();
+        assert_eq!(models.len(), 1, "{provider:?}: {own}");
+        assert_eq!(
+            (models[0]["model"].as_str(), models[0]["requests"].as_u64()),
+            (Some(provider.served()), Some(calls))
+        );
+        let cost = models[0]["cost_usd"].as_f64().unwrap();
+        assert!((cost - calls as f64 * fixture_cost(provider)).abs() < 1e-9, "{provider:?}: {cost}");
+    }
 }

@@ -60,6 +60,17 @@ pub enum Error {
         #[source]
         cause: Option<Cause>,
     },
+    /// The model's provider is rate limiting Coach (429) or is overloaded (503), after the
+    /// retries; the caller is told when to try again (`Retry-After`, the provider's when it
+    /// said).
+    #[error("{message}")]
+    UpstreamBusy {
+        message: String,
+        retry_after_secs: u64,
+        overloaded: bool,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The model answered, but not in a form Coach can use (502): a mind map with no list
     /// in it, for instance. Distinct from [`Error::Upstream`], where the call itself failed.
     #[error("{0}")]
@@ -111,6 +122,8 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::RateLimited { .. } | Error::BudgetExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::UpstreamBusy { overloaded: false, .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::UpstreamBusy { overloaded: true, .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Upstream { .. } | Error::UnusableModelOutput(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -132,6 +145,8 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::BudgetExceeded { .. } => "budget_exceeded",
             Error::Upstream { .. } => "upstream_error",
+            Error::UpstreamBusy { overloaded: false, .. } => "upstream_rate_limited",
+            Error::UpstreamBusy { overloaded: true, .. } => "upstream_overloaded",
             Error::UnusableModelOutput(_) => "unusable_model_output",
             Error::Unavailable { .. } => "service_unavailable",
             Error::Timeout(_) => "timeout",

@@ -122,7 +122,9 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
     let mut response = json_response(err.status(), &json!({ "error": error_object(err, request_id) }));
     let headers = response.headers_mut();
     match err {
-        Error::RateLimited { retry_after_secs } | Error::BudgetExceeded { retry_after_secs, .. } => {
+        Error::RateLimited { retry_after_secs }
+        | Error::BudgetExceeded { retry_after_secs, .. }
+        | Error::UpstreamBusy { retry_after_secs, .. } => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
         }
         Error::MethodNotAllowed { allow } => {

@@ -15,7 +15,7 @@ use crate::{
     config::{ConfigError, Env},
     llm::{Prompt, Turn},
     model::Passage,
-    model::{Author, Message},
+    model::{Author, Message, Usage},
     store::{BlobStore, Revalidated},
 };
 
@@ -98,6 +98,26 @@ impl SystemPrompt {
 /// Rough token estimate (about four characters a token for English), used for budgets.
 pub fn estimate_tokens(text: &str) -> u32 {
     u32::try_from(text.len().div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// A prompt's estimated tokens (see [`estimate_tokens`]).
+pub fn estimate_prompt_tokens(prompt: &Prompt) -> u64 {
+    let turns = prompt.turns.iter().map(|t| u64::from(estimate_tokens(&t.content)));
+    u64::from(estimate_tokens(&prompt.system)) + turns.sum::<u64>()
+}
+
+/// What a streamed reply used: what the provider reported, and an estimate where it reported
+/// nothing (a stream that broke off before its usage, a server that sends none), so a call is
+/// never counted free because its tokens went unreported.
+pub fn streamed_usage(prompt: &Prompt, text: &str, reported: Usage) -> Usage {
+    Usage {
+        input_tokens: if reported.input_tokens > 0 { reported.input_tokens } else { estimate_prompt_tokens(prompt) },
+        output_tokens: if reported.output_tokens > 0 || text.is_empty() {
+            reported.output_tokens
+        } else {
+            u64::from(estimate_tokens(text))
+        },
+    }
 }
 
 /// Longest passage placed in a prompt, in characters (chunks are about 1,000 by default).

@@ -24,6 +24,7 @@ use coach::{
     llm::{Completion, Delta},
     metrics,
     model::Usage,
+    prompt::streamed_usage,
     store::AwsClients,
     Error,
 };
@@ -133,12 +134,17 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
                 Ok(Delta::Model(m)) => model = m,
                 Err(err) => {
                     call.end(None);
-                    release(&state.chat, &who, prepared.lease.as_ref()).await;
+                    // What the broken-off call used is still the provider's to bill.
+                    let used = Completion { usage: streamed_usage(&prepared.prompt, &text, usage), text, model };
+                    let used = [state.chat.llm.used(&used)];
+                    let record = state.chat.ledger.record_for(&who, &used);
+                    tokio::join!(record, release(&state.chat, &who, prepared.lease.as_ref()));
                     client.send("error", &error_object(&err, &request_id)).await;
                     return;
                 }
             }
         }
+        let usage = streamed_usage(&prepared.prompt, &text, usage);
         call.end(Some(usage));
         let completion = Completion { text, usage, model };
         let lease = prepared.lease.clone();

@@ -112,6 +112,11 @@ impl Wire for Anthropic {
         Some(Completion { text, usage: (&response.usage).into(), model: response.model.unwrap_or_default() })
     }
 
+    fn context_too_long(status: u16, body: &str) -> bool {
+        // `invalid_request_error`: "prompt is too long: 210000 tokens > 200000 maximum".
+        status == 400 && body.contains("prompt is too long")
+    }
+
     fn step(name: Option<&str>, data: Event) -> Result<StreamStep, Error> {
         let kind = name.or(data.kind.as_deref()).unwrap_or_default();
         let deltas = match kind {

@@ -143,6 +143,11 @@ impl Wire for Gemini {
         })
     }
 
+    fn context_too_long(status: u16, body: &str) -> bool {
+        // `INVALID_ARGUMENT`: "The input token count (…) exceeds the maximum number of tokens allowed (…)".
+        status == 400 && body.contains("exceeds the maximum number of tokens")
+    }
+
     fn step(_name: Option<&str>, mut chunk: Response) -> Result<StreamStep, Error> {
         if chunk.error.is_some() {
             return Err(Error::upstream("the language model failed mid-reply"));

@@ -110,6 +110,11 @@ impl Wire for OpenAi {
         })
     }
 
+    fn context_too_long(status: u16, body: &str) -> bool {
+        // `{"error": {"code": "context_length_exceeded", ...}}`
+        status == 400 && body.contains("context_length_exceeded")
+    }
+
     fn is_done(data: &str) -> bool {
         data == "[DONE]"
     }

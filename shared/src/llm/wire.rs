@@ -39,6 +39,9 @@ pub(super) trait Wire: Send + Sync + 'static {
     fn headers(request: reqwest::RequestBuilder, api_key: Option<&str>) -> reqwest::RequestBuilder;
     /// The completion in a reply; `None` when the reply has no text.
     fn completion(response: Self::Response) -> Option<Completion>;
+    /// Whether a refusal (`status`, the start of its body) says the prompt is longer than the
+    /// model's context window.
+    fn context_too_long(status: u16, body: &str) -> bool;
     /// Whether a stream event's raw data marks the end (OpenAI's `[DONE]`).
     fn is_done(_data: &str) -> bool {
         false
@@ -70,15 +73,7 @@ impl<W: Wire> HttpModel<W> {
         let url = W::url(&self.config, stream);
         let body = W::body(&self.config, prompt, stream);
         let build = || W::headers(self.http.post(&url).json(&body), api_key.as_deref());
-        retry::send(&policy, "llm", total, build).await.map_err(|e| {
-            let message = match e {
-                SendError::Refused { status, .. } => {
-                    format!("the language model refused the request (status {status})")
-                }
-                SendError::Unavailable { .. } => "the language model is unavailable; try again shortly".to_owned(),
-            };
-            Error::Upstream { message, cause: Some(std::sync::Arc::new(e)) }
-        })
+        retry::send(&policy, "llm", total, build).await.map_err(|e| refusal::<W>(e))
     }
 }
 
@@ -148,6 +143,39 @@ impl<W: Wire> ChatModel for HttpModel<W> {
         Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
     }
 }
+
+/// What the caller is told when the model gave no reply: a prompt over the model's context
+/// is a 413 the user can act on; the provider's rate limit a 429 and its overload (Anthropic's
+/// 529, a 503) a 503, each with the provider's `Retry-After` (else a few seconds); anything
+/// else a 502.
+fn refusal<W: Wire>(e: SendError) -> Error {
+    let cause = |e| Some(std::sync::Arc::new(e) as crate::error::Cause);
+    match e {
+        SendError::Refused { status, ref body, .. } if W::context_too_long(status, body) => Error::PayloadTooLarge(
+            "the conversation is too long for the language model; start a new session or send a shorter message".into(),
+        ),
+        SendError::Refused { status, .. } => Error::Upstream {
+            message: format!("the language model refused the request (status {status})"),
+            cause: cause(e),
+        },
+        SendError::Unavailable { last_status: Some(status @ (429 | 503 | 529)), retry_after, .. } => {
+            let overloaded = status != 429;
+            let message = if overloaded {
+                "the language model is overloaded; try again shortly"
+            } else {
+                "the language model's rate limit is reached; try again shortly"
+            };
+            let retry_after_secs = retry_after.map_or(BUSY_RETRY_SECS, |after| after.as_secs().max(1));
+            Error::UpstreamBusy { message: message.into(), retry_after_secs, overloaded, cause: cause(e) }
+        }
+        SendError::Unavailable { .. } => {
+            Error::Upstream { message: "the language model is unavailable; try again shortly".into(), cause: cause(e) }
+        }
+    }
+}
+
+/// `Retry-After` for a busy provider that named no time.
+const BUSY_RETRY_SECS: u64 = 5;
 
 fn parse<W: Wire>(event: &sse::SseEvent) -> Result<StreamStep, Error> {
     if W::is_done(event.data.trim()) {

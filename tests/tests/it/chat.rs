@@ -637,7 +637,7 @@ async fn upstream_error_mid_stream_ends_with_an_error_event_and_keeps_the_user_m
 #[tokio::test]
 async fn stream_failures_before_the_first_byte_are_json_errors() {
     let server = MockServer::start().await;
-    Mock::given(matchers::path("/chat/completions")).respond_with(ResponseTemplate::new(503)).mount(&server).await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
     let services = Arc::new(llm_stack("openai", &server, &[]).await);
     let (status, content_type, events) = stream(services.clone(), json!({"message": "hi"}), &alice()).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);

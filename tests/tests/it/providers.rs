@@ -1,0 +1,179 @@
+//! What Coach answers and records when a model provider answers as its API documents it
+//! (the wire fixtures in `tests/fixtures/providers/`): a whole reply, a stream with its usage,
+//! a 429 with `retry-after`, an overload (Anthropic's 529), a prompt over the context window
+//! and a stream that breaks off midway, for OpenAI, Anthropic and Gemini.
+
+use coach_testkit::{
+    flows::{chat_call, stream_call},
+    providers::{pairs, FakeProvider, Provider, FIXTURE_USAGE, PROVIDERS},
+    stack::{Deployment, TestStack},
+    tokens,
+};
+use lambda_http::http::StatusCode;
+use serde_json::{json, Value};
+
+const REPLY: &str = "Name the behaviour, its effect, and what you would like instead [1].";
+
+fn alice() -> String {
+    tokens::for_test("alice", "acme", &["user"])
+}
+
+async fn deploy(fake: &FakeProvider) -> (TestStack, Deployment) {
+    let stack = TestStack::with_env(&pairs(&fake.env())).await;
+    let services = stack.deploy();
+    (stack, services)
+}
+
+/// Alice's usage by model: (model, input, output, requests).
+async fn usage(services: &Deployment) -> Vec<(String, u64, u64, u64)> {
+    let (status, own) = chat_call(services, "GET", "/usage", None, &alice()).await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    let n = |m: &Value, f: &str| m[f].as_u64().unwrap();
+    own["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (m["model"].as_str().unwrap().to_owned(), n(m, "input_tokens"), n(m, "output_tokens"), n(m, "requests"))
+        })
+        .collect()
+}
+
+/// The session's stored messages, oldest first: (role, content, model).
+async fn stored(services: &Deployment, session: &str) -> Vec<(String, String, Option<String>)> {
+    let (status, page) = chat_call(services, "GET", &format!("/sessions/{session}/messages"), None, &alice()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut messages: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let text = |f: &str| m[f].as_str().map(str::to_owned);
+            (text("role").unwrap(), text("content").unwrap(), text("model"))
+        })
+        .collect();
+    messages.reverse();
+    messages
+}
+
+#[tokio::test]
+async fn a_whole_reply_is_answered_stored_and_metered_under_the_served_model() {
+    let (tokens_in, tokens_out) = FIXTURE_USAGE;
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start(provider).await;
+        let (_stack, services) = deploy(&fake).await;
+        let (status, reply) = chat_call(&services, "POST", "/chat", Some(json!({"message": "How?"})), &alice()).await;
+        assert_eq!(status, StatusCode::OK, "{provider:?}: {reply}");
+        assert_eq!(reply["answer"], REPLY);
+        assert_eq!(reply["model"], provider.served());
+        assert_eq!(reply["usage"], json!({"input_tokens": tokens_in, "output_tokens": tokens_out}));
+        let session = reply["session_id"].as_str().unwrap();
+        let messages = stored(&services, session).await;
+        assert_eq!(messages[1], ("assistant".into(), REPLY.into(), Some(provider.served().into())), "{provider:?}");
+        assert_eq!(usage(&services).await, vec![(provider.served().into(), tokens_in, tokens_out, 1)]);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_gives_its_text_and_its_final_usage() {
+    let (tokens_in, tokens_out) = FIXTURE_USAGE;
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start(provider).await;
+        let (_stack, services) = deploy(&fake).await;
+        let (status, _, events) = stream_call(&services, json!({"message": "How?"}), &alice()).await;
+        assert_eq!(status, StatusCode::OK, "{provider:?}");
+        let text: String =
+            events.iter().filter(|(kind, _)| kind == "token").map(|(_, data)| data["text"].as_str().unwrap()).collect();
+        assert_eq!(text, REPLY, "{provider:?}");
+        let (kind, done) = events.last().unwrap();
+        assert_eq!(kind, "done", "{provider:?}: {events:?}");
+        assert_eq!(done["model"], provider.served());
+        assert_eq!(done["usage"], json!({"input_tokens": tokens_in, "output_tokens": tokens_out}), "{provider:?}");
+        let messages = stored(&services, done["session_id"].as_str().unwrap()).await;
+        assert_eq!(messages[1].1, REPLY);
+        assert_eq!(usage(&services).await, vec![(provider.served().into(), tokens_in, tokens_out, 1)]);
+    }
+}
+
+/// A provider's rate limit is the caller's 429 with the provider's `Retry-After` (a wait
+/// this long is not spent inside the request: one attempt), and costs nothing.
+#[tokio::test]
+async fn a_rate_limited_provider_is_a_429_with_its_retry_after() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::failing(provider, 429, "rate-limited.json", &[("retry-after", "20")]).await;
+        let (_stack, services) = deploy(&fake).await;
+        let request = events_request("/chat");
+        let response = chat::handle(&services.chat, request).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{provider:?}");
+        assert_eq!(response.headers()["retry-after"], "20");
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(body["error"]["code"], "upstream_rate_limited", "{provider:?}: {body}");
+        assert_eq!(fake.requests().await, 1, "{provider:?}: not waited out");
+        // The stream refuses the same way before it starts.
+        let (status, _, events) = stream_call(&services, json!({"message": "How?"}), &alice()).await;
+        assert_eq!(
+            (status, events[0].1["error"]["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("upstream_rate_limited"))
+        );
+        assert!(usage(&services).await.is_empty(), "{provider:?}: nothing used");
+    }
+}
+
+/// Anthropic's 529 `overloaded_error` is retried, then a 503 the caller may retry.
+#[tokio::test]
+async fn an_overloaded_provider_is_retried_then_a_503() {
+    let fake = FakeProvider::failing(Provider::Anthropic, 529, "overloaded.json", &[]).await;
+    let (_stack, services) = deploy(&fake).await;
+    let response = chat::handle(&services.chat, events_request("/chat")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_overloaded", "{body}");
+    assert_eq!(fake.requests().await, 3, "COACH_LLM_MAX_ATTEMPTS tries");
+}
+
+/// A prompt over the model's context window is a 413 the user can act on, not retried.
+#[tokio::test]
+async fn a_prompt_over_the_context_window_is_a_413() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::failing(provider, 400, "context-length.json", &[]).await;
+        let (_stack, services) = deploy(&fake).await;
+        let response = chat::handle(&services.chat, events_request("/chat")).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{provider:?}");
+        let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains("too long for the language model"), "{body}");
+        assert_eq!(fake.requests().await, 1);
+    }
+    // Any other refusal stays a 502.
+    let fake = FakeProvider::failing(Provider::OpenAi, 400, "rate-limited.json", &[]).await;
+    let (_stack, services) = deploy(&fake).await;
+    assert_eq!(chat::handle(&services.chat, events_request("/chat")).await.status(), StatusCode::BAD_GATEWAY);
+}
+
+/// A stream that breaks off midway ends with an `error` event after the text so far; what
+/// the call used is recorded (the provider's counts so far, else estimates).
+#[tokio::test]
+async fn a_stream_that_breaks_off_ends_with_an_error_and_is_metered() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::breaking_stream(provider).await;
+        let (_stack, services) = deploy(&fake).await;
+        let (status, _, events) = stream_call(&services, json!({"message": "How?"}), &alice()).await;
+        assert_eq!(status, StatusCode::OK, "{provider:?}");
+        assert!(events.iter().any(|(kind, _)| kind == "token"), "{provider:?}: {events:?}");
+        let (kind, error) = events.last().unwrap();
+        assert_eq!((kind.as_str(), error["code"].as_str()), ("error", Some("upstream_error")), "{provider:?}");
+        let used = usage(&services).await;
+        assert_eq!(used.len(), 1, "{provider:?}: {used:?}");
+        let (model, input, output, requests) = &used[0];
+        assert_eq!((model.as_str(), *requests), (provider.served(), 1), "{provider:?}");
+        assert!(*input > 0 && *output > 0, "{provider:?}: {used:?}");
+        if provider != Provider::OpenAi {
+            // Anthropic's message_start and Gemini's first chunk count the prompt.
+            assert_eq!(*input, FIXTURE_USAGE.0, "{provider:?}");
+        }
+    }
+}
+
+fn events_request(path: &str) -> lambda_http::Request {
+    coach_testkit::events::with("chat-post.json", "POST", path, Some(&json!({"message": "How?"})), Some(&alice()))
+}

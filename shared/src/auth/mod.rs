@@ -167,10 +167,18 @@ impl AuthConfig {
     }
 }
 
+/// An `http://` URL whose host, as a URL parser reads it, is this machine: `localhost` or a
+/// loopback address, with no user part (`http://localhost:80@evil.com/` is `evil.com`).
 fn is_loopback_http(url: &str) -> bool {
-    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])))
+    let Ok(url) = reqwest::Url::parse(url) else { return false };
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    url.scheme() == "http" && loopback && url.username().is_empty() && url.password().is_none()
 }
 
 /// Verifies bearer tokens. Built once per cold start; keys and secrets are cached inside.
@@ -389,12 +397,17 @@ mod tests {
             let vars = [("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", url), checks[0], checks[1]];
             assert!(config(&vars).is_ok(), "{url}");
         }
-        let spoof = config(&[
-            ("COACH_AUTH_MODE", "jwks"),
-            ("COACH_JWKS_URL", "http://localhost.evil.com/jwks"),
-            checks[0],
-            checks[1],
-        ]);
-        assert_eq!(spoof.unwrap_err().var, "COACH_JWKS_URL");
+        for spoof in [
+            "http://localhost.evil.com/jwks",
+            "http://localhost:80@evil.com/",
+            "http://127.0.0.1@evil.com/jwks",
+            "http://evil.com/?http://localhost",
+            "http://127.0.0.1.evil.com/",
+            "ftp://localhost/jwks",
+        ] {
+            let refused = config(&[("COACH_AUTH_MODE", "jwks"), ("COACH_JWKS_URL", spoof), checks[0], checks[1]]);
+            assert_eq!(refused.unwrap_err().var, "COACH_JWKS_URL", "{spoof}");
+        }
+        assert!(is_loopback_http("http://[::1]:9000/jwks") && is_loopback_http("http://127.0.0.2/"));
     }
 }

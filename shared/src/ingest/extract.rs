@@ -14,8 +14,10 @@ pub enum ExtractError {
     EncryptedPdf,
     #[error("the PDF is damaged or not a PDF file")]
     CorruptPdf,
-    #[error("no text found in the document (a scanned PDF needs text recognition first)")]
+    #[error("no text found in the document: it is empty, or holds only spaces or empty fields")]
     NoText,
+    #[error("no text found in the PDF (a scanned PDF needs text recognition first)")]
+    NoTextInPdf,
     #[error("the file is not UTF-8 or UTF-16 text (it may be a binary file)")]
     NotUtf8,
     /// Past the extraction's time budget (see [`super::sandbox`]).
@@ -49,7 +51,7 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<String, ExtractError> {
         Kind::Docx => docx_text(bytes)?,
     };
     if text.trim().is_empty() {
-        return Err(ExtractError::NoText);
+        return Err(if kind == Kind::Pdf { ExtractError::NoTextInPdf } else { ExtractError::NoText });
     }
     Ok(text)
 }
@@ -504,6 +506,16 @@ mod pdf_fixture_tests {
         let parser = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(&bytes));
         assert!(parser.is_err(), "the fixture should still make pdf-extract panic");
         assert_eq!(extract(Kind::Pdf, &bytes), Err(ExtractError::CorruptPdf));
+    }
+
+    #[test]
+    fn a_pdf_without_text_says_it_needs_text_recognition() {
+        // One blank page, as a scan without its text layer reads.
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/blank-page.pdf")).unwrap();
+        let refused = extract(Kind::Pdf, &bytes).unwrap_err();
+        assert_eq!(refused, ExtractError::NoTextInPdf);
+        assert!(refused.to_string().contains("text recognition"));
+        assert!(!ExtractError::NoText.to_string().contains("PDF"), "a text file is not told about PDFs");
     }
 
     #[test]

@@ -15,7 +15,11 @@
 //! - a cap on the text it returns (`COACH_EXTRACT_MAX_TEXT_MB`);
 //! - an empty environment (the function's AWS credentials are not handed to a parser of
 //!   untrusted files) and its standard output kept for the text alone (anything a parser
-//!   prints goes to standard error, which the parent reads but never logs).
+//!   prints goes to standard error, which the parent reads but never logs);
+//! - a parent it cannot inspect: building the sandbox marks the ingest process non-dumpable
+//!   ([`forbid_inspection`]), so its `/proc` files (the environment with the AWS
+//!   credentials, its memory) belong to root, and a child of the same user, as the
+//!   extraction child is on Lambda, cannot read them.
 //!
 //! Whatever the child does, the parent gets an answer: the text, or an [`ExtractError`] the
 //! document is marked `failed` with. Only failing to start the child at all is an error of
@@ -58,6 +62,7 @@ const EXIT_NO_TEXT: i32 = 82;
 const EXIT_NOT_UTF8: i32 = 83;
 const EXIT_MALFORMED_CSV: i32 = 84;
 const EXIT_CORRUPT_DOCX: i32 = 85;
+const EXIT_NO_TEXT_IN_PDF: i32 = 86;
 
 /// Runs extraction in a child process. Build once per cold start.
 #[derive(Debug)]
@@ -84,7 +89,11 @@ pub enum StartError {
 
 impl Sandbox {
     /// `COACH_EXTRACT_PROGRAM`, `COACH_EXTRACT_MEMORY_MB` and `COACH_EXTRACT_MAX_TEXT_MB`.
+    /// Marks this process non-dumpable ([`forbid_inspection`]) before any child is started.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if let Err(e) = forbid_inspection() {
+            tracing::error!(error = %e, "could not mark the process non-dumpable; extraction children may read it");
+        }
         let program = match env.string("COACH_EXTRACT_PROGRAM") {
             Some(path) => PathBuf::from(path),
             None => std::env::current_exe().map_err(|e| ConfigError {
@@ -200,6 +209,7 @@ fn exit_code(error: &ExtractError) -> i32 {
         ExtractError::EncryptedPdf => EXIT_ENCRYPTED,
         ExtractError::CorruptPdf => EXIT_CORRUPT,
         ExtractError::NoText => EXIT_NO_TEXT,
+        ExtractError::NoTextInPdf => EXIT_NO_TEXT_IN_PDF,
         ExtractError::NotUtf8 => EXIT_NOT_UTF8,
         ExtractError::MalformedCsv => EXIT_MALFORMED_CSV,
         ExtractError::CorruptDocx => EXIT_CORRUPT_DOCX,
@@ -216,11 +226,20 @@ fn from_exit_code(code: i32) -> Option<ExtractError> {
         EXIT_ENCRYPTED => ExtractError::EncryptedPdf,
         EXIT_CORRUPT => ExtractError::CorruptPdf,
         EXIT_NO_TEXT => ExtractError::NoText,
+        EXIT_NO_TEXT_IN_PDF => ExtractError::NoTextInPdf,
         EXIT_NOT_UTF8 => ExtractError::NotUtf8,
         EXIT_MALFORMED_CSV => ExtractError::MalformedCsv,
         EXIT_CORRUPT_DOCX => ExtractError::CorruptDocx,
         _ => return None,
     })
+}
+
+/// Marks this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): its `/proc/{pid}` files,
+/// `environ` and `mem` among them, then belong to root, so a process of the same user (an
+/// extraction child that a crafted file took over) cannot read the parent's environment,
+/// which holds the function's AWS credentials. Children start dumpable again (exec resets it).
+pub fn forbid_inspection() -> std::io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable).map_err(Into::into)
 }
 
 /// When this process was started as an extraction child ([`CHILD_FLAG`]), does the
@@ -299,8 +318,13 @@ mod tests {
 
     #[test]
     fn document_errors_cross_the_process_boundary() {
-        for error in [ExtractError::EncryptedPdf, ExtractError::CorruptPdf, ExtractError::NoText, ExtractError::NotUtf8]
-        {
+        for error in [
+            ExtractError::EncryptedPdf,
+            ExtractError::CorruptPdf,
+            ExtractError::NoText,
+            ExtractError::NoTextInPdf,
+            ExtractError::NotUtf8,
+        ] {
             let code = exit_code(&error);
             assert_eq!(sandbox().outcome(exited(code), Vec::new(), b"", 5), Err(error));
         }

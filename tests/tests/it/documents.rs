@@ -195,7 +195,7 @@ async fn unreadable_documents_fail_with_a_reason() {
             b"# A\none\n# B\ntwo\n# C\nthree\n".to_vec(),
             "the document makes 3 chunks; the limit is 2 (split it into smaller files)",
         ),
-        ("empty.txt", "text/plain", b"   \n\n ".to_vec(), "no text found in the document"),
+        ("empty.txt", "text/plain", b"   \n\n ".to_vec(), "no text found in the document: it is empty"),
         ("latin1.txt", "text/plain", b"caf\xe9 cr\xe8me".to_vec(), "the file is not UTF-8 or UTF-16 text"),
         ("fake.pdf", "application/pdf", b"this is not a pdf".to_vec(), "the PDF is damaged or not a PDF file"),
         (

@@ -52,6 +52,14 @@ impl Operation {
             Operation::BudgetExceeded => "budget.exceeded",
         }
     }
+
+    /// How the operation ended: a refusal, or done.
+    fn outcome(self) -> &'static str {
+        match self {
+            Operation::AccessDenied | Operation::BudgetExceeded => "refused",
+            _ => "success",
+        }
+    }
 }
 
 /// An event as `GET /audit` lists it.
@@ -66,6 +74,9 @@ pub struct AuditEvent {
     pub outcome: String,
     pub request_id: String,
 }
+
+/// A role refusal is audited at most once in this many seconds per user and route.
+const REFUSAL_WINDOW_SECS: u64 = 60;
 
 /// Longest range `GET /audit` reads at once, in days (the retention bounds it anyway).
 const MAX_RANGE_DAYS: u64 = 366;
@@ -85,31 +96,49 @@ impl Audit {
 
     /// Records that `who` did `operation` on `resource`.
     pub async fn record(&self, who: &Principal, operation: Operation, resource: Option<&str>, request_id: &str) {
-        self.write(&who.tenant, &who.user_id, operation, resource, "success", request_id).await;
+        let id = ulid::Ulid::generate();
+        self.write(id, &who.tenant, &who.user_id, operation, resource, request_id).await;
     }
 
     /// Records a refusal worth auditing, when `err` is one: a role refusal or a budget one,
-    /// on `route` (`METHOD /template`).
+    /// on `route` (`METHOD /template`). A role refusal is recorded at most once a minute per
+    /// user and route (a client retrying a forbidden call would flood the log): the first
+    /// claims the minute in the table ([`AuditLog::claim`]), and the others, from any
+    /// instance, are only logged at debug level. A claim that cannot be made records anyway.
     pub async fn refusal(&self, err: &Error, route: &str, request_id: &str) {
         let (operation, tenant, actor) = match err {
             Error::RoleRefused { tenant, user_id, .. } => (Operation::AccessDenied, tenant, user_id),
             Error::BudgetExceeded { tenant, user_id, .. } => (Operation::BudgetExceeded, tenant, user_id),
             _ => return,
         };
-        self.write(tenant, actor, operation, Some(route), "refused", request_id).await;
+        if operation == Operation::AccessDenied {
+            let now = now_ms() / 1000;
+            let key = format!("{}#{actor}#{route}", operation.as_str());
+            match self.store.claim(tenant, &key, now + REFUSAL_WINDOW_SECS, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let operation = operation.as_str();
+                    tracing::debug!(target: "coach::audit", tenant, operation, route, "refusal already audited this minute");
+                    return;
+                }
+                Err(e) => tracing::warn!(target: "coach::audit", problem = %e, "could not claim the refusal's minute"),
+            }
+        }
+        self.write(ulid::Ulid::generate(), tenant, actor, operation, Some(route), request_id).await;
     }
 
     async fn write(
         &self,
+        id: ulid::Ulid,
         tenant: &str,
         actor: &str,
         operation: Operation,
         resource: Option<&str>,
-        outcome: &str,
         request_id: &str,
     ) {
+        let outcome = operation.outcome();
         let event = AuditRecord {
-            event_id: ulid::Ulid::generate().to_string(),
+            event_id: id.to_string(),
             tenant: tenant.to_owned(),
             actor: actor.to_owned(),
             operation: operation.as_str().to_owned(),

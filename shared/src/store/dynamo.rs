@@ -1181,6 +1181,24 @@ fn audit_pk(tenant: &str) -> String {
 
 #[async_trait]
 impl AuditLog for DynamoTable {
+    async fn claim(&self, tenant: &str, key: &str, until: u64, now: u64) -> StoreResult<bool> {
+        // Beside the events' partition, not in it; expired claims are also removed by TTL.
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&format!("{}#CLAIMS", audit_pk(tenant))))
+            .item("sk", s(key))
+            .item("expires_at", n(until))
+            .condition_expression("attribute_not_exists(sk) OR expires_at <= :now")
+            .expression_attribute_values(":now", n(now));
+        match put.send().await.map_err(|e| write_error("claim audit minute", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn append(&self, event: &AuditRecord, expires_at: u64) -> StoreResult<()> {
         let mut put = self
             .client
@@ -1193,11 +1211,12 @@ impl AuditLog for DynamoTable {
             .item("operation", s(&event.operation))
             .item("outcome", s(&event.outcome))
             .item("request_id", s(&event.request_id))
-            .item("expires_at", n(expires_at));
+            .item("expires_at", n(expires_at))
+            .condition_expression("attribute_not_exists(sk)");
         if let Some(resource) = &event.resource {
             put = put.item("resource", s(resource));
         }
-        put.send().await.map_err(|e| service_error("append audit event", e))?;
+        put.send().await.map_err(|e| write_error("append audit event", e))?;
         Ok(())
     }
 
@@ -1213,6 +1232,11 @@ impl AuditLog for DynamoTable {
         let start = match cursor {
             Some(cursor) => {
                 let id = cursor_id(&decode_cursor(cursor)?)?;
+                // DynamoDB refuses a start key outside the key condition: a cursor from
+                // another range is the caller's mistake, not a storage failure.
+                if id.as_str() < from_id || id.as_str() > to_id {
+                    return Err(StoreError::BadCursor("the cursor does not belong to this range"));
+                }
                 Some(Item::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&format!("EVENT#{id}")))]))
             }
             None => None,

@@ -358,7 +358,11 @@ pub struct AuditRecord {
 /// A tenant's audit log.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Appends an event, kept until `expires_at` (epoch seconds).
+    /// Claims `key` of `tenant` until `until` (epoch seconds), unless a claim of it holds at
+    /// `now`: whether this call made the claim.
+    async fn claim(&self, tenant: &str, key: &str, until: u64, now: u64) -> StoreResult<bool>;
+    /// Appends an event, kept until `expires_at` (epoch seconds);
+    /// [`StoreError::ConditionFailed`] when an event of that id exists.
     async fn append(&self, event: &AuditRecord, expires_at: u64) -> StoreResult<()>;
     /// A tenant's events with ids from `from_id` to `to_id`, newest first; the cursor leads
     /// to older ones.

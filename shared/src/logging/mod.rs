@@ -42,6 +42,11 @@ const QUIET_DEPENDENCIES: &str = "aws_config=warn,aws_smithy_runtime=warn,hyper=
 /// Crates that print whole requests (headers and bodies) below `info`.
 const RAW_EVENT_LOGGERS: [&str; 3] = ["lambda_runtime", "lambda_runtime_api_client", "lambda_http"];
 
+/// Crates that print requests and responses, their bodies included, at `trace` (the AWS SDK's
+/// HTTP layers and signer, hyper, h2, reqwest): held at `debug` whatever `RUST_LOG` says.
+/// Each is a prefix of the targets it holds (`aws_smithy` holds `aws_smithy_runtime`, ...).
+const BODY_LOGGERS: [&str; 6] = ["aws_smithy", "aws_sigv4", "aws_runtime", "hyper", "h2", "reqwest"];
+
 /// Installs the global JSON subscriber. Call once, first thing in `main`.
 pub fn init() {
     let var = |name| std::env::var(name).ok();
@@ -76,10 +81,9 @@ where
             .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_DEPENDENCIES}")))
     });
     // A second filter both must pass, so no `RUST_LOG` directive can lift it.
-    let never_raw =
-        RAW_EVENT_LOGGERS.iter().fold(Targets::new().with_default(LevelFilter::TRACE), |targets, target| {
-            targets.with_target(*target, LevelFilter::INFO)
-        });
+    let raw = RAW_EVENT_LOGGERS.iter().map(|target| (*target, LevelFilter::INFO));
+    let bodies = BODY_LOGGERS.iter().map(|target| (*target, LevelFilter::DEBUG));
+    let never_raw = Targets::new().with_default(LevelFilter::TRACE).with_targets(raw.chain(bodies));
     let writer = Shared(std::sync::Arc::new(writer));
     let scrubbed = Scrubbing { inner: writer.clone(), privacy: std::sync::Arc::new(privacy) };
     let format = tracing_subscriber::fmt::layer()

@@ -351,12 +351,13 @@ fn people_and_secrets_are_scrubbed_from_log_lines() {
 async fn people_and_secrets_are_scrubbed_from_log_lines_alone() {
     use coach::logging::privacy::{PiiMode, Privacy};
     const ADMIN: &str = "dana.admin@example.com";
-    let services = TestStack::new().await.deploy();
     let admin = tokens::for_test(ADMIN, "acme", &["admin"]);
     let user = tokens::for_test("eve@example.com", "acme", &["user"]);
     let leak = "upstream said: Bearer abcdef123456789 for card 4111 1111 1111 1111, ssn 123-45-6789, \
                 client_secret=s3cr3t-value and key sk-live0123456789abcdef";
     for mode in [PiiMode::Hashed, PiiMode::None, PiiMode::Full] {
+        // A deployment each: the same refusal is audited once a minute per deployment.
+        let services = TestStack::new().await.deploy();
         let privacy = Privacy::new(mode, "test-log-key");
         let capture = Capture::default();
         let guard = capture.install_coach_with(Some("info"), privacy.clone());
@@ -410,5 +411,44 @@ async fn people_and_secrets_are_scrubbed_from_log_lines_alone() {
             }
             PiiMode::Full => assert_eq!(audit[0]["actor"], ADMIN),
         }
+    }
+}
+
+#[test]
+fn trace_logs_never_print_request_or_response_bodies() {
+    coach_testkit::logs::run_alone("logs::trace_logs_never_print_request_or_response_bodies_alone");
+}
+
+#[tokio::test]
+#[ignore = "captures logs: run in a process of its own by trace_logs_never_print_request_or_response_bodies"]
+async fn trace_logs_never_print_request_or_response_bodies_alone() {
+    let capture = Capture::default();
+    // As an operator would set it to see everything.
+    let _guard = capture.install_coach(Some("trace"), None);
+    let upstream = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(completion(3, 4)).mount(&upstream).await;
+    let uri = upstream.uri();
+    let stack = TestStack::with_env(&[("COACH_LLM_PROVIDER", "openai"), ("COACH_LLM_BASE_URL", uri.as_str())]).await;
+    let services = stack.deploy();
+    // The message goes to DynamoDB and the model, the reply comes back from both; the second
+    // turn reads the first back from DynamoDB (a response body the SDK prints at trace).
+    let token = tokens::for_test("alice", "acme", &["user"]);
+    let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": MESSAGE})), Some(&token));
+    let first = chat::handle(&services.chat, request).await;
+    assert_eq!(first.status(), 200);
+    let session = serde_json::from_slice::<Value>(first.body().as_ref()).unwrap()["session_id"].clone();
+    let again = json!({"message": "And then?", "session_id": session});
+    let request = events::with("chat-post.json", "POST", "/chat", Some(&again), Some(&token));
+    assert_eq!(chat::handle(&services.chat, request).await.status(), 200);
+    // An object's body, through S3.
+    stack.put("docs/private.md", format!("# Private\n\n{MESSAGE}").as_bytes()).await;
+    assert!(stack.get_text("docs/private.md").await.contains(MESSAGE));
+
+    let logs = capture.text();
+    assert!(logs.contains("\"aws_call\"") || logs.contains("aws_call"), "Coach's own trace lines are kept");
+    assert!(logs.contains("model_call"), "{logs}");
+    for secret in [MESSAGE, "Zebediah", REPLY, coach_testkit::stack::TEST_HS256_KEY] {
+        let leaks: Vec<&str> = logs.lines().filter(|line| line.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} logged at trace in {} lines, the first:\n{}", leaks.len(), leaks[0]);
     }
 }

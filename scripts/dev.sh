@@ -83,7 +83,7 @@ fi
 if [ -n "$pg_pid" ]; then
   "$coach_dev" migrate
 fi
-token=$("$coach_dev" token --user dev-user --tenant dev --roles user,editor,admin --ttl 86400)
+token=$("$coach_dev" token --user dev-user --tenant dev --roles user,editor,admin,platform-admin --ttl 86400)
 
 base="http://127.0.0.1:${watch_port}/lambda-url"
 
@@ -103,7 +103,7 @@ cat <<MSG
 
 Coach is starting at ${base}/<function>/ (the first request waits for the build).
 
-Dev token (user dev-user, tenant dev, roles user,editor,admin; valid 24 h):
+Dev token (user dev-user, tenant dev, roles user,editor,admin,platform-admin; valid 24 h):
   export TOKEN=${token}
 More tokens: target/debug/coach-dev token --user alice --tenant acme --roles user
   (with AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=${AWS_REGION})

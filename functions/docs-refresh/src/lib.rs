@@ -1,7 +1,8 @@
 //! The docs-refresh function: rebuilds the system prompt from `docs/` in S3.
 //!
-//! Two triggers reach it: `POST /docs/refresh` through the HTTP API (role `admin`; answers
-//! with the manifest) and the EventBridge schedule (no caller; returns the manifest to the
+//! Two triggers reach it: `POST /docs/refresh` through the HTTP API (role `platform-admin`:
+//! the shared prompt serves every tenant, so no tenant's admin may rebuild it, and no API
+//! key, which belongs to a tenant, is accepted; answers with the manifest) and the EventBridge schedule (no caller; returns the manifest to the
 //! invocation). One binary serves both, so the event is told apart here: an EventBridge
 //! scheduled event, or an API Gateway v2 / Function URL HTTP request.
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
     audit::{Audit, Operation},
-    auth::{ApiKeys, Authenticator, Role},
+    auth::{Authenticator, Role},
     config::{Env, StartupError},
     http::{self, error_response, json_response, request_id, Route},
     refresh::Refresher,
@@ -42,8 +43,7 @@ impl State {
         // The signing key's secret alone: this function reads no other.
         let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
         Ok(Self {
-            auth: Authenticator::from_env(env, secrets)?
-                .with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
+            auth: Authenticator::from_env(env, secrets)?,
             refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
             audit: Audit::from_env(env, Arc::new(aws.table()))?,
         })
@@ -101,7 +101,7 @@ async fn answer(state: &State, req: &Request) -> Response<Body> {
 
 async fn post_refresh(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
     let who = state.auth.authenticate(req).await?;
-    who.require(Role::Admin)?;
+    who.require(Role::PlatformAdmin)?;
     let manifest = state.refresher.refresh(PAGE_SIZE).await?;
     state.audit.record(&who, Operation::PromptRefresh, Some(&manifest.version), request_id).await;
     Ok(json_response(StatusCode::OK, &manifest))

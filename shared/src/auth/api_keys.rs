@@ -12,6 +12,12 @@
 //! key (`DELETE /api-keys/{id}`) is refused by the revoking instance at once and by every
 //! other within that time. Keys are never logged: an error says what is wrong with a key,
 //! never the key.
+//!
+//! A key may expire (`expires_in_days` at creation; a deployment may require it and set the
+//! longest, `COACH_API_KEY_MAX_DAYS`); an expired key is refused, and the table's TTL removes
+//! it. Its last use is kept (`last_used_at`), written at most once a minute per key. Only a
+//! signed-in admin manages keys: a key can neither create nor revoke one, and no key has the
+//! `platform-admin` role (keys belong to a tenant).
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +34,12 @@ use crate::{
 
 /// What every key starts with.
 pub const KEY_PREFIX: &str = "coach_";
+/// What a key's user id starts with (`key:{id}`); no token's subject may.
+pub const KEY_USER_PREFIX: &str = "key:";
+/// A key's last use is written at most this often.
+const TOUCH_EVERY_MS: u64 = 60_000;
+/// The longest expiry a key may be given, in days.
+const MAX_EXPIRY_DAYS: u64 = 3650;
 /// Keys a tenant may hold at once.
 pub const MAX_KEYS_PER_TENANT: usize = 100;
 /// Longest name of a key, in characters.
@@ -39,6 +51,9 @@ const MAX_NAME_CHARS: usize = 100;
 pub struct NewApiKey {
     pub name: String,
     pub roles: Vec<String>,
+    /// Days until the key expires; by default never, or `COACH_API_KEY_MAX_DAYS` when set.
+    #[serde(default)]
+    pub expires_in_days: Option<u64>,
 }
 
 /// A key as listed: never its secret.
@@ -49,6 +64,10 @@ pub struct ApiKeyInfo {
     pub roles: Vec<String>,
     pub created_at: String,
     pub created_by: String,
+    /// When the key stops working; `null`: never.
+    pub expires_at: Option<String>,
+    /// When the key was last used, to the minute; `null`: never.
+    pub last_used_at: Option<String>,
 }
 
 impl From<&StoredApiKey> for ApiKeyInfo {
@@ -59,6 +78,8 @@ impl From<&StoredApiKey> for ApiKeyInfo {
             roles: key.roles.clone(),
             created_at: rfc3339(key.created_ms),
             created_by: key.created_by.clone(),
+            expires_at: key.expires_ms.map(rfc3339),
+            last_used_at: key.last_used_ms.map(rfc3339),
         }
     }
 }
@@ -77,10 +98,22 @@ pub struct ApiKeys {
     store: Arc<dyn ApiKeyStore>,
     /// Keys looked up, by id (`None`: no such key), for [`ApiKeys::from_env`]'s time.
     cache: moka::future::Cache<String, Option<Arc<StoredApiKey>>>,
+    /// Keys whose use this instance wrote in the last minute.
+    touched: moka::future::Cache<String, ()>,
+    /// The longest a key may live, in days (`COACH_API_KEY_MAX_DAYS`; `None`: no limit).
+    max_days: Option<u64>,
 }
 
 fn invalid() -> Error {
     Error::Unauthorized("invalid API key".into())
+}
+
+/// 403 for an API key: keys are managed by signed-in admins only.
+fn refuse_keys(who: &Principal) -> Result<(), Error> {
+    if who.is_api_key() {
+        return Err(Error::Forbidden("an API key cannot create or revoke API keys; sign in as an admin".into()));
+    }
+    Ok(())
 }
 
 /// The SHA-256 of `secret`, hex.
@@ -94,16 +127,22 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl ApiKeys {
-    /// Keys looked up are kept `COACH_API_KEY_CACHE_SECS` (5; 0 to 60).
+    /// Keys looked up are kept `COACH_API_KEY_CACHE_SECS` (5; 0 to 60); keys live at most
+    /// `COACH_API_KEY_MAX_DAYS` (0: no limit).
     pub fn from_env(env: &Env, store: Arc<dyn ApiKeyStore>) -> Result<Self, ConfigError> {
         let ttl = Duration::from_secs(env.number("COACH_API_KEY_CACHE_SECS", 5, 0, 60)?);
-        Ok(Self::new(store, ttl))
+        let max_days = Some(env.number("COACH_API_KEY_MAX_DAYS", 0, 0, MAX_EXPIRY_DAYS)?).filter(|d| *d > 0);
+        Ok(Self::new(store, ttl, max_days))
     }
 
-    pub fn new(store: Arc<dyn ApiKeyStore>, ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn ApiKeyStore>, ttl: Duration, max_days: Option<u64>) -> Self {
         let cache =
             moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl.max(Duration::from_millis(1))).build();
-        Self { store, cache }
+        let touched = moka::future::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(Duration::from_millis(TOUCH_EVERY_MS))
+            .build();
+        Self { store, cache, touched, max_days }
     }
 
     /// Whether a bearer token is an API key rather than a JWT.
@@ -135,13 +174,36 @@ impl ApiKeys {
         if !same(&hash(secret), &key.hash) {
             return Err(invalid());
         }
-        let roles = key.roles.iter().filter_map(|r| r.parse::<Role>().ok()).collect();
-        Ok(Principal { user_id: format!("key:{}", key.id), tenant: key.tenant.clone(), roles })
+        let now = now_ms();
+        if key.expires_ms.is_some_and(|at| at <= now) {
+            return Err(Error::Unauthorized("API key expired".into()));
+        }
+        self.touch(&key, now).await;
+        let roles = key.roles.iter().filter_map(|r| r.parse::<Role>().ok()).filter(|r| *r != Role::PlatformAdmin);
+        Ok(Principal {
+            user_id: format!("{KEY_USER_PREFIX}{}", key.id),
+            tenant: key.tenant.clone(),
+            roles: roles.collect(),
+        })
+    }
+
+    /// Records that `key` was used at `now`, unless that was done less than a minute ago (by
+    /// this instance, or as the stored key says). Best effort: a failure is logged.
+    async fn touch(&self, key: &StoredApiKey, now: u64) {
+        let recent = key.last_used_ms.is_some_and(|at| now.saturating_sub(at) < TOUCH_EVERY_MS);
+        if recent || self.touched.contains_key(&key.id) {
+            return;
+        }
+        self.touched.insert(key.id.clone(), ()).await;
+        if let Err(e) = self.store.touch_key(&key.id, now, now.saturating_sub(TOUCH_EVERY_MS)).await {
+            tracing::warn!(problem = %e, "could not record an API key's use");
+        }
     }
 
     /// Creates a key for `who`'s tenant with `input`'s roles (each one `who` has). 400 for an
     /// empty or long name, an unknown or missing role; 409 past [`MAX_KEYS_PER_TENANT`].
     pub async fn create(&self, who: &Principal, input: NewApiKey) -> Result<CreatedApiKey, Error> {
+        refuse_keys(who)?;
         let name = input.name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
             return Err(Error::BadRequest(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
@@ -149,6 +211,11 @@ impl ApiKeys {
         let mut roles: Vec<Role> = Vec::new();
         for role in &input.roles {
             let role: Role = role.parse().map_err(|_| Error::BadRequest(format!("unknown role {role:?}")))?;
+            if role == Role::PlatformAdmin {
+                return Err(Error::BadRequest(
+                    "a key belongs to a tenant: it cannot have the platform-admin role".into(),
+                ));
+            }
             if !who.has_role(role) {
                 return Err(Error::Forbidden(format!("a key cannot have the {role} role its creator lacks")));
             }
@@ -160,6 +227,16 @@ impl ApiKeys {
             return Err(Error::BadRequest("roles must name at least one of user, editor, admin".into()));
         }
         roles.sort();
+        let days = match (input.expires_in_days, self.max_days) {
+            (Some(0), _) => return Err(Error::BadRequest("expires_in_days must be 1 or more".into())),
+            (Some(days), Some(max)) if days > max => {
+                return Err(Error::BadRequest(format!("expires_in_days must be at most {max} here")))
+            }
+            (Some(days), _) if days > MAX_EXPIRY_DAYS => {
+                return Err(Error::BadRequest(format!("expires_in_days must be at most {MAX_EXPIRY_DAYS}")))
+            }
+            (days, max) => days.or(max),
+        };
         let held = self.store.keys(&who.tenant).await?;
         if held.len() >= MAX_KEYS_PER_TENANT {
             return Err(Error::Conflict(format!("a tenant holds at most {MAX_KEYS_PER_TENANT} API keys; revoke one")));
@@ -168,14 +245,17 @@ impl ApiKeys {
         getrandom::fill(&mut secret).map_err(|e| Error::internal(format!("no randomness for an API key: {e}")))?;
         let secret = hex(&secret);
         let id = ulid::Ulid::generate().to_string();
+        let created_ms = now_ms();
         let stored = StoredApiKey {
             id: id.clone(),
             tenant: who.tenant.clone(),
             name: name.to_owned(),
             roles: roles.iter().map(ToString::to_string).collect(),
             hash: hash(&secret),
-            created_ms: now_ms(),
+            created_ms,
             created_by: who.user_id.clone(),
+            expires_ms: days.map(|d| created_ms + d * 86_400_000),
+            last_used_ms: None,
         };
         self.store.create_key(&stored).await.map_err(|e| match e {
             StoreError::ConditionFailed { .. } => Error::Conflict("a key with this id exists; try again".into()),
@@ -192,6 +272,7 @@ impl ApiKeys {
     /// Revokes key `id` of `who`'s tenant: refused from now on by this instance, and by every
     /// other once its cache lets it go. 404 for no such key of the tenant.
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<(), Error> {
+        refuse_keys(who)?;
         let id = parse_id(id, "API key")?.to_string();
         if !self.store.delete_key(&who.tenant, &id).await? {
             return Err(Error::NotFound("no such API key".into()));

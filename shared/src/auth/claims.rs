@@ -7,17 +7,21 @@ use serde_json::{Map, Value};
 use super::{unauthorized, AuthConfig, TenantSource};
 use crate::error::Error;
 
-/// What a caller may do. Roles are ordered: an admin may do what an editor may, and an
-/// editor what a user may.
+/// What a caller may do. Roles are ordered: a platform admin may do what an admin may, an
+/// admin what an editor may, and an editor what a user may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Chat.
     User,
     /// Upload and delete documents.
     Editor,
-    /// Everything, including refreshing the system prompt.
+    /// Everything in the tenant: API keys, usage and audit of the tenant.
     Admin,
+    /// The deployment's operators (`platform-admin` in the token, or a subject listed in
+    /// `COACH_PLATFORM_ADMINS`): what concerns every tenant, such as rebuilding the shared
+    /// system prompt. Never an API key's.
+    PlatformAdmin,
 }
 
 impl std::str::FromStr for Role {
@@ -27,6 +31,7 @@ impl std::str::FromStr for Role {
             "user" => Ok(Role::User),
             "editor" => Ok(Role::Editor),
             "admin" => Ok(Role::Admin),
+            "platform-admin" => Ok(Role::PlatformAdmin),
             _ => Err(()),
         }
     }
@@ -38,6 +43,7 @@ impl std::fmt::Display for Role {
             Role::User => "user",
             Role::Editor => "editor",
             Role::Admin => "admin",
+            Role::PlatformAdmin => "platform-admin",
         })
     }
 }
@@ -55,6 +61,11 @@ impl Principal {
     /// Whose data this caller reads and writes: their tenant and user id.
     pub fn owner(&self) -> crate::model::Owner<'_> {
         crate::model::Owner { tenant: &self.tenant, user: &self.user_id }
+    }
+
+    /// Whether the caller is an API key (user id `key:{id}`; a token's subject never is).
+    pub fn is_api_key(&self) -> bool {
+        self.user_id.starts_with(super::api_keys::KEY_USER_PREFIX)
     }
 
     /// Whether the caller has `role` or a higher one.
@@ -93,6 +104,10 @@ pub fn validate_tenant(tenant: &str) -> Result<(), String> {
 
 pub(super) fn principal(claims: &Map<String, Value>, config: &AuthConfig) -> Result<Principal, Error> {
     let user_id = match claims.get(&config.user_claim) {
+        // `key:` names API keys: a token may not pass for one (their limits, budgets, audit).
+        Some(Value::String(s)) if s.starts_with(super::api_keys::KEY_USER_PREFIX) => {
+            return Err(unauthorized(format!("token claim {:?} may not start with \"key:\"", config.user_claim)))
+        }
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control) => s.clone(),
         Some(_) => return Err(unauthorized(format!("token claim {:?} is malformed", config.user_claim))),
         None => return Err(unauthorized(format!("token lacks the {:?} claim", config.user_claim))),
@@ -111,11 +126,14 @@ pub(super) fn principal(claims: &Map<String, Value>, config: &AuthConfig) -> Res
         Some(Value::String(s)) => s.split([' ', ',']).filter_map(|r| r.parse().ok()).collect(),
         _ => Vec::new(),
     };
-    roles.sort();
-    roles.dedup();
     if roles.is_empty() {
         roles.extend(config.default_role);
     }
+    if config.platform_admins.contains(&user_id) {
+        roles.push(Role::PlatformAdmin);
+    }
+    roles.sort();
+    roles.dedup();
     Ok(Principal { user_id, tenant, roles })
 }
 
@@ -135,6 +153,7 @@ mod tests {
             tenant: TenantSource::Claim("https://coach.example.com/tenant".into()),
             roles_claim: "cognito:groups".into(),
             default_role: Some(Role::User),
+            platform_admins: vec!["auth0|ops".into()],
         }
     }
 
@@ -186,6 +205,24 @@ mod tests {
         assert_eq!(err.status().as_u16(), 401);
         let err = principal(&claims(json!({"sub": 7, "https://coach.example.com/tenant": "t"})), &c).unwrap_err();
         assert_eq!(err.status().as_u16(), 401);
+    }
+
+    #[test]
+    fn platform_admins_come_from_the_token_or_the_deployment_and_keys_from_neither() {
+        let c = config();
+        let of = |value: Value| principal(&claims(value), &c);
+        let p = of(json!({"sub": "u", "https://coach.example.com/tenant": "t", "cognito:groups": ["platform-admin"]}));
+        assert_eq!(p.unwrap().roles, vec![Role::PlatformAdmin]);
+        let p = of(json!({"sub": "auth0|ops", "https://coach.example.com/tenant": "t"})).unwrap();
+        assert_eq!(p.roles, vec![Role::User, Role::PlatformAdmin], "COACH_PLATFORM_ADMINS");
+        assert!(p.has_role(Role::Admin) && !p.is_api_key());
+        let p = of(json!({"sub": "u", "https://coach.example.com/tenant": "t", "cognito:groups": ["admin"]})).unwrap();
+        assert_eq!(p.require(Role::PlatformAdmin).unwrap_err().status().as_u16(), 403, "a tenant's admin is not");
+        // A token may not pass for an API key.
+        let err = of(json!({"sub": "key:01HZZZZZZZZZZZZZZZZZZZZZZZ", "https://coach.example.com/tenant": "t"}));
+        assert_eq!(err.unwrap_err().status().as_u16(), 401);
+        assert_eq!(serde_json::to_value(Role::PlatformAdmin).unwrap(), "platform-admin");
+        assert_eq!("platform-admin".parse::<Role>(), Ok(Role::PlatformAdmin));
     }
 
     #[test]

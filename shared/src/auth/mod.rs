@@ -65,6 +65,9 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// Role of a caller whose token names no known role; `None` gives no role at all.
     pub default_role: Option<Role>,
+    /// Subjects that are platform admins whatever their token's roles
+    /// (`COACH_PLATFORM_ADMINS`, comma-separated).
+    pub platform_admins: Vec<String>,
 }
 
 impl AuthConfig {
@@ -136,6 +139,10 @@ impl AuthConfig {
                 reason: format!("expected user, editor, admin or none, got {name:?}"),
             })?),
         };
+        if default_role == Some(Role::PlatformAdmin) {
+            let reason = "platform-admin is never a default; name the operators in COACH_PLATFORM_ADMINS".into();
+            return Err(ConfigError { var: "COACH_DEFAULT_ROLE", reason });
+        }
         let issuer = env.string("COACH_JWT_ISSUER");
         let audience = env.list("COACH_JWT_AUDIENCE");
         // An identity provider signs tokens for every API it serves with the same keys: without
@@ -163,6 +170,7 @@ impl AuthConfig {
             tenant,
             roles_claim: env.string_or("COACH_ROLES_CLAIM", "roles"),
             default_role,
+            platform_admins: env.list("COACH_PLATFORM_ADMINS"),
         })
     }
 }

@@ -10,6 +10,10 @@
 //! Re-delivery of an event for a version already `ready` is skipped, and index writes are
 //! conditional, so retries are idempotent.
 //!
+//! One upload URL, one document: an upload's later versions (the same presigned URL used
+//! again while it is valid) are removed before the object is read, whichever event comes
+//! first, so the document is what was first uploaded, read once.
+//!
 //! Races with a delete or a second upload to the same key: the index refuses a document
 //! whose source object is gone or has changed since it was read (checked inside its commit
 //! loop); a changed object is indexed again from the top; a record deleted after the commit
@@ -288,6 +292,13 @@ impl Ingestor {
         let kind = match &target.scope {
             Scope::Tenant(_) => match self.records.get(&target.scope, &target.id).await? {
                 Some(record) if record.key == event.key => {
+                    // One upload URL, one document: what a URL still valid stores again
+                    // (a new version of the key) is removed, whichever event comes first, so
+                    // the document is what was first uploaded and is read once.
+                    let removed = self.blobs.keep_first_version(&event.key).await?;
+                    if removed > 0 {
+                        tracing::info!(removed, "later uploads through the same URL removed");
+                    }
                     declared_size = Some(record.size_bytes);
                     Kind::from_content_type(&record.content_type)
                 }

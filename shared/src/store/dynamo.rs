@@ -1299,6 +1299,8 @@ fn api_key_from(item: &Item) -> StoreResult<StoredApiKey> {
         hash: text("hash")?,
         created_ms: number(item, "created_at").ok_or_else(corrupt)?,
         created_by: text("created_by")?,
+        expires_ms: number(item, "expires_at").map(|secs| secs * 1000),
+        last_used_ms: number(item, "last_used"),
     })
 }
 
@@ -1306,8 +1308,11 @@ fn api_key_from(item: &Item) -> StoreResult<StoredApiKey> {
 impl ApiKeyStore for DynamoTable {
     async fn create_key(&self, key: &StoredApiKey) -> StoreResult<()> {
         let roles = AttributeValue::L(key.roles.iter().map(|r| s(r)).collect());
+        // An expiring key's expiry is the table's TTL attribute: DynamoDB removes it later.
+        let expires = key.expires_ms.map(|ms| n(ms.div_ceil(1000)));
         self.client
             .put_item()
+            .set_item(Some(expires.into_iter().map(|at| ("expires_at".to_owned(), at)).collect()))
             .table_name(&self.table)
             .item("pk", s(&api_key_pk(&key.id)))
             .item("sk", s("APIKEY"))
@@ -1364,6 +1369,25 @@ impl ApiKeyStore for DynamoTable {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(keys),
             }
+        }
+    }
+
+    async fn touch_key(&self, id: &str, now_ms: u64, since_ms: u64) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&api_key_pk(id)))
+            .key("sk", s("APIKEY"))
+            .update_expression("SET last_used = :now")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(last_used) OR last_used < :since)")
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":since", n(since_ms))
+            .send()
+            .await;
+        match result.map_err(|e| write_error("record API key use", e)) {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

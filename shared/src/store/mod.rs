@@ -391,6 +391,10 @@ pub struct StoredApiKey {
     pub created_ms: u64,
     /// Who created it (a user id).
     pub created_by: String,
+    /// When it stops working (epoch ms; `None`: never).
+    pub expires_ms: Option<u64>,
+    /// Its last recorded use (epoch ms).
+    pub last_used_ms: Option<u64>,
 }
 
 /// API keys: looked up by id when a request presents one, listed per tenant.
@@ -402,6 +406,9 @@ pub trait ApiKeyStore: Send + Sync {
     async fn key(&self, id: &str) -> StoreResult<Option<StoredApiKey>>;
     /// A tenant's keys, oldest first.
     async fn keys(&self, tenant: &str) -> StoreResult<Vec<StoredApiKey>>;
+    /// Records key `id`'s use at `now_ms`, unless one is recorded after `since_ms` (or the key
+    /// is gone).
+    async fn touch_key(&self, id: &str, now_ms: u64, since_ms: u64) -> StoreResult<()>;
     /// Deletes the tenant's key `id`: `false` when it has no such key.
     async fn delete_key(&self, tenant: &str, id: &str) -> StoreResult<bool>;
 }
@@ -476,6 +483,9 @@ pub trait BlobStore: Send + Sync {
     /// Deletes every version of the object and its delete markers (in a versioned bucket a
     /// plain delete only hides it), so nothing of it is left to restore.
     async fn delete_all_versions(&self, key: &str) -> StoreResult<()>;
+    /// Removes every version of `key` but the first (the oldest stored), so the object is
+    /// what was first written under it; the number removed.
+    async fn keep_first_version(&self, key: &str) -> StoreResult<usize>;
     /// The object's version (ETag) without reading it, or `None` when there is no such key.
     async fn version(&self, key: &str) -> StoreResult<Option<String>>;
     /// Every object under `prefix`, `page_size` at a time (S3's maximum is 1000).

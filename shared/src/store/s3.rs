@@ -52,6 +52,72 @@ fn broke_off(action: &'static str, cause: impl std::error::Error + Send + Sync +
     StoreError::Service { action, failure: Failure::Failed, cause: Box::new(cause) }
 }
 
+impl S3Bucket {
+    /// Every version of exactly `key` (the prefix also lists longer keys) and its delete
+    /// markers, newest first: (version id, whether a delete marker).
+    async fn versions_of(&self, key: &str) -> StoreResult<Vec<(Option<String>, bool)>> {
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| service_error("list object versions", e))?;
+            let versions = page.versions().iter().map(|v| (v.key(), v.version_id(), false));
+            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id(), true));
+            all.extend(
+                versions
+                    .chain(markers)
+                    .filter(|(k, _, _)| *k == Some(key))
+                    .map(|(_, version, marker)| (version.map(str::to_owned), marker)),
+            );
+            if !page.is_truncated().unwrap_or(false) {
+                return Ok(all);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+    }
+
+    /// Deletes these versions of `key`, a thousand (S3's most) at a time.
+    async fn delete_versions(&self, key: &str, versions: Vec<Option<String>>) -> StoreResult<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in versions.chunks(1000) {
+            let doomed = batch
+                .iter()
+                .map(|version| ObjectIdentifier::builder().key(key).set_version_id(version.clone()).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| StoreError::Corrupt("object version"))?;
+            let delete = Delete::builder()
+                .set_objects(Some(doomed))
+                .quiet(true)
+                .build()
+                .map_err(|_| StoreError::Corrupt("delete request"))?;
+            let output = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| service_error("delete object versions", e))?;
+            if let Some(failed) = output.errors().first() {
+                let code = failed.code().unwrap_or("error").to_owned();
+                let failure = if code == "AccessDenied" { Failure::AccessDenied } else { Failure::Failed };
+                let cause = Box::new(std::io::Error::other(code));
+                return Err(StoreError::Service { action: "delete object versions", failure, cause });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl BlobStore for S3Bucket {
     async fn get(&self, key: &str) -> StoreResult<Option<Blob>> {
@@ -125,57 +191,17 @@ impl BlobStore for S3Bucket {
     }
 
     async fn delete_all_versions(&self, key: &str) -> StoreResult<()> {
-        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(key)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| service_error("list object versions", e))?;
-            // The prefix also matches longer keys: only this key's versions and markers.
-            let versions = page.versions().iter().map(|v| (v.key(), v.version_id()));
-            let markers = page.delete_markers().iter().map(|m| (m.key(), m.version_id()));
-            let doomed = versions
-                .chain(markers)
-                .filter(|(k, _)| *k == Some(key))
-                .map(|(_, version)| {
-                    ObjectIdentifier::builder().key(key).set_version_id(version.map(str::to_owned)).build()
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| StoreError::Corrupt("object version"))?;
-            if !doomed.is_empty() {
-                let delete = Delete::builder()
-                    .set_objects(Some(doomed))
-                    .quiet(true)
-                    .build()
-                    .map_err(|_| StoreError::Corrupt("delete request"))?;
-                let output = self
-                    .client
-                    .delete_objects()
-                    .bucket(&self.bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                    .map_err(|e| service_error("delete object versions", e))?;
-                if let Some(failed) = output.errors().first() {
-                    let code = failed.code().unwrap_or("error").to_owned();
-                    let failure = if code == "AccessDenied" { Failure::AccessDenied } else { Failure::Failed };
-                    let cause = Box::new(std::io::Error::other(code));
-                    return Err(StoreError::Service { action: "delete object versions", failure, cause });
-                }
-            }
-            if !page.is_truncated().unwrap_or(false) {
-                return Ok(());
-            }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
-        }
+        let all = self.versions_of(key).await?;
+        self.delete_versions(key, all.into_iter().map(|(version, _)| version).collect()).await
+    }
+
+    async fn keep_first_version(&self, key: &str) -> StoreResult<usize> {
+        // Versions of a key are listed newest first: the last one listed is the first written.
+        let versions: Vec<Option<String>> =
+            self.versions_of(key).await?.into_iter().filter(|(_, marker)| !marker).map(|(v, _)| v).collect();
+        let Some((_first, later)) = versions.split_last() else { return Ok(0) };
+        self.delete_versions(key, later.to_vec()).await?;
+        Ok(later.len())
     }
 
     async fn list(&self, prefix: &str, page_size: i32) -> StoreResult<Vec<Listed>> {

@@ -123,3 +123,75 @@ async fn an_api_key_authenticates_as_its_tenant_and_roles_until_revoked() {
     let (_, _, listed) = call(&services, "GET", "/api-keys", None, &[("authorization", &admin)]).await;
     assert_eq!(listed["api_keys"], json!([]));
 }
+
+/// Keys expire (within the deployment's longest life), show their last use (written at most
+/// once a minute), and are managed by signed-in admins only: not by a key, even an admin's,
+/// and no key is a platform admin. No token may pass for a key.
+#[tokio::test]
+async fn keys_expire_show_their_last_use_and_are_managed_by_signed_in_admins_only() {
+    let stack = TestStack::with_env(&[("COACH_API_KEY_MAX_DAYS", "30")]).await;
+    let services = stack.deploy();
+    let admin = bearer(&tokens::for_test("carol", "acme", &["admin"]));
+    let create = |body: Value| {
+        let admin = admin.clone();
+        let services = &services;
+        async move { call(services, "POST", "/api-keys", Some(body), &[("authorization", &admin)]).await }
+    };
+    for (body, why) in [
+        (json!({"name": "k", "roles": ["user"], "expires_in_days": 31}), "past the deployment's 30 days"),
+        (json!({"name": "k", "roles": ["user"], "expires_in_days": 0}), "zero days"),
+        (json!({"name": "k", "roles": ["user"], "expires_in_days": -1}), "negative"),
+        (json!({"name": "k", "roles": ["platform-admin"]}), "a platform admin key"),
+    ] {
+        assert_eq!(create(body).await.0, StatusCode::BAD_REQUEST, "{why}");
+    }
+    // Without a date, the deployment's longest life.
+    let (status, _, key) = create(json!({"name": "ops", "roles": ["admin"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let expires = humantime::parse_rfc3339(key["expires_at"].as_str().unwrap()).unwrap();
+    let days = expires.duration_since(std::time::SystemTime::now()).unwrap().as_secs() as f64 / 86_400.0;
+    assert!((29.9..=30.0).contains(&days), "{days}");
+    assert_eq!(key["last_used_at"], Value::Null);
+    let (id, secret) = (key["id"].as_str().unwrap().to_owned(), key["key"].as_str().unwrap().to_owned());
+    let with_key = bearer(&secret);
+
+    // An admin's key may list keys, never create or revoke one.
+    let (status, _, listed) = call(&services, "GET", "/api-keys", None, &[("authorization", &with_key)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let used = listed["api_keys"][0]["last_used_at"].as_str().expect("a use recorded").to_owned();
+    let body = json!({"name": "k2", "roles": ["user"]});
+    let (status, _, refused) = call(&services, "POST", "/api-keys", Some(body), &[("authorization", &with_key)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("sign in as an admin"));
+    let path = format!("/api-keys/{id}");
+    assert_eq!(call(&services, "DELETE", &path, None, &[("authorization", &with_key)]).await.0, StatusCode::FORBIDDEN);
+
+    // Used again, from another instance too, within the minute: its last use is not rewritten.
+    let other = stack.deploy();
+    assert_eq!(call(&other, "GET", "/me", None, &[("authorization", &with_key)]).await.0, StatusCode::OK);
+    let stored = stack.items(&format!("APIKEY#{id}")).await;
+    let written: u64 = stored[0]["last_used"].as_n().unwrap().parse().unwrap();
+    assert_eq!(coach::ids::rfc3339(written), used);
+
+    // Past its date (as if 30 days went by), refused.
+    stack
+        .aws
+        .dynamodb
+        .update_item()
+        .table_name(&stack.config.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("APIKEY#{id}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("APIKEY".into()))
+        .update_expression("SET expires_at = :past")
+        .expression_attribute_values(":past", aws_sdk_dynamodb::types::AttributeValue::N("1000".into()))
+        .send()
+        .await
+        .unwrap();
+    let later = stack.deploy();
+    let (status, _, expired) = call(&later, "GET", "/me", None, &[("authorization", &with_key)]).await;
+    assert_eq!((status, expired["error"]["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("API key expired")));
+
+    // A signed-in admin revokes it; a token whose subject looks like a key is refused.
+    assert_eq!(call(&services, "DELETE", &path, None, &[("authorization", &admin)]).await.0, StatusCode::NO_CONTENT);
+    let forged = bearer(&tokens::for_test(&format!("key:{id}"), "acme", &["admin"]));
+    assert_eq!(call(&services, "GET", "/me", None, &[("authorization", &forged)]).await.0, StatusCode::UNAUTHORIZED);
+}

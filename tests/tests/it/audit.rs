@@ -66,7 +66,8 @@ async fn each_security_relevant_operation_leaves_exactly_one_event_of_its_tenant
     let deleted = inline["document_id"].as_str().unwrap();
     let (status, _) = upload_call(&services, "DELETE", &format!("/documents/{deleted}"), None, &editor).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let refresh = events::with("chat-post.json", "POST", "/docs/refresh", None, Some(&admin));
+    let operator = tokens::for_test("carol", "acme", &["platform-admin"]);
+    let refresh = events::with("chat-post.json", "POST", "/docs/refresh", None, Some(&operator));
     assert_eq!(docs_refresh::handle_http(&services.refresh, refresh).await.status(), StatusCode::OK);
     let (status, key) =
         chat_call(&services, "POST", "/api-keys", Some(json!({"name": "bot", "roles": ["user"]})), &admin).await;

@@ -505,6 +505,49 @@ async fn delete_removes_every_version_and_a_put_after_it_does_not_bring_the_uplo
     assert!(stack.indexed_doc("acme", &id).await.is_none());
 }
 
+/// One upload URL, one document: the presigned URL used twenty times (twenty versions of
+/// the key in the versioned bucket) gives one ingest, of the first body, whichever event is
+/// handled first; the later versions are removed.
+#[tokio::test]
+async fn an_upload_url_used_twenty_times_is_one_document_of_the_first_upload() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    use coach::ingest::{ObjectEvent, Outcome};
+    let stack = TestStack::new().await;
+    let services = stack.deploy();
+    let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    let bucket = &stack.config.bucket;
+    stack.aws.s3.put_bucket_versioning().bucket(bucket).versioning_configuration(versioning).send().await.unwrap();
+    // Twenty bodies of the declared size, each with its own word.
+    let bodies: Vec<String> = (0..20).map(|i| format!("# Guide\n\nUpload {i:02} says zebra{i:02}.\n")).collect();
+    let body = json!({"filename": "guide.md", "content_type": "text/markdown", "size_bytes": bodies[0].len()});
+    let (status, created) = call(&services, req("POST", "/uploads", Some(body), &editor())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["document_id"].as_str().unwrap().to_owned();
+    for text in &bodies {
+        let mut put = reqwest::Client::new().put(created["upload_url"].as_str().unwrap()).body(text.clone());
+        for (name, value) in created["headers"].as_object().unwrap() {
+            put = put.header(name, value.as_str().unwrap());
+        }
+        assert!(put.send().await.unwrap().status().is_success());
+    }
+    let key = key_of(&services, &id).await;
+    assert_eq!(versions_left(&stack, &key).await, 20);
+
+    // Twenty events (the last upload's handled first, as S3 may deliver them): one ingest.
+    let mut outcomes = Vec::new();
+    for _ in 0..20 {
+        let event = ObjectEvent { created: true, key: key.clone() };
+        outcomes.push(services.ingest.ingestor.handle(&event, ingest_deadline()).await.unwrap());
+    }
+    let indexed = outcomes.iter().filter(|o| matches!(o, Outcome::Indexed { .. })).count();
+    assert_eq!(indexed, 1, "{outcomes:?}");
+    assert_eq!(versions_left(&stack, &key).await, 1, "the later uploads are removed");
+    assert_eq!(stack.get_text(&key).await, bodies[0], "the first upload stays");
+    let text: String = stack.indexed_doc("acme", &id).await.unwrap().chunks.iter().map(|c| c.text.clone()).collect();
+    assert!(text.contains("zebra00") && !text.contains("zebra19"), "{text}");
+    assert_eq!(document(&services, &editor(), &id).await.1["status"], "ready");
+}
+
 #[tokio::test]
 async fn object_removed_event_removes_index_entry_and_record() {
     let stack = TestStack::new().await;

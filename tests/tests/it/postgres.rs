@@ -247,6 +247,9 @@ impl BlobStore for DeleteDuringCommit {
     async fn delete_all_versions(&self, key: &str) -> StoreResult<()> {
         self.bucket.delete_all_versions(key).await
     }
+    async fn keep_first_version(&self, key: &str) -> StoreResult<usize> {
+        self.bucket.keep_first_version(key).await
+    }
     async fn version(&self, key: &str) -> StoreResult<Option<String>> {
         let version = self.bucket.version(key).await?;
         if key == self.key {

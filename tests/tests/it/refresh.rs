@@ -36,7 +36,7 @@ async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
     stack.put("docs/logo.png", "\u{89}PNG".as_bytes()).await;
     stack.put("docs/notes.txt", "not markdown".as_bytes()).await;
 
-    let (status, manifest) = refresh(&services, Some(&token(&["admin"]))).await;
+    let (status, manifest) = refresh(&services, Some(&token(&["platform-admin"]))).await;
     assert_eq!(status, 200, "{manifest}");
     let prompt = stack.get_text("prompt/system_prompt.md").await;
     assert_eq!(
@@ -62,7 +62,7 @@ async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
     assert_eq!(stored["prompt_etag"].as_str(), head.e_tag());
 
     // Versions increase from one refresh to the next.
-    let (_, again) = refresh(&services, Some(&token(&["admin"]))).await;
+    let (_, again) = refresh(&services, Some(&token(&["platform-admin"]))).await;
     assert!(again["version"].as_str().unwrap() > manifest["version"].as_str().unwrap());
 }
 
@@ -70,7 +70,7 @@ async fn refresh_combines_markdown_docs_in_key_order_with_the_base() {
 async fn empty_docs_gives_a_clear_result_and_the_default_prompt() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
-    let (status, manifest) = refresh(&services, Some(&token(&["admin"]))).await;
+    let (status, manifest) = refresh(&services, Some(&token(&["platform-admin"]))).await;
     assert_eq!(status, 200);
     assert_eq!(manifest["documents"], json!([]));
     assert_eq!(manifest["notes"], json!(["docs/ has no markdown files", "the system prompt is the built-in default"]));
@@ -84,7 +84,7 @@ async fn over_budget_docs_are_reported_not_silently_cut() {
     stack.put("docs/a.md", format!("# Short\n\n{}", "word ".repeat(40)).as_bytes()).await; // ~52 tokens
     stack.put("docs/b.md", format!("# Long\n\n{}", "word ".repeat(200)).as_bytes()).await; // ~252 tokens
     stack.put("docs/c.md", "# Tiny\n\nok".as_bytes()).await;
-    let (_, manifest) = refresh(&services, Some(&token(&["admin"]))).await;
+    let (_, manifest) = refresh(&services, Some(&token(&["platform-admin"]))).await;
     assert_eq!(manifest["over_budget"], true);
     assert_eq!(manifest["omitted"], json!(["docs/b.md"]));
     assert_eq!(manifest["documents"][1]["included"], false);
@@ -107,18 +107,40 @@ async fn listing_is_paginated() {
     assert_eq!(manifest.documents[6].key, "docs/06.md");
 }
 
+/// The shared prompt serves every tenant: only the deployment's operators may rebuild it (the
+/// `platform-admin` role, or a subject in `COACH_PLATFORM_ADMINS`), never a tenant's admin or
+/// an API key.
 #[tokio::test]
-async fn only_admins_may_refresh() {
+async fn only_platform_admins_may_refresh() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
-    let (status, body) = refresh(&services, Some(&token(&["editor"]))).await;
-    assert_eq!(status, 403);
-    assert_eq!(body["error"]["message"], "this action needs the admin role");
+    for roles in [&["editor"][..], &["admin"]] {
+        let (status, body) = refresh(&services, Some(&token(roles))).await;
+        assert_eq!(status, 403, "{roles:?}");
+        assert_eq!(body["error"]["message"], "this action needs the platform-admin role");
+    }
     let (status, body) = refresh(&services, None).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
+    // A tenant admin's API key is not accepted here at all.
+    let admin = tokens::for_test("carol", "acme", &["admin"]);
+    let created = events::with(
+        "chat-post.json",
+        "POST",
+        "/api-keys",
+        Some(&json!({"name": "k", "roles": ["admin"]})),
+        Some(&admin),
+    );
+    let created: Value = serde_json::from_slice(chat::handle(&services.chat, created).await.body().as_ref()).unwrap();
+    let (status, body) = refresh(&services, created["key"].as_str()).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (401, Some("API keys are not accepted here")));
     let exists = stack.aws.s3.head_object().bucket(&stack.config.bucket).key("prompt/system_prompt.md").send().await;
     assert!(exists.is_err(), "nothing written for refused callers");
+
+    // A subject the deployment names is a platform admin whatever the token's roles.
+    let operators = stack.with_more_env(&[("COACH_PLATFORM_ADMINS", "someone-else, ada")]).deploy();
+    let (status, body) = refresh(&operators, Some(&token(&["user"]))).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
@@ -157,10 +179,10 @@ async fn chat_sees_the_new_prompt_after_a_refresh() {
         assert_eq!(chat::handle(&services.chat, request).await.status(), StatusCode::OK);
     };
     stack.put("docs/a.md", "# Version one\n".as_bytes()).await;
-    refresh(&services, Some(&token(&["admin"]))).await;
+    refresh(&services, Some(&token(&["platform-admin"]))).await;
     ask().await;
     stack.put("docs/a.md", "# Version two\n".as_bytes()).await;
-    refresh(&services, Some(&token(&["admin"]))).await;
+    refresh(&services, Some(&token(&["platform-admin"]))).await;
     ask().await;
     let systems: Vec<String> = llm
         .received_requests()

@@ -222,6 +222,7 @@ fn bench_prompt(c: &mut Criterion) {
             sources: Vec::new(),
             usage: None,
             model: None,
+            incomplete: false,
             created_at: "2026-11-22T10:00:00Z".into(),
             feedback: None,
         })

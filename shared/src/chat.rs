@@ -344,6 +344,7 @@ impl Chat {
             sources: &prepared.sources,
             usage: Some(completion.usage),
             model: Some(&completion.model),
+            incomplete: false,
         };
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
         let mut used = vec![self.llm.used(&completion)];
@@ -364,6 +365,38 @@ impl Chat {
             usage: completion.usage,
             model: completion.model,
         })
+    }
+
+    /// A streamed reply cut short (the client left, the stream's time ran out, the model
+    /// failed midway): what was generated is stored, marked incomplete, when there is any;
+    /// what the call used is recorded; and the turn's lease is given up, so a retry answers
+    /// it afresh. Best effort: a failure is logged.
+    pub async fn keep_partial(&self, who: &Principal, prepared: &Prepared, partial: &Completion) {
+        let store = async {
+            if partial.text.trim().is_empty() {
+                return;
+            }
+            let reply = NewMessage {
+                role: Author::Assistant,
+                content: &partial.text,
+                sources: &prepared.sources,
+                usage: Some(partial.usage),
+                model: Some(&partial.model),
+                incomplete: true,
+            };
+            let target = Target::Session(&prepared.session_id);
+            if let Err(e) = self.history.add_turn_message(who, target, reply, TurnWrite::None).await {
+                tracing::warn!(problem = %e, "could not store a reply cut short");
+            }
+        };
+        let mut used = vec![self.llm.used(partial)];
+        used.extend(prepared.embedding.clone());
+        let release = async {
+            if let Some(lease) = &prepared.lease {
+                self.release(who, lease).await;
+            }
+        };
+        tokio::join!(store, self.ledger.record_for(who, &used), release);
     }
 
     /// On a session's first exchange: its first title (the message's first words, when it

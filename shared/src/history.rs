@@ -139,7 +139,7 @@ impl History {
         new: NewMessage<'_>,
         turn: TurnWrite<'_>,
     ) -> Result<Option<(String, Message)>, Error> {
-        let NewMessage { role, content, sources, usage, model } = new;
+        let NewMessage { role, content, sources, usage, model, incomplete } = new;
         let (session_id, title) = match into {
             Target::Session(id) => (parse_id(id, "session")?.to_string(), None),
             Target::NewSession { title } => (self.ids.next().to_string(), Some(title_from(title))),
@@ -164,6 +164,7 @@ impl History {
             sources,
             usage,
             model,
+            incomplete,
             now_ms: now,
             expires_at: self.expiry(now),
         };
@@ -181,6 +182,7 @@ impl History {
             sources: sources.to_vec(),
             usage,
             model: model.map(str::to_owned),
+            incomplete,
             created_at: rfc3339(now),
             feedback: None,
         };

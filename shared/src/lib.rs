@@ -53,6 +53,7 @@ pub mod retrieval;
 pub mod retry;
 pub mod secrets;
 pub mod store;
+pub mod streams;
 pub mod titles;
 pub mod usage;
 

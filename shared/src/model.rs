@@ -258,6 +258,10 @@ pub struct Message {
     pub usage: Option<Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A reply cut short (the client left, the stream's time ran out, the model failed
+    /// midway): what was generated until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     pub created_at: String,
     /// The user's rating of a reply, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -272,12 +276,14 @@ pub struct NewMessage<'a> {
     pub sources: &'a [Source],
     pub usage: Option<Usage>,
     pub model: Option<&'a str>,
+    /// A reply cut short (see [`Message::incomplete`]).
+    pub incomplete: bool,
 }
 
 impl<'a> NewMessage<'a> {
     /// The user's message.
     pub fn user(content: &'a str) -> Self {
-        Self { role: Author::User, content, sources: &[], usage: None, model: None }
+        Self { role: Author::User, content, sources: &[], usage: None, model: None, incomplete: false }
     }
 }
 
@@ -472,6 +478,16 @@ pub enum Job {
     /// A session titled from its first exchange by the model (see `titles`), queued by chat
     /// after the reply is stored so the answer never waits for it.
     Title(TitleJob),
+    /// Erasing deleted documents' data from a scope's index objects once readers may no
+    /// longer need them (see `DocumentIndex::purge`), queued by ingest after a delete.
+    Purge(PurgeJob),
+}
+
+/// The scope to purge: a tenant's, or the shared docs' (`None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeJob {
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 /// The session to title: its owner and id.

@@ -229,6 +229,7 @@ mod tests {
             sources: vec![],
             usage: None,
             model: None,
+            incomplete: false,
             created_at: String::new(),
             feedback: None,
         }

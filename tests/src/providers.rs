@@ -145,3 +145,102 @@ impl FakeProvider {
 pub fn pairs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     vars.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
+
+/// An OpenAI-compatible server on a free loopback port that streams every reply slowly:
+/// `pieces` as `chat.completion.chunk` events (the model `gpt-4o-mini-2024-07-18`), `gap`
+/// apart, then the usage chunk and `[DONE]`. For streams that must last (held slots, a
+/// client that leaves, a deadline); each connection is served on a task of its own.
+pub struct SlowStream {
+    pub url: String,
+    /// Connections accepted so far.
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowStream {
+    pub async fn start(pieces: Vec<String>, gap: std::time::Duration) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let pieces = pieces.clone();
+                tokio::spawn(async move {
+                    // The request: its headers, then as much of its body as they announce.
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let header_end = loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&seen[..header_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while seen.len() < header_end + length {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = |data: String| format!("{:x}\r\n{data}\r\n", data.len());
+                    let event = |delta: serde_json::Value, usage: Option<serde_json::Value>| {
+                        let mut body = serde_json::json!({"id": "chatcmpl-slow", "object": "chat.completion.chunk",
+                            "model": Provider::OpenAi.served(), "choices": [{"index": 0, "delta": delta}]});
+                        if let Some(usage) = usage {
+                            body["choices"] = serde_json::json!([]);
+                            body["usage"] = usage;
+                        }
+                        format!("data: {body}\n\n")
+                    };
+                    for piece in &pieces {
+                        let data = event(serde_json::json!({"content": piece}), None);
+                        if socket.write_all(chunk(data).as_bytes()).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(gap).await;
+                    }
+                    let usage = serde_json::json!({"prompt_tokens": 100, "completion_tokens": pieces.len()});
+                    let end = format!(
+                        "{}{}0\r\n\r\n",
+                        chunk(event(serde_json::json!({}), Some(usage))),
+                        chunk("data: [DONE]\n\n".into())
+                    );
+                    let _ = socket.write_all(end.as_bytes()).await;
+                });
+            }
+        });
+        Self { url, connections, task }
+    }
+
+    /// The environment that points Coach's language model here.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("COACH_LLM_PROVIDER", "openai".to_owned()),
+            ("COACH_LLM_BASE_URL", self.url.clone()),
+            ("COACH_LLM_BACKOFF_MS", "1".to_owned()),
+        ]
+    }
+}
+
+impl Drop for SlowStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -163,6 +163,7 @@ async fn handle_job(state: &State, job: &Job, deadline: Deadline) -> Result<(), 
         Job::Embed(job) => log(&job.key, &outcome),
         Job::Reembed(job) => log(&format!("tenant {}", job.tenant), &outcome),
         Job::Object(job) => log(&job.key, &outcome),
+        Job::Purge(job) => log(&format!("index of {}", job.tenant.as_deref().unwrap_or("the shared docs")), &outcome),
         Job::Title(_) => {}
     }
     outcome.map(|_| ())
@@ -203,6 +204,7 @@ fn log(key: &str, outcome: &Result<Outcome, Error>) {
         Ok(Outcome::Embedding { .. }) => "embedding",
         Ok(Outcome::Failed(_)) => "failed",
         Ok(Outcome::Removed) => "removed",
+        Ok(Outcome::Purged) => "purged",
         Ok(Outcome::Queued(_)) => "queued",
         Ok(Outcome::Skipped(_)) => "skipped",
         Err(_) => "error",
@@ -219,6 +221,7 @@ fn log(key: &str, outcome: &Result<Outcome, Error>) {
         }
         Ok(Outcome::Failed(reason)) => tracing::warn!(key, reason, "document failed"),
         Ok(Outcome::Removed) => tracing::info!(key, "removed"),
+        Ok(Outcome::Purged) => tracing::info!(key, "removed documents' data purged"),
         Ok(Outcome::Queued(jobs)) => tracing::info!(key, jobs, "embedding jobs queued"),
         Ok(Outcome::Skipped(why)) => tracing::info!(key, why, "skipped"),
         Err(err) => tracing::error!(key, error = %err, cause = %err.causes(), "ingest failed; will be retried"),

@@ -12,7 +12,12 @@
 //!
 //! After each add, maintenance runs under a lease held in the manifest: compaction (see
 //! [`Manifest::plan_compaction`]), rebuilding segments readers reported damaged from the
-//! documents' deltas, and deleting objects nothing references any more.
+//! documents' deltas, and deleting objects nothing references any more (every version of
+//! them: the bucket is versioned). After a remove, ingest purges the scope
+//! ([`DocumentIndex::purge`]): the segments holding the document's data are rewritten at
+//! once, and what they leave is deleted past the grace period, so a deleted document's text
+//! leaves the bucket within `COACH_INDEX_GC_GRACE_SECS` even if the scope is never written
+//! again.
 
 use std::{
     collections::HashMap,
@@ -328,8 +333,21 @@ impl IndexWriter {
     /// Rounds of maintenance until nothing is left to do: a burst of adds can queue more
     /// segments than one compaction takes, while its lease keeps other writers out.
     async fn try_maintain(&self, scope: &Scope, mut current: Option<Current>) -> Result<(), Error> {
+        self.maintain_rounds(scope, current.take(), false).await
+    }
+
+    /// Up to [`MAX_ROUNDS`] rounds of maintenance, the first collecting unreferenced objects
+    /// whether or not it is due when `collect_now`.
+    async fn maintain_rounds(
+        &self,
+        scope: &Scope,
+        mut current: Option<Current>,
+        collect_now: bool,
+    ) -> Result<(), Error> {
+        let mut collect_now = collect_now;
         for _ in 0..MAX_ROUNDS {
-            match self.maintain_once(scope, current.take()).await? {
+            let round = self.maintain_once(scope, current.take(), std::mem::take(&mut collect_now)).await?;
+            match round {
                 Some(written) => current = Some(written),
                 None => break,
             }
@@ -337,8 +355,14 @@ impl IndexWriter {
         Ok(())
     }
 
-    /// One round: returns the manifest written when it compacted something.
-    async fn maintain_once(&self, scope: &Scope, current: Option<Current>) -> Result<Option<Current>, Error> {
+    /// One round: returns the manifest written when it compacted something. Unreferenced
+    /// objects are collected every few minutes, or now with `collect_now`.
+    async fn maintain_once(
+        &self,
+        scope: &Scope,
+        current: Option<Current>,
+        collect_now: bool,
+    ) -> Result<Option<Current>, Error> {
         let damaged = self.store.damaged(scope).await.map_err(index_error)?;
         let mut current = match current {
             Some(current) => current,
@@ -347,7 +371,7 @@ impl IndexWriter {
         let now = now_ms();
         let plan = current.manifest.plan_compaction(self.config.segment_bytes, &damaged);
         let collect_every = self.config.gc_grace.min(Duration::from_secs(600)).as_millis() as u64;
-        let collect = now.saturating_sub(current.manifest.collected_ms) >= collect_every;
+        let collect = collect_now || now.saturating_sub(current.manifest.collected_ms) >= collect_every;
         let stale_reports: Vec<&String> =
             damaged.iter().filter(|id| !current.manifest.segments.iter().any(|s| &s.id == *id)).collect();
         for id in stale_reports {
@@ -503,6 +527,19 @@ impl DocumentIndex for IndexWriter {
 
     async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
         self.read_document(scope, id).await
+    }
+
+    async fn purge(&self, scope: &Scope) -> Result<Option<Duration>, Error> {
+        // Compaction rewrites the segments holding removed documents' data (they are stale);
+        // the objects they leave are retired, and deleted once past the grace period.
+        self.maintain_rounds(scope, None, true).await?;
+        let manifest = self.current(scope).await?.manifest;
+        let now = now_ms();
+        let grace = self.config.gc_grace.as_millis() as u64;
+        // The oldest retired object's time left, or a compaction of another writer's.
+        let waits = manifest.retired.iter().map(|r| (r.since_ms + grace).saturating_sub(now));
+        let lease = (manifest.compacting_until_ms > now).then(|| manifest.compacting_until_ms - now);
+        Ok(waits.chain(lease).min().map(|ms| Duration::from_millis(ms.max(1000))))
     }
 }
 

@@ -60,6 +60,15 @@ impl Ingestor {
             Job::Object(job) => self.handle(&ObjectEvent { created: true, key: job.key.clone() }, deadline).await,
             // The titler's (the ingest function hands it there).
             Job::Title(_) => Ok(Outcome::Skipped("a title job is not an ingest job")),
+            Job::Purge(job) => {
+                let scope = match &job.tenant {
+                    Some(tenant) if crate::auth::validate_tenant(tenant).is_ok() => Scope::Tenant(tenant.clone()),
+                    Some(_) => return Ok(Outcome::Skipped("not a tenant")),
+                    None => Scope::Global,
+                };
+                self.purge(&scope).await?;
+                Ok(Outcome::Purged)
+            }
         }
     }
 

@@ -53,7 +53,7 @@ use crate::{
     embeddings::{EmbedError, Embedder},
     error::Error,
     ids::now_ms,
-    model::{Chunk, EmbedJob, Finished, Job, Kind, NewDocument, Scope, Shard},
+    model::{Chunk, EmbedJob, Finished, Job, Kind, NewDocument, PurgeJob, Scope, Shard},
     store::{Added, BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
     usage::Ledger,
 };
@@ -149,6 +149,9 @@ pub enum Outcome {
     },
     Failed(String),
     Removed,
+    /// What removed documents left in a scope's index objects erased (as far as the grace
+    /// period allows; the rest is queued).
+    Purged,
     /// Jobs queued (re-embedding a tenant).
     Queued(usize),
     /// Nothing to do, and why.
@@ -283,6 +286,10 @@ impl Ingestor {
                     self.records.delete(&target.scope, &target.id).await?
                 }
                 _ => {}
+            }
+            // Its text leaves the stored index objects now, and past the grace period.
+            if let Err(e) = self.purge(&target.scope).await {
+                tracing::warn!(problem = %e, "could not purge a removed document's index data yet");
             }
             return done(Outcome::Removed);
         }
@@ -440,6 +447,20 @@ impl Ingestor {
             return Err(Error::internal("an embedding job without a job queue"));
         };
         Ok(queue.send(job).await?)
+    }
+
+    /// Erases what removed documents left in `scope`'s index objects ([`DocumentIndex::purge`])
+    /// and, when some must wait for the grace period, queues a purge job for then (without a
+    /// queue, the next write to the scope collects it).
+    async fn purge(&self, scope: &Scope) -> Result<(), Error> {
+        let Some(wait) = self.index.purge(scope).await? else { return Ok(()) };
+        let Some(queue) = &self.queue else { return Ok(()) };
+        let tenant = match scope {
+            Scope::Tenant(tenant) => Some(tenant.clone()),
+            Scope::Global => None,
+        };
+        queue.send_later(&Job::Purge(PurgeJob { tenant }), wait).await?;
+        Ok(())
     }
 
     /// Marks the document `failed` with `reason`.

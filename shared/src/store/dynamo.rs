@@ -16,6 +16,8 @@
 //! | feedback counters of a day | `TENANT#{t}#USAGE` | `FEEDBACK#{yyyy-mm-dd}` | - |
 //! | API key | `APIKEY#{id}` | `APIKEY` | `TENANT#{t}#APIKEYS` / `{created_ms:013}#{id}` |
 //! | audit event | `TENANT#{t}#AUDIT` | `EVENT#{ulid}` | - |
+//! | audit claim (a refusal's minute) | `TENANT#{t}#AUDIT#CLAIMS` | `{operation}#{user}#{route}` | - |
+//! | stream slot | `TENANT#{t}#STREAMS` | `SLOT#{n:04}` | - |
 //!
 //! User ids are escaped (`#` and `%`) so no id can reach into another's keys. Sessions are
 //! listed most recently active first through `gsi1`; messages sort by their ULIDs. Messages,
@@ -36,8 +38,8 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 use super::{
     aws::{classify, service_error},
     AnswerCache, ApiKeyStore, Appended, AuditLog, AuditRecord, Counter, Counters, DocumentStore, Failure, HistoryStore,
-    NewSession, Probe, Renamer, SessionWrite, StoreError, StoreResult, StoredApiKey, StoredMessage, TurnRecord,
-    TurnWrite, UsageEntry, UsageLedger,
+    NewSession, Probe, Renamer, SessionWrite, StoreError, StoreResult, StoredApiKey, StoredMessage, StreamSlots,
+    TurnRecord, TurnWrite, UsageEntry, UsageLedger,
 };
 use crate::{
     ids::rfc3339,
@@ -285,6 +287,7 @@ fn message_from(item: &Item) -> StoreResult<Message> {
         sources,
         usage,
         model: string(item, "model").map(str::to_owned),
+        incomplete: item.get("incomplete").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
         created_at: rfc3339(number(item, "created_at").ok_or_else(corrupt)?),
         feedback,
     })
@@ -311,6 +314,9 @@ fn message_item(owner: Owner, session_id: &str, m: &StoredMessage) -> StoreResul
     }
     if let Some(model) = m.model {
         item.insert("model".to_owned(), s(model));
+    }
+    if m.incomplete {
+        item.insert("incomplete".to_owned(), AttributeValue::Bool(true));
     }
     Ok(item)
 }
@@ -1276,6 +1282,74 @@ impl AuditLog for DynamoTable {
             _ => None,
         };
         Ok(Page { items, next_cursor })
+    }
+}
+
+fn streams_pk(tenant: &str) -> String {
+    format!("TENANT#{tenant}#STREAMS")
+}
+
+#[async_trait]
+impl StreamSlots for DynamoTable {
+    async fn slots(&self, tenant: &str, now_ms: u64) -> StoreResult<Vec<u32>> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&streams_pk(tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| service_error("read stream slots", e))?;
+        Ok(output
+            .items()
+            .iter()
+            .filter(|item| number(item, "until").is_some_and(|until| until > now_ms))
+            .filter_map(|item| string(item, "sk")?.strip_prefix("SLOT#")?.parse().ok())
+            .collect())
+    }
+
+    async fn take_slot(
+        &self,
+        tenant: &str,
+        number: u32,
+        holder: &str,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> StoreResult<bool> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(&streams_pk(tenant)))
+            .item("sk", s(&format!("SLOT#{number:04}")))
+            .item("holder", s(holder))
+            .item("until", n(until_ms))
+            .item("expires_at", n(until_ms.div_ceil(1000)))
+            .condition_expression("attribute_not_exists(sk) OR #until <= :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":now", n(now_ms));
+        match put.send().await.map_err(|e| write_error("take a stream slot", e)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn free_slot(&self, tenant: &str, number: u32, holder: &str) -> StoreResult<()> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(&streams_pk(tenant)))
+            .key("sk", s(&format!("SLOT#{number:04}")))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder));
+        match delete.send().await.map_err(|e| write_error("give a stream slot back", e)) {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 

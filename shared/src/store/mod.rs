@@ -156,6 +156,7 @@ pub struct StoredMessage<'a> {
     pub sources: &'a [Source],
     pub usage: Option<Usage>,
     pub model: Option<&'a str>,
+    pub incomplete: bool,
     pub now_ms: u64,
     pub expires_at: u64,
 }
@@ -413,6 +414,21 @@ pub trait ApiKeyStore: Send + Sync {
     async fn delete_key(&self, tenant: &str, id: &str) -> StoreResult<bool>;
 }
 
+// ------------------------------------------------------------------ stream slots
+
+/// A tenant's numbered stream slots (see [`crate::streams`]).
+#[async_trait]
+pub trait StreamSlots: Send + Sync {
+    /// The numbers of `tenant`'s slots held at `now_ms` (their lease not yet past).
+    async fn slots(&self, tenant: &str, now_ms: u64) -> StoreResult<Vec<u32>>;
+    /// Takes slot `number` for `holder` until `until_ms`, if it is free at `now_ms`: whether
+    /// this call took it.
+    async fn take_slot(&self, tenant: &str, number: u32, holder: &str, until_ms: u64, now_ms: u64)
+        -> StoreResult<bool>;
+    /// Gives slot `number` back, if `holder` still holds it.
+    async fn free_slot(&self, tenant: &str, number: u32, holder: &str) -> StoreResult<()>;
+}
+
 // ------------------------------------------------------------------ answers
 
 /// Answers kept for a while per tenant, under a key their caller derives from everything
@@ -579,6 +595,11 @@ pub trait DocumentIndex: Send + Sync {
     async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error>;
     /// Document `id` as indexed (chunks and vectors); `None` when the scope has no such document.
     async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error>;
+    /// Erases what removed documents left in the scope's stored objects: rewrites now what
+    /// still holds their data, and deletes (every version of) what nothing references once
+    /// readers may no longer need it. `Some(wait)` when some is left to delete after that
+    /// grace period: call again after `wait`.
+    async fn purge(&self, scope: &Scope) -> Result<Option<std::time::Duration>, Error>;
 }
 
 /// A query's embedding while it is computed: a future, so a store can load what it needs
@@ -613,6 +634,8 @@ pub trait PassageSearch: Send + Sync {
 pub trait JobQueue: Send + Sync {
     /// Queues a job for the ingest function.
     async fn send(&self, job: &Job) -> StoreResult<()>;
+    /// Queues a job delivered after `delay` (at most 15 minutes).
+    async fn send_later(&self, job: &Job, delay: std::time::Duration) -> StoreResult<()>;
 }
 
 // ------------------------------------------------------------------ secrets and health

@@ -781,6 +781,11 @@ impl PassageSearch for PgIndex {
 
 #[async_trait]
 impl DocumentIndex for PgIndex {
+    async fn purge(&self, _scope: &Scope) -> Result<Option<std::time::Duration>, Error> {
+        // A remove deletes the document's rows in its transaction: nothing is left to rewrite.
+        Ok(None)
+    }
+
     async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
         self.migrate().await?;
         let dims = doc.dims;

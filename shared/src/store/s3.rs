@@ -308,7 +308,8 @@ impl IndexStore for S3Bucket {
     }
 
     async fn delete_segment(&self, scope: &Scope, id: &str) -> StoreResult<()> {
-        BlobStore::delete(self, &segment_key(scope, id)).await
+        // Every version: in the versioned bucket a plain delete keeps the data, hidden.
+        BlobStore::delete_all_versions(self, &segment_key(scope, id)).await
     }
 
     async fn segments(&self, scope: &Scope) -> StoreResult<Vec<(String, u64)>> {
@@ -362,7 +363,7 @@ impl IndexStore for S3Bucket {
     }
 
     async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()> {
-        BlobStore::delete(self, &shard.key).await
+        BlobStore::delete_all_versions(self, &shard.key).await
     }
 }
 

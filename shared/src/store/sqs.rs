@@ -21,12 +21,19 @@ impl SqsQueue {
 #[async_trait]
 impl JobQueue for SqsQueue {
     async fn send(&self, job: &Job) -> StoreResult<()> {
+        self.send_later(job, std::time::Duration::ZERO).await
+    }
+
+    async fn send_later(&self, job: &Job, delay: std::time::Duration) -> StoreResult<()> {
         // The message body is the job as JSON, tagged by its `job` field.
         let body = serde_json::to_string(job).map_err(|_| StoreError::Corrupt("job"))?;
+        // SQS delays a message by at most 15 minutes.
+        let delay = delay.as_secs().min(900) as i32;
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .set_delay_seconds((delay > 0).then_some(delay))
             .send()
             .await
             .map_err(|e| service_error("queue a job", e))?;

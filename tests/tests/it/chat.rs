@@ -605,7 +605,7 @@ async fn anthropic_stream_and_gemini_stream() {
 }
 
 #[tokio::test]
-async fn upstream_error_mid_stream_ends_with_an_error_event_and_keeps_the_user_message() {
+async fn upstream_error_mid_stream_ends_with_an_error_event_and_keeps_what_was_written() {
     let server = MockServer::start().await;
     Mock::given(matchers::path("/v1/messages"))
         .respond_with(sse(&[
@@ -630,8 +630,11 @@ async fn upstream_error_mid_stream_ends_with_an_error_event_and_keeps_the_user_m
 
     let (_, list) = call(&services, req("GET", "/sessions", None, &alice())).await;
     let stored = messages(&services, &alice(), list["sessions"][0]["session_id"].as_str().unwrap()).await;
-    assert_eq!(stored.len(), 1, "no half reply stored");
-    assert_eq!(stored[0]["content"], "keep me");
+    // Newest first: the half reply, marked incomplete, after the user's message.
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!((stored[0]["content"].as_str(), stored[0]["incomplete"].as_bool()), (Some("Partial"), Some(true)));
+    assert_eq!(stored[1]["content"], "keep me");
+    assert!(stored[1].get("incomplete").is_none(), "only a reply cut short says so");
 }
 
 #[tokio::test]
@@ -663,7 +666,7 @@ async fn none_provider_streams_the_offline_answer() {
 }
 
 #[tokio::test]
-async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
+async fn a_client_leaving_mid_stream_stops_the_reply_and_what_was_written_is_kept() {
     let server = MockServer::start().await;
     Mock::given(matchers::path("/v1/messages"))
         .respond_with(sse(&[
@@ -700,7 +703,8 @@ async fn reply_is_stored_even_when_the_client_leaves_mid_stream() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(stored.len(), 2, "reply stored after the client left");
-    assert_eq!(stored[0]["content"], "Whole reply.");
+    // The first token could not be sent: the model is read no further.
+    assert_eq!((stored[0]["content"].as_str(), stored[0]["incomplete"].as_bool()), (Some("Whole "), Some(true)));
 }
 
 #[tokio::test]

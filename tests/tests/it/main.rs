@@ -46,6 +46,7 @@ mod readme;
 mod refresh;
 mod retrieval;
 mod sandbox;
+mod streams;
 mod sweep;
 mod titles;
 mod usage;

@@ -49,8 +49,8 @@ async fn calls_the_template_does_not_allow_are_denied_and_named() {
     assert!(query(&ingest).await.is_ok());
     let refresh = enforcing(&stack.aws, iam.enforcer("DocsRefreshFunction"));
     assert!(query(&refresh).await.is_err());
-    // Versions are listed only under uploads/.
-    let versions = ingest.s3.list_object_versions().bucket(bucket).prefix("index/").send().await;
+    // Versions are listed only under uploads/ and index/.
+    let versions = ingest.s3.list_object_versions().bucket(bucket).prefix("prompt/").send().await;
     assert!(versions.is_err());
     assert!(ingest.s3.list_object_versions().bucket(bucket).prefix("uploads/t/").send().await.is_ok());
 
@@ -68,12 +68,12 @@ async fn calls_the_template_does_not_allow_are_denied_and_named() {
         denials[1]
     );
     assert!(
-        denials[2].contains("s3:ListBucketVersions") && denials[2].contains(r#"{"s3:prefix": "index/"}"#),
+        denials[2].contains("s3:ListBucketVersions") && denials[2].contains(r#"{"s3:prefix": "prompt/"}"#),
         "{}",
         denials[2]
     );
     assert!(
-        denials[2].contains("ListUploadVersions grants it"),
+        denials[2].contains("ListVersions grants it"),
         "names the statement that grants it elsewhere: {}",
         denials[2]
     );

@@ -120,3 +120,69 @@ async fn the_sweeper_fails_or_reingests_what_ingest_left_unfinished() {
     assert_eq!(swept, Swept::default());
     assert!(table.unfinished(later, 100).await.unwrap().is_empty());
 }
+
+/// Every version of every object in the bucket that holds `needle`, by key.
+async fn holding(stack: &TestStack, needle: &str) -> Vec<String> {
+    let s3 = &stack.aws.s3;
+    let bucket = &stack.config.bucket;
+    let listed = s3.list_object_versions().bucket(bucket).send().await.unwrap();
+    assert!(!listed.is_truncated().unwrap_or(false), "a test bucket lists in one page");
+    let mut found = Vec::new();
+    for version in listed.versions() {
+        let (key, id) = (version.key().unwrap(), version.version_id().unwrap());
+        let object = s3.get_object().bucket(bucket).key(key).version_id(id).send().await.unwrap();
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            found.push(format!("{key} ({id})"));
+        }
+    }
+    found
+}
+
+/// Erasure: once a document is deleted, its text leaves every object version in the
+/// (versioned) bucket within the index's grace period, though its tenant never writes again:
+/// its removal rewrites the segments holding it at once, and queues a purge job for when the
+/// objects readers might still use may go; the job deletes every version of them.
+#[tokio::test]
+async fn a_deleted_documents_text_leaves_every_object_version_after_the_grace_period() {
+    use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+    use coach::ingest::{ObjectEvent, Outcome};
+    let (stack, jobs) = with_jobs_queue().await;
+    let stack = stack.with_more_env(&[("COACH_INDEX_GC_GRACE_SECS", "2")]);
+    let versioning = VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build();
+    let bucket = &stack.config.bucket;
+    stack.aws.s3.put_bucket_versioning().bucket(bucket).versioning_configuration(versioning).send().await.unwrap();
+    let services = stack.deploy();
+    let secret = "Zebrafish-salary-7734";
+    let kept =
+        coach_testkit::flows::add(&stack, &services, "acme", "kept.md", "# Kept\n\nQuokka handbook stays.\n").await;
+    let (id, key) = upload(&services, "secret.md", &format!("# Salaries\n\n{secret} is confidential.\n"), true).await;
+    let event = ObjectEvent { created: true, key: key.clone() };
+    assert!(matches!(
+        services.ingest.ingestor.handle(&event, ingest_deadline()).await.unwrap(),
+        Outcome::Indexed { .. }
+    ));
+    assert!(!holding(&stack, secret).await.is_empty());
+
+    // Deleted; S3's ObjectRemoved event reaches ingest.
+    assert_eq!(call(&services, "DELETE", &format!("/documents/{id}"), None).await.0, StatusCode::NO_CONTENT);
+    let removed = ObjectEvent { created: false, key };
+    assert_eq!(services.ingest.ingestor.handle(&removed, ingest_deadline()).await.unwrap(), Outcome::Removed);
+    // Readers may still hold the old segments for the grace period: the text is kept that long.
+    assert!(!holding(&stack, secret).await.is_empty(), "kept for readers during the grace period");
+
+    // The purge job, delivered past the grace period, deletes every version left.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let mut delivered = 0;
+    for _ in 0..5 {
+        delivered += queues::deliver(&stack.aws.sqs, &services.ingest, &jobs).await;
+        if holding(&stack, secret).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(delivered >= 1, "a purge job was queued");
+    assert_eq!(holding(&stack, secret).await, Vec::<String>::new(), "no version holds the deleted text");
+    // The tenant's other document is still found.
+    assert!(coach_testkit::flows::cited(&services, "acme", "Quokka handbook").await.contains(&kept));
+}

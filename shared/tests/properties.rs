@@ -10,11 +10,22 @@ use coach::{
     },
     llm::sse::SseDecoder,
     model::Kind,
+    usage::base_name,
 };
 use proptest::prelude::*;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// A served model name (the provider's text) never panics the price lookup, and its base
+    /// is a non-empty start of it, itself its own base.
+    #[test]
+    fn base_names_are_prefixes_and_fixed_points(name in "[a-z0-9.@:é-]{0,40}|.*") {
+        let base = base_name(&name);
+        prop_assert!(name.starts_with(base));
+        prop_assert!(base.is_empty() == name.split('@').next().unwrap_or("").is_empty());
+        prop_assert_eq!(base_name(base), base);
+    }
 
     #[test]
     fn safe_filenames_are_safe(name in any::<String>()) {

@@ -93,9 +93,9 @@ impl Retriever {
             }
             let texts = [query.to_owned()];
             match self.embedder.embed(&texts).await {
-                Ok(mut v) => {
-                    *metered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.embedder.usage_of(&texts);
-                    v.pop().map(|v| (self.embedder.model(), v))
+                Ok(mut embedded) => {
+                    *metered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = embedded.used;
+                    embedded.vectors.pop().map(|v| (self.embedder.model(), v))
                 }
                 Err(e) => {
                     tracing::warn!(problem = ?e, "query embedding failed; searching words only");

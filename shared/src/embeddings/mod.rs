@@ -124,6 +124,13 @@ impl From<EmbedError> for Error {
     }
 }
 
+/// Vectors, and what computing them used (`None`: not metered).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub used: Option<ModelUsage>,
+}
+
 pub struct Embedder {
     config: EmbeddingConfig,
     http: reqwest::Client,
@@ -150,25 +157,12 @@ impl Embedder {
         &self.config.model
     }
 
-    /// What embedding `texts` used, for the usage ledger, when the provider is a paid API
-    /// (the embedded model and `none` are not metered): the texts' estimated tokens, one call
-    /// per batch.
-    pub fn usage_of(&self, texts: &[String]) -> Option<ModelUsage> {
-        if !matches!(self.config.provider, EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini) || texts.is_empty() {
-            return None;
-        }
-        let tokens = texts.iter().map(|t| u64::from(crate::prompt::estimate_tokens(t))).sum();
-        Some(ModelUsage {
-            model: self.config.model.clone(),
-            requested: self.config.model.clone(),
-            usage: Usage { input_tokens: tokens, output_tokens: 0 },
-            calls: texts.len().div_ceil(BATCH) as u64,
-        })
-    }
-
-    /// One vector per text, all of one length.
+    /// One vector per text, all of one length, and what computing them used when the
+    /// provider is a paid API (the embedded model and `none` are not metered): the tokens the
+    /// API reported (OpenAI's `usage.prompt_tokens`), else the texts' estimated tokens, under
+    /// the model name the API served (OpenAI's `model`), one call per batch.
     /// In an `embedding` span (model, texts, latency, outcome; never the text).
-    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub async fn embed(&self, texts: &[String]) -> Result<Embedded, EmbedError> {
         use tracing::Instrument;
         let span = tracing::info_span!(
             "embedding",
@@ -181,7 +175,7 @@ impl Embedder {
         let embedded = async {
             match self.config.provider {
                 EmbeddingProvider::None => Err(EmbedError::Refused("no embedding provider is configured".into())),
-                EmbeddingProvider::Local => self.embed_locally(texts).await,
+                EmbeddingProvider::Local => Ok(Embedded { vectors: self.embed_locally(texts).await?, used: None }),
                 EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini => self.embed_remotely(texts).await,
             }
         }
@@ -229,13 +223,14 @@ impl Embedder {
         })
     }
 
-    async fn embed_remotely(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    async fn embed_remotely(&self, texts: &[String]) -> Result<Embedded, EmbedError> {
         let key = match self.secrets.field(EMBEDDING_KEY_FIELD).await {
             Ok(Some(key)) => Some(key),
             Ok(None) => self.secrets.field(LLM_API_KEY_FIELD).await.ok().flatten(),
             Err(e) => return Err(EmbedError::Unavailable(e.to_string())),
         };
         let mut vectors = Vec::with_capacity(texts.len());
+        let (mut served, mut tokens) = (None::<String>, 0u64);
         for batch in texts.chunks(BATCH) {
             let (url, body) = match self.config.provider {
                 EmbeddingProvider::None | EmbeddingProvider::Local => {
@@ -285,12 +280,25 @@ impl Embedder {
                 .filter(|v| v.len() == batch.len())
                 .ok_or_else(|| EmbedError::Unavailable("the embedding service sent an unexpected reply".into()))?;
             vectors.extend(batch_vectors);
+            // What the API says it served and counted (OpenAI); Gemini says neither.
+            if let Some(model) = body["model"].as_str().filter(|m| !m.is_empty() && m.len() <= 200) {
+                served = Some(model.to_owned());
+            }
+            tokens += body["usage"]["prompt_tokens"]
+                .as_u64()
+                .unwrap_or_else(|| batch.iter().map(|t| u64::from(crate::prompt::estimate_tokens(t))).sum());
         }
         let dims = vectors.first().map_or(0, Vec::len);
         if dims == 0 || vectors.iter().any(|v| v.len() != dims) {
             return Err(EmbedError::Unavailable("the embedding service sent vectors of different lengths".into()));
         }
-        Ok(vectors)
+        let used = ModelUsage {
+            model: served.unwrap_or_else(|| self.config.model.clone()),
+            requested: self.config.model.clone(),
+            usage: Usage { input_tokens: tokens, output_tokens: 0 },
+            calls: texts.len().div_ceil(BATCH) as u64,
+        };
+        Ok(Embedded { vectors, used: Some(used) })
     }
 }
 

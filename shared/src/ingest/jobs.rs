@@ -140,9 +140,9 @@ impl Ingestor {
                     return Ok(Outcome::Skipped("the embedding provider refused the document's chunks"));
                 }
             };
-            self.meter(scope, &texts).await;
-            dims = embedded.first().map_or(0, Vec::len);
-            vectors.extend(embedded.into_iter().flatten());
+            self.meter(scope, embedded.used.as_ref()).await;
+            dims = embedded.vectors.first().map_or(0, Vec::len);
+            vectors.extend(embedded.vectors.into_iter().flatten());
             to = end;
         }
         let part = Shard {

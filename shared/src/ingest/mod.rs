@@ -53,7 +53,7 @@ use crate::{
     embeddings::{EmbedError, Embedder},
     error::Error,
     ids::now_ms,
-    model::{Chunk, EmbedJob, Finished, Job, Kind, NewDocument, PurgeJob, Scope, Shard},
+    model::{Chunk, EmbedJob, Finished, Job, Kind, ModelUsage, NewDocument, PurgeJob, Scope, Shard},
     store::{Added, BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
     usage::Ledger,
 };
@@ -252,11 +252,10 @@ impl Ingestor {
         self
     }
 
-    /// Records what embedding `texts` of a document in `scope` used, when metered.
-    async fn meter(&self, scope: &Scope, texts: &[String]) {
-        if let (Some(ledger), Scope::Tenant(tenant), Some(used)) = (&self.ledger, scope, self.embedder.usage_of(texts))
-        {
-            ledger.record(tenant, None, &used).await;
+    /// Records what embedding a document of `scope`'s used, when metered.
+    async fn meter(&self, scope: &Scope, used: Option<&ModelUsage>) {
+        if let (Some(ledger), Scope::Tenant(tenant), Some(used)) = (&self.ledger, scope, used) {
+            ledger.record(tenant, None, used).await;
         }
     }
 
@@ -436,10 +435,10 @@ impl Ingestor {
             return Ok((None, 0, Vec::new()));
         }
         let texts: Vec<String> = chunks.iter().map(embedding_text).collect();
-        let vectors = self.embedder.embed(&texts).await?;
-        self.meter(scope, &texts).await;
-        let dims = vectors.first().map_or(0, Vec::len);
-        Ok((Some(self.embedder.model().to_owned()), dims as u32, vectors.into_iter().flatten().collect()))
+        let embedded = self.embedder.embed(&texts).await?;
+        self.meter(scope, embedded.used.as_ref()).await;
+        let dims = embedded.vectors.first().map_or(0, Vec::len);
+        Ok((Some(self.embedder.model().to_owned()), dims as u32, embedded.vectors.into_iter().flatten().collect()))
     }
 
     async fn queue_job(&self, job: &Job) -> Result<(), Error> {

@@ -116,7 +116,7 @@ async fn local_is_the_default_provider_and_loads_its_model_on_the_first_embeddin
     assert_eq!(embedder.model(), "all-minilm-l6-v2");
     let cases = reference();
     let texts: Vec<String> = cases.iter().map(|c| c.text.clone()).collect();
-    assert_matches(&cases, &embedder.embed(&texts).await.unwrap());
+    assert_matches(&cases, &embedder.embed(&texts).await.unwrap().vectors);
 }
 
 #[tokio::test]

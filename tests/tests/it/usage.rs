@@ -232,10 +232,14 @@ async fn calls_to_a_paid_embedding_api_are_counted_for_the_tenant_and_the_asking
     Mock::given(matchers::path("/embeddings"))
         .respond_with(|request: &wiremock::Request| {
             let body: Value = request.body_json().unwrap();
-            let data: Vec<Value> = (0..body["input"].as_array().unwrap().len())
-                .map(|i| json!({"index": i, "embedding": [1.0, 0.0, 0.0]}))
-                .collect();
-            ResponseTemplate::new(200).set_body_json(json!({"data": data, "model": "test-embed"}))
+            let inputs = body["input"].as_array().unwrap().len();
+            let data: Vec<Value> =
+                (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": [1.0, 0.0, 0.0]})).collect();
+            // As OpenAI answers: the model it served, and the tokens it counted (7 a text here).
+            let usage = json!({"prompt_tokens": 7 * inputs, "total_tokens": 7 * inputs});
+            ResponseTemplate::new(200).set_body_json(
+                json!({"object": "list", "data": data, "model": "test-embed-2024-07-18", "usage": usage}),
+            )
         })
         .mount(&embeddings)
         .await;
@@ -261,16 +265,21 @@ async fn calls_to_a_paid_embedding_api_are_counted_for_the_tenant_and_the_asking
         .iter()
         .map(|m| (m["model"].as_str().unwrap(), m["requests"].as_u64().unwrap()))
         .collect();
-    // The document's chunks (one call) and the question (one call); the `none` model's turn.
-    assert_eq!(models, vec![("test-embed", 2), ("none", 1)], "{tenant}");
+    // The document's chunk (one call) and the question (one call), under the served name at
+    // the requested name's price, with the tokens the API counted; the `none` model's turn.
+    assert_eq!(models, vec![("test-embed-2024-07-18", 2), ("none", 1)], "{tenant}");
     let embedded = &tenant["models"][0];
-    assert!(embedded["input_tokens"].as_u64().unwrap() > 5 && embedded["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        (embedded["input_tokens"].as_u64(), embedded["cost_usd"].as_f64()),
+        (Some(14), Some(0.0014)),
+        "{tenant}"
+    );
     let (_, own) = call(&services, "GET", "/usage", None, &user("alice")).await;
     let own_models: Vec<&str> =
         own["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
     assert_eq!(
         own_models,
-        vec!["test-embed", "none"],
+        vec!["test-embed-2024-07-18", "none"],
         "the question's embedding is alice's; the document's the tenant's"
     );
     assert_eq!(own["models"][0]["requests"], 1);

@@ -66,7 +66,7 @@ pub struct ApiKeyInfo {
     pub created_by: String,
     /// When the key stops working; `null`: never.
     pub expires_at: Option<String>,
-    /// When the key was last used, to the minute; `null`: never.
+    /// Its last recorded use (recorded at most once a minute); `null`: never.
     pub last_used_at: Option<String>,
 }
 

@@ -6,9 +6,10 @@
 //! (`TENANT#{t}#STREAMS` / `SLOT#{n}`), taken with a conditional write that succeeds only on
 //! a free slot (missing, or its lease past) and given back when the stream ends, on every
 //! path. A slot whose instance died frees itself when its lease (the stream function's
-//! timeout) is past, and the table's TTL removes it. Taking a slot reads the tenant's slots
-//! (one Query) and writes one (a conditional PutItem), trying again if another stream took
-//! it meanwhile. With every slot taken, 429 with `Retry-After`.
+//! timeout) is past, and the table's TTL removes it. Taking a slot first tries one at random
+//! (one conditional PutItem: a lightly used tenant's stream waits one round trip); when that
+//! one is taken, it reads the tenant's slots (one Query) and tries a free one, again if
+//! another stream took it meanwhile. With every slot taken, 429 with `Retry-After`.
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,6 +57,12 @@ impl Streams {
         }
         let unavailable = |e| Error::unavailable("stream capacity cannot be checked", e);
         let holder = ulid::Ulid::generate().to_string();
+        let lease = self.lease.as_millis() as u64;
+        let first = fastrand::u32(0..self.per_tenant);
+        let now = now_ms();
+        if self.store.take_slot(tenant, first, &holder, now + lease, now).await.map_err(unavailable)? {
+            return Ok(Some(Slot { tenant: tenant.to_owned(), number: first, holder }));
+        }
         for _ in 0..TAKE_TRIES {
             let now = now_ms();
             let taken = self.store.slots(tenant, now).await.map_err(unavailable)?;
@@ -64,8 +71,7 @@ impl Streams {
                 crate::metrics::rate_limited("streams");
                 return Err(Error::RateLimited { retry_after_secs: RETRY_AFTER_SECS });
             };
-            let until = now + self.lease.as_millis() as u64;
-            if self.store.take_slot(tenant, free, &holder, until, now).await.map_err(unavailable)? {
+            if self.store.take_slot(tenant, free, &holder, now + lease, now).await.map_err(unavailable)? {
                 return Ok(Some(Slot { tenant: tenant.to_owned(), number: free, holder }));
             }
         }

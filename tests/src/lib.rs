@@ -3,7 +3,9 @@
 //!
 //! Integration tests (`tests/tests/it/`, one binary) call the function handlers directly with events
 //! from `events/`, against real S3 and DynamoDB APIs served by moto. Nothing here mocks
-//! the SDK, and no traffic leaves loopback.
+//! the SDK, and no traffic leaves loopback. Each function's AWS calls are held to its IAM
+//! policies in template.yaml ([`iam`]), which moto does not enforce; model providers are
+//! fakes that answer from the providers' documented wire formats ([`providers`]).
 
 pub mod bench;
 pub mod child;

@@ -68,7 +68,7 @@ async fn run() {
     let emulator = EmulatorClock::default();
     let sdk = stack.sdk.to_builder().http_client(timed_http_client(&emulator)).build();
     let aws = coach::store::AwsClients::from_sdk_config(&sdk, stack.config.clone());
-    let services = Arc::new(stack.deploy_with(&aws));
+    let services = Arc::new(stack.deploy_unchecked(&aws));
     let token = tokens::for_test("bench-user", "acme", &["user"]);
 
     // A session with history, and warm caches (secret, system prompt, index), as on a warm

@@ -458,8 +458,18 @@ impl TestStack {
     /// Like [`TestStack::deploy`], with other clients (an unreachable endpoint, a timing
     /// HTTP client).
     pub fn deploy_with(&self, aws: &AwsClients) -> Deployment {
+        self.deployment(aws, true)
+    }
+
+    /// Like [`TestStack::deploy_with`], without the IAM check: what a benchmark measures is
+    /// the functions' own time, not the check's.
+    pub fn deploy_unchecked(&self, aws: &AwsClients) -> Deployment {
+        self.deployment(aws, false)
+    }
+
+    fn deployment(&self, aws: &AwsClients, checked: bool) -> Deployment {
         let iam = Arc::new(Iam::new(self.iam_names()));
-        let held = |function: &str| enforcing(aws, iam.enforcer(function));
+        let held = |function: &str| if checked { enforcing(aws, iam.enforcer(function)) } else { aws.clone() };
         Deployment {
             chat: self.build(&held("ChatFunction"), chat::State::build),
             stream: Arc::new(self.build(&held("ChatStreamFunction"), chat::stream::StreamState::build)),

@@ -196,6 +196,14 @@ impl BlobStore for S3Bucket {
     }
 
     async fn keep_first_version(&self, key: &str) -> StoreResult<usize> {
+        // An unversioned bucket (the local stack's) keeps one version by itself: a HEAD says
+        // so without listing (listing versions is slow on the emulator under load).
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) if head.version_id().is_none_or(|v| v == "null") => return Ok(0),
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(0),
+            Err(e) => return Err(service_error("read object version", e)),
+        }
         // Versions of a key are listed newest first: the last one listed is the first written.
         let versions: Vec<Option<String>> =
             self.versions_of(key).await?.into_iter().filter(|(_, marker)| !marker).map(|(v, _)| v).collect();

@@ -183,6 +183,18 @@ pub struct Chat {
     pub jobs: Option<Arc<dyn JobQueue>>,
 }
 
+/// The model's reply as a message to store, with the passages it was given as its sources.
+fn reply_message<'a>(completion: &'a Completion, sources: &'a [Source], incomplete: bool) -> NewMessage<'a> {
+    NewMessage {
+        role: Author::Assistant,
+        content: &completion.text,
+        sources,
+        usage: Some(completion.usage),
+        model: Some(&completion.model),
+        incomplete,
+    }
+}
+
 impl Chat {
     /// Admits one model-using request of `who`: the rate limits counted and the monthly
     /// budgets read at once (429 `rate_limited` or `budget_exceeded`).
@@ -338,14 +350,7 @@ impl Chat {
         prepared: Prepared,
         completion: Completion,
     ) -> Result<ChatReply, Error> {
-        let reply = NewMessage {
-            role: Author::Assistant,
-            content: &completion.text,
-            sources: &prepared.sources,
-            usage: Some(completion.usage),
-            model: Some(&completion.model),
-            incomplete: false,
-        };
+        let reply = reply_message(&completion, &prepared.sources, false);
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
         let mut used = vec![self.llm.used(&completion)];
         used.extend(prepared.embedding.clone());
@@ -376,14 +381,7 @@ impl Chat {
             if partial.text.trim().is_empty() {
                 return;
             }
-            let reply = NewMessage {
-                role: Author::Assistant,
-                content: &partial.text,
-                sources: &prepared.sources,
-                usage: Some(partial.usage),
-                model: Some(&partial.model),
-                incomplete: true,
-            };
+            let reply = reply_message(partial, &prepared.sources, true);
             let target = Target::Session(&prepared.session_id);
             if let Err(e) = self.history.add_turn_message(who, target, reply, TurnWrite::None).await {
                 tracing::warn!(problem = %e, "could not store a reply cut short");

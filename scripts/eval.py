@@ -87,10 +87,19 @@ def main():
     rows = [("BM25 library (bm25s, title + abstract)", score(bm25_library(docs, queries), relevant))]
     names = {"coach-bm25": "Coach, BM25 only (`COACH_EMBEDDING_PROVIDER=none`)",
              "coach-hybrid": "Coach, hybrid (`local`: all-MiniLM-L6-v2 + BM25)"}
+    turns = {"conv-b": "(b) a follow-up naming nothing of Q, after Q",
+             "conv-c": "(c) Q, after another judged query"}
+    conversations = []
+    scores = {}
     for key, run in coach["runs"].items():
+        base_key, _, turn = key.partition("/")
         extra = [s for s in coach.get("run_settings", {}).get(key, []) if not s.startswith("COACH_EMBEDDING_PROVIDER=")]
-        label = names.get(key, key) + (f" with {', '.join(f'`{s}`' for s in extra)}" if extra else "")
-        rows.append((label, score(run, relevant)))
+        label = names.get(base_key, base_key) + (f" with {', '.join(f'`{s}`' for s in extra)}" if extra else "")
+        scores[key] = score(run, relevant)
+        if turn:
+            conversations.append((label, turns.get(turn, turn), scores[key], scores[base_key]))
+        else:
+            rows.append((label, scores[key]))
     base = rows[0][1][0]
     lines = [
         f"{len(docs)} documents, {len(relevant)} judged queries; nDCG@{DEPTH} and recall@{DEPTH}, binary relevance.",
@@ -100,6 +109,16 @@ def main():
     ]
     for name, (n, r) in rows:
         lines.append(f"| {name} | {n:.3f} | {r:.3f} | {100 * (n / base - 1):+.0f}% |")
+    if conversations:
+        lines += [
+            "",
+            f"Conversations, scored against Q's judgements; (a) is Q alone (above).",
+            "",
+            f"| run | turn | nDCG@{DEPTH} | recall@{DEPTH} | of (a) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, turn, (n, r), (a, _) in conversations:
+            lines.append(f"| {name} | {turn} | {n:.3f} | {r:.3f} | {100 * n / a:.0f}% |")
     settings = ", ".join(f"{k}={v}" for k, v in sorted(coach.get("settings", {}).items()))
     lines += ["", f"Coach settings: {settings}.", f"Ingest: {coach.get('ingest_seconds', 0):.0f} s."]
     text = "\n".join(lines)

@@ -12,6 +12,7 @@
 use std::{hint::black_box, sync::Arc};
 
 use coach::{
+    analysis::Analyzer,
     index::{
         rank::search,
         segment::{build, Loaded},
@@ -21,7 +22,7 @@ use coach::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
     },
-    model::{Author, Chunk, Kind, Message, Passage, Ranking, Segment, Shard, Source},
+    model::{Author, Chunk, Kind, Message, Passage, Query, Ranking, Segment, Shard, Source},
     prompt,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -119,7 +120,8 @@ fn retrieval_config() -> Ranking {
 fn parts(docs: Vec<Shard>, compacted: bool) -> Vec<Part> {
     let part = |docs: Vec<Shard>| {
         let live = Arc::new(vec![true; docs.len()]);
-        Part { segment: Arc::new(Loaded::new(build(docs))), live }
+        let analyzer = Analyzer::default();
+        Part { segment: Arc::new(Loaded::new(build(docs, &analyzer), &analyzer)), live }
     };
     if compacted {
         vec![part(docs)]
@@ -132,7 +134,8 @@ fn bench_retrieval(c: &mut Criterion) {
     let mut group = c.benchmark_group("retrieval");
     group.sample_size(30);
     let mut words = Words::new(7);
-    let query = "how do I give feedback on team goals coaching review";
+    let text = "how do I give feedback on team goals coaching review";
+    let terms = Analyzer::default().weighted_terms(text);
     for (documents, per_document) in [(100usize, 100usize), (100, 1000)] {
         let total = documents * per_document;
         let docs: Vec<Shard> = (0..documents).map(|d| words.shard(d, per_document, true)).collect();
@@ -141,10 +144,12 @@ fn bench_retrieval(c: &mut Criterion) {
         for (layout, compacted) in [("segment", true), ("deltas", false)] {
             let parts = parts(docs.clone(), compacted);
             group.bench_with_input(BenchmarkId::new(format!("hybrid_top5_{layout}"), total), &parts, |b, parts| {
-                b.iter(|| search(black_box(parts), query, Some(("bench-384", &query_vector)), &config))
+                let query = Query { terms: terms.clone(), vector: Some(("bench-384".into(), query_vector.clone())) };
+                b.iter(|| search(black_box(parts), &query, &config))
             });
             group.bench_with_input(BenchmarkId::new(format!("bm25_top5_{layout}"), total), &parts, |b, parts| {
-                b.iter(|| search(black_box(parts), query, None, &config))
+                let query = Query { terms: terms.clone(), vector: None };
+                b.iter(|| search(black_box(parts), &query, &config))
             });
         }
     }
@@ -155,11 +160,12 @@ fn bench_segment_load(c: &mut Criterion) {
     let mut group = c.benchmark_group("segment_load");
     let mut words = Words::new(11);
     for (chunks, vectors) in [(100usize, false), (100, true), (1000, true)] {
-        let bytes = build(vec![words.shard(0, chunks, vectors)]).encode();
+        let analyzer = Analyzer::default();
+        let bytes = build(vec![words.shard(0, chunks, vectors)], &analyzer).encode();
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         let name = format!("{chunks}_chunks{}", if vectors { "_384d" } else { "" });
         group.bench_with_input(BenchmarkId::new("verify_decode_prepare", name), &bytes, |b, bytes| {
-            b.iter(|| Loaded::new(Segment::decode(black_box(bytes)).expect("valid segment")))
+            b.iter(|| Loaded::new(Segment::decode(black_box(bytes)).expect("valid segment"), &analyzer))
         });
     }
     group.finish();

@@ -183,6 +183,23 @@ pub struct Chat {
     pub jobs: Option<Arc<dyn JobQueue>>,
 }
 
+/// The user's turns of `past` (oldest first, as the history reads them), most recent first,
+/// for retrieval; a retry's own message, already stored, is not an earlier turn.
+fn earlier_user_turns(past: &[Message], message: &str) -> Vec<String> {
+    let mut turns: Vec<String> = past
+        .iter()
+        .rev()
+        .filter(|m| m.role == Author::User)
+        .map(|m| m.content.clone())
+        .take(crate::retrieval::CONTEXT_TURNS + 1)
+        .collect();
+    if turns.first().is_some_and(|t| t.trim() == message) {
+        turns.remove(0);
+    }
+    turns.truncate(crate::retrieval::CONTEXT_TURNS);
+    turns
+}
+
 /// The model's reply as a message to store, with the passages it was given as its sources.
 fn reply_message<'a>(completion: &'a Completion, sources: &'a [Source], incomplete: bool) -> NewMessage<'a> {
     NewMessage {
@@ -224,16 +241,24 @@ impl Chat {
             )));
         }
 
-        // Everything that only reads, at once; the first failure ends the turn.
+        // Everything that only reads, at once; the first failure ends the turn. Retrieval
+        // takes the session's earlier user turns from the history read (and loads the index
+        // meanwhile).
+        let (turns_read, earlier_turns) = tokio::sync::oneshot::channel::<Vec<String>>();
         let session = async {
-            let Some(id) = input.session_id.as_deref() else { return Ok(None) };
+            let Some(id) = input.session_id.as_deref() else {
+                let _ = turns_read.send(Vec::new());
+                return Ok(None);
+            };
             let (session, past) = tokio::try_join!(
                 self.history.session(who, id),
                 self.history.recent_messages(who, id, self.limits.history_limit)
             )?;
+            let _ = turns_read.send(earlier_user_turns(&past, message));
             let empty = session.message_count == 0 && session.auto_title;
             Ok(Some((session.session_id, past, empty)))
         };
+        let earlier = async { earlier_turns.await.unwrap_or_default() };
         let context = async {
             let profile = async {
                 match &self.profiles {
@@ -243,8 +268,12 @@ impl Chat {
             };
             Ok::<_, Error>(tokio::join!(self.system_prompt.current(), profile))
         };
-        let ((), session, (system, profile), retrieved) =
-            tokio::try_join!(self.admit(who), session, context, self.retriever.retrieve(&who.tenant, message))?;
+        let ((), session, (system, profile), retrieved) = tokio::try_join!(
+            self.admit(who),
+            session,
+            context,
+            self.retriever.retrieve_in_conversation(&who.tenant, message, earlier)
+        )?;
         let (passages, embedding) = (retrieved.passages, retrieved.embedding);
 
         let (existing, mut past, first_exchange) = match session {

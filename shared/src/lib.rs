@@ -25,6 +25,7 @@
 //!
 //! `docs/ARCHITECTURE.md` has the picture and the path of each route.
 
+pub mod analysis;
 pub mod assist;
 pub mod audit;
 pub mod auth;

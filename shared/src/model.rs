@@ -122,6 +122,18 @@ impl Passage {
     }
 }
 
+/// A search as the index stores run it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    /// Search terms ([`crate::analysis`]) with their weights: each adds its BM25 score
+    /// times its weight. A question alone weighs each of its terms by its share of them;
+    /// in a conversation the earlier turns add theirs ([`crate::retrieval`]).
+    pub terms: Vec<(String, f32)>,
+    /// The query's embedding and the model that made it; `None` (no embedding provider, or
+    /// it failed): by words only.
+    pub vector: Option<(String, Vec<f32>)>,
+}
+
 /// How a search ranks and cuts its passages (`COACH_RETRIEVAL_*`), whichever index store
 /// runs it: a word ranking and a vector ranking, fused by reciprocal rank.
 #[derive(Debug, Clone, PartialEq)]
@@ -596,6 +608,9 @@ pub struct Segment {
     pub frequencies: Vec<u32>,
     /// Unit vectors, document after document, chunk after chunk.
     pub vectors: Vec<f32>,
+    /// The [`crate::analysis::Analyzer::id`] the postings were made with: a reader with
+    /// another analyser makes its own from the chunks.
+    pub analyzer: String,
 }
 
 /// A segment the manifest serves from.

@@ -32,8 +32,9 @@ use std::{
 };
 
 use coach::{
-    model::{Chunk, Ranking, Scope, Shard},
-    store::{postgres::vector_table, PassageSearch, QueryVector},
+    analysis::Analyzer,
+    model::{Chunk, Query, Ranking, Scope, Shard},
+    store::{postgres::vector_table, PassageSearch},
 };
 use coach_testkit::{
     bench::{report, DIMS, EMBEDDING_MODEL},
@@ -258,14 +259,12 @@ async fn search(
 ) -> (Vec<Duration>, usize) {
     let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
     let run = |text: &str, vector: &[f32]| {
-        let vector: QueryVector = if vectors {
-            let v = vector.to_vec();
-            Box::pin(async move { Some((EMBEDDING_MODEL, v)) })
-        } else {
-            Box::pin(async { None })
+        let query = Query {
+            terms: Analyzer::default().weighted_terms(text),
+            vector: vectors.then(|| (EMBEDDING_MODEL.to_owned(), vector.to_vec())),
         };
-        let (index, ranking, text) = (index.clone(), ranking.clone(), text.to_owned());
-        async move { index.search(TENANT, &text, vector, &ranking).await.expect("search") }
+        let (index, ranking) = (index.clone(), ranking.clone());
+        async move { index.search(TENANT, Box::pin(async { query }), &ranking).await.expect("search") }
     };
     for (text, vector, _) in queries.iter().take(10) {
         run(text, vector).await;

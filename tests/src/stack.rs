@@ -408,7 +408,7 @@ impl TestStack {
         for (n, part) in split(docs, segment_bytes).into_iter().enumerate() {
             let docs: Vec<(String, u32)> =
                 part.iter().map(|d| (d.document_id.clone(), d.chunks.len() as u32)).collect();
-            let segment = build(part);
+            let segment = build(part, &coach::analysis::Analyzer::default());
             let id = format!("01SEED{n:020}");
             let bytes = segment.encode();
             let info = SegmentInfo {

@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn seg() -> Arc<Loaded> {
-        Arc::new(Loaded::new(Default::default()))
+        Arc::new(Loaded::new(Default::default(), &Default::default()))
     }
 
     #[test]

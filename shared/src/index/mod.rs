@@ -33,6 +33,7 @@ pub use reader::{scope_name, IndexReader, Part, LOAD_PARALLELISM};
 pub use writer::IndexWriter;
 
 use crate::{
+    analysis::Analyzer,
     config::{ConfigError, Env},
     secrets::Secrets,
     store::{
@@ -121,6 +122,8 @@ pub struct IndexConfig {
     pub revalidate: Duration,
     /// Bytes of loaded segments a chat instance keeps.
     pub cache_bytes: u64,
+    /// How text becomes terms (`COACH_SEARCH_LANGUAGE`), for writing and searching alike.
+    pub analyzer: Analyzer,
 }
 
 impl IndexConfig {
@@ -133,6 +136,7 @@ impl IndexConfig {
             orphan_age: Duration::from_secs(env.number("COACH_INDEX_ORPHAN_SECS", 3600, 0, 7 * 86_400)?),
             revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 0, 0, 3600)?),
             cache_bytes: env.number("COACH_INDEX_CACHE_MB", memory_mb / 2, 1, 10_240)? << 20,
+            analyzer: Analyzer::from_env(env)?,
         })
     }
 }

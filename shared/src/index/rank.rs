@@ -1,21 +1,23 @@
 //! Ranking a scope's loaded segments for a query, in process: the S3 index store's search.
 //!
-//! A query is ranked twice: BM25 over chunk text (always), and cosine similarity against
-//! chunk vectors when both the query and the document have embeddings from the same model
-//! (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best
-//! [`Ranking::window`] of each ranking are fused with reciprocal rank fusion; the top
-//! `top_k` above `min_score` are returned with their sources.
+//! A query is ranked twice: BM25 over its weighted terms (always), and cosine similarity
+//! against chunk vectors when both the query and the document have embeddings from the same
+//! model (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best
+//! [`Ranking::window`] chunks of each ranking are fused by document with reciprocal rank
+//! fusion ([`fuse`]); the top `top_k` above `min_score` are returned with their sources.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{
-    segment::{normalise, quantise, tokens},
+    segment::{normalise, quantise},
     Part,
 };
-use crate::model::{Passage, Ranking};
+use crate::model::{Passage, Query, Ranking};
 
-const BM25_K1: f32 = 1.2;
-const BM25_B: f32 = 0.75;
+/// BM25's parameters: k1 = 1.2 and b = 0.75, the values of Robertson and Walker's
+/// experiments that Lucene and Elasticsearch default to (the Postgres store uses them too).
+pub const BM25_K1: f32 = 1.2;
+pub const BM25_B: f32 = 0.75;
 
 /// The 8-bit vector scan keeps this many candidates per window slot for exact re-ranking.
 const RERANK_FACTOR: usize = 4;
@@ -67,24 +69,16 @@ fn best(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
     hits
 }
 
-/// Ranks the live chunks of `parts` for a query (and its embedding, if any).
-pub fn search(parts: &[Part], query: &str, query_vector: Option<(&str, &[f32])>, ranking: &Ranking) -> Vec<Passage> {
+/// Ranks the live chunks of `parts` for `query`.
+pub fn search(parts: &[Part], query: &Query, ranking: &Ranking) -> Vec<Passage> {
     let window = ranking.window();
-    let lexical = best(bm25(parts, query), window);
-    let semantic = match query_vector {
+    let lexical = best(bm25(parts, &query.terms), window);
+    let semantic = match &query.vector {
         Some((model, vector)) => best(similar(parts, model, vector, ranking.min_similarity, window), window),
         None => Vec::new(),
     };
-
-    // Reciprocal rank fusion.
-    let mut fused: HashMap<(usize, u32), f32> = HashMap::new();
-    for (ranking, weight) in [(&lexical, 1.0), (&semantic, ranking.vector_weight)] {
-        for (rank, (id, _)) in ranking.iter().enumerate() {
-            *fused.entry(*id).or_default() += weight / (Ranking::RRF_K + rank as f32 + 1.0);
-        }
-    }
-    let fused: Vec<Hit> = fused.into_iter().filter(|(_, s)| *s >= ranking.min_score).collect();
-    best(fused, ranking.top_k)
+    let document = |(pi, ci): (usize, u32)| (pi, parts[pi].segment.chunk_doc[ci as usize]);
+    fuse(&[(&lexical, 1.0), (&semantic, ranking.vector_weight)], document, ranking)
         .into_iter()
         .map(|((pi, ci), score)| {
             let loaded = &parts[pi].segment;
@@ -96,16 +90,55 @@ pub fn search(parts: &[Part], query: &str, query_vector: Option<(&str, &[f32])>,
         .collect()
 }
 
+/// Reciprocal rank fusion by document: in each ranking a document takes the rank of its best
+/// chunk (its other chunks do not push other documents down), and scores weight / (RRF_K +
+/// rank) there, summed over the rankings. The best `top_k` documents above `min_score`
+/// come first, each with its chunk of the best chunk-level fused score; when fewer documents
+/// than `top_k` match, their other chunks follow in chunk-level fused order. So the
+/// passages of a few long documents cannot fill the list while other documents match, and a
+/// document split into several chunks is not outranked for it.
+fn fuse<D: Copy + Eq + std::hash::Hash + Ord>(
+    rankings: &[(&[Hit], f32)],
+    document: impl Fn((usize, u32)) -> D,
+    ranking: &Ranking,
+) -> Vec<Hit> {
+    let mut chunks: HashMap<(usize, u32), f32> = HashMap::new();
+    let mut documents: HashMap<D, f32> = HashMap::new();
+    for (hits, weight) in rankings {
+        let mut seen = HashSet::new();
+        for (rank, (id, _)) in hits.iter().enumerate() {
+            *chunks.entry(*id).or_default() += weight / (Ranking::RRF_K + rank as f32 + 1.0);
+            if seen.insert(document(*id)) {
+                *documents.entry(document(*id)).or_default() += weight / (Ranking::RRF_K + seen.len() as f32);
+            }
+        }
+    }
+    // Chunks best first, ties by position.
+    let mut chunks: Vec<Hit> = chunks.into_iter().collect();
+    chunks.sort_unstable_by(by_score);
+    let mut documents: Vec<(D, f32)> = documents.into_iter().filter(|(_, s)| *s >= ranking.min_score).collect();
+    documents.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    documents.truncate(ranking.top_k);
+    let mut best_chunk: HashMap<D, (usize, u32)> = HashMap::new();
+    for (id, _) in &chunks {
+        best_chunk.entry(document(*id)).or_insert(*id);
+    }
+    let mut out: Vec<Hit> = documents.iter().filter_map(|(d, score)| Some((*best_chunk.get(d)?, *score))).collect();
+    let taken: HashSet<(usize, u32)> = out.iter().map(|(id, _)| *id).collect();
+    let rest = chunks.into_iter().filter(|(id, s)| !taken.contains(id) && *s >= ranking.min_score);
+    out.extend(rest.take(ranking.top_k.saturating_sub(out.len())));
+    out
+}
+
 /// Whether chunk `c` of `part` belongs to a live document.
 fn live(part: &Part, c: u32) -> bool {
     part.live[part.segment.chunk_doc[c as usize] as usize]
 }
 
-/// BM25 scores of every live chunk that has a query term, over all `parts` as one collection.
-fn bm25(parts: &[Part], query: &str) -> Vec<Hit> {
-    let mut terms: Vec<String> = tokens(query).collect();
-    terms.sort();
-    terms.dedup();
+/// BM25 scores of every live chunk that has a query term, over all `parts` as one
+/// collection, each term's score times its weight.
+fn bm25(parts: &[Part], terms: &[(String, f32)]) -> Vec<Hit> {
+    let terms: Vec<&(String, f32)> = terms.iter().filter(|(_, w)| *w > 0.0 && w.is_finite()).collect();
     if terms.is_empty() {
         return Vec::new();
     }
@@ -121,14 +154,14 @@ fn bm25(parts: &[Part], query: &str) -> Vec<Hit> {
     let avg_length = if total_chunks == 0 { 1.0 } else { (total_length as f32 / total_chunks as f32).max(1.0) };
     let idfs: Vec<f32> = terms
         .iter()
-        .map(|term| {
+        .map(|(term, weight)| {
             let df: usize = parts
                 .iter()
                 .map(|p| {
                     p.segment.postings(term).map_or(0, |(chunks, _)| chunks.iter().filter(|&&c| live(p, c)).count())
                 })
                 .sum();
-            ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()
+            weight * ((total_chunks as f32 - df as f32 + 0.5) / (df as f32 + 0.5) + 1.0).ln()
         })
         .collect();
     let mut hits = Vec::new();
@@ -136,7 +169,7 @@ fn bm25(parts: &[Part], query: &str) -> Vec<Hit> {
     for (pi, part) in parts.iter().enumerate() {
         let lengths = &part.segment.segment.lengths;
         let mut any = false;
-        for (term, idf) in terms.iter().zip(&idfs) {
+        for ((term, _), idf) in terms.iter().zip(&idfs) {
             let Some((chunks, frequencies)) = part.segment.postings(term) else { continue };
             if !any {
                 scores.clear();
@@ -209,9 +242,21 @@ mod tests {
     use std::sync::Arc;
 
     use crate::{
+        analysis::Analyzer,
         index::segment::{build, Loaded},
         model::{Chunk, Shard},
     };
+
+    fn query(text: &str, vector: Option<(&str, &[f32])>) -> Query {
+        Query {
+            terms: Analyzer::default().weighted_terms(text),
+            vector: vector.map(|(m, v)| (m.to_owned(), v.to_vec())),
+        }
+    }
+
+    fn search(parts: &[Part], text: &str, vector: Option<(&str, &[f32])>, ranking: &Ranking) -> Vec<Passage> {
+        super::search(parts, &query(text, vector), ranking)
+    }
 
     fn doc(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Shard {
         let (model, dims, flat) = match vectors {
@@ -231,7 +276,8 @@ mod tests {
     /// One segment of `docs`, every document live.
     fn part(docs: Vec<Shard>) -> Part {
         let live = vec![true; docs.len()];
-        Part { segment: Arc::new(Loaded::new(build(docs))), live: Arc::new(live) }
+        let analyzer = Analyzer::default();
+        Part { segment: Arc::new(Loaded::new(build(docs, &analyzer), &analyzer)), live: Arc::new(live) }
     }
 
     fn shard(id: &str, texts: &[&str], vectors: Option<(&str, Vec<Vec<f32>>)>) -> Part {
@@ -252,12 +298,6 @@ mod tests {
                 assert!(outside < weight.min(1.0) / (Ranking::RRF_K + top_k as f32), "top_k {top_k}, weight {weight}");
             }
         }
-    }
-
-    #[test]
-    fn tokens_drop_stop_words_and_plurals() {
-        let t: Vec<String> = tokens("How do I handle missed Deadlines? The team's goals!").collect();
-        assert_eq!(t, vec!["handle", "missed", "deadline", "team", "goal"]);
     }
 
     #[test]

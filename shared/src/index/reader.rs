@@ -29,9 +29,10 @@ use super::{
     IndexConfig,
 };
 use crate::{
+    analysis::Analyzer,
     error::Error,
     model::{Manifest, Passage, Ranking, Scope, Segment, Shard},
-    store::{IndexStore, ManifestRead, PassageSearch, QueryVector, ShardRef, StoreError},
+    store::{IndexStore, ManifestRead, PassageSearch, PendingQuery, ShardRef, StoreError},
 };
 
 /// Segments read from the store at once, at most, when an instance loads an index.
@@ -113,6 +114,7 @@ pub struct IndexReader {
     /// Segments found damaged (not read again by this instance), and scopes already
     /// reported too large for the cache at a manifest version.
     noted: Mutex<HashSet<String>>,
+    analyzer: Analyzer,
 }
 
 impl IndexReader {
@@ -123,6 +125,7 @@ impl IndexReader {
             snapshots: Cache::builder().max_capacity(10_000).build(),
             segments: SegmentCache::new(config.cache_bytes),
             noted: Mutex::new(HashSet::new()),
+            analyzer: config.analyzer.clone(),
         }
     }
 
@@ -305,14 +308,15 @@ impl IndexReader {
         };
         let legacy = matches!(wanted.source, Source::Legacy(_));
         let size = bytes.len() as u64;
+        let analyzer = self.analyzer.clone();
         // Checking, decoding and preparing a segment is CPU work: off the event loop.
         let loaded = tokio::task::spawn_blocking(move || {
             let segment: Option<Segment> = if legacy {
-                Shard::decode(&bytes).ok().map(|shard| build(vec![shard]))
+                Shard::decode(&bytes).ok().map(|shard| build(vec![shard], &analyzer))
             } else {
                 Segment::decode(&bytes).ok()
             };
-            segment.map(Loaded::new)
+            segment.map(|segment| Loaded::new(segment, &analyzer))
         })
         .await
         .map_err(|e| Error::Internal { detail: "segment loading task failed".into(), cause: Some(Arc::new(e)) })?;
@@ -325,26 +329,17 @@ impl IndexReader {
 /// work measured in milliseconds).
 #[async_trait::async_trait]
 impl PassageSearch for IndexReader {
-    async fn search(
-        &self,
-        tenant: &str,
-        query: &str,
-        vector: QueryVector<'_>,
-        ranking: &Ranking,
-    ) -> Result<Vec<Passage>, Error> {
-        // The segments load while the query is embedded.
-        let (parts, vector) = tokio::join!(self.parts_for(tenant), vector);
+    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error> {
+        // The segments load while the query is made.
+        let (parts, query) = tokio::join!(self.parts_for(tenant), query);
         let parts = parts?;
         if parts.is_empty() {
             return Ok(Vec::new());
         }
-        let (query, ranking) = (query.to_owned(), ranking.clone());
-        let vector = vector.map(|(m, v)| (m.to_owned(), v));
-        tokio::task::spawn_blocking(move || {
-            rank::search(&parts, &query, vector.as_ref().map(|(m, v)| (m.as_str(), v.as_slice())), &ranking)
-        })
-        .await
-        .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
+        let ranking = ranking.clone();
+        tokio::task::spawn_blocking(move || rank::search(&parts, &query, &ranking))
+            .await
+            .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
     }
 
     /// The two manifests' versions (revalidated as a search would), or for a scope still

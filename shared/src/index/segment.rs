@@ -4,27 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Chunk, Segment, SegmentDoc, Shard};
-
-/// Lowercased words of two or more characters, without common English stop words, with a
-/// plural `s` removed.
-pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2)
-        .map(str::to_lowercase)
-        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .map(|w| match w.strip_suffix('s') {
-            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_owned(),
-            _ => w,
-        })
-}
-
-const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "for", "from", "has", "have", "how", "if", "in",
-    "is", "it", "its", "me", "my", "not", "of", "on", "or", "so", "that", "the", "their", "them", "then", "there",
-    "they", "this", "to", "was", "we", "what", "when", "which", "who", "will", "with", "you", "your", "can", "should",
-    "would", "about", "into", "our", "us", "i",
-];
+use crate::{
+    analysis::Analyzer,
+    model::{Chunk, Segment, SegmentDoc, Shard},
+};
 
 /// Scales `v` to unit length (a zero or broken vector becomes zero).
 pub fn normalise(v: &mut [f32]) {
@@ -51,12 +34,10 @@ pub fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
     step
 }
 
-/// A segment of `docs`, in order: chunks tokenised into an inverted index, vectors scaled to
+/// A segment of `docs`, in order: chunks analysed into an inverted index, vectors scaled to
 /// unit length. A document whose vectors do not match its chunks keeps no vectors.
-pub fn build(docs: Vec<Shard>) -> Segment {
+pub fn build(docs: Vec<Shard>, analyzer: &Analyzer) -> Segment {
     let mut segment = Segment::default();
-    let mut postings: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
-    let mut counts: HashMap<String, u32> = HashMap::new();
     for shard in docs {
         let first_chunk = segment.chunks.len() as u32;
         let first_value = segment.vectors.len() as u64;
@@ -76,21 +57,27 @@ pub fn build(docs: Vec<Shard>) -> Segment {
             dims,
             first_value,
         });
-        for chunk in shard.chunks {
-            let number = segment.chunks.len() as u32;
-            let mut length = 0;
-            let heading = chunk.heading.as_deref().unwrap_or_default();
-            for token in tokens(heading).chain(tokens(&chunk.text)) {
-                *counts.entry(token).or_default() += 1;
-                length += 1;
-            }
-            for (term, tf) in counts.drain() {
-                postings.entry(term).or_default().push((number, tf));
-            }
-            segment.lengths.push(length);
-            segment.chunks.push(chunk);
-        }
+        segment.chunks.extend(shard.chunks);
     }
+    index_terms(&mut segment, analyzer);
+    segment
+}
+
+/// (Re)makes the inverted index of `segment` from its chunks' text with `analyzer`.
+pub fn index_terms(segment: &mut Segment, analyzer: &Analyzer) {
+    let mut postings: HashMap<String, Vec<(u32, u32)>> = HashMap::new();
+    segment.lengths.clear();
+    for (number, chunk) in segment.chunks.iter().enumerate() {
+        let (terms, length) = analyzer.chunk_terms(chunk);
+        for (term, tf) in terms {
+            postings.entry(term).or_default().push((number as u32, tf));
+        }
+        segment.lengths.push(length);
+    }
+    segment.terms.clear();
+    segment.term_ends.clear();
+    segment.postings.clear();
+    segment.frequencies.clear();
     let mut terms: Vec<(String, Vec<(u32, u32)>)> = postings.into_iter().collect();
     terms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (term, list) in terms {
@@ -101,7 +88,7 @@ pub fn build(docs: Vec<Shard>) -> Segment {
         segment.terms.push(term);
         segment.term_ends.push(segment.postings.len() as u32);
     }
-    segment
+    segment.analyzer = analyzer.id();
 }
 
 /// The documents of `segment` for which `keep` holds, as shards again (for compaction).
@@ -183,7 +170,12 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn new(segment: Segment) -> Self {
+    /// `segment` ready for search with `analyzer`'s terms: one made with another analyser
+    /// (an older Coach's, or another language) is analysed again from its text.
+    pub fn new(mut segment: Segment, analyzer: &Analyzer) -> Self {
+        if segment.analyzer != analyzer.id() {
+            index_terms(&mut segment, analyzer);
+        }
         let mut chunk_doc = Vec::with_capacity(segment.chunks.len());
         let mut quantised = vec![0; segment.vectors.len()];
         let mut steps = vec![0.0; segment.chunks.len()];
@@ -247,15 +239,16 @@ mod tests {
             // Vectors that do not fit the chunks are dropped, the text kept.
             shard("c", &["Broken vectors"], vec![1.0], 2),
         ];
-        let segment = build(docs.clone());
+        let english = Analyzer::default();
+        let segment = build(docs.clone(), &english);
         assert_eq!(segment.chunks.len(), 4);
         assert_eq!(segment.vectors, vec![0.6, 0.8, 0.0, 1.0]);
-        let loaded = Loaded::new(segment.clone());
+        let loaded = Loaded::new(segment.clone(), &english);
         let (chunks, tfs) = loaded.postings("feedback").unwrap();
         assert_eq!(chunks, &[0, 2]);
         assert_eq!(tfs, &[1, 1]);
         // The heading counts as words of every chunk under it.
-        assert_eq!(loaded.postings("guide").unwrap().0.len(), 4);
+        assert_eq!(loaded.postings("guid").unwrap().0.len(), 4);
         assert!(loaded.postings("zebra").is_none());
         assert_eq!(loaded.chunk_doc, vec![0, 0, 1, 2]);
         assert_eq!(loaded.vector(1).unwrap().0, &[0.0, 1.0]);
@@ -268,7 +261,21 @@ mod tests {
         assert_eq!(back[0].vectors, vec![0.6, 0.8, 0.0, 1.0]);
         assert_eq!((back[1].dims, back[1].vectors.len()), (0, 0));
         // Rebuilt from its parts, a segment is the same segment.
-        assert_eq!(build(documents(segment.clone(), |_| true)), segment);
+        assert_eq!(build(documents(segment.clone(), |_| true), &english), segment);
         assert!(memory(&segment) > 0);
+        // Loaded with another analyser, the segment is analysed again from its text.
+        let none = crate::config::with(&[("COACH_SEARCH_LANGUAGE", "none")], Analyzer::from_env).unwrap();
+        let again = Loaded::new(segment.clone(), &none);
+        assert_eq!(again.segment.analyzer, none.id());
+        assert_eq!(again.postings("deadlines").unwrap().0, &[1]);
+        assert!(again.postings("deadlin").is_none());
+        let mut legacy = segment;
+        legacy.analyzer = crate::analysis::LEGACY_ID.into();
+        legacy.terms = vec!["deadline".into()];
+        legacy.term_ends = vec![1];
+        (legacy.postings, legacy.frequencies) = (vec![1], vec![1]);
+        let migrated = Loaded::new(legacy, &english);
+        assert_eq!(migrated.postings("deadlin").unwrap().0, &[1]);
+        assert_eq!(migrated.postings("feedback").unwrap().0, &[0, 2]);
     }
 }

@@ -300,8 +300,9 @@ impl IndexWriter {
     /// Encodes a new segment of `docs` (CPU work, on the blocking pool).
     async fn encode(&self, docs: Vec<Shard>) -> Result<(SegmentInfo, Bytes), Error> {
         let id = self.ids.next().to_string();
+        let analyzer = self.config.analyzer.clone();
         tokio::task::spawn_blocking(move || {
-            let segment = build(docs);
+            let segment = build(docs, &analyzer);
             let bytes = segment.encode();
             let info = SegmentInfo {
                 id,

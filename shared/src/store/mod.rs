@@ -49,7 +49,7 @@ use crate::{
     error::Error,
     model::{
         DayUsage, Document, Feedback, FeedbackCounts, Finished, Job, Manifest, Message, NewDocument, Owner, Page,
-        Passage, Ranking, Scope, Session, Shard, Source, Usage, UsageCounts,
+        Passage, Query, Ranking, Scope, Session, Shard, Source, Usage, UsageCounts,
     },
 };
 
@@ -602,24 +602,18 @@ pub trait DocumentIndex: Send + Sync {
     async fn purge(&self, scope: &Scope) -> Result<Option<std::time::Duration>, Error>;
 }
 
-/// A query's embedding while it is computed: a future, so a store can load what it needs
-/// meanwhile. It yields the model that made the vector and the vector, or `None` (no
-/// embedding provider, or it failed): the search is then by words only.
-pub type QueryVector<'a> = Pin<Box<dyn Future<Output = Option<(&'a str, Vec<f32>)>> + Send + 'a>>;
+/// A query while it is made (the conversation read, the query embedded): a future, so a
+/// store can load what it needs meanwhile.
+pub type PendingQuery<'a> = Pin<Box<dyn Future<Output = Query> + Send + 'a>>;
 
 /// The search index as chat reads it: the best passages of a tenant's documents and the
-/// shared docs for a query, ranked by words and (given the query's embedding) by vectors of
-/// the same model, the two rankings fused by reciprocal rank and cut by `ranking`. No
-/// other scope is ever read.
+/// shared docs for a [`Query`], ranked by its weighted terms (BM25) and (given its vector) by
+/// vectors of the same model, the two rankings fused by reciprocal rank and cut by
+/// `ranking`. No other scope is ever read. Both stores rank alike: same terms
+/// ([`crate::analysis`]), same BM25, same fusion.
 #[async_trait]
 pub trait PassageSearch: Send + Sync {
-    async fn search(
-        &self,
-        tenant: &str,
-        query: &str,
-        vector: QueryVector<'_>,
-        ranking: &Ranking,
-    ) -> Result<Vec<Passage>, Error>;
+    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error>;
 
     /// A token that changes whenever what [`PassageSearch::search`] may return for `tenant`
     /// changes: a document of the tenant or of the shared docs indexed, replaced or removed.

@@ -6,8 +6,13 @@
 //!
 //! - `coach_documents`: one row per indexed document, keyed by (scope, document_id): its
 //!   title, source version, and the embedding model and dimension of its vectors.
-//! - `coach_chunks`: one row per chunk, with a generated `tsvector` column (English) under a
-//!   GIN index; its unique key (scope, document_id, chunk) is the btree on the tenant.
+//! - `coach_chunks`: one row per chunk, with its terms as Coach analyses them
+//!   ([`crate::analysis`]: the same as the S3 store's) in a `tsvector` (each term with as
+//!   many positions as it occurs) under a GIN index, and its length in terms; its unique key
+//!   (scope, document_id, chunk) is the btree on the tenant. `coach_documents` records the
+//!   analyser; documents indexed with another are analysed again ([`Database::reanalyse`]).
+//! - `coach_index_versions`: per scope, a change counter and the chunks and terms it holds
+//!   (BM25's collection statistics), kept by the transactions that change it.
 //! - one vector table per embedding model and dimension ([`vector_table`]), named from the
 //!   model's name and listed in `coach_vector_tables`: `vector(d)` under an HNSW index
 //!   (cosine), with the chunk's scope. Vectors of different models never share a ranking:
@@ -21,10 +26,11 @@
 //! at the version read ([`DocumentIndex::add`]); readers see the whole old or the whole new.
 //!
 //! Search is one statement, prepared once per connection: the best [`Ranking::window`]
-//! chunks by their words (inverse document frequencies from the planner's statistics, then
-//! `ts_rank`; words too common to be worth their cost left out, see [`QUERY_WORDS`]) and the
-//! nearest as many by cosine distance (HNSW, iterative scan so the scope filter cannot
-//! starve it), fused by reciprocal rank in SQL.
+//! chunks by BM25 over the query's weighted terms, exactly as the S3 store scores them (the
+//! same k1 and b, document frequencies counted over the scope's matching chunks, the
+//! scope's chunk count and mean length; words too common to be worth their cost left out at
+//! scale, see [`QUERY_WORDS`]), and the nearest as many by cosine distance (HNSW, iterative
+//! scan so the scope filter cannot starve it), fused by reciprocal rank in SQL.
 //!
 //! Connections ([`Database`]): a small pool per function instance (kept across invocations), TLS verified
 //! against the system's roots plus the CA in the Coach secret (`postgres_ca_pem`), the
@@ -46,10 +52,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use pgvector::Vector;
 use tokio_postgres::{error::SqlState, Row};
 
-use super::{Added, BlobStore, DocumentIndex, Failure, PassageSearch, Probe, QueryVector, StoreError};
+use super::{Added, BlobStore, DocumentIndex, Failure, PassageSearch, PendingQuery, Probe, StoreError};
 use crate::{
+    analysis::{Analyzer, MAX_TERM_FREQUENCY},
     config::{ConfigError, Env},
     error::Error,
+    index::rank::{BM25_B, BM25_K1},
     model::{Chunk, Passage, Ranking, Scope, Shard},
 };
 
@@ -104,12 +112,51 @@ pub const MIGRATIONS: &[&str] = &[
          scope text PRIMARY KEY,
          version bigint NOT NULL
      );",
+    // 3: Coach's own terms (the S3 store's analyser) in place of PostgreSQL's English
+    // configuration, chunk lengths, and each scope's BM25 statistics. Existing chunks get
+    // their terms from `Database::reanalyse` (no analyser recorded yet).
+    "ALTER TABLE coach_chunks ADD COLUMN terms tsvector, ADD COLUMN length integer NOT NULL DEFAULT 0;
+     CREATE INDEX coach_chunks_terms ON coach_chunks USING gin (terms);
+     DROP INDEX coach_chunks_words;
+     ALTER TABLE coach_chunks DROP COLUMN words;
+     ALTER TABLE coach_documents ADD COLUMN analyzer text, ADD COLUMN length bigint NOT NULL DEFAULT 0;
+     ALTER TABLE coach_index_versions
+         ADD COLUMN chunks bigint NOT NULL DEFAULT 0, ADD COLUMN length bigint NOT NULL DEFAULT 0;
+     INSERT INTO coach_index_versions (scope, version, chunks)
+         SELECT scope, 1, sum(chunks) FROM coach_documents GROUP BY scope
+         ON CONFLICT (scope) DO UPDATE
+         SET version = coach_index_versions.version + 1, chunks = excluded.chunks;",
 ];
 
-/// Bumps a scope's change counter, in the transaction that changes it (last, so the row
-/// lock it takes is held only until the commit).
-const BUMP_VERSION: &str = "INSERT INTO coach_index_versions (scope, version) VALUES ($1, 1)
-     ON CONFLICT (scope) DO UPDATE SET version = coach_index_versions.version + 1";
+/// Bumps a scope's change counter and moves its chunk and term counts by $2 and $3, in the
+/// transaction that changes it (last, so the row lock it takes is held only until the
+/// commit).
+const BUMP_VERSION: &str = "INSERT INTO coach_index_versions (scope, version, chunks, length) VALUES ($1, 1, $2, $3)
+     ON CONFLICT (scope) DO UPDATE SET version = coach_index_versions.version + 1,
+         chunks = coach_index_versions.chunks + $2, length = coach_index_versions.length + $3";
+
+/// `text` as a lexeme in `tsvector` or `tsquery` input: quoted, its quotes and backslashes
+/// escaped.
+fn lexeme(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A chunk's terms as `tsvector` input: each term with positions 1 to its frequency, so the
+/// number of positions is the term frequency. And the chunk's length in terms.
+fn chunk_vector(analyzer: &Analyzer, chunk: &Chunk) -> (String, i32) {
+    let (terms, length) = analyzer.chunk_terms(chunk);
+    let mut out = String::new();
+    for (term, tf) in terms {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&lexeme(&term));
+        out.push(':');
+        let positions: Vec<String> = (1..=tf.min(MAX_TERM_FREQUENCY)).map(|p| p.to_string()).collect();
+        out.push_str(&positions.join(","));
+    }
+    (out, length as i32)
+}
 
 /// Connection settings (`COACH_PG_*`); the password and an extra CA come from the Coach secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +176,8 @@ pub struct PgConfig {
     /// HNSW candidate list size (recall against speed). A search asking for more (the
     /// fusion window) gets them all the same: the scan is iterative.
     pub ef_search: u32,
+    /// How text becomes terms (`COACH_SEARCH_LANGUAGE`), as the S3 store's.
+    pub analyzer: Analyzer,
 }
 
 impl PgConfig {
@@ -170,6 +219,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(env.number("COACH_PG_STATEMENT_TIMEOUT_SECS", 10, 1, 900)?),
             ef_search: env.number("COACH_PG_EF_SEARCH", 100, 10, 1000)? as u32,
             word_rows: env.number("COACH_PG_WORD_ROWS", 20_000, 0, 1_000_000_000)?,
+            analyzer: Analyzer::from_env(env)?,
         }))
     }
 }
@@ -205,6 +255,8 @@ pub struct PgIndex {
     tables: Mutex<HashSet<String>>,
     /// Vector tables found missing, and when.
     missing: Mutex<HashMap<String, Instant>>,
+    /// Whether no document of another analyser is left ([`Database::reanalyse`]).
+    reanalysed: std::sync::atomic::AtomicBool,
 }
 
 /// A name for the vector table of `model` at `dims`: readable, unique (a hash of the model
@@ -436,6 +488,85 @@ impl Database {
     }
 }
 
+/// Documents analysed again per transaction by [`Database::reanalyse`].
+const REANALYSE_BATCH: i64 = 20;
+/// How long a write spends analysing older documents again before its own work, until
+/// none is left (`coach-dev migrate` does them all at once).
+const REANALYSE_PER_WRITE: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// Analyses again, with the configured analyser, the documents indexed with another (or
+    /// before analysers were recorded), [`REANALYSE_BATCH`] per transaction, each document's
+    /// chunks and its scope's statistics together, until none is left (`Ok(true)`) or
+    /// `budget` has passed (`Ok(false)`). Concurrent callers skip each other's documents.
+    pub async fn reanalyse(&self, budget: Duration) -> Result<bool, Error> {
+        let started = Instant::now();
+        let analyzer = Arc::new(self.config.analyzer.clone());
+        loop {
+            let analyzer = analyzer.clone();
+            let done = self
+                .with_client("analyse documents again", move |client| {
+                    let analyzer = analyzer.clone();
+                    Box::pin(async move {
+                        let id = analyzer.id();
+                        let tx = client.transaction().await?;
+                        let docs = tx
+                            .query(
+                                "SELECT scope, document_id, length FROM coach_documents
+                                 WHERE analyzer IS DISTINCT FROM $1
+                                 ORDER BY scope, document_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                                &[&id, &REANALYSE_BATCH],
+                            )
+                            .await?;
+                        for doc in &docs {
+                            let (scope, document_id, old_length): (String, String, i64) =
+                                (doc.get(0), doc.get(1), doc.get(2));
+                            let rows = tx
+                                .query(
+                                    "SELECT id, heading, body FROM coach_chunks WHERE scope = $1 AND document_id = $2",
+                                    &[&scope, &document_id],
+                                )
+                                .await?;
+                            let mut ids = Vec::with_capacity(rows.len());
+                            let mut vectors = Vec::with_capacity(rows.len());
+                            let mut lengths = Vec::with_capacity(rows.len());
+                            for row in &rows {
+                                let chunk = Chunk { heading: row.get(1), text: row.get(2) };
+                                let (vector, length) = chunk_vector(&analyzer, &chunk);
+                                ids.push(row.get::<_, i64>(0));
+                                vectors.push(vector);
+                                lengths.push(length);
+                            }
+                            tx.execute(
+                                "UPDATE coach_chunks c SET terms = t.v::tsvector, length = t.l
+                                 FROM unnest($1::int8[], $2::text[], $3::int4[]) AS t(id, v, l) WHERE c.id = t.id",
+                                &[&ids, &vectors, &lengths],
+                            )
+                            .await?;
+                            let length: i64 = lengths.iter().map(|&l| i64::from(l)).sum();
+                            tx.execute(
+                                "UPDATE coach_documents SET analyzer = $3, length = $4
+                                 WHERE scope = $1 AND document_id = $2",
+                                &[&scope, &document_id, &id, &length],
+                            )
+                            .await?;
+                            tx.execute(BUMP_VERSION, &[&scope, &0i64, &(length - old_length)]).await?;
+                        }
+                        tx.commit().await?;
+                        Ok((docs.len() as i64) < REANALYSE_BATCH)
+                    })
+                })
+                .await?;
+            if done {
+                return Ok(true);
+            }
+            if started.elapsed() >= budget {
+                return Ok(false);
+            }
+        }
+    }
+}
+
 impl PgIndex {
     pub fn new(config: PgConfig, secret: SecretReader, blobs: Arc<dyn BlobStore>) -> Self {
         Self {
@@ -443,12 +574,24 @@ impl PgIndex {
             blobs,
             tables: Mutex::new(HashSet::new()),
             missing: Mutex::new(HashMap::new()),
+            reanalysed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Applies Coach's schema migrations not applied yet ([`Database::migrate`]).
     pub async fn migrate(&self) -> Result<(), Error> {
         self.db.migrate().await
+    }
+
+    /// Before a write: the schema migrated, and documents of another analyser analysed
+    /// again for at most [`REANALYSE_PER_WRITE`] while any are left.
+    async fn prepare_write(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        self.migrate().await?;
+        if !self.reanalysed.load(Ordering::Relaxed) && self.db.reanalyse(REANALYSE_PER_WRITE).await? {
+            self.reanalysed.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Creates the vector table of `model` at `dims` unless it exists.
@@ -524,7 +667,7 @@ impl PgIndex {
     async fn run_search(
         &self,
         tenant: &str,
-        query: &str,
+        terms: &[(String, f32)],
         vector: Option<(String, Vec<f32>)>,
         ranking: &Ranking,
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, Error> {
@@ -533,10 +676,12 @@ impl PgIndex {
         let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
         let max_distance = 1.0 - f64::from(ranking.min_similarity);
         let word_rows = self.db.config.word_rows as f64;
-        let (tenant, query) = (tenant.to_owned(), query.to_owned());
+        let usable_terms = terms.iter().filter(|(_, w)| *w > 0.0 && w.is_finite());
+        let (words, weights): (Vec<String>, Vec<f64>) = usable_terms.map(|(t, w)| (text(t), f64::from(*w))).unzip();
+        let tenant = tenant.to_owned();
         self.db
             .with_client("search the index", move |client| {
-                let (tenant, query, vector) = (tenant.clone(), query.clone(), vector.clone());
+                let (tenant, words, weights, vector) = (tenant.clone(), words.clone(), weights.clone(), vector.clone());
                 Box::pin(async move {
                     let sql = search_sql(vector.as_ref().map(|(table, v)| (table.as_str(), v.len() as u32)));
                     let statement = match client.prepare_cached(&sql).await {
@@ -547,12 +692,24 @@ impl PgIndex {
                     let result = match &vector {
                         Some((_, v)) => {
                             let v = Vector::from(v.clone());
-                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
-                                [&query, &tenant, &window, &min_score, &top_k, &word_rows, &v, &max_distance, &weight];
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                                &words,
+                                &tenant,
+                                &window,
+                                &min_score,
+                                &top_k,
+                                &word_rows,
+                                &weights,
+                                &v,
+                                &max_distance,
+                                &weight,
+                            ];
                             client.query(&statement, &params).await
                         }
                         None => {
-                            client.query(&statement, &[&query, &tenant, &window, &min_score, &top_k, &word_rows]).await
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                                [&words, &tenant, &window, &min_score, &top_k, &word_rows, &weights];
+                            client.query(&statement, &params).await
                         }
                     };
                     match result {
@@ -620,55 +777,62 @@ fn tls(ca_pem: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect,
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// The query's words, as the search statement weighs them: PostgreSQL's English stemming and
-/// stop words (`to_tsvector`), each word's share of the table's chunks from the planner's
-/// statistics (`pg_stats`, kept by autovacuum's ANALYZE), its BM25 inverse document
-/// frequency from that, and the words actually searched: those estimated to match at most $6
-/// rows (0: every word), or if none is, the one matching fewest. A word in a large share of
-/// the chunks (a corpus' own stop word) ranks little in BM25 and costs the most to rank
-/// (every chunk it matches is read), so at scale it is left out; in a small table, nothing
-/// is. Words missing from the statistics (the rare ones, or a table not analysed yet) count
-/// as matching nothing yet.
-const QUERY_WORDS: &str = r#"lexemes AS (
-    SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS lexeme
+/// The query's terms, as the search statement weighs them: each term ($1) with its weight
+/// ($7), each term's share of the table's chunks from the planner's statistics (`pg_stats`,
+/// kept by autovacuum's ANALYZE), and the terms actually searched: those estimated to match
+/// at most $6 rows (0: every term), or if none is, the one matching fewest. A term in a
+/// large share of the chunks (a corpus' own stop word) ranks little in BM25 and costs the
+/// most to rank (every chunk it matches is read), so at scale it is left out; in a table of
+/// fewer chunks than $6, nothing is, and the ranking is the S3 store's exactly. Terms missing
+/// from the statistics (the rare ones, or a table not analysed yet) count as matching none.
+const QUERY_WORDS: &str = r#"query_terms AS (
+    SELECT term, weight FROM unnest($1::text[], $7::float8[]) AS t(term, weight)
 ), chunks AS (
     SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = 'coach_chunks'::regclass
 ), estimated AS (
-    SELECT l.lexeme, least(coalesce(s.share::float8 * chunks.n, 0), chunks.n) AS rows, chunks.n
-    FROM lexemes l
+    SELECT q.term, q.weight, least(coalesce(s.share::float8 * chunks.n, 0), chunks.n) AS rows
+    FROM query_terms q
     CROSS JOIN chunks
     LEFT JOIN (
         SELECT e.lexeme, st.most_common_elem_freqs[e.i] AS share
         FROM pg_stats st, unnest(st.most_common_elems::text::text[]) WITH ORDINALITY AS e(lexeme, i)
-        WHERE st.schemaname = current_schema() AND st.tablename = 'coach_chunks' AND st.attname = 'words'
-    ) s ON s.lexeme = l.lexeme
+        WHERE st.schemaname = current_schema() AND st.tablename = 'coach_chunks' AND st.attname = 'terms'
+    ) s ON s.lexeme = q.term
 ), searched AS (
-    SELECT lexeme, rows, n FROM estimated WHERE $6::float8 = 0 OR rows <= $6::float8
+    SELECT term, weight FROM estimated WHERE $6::float8 = 0 OR rows <= $6::float8
     UNION ALL
-    SELECT * FROM (SELECT lexeme, rows, n FROM estimated ORDER BY rows, lexeme LIMIT 1) fewest
+    SELECT term, weight FROM (SELECT term, weight FROM estimated ORDER BY rows, term LIMIT 1) fewest
     WHERE NOT EXISTS (SELECT 1 FROM estimated WHERE $6::float8 = 0 OR rows <= $6::float8)
-), terms AS (
-    SELECT ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS term,
-           ln(1 + (n - rows + 0.5) / (rows + 0.5)) AS idf
-    FROM searched
 ), query AS (
-    SELECT coalesce(string_agg(term::text, ' | '), '')::tsquery AS q FROM terms
+    SELECT coalesce(string_agg('''' || replace(replace(term, '\', '\\'), '''', '''''') || '''', ' | '), '')::tsquery AS q,
+           array_agg(term) AS terms
+    FROM searched
+), stats AS (
+    SELECT greatest(coalesce(sum(v.chunks), 0), 1)::float8 AS n,
+           greatest(coalesce(sum(v.length), 0)::float8 / greatest(coalesce(sum(v.chunks), 0), 1), 1) AS avgdl
+    FROM coach_index_versions v WHERE v.scope = $2 OR v.scope = '_global'
 )"#;
 
 /// The search statement, words only (`vectors: None`) or words and the vectors of a table
-/// (and its dimension). Parameters: $1 query text, $2 tenant, $3 window, $4 least fused
-/// score, $5 top_k, $6 most rows a searched word may match (see [`QUERY_WORDS`]); with
-/// vectors also $7 the query's vector, $8 greatest cosine distance, $9 the vector ranking's
-/// weight.
+/// (and its dimension). Parameters: $1 query terms, $2 tenant, $3 window, $4 least fused
+/// score, $5 top_k, $6 most rows a searched term may match (see [`QUERY_WORDS`]), $7 the
+/// terms' weights; with vectors also $8 the query's vector, $9 greatest cosine distance,
+/// $10 the vector ranking's weight.
 ///
-/// The word ranking: chunks matching any searched word, by the sum of the inverse document
-/// frequencies of the words they hold (BM25 without its term-frequency part), then by
-/// `ts_rank` (which counts occurrences, normalised by length). Each ranking keeps its best
-/// `window`; a chunk at rank r scores weight / (60 + r) in each, summed.
+/// The word ranking is BM25 as the S3 store computes it ([`crate::index::rank`]): per
+/// searched term in a matching chunk, weight x idf x tf (k1 + 1) / (tf + k1 (1 - b + b
+/// length / mean length)), the term frequency read from the number of its positions
+/// (`setweight` marks the query's terms, `ts_filter` keeps them), document frequencies
+/// counted over the scope's matching chunks, chunk count and mean length from
+/// `coach_index_versions`. Each ranking keeps its best `window`; they are fused by document
+/// as the S3 store fuses them ([`crate::index::rank`]): a document at the rank of its best
+/// chunk scores weight / (60 + rank) in each ranking, summed; the best `top_k` documents,
+/// each with its chunk of the best chunk-level fused score, then (when fewer documents
+/// match) other chunks by that score.
 fn search_sql(vectors: Option<(&str, u32)>) -> String {
     let (nearest, semantic) = match vectors {
         Some((table, dims)) => {
-            let distance = distance("v.embedding", "$7", dims);
+            let distance = distance("v.embedding", "$8", dims);
             (
                 format!(
                     ", nearest AS MATERIALIZED (
@@ -681,33 +845,72 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
                 ),
                 "
     UNION ALL
-    SELECT id, $9::float8 / (60 + row_number() OVER (ORDER BY distance, id)) FROM nearest WHERE distance <= $8",
+    SELECT 1, n.id, c.scope, c.document_id, row_number() OVER (ORDER BY n.distance, n.id), $10::float8
+    FROM nearest n JOIN coach_chunks c ON c.id = n.id
+    WHERE n.distance <= $9",
             )
         }
         None => (String::new(), ""),
     };
     format!(
-        "WITH {QUERY_WORDS}, best_words AS (
-    SELECT c.id,
-           (SELECT sum(t.idf) FROM terms t WHERE c.words @@ t.term) AS weight,
-           ts_rank(c.words, query.q, 1) AS occurrences
-    FROM coach_chunks c, query
-    WHERE (c.scope = $2 OR c.scope = '_global') AND c.words @@ query.q
-    ORDER BY weight DESC, occurrences DESC, c.id
+        "WITH {QUERY_WORDS}, matched AS MATERIALIZED (
+    SELECT c.id, c.length, t.lexeme, least(cardinality(t.positions), {MAX_TERM_FREQUENCY})::float8 AS tf
+    FROM coach_chunks c
+    CROSS JOIN query
+    CROSS JOIN LATERAL unnest(ts_filter(setweight(c.terms, 'A', query.terms), '{{a}}')) AS t
+    WHERE (c.scope = $2 OR c.scope = '_global') AND c.terms @@ query.q
+), frequencies AS (
+    SELECT lexeme, count(*)::float8 AS df FROM matched GROUP BY lexeme
+), best_words AS (
+    SELECT m.id,
+           sum(s.weight * ln(1 + (stats.n - f.df + 0.5) / (f.df + 0.5))
+               * m.tf * ({k1} + 1) / (m.tf + {k1} * (1 - {b} + {b} * m.length / stats.avgdl))) AS score
+    FROM matched m
+    JOIN frequencies f ON f.lexeme = m.lexeme
+    JOIN searched s ON s.term = m.lexeme
+    CROSS JOIN stats
+    GROUP BY m.id
+    ORDER BY score DESC, m.id
     LIMIT $3
 ){nearest}, ranked AS (
-    SELECT id, 1.0::float8 / (60 + row_number() OVER (ORDER BY weight DESC, occurrences DESC, id)) AS score
-    FROM best_words{semantic}
-), fused AS (
-    SELECT id, sum(score) AS score FROM ranked GROUP BY id
+    SELECT 0 AS k, b.id, c.scope, c.document_id, row_number() OVER (ORDER BY b.score DESC, b.id) AS r, 1.0::float8 AS w
+    FROM best_words b JOIN coach_chunks c ON c.id = b.id{semantic}
+), chunk_scores AS (
+    SELECT id, scope, document_id, sum(w / (60 + r)) AS score FROM ranked GROUP BY id, scope, document_id
+), document_scores AS (
+    SELECT scope, document_id, sum(w / (60 + rank)) AS score
+    FROM (
+        SELECT scope, document_id, w, row_number() OVER (PARTITION BY k ORDER BY best) AS rank
+        FROM (SELECT k, scope, document_id, max(w) AS w, min(r) AS best FROM ranked GROUP BY k, scope, document_id) b
+    ) d
+    GROUP BY scope, document_id
+), best_chunks AS (
+    SELECT DISTINCT ON (scope, document_id) id, scope, document_id
+    FROM chunk_scores ORDER BY scope, document_id, score DESC, id
+), top_documents AS (
+    SELECT b.id, d.score FROM document_scores d JOIN best_chunks b USING (scope, document_id)
+    WHERE d.score >= $4
+    ORDER BY d.score DESC, d.scope, d.document_id
+    LIMIT $5
+), chosen AS (
+    SELECT id, score, 0 AS tier FROM top_documents
+    UNION ALL
+    SELECT id, score, 1 FROM (
+        SELECT id, score FROM chunk_scores
+        WHERE score >= $4 AND id NOT IN (SELECT id FROM top_documents)
+        ORDER BY score DESC, id
+        LIMIT greatest($5 - (SELECT count(*) FROM top_documents), 0)
+    ) rest
 )
 SELECT c.document_id, d.title, c.chunk, f.score::float4, c.heading, c.body
-FROM fused f
+FROM chosen f
 JOIN coach_chunks c ON c.id = f.id
 JOIN coach_documents d ON d.scope = c.scope AND d.document_id = c.document_id
-WHERE f.score >= $4 AND (c.scope = $2 OR c.scope = '_global')
-ORDER BY f.score DESC, f.id
-LIMIT $5"
+WHERE c.scope = $2 OR c.scope = '_global'
+ORDER BY f.tier, f.score DESC, f.id
+LIMIT $5",
+        k1 = BM25_K1,
+        b = BM25_B,
     )
 }
 
@@ -720,21 +923,19 @@ fn passage(row: &Row) -> Passage {
 
 #[async_trait]
 impl PassageSearch for PgIndex {
-    async fn search(
-        &self,
-        tenant: &str,
-        query: &str,
-        vector: QueryVector<'_>,
-        ranking: &Ranking,
-    ) -> Result<Vec<Passage>, Error> {
+    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error> {
         if ranking.top_k == 0 {
             return Ok(Vec::new());
         }
-        let vector = vector.await.filter(|(_, v)| usable(v) && v.len() as u32 <= HNSW_MAX_HALFVEC_DIMS);
+        // The schema is migrated (once per instance) while the query is made.
+        let (migrated, query) = tokio::join!(self.migrate(), query);
+        migrated?;
+        let vector = query.vector.filter(|(_, v)| usable(v) && v.len() as u32 <= HNSW_MAX_HALFVEC_DIMS);
         let vector = vector
-            .map(|(model, v)| (vector_table(model, v.len() as u32), v))
+            .map(|(model, v)| (vector_table(&model, v.len() as u32), v))
             .filter(|(table, _)| !self.recently_missing(table));
         let table = vector.as_ref().map(|(t, _)| t.clone());
+        let query = &query.terms;
         match self.run_search(tenant, query, vector, ranking).await? {
             Ok(rows) => Ok(rows.iter().map(passage).collect()),
             // No vectors of this model yet: by words, and remember for a while.
@@ -787,7 +988,7 @@ impl DocumentIndex for PgIndex {
     }
 
     async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
-        self.migrate().await?;
+        self.prepare_write().await?;
         let dims = doc.dims;
         let with_vectors = doc
             .embedding_model
@@ -800,13 +1001,17 @@ impl DocumentIndex for PgIndex {
             Some(model) => Some(self.ensure_vector_table(model, dims).await?),
             None => None,
         };
+        // Analysed before the transaction: it is CPU work.
+        let analyzer = &self.db.config.analyzer;
+        let (terms, lengths): (Vec<String>, Vec<i32>) = doc.chunks.iter().map(|c| chunk_vector(analyzer, c)).unzip();
+        let words = Arc::new((terms, lengths, analyzer.id()));
         let doc = Arc::new(doc);
         let (scope, key, etag) = (scope.name().to_owned(), source_key.to_owned(), source_etag.to_owned());
         let blobs = self.blobs.clone();
         self.db
             .with_client("index a document", move |client| {
-                let (doc, scope, key, etag, table, blobs) =
-                    (doc.clone(), scope.clone(), key.clone(), etag.clone(), table.clone(), blobs.clone());
+                let (doc, scope, key, etag, table, blobs, words) =
+                    (doc.clone(), scope.clone(), key.clone(), etag.clone(), table.clone(), blobs.clone(), words.clone());
                 Box::pin(async move {
                     let tx = client.transaction().await?;
                     let lock = format!("{scope}/{}", doc.document_id);
@@ -819,26 +1024,35 @@ impl DocumentIndex for PgIndex {
                         None => return Ok(Added::Gone),
                     }
                     let id = &doc.document_id;
-                    tx.execute("DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2", &[&scope, id])
+                    let old = tx
+                        .query_opt(
+                            "DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2 RETURNING chunks, length",
+                            &[&scope, id],
+                        )
                         .await?;
+                    let (old_chunks, old_length) = old.map_or((0, 0), |row| (i64::from(row.get::<_, i32>(0)), row.get(1)));
+                    let (terms, lengths, analyzer) = &*words;
+                    let length: i64 = lengths.iter().map(|&l| i64::from(l)).sum();
                     let model = doc.embedding_model.as_deref().filter(|_| table.is_some());
                     let dims = if table.is_some() { doc.dims as i32 } else { 0 };
                     tx.execute(
-                    "INSERT INTO coach_documents (scope, document_id, title, source_etag, embedding_model, dims, chunks)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[&scope, id, &text(&doc.title), &etag, &model, &dims, &(doc.chunks.len() as i32)],
-                )
-                .await?;
+                        "INSERT INTO coach_documents
+                             (scope, document_id, title, source_etag, embedding_model, dims, chunks, analyzer, length)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        &[&scope, id, &text(&doc.title), &etag, &model, &dims, &(doc.chunks.len() as i32), analyzer, &length],
+                    )
+                    .await?;
                     let numbers: Vec<i32> = (0..doc.chunks.len() as i32).collect();
                     let headings: Vec<Option<String>> =
                         doc.chunks.iter().map(|c| c.heading.as_deref().map(text)).collect();
                     let bodies: Vec<String> = doc.chunks.iter().map(|c| text(&c.text)).collect();
                     let rows = tx
                         .query(
-                            "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body)
-                         SELECT $1, $2, t.n, t.h, t.b FROM unnest($3::int4[], $4::text[], $5::text[]) AS t(n, h, b)
-                         RETURNING id, chunk",
-                            &[&scope, id, &numbers, &headings, &bodies],
+                            "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body, terms, length)
+                             SELECT $1, $2, t.n, t.h, t.b, t.v::tsvector, t.l
+                             FROM unnest($3::int4[], $4::text[], $5::text[], $6::text[], $7::int4[]) AS t(n, h, b, v, l)
+                             RETURNING id, chunk",
+                            &[&scope, id, &numbers, &headings, &bodies, terms, lengths],
                         )
                         .await?;
                     if let Some(table) = &table {
@@ -862,7 +1076,8 @@ impl DocumentIndex for PgIndex {
                         )
                         .await?;
                     }
-                    tx.execute(BUMP_VERSION, &[&scope]).await?;
+                    let chunks = doc.chunks.len() as i64 - old_chunks;
+                    tx.execute(BUMP_VERSION, &[&scope, &chunks, &(length - old_length)]).await?;
                     tx.commit().await?;
                     Ok(Added::Indexed)
                 })
@@ -871,6 +1086,7 @@ impl DocumentIndex for PgIndex {
     }
 
     async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+        self.migrate().await?;
         let (scope, id) = (scope.name().to_owned(), id.to_owned());
         let removed = self
             .db
@@ -881,15 +1097,20 @@ impl DocumentIndex for PgIndex {
                     tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("{scope}/{id}")])
                         .await?;
                     let removed = tx
-                        .execute("DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2", &[&scope, &id])
+                        .query_opt(
+                            "DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2 RETURNING chunks, length",
+                            &[&scope, &id],
+                        )
                         .await;
                     match removed {
-                        Ok(n) => {
-                            if n > 0 {
-                                tx.execute(BUMP_VERSION, &[&scope]).await?;
+                        Ok(row) => {
+                            let found = row.is_some();
+                            if let Some(row) = row {
+                                let (chunks, length): (i32, i64) = (row.get(0), row.get(1));
+                                tx.execute(BUMP_VERSION, &[&scope, &-i64::from(chunks), &-length]).await?;
                             }
                             tx.commit().await?;
-                            Ok(Some(n > 0))
+                            Ok(Some(found))
                         }
                         // Nothing was ever indexed: nothing to remove.
                         Err(e) if is_undefined_table(&e) => Ok(Some(false)),

@@ -2,9 +2,12 @@
 //! compact serde format) and a CRC-32 of everything before it, so a damaged or truncated
 //! object is detected rather than misread.
 
-use crate::model::{Manifest, Segment};
+use crate::model::{Chunk, Manifest, Segment, SegmentDoc};
 
-const SEGMENT_MAGIC: &[u8; 8] = b"COACHSG1";
+/// Segments written since analysers are recorded ([`Segment::analyzer`]).
+const SEGMENT_MAGIC: &[u8; 8] = b"COACHSG2";
+/// Segments written before: read as made by [`crate::analysis::LEGACY_ID`].
+const SEGMENT_V1_MAGIC: &[u8; 8] = b"COACHSG1";
 const MANIFEST_MAGIC: &[u8; 8] = b"COACHMF1";
 
 /// Why a segment or manifest could not be read.
@@ -42,9 +45,15 @@ impl Segment {
         frame(SEGMENT_MAGIC, self)
     }
 
-    /// Reads a segment back, checking its checksum and that its parts agree in length.
+    /// Reads a segment back (either format), checking its checksum and that its parts agree
+    /// in length.
     pub fn decode(bytes: &[u8]) -> Result<Segment, BadObject> {
-        let mut segment: Segment = unframe(SEGMENT_MAGIC, "segment", bytes)?;
+        let mut segment: Segment = match bytes.get(..8) {
+            Some(magic) if magic == SEGMENT_V1_MAGIC => {
+                unframe::<SegmentV1>(SEGMENT_V1_MAGIC, "segment", bytes)?.into()
+            }
+            _ => unframe(SEGMENT_MAGIC, "segment", bytes)?,
+        };
         // Deserialising grows vectors by doubling: give the slack back, the segment is kept.
         segment.chunks.shrink_to_fit();
         segment.lengths.shrink_to_fit();
@@ -82,6 +91,35 @@ impl Segment {
     }
 }
 
+/// A segment as written before analysers were recorded.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct SegmentV1 {
+    docs: Vec<SegmentDoc>,
+    chunks: Vec<Chunk>,
+    lengths: Vec<u32>,
+    terms: Vec<String>,
+    term_ends: Vec<u32>,
+    postings: Vec<u32>,
+    frequencies: Vec<u32>,
+    vectors: Vec<f32>,
+}
+
+impl From<SegmentV1> for Segment {
+    fn from(v1: SegmentV1) -> Self {
+        Segment {
+            docs: v1.docs,
+            chunks: v1.chunks,
+            lengths: v1.lengths,
+            terms: v1.terms,
+            term_ends: v1.term_ends,
+            postings: v1.postings,
+            frequencies: v1.frequencies,
+            vectors: v1.vectors,
+            analyzer: crate::analysis::LEGACY_ID.to_owned(),
+        }
+    }
+}
+
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         frame(MANIFEST_MAGIC, self)
@@ -115,7 +153,25 @@ mod tests {
             postings: vec![0],
             frequencies: vec![1],
             vectors: vec![1.0, 0.0],
+            analyzer: "2/english".into(),
         }
+    }
+
+    #[test]
+    fn segments_written_before_analysers_were_recorded_are_read_as_legacy() {
+        let s = segment();
+        let v1 = SegmentV1 {
+            docs: s.docs.clone(),
+            chunks: s.chunks.clone(),
+            lengths: s.lengths.clone(),
+            terms: s.terms.clone(),
+            term_ends: s.term_ends.clone(),
+            postings: s.postings.clone(),
+            frequencies: s.frequencies.clone(),
+            vectors: s.vectors.clone(),
+        };
+        let read = Segment::decode(&frame(SEGMENT_V1_MAGIC, &v1)).unwrap();
+        assert_eq!(read, Segment { analyzer: crate::analysis::LEGACY_ID.into(), ..segment() });
     }
 
     #[test]

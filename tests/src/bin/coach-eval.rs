@@ -10,8 +10,14 @@
 //! asked by a chat function with `COACH_EMBEDDING_PROVIDER=none` (BM25-only Coach), by one
 //! with `local` (hybrid Coach), and by one per extra argument, with those settings on top of
 //! hybrid's (for tuning: `w2:COACH_RETRIEVAL_VECTOR_WEIGHT=2`). Runs against moto on loopback (`COACH_MOTO_SERVER`),
-//! like the tests. Settings under test (`COACH_RETRIEVAL_*`, `COACH_CHUNK_*`) are taken from
-//! this process's environment.
+//! like the tests. Settings under test (`COACH_RETRIEVAL_*`, `COACH_CHUNK_*`,
+//! `COACH_SEARCH_*`) are taken from this process's environment.
+//!
+//! Conversations (hybrid Coach and BM25-only Coach), each scored against the judgements of
+//! query Q: `conv-b` asks Q, then in the same session a follow-up that names nothing of Q's
+//! topic ([`FOLLOW_UPS`], in turn), and scores the follow-up's sources; `conv-c` asks another
+//! judged query first (the next one), then Q in the same session, and scores Q's. The
+//! single-turn runs are (a).
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
@@ -23,6 +29,22 @@ use coach_testkit::{
 };
 use lambda_http::{http::StatusCode, Request};
 use serde_json::{json, Value};
+
+/// Follow-ups that name nothing of their topic, asked after a judged query (in turn).
+const FOLLOW_UPS: &[&str] = &[
+    "Tell me more about that.",
+    "Why?",
+    "How was that measured?",
+    "Can you elaborate?",
+    "What else should I know?",
+    "Go on.",
+    "Is there evidence for it?",
+    "What are the implications?",
+    "Could you give an example?",
+    "And what came of it?",
+    "Who looked into this?",
+    "What is the main finding there?",
+];
 
 /// Uploads and ingests in flight at once.
 const CONCURRENCY: usize = 8;
@@ -116,7 +138,7 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
     // Everything else from this process's environment (the settings under test), then the
     // eval's own: the answer is the retrieved passages, DEPTH of them, no rate limit.
     let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| ["RETRIEVAL", "CHUNK"].iter().any(|m| k.starts_with(&format!("COACH_{m}_"))))
+        .filter(|(k, _)| ["RETRIEVAL", "CHUNK", "SEARCH"].iter().any(|m| k.starts_with(&format!("COACH_{m}_"))))
         .collect();
     vars.extend(
         [
@@ -155,6 +177,7 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
 
     let mut runs = serde_json::Map::new();
     let mut run_settings = serde_json::Map::new();
+    let conversations = [("coach-bm25", "coach-bm25"), ("coach-hybrid", "coach-hybrid")];
     for (name, settings) in variants {
         let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let asking = stack.with_more_env(&pairs);
@@ -164,33 +187,33 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
         let started = Instant::now();
         let mut run = serde_json::Map::new();
         for (qid, text) in &queries {
-            // As a client would: a 503 (the emulator slow under load) is asked again.
-            let (mut status, mut body) = (StatusCode::SERVICE_UNAVAILABLE, Value::Null);
-            for attempt in 0..3 {
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
-                }
-                let question = json!({"message": text});
-                let request = events::with("chat-post.json", "POST", "/chat", Some(&question), Some(&user));
-                (status, body) = call_chat(&chat, request).await;
-                if status != StatusCode::SERVICE_UNAVAILABLE {
-                    break;
-                }
-            }
-            if status != StatusCode::OK {
-                return Err(format!("query {qid}: POST /chat answered {status}: {body}"));
-            }
-            let mut ranked: Vec<String> = Vec::new();
-            for source in body["sources"].as_array().into_iter().flatten() {
-                let Some(id) = source["title"].as_str().and_then(|t| titles.get(t)) else { continue };
-                if !ranked.contains(id) && ranked.len() < DEPTH {
-                    ranked.push(id.clone());
-                }
-            }
-            run.insert(qid.clone(), json!(ranked));
+            let body = ask(&chat, &user, text, None).await.map_err(|e| format!("query {qid}: {e}"))?;
+            run.insert(qid.clone(), json!(ranked(&body, &titles)));
         }
         eprintln!("eval: {name}: {} queries in {:.1} s", queries.len(), started.elapsed().as_secs_f64());
         runs.insert(name.clone(), Value::Object(run));
+        if !conversations.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        // (b): Q, then a follow-up in its session; (c): the next query, then Q.
+        let (mut follow_up, mut after_other) = (serde_json::Map::new(), serde_json::Map::new());
+        for (i, (qid, text)) in queries.iter().enumerate() {
+            let first = ask(&chat, &user, text, None).await.map_err(|e| format!("query {qid}: {e}"))?;
+            let session = first["session_id"].as_str().map(str::to_owned);
+            let next = FOLLOW_UPS[i % FOLLOW_UPS.len()];
+            let body = ask(&chat, &user, next, session.as_deref()).await.map_err(|e| format!("query {qid}: {e}"))?;
+            follow_up.insert(qid.clone(), json!(ranked(&body, &titles)));
+            let other = &queries[(i + 1) % queries.len()].1;
+            let first = ask(&chat, &user, other, None).await.map_err(|e| format!("query {qid}: {e}"))?;
+            let session = first["session_id"].as_str().map(str::to_owned);
+            let body = ask(&chat, &user, text, session.as_deref()).await.map_err(|e| format!("query {qid}: {e}"))?;
+            after_other.insert(qid.clone(), json!(ranked(&body, &titles)));
+        }
+        eprintln!("eval: {name}: conversations in {:.1} s", started.elapsed().as_secs_f64());
+        runs.insert(format!("{name}/conv-b"), Value::Object(follow_up));
+        runs.insert(format!("{name}/conv-c"), Value::Object(after_other));
+        run_settings.insert(format!("{name}/conv-b"), run_settings[name].clone());
+        run_settings.insert(format!("{name}/conv-c"), run_settings[name].clone());
     }
     let settings: BTreeMap<&str, &str> = borrowed.iter().copied().filter(|(k, _)| k.starts_with("COACH_")).collect();
     let report = json!({
@@ -243,6 +266,43 @@ async fn upload_and_ingest(
         }
     }
     outcome.map(|_| ()).map_err(|e| format!("ingest of {filename}: {e}"))
+}
+
+/// Asks `text` through `POST /chat` (in `session`, if given) as a client would: a 503 (the
+/// emulator slow under load) is asked again.
+async fn ask(chat: &chat::State, user: &str, text: &str, session: Option<&str>) -> Result<Value, String> {
+    let (mut status, mut body) = (StatusCode::SERVICE_UNAVAILABLE, Value::Null);
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
+        }
+        let question = match session {
+            Some(id) => json!({"message": text, "session_id": id}),
+            None => json!({"message": text}),
+        };
+        let request = events::with("chat-post.json", "POST", "/chat", Some(&question), Some(user));
+        (status, body) = call_chat(chat, request).await;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+    }
+    if status != StatusCode::OK {
+        return Err(format!("POST /chat answered {status}: {body}"));
+    }
+    Ok(body)
+}
+
+/// The collection's document ids of a reply's sources, first occurrence of each, at most
+/// [`DEPTH`].
+fn ranked(body: &Value, titles: &BTreeMap<String, String>) -> Vec<String> {
+    let mut ranked: Vec<String> = Vec::new();
+    for source in body["sources"].as_array().into_iter().flatten() {
+        let Some(id) = source["title"].as_str().and_then(|t| titles.get(t)) else { continue };
+        if !ranked.contains(id) && ranked.len() < DEPTH {
+            ranked.push(id.clone());
+        }
+    }
+    ranked
 }
 
 async fn call_chat(state: &chat::State, request: Request) -> (StatusCode, Value) {

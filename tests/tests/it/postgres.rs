@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use coach::{
     ingest::{ObjectEvent, Outcome},
-    model::{Chunk, Ranking, Scope, Shard},
+    model::{Chunk, Query, Ranking, Scope, Shard},
     store::{
         postgres::{PgSecret, SecretReader},
         Added, Blob, BlobStore, DocumentIndex, Listed, PassageSearch, PgConfig, PgIndex, PresignedPut, Revalidated,
@@ -102,20 +102,26 @@ async fn the_schema_is_coach_s_own_applied_once_with_a_vector_table_per_model() 
     let other = stack.deploy();
     add(&stack, &other, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n").await;
     let migrations = stack.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM coach_schema_migrations");
-    assert_eq!(migrations, "1,2");
-    // Each write bumped the tenant's change counter (what `/qa` answers are kept under).
+    assert_eq!(migrations, "1,2,3");
+    // Each write bumped the tenant's change counter (what `/qa` answers are kept under) and
+    // counted its chunks and terms (BM25's statistics).
     assert_eq!(stack.sql("SELECT version FROM coach_index_versions WHERE scope = 'acme'"), "2");
+    let stats = stack.sql("SELECT chunks || ' ' || length FROM coach_index_versions WHERE scope = 'acme'");
+    let lengths = stack.sql("SELECT count(*) || ' ' || sum(length) FROM coach_chunks WHERE scope = 'acme'");
+    assert_eq!(stats, lengths);
     let tables = stack.sql("SELECT model || ' ' || dims || ' ' || table_name FROM coach_vector_tables");
     let table = coach::store::postgres::vector_table("all-minilm-l6-v2", 384);
     assert_eq!(tables, format!("all-minilm-l6-v2 384 {table}"));
     assert_eq!(count(&stack, &format!("SELECT count(*) FROM {table}")), 2, "a vector per chunk");
     let indexes = stack.sql("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname");
     assert!(indexes.contains(&format!("ON public.{table} USING hnsw (embedding vector_cosine_ops)")), "{indexes}");
-    assert!(indexes.contains("ON public.coach_chunks USING gin (words)"), "{indexes}");
+    assert!(indexes.contains("ON public.coach_chunks USING gin (terms)"), "{indexes}");
     assert!(indexes.contains("ON public.coach_chunks USING btree (scope, document_id, chunk)"), "{indexes}");
-    // The words are indexed by PostgreSQL's own English configuration.
-    let words = stack.sql("SELECT words FROM coach_chunks WHERE body LIKE 'Everyone%'");
-    assert!(words.contains("'everyon'") && words.contains("'day'"), "{words}");
+    // The terms are Coach's own (the S3 store's analyser), each with as many positions as
+    // it occurs; the heading's words count.
+    let words = stack.sql("SELECT terms FROM coach_chunks WHERE body LIKE 'Everyone%'");
+    assert!(words.contains("'everyon':1") && words.contains("'day':1") && words.contains("'leav':1"), "{words}");
+    assert_eq!(stack.sql("SELECT count(*) FROM coach_documents WHERE analyzer = '2/english'"), "2");
 }
 
 #[tokio::test]
@@ -335,8 +341,8 @@ async fn vectors_of_another_model_never_share_a_ranking() {
         let index = index.clone();
         let ranking = ranking.clone();
         async move {
-            let vector: coach::store::QueryVector = Box::pin(async move { Some((model, vec![1.0, 0.1, 0.0])) });
-            index.search("acme", "zqnothing", vector, &ranking).await.unwrap()
+            let query = words("zqnothing", Some((model, vec![1.0, 0.1, 0.0])));
+            index.search("acme", Box::pin(async { query }), &ranking).await.unwrap()
         }
     };
     let found = search("model-a").await;
@@ -400,12 +406,46 @@ async fn an_unreachable_database_is_a_503_for_chat_and_a_retry_for_ingest() {
     assert_eq!(report["components"]["s3"]["status"], "healthy", "{report}");
 }
 
+/// Documents indexed before Coach analysed words itself (migration 3 leaves their chunks
+/// without terms and their analyser unrecorded) are analysed again by the next write, with
+/// their scope's statistics, and found by their words again.
+#[tokio::test]
+async fn documents_of_an_older_analyser_are_analysed_again_without_loss() {
+    let stack = TestStack::with_store(Store::Postgres, &[("COACH_EMBEDDING_PROVIDER", "none")]).await;
+    let services = stack.deploy();
+    let id = add(&stack, &services, "acme", "pto.md", "# Paid leave\n\nEveryone gets 25 days a year.\n").await;
+    let stats = "SELECT chunks || ' ' || length FROM coach_index_versions WHERE scope = 'acme'";
+    let before = stack.sql(stats);
+    // As migration 3 leaves a document indexed before it.
+    stack.sql("UPDATE coach_chunks SET terms = NULL, length = 0");
+    stack.sql("UPDATE coach_documents SET analyzer = NULL, length = 0");
+    stack.sql("UPDATE coach_index_versions SET length = 0");
+    assert!(cited(&services, "acme", "paid leave days").await.is_empty(), "no terms: not found by words");
+    // Another instance's first write analyses it again first.
+    let other = stack.deploy();
+    add(&stack, &other, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker.\n").await;
+    assert_eq!(stack.sql("SELECT count(*) FROM coach_documents WHERE analyzer IS DISTINCT FROM '2/english'"), "0");
+    assert_eq!(cited(&services, "acme", "paid leave days").await, BTreeSet::from([id]));
+    let lengths = stack.sql("SELECT count(*) || ' ' || sum(length) FROM coach_chunks WHERE scope = 'acme'");
+    assert_eq!(stack.sql(stats), lengths, "the statistics count both documents");
+    assert_ne!(before, lengths);
+}
+
+/// A query of `text`'s terms, and `vector` if given.
+fn words(text: &str, vector: Option<(&str, Vec<f32>)>) -> Query {
+    Query {
+        terms: coach::analysis::Analyzer::default().weighted_terms(text),
+        vector: vector.map(|(m, v)| (m.to_owned(), v)),
+    }
+}
+
 /// Passages' document ids for `query`, by words only, from a `PgIndex` with `word_rows`.
 async fn by_words(stack: &TestStack, word_rows: &str, query: &str) -> Vec<String> {
     let stack = stack.with_more_env(&[("COACH_PG_WORD_ROWS", word_rows)]);
     let search = stack.passage_search();
     let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
-    let passages = search.search("acme", query, Box::pin(async { None }), &ranking).await.unwrap();
+    let query = words(query, None);
+    let passages = search.search("acme", Box::pin(async { query }), &ranking).await.unwrap();
     passages.into_iter().map(|p| p.source.document_id).collect()
 }
 
@@ -427,7 +467,7 @@ async fn rare_words_weigh_more_and_the_corpus_own_stop_words_are_left_out() {
     stack.sql("ANALYZE coach_chunks");
     let share = stack.sql(
         "SELECT round(most_common_elem_freqs[array_position(most_common_elems::text::text[], 'meet')]::numeric, 2)
-         FROM pg_stats WHERE tablename = 'coach_chunks' AND attname = 'words'",
+         FROM pg_stats WHERE tablename = 'coach_chunks' AND attname = 'terms'",
     );
     assert_eq!(share, "1.00", "the planner knows \"meeting\" is in every chunk");
     let found = by_words(&stack, "0", "meeting zqrare").await;

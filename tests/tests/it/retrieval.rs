@@ -5,9 +5,13 @@
 //! Every test but the one about the S3 store's revalidation interval runs over both index
 //! stores (`s3::` and `postgres::`): segments in S3, and PostgreSQL with pgvector.
 
+use std::sync::Arc;
+
 use coach_testkit::{
-    flows::{add, add_shared, chat},
+    events,
+    flows::{add, add_shared, chat, stream_call},
     stack::{Deployment, Store, TestStack},
+    tokens,
 };
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
@@ -258,8 +262,101 @@ async fn a_failing_slow_or_confused_reranker_leaves_the_fused_order(store: Store
     assert_eq!(reranked(store, ResponseTemplate::new(200).set_body_string("<html>"), "2000").await.0, fused);
 }
 
+/// One turn of `alice` at acme, by `POST /chat` or `POST /chat/stream`, in `session` if
+/// given: the session it went to and its sources' titles.
+async fn turn(services: &Arc<Deployment>, message: &str, session: Option<&str>, stream: bool) -> (String, Vec<String>) {
+    let token = tokens::for_test("alice", "acme", &["user"]);
+    let mut body = json!({"message": message});
+    if let Some(id) = session {
+        body["session_id"] = json!(id);
+    }
+    if stream {
+        let (status, text, events) = stream_call(services, body, &token).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let event = |name: &str| events.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone()).unwrap();
+        let sources = event("sources");
+        let titles = sources.as_array().unwrap().iter().map(|s| s["title"].as_str().unwrap().to_owned()).collect();
+        (event("done")["session_id"].as_str().unwrap().to_owned(), titles)
+    } else {
+        let request = events::with("chat-post.json", "POST", "/chat", Some(&body), Some(&token));
+        let response = ::chat::handle(&services.chat, request).await;
+        let reply: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{reply}");
+        (reply["session_id"].as_str().unwrap().to_owned(), titles(&reply))
+    }
+}
+
+async fn a_follow_up_keeps_its_topic_and_a_new_question_is_not_pulled_back(store: Store) {
+    let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "2")]).await;
+    let services = Arc::new(stack.deploy());
+    for (name, body) in &corpus() {
+        add_shared(&stack, &services, name, body).await;
+    }
+    for stream in [false, true] {
+        // The README's conversation: the follow-up alone names nothing searchable
+        // ("they" and "if" are stop words) or little ("disagree").
+        let (session, first) = turn(&services, "How do I give feedback on missed deadlines?", None, stream).await;
+        assert_eq!(first[0], "giving-feedback.md", "{first:?}");
+        let (alone, _) = turn(&services, "Why?", None, stream).await;
+        let (_, why) = turn(&services, "Why?", Some(&session), stream).await;
+        assert_eq!(why.first().map(String::as_str), Some("giving-feedback.md"), "stream {stream}: {why:?}");
+        assert_ne!(alone, session);
+        let (_, disagree) = turn(&services, "And if they disagree?", Some(&session), stream).await;
+        assert!(disagree.contains(&"giving-feedback.md".to_owned()), "stream {stream}: {disagree:?}");
+        // Without the conversation "Why?" retrieves nothing at all.
+        let (_, nothing) = turn(&services, "Why?", None, stream).await;
+        assert!(nothing.is_empty(), "{nothing:?}");
+        // A question that says enough on its own, in the same session: its own topic first.
+        let question = "How many goals should I set per quarter, and how do I track the key results?";
+        let (_, switched) = turn(&services, question, Some(&session), stream).await;
+        assert_eq!(switched[0], "setting-goals.md", "stream {stream}: {switched:?}");
+        let (_, fresh) = turn(&services, question, None, stream).await;
+        assert_eq!(switched, fresh, "the earlier topic does not change the ranking");
+    }
+}
+
+/// The S3 segments and PostgreSQL rank alike: the same terms, the same BM25, the same fusion
+/// by document (by words only, and with the embedded model's vectors).
+#[tokio::test]
+async fn both_stores_rank_the_same_passages_in_the_same_order() {
+    let questions = [
+        "A teammate keeps missing deadlines, what should I do?",
+        "How do I hand over work without micromanaging the outcome?",
+        "They disagree with me in a tense conversation about goals",
+        "How many goals should I set per quarter?",
+        "planning focus time feedback delegation",
+        "Why?",
+    ];
+    for embedding in ["none", "local"] {
+        let mut rankings = Vec::new();
+        for store in [Store::S3, Store::Postgres] {
+            let vars = [("COACH_RETRIEVAL_TOP_K", "5"), ("COACH_EMBEDDING_PROVIDER", embedding)];
+            let stack = TestStack::with_store(store, &vars).await;
+            let services = stack.deploy();
+            for (name, body) in &corpus() {
+                add_shared(&stack, &services, name, body).await;
+            }
+            let mut ranking = Vec::new();
+            for question in questions {
+                let reply = ask(&services, "acme", question).await;
+                let passages: Vec<(String, u64)> = reply["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| (s["title"].as_str().unwrap().to_owned(), s["chunk"].as_u64().unwrap()))
+                    .collect();
+                ranking.push((question, passages));
+            }
+            rankings.push(ranking);
+        }
+        assert!(rankings[0].iter().filter(|(_, p)| !p.is_empty()).count() >= 5, "{:?}", rankings[0]);
+        assert_eq!(rankings[0], rankings[1], "embedding {embedding}: S3 first, Postgres second");
+    }
+}
+
 // Each test, over each index store.
 over_both_stores!(
+    a_follow_up_keeps_its_topic_and_a_new_question_is_not_pulled_back,
     the_relevant_document_ranks_first_lexically,
     tenants_never_retrieve_each_others_documents,
     a_new_upload_is_found_on_the_next_message,

@@ -1,0 +1,181 @@
+//! Retrieval quality in process, for tuning (`make eval` measures the same end to end,
+//! through the API): a CISI-format collection chunked as ingest does (plain text), embedded
+//! with the embedded model, built into one segment and ranked by `rank::search`, with the
+//! conversational runs of `make eval` ((a) the query alone, (b) the query then a follow-up,
+//! (c) another query then the query). Prints nDCG@10 of each run.
+//!
+//!     cargo run --release -p coach-shared --example rank_eval -- ../shared/eval/cisi [models/all-minilm-l6-v2]
+//!
+//! Chunk vectors are cached in `target/eval/` (keyed by the collection's size).
+
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+use coach::{
+    analysis::Analyzer,
+    embeddings::local::LocalModel,
+    index::{
+        rank::search,
+        segment::{build, Loaded},
+        Part,
+    },
+    ingest::chunk::{chunk_text, ChunkConfig},
+    model::{Query, Ranking, Shard},
+    retrieval::{mixed_terms, mixed_vector, shares},
+};
+
+/// Follow-ups that name nothing of the topic (the end-to-end eval uses the same list).
+const FOLLOW_UPS: &[&str] = &[
+    "Tell me more about that.",
+    "Why?",
+    "How was that measured?",
+    "Can you elaborate?",
+    "What else should I know?",
+    "Go on.",
+    "Is there evidence for it?",
+    "What are the implications?",
+    "Could you give an example?",
+    "And what came of it?",
+    "Who looked into this?",
+    "What is the main finding there?",
+];
+
+fn records(text: &str, fields: &[&str]) -> Vec<(String, HashMap<String, String>)> {
+    let mut out: Vec<(String, HashMap<String, String>)> = Vec::new();
+    let mut field = String::new();
+    for line in text.lines() {
+        if let Some(id) = line.strip_prefix(".I ") {
+            out.push((id.trim().to_owned(), HashMap::new()));
+            field.clear();
+        } else if line.starts_with('.') && line.len() == 2 {
+            field = line[1..].to_owned();
+        } else if let Some((_, record)) = out.last_mut() {
+            if fields.contains(&field.as_str()) {
+                let value = record.entry(field.clone()).or_default();
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(line.trim());
+            }
+        }
+    }
+    out
+}
+
+fn ndcg(ranked: &[String], relevant: &[String]) -> f64 {
+    let dcg: f64 = ranked
+        .iter()
+        .take(10)
+        .enumerate()
+        .filter(|(_, d)| relevant.contains(d))
+        .map(|(i, _)| 1.0 / (i as f64 + 2.0).log2())
+        .sum();
+    let ideal: f64 = (0..relevant.len().min(10)).map(|i| 1.0 / (i as f64 + 2.0).log2()).sum();
+    dcg / ideal
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = Path::new(args.first().map_or("../shared/eval/cisi", String::as_str));
+    let model_dir = Path::new(args.get(1).map_or("models/all-minilm-l6-v2", String::as_str));
+    let read =
+        |name: &str| String::from_utf8_lossy(&std::fs::read(dir.join(name)).expect("collection file")).into_owned();
+    let docs = records(&read("CISI.ALL"), &["T", "W"]);
+    let mut relevant: HashMap<String, Vec<String>> = HashMap::new();
+    for line in read("CISI.REL").lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() >= 2 {
+            relevant.entry(parts[0].to_owned()).or_default().push(parts[1].to_owned());
+        }
+    }
+    let queries: Vec<(String, String)> = records(&read("CISI.QRY"), &["W"])
+        .into_iter()
+        .filter(|(id, _)| relevant.contains_key(id))
+        .map(|(id, r)| (id, r.get("W").cloned().unwrap_or_default()))
+        .collect();
+    let model = LocalModel::load(model_dir).expect("model");
+    let analyzer = Analyzer::from_env(&coach::config::Env::process()).expect("COACH_SEARCH_LANGUAGE");
+    let mut shards: Vec<Shard> = docs
+        .iter()
+        .map(|(id, r)| {
+            let text =
+                format!("{}\n\n{}\n", r.get("T").cloned().unwrap_or_default(), r.get("W").cloned().unwrap_or_default());
+            Shard {
+                document_id: id.clone(),
+                title: format!("cisi-{id}.txt"),
+                chunks: chunk_text(&text, ChunkConfig::default()),
+                embedding_model: Some("m".into()),
+                dims: model.dims() as u32,
+                vectors: Vec::new(),
+            }
+        })
+        .collect();
+    let total: usize = shards.iter().map(|s| s.chunks.len()).sum();
+    let cache = Path::new("target/eval").join(format!("rank-eval-{}-{total}.f32", docs.len()));
+    let flat: Vec<f32> = match std::fs::read(&cache) {
+        Ok(bytes) if bytes.len() == total * model.dims() * 4 => {
+            bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+        _ => {
+            eprintln!("embedding {total} chunks");
+            let texts: Vec<&str> = shards.iter().flat_map(|s| s.chunks.iter().map(|c| c.text.as_str())).collect();
+            let flat: Vec<f32> = model.embed(&texts).expect("embed").concat();
+            std::fs::create_dir_all("target/eval").expect("target/eval");
+            std::fs::write(&cache, flat.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).expect("cache");
+            flat
+        }
+    };
+    let mut offset = 0;
+    for shard in &mut shards {
+        let n = shard.chunks.len() * model.dims();
+        shard.vectors = flat[offset..offset + n].to_vec();
+        offset += n;
+    }
+    let segment = build(shards, &analyzer);
+    let live = Arc::new(vec![true; segment.docs.len()]);
+    let parts = vec![Part { segment: Arc::new(Loaded::new(segment, &analyzer)), live }];
+    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let embed = |text: &str| Some(Arc::new(model.embed(&[text]).expect("embed").remove(0)));
+
+    let rank = |texts: &[&str], vectors: bool| -> Vec<String> {
+        let earlier: Vec<String> = texts[1..].iter().map(|t| (*t).to_owned()).collect();
+        let shares = shares(&analyzer, texts[0], &earlier);
+        let vector = if vectors {
+            let vs: Vec<Option<Arc<Vec<f32>>>> = texts.iter().map(|t| embed(t)).collect();
+            mixed_vector(&vs, &shares).map(|v| ("m".to_owned(), v))
+        } else {
+            None
+        };
+        let query = Query { terms: mixed_terms(&analyzer, texts, &shares), vector };
+        let mut ranked: Vec<String> = Vec::new();
+        for p in search(&parts, &query, &ranking) {
+            if !ranked.contains(&p.source.document_id) {
+                ranked.push(p.source.document_id);
+            }
+        }
+        ranked
+    };
+    let mean = |f: &dyn Fn(usize, &str, &str) -> Vec<String>| -> f64 {
+        let sum: f64 = queries.iter().enumerate().map(|(i, (id, text))| ndcg(&f(i, id, text), &relevant[id])).sum();
+        sum / queries.len() as f64
+    };
+    let bm25 = mean(&|_, _, q| rank(&[q], false));
+    let a = mean(&|_, _, q| rank(&[q], true));
+    let b = mean(&|i, _, q| rank(&[FOLLOW_UPS[i % FOLLOW_UPS.len()], q], true));
+    let c = mean(&|i, _, q| rank(&[q, &queries[(i + 1) % queries.len()].1], true));
+    let b_bm25 = mean(&|i, _, q| rank(&[FOLLOW_UPS[i % FOLLOW_UPS.len()], q], false));
+    let c_bm25 = mean(&|i, _, q| rank(&[q, &queries[(i + 1) % queries.len()].1], false));
+    println!(
+        "{} documents, {} chunks, {} judged queries, analyser {}",
+        docs.len(),
+        total,
+        queries.len(),
+        analyzer.id()
+    );
+    println!("BM25 only: {bm25:.3}");
+    println!("hybrid: (a) {a:.3}  (b) {b:.3} = {:.0}%  (c) {c:.3} = {:.0}%", 100.0 * b / a, 100.0 * c / a);
+    println!(
+        "BM25 only: (b) {b_bm25:.3} = {:.0}%  (c) {c_bm25:.3} = {:.0}%",
+        100.0 * b_bm25 / bm25,
+        100.0 * c_bm25 / bm25
+    );
+}

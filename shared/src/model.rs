@@ -151,6 +151,10 @@ impl Ranking {
     /// Reciprocal rank fusion's constant: a chunk at rank r (from 1) of a ranking of weight
     /// w scores w / (RRF_K + r).
     pub const RRF_K: f32 = 60.0;
+    /// BM25's parameters, in both stores: k1 = 1.2 and b = 0.75, the values of Robertson and
+    /// Walker's experiments that Lucene and Elasticsearch default to.
+    pub const BM25_K1: f32 = 1.2;
+    pub const BM25_B: f32 = 0.75;
     /// How many of each ranking take part in fusion, at least (see [`Ranking::window`]).
     const LEAST_WINDOW: usize = 100;
 

@@ -14,10 +14,8 @@ use super::{
 };
 use crate::model::{Passage, Query, Ranking};
 
-/// BM25's parameters: k1 = 1.2 and b = 0.75, the values of Robertson and Walker's
-/// experiments that Lucene and Elasticsearch default to (the Postgres store uses them too).
-pub const BM25_K1: f32 = 1.2;
-pub const BM25_B: f32 = 0.75;
+const BM25_K1: f32 = Ranking::BM25_K1;
+const BM25_B: f32 = Ranking::BM25_B;
 
 /// The 8-bit vector scan keeps this many candidates per window slot for exact re-ranking.
 const RERANK_FACTOR: usize = 4;

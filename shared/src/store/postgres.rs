@@ -57,7 +57,6 @@ use crate::{
     analysis::{Analyzer, MAX_TERM_FREQUENCY},
     config::{ConfigError, Env},
     error::Error,
-    index::rank::{BM25_B, BM25_K1},
     model::{Chunk, Passage, Ranking, Scope, Shard},
 };
 
@@ -909,8 +908,8 @@ JOIN coach_documents d ON d.scope = c.scope AND d.document_id = c.document_id
 WHERE c.scope = $2 OR c.scope = '_global'
 ORDER BY f.tier, f.score DESC, f.id
 LIMIT $5",
-        k1 = BM25_K1,
-        b = BM25_B,
+        k1 = Ranking::BM25_K1,
+        b = Ranking::BM25_B,
     )
 }
 

@@ -198,6 +198,9 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
         // (b): Q, then a follow-up in its session; (c): the next query, then Q.
         let (mut follow_up, mut after_other) = (serde_json::Map::new(), serde_json::Map::new());
         for (i, (qid, text)) in queries.iter().enumerate() {
+            // A user per conversation: Coach answers a message it has just answered for the
+            // same user as a retry (from storage, or 409 while in progress).
+            let user = tokens::for_test(&format!("reader-{i}"), "cisi", &["user"]);
             let first = ask(&chat, &user, text, None).await.map_err(|e| format!("query {qid}: {e}"))?;
             let session = first["session_id"].as_str().map(str::to_owned);
             let next = FOLLOW_UPS[i % FOLLOW_UPS.len()];

@@ -39,7 +39,8 @@ use crate::{
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
-    retrieval::Retriever,
+    retrieval::{Conversation, Retriever},
+    rewrite::QueryRewrite,
     store::{JobQueue, TurnWrite},
     usage::Ledger,
 };
@@ -141,8 +142,9 @@ pub struct Prepared {
     pub sources: Vec<Source>,
     /// The turn's lease, when it has a record (its answer is recorded with the reply).
     pub lease: Option<Lease>,
-    /// What the query's embedding used, when metered (recorded with the reply's usage).
-    pub embedding: Option<ModelUsage>,
+    /// What retrieval's calls used (the query's embedding when metered, the query's
+    /// rewrite), recorded with the reply's usage.
+    pub retrieval: Vec<ModelUsage>,
     /// The session's first exchange: the reply titles it. `Some(true)` when the session was
     /// created empty (its title is still the default, so the message's first words replace
     /// it at once).
@@ -175,6 +177,8 @@ pub struct Chat {
     pub profiles: Option<Profiles>,
     pub retriever: Retriever,
     pub llm: Llm,
+    /// The model's rewrite of follow-ups into standalone queries (`COACH_QUERY_REWRITE=llm`).
+    pub rewrite: Option<QueryRewrite>,
     pub limiter: RateLimiter,
     /// Usage and budgets.
     pub ledger: Arc<Ledger>,
@@ -258,7 +262,27 @@ impl Chat {
             let empty = session.message_count == 0 && session.auto_title;
             Ok(Some((session.session_id, past, empty)))
         };
-        let earlier = async { earlier_turns.await.unwrap_or_default() };
+        // With the model's rewrite, a message with earlier turns is rewritten once the turn
+        // is admitted (so a refused turn costs nothing).
+        let (admitted, admission) = tokio::sync::oneshot::channel::<()>();
+        let rewrite_used = std::sync::Mutex::new(None);
+        let conversation = async {
+            let earlier = earlier_turns.await.unwrap_or_default();
+            let mut standalone = None;
+            if let Some(rewrite) = self.rewrite.as_ref().filter(|_| !earlier.is_empty()) {
+                if admission.await.is_ok() {
+                    let rewritten = rewrite.standalone(message, &earlier).await;
+                    *rewrite_used.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = rewritten.used;
+                    standalone = rewritten.query;
+                }
+            }
+            Conversation { earlier, standalone }
+        };
+        let admit = async {
+            self.admit(who).await?;
+            let _ = admitted.send(());
+            Ok::<_, Error>(())
+        };
         let context = async {
             let profile = async {
                 match &self.profiles {
@@ -269,12 +293,14 @@ impl Chat {
             Ok::<_, Error>(tokio::join!(self.system_prompt.current(), profile))
         };
         let ((), session, (system, profile), retrieved) = tokio::try_join!(
-            self.admit(who),
+            admit,
             session,
             context,
-            self.retriever.retrieve_in_conversation(&who.tenant, message, earlier)
+            self.retriever.retrieve_in_conversation(&who.tenant, message, conversation)
         )?;
-        let (passages, embedding) = (retrieved.passages, retrieved.embedding);
+        let passages = retrieved.passages;
+        let mut retrieval: Vec<ModelUsage> = retrieved.embedding.into_iter().collect();
+        retrieval.extend(rewrite_used.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
 
         let (existing, mut past, first_exchange) = match session {
             Some((id, past, empty)) => (Some(id), past, empty.then_some(true)),
@@ -294,7 +320,11 @@ impl Chat {
         let (session_id, user_message) = match (added, turn) {
             (Some(added), _) => added,
             (None, Some(turn)) => match self.retry(who, turn, input.session_id.as_deref(), lease_until).await? {
-                Retried::Answered(reply) => return Ok(Step::Answered(reply)),
+                Retried::Answered(reply) => {
+                    // Answered from storage: what retrieval used this time is still spent.
+                    self.ledger.record_for(who, &retrieval).await;
+                    return Ok(Step::Answered(reply));
+                }
                 Retried::TakenOver { session_id, message } => {
                     taken_over = true;
                     // The history was read before; it may hold the message itself.
@@ -319,7 +349,7 @@ impl Chat {
             passages,
             sources,
             lease,
-            embedding,
+            retrieval,
             first_exchange,
         })))
     }
@@ -382,7 +412,7 @@ impl Chat {
         let reply = reply_message(&completion, &prepared.sources, false);
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
         let mut used = vec![self.llm.used(&completion)];
-        used.extend(prepared.embedding.clone());
+        used.extend(prepared.retrieval.iter().cloned());
         // The ledger and the session's title are written beside the reply (best effort, never
         // failing the turn).
         let (stored, (), ()) = tokio::join!(
@@ -417,7 +447,7 @@ impl Chat {
             }
         };
         let mut used = vec![self.llm.used(partial)];
-        used.extend(prepared.embedding.clone());
+        used.extend(prepared.retrieval.iter().cloned());
         let release = async {
             if let Some(lease) = &prepared.lease {
                 self.release(who, lease).await;

@@ -52,6 +52,7 @@ pub mod refresh;
 pub mod rerank;
 pub mod retrieval;
 pub mod retry;
+pub mod rewrite;
 pub mod secrets;
 pub mod store;
 pub mod streams;

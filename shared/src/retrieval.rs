@@ -170,26 +170,27 @@ impl Retriever {
 
     /// Like [`Retriever::retrieve`], for `top_k` passages instead of the configured number.
     pub async fn retrieve_top(&self, tenant: &str, query: &str, top_k: usize) -> Result<Retrieved, Error> {
-        self.retrieve_turn(tenant, query, async { Vec::new() }, top_k).await
+        self.retrieve_turn(tenant, query, async { Conversation::default() }, top_k).await
     }
 
-    /// The passages for the latest message of a conversation whose `earlier` user turns
-    /// (most recent first; a future, so the index loads while the history is read) are a
-    /// prior (see the module's documentation).
+    /// The passages for the latest message of a `conversation` (a future, so the index
+    /// loads while the history is read): its earlier user turns are a prior (see the
+    /// module's documentation), unless the model rewrote the message into a standalone
+    /// query, which is then searched alone.
     pub async fn retrieve_in_conversation(
         &self,
         tenant: &str,
         latest: &str,
-        earlier: impl Future<Output = Vec<String>> + Send,
+        conversation: impl Future<Output = Conversation> + Send,
     ) -> Result<Retrieved, Error> {
-        self.retrieve_turn(tenant, latest, earlier, self.ranking.top_k).await
+        self.retrieve_turn(tenant, latest, conversation, self.ranking.top_k).await
     }
 
     async fn retrieve_turn(
         &self,
         tenant: &str,
         latest: &str,
-        earlier: impl Future<Output = Vec<String>> + Send,
+        earlier: impl Future<Output = Conversation> + Send,
         top_k: usize,
     ) -> Result<Retrieved, Error> {
         if top_k == 0 {
@@ -248,13 +249,21 @@ impl Retriever {
         &self,
         tenant: &str,
         latest: &str,
-        earlier: impl Future<Output = Vec<String>> + Send,
+        conversation: impl Future<Output = Conversation> + Send,
         top_k: usize,
     ) -> Result<Retrieved, Error> {
         let metered = std::sync::Mutex::new(None);
         let reranked_query = std::sync::Mutex::new(latest.to_owned());
         let make = async {
-            let mut earlier = earlier.await;
+            let Conversation { mut earlier, standalone } = conversation.await;
+            let latest = match &standalone {
+                Some(query) => {
+                    earlier.clear();
+                    *reranked_query.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = query.clone();
+                    query.as_str()
+                }
+                None => latest,
+            };
             earlier.truncate(CONTEXT_TURNS);
             let shares = shares(&self.analyzer, latest, &earlier);
             let texts: Vec<&str> = std::iter::once(latest).chain(earlier.iter().map(String::as_str)).collect();
@@ -301,6 +310,16 @@ impl Retriever {
         let embedding = metered.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(Retrieved { passages, embedding })
     }
+}
+
+/// What a turn's retrieval knows of its conversation.
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    /// The session's earlier user turns, most recent first.
+    pub earlier: Vec<String>,
+    /// The latest message rewritten by the model as a standalone query
+    /// ([`crate::rewrite`]), when it was.
+    pub standalone: Option<String>,
 }
 
 /// What retrieval found, and what its query's embedding used when the embedding provider is

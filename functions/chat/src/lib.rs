@@ -52,6 +52,7 @@ use coach::{
     rerank::Reranker,
     retrieval::Retriever,
     retry::Retries,
+    rewrite::QueryRewrite,
     secrets::Secrets,
     store::{AwsClients, Probe},
     usage::Ledger,
@@ -105,6 +106,8 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), Sta
     let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
     let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
     let index = Index::from_env(env, aws, &secrets)?;
+    let llm = Llm::from_env(env, retries, http.clone(), secrets.clone())?;
+    let rewrite = QueryRewrite::from_env(env, llm.config(), http.clone(), secrets.clone())?;
     let chat = Chat {
         limits: ChatConfig::from_env(env)?,
         history: History::from_env(env, table.clone())?,
@@ -116,7 +119,8 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), Sta
             embedder,
             Reranker::from_env(env, http.clone(), secrets.clone())?,
         )?,
-        llm: Llm::from_env(env, retries, http, secrets.clone())?,
+        llm,
+        rewrite,
         limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
         ledger: Arc::new(Ledger::from_env(env, table)?),
         jobs: aws.job_queue(env),

@@ -315,6 +315,91 @@ async fn a_follow_up_keeps_its_topic_and_a_new_question_is_not_pulled_back(store
     }
 }
 
+/// An OpenAI chat completion as the API answers it (a dated model name, usage).
+fn completion(text: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48}
+    }))
+}
+
+/// With `COACH_QUERY_REWRITE=llm`, a follow-up is rewritten by the model and the rewrite is
+/// searched alone; the call is metered; a failed or slow rewrite falls back to the
+/// conversation's mixed query; a first message is never rewritten.
+#[tokio::test]
+async fn the_model_rewrites_a_follow_up_and_a_failed_rewrite_falls_back_to_the_conversation() {
+    let server = MockServer::start().await;
+    let rewrite = || {
+        Mock::given(matchers::path("/chat/completions")).and(matchers::body_string_contains("standalone search query"))
+    };
+    rewrite().respond_with(completion("\"weekly planning of focus time\"")).with_priority(1).mount(&server).await;
+    // A streamed answer as OpenAI streams one: chunks, then the usage, then [DONE].
+    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "delta": {"content": "An answer."}, "finish_reason": null}]});
+    let usage = json!({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18", "choices": [],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 3, "total_tokens": 43}});
+    let streamed = format!("data: {chunk}\n\ndata: {usage}\n\ndata: [DONE]\n\n");
+    Mock::given(matchers::path("/chat/completions"))
+        .and(matchers::body_partial_json(json!({"stream": true})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(streamed, "text/event-stream"))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(completion("An answer.")).mount(&server).await;
+    let uri = server.uri();
+    let vars = [
+        ("COACH_LLM_PROVIDER", "openai"),
+        ("COACH_LLM_BASE_URL", uri.as_str()),
+        ("COACH_LLM_MODEL", "gpt-4o-mini"),
+        ("COACH_LLM_BACKOFF_MS", "1"),
+        ("COACH_QUERY_REWRITE", "llm"),
+        ("COACH_QUERY_REWRITE_TIMEOUT_MS", "500"),
+        ("COACH_EMBEDDING_PROVIDER", "none"),
+        ("COACH_RETRIEVAL_TOP_K", "2"),
+    ];
+    let stack = TestStack::with_store(Store::S3, &vars).await;
+    let services = Arc::new(stack.deploy());
+    for (name, body) in &corpus() {
+        add_shared(&stack, &services, name, body).await;
+    }
+    let requests = || async { server.received_requests().await.unwrap_or_default() };
+    let (session, first) = turn(&services, "How do I give feedback on missed deadlines?", None, false).await;
+    assert_eq!(first[0], "giving-feedback.md");
+    assert_eq!(requests().await.len(), 1, "a first message is not rewritten");
+    for (stream, message) in [(false, "And if they disagree?"), (true, "And what if they still disagree?")] {
+        let (_, followed) = turn(&services, message, Some(&session), stream).await;
+        assert_eq!(followed[0], "weekly-planning.md", "the rewrite alone is searched: {followed:?}");
+    }
+    let sent = requests().await;
+    let bodies: Vec<String> =
+        sent.iter().map(|r| String::from_utf8_lossy(&r.body).chars().take(150).collect()).collect();
+    assert_eq!(sent.len(), 5, "one rewrite and one answer per follow-up: {bodies:#?}");
+    let asked: Value = sent[1].body_json().unwrap();
+    let content = asked["messages"].to_string();
+    assert!(
+        content.contains("give feedback on missed deadlines") && content.contains("And if they disagree?"),
+        "{content}"
+    );
+    // Metered like any call: three answers and two rewrites, under the served name.
+    let alice = tokens::for_test("alice", "acme", &["user"]);
+    let (status, usage) = coach_testkit::flows::chat_call(&services, "GET", "/usage", None, &alice).await;
+    assert_eq!(status, StatusCode::OK, "{usage}");
+    let model = &usage["models"].as_array().unwrap().iter().find(|m| m["model"] == "gpt-4o-mini-2024-07-18").unwrap();
+    assert_eq!(model["requests"], 5, "{usage}");
+
+    // A failing rewrite, then a slow one: the turn is answered from the mixed query.
+    for failure in [ResponseTemplate::new(500), completion("late").set_delay(std::time::Duration::from_secs(3))] {
+        server.reset().await;
+        rewrite().respond_with(failure).with_priority(1).mount(&server).await;
+        Mock::given(matchers::path("/chat/completions")).respond_with(completion("An answer.")).mount(&server).await;
+        let (session, _) = turn(&services, "How do I give feedback on missed deadlines?", None, false).await;
+        let (_, why) = turn(&services, "Why?", Some(&session), false).await;
+        assert_eq!(why.first().map(String::as_str), Some("giving-feedback.md"), "{why:?}");
+        assert_eq!(requests().await.len(), 3, "the answer, one attempt at the rewrite, the answer");
+    }
+}
+
 /// The S3 segments and PostgreSQL rank alike: the same terms, the same BM25, the same fusion
 /// by document (by words only, and with the embedded model's vectors).
 #[tokio::test]

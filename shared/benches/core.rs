@@ -101,7 +101,7 @@ impl Words {
         for c in 0..chunks {
             let n = self.rng.usize(8..20);
             let text = (0..9).map(|_| self.sentence(n)).collect::<Vec<_>>().join(" ");
-            shard.chunks.push(Chunk { heading: Some(format!("Section {c}")), text });
+            shard.chunks.push(Chunk { heading: Some(format!("Section {c}")), text, span: None });
             if with_vectors {
                 let v = self.vector();
                 shard.vectors.extend(v);
@@ -215,6 +215,7 @@ fn bench_prompt(c: &mut Criterion) {
                 chunk: i,
                 score: 0.5,
                 snippet: words.sentence(20),
+                ..Default::default()
             },
             heading: None,
             text: (0..9).map(|_| words.sentence(15)).collect::<Vec<_>>().join(" "),

@@ -159,6 +159,64 @@ pub fn safe_filename(name: &str) -> String {
 }
 
 /// A tenant's documents: records, uploads and deletes. Build once per cold start.
+/// Most chunks `GET /documents/{id}/chunks/{n}` gives on each side of the one asked for.
+pub const MAX_CHUNK_CONTEXT: u32 = 5;
+
+/// The scope a document id belongs to: a ULID is the tenant's upload, `doc-` and 16 hex
+/// digits a shared doc (as ingest names them); anything else is a 400.
+pub fn document_scope(tenant: &str, id: &str) -> Result<Scope, Error> {
+    if ulid::Ulid::from_string(id).is_ok() {
+        return Ok(Scope::Tenant(tenant.to_owned()));
+    }
+    let shared = id.strip_prefix("doc-").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if shared {
+        return Ok(Scope::Global);
+    }
+    Err(Error::BadRequest("invalid document id".into()))
+}
+
+/// A chunk as `GET /documents/{id}/chunks/{n}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PassageView {
+    pub chunk: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heading: Option<String>,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pages: Option<[u32; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<u64>,
+}
+
+impl PassageView {
+    fn of(chunk: u32, c: &crate::model::Chunk) -> Self {
+        Self {
+            chunk,
+            heading: c.heading.clone(),
+            text: c.text.clone(),
+            pages: c.span.and_then(|s| s.pages),
+            start: c.span.map(|s| s.start),
+            end: c.span.map(|s| s.end),
+        }
+    }
+}
+
+/// A cited chunk in its context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkView {
+    pub document_id: String,
+    pub title: String,
+    /// How many chunks the document has.
+    pub chunks: u32,
+    pub passage: PassageView,
+    /// The chunks just before it, in order.
+    pub before: Vec<PassageView>,
+    /// The chunks just after it, in order.
+    pub after: Vec<PassageView>,
+}
+
 pub struct Documents {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
@@ -307,6 +365,29 @@ impl Documents {
             .ok_or_else(|| Error::NotFound("no such document".into()))
     }
 
+    /// Chunk `number` of a document the caller may read (the tenant's, or a shared doc), with
+    /// up to `context` chunks before and after it, as indexed: so a client can show a cited
+    /// passage in its context. 404 when there is no such document or chunk in the index.
+    pub async fn chunk(&self, who: &Principal, id: &str, number: u32, context: u32) -> Result<ChunkView, Error> {
+        let scope = document_scope(&who.tenant, id)?;
+        let not_found = || Error::NotFound("no such chunk".into());
+        let doc = self.index.document(&scope, id).await?.ok_or_else(not_found)?;
+        let at = number as usize;
+        if at >= doc.chunks.len() {
+            return Err(not_found());
+        }
+        let view = |n: usize| PassageView::of(n as u32, &doc.chunks[n]);
+        let context = context.min(MAX_CHUNK_CONTEXT) as usize;
+        Ok(ChunkView {
+            document_id: doc.document_id.clone(),
+            title: doc.title.clone(),
+            chunks: doc.chunks.len() as u32,
+            before: (at.saturating_sub(context)..at).map(view).collect(),
+            passage: view(at),
+            after: (at + 1..(at + 1 + context).min(doc.chunks.len())).map(view).collect(),
+        })
+    }
+
     /// Deletes a document of the caller's tenant: the object, then its index entry (a
     /// tombstone), then the record, so a half-done delete can be repeated, and an ingest
     /// still running finds the object gone before it could commit.
@@ -323,6 +404,15 @@ impl Documents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn document_ids_name_their_scope() {
+        assert_eq!(document_scope("acme", "01J0000000000000000000000A").unwrap(), Scope::Tenant("acme".into()));
+        assert_eq!(document_scope("acme", "doc-0123456789abcdef").unwrap(), Scope::Global);
+        for bad in ["", "doc-123", "../x", "doc-0123456789abcdeg"] {
+            assert_eq!(document_scope("acme", bad).unwrap_err().status().as_u16(), 400, "{bad}");
+        }
+    }
 
     #[test]
     fn filenames_lose_paths_and_control_characters() {

@@ -83,13 +83,26 @@ pub struct DayUsage {
 }
 
 /// Where a reply's grounding came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     pub document_id: String,
     pub title: String,
     pub chunk: u32,
     pub score: f32,
     pub snippet: String,
+    /// The heading path of the passage's section ("Giving feedback > Praise"), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<String>,
+    /// The PDF pages the passage is on, first and last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pages: Option<[u32; 2]>,
+    /// Where the passage is in the document's extracted text, in characters (Unicode code
+    /// points): from `start`, up to `end`. Absent for documents indexed before Coach recorded
+    /// it, until they are indexed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<u64>,
 }
 
 /// A retrieved passage: what to cite, and the text to put in the prompt.
@@ -106,16 +119,29 @@ impl Passage {
     /// Longest snippet stored with a source, in characters.
     pub const SNIPPET_CHARS: usize = 300;
 
-    /// A passage of chunk `chunk` (numbered within its document) with its fused `score`:
-    /// the prompt gets the heading path and the text, the source a snippet of the text.
-    pub fn of_chunk(document_id: &str, title: &str, chunk: u32, score: f32, heading: Option<&str>, text: &str) -> Self {
-        let snippet: String = text.chars().take(Self::SNIPPET_CHARS).collect();
+    /// A passage of chunk number `number` (within its document) with its fused `score`: the
+    /// prompt gets the heading path and the text, the source a snippet of the text and where
+    /// the passage is.
+    pub fn of_chunk(document_id: &str, title: &str, number: u32, score: f32, chunk: &Chunk) -> Self {
+        let snippet: String = chunk.text.chars().take(Self::SNIPPET_CHARS).collect();
+        let heading = chunk.heading.as_deref();
         let text = match heading {
-            Some(h) => format!("{h}\n{text}"),
-            None => text.to_owned(),
+            Some(h) => format!("{h}\n{}", chunk.text),
+            None => chunk.text.clone(),
         };
+        let span = chunk.span.as_ref();
         Passage {
-            source: Source { document_id: document_id.to_owned(), title: title.to_owned(), chunk, score, snippet },
+            source: Source {
+                document_id: document_id.to_owned(),
+                title: title.to_owned(),
+                chunk: number,
+                score,
+                snippet,
+                heading: heading.map(str::to_owned),
+                pages: span.and_then(|s| s.pages),
+                start: span.map(|s| s.start),
+                end: span.map(|s| s.end),
+            },
             heading: heading.map(str::to_owned),
             text,
         }
@@ -558,6 +584,21 @@ pub struct Chunk {
     /// Heading path of the section, for markdown.
     pub heading: Option<String>,
     pub text: String,
+    /// Where the chunk is in its document's extracted text (`None`: indexed before Coach
+    /// recorded it).
+    pub span: Option<Span>,
+}
+
+/// Where a chunk is in its document's extracted text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// From this character (Unicode code point) ...
+    pub start: u64,
+    /// ... up to this one.
+    pub end: u64,
+    /// The PDF pages it is on, first and last (pages are counted by the form feeds
+    /// extraction puts between them).
+    pub pages: Option<[u32; 2]>,
 }
 
 /// One document's index data: its chunks and, when an embedding provider is configured,

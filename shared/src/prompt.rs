@@ -139,6 +139,18 @@ pub fn reference_rules(boundary: &str, contents: &str) -> String {
     )
 }
 
+/// How to cite `count` numbered passages: the numbers are the order of the sources the
+/// answer is returned with, so a client can link `[n]` to the n-th source.
+pub fn citation_rules(count: usize) -> String {
+    let example = if count > 1 { "[1] or [1][2]" } else { "[1]" };
+    format!(
+        "\n\n## Citations\nThe passages are numbered [1] to [{count}], in the order of the sources shown with \
+         your answer. Right after a statement that uses a passage, put its number in square brackets, like \
+         {example}. Cite only the numbers 1 to {count}, only for what the passage says, and no other kind \
+         of reference."
+    )
+}
+
 /// `data` (labels and [`quote`]d lines) between the two lines carrying `boundary`.
 pub fn fenced(data: &str, boundary: &str) -> String {
     format!("<<<REFERENCE {boundary}\n{data}REFERENCE {boundary}>>>")
@@ -189,11 +201,19 @@ pub fn build(
             for (i, p) in passages.iter().enumerate() {
                 let text: String = p.text.chars().take(MAX_PASSAGE_CHARS).collect();
                 let title = one_line(&p.source.title.replace('\n', " "), boundary);
-                data.push_str(&format!("[{}] {title}\n", i + 1));
+                let pages = match p.source.pages {
+                    Some([first, last]) if first == last => format!(", page {first}"),
+                    Some([first, last]) => format!(", pages {first}-{last}"),
+                    None => String::new(),
+                };
+                data.push_str(&format!("[{}] {title}{pages}\n", i + 1));
                 data.push_str(&quote(&text, boundary));
             }
         }
         message = format!("{}\n\n{message}", fenced(&data, boundary));
+        if !passages.is_empty() {
+            system.push_str(&citation_rules(passages.len()));
+        }
     }
     let mut turns: Vec<Turn> = Vec::with_capacity(history.len() + 1);
     for m in history
@@ -267,6 +287,7 @@ mod tests {
             chunk: 0,
             score: 1.0,
             snippet: String::new(),
+            ..Default::default()
         };
         Passage { source, heading: None, text: text.into() }
     }
@@ -287,6 +308,29 @@ mod tests {
         // Without material, the prompt is as the user wrote it.
         let plain = build("sys", None, &[], &[], "q", 10_000, "B0");
         assert_eq!((plain.system.as_str(), plain.turns[0].content.as_str()), ("sys", "q"));
+        // A profile alone: nothing to cite.
+        assert!(!build("sys", Some(&profile), &[], &[], "q", 10_000, "B0").system.contains("## Citations"));
+    }
+
+    #[test]
+    fn the_model_is_told_to_cite_passages_by_the_numbers_of_the_sources() {
+        // Whatever the system prompt (docs-refresh writes its own), the rule is there.
+        let mut second = passage("b.pdf", "Second.");
+        second.source.pages = Some([3, 4]);
+        let mut third = passage("c.pdf", "Third.");
+        third.source.pages = Some([7, 7]);
+        let passages = [passage("a.md", "First."), second, third];
+        let prompt = build("A prompt without a word on citing.", None, &passages, &[], "q", 10_000, "B0");
+        assert!(prompt
+            .system
+            .contains("## Citations\nThe passages are numbered [1] to [3], in the order of the sources"));
+        assert!(prompt.system.contains("Cite only the numbers 1 to 3"));
+        // Passage n is labelled [n], in the order the sources are returned.
+        let content = &prompt.turns[0].content;
+        let labels: Vec<&str> = content.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(labels, vec!["[1] a.md", "[2] b.pdf, pages 3-4", "[3] c.pdf, page 7"]);
+        let one = build("sys", None, &passages[..1], &[], "q", 10_000, "B0");
+        assert!(one.system.contains("numbered [1] to [1]") && one.system.contains("like [1]."), "{}", one.system);
     }
 
     #[test]

@@ -187,7 +187,7 @@ fn shard(rng: &mut fastrand::Rng, d: usize) -> Shard {
     let chunks: Vec<Chunk> = (0..50)
         .map(|c| {
             let text = (0..150).map(|_| words[rng.usize(..words.len())]).collect::<Vec<_>>().join(" ");
-            Chunk { heading: Some(format!("Section {c}")), text }
+            Chunk { heading: Some(format!("Section {c}")), text, span: None }
         })
         .collect();
     let vectors = (0..chunks.len() * DIMS).map(|_| rng.f32() * 2.0 - 1.0).collect();

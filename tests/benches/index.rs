@@ -196,7 +196,7 @@ fn document(rng: &mut fastrand::Rng, d: usize, chunks: usize, vectors: bool) -> 
             if c == 0 {
                 text = format!("zq{d}x {text}");
             }
-            Chunk { heading: Some(format!("Guide {d} > Section {c}")), text }
+            Chunk { heading: Some(format!("Guide {d} > Section {c}")), text, span: None }
         })
         .collect();
     let vectors = if vectors { (0..chunks.len() * DIMS).map(|_| rng.f32() * 2.0 - 1.0).collect() } else { Vec::new() };

@@ -124,7 +124,7 @@ impl Corpus {
                 }
                 let centre = rng.usize(..CENTRES);
                 vectors.extend(self.near(&mut rng, centre, 0.088));
-                Chunk { heading: Some(format!("Guide {d} > Section {c}")), text: text.join(" ") }
+                Chunk { heading: Some(format!("Guide {d} > Section {c}")), text: text.join(" "), span: None }
             })
             .collect();
         Shard {

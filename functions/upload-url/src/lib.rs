@@ -6,6 +6,7 @@
 //! | `POST /documents` `{filename, content, content_type, metadata?}` | role `editor`: a text document inline |
 //! | `GET /documents?limit=&cursor=` | role `user` |
 //! | `GET /documents/{id}` | role `user` |
+//! | `GET /documents/{id}/chunks/{n}?context=` | role `user`: a cited passage with its neighbours (the tenant's documents and the shared docs) |
 //! | `DELETE /documents/{id}` | role `editor` |
 //! | `POST /documents/reembed` | role `admin`: re-embed the tenant's documents in the background |
 //!
@@ -17,7 +18,7 @@ use coach::{
     audit::{Audit, Operation},
     auth::{ApiKeys, Authenticator, Principal, Role},
     config::{Env, StartupError},
-    documents::{Documents, InlineDocument, UploadConfig, UploadRequest},
+    documents::{Documents, InlineDocument, UploadConfig, UploadRequest, MAX_CHUNK_CONTEXT},
     http::{
         self, empty_response, error_response, json_body, json_body_within, json_response, query_limit, query_param,
         request_id, Route,
@@ -94,6 +95,7 @@ pub const ROUTES: &[Route] = &[
     Route::new("POST", "/documents/reembed"),
     Route::new("GET", "/documents/{id}"),
     Route::new("DELETE", "/documents/{id}"),
+    Route::new("GET", "/documents/{id}/chunks/{n}"),
 ];
 
 async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
@@ -105,6 +107,7 @@ async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
         ("POST", "/documents/reembed", _) => reembed(state, req).await,
         ("GET", "/documents/{id}", [id]) => get(state, req, id).await,
         ("DELETE", "/documents/{id}", [id]) => delete(state, req, id).await,
+        ("GET", "/documents/{id}/chunks/{n}", [id, n]) => chunk(state, req, id, n).await,
         _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
     }
 }
@@ -150,6 +153,22 @@ async fn list(state: &State, req: &Request) -> Result<Response<Body>, Error> {
 async fn get(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
     let who = caller(state, req, Role::User).await?;
     Ok(json_response(StatusCode::OK, &state.documents.get(&who, id).await?))
+}
+
+/// `GET /documents/{id}/chunks/{n}?context=` (user): chunk `n` (from 0, as sources number
+/// them) with up to `context` chunks (default 1, at most 5) on each side.
+async fn chunk(state: &State, req: &Request, id: &str, n: &str) -> Result<Response<Body>, Error> {
+    let who = caller(state, req, Role::User).await?;
+    let number: u32 = n.parse().map_err(|_| Error::BadRequest("n must be a chunk number (0 or more)".into()))?;
+    let context = match query_param(req, "context") {
+        None => 1,
+        Some(value) => value
+            .parse::<u32>()
+            .ok()
+            .filter(|c| *c <= MAX_CHUNK_CONTEXT)
+            .ok_or_else(|| Error::BadRequest(format!("context must be 0 to {MAX_CHUNK_CONTEXT}")))?,
+    };
+    Ok(json_response(StatusCode::OK, &state.documents.chunk(&who, id, number, context).await?))
 }
 
 /// `POST /documents/reembed` (admin): 202; the tenant's documents gain the current model's

@@ -399,7 +399,8 @@ mod tests {
     }
 
     fn passage(title: &str, heading: Option<&str>, snippet: &str) -> Passage {
-        let mut p = Passage::of_chunk("d", title, 0, 1.0, heading, snippet);
+        let chunk = crate::model::Chunk { heading: heading.map(str::to_owned), text: snippet.to_owned(), span: None };
+        let mut p = Passage::of_chunk("d", title, 0, 1.0, &chunk);
         p.source.snippet = snippet.to_owned();
         p
     }

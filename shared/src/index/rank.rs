@@ -83,7 +83,7 @@ pub fn search(parts: &[Part], query: &Query, ranking: &Ranking) -> Vec<Passage> 
             let doc = &loaded.segment.docs[loaded.chunk_doc[ci as usize] as usize];
             let chunk = &loaded.segment.chunks[ci as usize];
             let number = ci - doc.first_chunk;
-            Passage::of_chunk(&doc.document_id, &doc.title, number, score, chunk.heading.as_deref(), &chunk.text)
+            Passage::of_chunk(&doc.document_id, &doc.title, number, score, chunk)
         })
         .collect()
 }
@@ -264,7 +264,7 @@ mod tests {
         Shard {
             document_id: id.into(),
             title: format!("{id}.md"),
-            chunks: texts.iter().map(|t| Chunk { heading: None, text: (*t).into() }).collect(),
+            chunks: texts.iter().map(|t| Chunk { heading: None, text: (*t).into(), span: None }).collect(),
             embedding_model: model,
             dims,
             vectors: flat,

@@ -224,7 +224,10 @@ mod tests {
         Shard {
             document_id: id.into(),
             title: format!("{id}.md"),
-            chunks: texts.iter().map(|t| Chunk { heading: Some("Guide".into()), text: (*t).into() }).collect(),
+            chunks: texts
+                .iter()
+                .map(|t| Chunk { heading: Some("Guide".into()), text: (*t).into(), span: None })
+                .collect(),
             embedding_model: (dims > 0).then(|| "m".to_owned()),
             dims,
             vectors,

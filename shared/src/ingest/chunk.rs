@@ -4,10 +4,13 @@
 //! its heading path ("Giving feedback > Praise"); other text is one section. Inside a section,
 //! chunks are about `size` characters, cut at a paragraph, sentence or word boundary when one
 //! is near, and each starts `overlap` characters before the previous one ended.
+//!
+//! Every chunk records where it is in the text it was cut from ([`Span`]): its character
+//! range and, for a PDF, its pages (extraction puts a form feed between pages).
 
 use crate::{
     config::{ConfigError, Env},
-    model::Chunk,
+    model::{Chunk, Kind, Span},
 };
 
 /// Chunk sizes in characters (`COACH_CHUNK_SIZE`, `COACH_CHUNK_OVERLAP`).
@@ -52,50 +55,105 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// Chunks of a document of `kind` whose extracted text is `text`: markdown by sections,
+/// anything else as plain text; a PDF's chunks know their pages.
+pub fn chunk(kind: Kind, text: &str, config: ChunkConfig) -> Vec<Chunk> {
+    match kind {
+        Kind::Markdown => chunk_markdown(text, config),
+        Kind::Pdf => {
+            let pieces = split(text, config).into_iter().map(|range| (None, range)).collect();
+            located(text, pieces, true)
+        }
+        _ => chunk_text(text, config),
+    }
+}
+
 /// Chunks of a markdown document, section by section.
 pub fn chunk_markdown(text: &str, config: ChunkConfig) -> Vec<Chunk> {
-    let mut chunks = Vec::new();
+    let mut pieces: Vec<(Option<String>, (usize, usize))> = Vec::new();
     let mut path: Vec<(usize, String)> = Vec::new();
-    let mut body = String::new();
+    // The current section's body: a contiguous range of `text` (heading lines end it).
+    let mut body = 0..0;
     let mut in_fence = false;
-    let flush = |path: &[(usize, String)], body: &mut String, chunks: &mut Vec<Chunk>| {
+    let flush = |path: &[(usize, String)], body: &std::ops::Range<usize>, pieces: &mut Vec<_>| {
         let heading = (!path.is_empty()).then(|| {
             let joined = path.iter().map(|(_, h)| h.as_str()).collect::<Vec<_>>().join(" > ");
             cut(&joined, MAX_HEADING_CHARS)
         });
-        for text in split(body, config) {
-            chunks.push(Chunk { heading: heading.clone(), text });
+        for (start, end) in split(&text[body.clone()], config) {
+            pieces.push((heading.clone(), (body.start + start, body.start + end)));
         }
-        body.clear();
     };
-    for line in text.lines() {
+    let mut at = 0;
+    for raw in text.split_inclusive('\n') {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let next = at + raw.len();
         if line.trim_start().starts_with("```") || line.trim_start().starts_with("~~~") {
             in_fence = !in_fence;
         }
         let level = if in_fence { 0 } else { line.chars().take_while(|&c| c == '#').count() };
         if (1..=6).contains(&level) && line[level..].starts_with(' ') {
-            flush(&path, &mut body, &mut chunks);
+            flush(&path, &body, &mut pieces);
+            body = next..next;
             path.retain(|(l, _)| *l < level);
             path.push((level, cut(line[level..].trim().trim_end_matches('#').trim(), MAX_HEADING_CHARS)));
         } else {
-            body.push_str(line);
-            body.push('\n');
+            body.end = next;
         }
+        at = next;
     }
-    flush(&path, &mut body, &mut chunks);
-    chunks
+    flush(&path, &body, &mut pieces);
+    located(text, pieces, false)
 }
 
 /// Chunks of plain text (one section, no heading).
 pub fn chunk_text(text: &str, config: ChunkConfig) -> Vec<Chunk> {
-    split(text, config).into_iter().map(|text| Chunk { heading: None, text }).collect()
+    let pieces = split(text, config).into_iter().map(|range| (None, range)).collect();
+    located(text, pieces, false)
 }
 
-/// Splits one section into trimmed, non-empty pieces of about `size` characters. Memory
-/// beyond the pieces themselves is one piece's window of characters, not the text's (a
+/// Chunks of `text`'s byte ranges (each with its heading path), with their character ranges
+/// and, when `paged`, the pages they are on.
+fn located(text: &str, pieces: Vec<(Option<String>, (usize, usize))>, paged: bool) -> Vec<Chunk> {
+    // Every start and end, in order: one pass over the text counts characters and pages up
+    // to each.
+    let mut marks: Vec<usize> = pieces.iter().flat_map(|(_, (s, e))| [*s, *e]).collect();
+    marks.sort_unstable();
+    marks.dedup();
+    let mut at: std::collections::HashMap<usize, (u64, u32)> = std::collections::HashMap::with_capacity(marks.len());
+    let (mut chars, mut page, mut byte) = (0u64, 1u32, 0usize);
+    let mut rest = text.chars();
+    for mark in marks {
+        while byte < mark {
+            let Some(c) = rest.next() else { break };
+            byte += c.len_utf8();
+            chars += 1;
+            if c == '\x0c' {
+                page += 1;
+            }
+        }
+        at.insert(mark, (chars, page));
+    }
+    pieces
+        .into_iter()
+        .map(|(heading, (start, end))| {
+            let (from, first) = at.get(&start).copied().unwrap_or_default();
+            let (to, last) = at.get(&end).copied().unwrap_or_default();
+            // A piece is trimmed: it neither starts nor ends with a form feed, so the page at
+            // its start and the page before its end are its first and last.
+            let pages = paged.then_some([first, last.max(first)]);
+            let text = text[start..end].replace('\x0c', "\n");
+            Chunk { heading, text, span: Some(Span { start: from, end: to, pages }) }
+        })
+        .collect()
+}
+
+/// Splits one section into trimmed, non-empty pieces of about `size` characters: their byte
+/// ranges in `text`. Memory is one piece's window of characters, not the text's (a
 /// `(usize, char)` per character is 16 bytes each: 320 MB for a 20 MB file).
-fn split(text: &str, config: ChunkConfig) -> Vec<String> {
-    let text = text.trim();
+fn split(section: &str, config: ChunkConfig) -> Vec<(usize, usize)> {
+    let lead = section.len() - section.trim_start().len();
+    let text = section.trim();
     let size = config.size.max(1);
     let overlap = config.overlap.min(size / 2);
     let mut pieces = Vec::new();
@@ -108,9 +166,11 @@ fn split(text: &str, config: ChunkConfig) -> Vec<String> {
         let last = window.len() <= size;
         let end = if last { window.len() } else { boundary(&window, 0, size) };
         let to = window.get(end).map_or(text.len(), |c| c.0);
-        let piece = text[start..to].trim();
-        if !piece.is_empty() {
-            pieces.push(piece.to_owned());
+        let piece = &text[start..to];
+        let trimmed = piece.trim();
+        if !trimmed.is_empty() {
+            let from = start + (piece.len() - piece.trim_start().len());
+            pieces.push((lead + from, lead + from + trimmed.len()));
         }
         if last {
             break;
@@ -183,6 +243,35 @@ mod tests {
         let total: usize = chunks.iter().map(|c| c.text.chars().count()).sum();
         assert!(total >= 2500);
         assert!(chunk_text("  \n ", ChunkConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn every_chunk_knows_its_character_range_and_pages() {
+        // Markdown with CRLF line ends and multi-byte characters: each range is the chunk.
+        let md = "# Über\r\n\r\nÄrger früh ansprechen.\r\n\r\n## Lob\r\n\r\nKonkret loben, bald danach.\r\n";
+        let chunks = chunk_markdown(md, ChunkConfig::default());
+        assert_eq!(chunks.len(), 2);
+        for c in &chunks {
+            let span = c.span.unwrap();
+            let slice: String = md.chars().skip(span.start as usize).take((span.end - span.start) as usize).collect();
+            assert_eq!(slice, c.text);
+            assert_eq!(span.pages, None);
+        }
+        assert_eq!(chunks[1].heading.as_deref(), Some("Über > Lob"));
+        // A PDF's text: pages split by form feeds; every chunk knows its pages.
+        let pdf = format!("{}\x0c{}\x0c{}", "one. ".repeat(30), "two. ".repeat(30), "three. ".repeat(30));
+        let chunks = chunk(Kind::Pdf, &pdf, ChunkConfig { size: 100, overlap: 10 });
+        for c in &chunks {
+            let [first, last] = c.span.unwrap().pages.unwrap();
+            for (page, word) in [(1, "one"), (2, "two"), (3, "three")] {
+                assert_eq!(c.text.contains(word), (first..=last).contains(&page), "{c:?}");
+            }
+            assert!(!c.text.contains('\x0c'), "form feeds become line breaks");
+        }
+        assert_eq!(chunks.last().unwrap().span.unwrap().pages, Some([3, 3]));
+        // Plain text: ranges, no pages.
+        let text = chunk(Kind::Text, "  Hello there.  ", ChunkConfig::default());
+        assert_eq!(text[0].span, Some(Span { start: 2, end: 14, pages: None }));
     }
 
     #[test]

@@ -190,9 +190,11 @@ fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
         if has_cyclic_parents(&doc) {
             return Ok(None);
         }
-        let mut text = String::new();
-        pdf_extract::output_doc(&doc, &mut pdf_extract::PlainTextOutput::new(&mut text))?;
-        Ok::<_, pdf_extract::OutputError>(Some(text))
+        let text = SharedText::default();
+        let mut output = Paged { inner: pdf_extract::PlainTextOutput::new(text.clone()), text: text.clone(), pages: 0 };
+        pdf_extract::output_doc(&doc, &mut output)?;
+        drop(output);
+        Ok::<_, pdf_extract::OutputError>(Some(text.0.take()))
     });
     match result {
         // Text runs from some PDF fonts carry NULs; they are never meant as text.
@@ -203,6 +205,69 @@ fn pdf_text(bytes: &[u8]) -> Result<String, ExtractError> {
             | pdf_extract::Error::AlreadyEncrypted,
         ))) => Err(ExtractError::EncryptedPdf),
         Ok(Ok(None) | Err(_)) | Err(_) => Err(ExtractError::CorruptPdf),
+    }
+}
+
+/// The text pdf-extract writes, shared with [`Paged`], which marks where pages begin.
+#[derive(Clone, Default)]
+struct SharedText(std::rc::Rc<std::cell::RefCell<String>>);
+
+impl std::fmt::Write for SharedText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.borrow_mut().push_str(s);
+        Ok(())
+    }
+}
+
+impl pdf_extract::ConvertToFmt for SharedText {
+    type Writer = SharedText;
+    fn convert(self) -> Self::Writer {
+        self
+    }
+}
+
+/// pdf-extract's plain text, with a form feed where each page after the first begins (as
+/// `pdftotext` separates pages), so chunks can say which pages they are on.
+struct Paged {
+    inner: pdf_extract::PlainTextOutput<SharedText>,
+    text: SharedText,
+    pages: u32,
+}
+
+impl pdf_extract::OutputDev for Paged {
+    fn begin_page(
+        &mut self,
+        page_num: u32,
+        media_box: &pdf_extract::MediaBox,
+        art_box: Option<(f64, f64, f64, f64)>,
+    ) -> Result<(), pdf_extract::OutputError> {
+        if self.pages > 0 {
+            self.text.0.borrow_mut().push('\x0c');
+        }
+        self.pages += 1;
+        self.inner.begin_page(page_num, media_box, art_box)
+    }
+    fn end_page(&mut self) -> Result<(), pdf_extract::OutputError> {
+        self.inner.end_page()
+    }
+    fn output_character(
+        &mut self,
+        trm: &pdf_extract::Transform,
+        width: f64,
+        spacing: f64,
+        font_size: f64,
+        char: &str,
+    ) -> Result<(), pdf_extract::OutputError> {
+        self.inner.output_character(trm, width, spacing, font_size, char)
+    }
+    fn begin_word(&mut self) -> Result<(), pdf_extract::OutputError> {
+        self.inner.begin_word()
+    }
+    fn end_word(&mut self) -> Result<(), pdf_extract::OutputError> {
+        self.inner.end_word()
+    }
+    fn end_line(&mut self) -> Result<(), pdf_extract::OutputError> {
+        self.inner.end_line()
     }
 }
 

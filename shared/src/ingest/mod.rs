@@ -58,7 +58,7 @@ use crate::{
     usage::Ledger,
 };
 
-use chunk::{chunk_markdown, chunk_text, ChunkConfig};
+use chunk::ChunkConfig;
 use sandbox::Sandbox;
 
 /// Times a document is indexed again because its object changed while it was indexed.
@@ -372,12 +372,9 @@ impl Ingestor {
             Err(reason) => return self.fail(target, reason.to_string()).await.map(Pass::Done),
         };
         let config = self.chunks;
-        let chunks = tokio::task::spawn_blocking(move || match kind {
-            Kind::Markdown => chunk_markdown(&text, config),
-            _ => chunk_text(&text, config),
-        })
-        .await
-        .map_err(|e| Error::Internal { detail: "chunking task failed".into(), cause: Some(Arc::new(e)) })?;
+        let chunks = tokio::task::spawn_blocking(move || chunk::chunk(kind, &text, config))
+            .await
+            .map_err(|e| Error::Internal { detail: "chunking task failed".into(), cause: Some(Arc::new(e)) })?;
         if chunks.len() > self.max_chunks {
             let reason = format!(
                 "the document makes {} chunks; the limit is {} (split it into smaller files)",

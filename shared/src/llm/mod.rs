@@ -282,6 +282,7 @@ mod tests {
             chunk: 0,
             score: 1.0,
             snippet: "Be".into(),
+            ..Default::default()
         };
         let answer = offline_answer(&[Passage { source, heading: None, text: "Be specific.".into() }]);
         assert!(answer.text.starts_with("No language model is configured"));

@@ -57,7 +57,7 @@ use crate::{
     analysis::{Analyzer, MAX_TERM_FREQUENCY},
     config::{ConfigError, Env},
     error::Error,
-    model::{Chunk, Passage, Ranking, Scope, Shard},
+    model::{Chunk, Passage, Ranking, Scope, Shard, Span},
 };
 
 /// pgvector's HNSW indexes `vector` up to this dimension; above it, `halfvec` (up to 4,000).
@@ -125,6 +125,11 @@ pub const MIGRATIONS: &[&str] = &[
          SELECT scope, 1, sum(chunks) FROM coach_documents GROUP BY scope
          ON CONFLICT (scope) DO UPDATE
          SET version = coach_index_versions.version + 1, chunks = excluded.chunks;",
+    // 4: where each chunk is in its document's extracted text (none for chunks indexed
+    // before: their documents are cited without it until indexed again).
+    "ALTER TABLE coach_chunks
+         ADD COLUMN span_start bigint, ADD COLUMN span_end bigint,
+         ADD COLUMN first_page integer, ADD COLUMN last_page integer;",
 ];
 
 /// Bumps a scope's change counter and moves its chunk and term counts by $2 and $3, in the
@@ -530,7 +535,7 @@ impl Database {
                             let mut vectors = Vec::with_capacity(rows.len());
                             let mut lengths = Vec::with_capacity(rows.len());
                             for row in &rows {
-                                let chunk = Chunk { heading: row.get(1), text: row.get(2) };
+                                let chunk = Chunk { heading: row.get(1), text: row.get(2), span: None };
                                 let (vector, length) = chunk_vector(&analyzer, &chunk);
                                 ids.push(row.get::<_, i64>(0));
                                 vectors.push(vector);
@@ -901,7 +906,8 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
         LIMIT greatest($5 - (SELECT count(*) FROM top_documents), 0)
     ) rest
 )
-SELECT c.document_id, d.title, c.chunk, f.score::float4, c.heading, c.body
+SELECT c.document_id, d.title, c.chunk, f.score::float4, c.heading, c.body,
+       c.span_start, c.span_end, c.first_page, c.last_page
 FROM chosen f
 JOIN coach_chunks c ON c.id = f.id
 JOIN coach_documents d ON d.scope = c.scope AND d.document_id = c.document_id
@@ -915,9 +921,17 @@ LIMIT $5",
 
 fn passage(row: &Row) -> Passage {
     let (document_id, title): (String, String) = (row.get(0), row.get(1));
-    let (chunk, score): (i32, f32) = (row.get(2), row.get(3));
-    let (heading, body): (Option<String>, String) = (row.get(4), row.get(5));
-    Passage::of_chunk(&document_id, &title, chunk.max(0) as u32, score, heading.as_deref(), &body)
+    let (number, score): (i32, f32) = (row.get(2), row.get(3));
+    let chunk = Chunk { heading: row.get(4), text: row.get(5), span: span(row, 6) };
+    Passage::of_chunk(&document_id, &title, number.max(0) as u32, score, &chunk)
+}
+
+/// The span in columns `at..at + 4` (start, end, first and last page) of `row`.
+fn span(row: &Row, at: usize) -> Option<Span> {
+    let (start, end): (Option<i64>, Option<i64>) = (row.get(at), row.get(at + 1));
+    let (first, last): (Option<i32>, Option<i32>) = (row.get(at + 2), row.get(at + 3));
+    let pages = first.zip(last).map(|(f, l)| [f.max(0) as u32, l.max(0) as u32]);
+    Some(Span { start: start?.max(0) as u64, end: end?.max(0) as u64, pages })
 }
 
 #[async_trait]
@@ -1045,13 +1059,24 @@ impl DocumentIndex for PgIndex {
                     let headings: Vec<Option<String>> =
                         doc.chunks.iter().map(|c| c.heading.as_deref().map(text)).collect();
                     let bodies: Vec<String> = doc.chunks.iter().map(|c| text(&c.text)).collect();
+                    let spans: Vec<Option<Span>> = doc.chunks.iter().map(|c| c.span).collect();
+                    let starts: Vec<Option<i64>> = spans.iter().map(|s| s.map(|s| s.start as i64)).collect();
+                    let ends: Vec<Option<i64>> = spans.iter().map(|s| s.map(|s| s.end as i64)).collect();
+                    let page = |i: usize| -> Vec<Option<i32>> {
+                        spans.iter().map(|s| s.and_then(|s| s.pages).map(|p| p[i] as i32)).collect()
+                    };
+                    let (firsts, lasts) = (page(0), page(1));
                     let rows = tx
                         .query(
-                            "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body, terms, length)
-                             SELECT $1, $2, t.n, t.h, t.b, t.v::tsvector, t.l
-                             FROM unnest($3::int4[], $4::text[], $5::text[], $6::text[], $7::int4[]) AS t(n, h, b, v, l)
+                            "INSERT INTO coach_chunks
+                                 (scope, document_id, chunk, heading, body, terms, length,
+                                  span_start, span_end, first_page, last_page)
+                             SELECT $1, $2, t.n, t.h, t.b, t.v::tsvector, t.l, t.s, t.e, t.f, t.p
+                             FROM unnest($3::int4[], $4::text[], $5::text[], $6::text[], $7::int4[],
+                                         $8::int8[], $9::int8[], $10::int4[], $11::int4[])
+                                  AS t(n, h, b, v, l, s, e, f, p)
                              RETURNING id, chunk",
-                            &[&scope, id, &numbers, &headings, &bodies, terms, lengths],
+                            &[&scope, id, &numbers, &headings, &bodies, terms, lengths, &starts, &ends, &firsts, &lasts],
                         )
                         .await?;
                     if let Some(table) = &table {
@@ -1141,11 +1166,13 @@ impl DocumentIndex for PgIndex {
                 let (title, model, dims): (String, Option<String>, i32) = (head.get(0), head.get(1), head.get(2));
                 let rows = client
                     .query(
-                        "SELECT id, heading, body FROM coach_chunks WHERE scope = $1 AND document_id = $2 ORDER BY chunk",
+                        "SELECT id, heading, body, span_start, span_end, first_page, last_page
+                         FROM coach_chunks WHERE scope = $1 AND document_id = $2 ORDER BY chunk",
                         &[&scope, &id],
                     )
                     .await?;
-                let chunks: Vec<Chunk> = rows.iter().map(|r| Chunk { heading: r.get(1), text: r.get(2) }).collect();
+                let chunks: Vec<Chunk> =
+                    rows.iter().map(|r| Chunk { heading: r.get(1), text: r.get(2), span: span(r, 3) }).collect();
                 let mut vectors = Vec::new();
                 if let (Some(model), true) = (&model, dims > 0) {
                     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();

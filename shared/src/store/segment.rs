@@ -146,7 +146,7 @@ mod tests {
                 dims: 2,
                 first_value: 0,
             }],
-            chunks: vec![Chunk { heading: None, text: "hello".into() }],
+            chunks: vec![Chunk { heading: None, text: "hello".into(), span: None }],
             lengths: vec![1],
             terms: vec!["hello".into()],
             term_ends: vec![1],

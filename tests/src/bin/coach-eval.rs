@@ -198,15 +198,14 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
         // (b): Q, then a follow-up in its session; (c): the next query, then Q.
         let (mut follow_up, mut after_other) = (serde_json::Map::new(), serde_json::Map::new());
         for (i, (qid, text)) in queries.iter().enumerate() {
-            // A user per conversation: Coach answers a message it has just answered for the
-            // same user as a retry (from storage, or 409 while in progress).
-            let user = tokens::for_test(&format!("reader-{i}"), "cisi", &["user"]);
+            let user = tokens::for_test(&format!("reader-b{i}"), "cisi", &["user"]);
             let first = ask(&chat, &user, text, None).await.map_err(|e| format!("query {qid}: {e}"))?;
             let session = first["session_id"].as_str().map(str::to_owned);
             let next = FOLLOW_UPS[i % FOLLOW_UPS.len()];
             let body = ask(&chat, &user, next, session.as_deref()).await.map_err(|e| format!("query {qid}: {e}"))?;
             follow_up.insert(qid.clone(), json!(ranked(&body, &titles)));
             let other = &queries[(i + 1) % queries.len()].1;
+            let user = tokens::for_test(&format!("reader-c{i}"), "cisi", &["user"]);
             let first = ask(&chat, &user, other, None).await.map_err(|e| format!("query {qid}: {e}"))?;
             let session = first["session_id"].as_str().map(str::to_owned);
             let body = ask(&chat, &user, text, session.as_deref()).await.map_err(|e| format!("query {qid}: {e}"))?;
@@ -272,10 +271,11 @@ async fn upload_and_ingest(
 }
 
 /// Asks `text` through `POST /chat` (in `session`, if given) as a client would: a 503 (the
-/// emulator slow under load) is asked again.
+/// emulator slow under load) or a 409 (a turn still being answered) is asked again, after
+/// 2, 4, 8 and 16 s.
 async fn ask(chat: &chat::State, user: &str, text: &str, session: Option<&str>) -> Result<Value, String> {
     let (mut status, mut body) = (StatusCode::SERVICE_UNAVAILABLE, Value::Null);
-    for attempt in 0..3 {
+    for attempt in 0..5 {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_secs(1 << attempt)).await;
         }
@@ -285,9 +285,10 @@ async fn ask(chat: &chat::State, user: &str, text: &str, session: Option<&str>) 
         };
         let request = events::with("chat-post.json", "POST", "/chat", Some(&question), Some(user));
         (status, body) = call_chat(chat, request).await;
-        if status != StatusCode::SERVICE_UNAVAILABLE {
+        if status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::CONFLICT {
             break;
         }
+        eprintln!("eval: POST /chat answered {status}; asking again");
     }
     if status != StatusCode::OK {
         return Err(format!("POST /chat answered {status}: {body}"));

@@ -966,3 +966,122 @@ async fn a_word_document_is_read_and_a_damaged_one_fails_with_the_reason() {
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"], "the Word document is damaged, encrypted or not a .docx file");
 }
+
+/// A PDF of one page per text (Helvetica), with a correct cross-reference table.
+fn paged_pdf(pages: &[&str]) -> Vec<u8> {
+    let n = pages.len();
+    // 1 catalog, 2 page tree, 3 font, then a page and its contents per text.
+    let kids: Vec<String> = (0..n).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
+    let mut objects = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        format!("<< /Type /Pages /Kids [{}] /Count {n} >>", kids.join(" ")).into_bytes(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
+    ];
+    for (i, text) in pages.iter().enumerate() {
+        let page = format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {} 0 R /Resources << /Font << /F1 3 0 R >> >> >>",
+            5 + 2 * i
+        );
+        objects.push(page.into_bytes());
+        let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+        objects.push(format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()).into_bytes());
+    }
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend(object);
+        pdf.extend(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+    );
+    pdf
+}
+
+/// Sources say where their passage is (heading path, PDF pages, the character range in the
+/// extracted text), and `GET /documents/{id}/chunks/{n}` shows a passage with its
+/// neighbours, under the document's tenant rules.
+#[tokio::test]
+async fn citations_point_to_the_passage_and_it_can_be_read_in_context() {
+    let stack = TestStack::with_env(&[("COACH_CHUNK_SIZE", "200"), ("COACH_CHUNK_OVERLAP", "20")]).await;
+    let services = stack.deploy();
+    let guide = "# Guide\n\nIntro words about the guide.\n\n## Praise\n\nPraise zqspecific behaviour soon after it \
+                 happens, in a sentence or two.\n\n## Deadlines\n\nRaise a missed deadline early and ask what gets \
+                 in the way of the work.\n";
+    let md = upload(&services, &editor(), "guide.md", "text/markdown", guide.as_bytes()).await;
+    let pages = [
+        "Page one talks about planning the week ahead with the team. It lists the meetings, the goals and the \
+         people who own each of them for the quarter.",
+        "Page two holds the zqpagetwo rule for delegating outcomes to people. Agree on the result, the limits \
+         and the check-in points, then step back.",
+        "Page three closes with the zqpagethree notes on reviews and retros. Keep them short, specific and \
+         about the work rather than the person.",
+    ];
+    let pdf = upload(&services, &editor(), "handbook.pdf", "application/pdf", &paged_pdf(&pages)).await;
+    for id in [&md, &pdf] {
+        let key = key_of(&services, id).await;
+        ingest::handle(&services.ingest, s3_event(&stack, "s3-put.json", &key), ingest_deadline()).await.unwrap();
+    }
+    let user = tokens::for_test("alice", "acme", &["user"]);
+    let ask = |message: &str| {
+        let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": message})), Some(&user));
+        let services = &services;
+        async move {
+            let response = chat::handle(&services.chat, request).await;
+            let reply: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{reply}");
+            reply["sources"][0].clone()
+        }
+    };
+    // Markdown: the heading path, and the range that is the passage in the document's text.
+    let source = ask("zqspecific").await;
+    assert_eq!(source["document_id"], md.as_str());
+    assert_eq!(source["heading"], "Guide > Praise");
+    assert!(source.get("pages").is_none(), "{source}");
+    let (start, end) = (source["start"].as_u64().unwrap() as usize, source["end"].as_u64().unwrap() as usize);
+    let passage: String = guide.chars().skip(start).take(end - start).collect();
+    assert!(passage.starts_with("Praise zqspecific behaviour") && passage.ends_with("sentence or two."), "{passage:?}");
+    assert!(source["snippet"].as_str().unwrap().starts_with(&passage[..40]));
+    // PDF: the pages of each passage.
+    for (word, page) in [("zqpagetwo", 2), ("zqpagethree", 3)] {
+        let source = ask(word).await;
+        assert_eq!(source["document_id"], pdf.as_str(), "{source}");
+        let (first, last) = (source["pages"][0].as_u64().unwrap(), source["pages"][1].as_u64().unwrap());
+        assert!(first <= page && page <= last && last - first <= 1, "{word}: {source}");
+    }
+
+    // The passage in context.
+    let chunk = |id: &str, n: &str, token: &str| req("GET", &format!("/documents/{id}/chunks/{n}"), None, token);
+    let (status, view) = call(&services, chunk(&md, "1", &user)).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!((view["document_id"].as_str(), view["title"].as_str()), (Some(md.as_str()), Some("guide.md")));
+    assert_eq!(view["chunks"], 3);
+    assert_eq!(view["passage"]["chunk"], 1);
+    assert_eq!(view["passage"]["heading"], "Guide > Praise");
+    assert_eq!(view["passage"]["start"], start as u64);
+    assert_eq!(
+        view["before"].as_array().unwrap().iter().map(|c| c["chunk"].clone()).collect::<Vec<_>>(),
+        vec![json!(0)]
+    );
+    assert_eq!(view["after"][0]["heading"], "Guide > Deadlines");
+    let (_, wide) = call(&services, chunk(&md, "0?context=5", &user)).await;
+    assert_eq!((wide["before"].as_array().unwrap().len(), wide["after"].as_array().unwrap().len()), (0, 2));
+    for (n, token, expected) in [
+        ("3", user.clone(), StatusCode::NOT_FOUND),
+        ("x", user.clone(), StatusCode::BAD_REQUEST),
+        ("1?context=6", user.clone(), StatusCode::BAD_REQUEST),
+        ("1", tokens::for_test("mallory", "globex", &["user"]), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = call(&services, chunk(&md, n, &token)).await;
+        assert_eq!(status, expected, "{n}: {body}");
+    }
+    assert_eq!(call(&services, chunk("not-an-id", "0", &user)).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&services, chunk("doc-0123456789abcdef", "0", &user)).await.0, StatusCode::NOT_FOUND);
+}

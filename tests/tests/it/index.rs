@@ -461,7 +461,7 @@ async fn legacy_per_document_shards_are_read_then_migrated_on_the_first_write() 
         let shard = Shard {
             document_id: id.clone(),
             title: format!("old-{i}.md"),
-            chunks: vec![Chunk { heading: None, text: format!("Legacy keyword zq{i}x.") }],
+            chunks: vec![Chunk { heading: None, text: format!("Legacy keyword zq{i}x."), span: None }],
             embedding_model: None,
             dims: 0,
             vectors: Vec::new(),

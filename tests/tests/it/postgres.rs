@@ -67,7 +67,7 @@ fn doc(id: &str, texts: &[&str]) -> Shard {
     Shard {
         document_id: id.into(),
         title: format!("{id}.md"),
-        chunks: texts.iter().map(|t| Chunk { heading: None, text: (*t).into() }).collect(),
+        chunks: texts.iter().map(|t| Chunk { heading: None, text: (*t).into(), span: None }).collect(),
         embedding_model: None,
         dims: 0,
         vectors: Vec::new(),

@@ -424,11 +424,16 @@ async fn both_stores_rank_the_same_passages_in_the_same_order() {
             let mut ranking = Vec::new();
             for question in questions {
                 let reply = ask(&services, "acme", question).await;
-                let passages: Vec<(String, u64)> = reply["sources"]
+                // Each passage, and where it is (heading path, character range).
+                let passages: Vec<(String, u64, Value)> = reply["sources"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|s| (s["title"].as_str().unwrap().to_owned(), s["chunk"].as_u64().unwrap()))
+                    .map(|s| {
+                        let (title, chunk) = (s["title"].as_str().unwrap().to_owned(), s["chunk"].as_u64().unwrap());
+                        assert!(s["start"].as_u64().unwrap() < s["end"].as_u64().unwrap(), "{s}");
+                        (title, chunk, json!([s["heading"], s["start"], s["end"], s["pages"]]))
+                    })
                     .collect();
                 ranking.push((question, passages));
             }

@@ -206,6 +206,7 @@ fn log(key: &str, outcome: &Result<Outcome, Error>) {
         Ok(Outcome::Removed) => "removed",
         Ok(Outcome::Purged) => "purged",
         Ok(Outcome::Queued(_)) => "queued",
+        Ok(Outcome::Located { .. }) => "located",
         Ok(Outcome::Skipped(_)) => "skipped",
         Err(_) => "error",
     });
@@ -223,6 +224,7 @@ fn log(key: &str, outcome: &Result<Outcome, Error>) {
         Ok(Outcome::Removed) => tracing::info!(key, "removed"),
         Ok(Outcome::Purged) => tracing::info!(key, "removed documents' data purged"),
         Ok(Outcome::Queued(jobs)) => tracing::info!(key, jobs, "embedding jobs queued"),
+        Ok(Outcome::Located { chunks }) => tracing::info!(key, chunks, "indexed again with its chunks' spans"),
         Ok(Outcome::Skipped(why)) => tracing::info!(key, why, "skipped"),
         Err(err) => tracing::error!(key, error = %err, cause = %err.causes(), "ingest failed; will be retried"),
     }

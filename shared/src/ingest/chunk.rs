@@ -112,6 +112,33 @@ pub fn chunk_text(text: &str, config: ChunkConfig) -> Vec<Chunk> {
     located(text, pieces, false)
 }
 
+/// Finds chunks indexed before chunks recorded their spans in `text` (their document's text,
+/// extracted again), in order, and gives each one found its span (with pages for a PDF):
+/// each was cut from that text, so it is there, from where the one before it began. A chunk
+/// not found (its text was extracted otherwise then) keeps none. Returns how many were found.
+pub fn relocate(kind: Kind, text: &str, chunks: &mut [Chunk]) -> usize {
+    let mut from = 0;
+    let mut found = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if chunk.span.is_some() || chunk.text.is_empty() {
+            continue;
+        }
+        // A PDF's chunks now read a form feed as a line break; the old ones never had either.
+        if let Some(at) = text[from..].find(chunk.text.as_str()) {
+            let start = from + at;
+            found.push((i, (start, start + chunk.text.len())));
+            // Each chunk starts after the one before it.
+            from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    let pieces = found.iter().map(|(_, range)| (None, *range)).collect();
+    let located = located(text, pieces, kind == Kind::Pdf);
+    for ((i, _), with_span) in found.iter().zip(located) {
+        chunks[*i].span = with_span.span;
+    }
+    found.len()
+}
+
 /// Chunks of `text`'s byte ranges (each with its heading path), with their character ranges
 /// and, when `paged`, the pages they are on.
 fn located(text: &str, pieces: Vec<(Option<String>, (usize, usize))>, paged: bool) -> Vec<Chunk> {
@@ -272,6 +299,18 @@ mod tests {
         // Plain text: ranges, no pages.
         let text = chunk(Kind::Text, "  Hello there.  ", ChunkConfig::default());
         assert_eq!(text[0].span, Some(Span { start: 2, end: 14, pages: None }));
+    }
+
+    #[test]
+    fn chunks_indexed_before_spans_are_found_again_in_their_text() {
+        let text: String = (0..200).map(|i| format!("Sentence number {i} says something. ")).collect();
+        let mut old = chunk_text(&text, ChunkConfig::default());
+        let new = old.clone();
+        old.iter_mut().for_each(|c| c.span = None);
+        old.push(Chunk { heading: None, text: "not in the text".into(), span: None });
+        assert_eq!(relocate(Kind::Text, &text, &mut old), new.len());
+        assert_eq!(&old[..new.len()], &new[..], "the same spans as chunking gives now");
+        assert_eq!(old.last().unwrap().span, None);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!
 //! A [`ReembedJob`] (`POST /documents/reembed`) queues a first step for each `ready` document
 //! of a tenant: documents indexed before embeddings were on, or by another model, gain the
-//! current model's vectors; the others are skipped by their job.
+//! current model's vectors; documents indexed before chunks recorded where they are (their
+//! character range and pages) are read again and their chunks found in the text
+//! ([`Ingestor::relocate`]); the others are skipped by their job.
 //!
 //! A job that fails is retried by the queue (its part is simply written again); jobs are
 //! idempotent. Until the last one commits, search finds the document by its words.
@@ -32,7 +34,7 @@ use crate::{
     embeddings::EmbedError,
     error::Error,
     ids::{fnv1a, now_ms},
-    model::{EmbedJob, Job, ReembedJob, Scope, Shard, Status},
+    model::{EmbedJob, Job, Kind, ReembedJob, Scope, Shard, Status},
     store::{Added, StoreError},
 };
 
@@ -55,7 +57,7 @@ impl Ingestor {
     /// Errors are transient.
     pub async fn job(&self, job: &Job, deadline: Deadline) -> Result<Outcome, Error> {
         match job {
-            Job::Embed(job) => self.embed_job(job).await,
+            Job::Embed(job) => self.embed_job(job, deadline).await,
             Job::Reembed(job) => self.reembed(job).await,
             Job::Object(job) => self.handle(&ObjectEvent { created: true, key: job.key.clone() }, deadline).await,
             // The titler's (the ingest function hands it there).
@@ -72,6 +74,46 @@ impl Ingestor {
         }
     }
 
+    /// A document indexed before chunks recorded their spans: its object read again, its
+    /// chunks found in the text ([`super::chunk::relocate`]) and the document indexed again
+    /// with them, its chunks and vectors as they were. Then, if it lacks the current model's
+    /// vectors, the embedding job that follows gives it them.
+    async fn relocate(
+        &self,
+        scope: &Scope,
+        key: &str,
+        etag: &str,
+        kind: Kind,
+        mut doc: Shard,
+        deadline: Deadline,
+    ) -> Result<Outcome, Error> {
+        let Some(budget) = super::extraction_budget(deadline.remaining(), self.extract_time) else {
+            let message = "too little time left in this invocation to read the document".into();
+            return Err(Error::Unavailable { message, cause: None });
+        };
+        let Some(object) = self.blobs.get(key).await? else { return Ok(Outcome::Skipped(SUPERSEDED)) };
+        if object.etag != etag {
+            return Ok(Outcome::Skipped(SUPERSEDED));
+        }
+        let bytes = object.body.bytes().await?;
+        let extracted = self.sandbox.extract(kind, &bytes, budget).await.map_err(|e| Error::Internal {
+            detail: "extraction could not run".into(),
+            cause: Some(std::sync::Arc::new(e)),
+        })?;
+        let Ok(text) = extracted else { return Ok(Outcome::Skipped("the document can no longer be read")) };
+        let located = super::chunk::relocate(kind, &text, &mut doc.chunks);
+        let embedded = doc.embedding_model.as_deref() == Some(self.embedder.model());
+        match self.index.add(scope, doc, key, etag).await? {
+            Added::Indexed => {}
+            Added::Superseded | Added::Gone => return Ok(Outcome::Skipped(SUPERSEDED)),
+        }
+        tracing::info!(located, "chunks of a document indexed before spans were found again");
+        if !embedded && self.embedder.enabled() {
+            self.queue_job(&Job::Embed(EmbedJob::first(key, etag))).await?;
+        }
+        Ok(Outcome::Located { chunks: located })
+    }
+
     /// Queues an embedding job for each `ready` document of a page of the tenant's, then a
     /// job for the next page. A document whose vectors are already the current model's is
     /// skipped by its job; others are embedded in steps like a large document.
@@ -79,9 +121,7 @@ impl Ingestor {
         if crate::auth::validate_tenant(&job.tenant).is_err() {
             return Ok(Outcome::Skipped("not a tenant"));
         }
-        if !self.embedder.enabled() {
-            return Ok(Outcome::Skipped("no embedding provider is configured"));
-        }
+        // Without an embedding provider the jobs still find the spans of older documents.
         let scope = Scope::Tenant(job.tenant.clone());
         let page = self.records.list(&scope, REEMBED_PAGE, job.cursor.as_deref()).await?;
         let mut queued = 0;
@@ -98,7 +138,7 @@ impl Ingestor {
     }
 
     /// Runs one embedding job; see the module's description.
-    async fn embed_job(&self, job: &EmbedJob) -> Result<Outcome, Error> {
+    async fn embed_job(&self, job: &EmbedJob, deadline: Deadline) -> Result<Outcome, Error> {
         let Some(target) = target(&job.key) else {
             return Ok(Outcome::Skipped("not a document key"));
         };
@@ -113,6 +153,16 @@ impl Ingestor {
             self.drop_parts(&job.parts).await;
             return Ok(Outcome::Skipped(SUPERSEDED));
         };
+        // Indexed before chunks recorded where they are: found again in the document's text.
+        if job.done == 0 && doc.chunks.iter().any(|c| c.span.is_none()) {
+            let kind = match (scope, &record) {
+                (Scope::Tenant(_), Some(record)) => Kind::from_content_type(&record.content_type),
+                _ => Kind::from_filename(&target.filename),
+            };
+            if let Some(kind) = kind {
+                return self.relocate(scope, &job.key, &job.etag, kind, doc, deadline).await;
+            }
+        }
         let total = doc.chunks.len();
         // Vectors of the current model already (a repeated job), or a job that makes no sense.
         let embedded = doc.embedding_model.as_deref() == Some(self.embedder.model());

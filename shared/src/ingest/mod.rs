@@ -154,6 +154,11 @@ pub enum Outcome {
     Purged,
     /// Jobs queued (re-embedding a tenant).
     Queued(usize),
+    /// A document indexed before chunks recorded their spans, indexed again with the spans
+    /// of the `chunks` found in its text.
+    Located {
+        chunks: usize,
+    },
     /// Nothing to do, and why.
     Skipped(&'static str),
 }

@@ -327,6 +327,37 @@ async fn an_admin_re_embeds_documents_indexed_without_vectors() {
     assert!(body["error"]["message"].as_str().unwrap().contains("COACH_INGEST_QUEUE_URL"), "{body}");
 }
 
+/// Documents indexed before chunks recorded where they are: the re-embedding request reads
+/// them again and finds their chunks in the text; vectors and chunks stay as they were.
+#[tokio::test]
+async fn re_embedding_gives_documents_indexed_before_spans_their_spans() {
+    let (stack, queue) = stepped_stack().await;
+    let services = stack.deploy();
+    let (id, key) = upload(&stack, &services, "big.txt", &long_text(12)).await;
+    services.ingest.ingestor.handle(&ObjectEvent { created: true, key: key.clone() }, ingest_deadline()).await.unwrap();
+    let indexed = stack.indexed_doc("acme", &id).await.unwrap();
+    assert!(indexed.chunks.len() > 2 && indexed.chunks.iter().all(|c| c.span.is_some()));
+    // As an older Coach indexed it: no spans.
+    let mut old = indexed.clone();
+    old.chunks.iter_mut().for_each(|c| c.span = None);
+    let etag = record(&services, &id).await.unwrap()["etag"].as_str().map(str::to_owned);
+    let etag = match etag {
+        Some(etag) => etag,
+        None => stack.aws.s3.head_object().bucket(&stack.config.bucket).key(&key).send().await.unwrap().e_tag.unwrap(),
+    };
+    let scope = coach::model::Scope::Tenant("acme".into());
+    stack.document_index().add(&scope, old, &key, &etag).await.unwrap();
+    assert!(stack.indexed_doc("acme", &id).await.unwrap().chunks.iter().all(|c| c.span.is_none()));
+
+    assert_eq!(reembed_request(&services, &["admin"]).await.0, StatusCode::ACCEPTED);
+    while deliver(&stack, &services, &queue).await > 0 {}
+    let again = stack.indexed_doc("acme", &id).await.unwrap();
+    assert_eq!(again.chunks, indexed.chunks, "the same chunks with the same spans as chunking gives");
+    assert_eq!(again.embedding_model, indexed.embedding_model);
+    let drift = again.vectors.iter().zip(&indexed.vectors).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(again.vectors.len() == indexed.vectors.len() && drift < 1e-5, "the vectors kept, not embedded again");
+}
+
 #[tokio::test]
 async fn an_unknown_job_is_reported_as_failed_not_dropped() {
     let stack = TestStack::new().await;

@@ -6,7 +6,8 @@
 //!
 //!     cargo run --release -p coach-shared --example rank_eval -- ../shared/eval/cisi [models/all-minilm-l6-v2]
 //!
-//! Chunk vectors are cached in `target/eval/` (keyed by the collection's size).
+//! `COACH_SEARCH_LANGUAGE` and `COACH_CHUNK_*` are read as Coach reads them. Chunk vectors
+//! are cached in `target/eval/` (keyed by the collection's size and chunk count).
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -93,7 +94,9 @@ fn main() {
         .map(|(id, r)| (id, r.get("W").cloned().unwrap_or_default()))
         .collect();
     let model = LocalModel::load(model_dir).expect("model");
-    let analyzer = Analyzer::from_env(&coach::config::Env::process()).expect("COACH_SEARCH_LANGUAGE");
+    let env = coach::config::Env::process();
+    let analyzer = Analyzer::from_env(&env).expect("COACH_SEARCH_LANGUAGE");
+    let chunking = ChunkConfig::from_env(&env).expect("COACH_CHUNK_*");
     let mut shards: Vec<Shard> = docs
         .iter()
         .map(|(id, r)| {
@@ -102,7 +105,7 @@ fn main() {
             Shard {
                 document_id: id.clone(),
                 title: format!("cisi-{id}.txt"),
-                chunks: chunk_text(&text, ChunkConfig::default()),
+                chunks: chunk_text(&text, chunking),
                 embedding_model: Some("m".into()),
                 dims: model.dims() as u32,
                 vectors: Vec::new(),

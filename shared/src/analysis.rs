@@ -1,7 +1,8 @@
 //! How text becomes search terms: the same rules for documents and queries, in both index
 //! stores (the S3 segments and PostgreSQL), so a query's words meet a document's.
 //!
-//! Words are runs of letters and digits, lowercased, of two or more characters. In English
+//! Words are runs of letters and digits, lowercased, of 2 to [`MAX_WORD_CHARS`] characters
+//! (longer runs are data, not words: an encoded blob, a hash). In English
 //! (the default) the Snowball project's English stop words are dropped and every word is
 //! reduced to its Snowball (Porter 2) stem, so "measured", "measures" and "measurement"
 //! meet. `COACH_SEARCH_LANGUAGE` names another Snowball language (stemmed, no stop list:
@@ -18,6 +19,10 @@ use crate::{
     config::{ConfigError, Env},
     model::Chunk,
 };
+
+/// The longest word indexed, in characters (Lucene's limit; a PostgreSQL lexeme may not
+/// pass 2 KB, which 255 characters of UTF-8 never do).
+pub const MAX_WORD_CHARS: usize = 255;
 
 /// Term frequencies count up to this many occurrences in a chunk (PostgreSQL's `tsvector`
 /// keeps at most 256 positions of a word), so both stores score alike.
@@ -150,7 +155,7 @@ impl Analyzer {
     /// The search terms of `text`, in order, repeats kept.
     pub fn terms<'a>(&'a self, text: &'a str) -> impl Iterator<Item = String> + 'a {
         text.split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.chars().nth(1).is_some())
+            .filter(|w| w.chars().nth(1).is_some() && w.chars().nth(MAX_WORD_CHARS).is_none())
             .map(str::to_lowercase)
             .filter(|w| !self.stop_words.contains(&w.as_str()))
             .map(|w| match &self.stemmer {
@@ -336,6 +341,8 @@ mod tests {
         assert_eq!(terms(&english, "Why? Tell me more about that."), vec!["tell"]);
         assert_eq!(terms(&english, "x 42 R2D2 naïve Ünïcode"), vec!["42", "r2d2", "naïv", "ünïcode"]);
         assert!(terms(&english, "").is_empty());
+        let long = "x".repeat(MAX_WORD_CHARS);
+        assert_eq!(terms(&english, &format!("{long} {long}y ok")), vec![long.clone(), "ok".into()]);
     }
 
     #[test]

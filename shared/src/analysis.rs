@@ -122,32 +122,16 @@ impl Analyzer {
     /// that repeats a word stresses it: on CISI, weighing each distinct word once ranks 16%
     /// worse, docs/PERFORMANCE.md).
     pub fn weighted_terms(&self, text: &str) -> Vec<(String, f32)> {
-        let mut terms: Vec<String> = self.terms(text).collect();
-        terms.sort_unstable();
-        let mut weighted: Vec<(String, f32)> = Vec::new();
-        for term in terms {
-            match weighted.last_mut() {
-                Some((last, count)) if *last == term => *count += 1.0,
-                _ => weighted.push((term, 1.0)),
-            }
-        }
-        weighted
+        counted(self.terms(text).collect()).into_iter().map(|(term, count)| (term, count as f32)).collect()
     }
 
     /// What a chunk is indexed by: its heading path's and its text's terms, each with its
     /// frequency (at most [`MAX_TERM_FREQUENCY`]), sorted; and its length in terms.
     pub fn chunk_terms(&self, chunk: &Chunk) -> (Vec<(String, u32)>, u32) {
         let heading = chunk.heading.as_deref().unwrap_or_default();
-        let mut terms: Vec<String> = self.terms(heading).chain(self.terms(&chunk.text)).collect();
+        let terms: Vec<String> = self.terms(heading).chain(self.terms(&chunk.text)).collect();
         let length = terms.len() as u32;
-        terms.sort_unstable();
-        let mut counted: Vec<(String, u32)> = Vec::new();
-        for term in terms {
-            match counted.last_mut() {
-                Some((last, count)) if *last == term => *count += 1,
-                _ => counted.push((term, 1)),
-            }
-        }
+        let mut counted = counted(terms);
         counted.iter_mut().for_each(|(_, count)| *count = (*count).min(MAX_TERM_FREQUENCY));
         (counted, length)
     }
@@ -167,6 +151,19 @@ impl Analyzer {
             })
             .filter(|w| !w.is_empty())
     }
+}
+
+/// The distinct `terms`, sorted, each with how often it occurs.
+fn counted(mut terms: Vec<String>) -> Vec<(String, u32)> {
+    terms.sort_unstable();
+    let mut counted: Vec<(String, u32)> = Vec::new();
+    for term in terms {
+        match counted.last_mut() {
+            Some((last, count)) if *last == term => *count += 1,
+            _ => counted.push((term, 1)),
+        }
+    }
+    counted
 }
 
 /// The Snowball project's English stop words (snowballstem.org, `english/stop.txt`), with the

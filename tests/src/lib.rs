@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod child;
+pub mod collection;
 pub mod events;
 pub mod flows;
 pub mod iam;

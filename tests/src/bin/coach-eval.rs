@@ -15,7 +15,7 @@
 //!
 //! Conversations (hybrid Coach, the default), each scored against the judgements of
 //! query Q: `conv-b` asks Q, then in the same session a follow-up that names nothing of Q's
-//! topic ([`FOLLOW_UPS`], in turn), and scores the follow-up's sources; `conv-c` asks another
+//! topic (`tests/fixtures/eval/follow-ups.txt`, in turn), and scores the follow-up's sources; `conv-c` asks another
 //! judged query first (the next one), then Q in the same session, and scores Q's. The
 //! single-turn runs are (a).
 
@@ -23,6 +23,7 @@ use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
+    collection::{self, Collection},
     events,
     stack::{Deployment, TestStack},
     tokens,
@@ -30,61 +31,10 @@ use coach_testkit::{
 use lambda_http::{http::StatusCode, Request};
 use serde_json::{json, Value};
 
-/// Follow-ups that name nothing of their topic, asked after a judged query (in turn).
-const FOLLOW_UPS: &[&str] = &[
-    "Tell me more about that.",
-    "Why?",
-    "How was that measured?",
-    "Can you elaborate?",
-    "What else should I know?",
-    "Go on.",
-    "Is there evidence for it?",
-    "What are the implications?",
-    "Could you give an example?",
-    "And what came of it?",
-    "Who looked into this?",
-    "What is the main finding there?",
-];
-
 /// Uploads and ingests in flight at once.
 const CONCURRENCY: usize = 8;
 /// Distinct documents scored per query.
 const DEPTH: usize = 10;
-
-struct Doc {
-    id: String,
-    text: String,
-}
-
-/// Records of a CISI-format file: `.I id` starts one, `.X` (cross-references) is dropped,
-/// the other fields are joined in order.
-fn records(text: &str, fields: &[&str]) -> Vec<(String, Vec<(String, String)>)> {
-    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
-    let mut field = String::new();
-    for line in text.lines() {
-        if let Some(id) = line.strip_prefix(".I ") {
-            out.push((id.trim().to_owned(), Vec::new()));
-            field.clear();
-        } else if line.starts_with('.') && line.len() == 2 {
-            field = line[1..].to_owned();
-        } else if let Some((_, record)) = out.last_mut() {
-            if fields.contains(&field.as_str()) {
-                match record.last_mut() {
-                    Some((f, value)) if *f == field => {
-                        value.push(' ');
-                        value.push_str(line.trim());
-                    }
-                    _ => record.push((field.clone(), line.trim().to_owned())),
-                }
-            }
-        }
-    }
-    out
-}
-
-fn field<'a>(record: &'a [(String, String)], name: &str) -> &'a str {
-    record.iter().find(|(f, _)| f == name).map_or("", |(_, v)| v.as_str())
-}
 
 fn main() -> Result<(), String> {
     // Ingest runs here, and reads documents in a child: this program, started again.
@@ -110,29 +60,9 @@ fn main() -> Result<(), String> {
     runtime.block_on(run(Path::new(collection), Path::new(out), &runs))
 }
 
-fn read(dir: &Path, name: &str) -> Result<String, String> {
-    let path = dir.join(name);
-    std::fs::read(&path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
 async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)]) -> Result<(), String> {
-    let docs: Vec<Doc> = records(&read(dir, "CISI.ALL")?, &["T", "W"])
-        .into_iter()
-        .map(|(id, r)| Doc { text: format!("{}\n\n{}\n", field(&r, "T"), field(&r, "W")), id })
-        .collect();
-    let mut judged: BTreeMap<String, ()> = BTreeMap::new();
-    for line in read(dir, "CISI.REL")?.lines() {
-        if let Some(q) = line.split_whitespace().next() {
-            judged.insert(q.to_owned(), ());
-        }
-    }
-    let queries: Vec<(String, String)> = records(&read(dir, "CISI.QRY")?, &["W"])
-        .into_iter()
-        .filter(|(id, _)| judged.contains_key(id))
-        .map(|(id, r)| (id, field(&r, "W").to_owned()))
-        .collect();
+    let Collection { docs, queries, .. } = Collection::read(dir)?;
+    let follow_ups = collection::follow_ups();
     eprintln!("eval: {} documents, {} judged queries", docs.len(), queries.len());
 
     // Everything else from this process's environment (the settings under test), then the
@@ -161,11 +91,11 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
     let mut titles: BTreeMap<String, String> = BTreeMap::new();
     for batch in docs.chunks(CONCURRENCY) {
         let mut tasks = tokio::task::JoinSet::new();
-        for doc in batch {
+        for (id, text) in batch {
             let (stack, services, editor) = (stack.clone(), services.clone(), editor.clone());
-            let filename = format!("cisi-{}.txt", doc.id);
-            titles.insert(filename.clone(), doc.id.clone());
-            let text = doc.text.clone();
+            let filename = format!("cisi-{id}.txt");
+            titles.insert(filename.clone(), id.clone());
+            let text = text.clone();
             tasks.spawn(async move { upload_and_ingest(&stack, &services, &editor, &filename, &text).await });
         }
         while let Some(done) = tasks.join_next().await {
@@ -203,7 +133,7 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
             let user = tokens::for_test(&format!("reader-b{i}"), "cisi", &["user"]);
             let first = ask(&chat, &user, text, None).await.map_err(|e| format!("query {qid}: {e}"))?;
             let session = first["session_id"].as_str().map(str::to_owned);
-            let next = FOLLOW_UPS[i % FOLLOW_UPS.len()];
+            let next = follow_ups[i % follow_ups.len()];
             let body = ask(&chat, &user, next, session.as_deref()).await.map_err(|e| format!("query {qid}: {e}"))?;
             follow_up.insert(qid.clone(), json!(ranked(&body, &titles)));
             let other = &queries[(i + 1) % queries.len()].1;

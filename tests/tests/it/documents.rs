@@ -276,16 +276,38 @@ fn minimal_pdf(text: &str) -> Vec<u8> {
 
 /// A one-page PDF whose page contents are `stream` (its dictionary with `filter` added).
 fn pdf_with_contents(filter: &str, stream: &[u8]) -> Vec<u8> {
-    let mut contents = format!("<< /Length {}{filter} >>\nstream\n", stream.len()).into_bytes();
-    contents.extend(stream);
-    contents.extend(b"\nendstream");
-    let objects = [
+    pdf_of_pages(&[(filter, stream)])
+}
+
+/// A PDF of one page per text (Helvetica).
+fn paged_pdf(pages: &[&str]) -> Vec<u8> {
+    let streams: Vec<Vec<u8>> =
+        pages.iter().map(|t| format!("BT /F1 12 Tf 72 720 Td ({t}) Tj ET").into_bytes()).collect();
+    let pages: Vec<(&str, &[u8])> = streams.iter().map(|s| ("", s.as_slice())).collect();
+    pdf_of_pages(&pages)
+}
+
+/// A PDF of pages whose contents are the streams given (each dictionary with its filter
+/// added), in Helvetica, with a correct cross-reference table.
+fn pdf_of_pages(pages: &[(&str, &[u8])]) -> Vec<u8> {
+    // 1 catalog, 2 page tree, 3 font, then a page and its contents per stream.
+    let kids: Vec<String> = (0..pages.len()).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
+    let mut objects = vec![
         b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
-        contents,
+        format!("<< /Type /Pages /Kids [{}] /Count {} >>", kids.join(" "), pages.len()).into_bytes(),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
     ];
+    for (i, (filter, stream)) in pages.iter().enumerate() {
+        let page = format!(
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {} 0 R /Resources << /Font << /F1 3 0 R >> >> >>",
+            5 + 2 * i
+        );
+        objects.push(page.into_bytes());
+        let mut contents = format!("<< /Length {}{filter} >>\nstream\n", stream.len()).into_bytes();
+        contents.extend(*stream);
+        contents.extend(b"\nendstream");
+        objects.push(contents);
+    }
     let mut pdf = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, object) in objects.iter().enumerate() {
@@ -965,44 +987,6 @@ async fn a_word_document_is_read_and_a_damaged_one_fails_with_the_reason() {
     let (_, failed) = document(&services, &editor(), &id).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"], "the Word document is damaged, encrypted or not a .docx file");
-}
-
-/// A PDF of one page per text (Helvetica), with a correct cross-reference table.
-fn paged_pdf(pages: &[&str]) -> Vec<u8> {
-    let n = pages.len();
-    // 1 catalog, 2 page tree, 3 font, then a page and its contents per text.
-    let kids: Vec<String> = (0..n).map(|i| format!("{} 0 R", 4 + 2 * i)).collect();
-    let mut objects = vec![
-        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
-        format!("<< /Type /Pages /Kids [{}] /Count {n} >>", kids.join(" ")).into_bytes(),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
-    ];
-    for (i, text) in pages.iter().enumerate() {
-        let page = format!(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {} 0 R /Resources << /Font << /F1 3 0 R >> >> >>",
-            5 + 2 * i
-        );
-        objects.push(page.into_bytes());
-        let stream = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
-        objects.push(format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()).into_bytes());
-    }
-    let mut pdf = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(pdf.len());
-        pdf.extend(format!("{} 0 obj\n", i + 1).as_bytes());
-        pdf.extend(object);
-        pdf.extend(b"\nendobj\n");
-    }
-    let xref = pdf.len();
-    pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for offset in offsets {
-        pdf.extend(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    pdf.extend(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
-    );
-    pdf
 }
 
 /// Sources say where their passage is (heading path, PDF pages, the character range in the

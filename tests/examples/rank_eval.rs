@@ -4,12 +4,12 @@
 //! conversational runs of `make eval` ((a) the query alone, (b) the query then a follow-up,
 //! (c) another query then the query). Prints nDCG@10 of each run.
 //!
-//!     cargo run --release -p coach-shared --example rank_eval -- ../shared/eval/cisi [models/all-minilm-l6-v2]
+//!     cargo run -p coach-integration-tests --example rank_eval -- ../shared/eval/cisi [models/all-minilm-l6-v2]
 //!
 //! `COACH_SEARCH_LANGUAGE` and `COACH_CHUNK_*` are read as Coach reads them. Chunk vectors
 //! are cached in `target/eval/` (keyed by the collection's size and chunk count).
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{path::Path, sync::Arc};
 
 use coach::{
     analysis::Analyzer,
@@ -23,93 +23,27 @@ use coach::{
     model::{Query, Ranking, Shard},
     retrieval::{mixed_terms, mixed_vector, shares},
 };
-
-/// Follow-ups that name nothing of the topic (the end-to-end eval uses the same list).
-const FOLLOW_UPS: &[&str] = &[
-    "Tell me more about that.",
-    "Why?",
-    "How was that measured?",
-    "Can you elaborate?",
-    "What else should I know?",
-    "Go on.",
-    "Is there evidence for it?",
-    "What are the implications?",
-    "Could you give an example?",
-    "And what came of it?",
-    "Who looked into this?",
-    "What is the main finding there?",
-];
-
-fn records(text: &str, fields: &[&str]) -> Vec<(String, HashMap<String, String>)> {
-    let mut out: Vec<(String, HashMap<String, String>)> = Vec::new();
-    let mut field = String::new();
-    for line in text.lines() {
-        if let Some(id) = line.strip_prefix(".I ") {
-            out.push((id.trim().to_owned(), HashMap::new()));
-            field.clear();
-        } else if line.starts_with('.') && line.len() == 2 {
-            field = line[1..].to_owned();
-        } else if let Some((_, record)) = out.last_mut() {
-            if fields.contains(&field.as_str()) {
-                let value = record.entry(field.clone()).or_default();
-                if !value.is_empty() {
-                    value.push(' ');
-                }
-                value.push_str(line.trim());
-            }
-        }
-    }
-    out
-}
-
-fn ndcg(ranked: &[String], relevant: &[String]) -> f64 {
-    let dcg: f64 = ranked
-        .iter()
-        .take(10)
-        .enumerate()
-        .filter(|(_, d)| relevant.contains(d))
-        .map(|(i, _)| 1.0 / (i as f64 + 2.0).log2())
-        .sum();
-    let ideal: f64 = (0..relevant.len().min(10)).map(|i| 1.0 / (i as f64 + 2.0).log2()).sum();
-    dcg / ideal
-}
+use coach_testkit::collection::{follow_ups, ndcg, Collection};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = Path::new(args.first().map_or("../shared/eval/cisi", String::as_str));
     let model_dir = Path::new(args.get(1).map_or("models/all-minilm-l6-v2", String::as_str));
-    let read =
-        |name: &str| String::from_utf8_lossy(&std::fs::read(dir.join(name)).expect("collection file")).into_owned();
-    let docs = records(&read("CISI.ALL"), &["T", "W"]);
-    let mut relevant: HashMap<String, Vec<String>> = HashMap::new();
-    for line in read("CISI.REL").lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.len() >= 2 {
-            relevant.entry(parts[0].to_owned()).or_default().push(parts[1].to_owned());
-        }
-    }
-    let queries: Vec<(String, String)> = records(&read("CISI.QRY"), &["W"])
-        .into_iter()
-        .filter(|(id, _)| relevant.contains_key(id))
-        .map(|(id, r)| (id, r.get("W").cloned().unwrap_or_default()))
-        .collect();
+    let Collection { docs, queries, relevant } = Collection::read(dir).expect("a CISI-format collection");
+    let follow_ups = follow_ups();
     let model = LocalModel::load(model_dir).expect("model");
     let env = coach::config::Env::process();
     let analyzer = Analyzer::from_env(&env).expect("COACH_SEARCH_LANGUAGE");
     let chunking = ChunkConfig::from_env(&env).expect("COACH_CHUNK_*");
     let mut shards: Vec<Shard> = docs
         .iter()
-        .map(|(id, r)| {
-            let text =
-                format!("{}\n\n{}\n", r.get("T").cloned().unwrap_or_default(), r.get("W").cloned().unwrap_or_default());
-            Shard {
-                document_id: id.clone(),
-                title: format!("cisi-{id}.txt"),
-                chunks: chunk_text(&text, chunking),
-                embedding_model: Some("m".into()),
-                dims: model.dims() as u32,
-                vectors: Vec::new(),
-            }
+        .map(|(id, text)| Shard {
+            document_id: id.clone(),
+            title: format!("cisi-{id}.txt"),
+            chunks: chunk_text(text, chunking),
+            embedding_model: Some("m".into()),
+            dims: model.dims() as u32,
+            vectors: Vec::new(),
         })
         .collect();
     let total: usize = shards.iter().map(|s| s.chunks.len()).sum();
@@ -158,14 +92,14 @@ fn main() {
         ranked
     };
     let mean = |f: &dyn Fn(usize, &str, &str) -> Vec<String>| -> f64 {
-        let sum: f64 = queries.iter().enumerate().map(|(i, (id, text))| ndcg(&f(i, id, text), &relevant[id])).sum();
+        let sum: f64 = queries.iter().enumerate().map(|(i, (id, text))| ndcg(&f(i, id, text), &relevant[id], 10)).sum();
         sum / queries.len() as f64
     };
     let bm25 = mean(&|_, _, q| rank(&[q], false));
     let a = mean(&|_, _, q| rank(&[q], true));
-    let b = mean(&|i, _, q| rank(&[FOLLOW_UPS[i % FOLLOW_UPS.len()], q], true));
+    let b = mean(&|i, _, q| rank(&[follow_ups[i % follow_ups.len()], q], true));
     let c = mean(&|i, _, q| rank(&[q, &queries[(i + 1) % queries.len()].1], true));
-    let b_bm25 = mean(&|i, _, q| rank(&[FOLLOW_UPS[i % FOLLOW_UPS.len()], q], false));
+    let b_bm25 = mean(&|i, _, q| rank(&[follow_ups[i % follow_ups.len()], q], false));
     let c_bm25 = mean(&|i, _, q| rank(&[q, &queries[(i + 1) % queries.len()].1], false));
     println!(
         "{} documents, {} chunks, {} judged queries, analyser {}",

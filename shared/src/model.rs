@@ -160,6 +160,13 @@ pub struct Query {
     pub vector: Option<(String, Vec<f32>)>,
 }
 
+impl Query {
+    /// The terms a store ranks by: those of a positive, finite weight.
+    pub fn ranked_terms(&self) -> impl Iterator<Item = &(String, f32)> {
+        self.terms.iter().filter(|(_, w)| *w > 0.0 && w.is_finite())
+    }
+}
+
 /// How a search ranks and cuts its passages (`COACH_RETRIEVAL_*`), whichever index store
 /// runs it: a word ranking and a vector ranking, fused by reciprocal rank.
 #[derive(Debug, Clone, PartialEq)]

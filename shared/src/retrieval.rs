@@ -50,17 +50,26 @@ pub const DECAY: f32 = 0.5;
 const EMBEDDING_CACHE: u64 = 2_000;
 const EMBEDDING_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// How much each text of a conversation counts in its query: the latest message first, then
-/// the `earlier` user turns (most recent first); the shares sum to 1. See the module's
-/// documentation.
-pub fn shares(analyzer: &Analyzer, latest: &str, earlier: &[String]) -> Vec<f32> {
-    let n = analyzer.terms(latest).count() as f32;
+/// The weighted terms ([`Analyzer::weighted_terms`]) of each text of a conversation: the
+/// latest message first, then the earlier user turns (most recent first). Each text is
+/// analysed once; [`shares`] and [`mixed_terms`] read the result.
+pub fn analyse(analyzer: &Analyzer, texts: &[&str]) -> Vec<Vec<(String, f32)>> {
+    texts.iter().map(|text| analyzer.weighted_terms(text)).collect()
+}
+
+/// How much each text of a conversation counts in its query (`texts` as [`analyse`] gives
+/// them): the latest message first, then the earlier turns (at most [`CONTEXT_TURNS`]);
+/// the shares sum to 1. See the module's documentation.
+pub fn shares(texts: &[Vec<(String, f32)>]) -> Vec<f32> {
+    let Some((latest, earlier)) = texts.split_first() else { return Vec::new() };
+    // Weights are counts: their sum is the number of search terms.
+    let n: f32 = latest.iter().map(|(_, count)| count).sum();
     let mut decay = 1.0;
     let mut prior: Vec<f32> = earlier
         .iter()
         .take(CONTEXT_TURNS)
-        .map(|text| {
-            let weight = if analyzer.terms(text).next().is_some() { decay } else { 0.0 };
+        .map(|terms| {
+            let weight = if terms.is_empty() { 0.0 } else { decay };
             decay *= DECAY;
             weight
         })
@@ -73,11 +82,12 @@ pub fn shares(analyzer: &Analyzer, latest: &str, earlier: &[String]) -> Vec<f32>
     all
 }
 
-/// The weighted terms of `texts` mixed by `shares` (one per text).
-pub fn mixed_terms(analyzer: &Analyzer, texts: &[&str], shares: &[f32]) -> Vec<(String, f32)> {
+/// The weighted terms of `texts` (as [`analyse`] gives them) mixed by `shares` (one per
+/// text).
+pub fn mixed_terms(texts: &[Vec<(String, f32)>], shares: &[f32]) -> Vec<(String, f32)> {
     let mut terms: Vec<(String, f32)> = Vec::new();
     for (text, share) in texts.iter().zip(shares).filter(|(_, s)| **s > 0.0) {
-        terms.extend(analyzer.weighted_terms(text).into_iter().map(|(t, w)| (t, w * share)));
+        terms.extend(text.iter().map(|(t, w)| (t.clone(), w * share)));
     }
     terms.sort_by(|a, b| a.0.cmp(&b.0));
     let mut merged: Vec<(String, f32)> = Vec::with_capacity(terms.len());
@@ -190,7 +200,7 @@ impl Retriever {
         &self,
         tenant: &str,
         latest: &str,
-        earlier: impl Future<Output = Conversation> + Send,
+        conversation: impl Future<Output = Conversation> + Send,
         top_k: usize,
     ) -> Result<Retrieved, Error> {
         if top_k == 0 {
@@ -204,7 +214,7 @@ impl Retriever {
             conversation_share = tracing::field::Empty
         );
         let started = std::time::Instant::now();
-        let retrieved = self.search(tenant, latest, earlier, top_k).instrument(span.clone()).await?;
+        let retrieved = self.search(tenant, latest, conversation, top_k).instrument(span.clone()).await?;
         span.record("passages", retrieved.passages.len());
         span.record("latency_ms", started.elapsed().as_millis() as u64);
         crate::metrics::retrieval(started.elapsed(), retrieved.passages.len());
@@ -265,8 +275,9 @@ impl Retriever {
                 None => latest,
             };
             earlier.truncate(CONTEXT_TURNS);
-            let shares = shares(&self.analyzer, latest, &earlier);
             let texts: Vec<&str> = std::iter::once(latest).chain(earlier.iter().map(String::as_str)).collect();
+            let analysed = analyse(&self.analyzer, &texts);
+            let shares = shares(&analysed);
             // Texts that count: the latest message always, earlier turns with a share.
             let counted: Vec<usize> = (0..texts.len()).filter(|&i| i == 0 || shares[i] > 0.0).collect();
             let wanted: Vec<&str> = counted.iter().map(|&i| texts[i]).collect();
@@ -285,7 +296,7 @@ impl Retriever {
                 *reranked_query.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = context.join("\n");
             }
             Query {
-                terms: mixed_terms(&self.analyzer, &texts, &shares),
+                terms: mixed_terms(&analysed, &shares),
                 vector: mixed_vector(&vectors, &shares).map(|v| (self.embedder.model().to_owned(), v)),
             }
         };
@@ -338,22 +349,27 @@ mod tests {
         Analyzer::default()
     }
 
+    /// The shares of `latest` after `earlier` (most recent first).
+    fn shares_of(latest: &str, earlier: &[String]) -> Vec<f32> {
+        let texts: Vec<&str> = std::iter::once(latest).chain(earlier.iter().map(String::as_str)).collect();
+        shares(&analyse(&english(), &texts))
+    }
+
     #[test]
     fn a_message_alone_is_its_own_query() {
-        assert_eq!(shares(&english(), "How do teams give feedback?", &[]), vec![1.0]);
-        let terms = mixed_terms(&english(), &["feedback, feedback and teams"], &[1.0]);
+        assert_eq!(shares_of("How do teams give feedback?", &[]), vec![1.0]);
+        let terms = mixed_terms(&analyse(&english(), &["feedback, feedback and teams"]), &[1.0]);
         assert_eq!(terms, vec![("feedback".to_owned(), 2.0), ("team".to_owned(), 1.0)]);
     }
 
     #[test]
     fn the_less_a_message_says_the_more_the_conversation_counts() {
         let earlier = vec!["How should a manager give feedback on missed deadlines?".to_owned()];
-        let generic = shares(&english(), "Why?", &earlier);
+        let generic = shares_of("Why?", &earlier);
         assert_eq!(generic, vec![0.0, 1.0], "nothing searchable: the conversation's topic");
-        let short = shares(&english(), "And if they disagree?", &earlier);
+        let short = shares_of("And if they disagree?", &earlier);
         assert!((short[0] - TOPIC_TERM).abs() < 1e-6, "one term: {short:?}");
-        let long = shares(
-            &english(),
+        let long = shares_of(
             "What do studies of citation indexing say about the growth of the scientific literature?",
             &earlier,
         );
@@ -369,12 +385,13 @@ mod tests {
             ["deadlines slip", "Why is that?", "feedback on goals", "oldest topic", "older still"]
                 .map(String::from)
                 .into();
-        let s = shares(&english(), "Why?", &earlier);
+        let s = shares_of("Why?", &earlier);
         assert_eq!(s.len(), 1 + CONTEXT_TURNS);
         assert_eq!(s[2], 0.0, "no searchable words");
         assert!(s[1] > s[3] && s[3] > 0.0, "{s:?}");
         // Mixed terms: each text's weights times its share.
-        let terms = mixed_terms(&english(), &["Why?", "deadlines slip", "Why is that?", "feedback"], &s);
+        let analysed = analyse(&english(), &["Why?", "deadlines slip", "Why is that?", "feedback"]);
+        let terms = mixed_terms(&analysed, &s);
         let weight = |t: &str| terms.iter().find(|(x, _)| x == t).map(|(_, w)| *w).unwrap();
         assert!((weight("deadlin") - s[1]).abs() < 1e-6);
         assert!((weight("feedback") - s[3]).abs() < 1e-6);

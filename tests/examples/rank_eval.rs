@@ -21,7 +21,7 @@ use coach::{
     },
     ingest::chunk::{chunk_text, ChunkConfig},
     model::{Query, Ranking, Shard},
-    retrieval::{mixed_terms, mixed_vector, shares},
+    retrieval::{analyse, mixed_terms, mixed_vector, shares},
 };
 use coach_testkit::collection::{follow_ups, ndcg, Collection};
 
@@ -74,15 +74,15 @@ fn main() {
     let embed = |text: &str| Some(Arc::new(model.embed(&[text]).expect("embed").remove(0)));
 
     let rank = |texts: &[&str], vectors: bool| -> Vec<String> {
-        let earlier: Vec<String> = texts[1..].iter().map(|t| (*t).to_owned()).collect();
-        let shares = shares(&analyzer, texts[0], &earlier);
+        let analysed = analyse(&analyzer, texts);
+        let shares = shares(&analysed);
         let vector = if vectors {
             let vs: Vec<Option<Arc<Vec<f32>>>> = texts.iter().map(|t| embed(t)).collect();
             mixed_vector(&vs, &shares).map(|v| ("m".to_owned(), v))
         } else {
             None
         };
-        let query = Query { terms: mixed_terms(&analyzer, texts, &shares), vector };
+        let query = Query { terms: mixed_terms(&analysed, &shares), vector };
         let mut ranked: Vec<String> = Vec::new();
         for p in search(&parts, &query, &ranking) {
             if !ranked.contains(&p.source.document_id) {

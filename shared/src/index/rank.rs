@@ -70,7 +70,7 @@ fn best(mut hits: Vec<Hit>, n: usize) -> Vec<Hit> {
 /// Ranks the live chunks of `parts` for `query`.
 pub fn search(parts: &[Part], query: &Query, ranking: &Ranking) -> Vec<Passage> {
     let window = ranking.window();
-    let lexical = best(bm25(parts, &query.terms), window);
+    let lexical = best(bm25(parts, query.ranked_terms().collect()), window);
     let semantic = match &query.vector {
         Some((model, vector)) => best(similar(parts, model, vector, ranking.min_similarity, window), window),
         None => Vec::new(),
@@ -135,8 +135,7 @@ fn live(part: &Part, c: u32) -> bool {
 
 /// BM25 scores of every live chunk that has a query term, over all `parts` as one
 /// collection, each term's score times its weight.
-fn bm25(parts: &[Part], terms: &[(String, f32)]) -> Vec<Hit> {
-    let terms: Vec<&(String, f32)> = terms.iter().filter(|(_, w)| *w > 0.0 && w.is_finite()).collect();
+fn bm25(parts: &[Part], terms: Vec<&(String, f32)>) -> Vec<Hit> {
     if terms.is_empty() {
         return Vec::new();
     }

@@ -60,10 +60,7 @@ fn cut(text: &str, max: usize) -> String {
 pub fn chunk(kind: Kind, text: &str, config: ChunkConfig) -> Vec<Chunk> {
     match kind {
         Kind::Markdown => chunk_markdown(text, config),
-        Kind::Pdf => {
-            let pieces = split(text, config).into_iter().map(|range| (None, range)).collect();
-            located(text, pieces, true)
-        }
+        Kind::Pdf => one_section(text, config, true),
         _ => chunk_text(text, config),
     }
 }
@@ -108,8 +105,13 @@ pub fn chunk_markdown(text: &str, config: ChunkConfig) -> Vec<Chunk> {
 
 /// Chunks of plain text (one section, no heading).
 pub fn chunk_text(text: &str, config: ChunkConfig) -> Vec<Chunk> {
+    one_section(text, config, false)
+}
+
+/// Chunks of `text` as one section without a heading, with their pages when `paged`.
+fn one_section(text: &str, config: ChunkConfig, paged: bool) -> Vec<Chunk> {
     let pieces = split(text, config).into_iter().map(|range| (None, range)).collect();
-    located(text, pieces, false)
+    located(text, pieces, paged)
 }
 
 /// Finds chunks indexed before chunks recorded their spans in `text` (their document's text,

@@ -87,20 +87,15 @@ impl Ingestor {
         mut doc: Shard,
         deadline: Deadline,
     ) -> Result<Outcome, Error> {
-        let Some(budget) = super::extraction_budget(deadline.remaining(), self.extract_time) else {
-            let message = "too little time left in this invocation to read the document".into();
-            return Err(Error::Unavailable { message, cause: None });
-        };
+        let budget = self.extraction_budget(deadline)?;
         let Some(object) = self.blobs.get(key).await? else { return Ok(Outcome::Skipped(SUPERSEDED)) };
         if object.etag != etag {
             return Ok(Outcome::Skipped(SUPERSEDED));
         }
         let bytes = object.body.bytes().await?;
-        let extracted = self.sandbox.extract(kind, &bytes, budget).await.map_err(|e| Error::Internal {
-            detail: "extraction could not run".into(),
-            cause: Some(std::sync::Arc::new(e)),
-        })?;
-        let Ok(text) = extracted else { return Ok(Outcome::Skipped("the document can no longer be read")) };
+        let Ok(text) = self.extract(kind, &bytes, budget).await? else {
+            return Ok(Outcome::Skipped("the document can no longer be read"));
+        };
         let located = super::chunk::relocate(kind, &text, &mut doc.chunks);
         let embedded = doc.embedding_model.as_deref() == Some(self.embedder.model());
         match self.index.add(scope, doc, key, etag).await? {

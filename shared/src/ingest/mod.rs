@@ -329,10 +329,7 @@ impl Ingestor {
             return self.fail(target, "unsupported file type".into()).await.map(Pass::Done);
         };
         // Checked before the record says `processing`: a retry finds it as it was.
-        let Some(budget) = extraction_budget(deadline.remaining(), self.extract_time) else {
-            let message = "too little time left in this invocation to read the document".into();
-            return Err(Error::Unavailable { message, cause: None });
-        };
+        let budget = self.extraction_budget(deadline)?;
 
         let Some(object) = self.blobs.get(&event.key).await? else {
             return done(Outcome::Skipped("object no longer exists"));
@@ -366,11 +363,7 @@ impl Ingestor {
             return self.fail(target, reason).await.map(Pass::Done);
         }
         let bytes = object.body.bytes().await?;
-        let extracted = self
-            .sandbox
-            .extract(kind, &bytes, budget)
-            .await
-            .map_err(|e| Error::Internal { detail: "extraction could not run".into(), cause: Some(Arc::new(e)) })?;
+        let extracted = self.extract(kind, &bytes, budget).await?;
         drop(bytes);
         let text = match extracted {
             Ok(text) => text,
@@ -429,6 +422,29 @@ impl Ingestor {
             return done(Outcome::Embedding { done: 0, total: count });
         }
         done(Outcome::Indexed { chunks: count })
+    }
+
+    /// The time reading a document may take in an invocation that ends at `deadline`; a
+    /// transient error (the event is retried) when too little is left.
+    fn extraction_budget(&self, deadline: Deadline) -> Result<Duration, Error> {
+        extraction_budget(deadline.remaining(), self.extract_time).ok_or_else(|| Error::Unavailable {
+            message: "too little time left in this invocation to read the document".into(),
+            cause: None,
+        })
+    }
+
+    /// The text of `bytes` (a document of `kind`), read in the sandbox within `budget`; the
+    /// inner error says why the document cannot be read.
+    async fn extract(
+        &self,
+        kind: Kind,
+        bytes: &[u8],
+        budget: Duration,
+    ) -> Result<Result<String, extract::ExtractError>, Error> {
+        self.sandbox
+            .extract(kind, bytes, budget)
+            .await
+            .map_err(|e| Error::Internal { detail: "extraction could not run".into(), cause: Some(Arc::new(e)) })
     }
 
     /// One vector per chunk when an embedding provider is configured: (model, dims, vectors).

@@ -671,7 +671,7 @@ impl PgIndex {
     async fn run_search(
         &self,
         tenant: &str,
-        terms: &[(String, f32)],
+        terms: &[&(String, f32)],
         vector: Option<(String, Vec<f32>)>,
         ranking: &Ranking,
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, Error> {
@@ -680,8 +680,7 @@ impl PgIndex {
         let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
         let max_distance = 1.0 - f64::from(ranking.min_similarity);
         let word_rows = self.db.config.word_rows as f64;
-        let usable_terms = terms.iter().filter(|(_, w)| *w > 0.0 && w.is_finite());
-        let (words, weights): (Vec<String>, Vec<f64>) = usable_terms.map(|(t, w)| (text(t), f64::from(*w))).unzip();
+        let (words, weights): (Vec<String>, Vec<f64>) = terms.iter().map(|(t, w)| (text(t), f64::from(*w))).unzip();
         let tenant = tenant.to_owned();
         self.db
             .with_client("search the index", move |client| {
@@ -941,20 +940,20 @@ impl PassageSearch for PgIndex {
             return Ok(Vec::new());
         }
         // The schema is migrated (once per instance) while the query is made.
-        let (migrated, query) = tokio::join!(self.migrate(), query);
+        let (migrated, mut query) = tokio::join!(self.migrate(), query);
         migrated?;
-        let vector = query.vector.filter(|(_, v)| usable(v) && v.len() as u32 <= HNSW_MAX_HALFVEC_DIMS);
+        let vector = query.vector.take().filter(|(_, v)| usable(v) && v.len() as u32 <= HNSW_MAX_HALFVEC_DIMS);
         let vector = vector
             .map(|(model, v)| (vector_table(&model, v.len() as u32), v))
             .filter(|(table, _)| !self.recently_missing(table));
         let table = vector.as_ref().map(|(t, _)| t.clone());
-        let query = &query.terms;
-        match self.run_search(tenant, query, vector, ranking).await? {
+        let terms: Vec<&(String, f32)> = query.ranked_terms().collect();
+        match self.run_search(tenant, &terms, vector, ranking).await? {
             Ok(rows) => Ok(rows.iter().map(passage).collect()),
             // No vectors of this model yet: by words, and remember for a while.
             Err(_) if table.is_some() => {
                 lock(&self.missing).insert(table.unwrap_or_default(), Instant::now());
-                match self.run_search(tenant, query, None, ranking).await? {
+                match self.run_search(tenant, &terms, None, ranking).await? {
                     Ok(rows) => Ok(rows.iter().map(passage).collect()),
                     Err(_) => Ok(Vec::new()),
                 }

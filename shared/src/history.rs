@@ -20,7 +20,8 @@ use crate::{
     ids::{parse_id, rfc3339, Ids},
     model::{Author, Feedback, FeedbackReason, Message, NewMessage, Page, Rating, Session},
     store::{
-        Appended, HistoryStore, NewSession, Renamer, SessionWrite, StoreError, StoredMessage, TurnRecord, TurnWrite,
+        Appended, CounterChange, FeedbackCounter, HistoryStore, NewSession, Renamer, SessionWrite, StoreError,
+        StoredMessage, TurnRecord, TurnWrite,
     },
 };
 
@@ -263,7 +264,8 @@ impl History {
         let feedback =
             Feedback { rating: input.rating, reason: input.reason, comment, updated_at: rfc3339(at_ms), at_ms };
         let previous = message.feedback.as_ref();
-        match self.store.set_feedback(who.owner(), &session_id, &message_id, &feedback, previous).await {
+        let counters = counter_changes(&feedback, previous);
+        match self.store.set_feedback(who.owner(), &session_id, &message_id, &feedback, previous, &counters).await {
             Ok(()) => {}
             Err(StoreError::ConditionFailed { .. }) => {
                 return Err(Error::Conflict("the reply was rated meanwhile; try again".into()));
@@ -283,6 +285,32 @@ impl History {
     fn expiry(&self, now_ms: u64) -> u64 {
         now_ms / 1000 + self.retention.as_secs()
     }
+}
+
+/// The counters a piece of feedback adds to: its rating and its reason, on the day it was
+/// given.
+fn counted(feedback: &Feedback) -> impl Iterator<Item = (String, FeedbackCounter)> {
+    let day = rfc3339(feedback.at_ms)[..10].to_owned();
+    let counters =
+        std::iter::once(FeedbackCounter::Rating(feedback.rating)).chain(feedback.reason.map(FeedbackCounter::Reason));
+    counters.map(move |counter| (day.clone(), counter))
+}
+
+/// How the tenant's daily feedback counters change when a reply's feedback `previous` (on
+/// the day it was given) becomes `feedback` (on its day): the previous one's counters go down
+/// and the new one's up; a counter both leave as it was is not touched.
+pub fn counter_changes(feedback: &Feedback, previous: Option<&Feedback>) -> Vec<CounterChange> {
+    let mut changes: Vec<CounterChange> = Vec::new();
+    let ups = counted(feedback).map(|c| (c, 1));
+    let downs = previous.into_iter().flat_map(counted).map(|c| (c, -1));
+    for ((day, counter), delta) in ups.chain(downs) {
+        match changes.iter_mut().find(|c| c.day == day && c.counter == counter) {
+            Some(change) => change.delta += delta,
+            None => changes.push(CounterChange { day, counter, delta }),
+        }
+    }
+    changes.retain(|c| c.delta != 0);
+    changes
 }
 
 /// A session's first title: the first words of its first message (at most
@@ -335,6 +363,39 @@ fn session_not_found() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{FeedbackReason, Rating};
+
+    fn feedback(rating: Rating, reason: Option<FeedbackReason>, at_ms: u64) -> Feedback {
+        Feedback { rating, reason, comment: None, updated_at: rfc3339(at_ms), at_ms }
+    }
+
+    #[test]
+    fn feedback_counters_move_from_the_previous_rating_on_its_day_to_the_new_one() {
+        let change = |day: &str, counter, delta| CounterChange { day: day.into(), counter, delta };
+        let (up, down) = (FeedbackCounter::Rating(Rating::Up), FeedbackCounter::Rating(Rating::Down));
+        let wrong = FeedbackCounter::Reason(FeedbackReason::ALL[0]);
+        let day1 = 1_764_979_200_000; // 2025-12-06
+        let day2 = day1 + 86_400_000;
+        let first = feedback(Rating::Down, Some(FeedbackReason::ALL[0]), day1);
+        assert_eq!(counter_changes(&first, None), vec![change("2025-12-06", down, 1), change("2025-12-06", wrong, 1)]);
+        // Same day, the reason kept: only the rating moves.
+        let same_day = feedback(Rating::Up, Some(FeedbackReason::ALL[0]), day1 + 1);
+        assert_eq!(
+            counter_changes(&same_day, Some(&first)),
+            vec![change("2025-12-06", up, 1), change("2025-12-06", down, -1)]
+        );
+        // The same rating again: nothing moves.
+        assert_eq!(
+            counter_changes(&feedback(Rating::Down, Some(FeedbackReason::ALL[0]), day1 + 2), Some(&first)),
+            vec![]
+        );
+        // Another day: the old day's counters go down, the new day's up.
+        let next_day = feedback(Rating::Down, None, day2);
+        assert_eq!(
+            counter_changes(&next_day, Some(&first)),
+            vec![change("2025-12-07", down, 1), change("2025-12-06", down, -1), change("2025-12-06", wrong, -1)]
+        );
+    }
 
     #[test]
     fn titles_are_one_line_and_bounded() {

@@ -2,7 +2,7 @@
 //!
 //! | trait | what it keeps | implementation |
 //! |---|---|---|
-//! | [`HistoryStore`] | sessions and messages | [`DynamoTable`] |
+//! | [`HistoryStore`] ([`TurnStore`], [`FeedbackStore`]) | sessions and messages, turn records, feedback | [`DynamoTable`] |
 //! | [`DocumentStore`] | document records and status | [`DynamoTable`] |
 //! | [`Counters`] | fixed-window request counters | [`DynamoTable`] |
 //! | [`AnswerCache`] | answers kept a few minutes (`POST /qa`) | [`DynamoTable`] |
@@ -48,8 +48,8 @@ pub use sqs::SqsQueue;
 use crate::{
     error::Error,
     model::{
-        DayUsage, Document, Feedback, FeedbackCounts, Finished, Job, Manifest, Message, NewDocument, Owner, Page,
-        Passage, Query, Ranking, Scope, Session, Shard, Source, Usage, UsageCounts,
+        DayUsage, Document, Feedback, FeedbackCounts, FeedbackReason, Finished, Job, Manifest, Message, NewDocument,
+        Owner, Page, Passage, Query, Ranking, Rating, Scope, Session, Shard, Source, Usage, UsageCounts,
     },
 };
 
@@ -84,6 +84,13 @@ pub enum StoreError {
     /// A stored item or object that cannot be read back.
     #[error("stored {0} is damaged or missing attributes")]
     Corrupt(&'static str),
+    /// A request that could not be built (the SDK's builder refused it): a bug of ours.
+    #[error("{action}: the request could not be built")]
+    Build {
+        action: &'static str,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The service failed or could not be reached.
     #[error("{action} failed ({failure:?})")]
     Service {
@@ -95,6 +102,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A request the SDK's builder refused, with why.
+    pub fn build(action: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Build { action, cause: Box::new(cause) }
+    }
+
     /// The operator's view of a service failure; `None` for the other kinds.
     pub fn failure(&self) -> Option<Failure> {
         match self {
@@ -112,7 +124,7 @@ impl From<StoreError> for Error {
         match err {
             StoreError::BadCursor(message) => Error::BadRequest(message.to_owned()),
             StoreError::ConditionFailed { .. } => Error::Conflict("the item changed meanwhile; try again".into()),
-            StoreError::Corrupt(_) => {
+            StoreError::Corrupt(_) | StoreError::Build { .. } => {
                 Error::Internal { detail: err.to_string(), cause: Some(std::sync::Arc::new(err)) }
             }
             StoreError::Service { failure: Failure::Throttled, .. } => {
@@ -203,9 +215,10 @@ pub enum Appended {
     Retry,
 }
 
-/// Sessions and messages, always under one owner's keys.
+/// Sessions and messages, always under one owner's keys; with the turns and the feedback
+/// kept beside them.
 #[async_trait]
-pub trait HistoryStore: Send + Sync {
+pub trait HistoryStore: TurnStore + FeedbackStore + Send + Sync {
     /// Creates an empty session; fails with `ConditionFailed` if the id is taken.
     async fn create_session(&self, owner: Owner<'_>, session: NewSession<'_>) -> StoreResult<()>;
     /// One session, consistently read.
@@ -221,11 +234,6 @@ pub trait HistoryStore: Send + Sync {
         message: StoredMessage<'_>,
         turn: TurnWrite<'_>,
     ) -> StoreResult<Appended>;
-    /// A turn's record, consistently read; `None` when there is none or it expired.
-    async fn turn(&self, owner: Owner<'_>, key: &str) -> StoreResult<Option<TurnRecord>>;
-    /// Moves a turn's lease from `from` to `to` (0 gives it up): `false` when another attempt
-    /// moved it first, or the record is gone.
-    async fn move_lease(&self, owner: Owner<'_>, key: &str, from: u64, to: u64) -> StoreResult<bool>;
     /// One message of a session.
     async fn message(&self, owner: Owner<'_>, session_id: &str, message_id: &str) -> StoreResult<Option<Message>>;
     /// A page of a session's messages, newest first; the cursor leads to older ones.
@@ -242,10 +250,41 @@ pub trait HistoryStore: Send + Sync {
     /// (`false` when the user named it meanwhile, or it is gone); for [`Renamer::User`], it
     /// becomes the user's (`ConditionFailed` when the session is gone).
     async fn rename_session(&self, owner: Owner<'_>, session_id: &str, title: &str, by: Renamer) -> StoreResult<bool>;
-    /// Sets the feedback on a reply whose current feedback is `previous` (`None`: none yet),
-    /// and moves the tenant's feedback counters from `previous` (on the day it was given) to
-    /// `feedback` (on its day), in one transaction. `ConditionFailed` when the message is
-    /// gone, is not a reply, or its feedback changed meanwhile.
+}
+
+/// The records of user turns, which recognise a retry (claimed with the user's message by
+/// [`HistoryStore::append`]).
+#[async_trait]
+pub trait TurnStore: Send + Sync {
+    /// A turn's record, consistently read; `None` when there is none or it expired.
+    async fn turn(&self, owner: Owner<'_>, key: &str) -> StoreResult<Option<TurnRecord>>;
+    /// Moves a turn's lease from `from` to `to` (0 gives it up): `false` when another attempt
+    /// moved it first, or the record is gone.
+    async fn move_lease(&self, owner: Owner<'_>, key: &str, from: u64, to: u64) -> StoreResult<bool>;
+}
+
+/// One of a tenant's daily feedback counters (read back by [`UsageLedger::feedback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedbackCounter {
+    Rating(Rating),
+    Reason(FeedbackReason),
+}
+
+/// A change to the feedback counter of a day (`YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterChange {
+    pub day: String,
+    pub counter: FeedbackCounter,
+    pub delta: i64,
+}
+
+/// Feedback on replies.
+#[async_trait]
+pub trait FeedbackStore: Send + Sync {
+    /// Sets the feedback on a reply whose current feedback is `previous` (`None`: none yet)
+    /// and applies `counters` to the tenant's feedback counters, in one transaction.
+    /// `ConditionFailed` when the message is gone, is not a reply, or its feedback changed
+    /// meanwhile.
     async fn set_feedback(
         &self,
         owner: Owner<'_>,
@@ -253,6 +292,7 @@ pub trait HistoryStore: Send + Sync {
         message_id: &str,
         feedback: &Feedback,
         previous: Option<&Feedback>,
+        counters: &[CounterChange],
     ) -> StoreResult<()>;
 }
 
@@ -336,7 +376,7 @@ pub trait UsageLedger: Send + Sync {
     /// The day-and-model counters from `from` to `to` (days, inclusive), oldest first.
     async fn days(&self, tenant: &str, user: Option<&str>, from: &str, to: &str) -> StoreResult<Vec<DayUsage>>;
     /// The tenant's feedback on replies, given from `from` to `to` (days, inclusive), as it
-    /// stands (see [`HistoryStore::set_feedback`]).
+    /// stands (see [`FeedbackStore::set_feedback`]).
     async fn feedback(&self, tenant: &str, from: &str, to: &str) -> StoreResult<FeedbackCounts>;
 }
 

@@ -1,0 +1,192 @@
+//! Coach's schema ([`MIGRATIONS`]) and re-analysing documents indexed with another analyser.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use super::{
+    connection::Database,
+    documents::{chunk_vector, BUMP_VERSION},
+};
+use crate::{error::Error, model::Chunk};
+
+/// Advisory lock (any constant) serialising Coach's schema changes.
+pub(super) const SCHEMA_LOCK: i64 = 0x436f_6163_6853_6368;
+
+/// Coach's schema, in order; each entry is applied once, in one transaction, and recorded
+/// in `coach_schema_migrations`. Never edit an entry: add one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: documents, chunks with their words, the list of vector tables.
+    "CREATE EXTENSION IF NOT EXISTS vector;
+     CREATE TABLE coach_documents (
+         scope text NOT NULL,
+         document_id text NOT NULL,
+         title text NOT NULL,
+         source_etag text NOT NULL,
+         embedding_model text,
+         dims integer NOT NULL DEFAULT 0,
+         chunks integer NOT NULL,
+         indexed_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (scope, document_id)
+     );
+     CREATE TABLE coach_chunks (
+         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+         scope text NOT NULL,
+         document_id text NOT NULL,
+         chunk integer NOT NULL,
+         heading text,
+         body text NOT NULL,
+         words tsvector GENERATED ALWAYS AS (to_tsvector('english', coalesce(heading, '') || ' ' || body)) STORED,
+         UNIQUE (scope, document_id, chunk),
+         FOREIGN KEY (scope, document_id) REFERENCES coach_documents ON DELETE CASCADE
+     );
+     CREATE INDEX coach_chunks_words ON coach_chunks USING gin (words);
+     CREATE TABLE coach_vector_tables (
+         model text NOT NULL,
+         dims integer NOT NULL,
+         table_name text NOT NULL UNIQUE,
+         created_at timestamptz NOT NULL DEFAULT now(),
+         PRIMARY KEY (model, dims)
+     );",
+    // 2: a change counter per scope, bumped by every commit that changes what a search of
+    // the scope may return (the index version answer caches key on).
+    "CREATE TABLE coach_index_versions (
+         scope text PRIMARY KEY,
+         version bigint NOT NULL
+     );",
+    // 3: Coach's own terms (the S3 store's analyser) in place of PostgreSQL's English
+    // configuration, chunk lengths, and each scope's BM25 statistics. Existing chunks get
+    // their terms from `Database::reanalyse` (no analyser recorded yet).
+    "ALTER TABLE coach_chunks ADD COLUMN terms tsvector, ADD COLUMN length integer NOT NULL DEFAULT 0;
+     CREATE INDEX coach_chunks_terms ON coach_chunks USING gin (terms);
+     DROP INDEX coach_chunks_words;
+     ALTER TABLE coach_chunks DROP COLUMN words;
+     ALTER TABLE coach_documents ADD COLUMN analyzer text, ADD COLUMN length bigint NOT NULL DEFAULT 0;
+     ALTER TABLE coach_index_versions
+         ADD COLUMN chunks bigint NOT NULL DEFAULT 0, ADD COLUMN length bigint NOT NULL DEFAULT 0;
+     INSERT INTO coach_index_versions (scope, version, chunks)
+         SELECT scope, 1, sum(chunks) FROM coach_documents GROUP BY scope
+         ON CONFLICT (scope) DO UPDATE
+         SET version = coach_index_versions.version + 1, chunks = excluded.chunks;",
+    // 4: where each chunk is in its document's extracted text (none for chunks indexed
+    // before: their documents are cited without it until indexed again).
+    "ALTER TABLE coach_chunks
+         ADD COLUMN span_start bigint, ADD COLUMN span_end bigint,
+         ADD COLUMN first_page integer, ADD COLUMN last_page integer;",
+];
+
+impl Database {
+    /// Applies the [`MIGRATIONS`] not applied yet (once per instance; concurrent instances
+    /// wait for each other on an advisory lock).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        self.migrated
+            .get_or_try_init(|| {
+                self.with_client("migrate the index schema", |client| {
+                    Box::pin(async move {
+                        let tx = client.transaction().await?;
+                        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await?;
+                        tx.batch_execute(
+                            "CREATE TABLE IF NOT EXISTS coach_schema_migrations (
+                                 version integer PRIMARY KEY,
+                                 applied_at timestamptz NOT NULL DEFAULT now()
+                             )",
+                        )
+                        .await?;
+                        let row =
+                            tx.query_one("SELECT coalesce(max(version), 0) FROM coach_schema_migrations", &[]).await?;
+                        let applied: i32 = row.get(0);
+                        for (version, sql) in (1..).zip(MIGRATIONS).skip(applied.max(0) as usize) {
+                            tx.batch_execute(sql).await?;
+                            tx.execute("INSERT INTO coach_schema_migrations (version) VALUES ($1)", &[&version])
+                                .await?;
+                            tracing::info!(version, "applied an index schema migration");
+                        }
+                        tx.commit().await?;
+                        Ok(())
+                    })
+                })
+            })
+            .await
+            .copied()
+    }
+}
+
+/// Documents analysed again per transaction by [`Database::reanalyse`].
+pub(super) const REANALYSE_BATCH: i64 = 20;
+/// How long a write spends analysing older documents again before its own work, until
+/// none is left (`coach-dev migrate` does them all at once).
+pub(super) const REANALYSE_PER_WRITE: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// Analyses again, with the configured analyser, the documents indexed with another (or
+    /// before analysers were recorded), [`REANALYSE_BATCH`] per transaction, each document's
+    /// chunks and its scope's statistics together, until none is left (`Ok(true)`) or
+    /// `budget` has passed (`Ok(false)`). Concurrent callers skip each other's documents.
+    pub async fn reanalyse(&self, budget: Duration) -> Result<bool, Error> {
+        let started = Instant::now();
+        let analyzer = Arc::new(self.config.analyzer.clone());
+        loop {
+            let analyzer = analyzer.clone();
+            let done = self
+                .with_client("analyse documents again", move |client| {
+                    let analyzer = analyzer.clone();
+                    Box::pin(async move {
+                        let id = analyzer.id();
+                        let tx = client.transaction().await?;
+                        let docs = tx
+                            .query(
+                                "SELECT scope, document_id, length FROM coach_documents
+                                 WHERE analyzer IS DISTINCT FROM $1
+                                 ORDER BY scope, document_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                                &[&id, &REANALYSE_BATCH],
+                            )
+                            .await?;
+                        for doc in &docs {
+                            let (scope, document_id, old_length): (String, String, i64) =
+                                (doc.get(0), doc.get(1), doc.get(2));
+                            let rows = tx
+                                .query(
+                                    "SELECT id, heading, body FROM coach_chunks WHERE scope = $1 AND document_id = $2",
+                                    &[&scope, &document_id],
+                                )
+                                .await?;
+                            let mut ids = Vec::with_capacity(rows.len());
+                            let mut vectors = Vec::with_capacity(rows.len());
+                            let mut lengths = Vec::with_capacity(rows.len());
+                            for row in &rows {
+                                let chunk = Chunk { heading: row.get(1), text: row.get(2), span: None };
+                                let (vector, length) = chunk_vector(&analyzer, &chunk);
+                                ids.push(row.get::<_, i64>(0));
+                                vectors.push(vector);
+                                lengths.push(length);
+                            }
+                            tx.execute(
+                                "UPDATE coach_chunks c SET terms = t.v::tsvector, length = t.l
+                                 FROM unnest($1::int8[], $2::text[], $3::int4[]) AS t(id, v, l) WHERE c.id = t.id",
+                                &[&ids, &vectors, &lengths],
+                            )
+                            .await?;
+                            let length: i64 = lengths.iter().map(|&l| i64::from(l)).sum();
+                            tx.execute(
+                                "UPDATE coach_documents SET analyzer = $3, length = $4
+                                 WHERE scope = $1 AND document_id = $2",
+                                &[&scope, &document_id, &id, &length],
+                            )
+                            .await?;
+                            tx.execute(BUMP_VERSION, &[&scope, &0i64, &(length - old_length)]).await?;
+                        }
+                        tx.commit().await?;
+                        Ok((docs.len() as i64) < REANALYSE_BATCH)
+                    })
+                })
+                .await?;
+            if done {
+                return Ok(true);
+            }
+            if started.elapsed() >= budget {
+                return Ok(false);
+            }
+        }
+    }
+}

@@ -198,11 +198,17 @@ impl Route {
     }
 }
 
+impl AsRef<Route> for Route {
+    fn as_ref(&self) -> &Route {
+        self
+    }
+}
+
 /// The template of the route of `routes` a request asks for, as `METHOD /path/{id}` (no id
 /// of the request in it), or `METHOD other` when none matches.
-pub fn route_name(routes: &[Route], method: &str, path: &str) -> String {
+pub fn route_name<T: AsRef<Route>>(routes: &[T], method: &str, path: &str) -> String {
     match route(routes, method, path) {
-        Ok((route, _)) => format!("{} {}", route.method, route.path),
+        Ok((route, _)) => format!("{} {}", route.as_ref().method, route.as_ref().path),
         Err(_) => format!("{method} other"),
     }
 }
@@ -215,7 +221,11 @@ fn segments(path: &str) -> impl Iterator<Item = &str> {
 /// template's parameters in order. Of the templates matching the path, the one with the most
 /// literal segments wins (`/documents/reembed` before `/documents/{id}`). No template
 /// matching: a 404; a template matching for other methods: a 405 naming them.
-pub fn route<'p>(routes: &[Route], method: &str, path: &'p str) -> Result<(Route, Vec<&'p str>), Error> {
+pub fn route<'a, 'p, T: AsRef<Route>>(
+    routes: &'a [T],
+    method: &str,
+    path: &'p str,
+) -> Result<(&'a T, Vec<&'p str>), Error> {
     let matches = |template: &str| -> Option<(usize, Vec<&'p str>)> {
         let (mut literal, mut params) = (0, Vec::new());
         let mut given = segments(path);
@@ -234,15 +244,20 @@ pub fn route<'p>(routes: &[Route], method: &str, path: &'p str) -> Result<(Route
         }
         given.next().is_none().then_some((literal, params))
     };
-    let best =
-        routes.iter().filter_map(|r| matches(r.path).map(|m| (r.path, m))).max_by_key(|(_, (literal, _))| *literal);
+    let best = routes
+        .iter()
+        .map(AsRef::as_ref)
+        .filter_map(|r: &Route| matches(r.path).map(|m| (r.path, m)))
+        .max_by_key(|(_, (literal, _))| *literal);
     let Some((template, (_, params))) = best else {
         return Err(Error::NotFound(format!("no route for {method} {path}")));
     };
-    let same_path = routes.iter().filter(|r| r.path == template);
-    match same_path.clone().find(|r| r.method == method) {
-        Some(route) => Ok((*route, params)),
-        None => Err(Error::MethodNotAllowed { allow: same_path.map(|r| r.method).collect::<Vec<_>>().join(", ") }),
+    let same_path = routes.iter().filter(|r| r.as_ref().path == template);
+    match same_path.clone().find(|r| r.as_ref().method == method) {
+        Some(route) => Ok((route, params)),
+        None => {
+            Err(Error::MethodNotAllowed { allow: same_path.map(|r| r.as_ref().method).collect::<Vec<_>>().join(", ") })
+        }
     }
 }
 

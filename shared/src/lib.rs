@@ -2,8 +2,10 @@
 //!
 //! The functions under `functions/` are thin adapters: they build the state they use once
 //! per cold start, parse their event, call into this crate and shape the response. The
-//! crate has three layers, each importing only the ones below it:
+//! crate has four layers, each importing only the ones below it:
 //!
+//! - **Interface**: [`api`] (the request pipeline every HTTP surface goes through: route,
+//!   authentication, handler, refusal audit, error response, metric).
 //! - **Domain** (what Coach does): [`chat`] (one chat turn), [`history`] (sessions and
 //!   messages), [`prompt`] (the system prompt and prompt assembly), [`retrieval`] (hybrid
 //!   search over the index), [`index`] (each scope's manifest and segments: writing,
@@ -26,6 +28,7 @@
 //! `docs/ARCHITECTURE.md` has the picture and the path of each route.
 
 pub mod analysis;
+pub mod api;
 pub mod assist;
 pub mod audit;
 pub mod auth;

@@ -48,9 +48,9 @@ fn bench_verify(c: &mut Criterion) {
     let mut group = c.benchmark_group("jwt_verify_cached_key");
     for (name, services, token) in &cases {
         // Fetches and caches the key; the benchmark then measures only the cached path.
-        let principal = runtime.block_on(services.auth.verify(token)).expect("a valid token");
+        let principal = runtime.block_on(services.pipeline.auth().verify(token)).expect("a valid token");
         assert_eq!(principal.tenant, "acme");
-        group.bench_function(*name, |b| b.to_async(&runtime).iter(|| services.auth.verify(token)));
+        group.bench_function(*name, |b| b.to_async(&runtime).iter(|| services.pipeline.auth().verify(token)));
     }
     group.finish();
 }

@@ -27,11 +27,12 @@ pub mod stream;
 use std::sync::Arc;
 
 use coach::{
+    api::{Call, Endpoint, Keys, Pipeline},
     assist::{mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig},
-    audit::{Audit, Operation},
+    audit::Operation,
     auth::{
         api_keys::{ApiKeys, NewApiKey},
-        Authenticator, Principal, Role,
+        Principal, Role,
     },
     chat::{Chat, ChatConfig, ChatInput, TurnKey},
     config::{Env, StartupError},
@@ -39,13 +40,9 @@ use coach::{
     embeddings::Embedder,
     health::{self, Health},
     history::{FeedbackInput, History},
-    http::{
-        self, empty_response, error_object, error_response, json_body, json_response, outbound_client, query_limit,
-        query_param, request_id, Route,
-    },
+    http::{empty_response, error_object, json_body, json_response, outbound_client, query_limit, query_param},
     index::Index,
     llm::Llm,
-    metrics,
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::{RateLimitConfig, RateLimiter},
@@ -70,9 +67,8 @@ const MAX_PAGE: i32 = 100;
 
 /// What the `chat` function uses, built once per cold start.
 pub struct State {
-    pub auth: Authenticator,
+    pub pipeline: Pipeline,
     pub chat: Chat,
-    pub audit: Audit,
     /// `/qa`, `/summarize` and `/mindmap`.
     pub assist: Assist,
     pub health: Health,
@@ -87,19 +83,18 @@ impl State {
     /// Builds the state from a configuration and ready clients (tests point them at the
     /// local emulator).
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (auth, chat, index) = turn(env, aws)?;
+        let (chat, index) = turn(env, aws)?;
         let table = Arc::new(aws.table());
         let assist = Assist::new(AssistConfig::from_env(env)?, table.clone(), table, index.writer(aws));
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(aws.bucket()), Arc::new(aws.table())];
         probes.extend(index.probe());
-        let audit = Audit::from_env(env, Arc::new(aws.table()))?;
-        Ok(Self { auth, chat, audit, assist, health: Health::new(probes) })
+        let pipeline = Pipeline::from_env("chat", ENDPOINTS, Keys::Accepted, env, aws)?;
+        Ok(Self { pipeline, chat, assist, health: Health::new(probes) })
     }
 }
 
-/// What both entry points use: the authenticator and the chat turn (and the index store it
-/// searches).
-fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), StartupError> {
+/// What both entry points use: the chat turn (and the index store it searches).
+fn turn(env: &Env, aws: &AwsClients) -> Result<(Chat, Index), StartupError> {
     let http = outbound_client()?;
     let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
     let retries = Retries::from_env(env)?;
@@ -125,80 +120,69 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Authenticator, Chat, Index), Sta
         ledger: Arc::new(Ledger::from_env(env, table)?),
         jobs: aws.job_queue(env),
     };
-    let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
-    let api_keys = Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?);
-    Ok((Authenticator::from_env(env, signing_key)?.with_api_keys(api_keys), chat, index))
+    Ok((chat, index))
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let request_id = request_id(&req);
-    let response = match route(state, &req, &request_id).await {
-        Ok(response) => response,
-        Err(err) => {
-            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
-            state.audit.refusal(&err, &route, &request_id).await;
-            error_response(&err, &request_id)
-        }
-    };
-    metrics::request("chat", req.method().as_str(), req.uri().path(), response.status().as_u16(), started.elapsed());
-    response
+    state.pipeline.serve(&req, |call| route(state, call)).await
 }
 
-/// What the `chat` function answers (behind the HTTP API); `openapi.yaml` documents each.
-pub const ROUTES: &[Route] = &[
-    Route::new("GET", "/health"),
-    Route::new("GET", "/health/ready"),
-    Route::new("GET", "/health/live"),
-    Route::new("GET", "/openapi.yaml"),
-    Route::new("GET", "/me"),
-    Route::new("POST", "/chat"),
-    Route::new("POST", "/qa"),
-    Route::new("POST", "/summarize"),
-    Route::new("POST", "/mindmap"),
-    Route::new("GET", "/sessions"),
-    Route::new("POST", "/sessions"),
-    Route::new("GET", "/sessions/{id}/messages"),
-    Route::new("PUT", "/sessions/{id}/messages/{message_id}/feedback"),
-    Route::new("PATCH", "/sessions/{id}"),
-    Route::new("DELETE", "/sessions/{id}"),
-    Route::new("GET", "/usage"),
-    Route::new("POST", "/api-keys"),
-    Route::new("GET", "/api-keys"),
-    Route::new("DELETE", "/api-keys/{id}"),
-    Route::new("GET", "/audit"),
+/// What the `chat` function answers (behind the HTTP API), and who may ask; `openapi.yaml`
+/// documents each.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint::open("GET", "/health"),
+    Endpoint::open("GET", "/health/ready"),
+    Endpoint::open("GET", "/health/live"),
+    Endpoint::open("GET", "/openapi.yaml"),
+    Endpoint::new("GET", "/me", Role::User),
+    Endpoint::new("POST", "/chat", Role::User),
+    Endpoint::new("POST", "/qa", Role::User),
+    Endpoint::new("POST", "/summarize", Role::User),
+    Endpoint::new("POST", "/mindmap", Role::User),
+    Endpoint::new("GET", "/sessions", Role::User),
+    Endpoint::new("POST", "/sessions", Role::User),
+    Endpoint::new("GET", "/sessions/{id}/messages", Role::User),
+    Endpoint::new("PUT", "/sessions/{id}/messages/{message_id}/feedback", Role::User),
+    Endpoint::new("PATCH", "/sessions/{id}", Role::User),
+    Endpoint::new("DELETE", "/sessions/{id}", Role::User),
+    // Role `admin` for `?scope=tenant`.
+    Endpoint::new("GET", "/usage", Role::User),
+    Endpoint::new("POST", "/api-keys", Role::Admin),
+    Endpoint::new("GET", "/api-keys", Role::Admin),
+    Endpoint::new("DELETE", "/api-keys/{id}", Role::Admin),
+    Endpoint::new("GET", "/audit", Role::Admin),
 ];
 
 /// The API's OpenAPI document, served at `GET /openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../../../openapi.yaml");
 
-async fn route(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
-    let (route, params) = http::route(ROUTES, req.method().as_str(), req.uri().path())?;
-    match (route.method, route.path, params.as_slice()) {
+async fn route(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
+    let call = &call;
+    match (call.route.method, call.route.path, call.params.as_slice()) {
         // Readiness: every dependency answers (`/health` is the same check, kept for callers
         // of the first API).
-        ("GET", "/health" | "/health/ready", _) => Ok(health(state, request_id).await),
+        ("GET", "/health" | "/health/ready", _) => Ok(health(state, &call.request_id).await),
         // Liveness: the process answers; no dependency is called.
         ("GET", "/health/live", _) => Ok(json_response(StatusCode::OK, &json!({"status": "live"}))),
         ("GET", "/openapi.yaml", _) => Ok(openapi()),
-        ("GET", "/me", _) => me(state, req).await,
-        ("POST", "/chat", _) => post_chat(state, req).await,
-        ("POST", "/qa", _) => post_qa(state, req).await,
-        ("POST", "/summarize", _) => post_summarize(state, req).await,
-        ("POST", "/mindmap", _) => post_mindmap(state, req).await,
-        ("GET", "/sessions", _) => list_sessions(state, req).await,
-        ("POST", "/sessions", _) => create_session(state, req).await,
-        ("GET", "/sessions/{id}/messages", [id]) => session_messages(state, req, id).await,
-        ("PUT", "/sessions/{id}/messages/{message_id}/feedback", [id, message]) => rate(state, req, id, message).await,
-        ("PATCH", "/sessions/{id}", [id]) => rename_session(state, req, id).await,
-        ("DELETE", "/sessions/{id}", [id]) => delete_session(state, req, id).await,
-        ("GET", "/usage", _) => usage(state, req).await,
-        ("POST", "/api-keys", _) => create_api_key(state, req).await,
-        ("GET", "/api-keys", _) => list_api_keys(state, req).await,
-        ("DELETE", "/api-keys/{id}", [id]) => revoke_api_key(state, req, id).await,
-        ("GET", "/audit", _) => audit(state, req).await,
-        _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
+        ("GET", "/me", _) => me(state, call).await,
+        ("POST", "/chat", _) => post_chat(state, call).await,
+        ("POST", "/qa", _) => post_qa(state, call).await,
+        ("POST", "/summarize", _) => post_summarize(state, call).await,
+        ("POST", "/mindmap", _) => post_mindmap(state, call).await,
+        ("GET", "/sessions", _) => list_sessions(state, call).await,
+        ("POST", "/sessions", _) => create_session(state, call).await,
+        ("GET", "/sessions/{id}/messages", [id]) => session_messages(state, call, id).await,
+        ("PUT", "/sessions/{id}/messages/{message_id}/feedback", [id, message]) => rate(state, call, id, message).await,
+        ("PATCH", "/sessions/{id}", [id]) => rename_session(state, call, id).await,
+        ("DELETE", "/sessions/{id}", [id]) => delete_session(state, call, id).await,
+        ("GET", "/usage", _) => usage(state, call).await,
+        ("POST", "/api-keys", _) => create_api_key(state, call).await,
+        ("GET", "/api-keys", _) => list_api_keys(state, call).await,
+        ("DELETE", "/api-keys/{id}", [id]) => revoke_api_key(state, call, id).await,
+        ("GET", "/audit", _) => audit(state, call).await,
+        (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }
 }
 
@@ -209,13 +193,6 @@ fn openapi() -> Response<Body> {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
-}
-
-/// Authenticates the caller and requires the `user` role.
-pub async fn user(auth: &Authenticator, req: &Request) -> Result<Principal, Error> {
-    let who = auth.authenticate(req).await?;
-    who.require(Role::User)?;
-    Ok(who)
 }
 
 /// `GET /health`: 200 with component statuses when every dependency answers, else 503
@@ -239,9 +216,9 @@ async fn health(state: &State, request_id: &str) -> Response<Body> {
 
 /// `GET /me`: the caller as Coach sees them (user id, tenant, roles, and the profile when
 /// one is configured and available), to check an identity provider's configuration.
-async fn me(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let principal = user(&state.auth, req).await?;
-    let mut body = serde_json::to_value(&principal).map_err(|e| Error::internal(e.to_string()))?;
+async fn me(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let principal = call.who()?;
+    let mut body = serde_json::to_value(principal).map_err(|e| Error::internal(e.to_string()))?;
     if let Some(profiles) = &state.chat.profiles {
         body["profile"] = match profiles.get(&principal.user_id).await {
             Some(profile) => (*profile).clone(),
@@ -252,11 +229,11 @@ async fn me(state: &State, req: &Request) -> Result<Response<Body>, Error> {
 }
 
 /// `POST /chat` `{message, session_id?}`, with an optional `Idempotency-Key` header.
-async fn post_chat(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn post_chat(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(idempotency_key(req)?, &input)?;
-    let reply = state.chat.chat(&who, input, turn, deadline(req)).await?;
+    let reply = state.chat.chat(who, input, turn, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &reply))
 }
 
@@ -266,34 +243,34 @@ fn deadline(req: &Request) -> Deadline {
 }
 
 /// `POST /qa` `{question, top_k?, use_documents?}`, with an optional `Cache-Control`.
-async fn post_qa(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn post_qa(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: QaInput = json_body(req)?;
     let cache = CacheUse::from_header(req.headers().get("cache-control").and_then(|v| v.to_str().ok()));
-    let answer = state.assist.qa(&state.chat, &who, input, cache, deadline(req)).await?;
+    let answer = state.assist.qa(&state.chat, who, input, cache, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `POST /summarize` `{document_id | text, style?}`.
-async fn post_summarize(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn post_summarize(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: SummaryInput = json_body(req)?;
-    let summary = state.assist.summarize(&state.chat, &who, input, deadline(req)).await?;
+    let summary = state.assist.summarize(&state.chat, who, input, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &summary))
 }
 
 /// `POST /mindmap` `{topic, depth?, use_documents?}`.
-async fn post_mindmap(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn post_mindmap(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: MindmapInput = json_body(req)?;
-    let mindmap = state.assist.mindmap(&state.chat, &who, input, deadline(req)).await?;
+    let mindmap = state.assist.mindmap(&state.chat, who, input, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &mindmap))
 }
 
 /// `GET /usage?from=&to=&scope=user|tenant`: the caller's own usage (role `user`), or with
 /// `scope=tenant` the whole tenant's (role `admin`), by day and by model.
-async fn usage(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn usage(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let (from, to) = (query_param(req, "from"), query_param(req, "to"));
     let (scope, user) = match query_param(req, "scope").unwrap_or("user") {
         "user" => ("user", Some(who.user_id.as_str())),
@@ -312,46 +289,43 @@ async fn usage(state: &State, req: &Request) -> Result<Response<Body>, Error> {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// An admin of the caller's tenant, and the API keys.
-async fn key_admin<'s>(state: &'s State, req: &Request) -> Result<(Principal, &'s ApiKeys), Error> {
-    let who = state.auth.authenticate(req).await?;
-    who.require(Role::Admin)?;
-    let keys = state.auth.api_keys().ok_or_else(|| Error::internal("the chat function has no API keys"))?;
-    Ok((who, keys))
+/// The caller (an admin of their tenant: the endpoints' role), and the API keys.
+fn key_admin<'s, 'c>(state: &'s State, call: &'c Call<'_>) -> Result<(&'c Principal, &'s ApiKeys), Error> {
+    let keys = state.pipeline.auth().api_keys().ok_or_else(|| Error::internal("the chat function has no API keys"))?;
+    Ok((call.who()?, keys))
 }
 
 /// `POST /api-keys` `{name, roles}` (admin): 201 with the key, shown this once.
-async fn create_api_key(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let (who, keys) = key_admin(state, req).await?;
-    let input: NewApiKey = json_body(req)?;
-    let created = keys.create(&who, input).await?;
-    state.audit.record(&who, Operation::ApiKeyCreate, Some(&created.info.id), &request_id(req)).await;
+async fn create_api_key(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (who, keys) = key_admin(state, call)?;
+    let input: NewApiKey = json_body(call.req)?;
+    let created = keys.create(who, input).await?;
+    state.pipeline.record(call, Operation::ApiKeyCreate, Some(&created.info.id)).await;
     let mut response = json_response(StatusCode::CREATED, &created);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
 /// `GET /api-keys` (admin): the tenant's keys, without secrets.
-async fn list_api_keys(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let (who, keys) = key_admin(state, req).await?;
-    Ok(json_response(StatusCode::OK, &json!({"api_keys": keys.list(&who).await?})))
+async fn list_api_keys(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (who, keys) = key_admin(state, call)?;
+    Ok(json_response(StatusCode::OK, &json!({"api_keys": keys.list(who).await?})))
 }
 
 /// `DELETE /api-keys/{id}` (admin): 204; the key is refused from now on.
-async fn revoke_api_key(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let (who, keys) = key_admin(state, req).await?;
-    keys.revoke(&who, id).await?;
-    state.audit.record(&who, Operation::ApiKeyRevoke, Some(id), &request_id(req)).await;
+async fn revoke_api_key(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let (who, keys) = key_admin(state, call)?;
+    keys.revoke(who, id).await?;
+    state.pipeline.record(call, Operation::ApiKeyRevoke, Some(id)).await;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 /// `GET /audit?from=&to=&cursor=&limit=` (admin): the tenant's audit events, newest first.
-async fn audit(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = state.auth.authenticate(req).await?;
-    who.require(Role::Admin)?;
+async fn audit(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let limit = query_limit(req, 50, MAX_PAGE)?;
     let (from, to, cursor) = (query_param(req, "from"), query_param(req, "to"), query_param(req, "cursor"));
-    let page = state.audit.list(&who, from, to, limit, cursor).await?;
+    let page = state.pipeline.audit().list(who, from, to, limit, cursor).await?;
     Ok(json_response(StatusCode::OK, &json!({"events": page.items, "next_cursor": page.next_cursor})))
 }
 
@@ -364,10 +338,10 @@ pub fn idempotency_key(req: &Request) -> Result<Option<&str>, Error> {
 }
 
 /// `GET /sessions?limit=&cursor=`: the caller's sessions, most recently active first.
-async fn list_sessions(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn list_sessions(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let limit = query_limit(req, 20, MAX_PAGE)?;
-    let page = state.chat.history.sessions(&who, limit, query_param(req, "cursor")).await?;
+    let page = state.chat.history.sessions(who, limit, query_param(req, "cursor")).await?;
     Ok(json_response(StatusCode::OK, &json!({"sessions": page.items, "next_cursor": page.next_cursor})))
 }
 
@@ -379,11 +353,11 @@ struct NewSession {
 }
 
 /// `POST /sessions` `{title?}` (body optional): 201 with the new session.
-async fn create_session(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn create_session(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: NewSession = if req.body().is_empty() { NewSession::default() } else { json_body(req)? };
     let title = input.title.as_deref().filter(|t| !t.trim().is_empty());
-    let session = state.chat.history.create_session(&who, title).await?;
+    let session = state.chat.history.create_session(who, title).await?;
     Ok(json_response(StatusCode::CREATED, &session))
 }
 
@@ -394,19 +368,19 @@ struct Rename {
 }
 
 /// `PATCH /sessions/{id}` `{title}`: the session, renamed by its user.
-async fn rename_session(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn rename_session(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: Rename = json_body(req)?;
-    let session = state.chat.history.rename(&who, id, &input.title).await?;
+    let session = state.chat.history.rename(who, id, &input.title).await?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
 /// `GET /sessions/{id}/messages?limit=&cursor=`: newest first; `next_cursor` leads to older.
-async fn session_messages(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn session_messages(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let limit = query_limit(req, 50, MAX_PAGE)?;
-    let session = state.chat.history.session(&who, id).await?;
-    let page = state.chat.history.messages(&who, &session.session_id, limit, query_param(req, "cursor")).await?;
+    let session = state.chat.history.session(who, id).await?;
+    let page = state.chat.history.messages(who, &session.session_id, limit, query_param(req, "cursor")).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"session_id": session.session_id, "messages": page.items, "next_cursor": page.next_cursor}),
@@ -415,16 +389,16 @@ async fn session_messages(state: &State, req: &Request, id: &str) -> Result<Resp
 
 /// `PUT /sessions/{id}/messages/{message_id}/feedback` `{rating, reason?, comment?}`: the
 /// reply with its feedback.
-async fn rate(state: &State, req: &Request, session: &str, message: &str) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
+async fn rate(state: &State, call: &Call<'_>, session: &str, message: &str) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let input: FeedbackInput = json_body(req)?;
-    let message = state.chat.history.rate(&who, session, message, input).await?;
+    let message = state.chat.history.rate(who, session, message, input).await?;
     Ok(json_response(StatusCode::OK, &message))
 }
 
 /// `DELETE /sessions/{id}`: the session and all its messages; 204.
-async fn delete_session(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = user(&state.auth, req).await?;
-    state.chat.history.delete_session(&who, id).await?;
+async fn delete_session(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let who = call.who()?;
+    state.chat.history.delete_session(who, id).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

@@ -22,16 +22,14 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use coach::{
-    audit::Audit,
-    auth::Authenticator,
-    auth::Principal,
+    api::{Call, Endpoint, Keys, Pipeline},
+    auth::{Principal, Role},
     chat::{Chat, ChatInput, ChatReply, Lease, Prepared, Step, TurnKey},
     config::{Env, StartupError},
     deadline::Deadline,
-    http::{self, error_object, error_response, json_body, request_id, Route},
+    http::{error_object, json_body},
     ids::now_ms,
     llm::{Completion, Delta, DeltaStream, ModelCall},
-    metrics,
     model::Usage,
     prompt::streamed_usage,
     store::AwsClients,
@@ -40,7 +38,7 @@ use coach::{
 };
 use futures_util::StreamExt;
 use lambda_http::{
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderValue},
     lambda_runtime::streaming::{channel, Body as StreamBody, Sender},
     Request, RequestExt, Response,
 };
@@ -53,14 +51,13 @@ const STREAM_LEASE_MS: u64 = 300_000;
 /// How long before the function's timeout a stream stops, to store what it has and say so.
 pub const END_MARGIN: Duration = Duration::from_secs(5);
 
-/// What the `chat-stream` function answers (behind its Function URL).
-pub const ROUTES: &[Route] = &[Route::new("POST", "/chat/stream")];
+/// What the `chat-stream` function answers (behind its Function URL), and who may ask.
+pub const ENDPOINTS: &[Endpoint] = &[Endpoint::new("POST", "/chat/stream", Role::User)];
 
 /// What the `chat-stream` function uses, built once per cold start.
 pub struct StreamState {
-    pub auth: Authenticator,
+    pub pipeline: Pipeline,
     pub chat: Chat,
-    pub audit: Audit,
     pub streams: Streams,
 }
 
@@ -72,12 +69,11 @@ impl StreamState {
 
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (auth, chat, _) = crate::turn(env, aws)?;
+        let (chat, _) = crate::turn(env, aws)?;
         let lease = Duration::from_millis(STREAM_LEASE_MS);
         Ok(Self {
-            auth,
+            pipeline: Pipeline::from_env("chat-stream", ENDPOINTS, Keys::Accepted, env, aws)?,
             chat,
-            audit: Audit::from_env(env, Arc::new(aws.table()))?,
             streams: Streams::from_env(env, Arc::new(aws.table()), lease)?,
         })
     }
@@ -85,39 +81,17 @@ impl StreamState {
 
 /// Handles one streaming request. Never fails: errors become JSON or an `error` event.
 pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBody> {
-    let begun = std::time::Instant::now();
-    let request_id = request_id(&req);
-    let started = match http::route(ROUTES, req.method().as_str(), req.uri().path()) {
-        Ok(_) => start(state.clone(), &req, request_id.clone()).await,
-        Err(err) => Err(err),
-    };
-    let response = match started {
-        Ok(response) => response,
-        Err(err) => {
-            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
-            state.audit.refusal(&err, &route, &request_id).await;
-            buffered(error_response(&err, &request_id))
-        }
-    };
-    // The status and the time to the first byte; the reply streams on.
-    metrics::request(
-        "chat-stream",
-        req.method().as_str(),
-        req.uri().path(),
-        response.status().as_u16(),
-        begun.elapsed(),
-    );
-    response
+    state.pipeline.serve(&req, |call| start(state.clone(), call)).await
 }
 
-async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Result<Response<StreamBody>, Error> {
-    let who = crate::user(&state.auth, req).await?;
+async fn start(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
+    let (req, who, request_id) = (call.req, call.who()?.clone(), call.request_id.clone());
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(crate::idempotency_key(req)?, &input)?;
     let ends = stream_end(req);
     let slot = state.streams.acquire(&who.tenant).await?;
-    let (prepared, deltas, call) = match begin(&state, &who, input, turn.as_ref()).await {
-        Ok(Begun::Streaming(prepared, deltas, call)) => (prepared, deltas, call),
+    let (prepared, deltas, model_call) = match begin(&state, &who, input, turn.as_ref()).await {
+        Ok(Begun::Streaming(prepared, deltas, model_call)) => (prepared, deltas, model_call),
         Ok(Begun::Answered(reply)) => {
             state.streams.release(slot).await;
             return Ok(replay(reply));
@@ -132,7 +106,7 @@ async fn start(state: Arc<StreamState>, req: &Request, request_id: String) -> Re
         // The body ends when the client is dropped, at the end of this task: after the reply
         // (or what there is of it) is stored, so the invocation, which lasts as long as its
         // body, never ends before.
-        let stream = Stream { prepared: *prepared, deltas, call, ends };
+        let stream = Stream { prepared: *prepared, deltas, call: model_call, ends };
         let client = relay(&state, &who, stream, Client::new(tx), &request_id).await;
         // Given back before the body ends: a client that saw the end may start another.
         state.streams.release(slot).await;
@@ -315,19 +289,4 @@ impl Client {
             self.gone = true;
         }
     }
-}
-
-/// A buffered response (an error before the stream started) as a streaming body.
-fn buffered(response: Response<lambda_http::Body>) -> Response<StreamBody> {
-    let (parts, body) = response.into_parts();
-    let (mut tx, stream_body) = channel();
-    let bytes = Bytes::copy_from_slice(body.as_ref());
-    tokio::spawn(async move {
-        let _ = tx.send_data(bytes).await;
-    });
-    let mut response = Response::from_parts(parts, stream_body);
-    if response.status() == StatusCode::OK {
-        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    response
 }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
-    audit::{Audit, Operation},
-    auth::{Authenticator, Role},
+    api::{Call, Endpoint, Keys, Pipeline},
+    audit::Operation,
+    auth::Role,
     config::{Env, StartupError},
-    http::{self, error_response, json_response, request_id, Route},
+    http::json_response,
     refresh::Refresher,
-    secrets::Secrets,
     store::AwsClients,
     Error,
 };
@@ -27,9 +27,8 @@ const PAGE_SIZE: i32 = 1000;
 
 /// What the docs-refresh function uses, built once per cold start.
 pub struct State {
-    pub auth: Authenticator,
+    pub pipeline: Pipeline,
     pub refresher: Refresher,
-    pub audit: Audit,
 }
 
 impl State {
@@ -40,12 +39,11 @@ impl State {
 
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        // The signing key's secret alone: this function reads no other.
-        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
+        // The signing key's secret alone: this function reads no other. No API key: the
+        // shared prompt belongs to no tenant.
         Ok(Self {
-            auth: Authenticator::from_env(env, secrets)?,
+            pipeline: Pipeline::from_env("docs-refresh", ENDPOINTS, Keys::Refused, env, aws)?,
             refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
-            audit: Audit::from_env(env, Arc::new(aws.table()))?,
         })
     }
 }
@@ -67,43 +65,16 @@ pub async fn handle(state: &State, event: Value, context: Context) -> Result<Val
 }
 
 /// What the `docs-refresh` function answers over HTTP; `openapi.yaml` documents it.
-pub const ROUTES: &[Route] = &[Route::new("POST", "/docs/refresh")];
+pub const ENDPOINTS: &[Endpoint] = &[Endpoint::new("POST", "/docs/refresh", Role::PlatformAdmin)];
 
 /// Handles an HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle_http(state: &State, req: Request) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let response = answer(state, &req).await;
-    coach::metrics::request(
-        "docs-refresh",
-        req.method().as_str(),
-        req.uri().path(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+    state.pipeline.serve(&req, |call| post_refresh(state, call)).await
 }
 
-async fn answer(state: &State, req: &Request) -> Response<Body> {
-    let request_id = request_id(req);
-    let result = match http::route(ROUTES, req.method().as_str(), req.uri().path()) {
-        Ok(_) => post_refresh(state, req, &request_id).await,
-        Err(err) => Err(err),
-    };
-    match result {
-        Ok(response) => response,
-        Err(err) => {
-            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
-            state.audit.refusal(&err, &route, &request_id).await;
-            error_response(&err, &request_id)
-        }
-    }
-}
-
-async fn post_refresh(state: &State, req: &Request, request_id: &str) -> Result<Response<Body>, Error> {
-    let who = state.auth.authenticate(req).await?;
-    who.require(Role::PlatformAdmin)?;
+async fn post_refresh(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
     let manifest = state.refresher.refresh(PAGE_SIZE).await?;
-    state.audit.record(&who, Operation::PromptRefresh, Some(&manifest.version), request_id).await;
+    state.pipeline.record(&call, Operation::PromptRefresh, Some(&manifest.version)).await;
     Ok(json_response(StatusCode::OK, &manifest))
 }
 

@@ -15,14 +15,12 @@
 use std::sync::Arc;
 
 use coach::{
-    audit::{Audit, Operation},
-    auth::{ApiKeys, Authenticator, Principal, Role},
+    api::{Call, Endpoint, Keys, Pipeline},
+    audit::Operation,
+    auth::Role,
     config::{Env, StartupError},
     documents::{Documents, InlineDocument, UploadConfig, UploadRequest, MAX_CHUNK_CONTEXT},
-    http::{
-        self, empty_response, error_response, json_body, json_body_within, json_response, query_limit, query_param,
-        request_id, Route,
-    },
+    http::{empty_response, json_body, json_body_within, json_response, query_limit, query_param},
     index::Index,
     ratelimit::{RateLimitConfig, RateLimiter},
     secrets::Secrets,
@@ -34,10 +32,9 @@ use serde_json::json;
 
 /// What the upload-url function uses, built once per cold start.
 pub struct State {
-    pub auth: Authenticator,
+    pub pipeline: Pipeline,
     pub limiter: RateLimiter,
     pub documents: Documents,
-    pub audit: Audit,
 }
 
 impl State {
@@ -48,117 +45,90 @@ impl State {
 
     /// Builds the state from a configuration and ready clients.
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        // The signing key's secret; the Coach secret only with the Postgres index store (its
-        // password), read on a delete's first use of the database.
-        let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
+        // The Coach secret only with the Postgres index store (its password), read on a
+        // delete's first use of the database.
         let coach_secret = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
         let index = Index::from_env(env, aws, &coach_secret)?.writer(aws);
         let table = Arc::new(aws.table());
         Ok(Self {
-            auth: Authenticator::from_env(env, signing_key)?
-                .with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
+            pipeline: Pipeline::from_env("upload-url", ENDPOINTS, Keys::Accepted, env, aws)?,
             limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-            documents: Documents::new(table.clone(), Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
+            documents: Documents::new(table, Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
                 .with_jobs(aws.job_queue(env)),
-            audit: Audit::from_env(env, table)?,
         })
     }
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    let started = std::time::Instant::now();
-    let request_id = request_id(&req);
-    let response = match route(state, &req).await {
-        Ok(response) => response,
-        Err(err) => {
-            let route = http::route_name(ROUTES, req.method().as_str(), req.uri().path());
-            state.audit.refusal(&err, &route, &request_id).await;
-            error_response(&err, &request_id)
-        }
-    };
-    coach::metrics::request(
-        "upload-url",
-        req.method().as_str(),
-        req.uri().path(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+    state.pipeline.serve(&req, |call| route(state, call)).await
 }
 
-/// What the `upload-url` function answers; `openapi.yaml` documents each.
-pub const ROUTES: &[Route] = &[
-    Route::new("POST", "/uploads"),
-    Route::new("GET", "/documents"),
-    Route::new("POST", "/documents"),
-    Route::new("POST", "/documents/reembed"),
-    Route::new("GET", "/documents/{id}"),
-    Route::new("DELETE", "/documents/{id}"),
-    Route::new("GET", "/documents/{id}/chunks/{n}"),
+/// What the `upload-url` function answers, and who may ask; `openapi.yaml` documents each.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint::new("POST", "/uploads", Role::Editor),
+    Endpoint::new("GET", "/documents", Role::User),
+    Endpoint::new("POST", "/documents", Role::Editor),
+    Endpoint::new("POST", "/documents/reembed", Role::Admin),
+    Endpoint::new("GET", "/documents/{id}", Role::User),
+    Endpoint::new("DELETE", "/documents/{id}", Role::Editor),
+    Endpoint::new("GET", "/documents/{id}/chunks/{n}", Role::User),
 ];
 
-async fn route(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let (route, params) = http::route(ROUTES, req.method().as_str(), req.uri().path())?;
-    match (route.method, route.path, params.as_slice()) {
-        ("POST", "/uploads", _) => create_upload(state, req).await,
-        ("GET", "/documents", _) => list(state, req).await,
-        ("POST", "/documents", _) => create_inline(state, req).await,
-        ("POST", "/documents/reembed", _) => reembed(state, req).await,
-        ("GET", "/documents/{id}", [id]) => get(state, req, id).await,
-        ("DELETE", "/documents/{id}", [id]) => delete(state, req, id).await,
-        ("GET", "/documents/{id}/chunks/{n}", [id, n]) => chunk(state, req, id, n).await,
-        _ => Err(Error::internal(format!("no handler for the route {} {}", route.method, route.path))),
+async fn route(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
+    match (call.route.method, call.route.path, call.params.as_slice()) {
+        ("POST", "/uploads", _) => create_upload(state, &call).await,
+        ("GET", "/documents", _) => list(state, &call).await,
+        ("POST", "/documents", _) => create_inline(state, &call).await,
+        ("POST", "/documents/reembed", _) => reembed(state, &call).await,
+        ("GET", "/documents/{id}", [id]) => get(state, &call, id).await,
+        ("DELETE", "/documents/{id}", [id]) => delete(state, &call, id).await,
+        ("GET", "/documents/{id}/chunks/{n}", [id, n]) => chunk(state, &call, id, n).await,
+        (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }
 }
 
-async fn caller(state: &State, req: &Request, role: Role) -> Result<Principal, Error> {
-    let who = state.auth.authenticate(req).await?;
-    who.require(role)?;
-    Ok(who)
-}
-
 /// `POST /uploads`: 201 with `{document_id, upload_url, method, headers, expires_at}`.
-async fn create_upload(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::Editor).await?;
-    state.limiter.check(&who).await?;
+async fn create_upload(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
+    state.limiter.check(who).await?;
     let input: UploadRequest = json_body(req)?;
-    let upload = state.documents.create_upload(&who, &input).await?;
-    state.audit.record(&who, Operation::DocumentUpload, Some(&upload.document_id), &request_id(req)).await;
+    let upload = state.documents.create_upload(who, &input).await?;
+    state.pipeline.record(call, Operation::DocumentUpload, Some(&upload.document_id)).await;
     Ok(json_response(StatusCode::CREATED, &upload))
 }
 
 /// `POST /documents` (editor): a text document sent inline, stored as an upload would be;
 /// 202 with `{document_id, status, status_url}`: ingest reads it as it reads uploads, and
 /// `GET /documents/{id}` follows it to `ready` or `failed`.
-async fn create_inline(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::Editor).await?;
-    state.limiter.check(&who).await?;
+async fn create_inline(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
+    state.limiter.check(who).await?;
     // The text, JSON-escaped, plus the other fields.
     let limit = state.documents.inline_max_bytes().saturating_mul(2).saturating_add(64 * 1024);
     let input: InlineDocument = json_body_within(req, limit)?;
-    let id = state.documents.create_inline(&who, &input).await?;
-    state.audit.record(&who, Operation::DocumentUpload, Some(&id), &request_id(req)).await;
+    let id = state.documents.create_inline(who, &input).await?;
+    state.pipeline.record(call, Operation::DocumentUpload, Some(&id)).await;
     let body = json!({"document_id": id, "status": "pending", "status_url": format!("/documents/{id}")});
     Ok(json_response(StatusCode::ACCEPTED, &body))
 }
 
-async fn list(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::User).await?;
+async fn list(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let limit = query_limit(req, 50, 100)?;
-    let (documents, next_cursor) = state.documents.list(&who, limit, query_param(req, "cursor")).await?;
+    let (documents, next_cursor) = state.documents.list(who, limit, query_param(req, "cursor")).await?;
     Ok(json_response(StatusCode::OK, &json!({"documents": documents, "next_cursor": next_cursor})))
 }
 
-async fn get(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::User).await?;
-    Ok(json_response(StatusCode::OK, &state.documents.get(&who, id).await?))
+async fn get(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let who = call.who()?;
+    Ok(json_response(StatusCode::OK, &state.documents.get(who, id).await?))
 }
 
 /// `GET /documents/{id}/chunks/{n}?context=` (user): chunk `n` (from 0, as sources number
 /// them) with up to `context` chunks (default 1, at most 5) on each side.
-async fn chunk(state: &State, req: &Request, id: &str, n: &str) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::User).await?;
+async fn chunk(state: &State, call: &Call<'_>, id: &str, n: &str) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
     let number: u32 = n.parse().map_err(|_| Error::BadRequest("n must be a chunk number (0 or more)".into()))?;
     let context = match query_param(req, "context") {
         None => 1,
@@ -168,21 +138,21 @@ async fn chunk(state: &State, req: &Request, id: &str, n: &str) -> Result<Respon
             .filter(|c| *c <= MAX_CHUNK_CONTEXT)
             .ok_or_else(|| Error::BadRequest(format!("context must be 0 to {MAX_CHUNK_CONTEXT}")))?,
     };
-    Ok(json_response(StatusCode::OK, &state.documents.chunk(&who, id, number, context).await?))
+    Ok(json_response(StatusCode::OK, &state.documents.chunk(who, id, number, context).await?))
 }
 
 /// `POST /documents/reembed` (admin): 202; the tenant's documents gain the current model's
 /// vectors in the background (progress in each document's `embedded_chunks`).
-async fn reembed(state: &State, req: &Request) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::Admin).await?;
-    state.limiter.check(&who).await?;
-    state.documents.reembed(&who).await?;
+async fn reembed(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let who = call.who()?;
+    state.limiter.check(who).await?;
+    state.documents.reembed(who).await?;
     Ok(json_response(StatusCode::ACCEPTED, &json!({"status": "queued"})))
 }
 
-async fn delete(state: &State, req: &Request, id: &str) -> Result<Response<Body>, Error> {
-    let who = caller(state, req, Role::Editor).await?;
-    state.documents.delete(&who, id).await?;
-    state.audit.record(&who, Operation::DocumentDelete, Some(id), &request_id(req)).await;
+async fn delete(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let who = call.who()?;
+    state.documents.delete(who, id).await?;
+    state.pipeline.record(call, Operation::DocumentDelete, Some(id)).await;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use coach::http::Route;
+use coach::api::{Access, Endpoint};
 use coach_testkit::{events, stack::TestStack};
 use lambda_http::http::{header, StatusCode};
 use serde_norway::Value;
@@ -15,8 +15,9 @@ fn read(name: &str) -> Value {
     serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// (method, path, function) of every operation the document describes.
-fn documented() -> BTreeSet<(String, String, String)> {
+/// (method, path, function, who may call it) of every operation the document describes:
+/// `x-coach-role`, or `anyone` for an operation without security.
+fn documented() -> BTreeSet<(String, String, String, String)> {
     let doc = read("openapi.yaml");
     let mut operations = BTreeSet::new();
     for (path, item) in doc["paths"].as_mapping().unwrap() {
@@ -26,30 +27,41 @@ fn documented() -> BTreeSet<(String, String, String)> {
                 continue; // servers, parameters
             }
             let function = operation["x-coach-function"].as_str().unwrap_or_else(|| panic!("{method} {path:?}"));
-            operations.insert((method, path.as_str().unwrap().to_owned(), function.to_owned()));
+            let access = match operation["x-coach-role"].as_str() {
+                Some(role) => role.to_owned(),
+                None if operation["security"].as_sequence().is_some_and(Vec::is_empty) => "anyone".to_owned(),
+                None => panic!("{method} {path:?} has neither x-coach-role nor an empty security"),
+            };
+            operations.insert((method, path.as_str().unwrap().to_owned(), function.to_owned(), access));
         }
     }
     operations
 }
 
-/// (method, path, function) of every route in the functions' tables.
-fn answered() -> BTreeSet<(String, String, String)> {
-    let tables: [(&str, &[Route]); 4] = [
-        ("chat", chat::ROUTES),
-        ("chat-stream", chat::stream::ROUTES),
-        ("upload-url", upload_url::ROUTES),
-        ("docs-refresh", docs_refresh::ROUTES),
+/// (method, path, function, who may call it) of every endpoint in the functions' tables.
+fn answered() -> BTreeSet<(String, String, String, String)> {
+    let tables: [(&str, &[Endpoint]); 4] = [
+        ("chat", chat::ENDPOINTS),
+        ("chat-stream", chat::stream::ENDPOINTS),
+        ("upload-url", upload_url::ENDPOINTS),
+        ("docs-refresh", docs_refresh::ENDPOINTS),
     ];
+    let access = |e: &Endpoint| match e.access {
+        Access::Anyone => "anyone".to_owned(),
+        Access::Role(role) => role.to_string(),
+    };
     tables
         .iter()
-        .flat_map(|(function, routes)| {
-            routes.iter().map(|r| (r.method.to_owned(), r.path.to_owned(), (*function).to_owned()))
+        .flat_map(|(function, endpoints)| {
+            endpoints
+                .iter()
+                .map(|e| (e.route.method.to_owned(), e.route.path.to_owned(), (*function).to_owned(), access(e)))
         })
         .collect()
 }
 
 #[test]
-fn the_document_describes_exactly_the_routes_the_functions_answer() {
+fn the_document_describes_exactly_the_routes_the_functions_answer_and_who_may_call_them() {
     let (documented, answered) = (documented(), answered());
     let undocumented: Vec<_> = answered.difference(&documented).collect();
     let unanswered: Vec<_> = documented.difference(&answered).collect();
@@ -83,7 +95,8 @@ fn the_template_routes_exactly_the_documented_http_api_operations() {
         }
     }
     // The stream is a Function URL of its own, not an HTTP API route.
-    let http_api: BTreeSet<_> = documented().into_iter().filter(|(_, _, f)| f != "chat-stream").collect();
+    let http_api: BTreeSet<_> =
+        documented().into_iter().filter(|(_, _, f, _)| f != "chat-stream").map(|(m, p, f, _)| (m, p, f)).collect();
     assert_eq!(routed, http_api);
     assert!(template["Resources"]["ChatStreamFunction"]["Properties"]["FunctionUrlConfig"].is_mapping());
 }
@@ -124,7 +137,7 @@ async fn every_documented_operation_reaches_its_handler_and_other_methods_are_re
     let services = TestStack::new().await.deploy();
     let doc = read("openapi.yaml");
     let operations = documented();
-    for (method, path, function) in &operations {
+    for (method, path, function, _) in &operations {
         let concrete = path.replace("{id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV");
         let (status, _, _) = answer(&services, function, method, &concrete).await;
         let public = doc["paths"][path.as_str()][method.to_ascii_lowercase().as_str()]["security"]
@@ -135,10 +148,10 @@ async fn every_documented_operation_reaches_its_handler_and_other_methods_are_re
         assert_eq!(status, expected, "{method} {path} ({function})");
     }
     // Every other method on a documented path: 405, naming the documented ones.
-    let paths: BTreeSet<(&str, &str)> = operations.iter().map(|(_, p, f)| (p.as_str(), f.as_str())).collect();
+    let paths: BTreeSet<(&str, &str)> = operations.iter().map(|(_, p, f, _)| (p.as_str(), f.as_str())).collect();
     for (path, function) in paths {
         let allowed: BTreeSet<&str> =
-            operations.iter().filter(|(_, p, _)| p == path).map(|(m, _, _)| m.as_str()).collect();
+            operations.iter().filter(|(_, p, _, _)| p == path).map(|(m, _, _, _)| m.as_str()).collect();
         let concrete = path.replace("{id}", "01ARZ3NDEKTSV4RRFFQ69G5FAV");
         for method in METHODS.iter().filter(|m| !allowed.contains(*m)) {
             let (status, allow, _) = answer(&services, function, method, &concrete).await;

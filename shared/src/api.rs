@@ -1,0 +1,221 @@
+//! The request pipeline every HTTP surface goes through: a surface is its endpoint table and
+//! its handlers, and [`Pipeline::serve`] does the rest, in this order:
+//!
+//! 1. the request's id (the invocation's);
+//! 2. the route: the endpoint of the table the method and path ask for (404 when none, 405
+//!    naming the methods when the path is served for others);
+//! 3. authentication, as the endpoint asks ([`Access`]): a bearer token or an API key, and
+//!    the endpoint's role (401, 403);
+//! 4. the handler, with the [`Call`]: the request, the path's parameters, the caller;
+//! 5. on any error: a refusal worth auditing (a role refused, a budget spent) is recorded,
+//!    and the error becomes its JSON error response ([`crate::http::error_response`]);
+//! 6. one `Requests`/`Latency` metric for the route template and status.
+//!
+//! So no handler authenticates, audits a refusal, maps an error or counts a request itself;
+//! the endpoint tables are what each function answers and what `openapi.yaml` documents (a
+//! test holds them equal).
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use lambda_http::{
+    http::StatusCode,
+    lambda_runtime::streaming::{channel, Body as StreamBody},
+    Body, Request, Response,
+};
+
+use crate::{
+    audit::{Audit, Operation},
+    auth::{ApiKeys, Authenticator, Principal, Role},
+    config::{Env, StartupError},
+    error::Error,
+    http::{error_response, request_id, route, route_name, Route},
+    metrics,
+    secrets::Secrets,
+    store::AwsClients,
+};
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, unauthenticated (health, the OpenAPI document).
+    Anyone,
+    /// An authenticated caller holding this role or a higher one.
+    Role(Role),
+}
+
+/// One endpoint of a surface: its route and who may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    pub route: Route,
+    pub access: Access,
+}
+
+impl Endpoint {
+    /// An endpoint for callers holding `role`.
+    pub const fn new(method: &'static str, path: &'static str, role: Role) -> Self {
+        Self { route: Route::new(method, path), access: Access::Role(role) }
+    }
+
+    /// An endpoint anyone may call.
+    pub const fn open(method: &'static str, path: &'static str) -> Self {
+        Self { route: Route::new(method, path), access: Access::Anyone }
+    }
+}
+
+impl AsRef<Route> for Endpoint {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
+}
+
+/// A request matched to its endpoint, its caller admitted.
+#[derive(Debug)]
+pub struct Call<'r> {
+    pub req: &'r Request,
+    /// The endpoint's route (the template, not the request's path).
+    pub route: Route,
+    /// The values of the route's `{parameters}`, in order.
+    pub params: Vec<&'r str>,
+    pub request_id: String,
+    who: Option<Principal>,
+}
+
+impl Call<'_> {
+    /// The caller, authenticated and holding the endpoint's role. An endpoint open to anyone
+    /// has none: asking is a bug, a 500.
+    pub fn who(&self) -> Result<&Principal, Error> {
+        self.who
+            .as_ref()
+            .ok_or_else(|| Error::internal(format!("{} {} has no caller", self.route.method, self.route.path)))
+    }
+}
+
+/// A response body the pipeline can put an error response in: a buffered one as it is, a
+/// streamed one as a stream of its bytes.
+pub trait ResponseBody: Sized {
+    fn from_buffered(response: Response<Body>) -> Response<Self>;
+}
+
+impl ResponseBody for Body {
+    fn from_buffered(response: Response<Body>) -> Response<Body> {
+        response
+    }
+}
+
+impl ResponseBody for StreamBody {
+    fn from_buffered(response: Response<Body>) -> Response<StreamBody> {
+        let (parts, body) = response.into_parts();
+        let (mut tx, stream_body) = channel();
+        let bytes = Bytes::copy_from_slice(body.as_ref());
+        tokio::spawn(async move {
+            // The client may have gone: nothing more to do for it.
+            let _ = tx.send_data(bytes).await;
+        });
+        let mut response = Response::from_parts(parts, stream_body);
+        if response.status() == StatusCode::OK {
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        response
+    }
+}
+
+/// Whether a surface accepts API keys besides tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Tokens and the tenant's API keys.
+    Accepted,
+    /// Tokens only (a surface that concerns every tenant, where no tenant's key belongs).
+    Refused,
+}
+
+/// One function's HTTP surface: its name (in metrics), its endpoints, and what admits and
+/// audits its callers. Built once per cold start.
+pub struct Pipeline {
+    function: &'static str,
+    endpoints: &'static [Endpoint],
+    auth: Authenticator,
+    audit: Audit,
+}
+
+impl Pipeline {
+    pub fn new(function: &'static str, endpoints: &'static [Endpoint], auth: Authenticator, audit: Audit) -> Self {
+        Self { function, endpoints, auth, audit }
+    }
+
+    /// The pipeline of `function`, its authenticator (the signing key's secret, and the API
+    /// keys when `keys` accepts them) and audit log built from the configuration.
+    pub fn from_env(
+        function: &'static str,
+        endpoints: &'static [Endpoint],
+        keys: Keys,
+        env: &Env,
+        aws: &AwsClients,
+    ) -> Result<Self, StartupError> {
+        let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
+        let auth = Authenticator::from_env(env, signing_key)?;
+        let auth = match keys {
+            Keys::Accepted => auth.with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
+            Keys::Refused => auth,
+        };
+        Ok(Self::new(function, endpoints, auth, Audit::from_env(env, Arc::new(aws.table()))?))
+    }
+
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Records in the audit log what the caller of `call` did (an open endpoint's anonymous
+    /// caller is not recorded).
+    pub async fn record(&self, call: &Call<'_>, operation: Operation, resource: Option<&str>) {
+        if let Some(who) = &call.who {
+            self.audit.record(who, operation, resource, &call.request_id).await;
+        }
+    }
+
+    /// Serves one request: routes and admits it, hands it to `answer`, and turns any error
+    /// into its JSON response (see the module's description). Never fails.
+    pub async fn serve<'r, B, F, Fut>(&self, req: &'r Request, answer: F) -> Response<B>
+    where
+        B: ResponseBody,
+        F: FnOnce(Call<'r>) -> Fut,
+        Fut: Future<Output = Result<Response<B>, Error>>,
+    {
+        let started = Instant::now();
+        let request_id = request_id(req);
+        let result = match self.admit(req, request_id.clone()).await {
+            Ok(call) => answer(call).await,
+            Err(err) => Err(err),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                let route = route_name(self.endpoints, req.method().as_str(), req.uri().path());
+                self.audit.refusal(&err, &route, &request_id).await;
+                B::from_buffered(error_response(&err, &request_id))
+            }
+        };
+        // For a stream, the status and the time to its first byte.
+        let (method, path) = (req.method().as_str(), req.uri().path());
+        metrics::request(self.function, method, path, response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    /// The request matched to its endpoint, its caller authenticated as the endpoint asks.
+    async fn admit<'r>(&self, req: &'r Request, request_id: String) -> Result<Call<'r>, Error> {
+        let (endpoint, params) = route(self.endpoints, req.method().as_str(), req.uri().path())?;
+        let who = match endpoint.access {
+            Access::Anyone => None,
+            Access::Role(role) => {
+                let who = self.auth.authenticate(req).await?;
+                who.require(role)?;
+                Some(who)
+            }
+        };
+        Ok(Call { req, route: endpoint.route, params, request_id, who })
+    }
+}

@@ -8,6 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Lambda's longest function timeout.
 pub const LONGEST_INVOCATION: Duration = Duration::from_secs(900);
 
+/// Kept from a deadline to answer in time (a 504 rather than a cut-off invocation).
+pub const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
+
 /// A point in time by which the invocation must be done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline(Instant);
@@ -36,6 +39,12 @@ impl Deadline {
     /// `timeout` from now (a function's configured timeout, where no context gives one).
     pub fn after(timeout: Duration) -> Self {
         Self(Instant::now() + timeout)
+    }
+
+    /// How long work that must also end within `limit` may take, keeping [`ANSWER_MARGIN`]
+    /// to answer.
+    pub fn budget(&self, limit: Duration) -> Duration {
+        self.remaining().min(limit).saturating_sub(ANSWER_MARGIN)
     }
 
     /// What is left of it; zero once it has passed.

@@ -15,6 +15,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     config::{ConfigError, Env},
+    deadline::Deadline,
     error::Error,
     ids::now_ms,
     store::StreamSlots,
@@ -30,7 +31,6 @@ const RETRY_AFTER_SECS: u64 = 2;
 pub struct Streams {
     store: Arc<dyn StreamSlots>,
     per_tenant: u32,
-    lease: Duration,
 }
 
 /// A slot held by one stream; give it back with [`Streams::release`].
@@ -42,22 +42,22 @@ pub struct Slot {
 }
 
 impl Streams {
-    /// `COACH_STREAMS_PER_TENANT` (10; 0: no limit), slots leased for `lease` (the stream
-    /// function's timeout).
-    pub fn from_env(env: &Env, store: Arc<dyn StreamSlots>, lease: Duration) -> Result<Self, ConfigError> {
+    /// `COACH_STREAMS_PER_TENANT` (10; 0: no limit).
+    pub fn from_env(env: &Env, store: Arc<dyn StreamSlots>) -> Result<Self, ConfigError> {
         let per_tenant = env.number("COACH_STREAMS_PER_TENANT", 10, 0, 1000)? as u32;
-        Ok(Self { store, per_tenant, lease })
+        Ok(Self { store, per_tenant })
     }
 
-    /// A slot of `tenant`'s for one stream; 429 when every one is taken, 503 when the slots
-    /// cannot be read. `None` without a limit.
-    pub async fn acquire(&self, tenant: &str) -> Result<Option<Slot>, Error> {
+    /// A slot of `tenant`'s for one stream, leased until `deadline` (the stream's
+    /// invocation's); 429 when every one is taken, 503 when the slots cannot be read. `None`
+    /// without a limit.
+    pub async fn acquire(&self, tenant: &str, deadline: Deadline) -> Result<Option<Slot>, Error> {
         if self.per_tenant == 0 {
             return Ok(None);
         }
         let unavailable = |e| Error::unavailable("stream capacity cannot be checked", e);
         let holder = ulid::Ulid::generate().to_string();
-        let lease = self.lease.as_millis() as u64;
+        let lease = deadline.remaining().as_millis() as u64;
         let first = fastrand::u32(0..self.per_tenant);
         let now = now_ms();
         if self.store.take_slot(tenant, first, &holder, now + lease, now).await.map_err(unavailable)? {

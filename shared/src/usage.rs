@@ -227,6 +227,25 @@ impl BudgetConfig {
     }
 }
 
+/// Admission of a model-using request: the caller's rate limits counted and the monthly
+/// budgets read at once, in one round trip. Build once per cold start; chat turns and the
+/// one-shot routes share it.
+pub struct Admission {
+    limiter: crate::ratelimit::RateLimiter,
+    ledger: Arc<Ledger>,
+}
+
+impl Admission {
+    pub fn new(limiter: crate::ratelimit::RateLimiter, ledger: Arc<Ledger>) -> Self {
+        Self { limiter, ledger }
+    }
+
+    /// Admits one request of `who` (429 `rate_limited` or `budget_exceeded`).
+    pub async fn admit(&self, who: &Principal) -> Result<(), Error> {
+        self.limiter.check_with(who, self.ledger.within_budget(who)).await
+    }
+}
+
 /// The usage ledger and the budgets over it. Build once per cold start.
 pub struct Ledger {
     store: Arc<dyn UsageLedger>,

@@ -102,7 +102,7 @@ async fn run() {
     let own: Vec<Duration> = total.iter().zip(&waited).map(|(t, w)| t.saturating_sub(*w)).collect();
     println!(
         "chat: {TURNS} turns of POST /chat (history {}, 1000 chunks of 384-d)",
-        services.chat.chat.limits.history_limit
+        services.chat.chat.limits().history_limit
     );
     report("  total", &total);
     report("  emulator", &waited);

@@ -28,13 +28,15 @@ use std::sync::Arc;
 
 use coach::{
     api::{Call, Endpoint, Keys, Pipeline},
-    assist::{mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig},
+    assist::{
+        mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig, AssistParts,
+    },
     audit::Operation,
     auth::{
         api_keys::{ApiKeys, NewApiKey},
         Principal, Role,
     },
-    chat::{Chat, ChatConfig, ChatInput, TurnKey},
+    chat::{Chat, ChatConfig, ChatInput, ChatParts, TurnKey},
     config::{Env, StartupError},
     deadline::Deadline,
     embeddings::Embedder,
@@ -52,7 +54,7 @@ use coach::{
     rewrite::QueryRewrite,
     secrets::Secrets,
     store::{AwsClients, Probe},
-    usage::Ledger,
+    usage::{Admission, Ledger},
     Error,
 };
 use lambda_http::{
@@ -71,6 +73,12 @@ pub struct State {
     pub chat: Chat,
     /// `/qa`, `/summarize` and `/mindmap`.
     pub assist: Assist,
+    /// The session routes (shared with the chat turn).
+    pub history: Arc<History>,
+    /// `GET /usage` (shared with the chat turn).
+    pub ledger: Arc<Ledger>,
+    /// `GET /me`'s profile, when configured (shared with the chat turn).
+    pub profiles: Option<Arc<Profiles>>,
     pub health: Health,
 }
 
@@ -83,18 +91,36 @@ impl State {
     /// Builds the state from a configuration and ready clients (tests point them at the
     /// local emulator).
     pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (chat, index) = turn(env, aws)?;
+        let (parts, index) = turn(env, aws)?;
         let table = Arc::new(aws.table());
-        let assist = Assist::new(AssistConfig::from_env(env)?, table.clone(), table, index.writer(aws));
+        let assist = Assist::new(AssistParts {
+            config: AssistConfig::from_env(env)?,
+            limits: parts.limits.clone(),
+            llm: parts.llm.clone(),
+            retriever: parts.retriever.clone(),
+            system_prompt: parts.system_prompt.clone(),
+            admission: parts.admission.clone(),
+            ledger: parts.ledger.clone(),
+            answers: table.clone(),
+            records: table,
+            index: index.writer(aws),
+        });
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(aws.bucket()), Arc::new(aws.table())];
         probes.extend(index.probe());
-        let pipeline = Pipeline::from_env("chat", ENDPOINTS, Keys::Accepted, env, aws)?;
-        Ok(Self { pipeline, chat, assist, health: Health::new(probes) })
+        Ok(Self {
+            pipeline: Pipeline::from_env("chat", ENDPOINTS, Keys::Accepted, env, aws)?,
+            history: parts.history.clone(),
+            ledger: parts.ledger.clone(),
+            profiles: parts.profiles.clone(),
+            chat: Chat::new(parts),
+            assist,
+            health: Health::new(probes),
+        })
     }
 }
 
-/// What both entry points use: the chat turn (and the index store it searches).
-fn turn(env: &Env, aws: &AwsClients) -> Result<(Chat, Index), StartupError> {
+/// What both entry points use: the chat turn's parts (and the index store it searches).
+fn turn(env: &Env, aws: &AwsClients) -> Result<(ChatParts, Index), StartupError> {
     let http = outbound_client()?;
     let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
     let retries = Retries::from_env(env)?;
@@ -103,24 +129,26 @@ fn turn(env: &Env, aws: &AwsClients) -> Result<(Chat, Index), StartupError> {
     let index = Index::from_env(env, aws, &secrets)?;
     let llm = Llm::from_env(env, retries, http.clone(), secrets.clone())?;
     let rewrite = QueryRewrite::from_env(env, llm.config(), http.clone(), secrets.clone())?;
-    let chat = Chat {
+    let ledger = Arc::new(Ledger::from_env(env, table.clone())?);
+    let limiter = RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?);
+    let parts = ChatParts {
         limits: ChatConfig::from_env(env)?,
-        history: History::from_env(env, table.clone())?,
-        system_prompt: SystemPrompt::from_env(env, bucket.clone())?,
-        profiles: Profiles::from_env(env, http.clone(), secrets.clone())?,
-        retriever: Retriever::from_env(
+        history: Arc::new(History::from_env(env, table)?),
+        system_prompt: Arc::new(SystemPrompt::from_env(env, bucket)?),
+        profiles: Profiles::from_env(env, http.clone(), secrets.clone())?.map(Arc::new),
+        retriever: Arc::new(Retriever::from_env(
             env,
             index.search(aws),
             embedder,
-            Reranker::from_env(env, http.clone(), secrets.clone())?,
-        )?,
-        llm,
+            Reranker::from_env(env, http, secrets)?,
+        )?),
+        llm: Arc::new(llm),
         rewrite,
-        limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-        ledger: Arc::new(Ledger::from_env(env, table)?),
+        admission: Arc::new(Admission::new(limiter, ledger.clone())),
+        ledger,
         jobs: aws.job_queue(env),
     };
-    Ok((chat, index))
+    Ok((parts, index))
 }
 
 /// Handles one HTTP request. Never fails: every error becomes a JSON error response.
@@ -219,7 +247,7 @@ async fn health(state: &State, request_id: &str) -> Response<Body> {
 async fn me(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
     let principal = call.who()?;
     let mut body = serde_json::to_value(principal).map_err(|e| Error::internal(e.to_string()))?;
-    if let Some(profiles) = &state.chat.profiles {
+    if let Some(profiles) = &state.profiles {
         body["profile"] = match profiles.get(&principal.user_id).await {
             Some(profile) => (*profile).clone(),
             None => serde_json::Value::Null,
@@ -247,7 +275,7 @@ async fn post_qa(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error
     let (req, who) = (call.req, call.who()?);
     let input: QaInput = json_body(req)?;
     let cache = CacheUse::from_header(req.headers().get("cache-control").and_then(|v| v.to_str().ok()));
-    let answer = state.assist.qa(&state.chat, who, input, cache, deadline(req)).await?;
+    let answer = state.assist.qa(who, input, cache, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &answer))
 }
 
@@ -255,7 +283,7 @@ async fn post_qa(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error
 async fn post_summarize(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let input: SummaryInput = json_body(req)?;
-    let summary = state.assist.summarize(&state.chat, who, input, deadline(req)).await?;
+    let summary = state.assist.summarize(who, input, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &summary))
 }
 
@@ -263,7 +291,7 @@ async fn post_summarize(state: &State, call: &Call<'_>) -> Result<Response<Body>
 async fn post_mindmap(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let input: MindmapInput = json_body(req)?;
-    let mindmap = state.assist.mindmap(&state.chat, who, input, deadline(req)).await?;
+    let mindmap = state.assist.mindmap(who, input, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &mindmap))
 }
 
@@ -280,7 +308,7 @@ async fn usage(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> 
         }
         _ => return Err(Error::BadRequest("scope must be user or tenant".into())),
     };
-    let report = state.chat.ledger.report(&who.tenant, user, from, to).await?;
+    let report = state.ledger.report(&who.tenant, user, from, to).await?;
     let mut body = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
     body["scope"] = scope.into();
     if let Some(user) = user {
@@ -341,7 +369,7 @@ pub fn idempotency_key(req: &Request) -> Result<Option<&str>, Error> {
 async fn list_sessions(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let limit = query_limit(req, 20, MAX_PAGE)?;
-    let page = state.chat.history.sessions(who, limit, query_param(req, "cursor")).await?;
+    let page = state.history.sessions(who, limit, query_param(req, "cursor")).await?;
     Ok(json_response(StatusCode::OK, &json!({"sessions": page.items, "next_cursor": page.next_cursor})))
 }
 
@@ -357,7 +385,7 @@ async fn create_session(state: &State, call: &Call<'_>) -> Result<Response<Body>
     let (req, who) = (call.req, call.who()?);
     let input: NewSession = if req.body().is_empty() { NewSession::default() } else { json_body(req)? };
     let title = input.title.as_deref().filter(|t| !t.trim().is_empty());
-    let session = state.chat.history.create_session(who, title).await?;
+    let session = state.history.create_session(who, title).await?;
     Ok(json_response(StatusCode::CREATED, &session))
 }
 
@@ -371,7 +399,7 @@ struct Rename {
 async fn rename_session(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let input: Rename = json_body(req)?;
-    let session = state.chat.history.rename(who, id, &input.title).await?;
+    let session = state.history.rename(who, id, &input.title).await?;
     Ok(json_response(StatusCode::OK, &session))
 }
 
@@ -379,8 +407,8 @@ async fn rename_session(state: &State, call: &Call<'_>, id: &str) -> Result<Resp
 async fn session_messages(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let limit = query_limit(req, 50, MAX_PAGE)?;
-    let session = state.chat.history.session(who, id).await?;
-    let page = state.chat.history.messages(who, &session.session_id, limit, query_param(req, "cursor")).await?;
+    let session = state.history.session(who, id).await?;
+    let page = state.history.messages(who, &session.session_id, limit, query_param(req, "cursor")).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"session_id": session.session_id, "messages": page.items, "next_cursor": page.next_cursor}),
@@ -392,13 +420,13 @@ async fn session_messages(state: &State, call: &Call<'_>, id: &str) -> Result<Re
 async fn rate(state: &State, call: &Call<'_>, session: &str, message: &str) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let input: FeedbackInput = json_body(req)?;
-    let message = state.chat.history.rate(who, session, message, input).await?;
+    let message = state.history.rate(who, session, message, input).await?;
     Ok(json_response(StatusCode::OK, &message))
 }
 
 /// `DELETE /sessions/{id}`: the session and all its messages; 204.
 async fn delete_session(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
     let who = call.who()?;
-    state.chat.history.delete_session(who, id).await?;
+    state.history.delete_session(who, id).await?;
     Ok(empty_response(StatusCode::NO_CONTENT))
 }

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use super::{add_usage, offline, required_text, within, Assist, Tally};
 use crate::{
     auth::Principal,
-    chat::Chat,
     deadline::Deadline,
     error::Error,
     model::{Passage, Source, Usage},
@@ -102,33 +101,27 @@ impl From<Unparseable> for Error {
 
 impl Assist {
     /// The mind map of `input.topic` for `who`.
-    pub async fn mindmap(
-        &self,
-        chat: &Chat,
-        who: &Principal,
-        input: MindmapInput,
-        deadline: Deadline,
-    ) -> Result<Mindmap, Error> {
+    pub async fn mindmap(&self, who: &Principal, input: MindmapInput, deadline: Deadline) -> Result<Mindmap, Error> {
         let topic = required_text(&input.topic, "topic", MAX_TOPIC_CHARS)?;
         if !(1..=MAX_DEPTH).contains(&input.depth) {
             return Err(Error::BadRequest(format!("depth must be 1 to {MAX_DEPTH}")));
         }
         let depth = input.depth as usize;
         let tally = Tally::default();
-        let mindmap = within(chat, deadline, "the mind map", async {
+        let mindmap = within(self, deadline, "the mind map", async {
             let retrieved = async {
                 match input.use_documents {
-                    true => chat.retriever.retrieve(&who.tenant, topic).await,
+                    true => self.retriever.retrieve(&who.tenant, topic).await,
                     false => Ok(Default::default()),
                 }
             };
-            let ((), retrieved) = tokio::try_join!(chat.admit(who), retrieved)?;
+            let ((), retrieved) = tokio::try_join!(self.admission.admit(who), retrieved)?;
             if let Some(embedding) = retrieved.embedding {
                 tally.add(embedding);
             }
             let passages = retrieved.passages;
             let sources: Vec<Source> = passages.iter().map(|p| p.source.clone()).collect();
-            if offline(chat) {
+            if offline(self) {
                 let root = from_headings(topic, &passages, depth);
                 let note = Some(HEADINGS_NOTE.to_owned());
                 return Ok(Mindmap { root, sources, usage: Usage::default(), model: "none".into(), note });
@@ -142,16 +135,16 @@ impl Assist {
                  most {depth} levels of ideas below it, at most {MAX_CHILDREN} items under any one item.{}",
                 if passages.is_empty() { "" } else { " Ground it in the passages: cover what they say." }
             );
-            let budget = super::input_budget(chat);
+            let budget = super::input_budget(self);
             let prompt = prompt::build(system, None, &passages, &[], &message, budget, &boundary);
-            let completion = tally.complete(chat, &prompt, &passages).await?;
+            let completion = tally.complete(self, &prompt, &passages).await?;
             let mut usage = Usage::default();
             add_usage(&mut usage, completion.usage);
             let root = parse(&completion.text, topic, depth)?;
             Ok(Mindmap { root, sources, usage, model: completion.model, note: None })
         })
         .await;
-        tally.record(chat, who).await;
+        tally.record(self, who).await;
         mindmap
     }
 }

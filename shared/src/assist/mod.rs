@@ -3,7 +3,8 @@
 //! topic laid out as a mind map (`POST /mindmap`, [`mindmap`]).
 //!
 //! Each counts against the caller's rate limits like a chat turn, uses the chat turn's model,
-//! retrieval and system prompt ([`Chat`]), and answers within the same deadline
+//! retrieval and system prompt (shared with [`crate::chat::Chat`]), and answers within the
+//! same deadline
 //! (`COACH_TURN_TIMEOUT_SECS`, or what is left of the invocation): past it, a 504. With the
 //! `none` provider each answers from the documents alone, labelled in `note`: the passages,
 //! an extractive summary, a tree of the passages' headings.
@@ -20,19 +21,20 @@ use std::{
 
 use crate::{
     auth::Principal,
-    chat::Chat,
+    chat::ChatConfig,
     config::{ConfigError, Env},
     deadline::Deadline,
     error::Error,
-    llm::{Completion, Prompt, Provider},
+    llm::{Completion, Llm, Prompt, Provider},
     model::{ModelUsage, Passage, Usage},
+    prompt::SystemPrompt,
+    retrieval::Retriever,
     store::{AnswerCache, DocumentIndex, DocumentStore},
+    usage::{Admission, Ledger},
 };
 
 /// Most passages a caller may ask `POST /qa` for.
 pub const MAX_TOP_K: usize = 20;
-/// Kept from the deadline to answer with a 504 in time.
-const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
 
 /// Settings of the one-shot routes (`COACH_QA_CACHE_SECS`, `COACH_SUMMARIZE_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,24 +57,45 @@ impl AssistConfig {
     }
 }
 
-/// What the one-shot routes use besides the chat turn's parts. Build once per cold start.
-pub struct Assist {
+/// What the one-shot routes use, given once per cold start to [`Assist::new`]: the chat
+/// turn's limits, model, retrieval, system prompt, admission and ledger (shared with it),
+/// and their own stores.
+pub struct AssistParts {
     pub config: AssistConfig,
+    /// The chat turn's limits: the longest message (a question), the turn's timeout.
+    pub limits: ChatConfig,
+    pub llm: Arc<Llm>,
+    pub retriever: Arc<Retriever>,
+    pub system_prompt: Arc<SystemPrompt>,
+    pub admission: Arc<Admission>,
+    pub ledger: Arc<Ledger>,
+    /// Keeps `/qa` answers.
+    pub answers: Arc<dyn AnswerCache>,
+    /// A document's status, for `/summarize`.
+    pub records: Arc<dyn DocumentStore>,
+    /// A document's text, for `/summarize`.
+    pub index: Arc<dyn DocumentIndex>,
+}
+
+/// The one-shot routes. Build once per cold start.
+pub struct Assist {
+    config: AssistConfig,
+    limits: ChatConfig,
+    llm: Arc<Llm>,
+    retriever: Arc<Retriever>,
+    system_prompt: Arc<SystemPrompt>,
+    admission: Arc<Admission>,
+    ledger: Arc<Ledger>,
     answers: Arc<dyn AnswerCache>,
     records: Arc<dyn DocumentStore>,
     index: Arc<dyn DocumentIndex>,
 }
 
 impl Assist {
-    /// `answers` keeps `/qa` answers; `records` and `index` give a document's status and
-    /// text to `/summarize`.
-    pub fn new(
-        config: AssistConfig,
-        answers: Arc<dyn AnswerCache>,
-        records: Arc<dyn DocumentStore>,
-        index: Arc<dyn DocumentIndex>,
-    ) -> Self {
-        Self { config, answers, records, index }
+    pub fn new(parts: AssistParts) -> Self {
+        let AssistParts { config, limits, llm, retriever, system_prompt, admission, ledger, answers, records, index } =
+            parts;
+        Self { config, limits, llm, retriever, system_prompt, admission, ledger, answers, records, index }
     }
 }
 
@@ -95,17 +118,17 @@ impl Tally {
     }
 
     /// One model call: the completion, tallied.
-    async fn complete(&self, chat: &Chat, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
-        let completion = chat.llm.complete(prompt, passages).await?;
-        self.add(chat.llm.used(&completion));
+    async fn complete(&self, assist: &Assist, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
+        let completion = assist.llm.complete(prompt, passages).await?;
+        self.add(assist.llm.used(&completion));
         Ok(completion)
     }
 
     /// Records the tally for `who`.
-    async fn record(self, chat: &Chat, who: &Principal) {
+    async fn record(self, assist: &Assist, who: &Principal) {
         let used = self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !used.is_empty() {
-            chat.ledger.record_for(who, &used).await;
+            assist.ledger.record_for(who, &used).await;
         }
     }
 }
@@ -117,25 +140,25 @@ fn add_usage(total: &mut Usage, more: Usage) {
 }
 
 /// Whether the configured model is the `none` provider.
-fn offline(chat: &Chat) -> bool {
-    chat.llm.config().provider == Provider::None
+fn offline(assist: &Assist) -> bool {
+    assist.llm.config().provider == Provider::None
 }
 
 /// The model's input budget for one call, in estimated tokens.
-fn input_budget(chat: &Chat) -> u32 {
-    let config = chat.llm.config();
+fn input_budget(assist: &Assist) -> u32 {
+    let config = assist.llm.config();
     config.context_tokens.saturating_sub(config.max_output_tokens)
 }
 
 /// `work`, within the turn's time (the invocation's deadline and `COACH_TURN_TIMEOUT_SECS`),
 /// or a 504 naming what took too long.
 async fn within<T>(
-    chat: &Chat,
+    assist: &Assist,
     deadline: Deadline,
     what: &str,
     work: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    let budget = deadline.remaining().min(chat.limits.turn_timeout).saturating_sub(ANSWER_MARGIN);
+    let budget = deadline.budget(assist.limits.turn_timeout);
     match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
         Err(_) => Err(Error::Timeout(format!("{what} took longer than {} s", budget.as_secs().max(1)))),

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use super::{offline, required_text, within, Assist, Tally, MAX_TOP_K};
 use crate::{
     auth::Principal,
-    chat::Chat,
     deadline::Deadline,
     error::Error,
     ids::{digest, now_ms},
@@ -98,28 +97,26 @@ impl Assist {
     /// Answers `input` for `who`; a kept answer when `cache` allows and one is there.
     pub async fn qa(
         &self,
-        chat: &Chat,
         who: &Principal,
         input: QaInput,
         cache: CacheUse,
         deadline: Deadline,
     ) -> Result<QaAnswer, Error> {
-        let question = required_text(&input.question, "question", chat.limits.max_message_chars)?;
+        let question = required_text(&input.question, "question", self.limits.max_message_chars)?;
         let top_k = match (input.use_documents, input.top_k) {
             (false, _) => 0,
-            (true, None) => chat.retriever.top_k().min(MAX_TOP_K),
+            (true, None) => self.retriever.top_k().min(MAX_TOP_K),
             (true, Some(k)) if (1..=MAX_TOP_K).contains(&k) => k,
             (true, Some(_)) => return Err(Error::BadRequest(format!("top_k must be 1 to {MAX_TOP_K}"))),
         };
         let tally = Tally::default();
-        let answer = within(chat, deadline, "the answer", self.answer(chat, who, question, top_k, cache, &tally)).await;
-        tally.record(chat, who).await;
+        let answer = within(self, deadline, "the answer", self.answer(who, question, top_k, cache, &tally)).await;
+        tally.record(self, who).await;
         answer
     }
 
     async fn answer(
         &self,
-        chat: &Chat,
         who: &Principal,
         question: &str,
         top_k: usize,
@@ -130,12 +127,12 @@ impl Assist {
         let version = async {
             match top_k {
                 0 => Ok(String::new()),
-                _ => chat.retriever.index_version(tenant).await,
+                _ => self.retriever.index_version(tenant).await,
             }
         };
-        let system = async { Ok(chat.system_prompt.current().await) };
-        let ((), system, version) = tokio::try_join!(chat.admit(who), system, version)?;
-        let config = chat.llm.config();
+        let system = async { Ok(self.system_prompt.current().await) };
+        let ((), system, version) = tokio::try_join!(self.admission.admit(who), system, version)?;
+        let config = self.llm.config();
         let key = digest(&[
             "qa",
             &normalise(question),
@@ -152,12 +149,12 @@ impl Assist {
             }
         }
 
-        let retrieved = chat.retriever.retrieve_top(tenant, question, top_k).await?;
+        let retrieved = self.retriever.retrieve_top(tenant, question, top_k).await?;
         if let Some(embedding) = retrieved.embedding {
             tally.add(embedding);
         }
         let passages = retrieved.passages;
-        let completion = if offline(chat) && top_k == 0 {
+        let completion = if offline(self) && top_k == 0 {
             Completion {
                 text: "No language model is configured and no documents were searched, so there is nothing to \
                        answer from."
@@ -167,9 +164,9 @@ impl Assist {
             }
         } else {
             let boundary = prompt::boundary();
-            let budget = super::input_budget(chat);
+            let budget = super::input_budget(self);
             let prompt = prompt::build(&system, None, &passages, &[], question, budget, &boundary);
-            tally.complete(chat, &prompt, &passages).await?
+            tally.complete(self, &prompt, &passages).await?
         };
         let answer = QaAnswer {
             answer: completion.text,

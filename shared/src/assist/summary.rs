@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use super::{add_usage, input_budget, offline, required_text, within, Assist, Tally};
 use crate::{
     auth::Principal,
-    chat::Chat,
     deadline::Deadline,
     error::Error,
     ingest::chunk::{chunk_text, ChunkConfig},
@@ -111,13 +110,7 @@ of the text that best cover its most frequent words, in their order.";
 
 impl Assist {
     /// Summarises the document or text `input` names, for `who`.
-    pub async fn summarize(
-        &self,
-        chat: &Chat,
-        who: &Principal,
-        input: SummaryInput,
-        deadline: Deadline,
-    ) -> Result<Summary, Error> {
+    pub async fn summarize(&self, who: &Principal, input: SummaryInput, deadline: Deadline) -> Result<Summary, Error> {
         let style = input.style;
         let source = match (input.document_id, input.text) {
             (Some(id), None) => Source::Document(crate::documents::document_scope(&who.tenant, &id)?, id),
@@ -127,22 +120,22 @@ impl Assist {
             _ => return Err(Error::BadRequest("give either document_id or text".into())),
         };
         let tally = Tally::default();
-        let summary = within(chat, deadline, "the summary", async {
+        let summary = within(self, deadline, "the summary", async {
             let (document_id, text) = match source {
                 Source::Text(text) => {
-                    chat.admit(who).await?;
+                    self.admission.admit(who).await?;
                     (None, text)
                 }
                 Source::Document(scope, id) => {
-                    let ((), text) = tokio::try_join!(chat.admit(who), self.document_text(&scope, &id))?;
+                    let ((), text) = tokio::try_join!(self.admission.admit(who), self.document_text(&scope, &id))?;
                     (Some(id), text)
                 }
             };
             let input_characters = text.chars().count();
-            let (summary, parts, usage, model, note) = if offline(chat) {
+            let (summary, parts, usage, model, note) = if offline(self) {
                 (extractive(&text, style), 1, Usage::default(), "none".to_owned(), Some(EXTRACTIVE_NOTE.to_owned()))
             } else {
-                let (summary, parts, usage, model) = self.with_model(chat, &tally, &text, style).await?;
+                let (summary, parts, usage, model) = self.with_model(&tally, &text, style).await?;
                 (summary, parts, usage, model, None)
             };
             Ok(Summary {
@@ -158,7 +151,7 @@ impl Assist {
             })
         })
         .await;
-        tally.record(chat, who).await;
+        tally.record(self, who).await;
         summary
     }
 
@@ -183,12 +176,11 @@ impl Assist {
     /// The model's summary of `text`: (summary, parts, usage, model).
     async fn with_model(
         &self,
-        chat: &Chat,
         tally: &Tally,
         text: &str,
         style: Style,
     ) -> Result<(String, usize, Usage, String), Error> {
-        let budget = input_budget(chat).saturating_sub(PROMPT_OVERHEAD_TOKENS).max(100);
+        let budget = input_budget(self).saturating_sub(PROMPT_OVERHEAD_TOKENS).max(100);
         let parts = split(text, budget);
         let count = parts.len();
         if count > self.config.summarize_max_parts {
@@ -200,7 +192,7 @@ impl Assist {
         }
         let mut usage = Usage::default();
         if count == 1 {
-            let completion = ask(chat, tally, &[("Text", text)], style.instruction()).await?;
+            let completion = ask(self, tally, &[("Text", text)], style.instruction()).await?;
             add_usage(&mut usage, completion.usage);
             return Ok((completion.text.trim().to_owned(), 1, usage, completion.model));
         }
@@ -212,7 +204,7 @@ impl Assist {
                  every key point, name, number and decision: the summaries of all parts will be combined.",
                 i + 1
             );
-            async move { ask(chat, tally, &[("Part", part.as_str())], &instruction).await }
+            async move { ask(self, tally, &[("Part", part.as_str())], &instruction).await }
         });
         // Collected first: a lazily mapped iterator of borrowing futures trips the compiler's
         // proof that the handler's future is `Send`.
@@ -233,7 +225,7 @@ impl Assist {
             let total: u32 = summaries.iter().map(|s| estimate_tokens(s) + 4).sum();
             if total <= budget || summaries.len() == 1 {
                 let labelled: Vec<(&str, &str)> = summaries.iter().map(|s| ("Summary of a part", s.as_str())).collect();
-                let completion = ask(chat, tally, &labelled, &combine).await?;
+                let completion = ask(self, tally, &labelled, &combine).await?;
                 add_usage(&mut usage, completion.usage);
                 return Ok((completion.text.trim().to_owned(), count, usage, completion.model));
             }
@@ -250,7 +242,7 @@ impl Assist {
                     "These are summaries of consecutive parts of one text, in order. Combine them into one summary \
                      of at most {words} words, keeping every key point, name, number and decision."
                 );
-                async move { ask(chat, tally, &labelled, &instruction).await }
+                async move { ask(self, tally, &labelled, &instruction).await }
             });
             let merges: Vec<_> = merges.collect();
             let merged: Vec<_> = futures_util::stream::iter(merges).buffered(MAP_PARALLELISM).try_collect().await?;
@@ -271,7 +263,7 @@ enum Source {
 /// One model call: the system rules of summarising, the `material` (label, text) quoted
 /// between boundary lines, then the instruction.
 async fn ask(
-    chat: &Chat,
+    assist: &Assist,
     tally: &Tally,
     material: &[(&str, &str)],
     instruction: &str,
@@ -289,7 +281,7 @@ async fn ask(
     }
     let content = format!("{}\n\n{instruction}", prompt::fenced(&data, &boundary));
     let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }] };
-    tally.complete(chat, &prompt, &[]).await
+    tally.complete(assist, &prompt, &[]).await
 }
 
 /// `text` in parts of at most about `budget` estimated tokens each, cut at paragraph,

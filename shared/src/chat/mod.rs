@@ -23,9 +23,13 @@
 //! gave up (a model failure, a timeout) or died, the retry takes its lease and answers the
 //! message already stored.
 
+pub mod stream;
+
 use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
+
+pub use stream::{Begun, Ended, ReplySink, Streaming, END_MARGIN};
 
 use crate::{
     auth::Principal,
@@ -38,19 +42,16 @@ use crate::{
     model::{Author, Job, Message, ModelUsage, NewMessage, Passage, Source, TitleJob, Usage},
     profile::Profiles,
     prompt::SystemPrompt,
-    ratelimit::RateLimiter,
     retrieval::{Conversation, Retriever},
     rewrite::QueryRewrite,
     store::{JobQueue, TurnWrite},
-    usage::Ledger,
+    usage::{Admission, Ledger},
 };
 
 /// How long a turn record recognises a retry: a day for an `Idempotency-Key`, two minutes
 /// for the same message sent again to the same session.
 const KEYED_TURN_SECS: u64 = 86_400;
 const REPEATED_TURN_SECS: u64 = 120;
-/// Kept from a turn's deadline to give up its lease and answer.
-const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
 /// A lease outlives its turn's deadline by this much (a clock's worth of slack).
 const LEASE_SLACK_MS: u64 = 2000;
 /// Longest an `Idempotency-Key` may be.
@@ -87,7 +88,7 @@ impl TurnKey {
 
 /// The lease a turn is answered under.
 #[derive(Debug, Clone)]
-pub struct Lease {
+struct Lease {
     key: String,
     until: u64,
 }
@@ -134,25 +135,25 @@ impl ChatConfig {
 }
 
 /// A turn whose user message is stored and whose prompt is ready for the model.
-pub struct Prepared {
-    pub session_id: String,
-    pub user_message: Message,
-    pub prompt: Prompt,
-    pub passages: Vec<Passage>,
-    pub sources: Vec<Source>,
+struct Prepared {
+    session_id: String,
+    user_message: Message,
+    prompt: Prompt,
+    passages: Vec<Passage>,
+    sources: Vec<Source>,
     /// The turn's lease, when it has a record (its answer is recorded with the reply).
-    pub lease: Option<Lease>,
+    lease: Option<Lease>,
     /// What retrieval's calls used (the query's embedding when metered, the query's
     /// rewrite), recorded with the reply's usage.
-    pub retrieval: Vec<ModelUsage>,
+    retrieval: Vec<ModelUsage>,
     /// The session's first exchange: the reply titles it. `Some(true)` when the session was
     /// created empty (its title is still the default, so the message's first words replace
     /// it at once).
-    pub first_exchange: Option<bool>,
+    first_exchange: Option<bool>,
 }
 
 /// What a turn comes to before the model.
-pub enum Step {
+enum Step {
     /// The message is stored and the prompt ready.
     Answer(Box<Prepared>),
     /// A retry of a turn already answered: the stored answer.
@@ -168,23 +169,55 @@ enum Retried {
     TakenOver { session_id: String, message: Message },
 }
 
-/// Everything a chat turn uses. Build once per cold start.
-pub struct Chat {
+/// What a chat turn uses, given once per cold start to [`Chat::new`]. The parts other
+/// services share (the model, retrieval, the system prompt, the ledger) are shared, not
+/// reached through the turn.
+pub struct ChatParts {
     pub limits: ChatConfig,
-    pub history: History,
-    pub system_prompt: SystemPrompt,
+    pub history: Arc<History>,
+    pub system_prompt: Arc<SystemPrompt>,
     /// User profiles, when an Auth0 Management API client is configured.
-    pub profiles: Option<Profiles>,
-    pub retriever: Retriever,
-    pub llm: Llm,
+    pub profiles: Option<Arc<Profiles>>,
+    pub retriever: Arc<Retriever>,
+    pub llm: Arc<Llm>,
     /// The model's rewrite of follow-ups into standalone queries (`COACH_QUERY_REWRITE=llm`).
     pub rewrite: Option<QueryRewrite>,
-    pub limiter: RateLimiter,
-    /// Usage and budgets.
+    /// Rate limits and budgets.
+    pub admission: Arc<Admission>,
+    /// Usage.
     pub ledger: Arc<Ledger>,
     /// Where a new session's title job goes (the ingest jobs queue); `None`: sessions keep
     /// their first message's first words.
     pub jobs: Option<Arc<dyn JobQueue>>,
+}
+
+/// One chat turn: whole ([`Chat::chat`]) or streamed ([`Chat::begin_stream`],
+/// [`Chat::relay`]) over the same steps. Build once per cold start.
+pub struct Chat {
+    limits: ChatConfig,
+    history: Arc<History>,
+    system_prompt: Arc<SystemPrompt>,
+    profiles: Option<Arc<Profiles>>,
+    retriever: Arc<Retriever>,
+    llm: Arc<Llm>,
+    rewrite: Option<QueryRewrite>,
+    admission: Arc<Admission>,
+    ledger: Arc<Ledger>,
+    jobs: Option<Arc<dyn JobQueue>>,
+}
+
+impl Chat {
+    pub fn new(parts: ChatParts) -> Self {
+        let ChatParts { limits, history, system_prompt, profiles, retriever, llm, rewrite, admission, ledger, jobs } =
+            parts;
+        Self { limits, history, system_prompt, profiles, retriever, llm, rewrite, admission, ledger, jobs }
+    }
+
+    /// The turn's limits (`COACH_HISTORY_LIMIT`, `COACH_MAX_MESSAGE_CHARS`,
+    /// `COACH_TURN_TIMEOUT_SECS`).
+    pub fn limits(&self) -> &ChatConfig {
+        &self.limits
+    }
 }
 
 /// The user's turns of `past` (oldest first, as the history reads them), most recent first,
@@ -217,16 +250,10 @@ fn reply_message<'a>(completion: &'a Completion, sources: &'a [Source], incomple
 }
 
 impl Chat {
-    /// Admits one model-using request of `who`: the rate limits counted and the monthly
-    /// budgets read at once (429 `rate_limited` or `budget_exceeded`).
-    pub async fn admit(&self, who: &Principal) -> Result<(), Error> {
-        self.limiter.check_with(who, self.ledger.within_budget(who)).await
-    }
-
     /// Validates the input, counts the request, stores the user's message (with the turn's
     /// record under `turn`, leased until `lease_until`) and builds the prompt; or, for a
     /// retry, the stored answer or the message the first attempt stored.
-    pub async fn prepare(
+    async fn prepare(
         &self,
         who: &Principal,
         input: ChatInput,
@@ -279,7 +306,7 @@ impl Chat {
             Conversation { earlier, standalone }
         };
         let admit = async {
-            self.admit(who).await?;
+            self.admission.admit(who).await?;
             let _ = admitted.send(());
             Ok::<_, Error>(())
         };
@@ -393,7 +420,7 @@ impl Chat {
 
     /// Gives up a turn's lease after a failure, so a retry can answer it at once. Best
     /// effort: otherwise the retry waits for the lease to end.
-    pub async fn release(&self, who: &Principal, lease: &Lease) {
+    async fn release(&self, who: &Principal, lease: &Lease) {
         let released = self.history.move_lease(who, &lease.key, lease.until, 0);
         match tokio::time::timeout(Duration::from_secs(1), released).await {
             Ok(Ok(_)) => {}
@@ -403,12 +430,7 @@ impl Chat {
     }
 
     /// Stores the model's reply and shapes the answer.
-    pub async fn finish(
-        &self,
-        who: &Principal,
-        prepared: Prepared,
-        completion: Completion,
-    ) -> Result<ChatReply, Error> {
+    async fn finish(&self, who: &Principal, prepared: Prepared, completion: Completion) -> Result<ChatReply, Error> {
         let reply = reply_message(&completion, &prepared.sources, false);
         let turn = prepared.lease.as_ref().map_or(TurnWrite::None, |lease| TurnWrite::Answer { key: &lease.key });
         let mut used = vec![self.llm.used(&completion)];
@@ -435,7 +457,7 @@ impl Chat {
     /// failed midway): what was generated is stored, marked incomplete, when there is any;
     /// what the call used is recorded; and the turn's lease is given up, so a retry answers
     /// it afresh. Best effort: a failure is logged.
-    pub async fn keep_partial(&self, who: &Principal, prepared: &Prepared, partial: &Completion) {
+    async fn keep_partial(&self, who: &Principal, prepared: &Prepared, partial: &Completion) {
         let store = async {
             if partial.text.trim().is_empty() {
                 return;
@@ -494,7 +516,7 @@ impl Chat {
         turn: Option<TurnKey>,
         deadline: Deadline,
     ) -> Result<ChatReply, Error> {
-        let budget = deadline.remaining().min(self.limits.turn_timeout).saturating_sub(ANSWER_MARGIN);
+        let budget = deadline.budget(self.limits.turn_timeout);
         let lease = turn
             .as_ref()
             .map(|t| Lease { key: t.key.clone(), until: now_ms() + budget.as_millis() as u64 + LEASE_SLACK_MS });

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::SqsEvent;
 use coach::{
-    config::{Env, StartupError},
+    config::{ConfigError, Env, StartupError},
     deadline::Deadline,
     embeddings::Embedder,
     history::History,
@@ -37,8 +37,24 @@ use serde_json::{json, Value};
 /// What the ingest function uses, built once per cold start.
 pub struct State {
     pub ingestor: Ingestor,
-    /// Titles sessions from their first exchange (title jobs), when a model is configured.
-    pub titler: Option<Titler>,
+    /// Titles sessions from their first exchange (title jobs), when a model is configured
+    /// (`None` with the `none` provider). A bad model setting does not stop ingest's cold
+    /// start: it fails the title jobs alone, each with an error in the log.
+    pub titler: Result<Option<Titler>, ConfigError>,
+}
+
+/// Why an invocation failed: an event Coach cannot read (a bug or a misrouted trigger,
+/// never retried into success), or the work failed (a direct S3 event is then retried).
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("malformed {what}")]
+    Malformed {
+        what: &'static str,
+        #[source]
+        cause: Option<serde_json::Error>,
+    },
+    #[error(transparent)]
+    Failed(#[from] Error),
 }
 
 impl State {
@@ -58,11 +74,13 @@ impl State {
         let table = Arc::new(aws.table());
         let ledger = Arc::new(Ledger::recorder_from_env(env, table.clone())?);
         // Session titles, with a model (with the `none` provider sessions keep their first words).
-        let llm = Llm::from_env(env, retries, http, secrets)?;
-        let titler = match llm.config().provider {
-            Provider::None => None,
-            _ => Some(Titler::new(History::from_env(env, table.clone())?, llm, ledger.clone())),
-        };
+        let titler = Llm::from_env(env, retries, http, secrets).and_then(|llm| match llm.config().provider {
+            Provider::None => Ok(None),
+            _ => Ok(Some(Titler::new(History::from_env(env, table.clone())?, llm, ledger.clone()))),
+        });
+        if let Err(e) = &titler {
+            tracing::error!(error = %e, "the language model's settings are invalid: title jobs will fail");
+        }
         let ingestor =
             Ingestor::from_env(env, table, Arc::new(aws.bucket()), index, embedder, queue)?.with_ledger(ledger);
         Ok(Self { ingestor, titler })
@@ -71,14 +89,14 @@ impl State {
 
 /// Handles one invocation, which ends at `deadline`. `Err` asks Lambda to retry a direct S3
 /// event.
-pub async fn handle(state: &State, event: Value, deadline: Deadline) -> Result<Value, Error> {
+pub async fn handle(state: &State, event: Value, deadline: Deadline) -> Result<Value, EventError> {
     match event["Records"][0]["eventSource"].as_str() {
         Some("aws:sqs") => {
-            let sqs: SqsEvent = serde_json::from_value(event).map_err(|_| malformed("SQS event"))?;
+            let sqs: SqsEvent = serde_json::from_value(event).map_err(|e| malformed("SQS event", Some(e)))?;
             Ok(handle_sqs(state, sqs, deadline).await)
         }
         Some("aws:s3") => {
-            let s3: S3Notification = serde_json::from_value(event).map_err(|_| malformed("S3 event"))?;
+            let s3: S3Notification = serde_json::from_value(event).map_err(|e| malformed("S3 event", Some(e)))?;
             handle_s3(state, &s3, deadline).await?;
             Ok(json!({}))
         }
@@ -89,13 +107,13 @@ pub async fn handle(state: &State, event: Value, deadline: Deadline) -> Result<V
             })?;
             Ok(json!(swept))
         }
-        _ => Err(malformed("event (neither S3 nor SQS)")),
+        _ => Err(malformed("event (neither S3 nor SQS)", None)),
     }
 }
 
-fn malformed(what: &str) -> Error {
-    tracing::error!(what, "malformed event");
-    Error::BadRequest(format!("malformed {what}"))
+fn malformed(what: &'static str, cause: Option<serde_json::Error>) -> EventError {
+    tracing::error!(what, cause = cause.as_ref().map(tracing::field::display), "malformed event");
+    EventError::Malformed { what, cause }
 }
 
 async fn handle_s3(state: &State, event: &S3Notification, deadline: Deadline) -> Result<(), Error> {
@@ -172,9 +190,16 @@ async fn handle_job(state: &State, job: &Job, deadline: Deadline) -> Result<(), 
 /// A title job: the session titled (or why not), logged without the title's text. A failed
 /// model call fails the message, so SQS retries it.
 async fn title(state: &State, job: &TitleJob) -> Result<(), Error> {
-    let Some(titler) = &state.titler else {
-        tracing::info!("title job skipped: no language model is configured");
-        return Ok(());
+    let titler = match &state.titler {
+        Ok(Some(titler)) => titler,
+        Ok(None) => {
+            tracing::info!("title job skipped: no language model is configured");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!(session_id = %job.session_id, error = %e, "title job failed: the language model's settings are invalid");
+            return Err(Error::internal(format!("the language model's settings are invalid: {e}")));
+        }
     };
     match titler.title(job).await {
         Ok(Titled::Titled(_)) => {

@@ -10,15 +10,17 @@
 
 pub use coach_embed as local;
 
+mod wire;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use coach_embed::LocalModel;
 
-use serde_json::{json, Value};
+use wire::EmbeddingWire;
 
 use crate::{
     config::{ConfigError, Env},
-    error::Error,
+    error::{Cause, Error},
     model::{ModelUsage, Usage},
     retry::{self, Retries, RetryPolicy, SendError},
     secrets::{Secrets, LLM_API_KEY_FIELD},
@@ -108,19 +110,41 @@ impl EmbeddingConfig {
 }
 
 /// Why embeddings could not be computed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
+    /// No provider is configured (`COACH_EMBEDDING_PROVIDER=none`).
+    #[error("no embedding provider is configured")]
+    NotConfigured,
     /// The service refused the request for good (bad key, bad model): retrying will not help.
-    Refused(String),
-    /// The service is unavailable or answered nonsense; try again later.
-    Unavailable(String),
+    #[error("the embedding service refused the request (status {status})")]
+    Refused {
+        status: u16,
+        #[source]
+        cause: SendError,
+    },
+    /// The service or the model is unavailable, or answered nonsense; try again later.
+    #[error("{what}")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl EmbedError {
+    fn unavailable(what: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        EmbedError::Unavailable { what, cause: Some(Arc::new(cause)) }
+    }
+
+    /// Whether retrying cannot help: the document is failed, or keeps words-only search.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, EmbedError::NotConfigured | EmbedError::Refused { .. })
+    }
 }
 
 impl From<EmbedError> for Error {
     fn from(e: EmbedError) -> Error {
-        match e {
-            EmbedError::Refused(m) | EmbedError::Unavailable(m) => Error::upstream(m),
-        }
+        Error::Upstream { message: e.to_string(), cause: Some(Arc::new(e)) }
     }
 }
 
@@ -174,9 +198,10 @@ impl Embedder {
         let started = std::time::Instant::now();
         let embedded = async {
             match self.config.provider {
-                EmbeddingProvider::None => Err(EmbedError::Refused("no embedding provider is configured".into())),
+                EmbeddingProvider::None => Err(EmbedError::NotConfigured),
                 EmbeddingProvider::Local => Ok(Embedded { vectors: self.embed_locally(texts).await?, used: None }),
-                EmbeddingProvider::OpenAi | EmbeddingProvider::Gemini => self.embed_remotely(texts).await,
+                EmbeddingProvider::OpenAi => self.embed_remotely::<wire::OpenAi>(texts).await,
+                EmbeddingProvider::Gemini => self.embed_remotely::<wire::Gemini>(texts).await,
             }
         }
         .instrument(span.clone())
@@ -196,7 +221,7 @@ impl Embedder {
                     // A model that does not load is a deployment fault: retried, never a
                     // verdict on the user's document.
                     tracing::error!(error = %e, "the embedding model could not be loaded");
-                    EmbedError::Unavailable("the embedding model could not be loaded".into())
+                    EmbedError::unavailable("the embedding model could not be loaded", e)
                 })?;
                 tracing::info!(
                     load_ms = started.elapsed().as_millis() as u64,
@@ -219,78 +244,66 @@ impl Embedder {
         .await?
         .map_err(|e| {
             tracing::error!(error = %e, "the embedding model failed");
-            EmbedError::Unavailable("the embedding model failed".into())
+            EmbedError::unavailable("the embedding model failed", e)
         })
     }
 
-    async fn embed_remotely(&self, texts: &[String]) -> Result<Embedded, EmbedError> {
+    /// The vectors of an HTTP provider speaking wire format `W`, a batch at a time.
+    async fn embed_remotely<W: EmbeddingWire>(&self, texts: &[String]) -> Result<Embedded, EmbedError> {
         let key = match self.secrets.field(EMBEDDING_KEY_FIELD).await {
             Ok(Some(key)) => Some(key),
             Ok(None) => self.secrets.field(LLM_API_KEY_FIELD).await.ok().flatten(),
-            Err(e) => return Err(EmbedError::Unavailable(e.to_string())),
+            Err(e) => return Err(EmbedError::unavailable("the embedding service's key cannot be read", e)),
         };
+        let url = W::url(&self.config);
         let mut vectors = Vec::with_capacity(texts.len());
         let (mut served, mut tokens) = (None::<String>, 0u64);
         for batch in texts.chunks(BATCH) {
-            let (url, body) = match self.config.provider {
-                EmbeddingProvider::None | EmbeddingProvider::Local => {
-                    return Err(EmbedError::Refused("not an HTTP embedding provider".into()))
-                }
-                EmbeddingProvider::OpenAi => (
-                    format!("{}/embeddings", self.config.base_url),
-                    json!({"model": self.config.model, "input": batch}),
-                ),
-                EmbeddingProvider::Gemini => {
-                    let model = format!("models/{}", self.config.model);
-                    let requests: Vec<Value> =
-                        batch.iter().map(|t| json!({"model": model, "content": {"parts": [{"text": t}]}})).collect();
-                    (
-                        format!("{}/v1beta/{model}:batchEmbedContents", self.config.base_url),
-                        json!({"requests": requests}),
-                    )
-                }
-            };
+            let body = W::body(&self.config, batch);
             let build = || {
                 let request = self.http.post(&url).json(&body);
-                match (&key, self.config.provider) {
-                    (Some(k), EmbeddingProvider::Gemini) => request.header("x-goog-api-key", k),
-                    (Some(k), _) => request.bearer_auth(k),
-                    (None, _) => request,
+                match &key {
+                    Some(key) => W::authorise(request, key),
+                    None => request,
                 }
             };
             let response = retry::send(&self.config.policy, "embeddings", self.config.policy.timeout, build)
                 .await
                 .map_err(|e| match e {
-                    SendError::Refused { status, .. } => {
-                        EmbedError::Refused(format!("the embedding service refused the request (status {status})"))
-                    }
-                    SendError::Unavailable { .. } => {
-                        EmbedError::Unavailable("the embedding service is unavailable".into())
-                    }
+                    SendError::Refused { status, .. } => EmbedError::Refused { status, cause: e },
+                    SendError::Unavailable { .. } => EmbedError::unavailable("the embedding service is unavailable", e),
                 })?;
-            let body: Value = response
+            let reply: W::Response = response
                 .json()
                 .await
-                .map_err(|_| EmbedError::Unavailable("the embedding service sent an unreadable reply".into()))?;
-            let parsed = match self.config.provider {
-                EmbeddingProvider::Gemini => parse_list(&body["embeddings"], "values"),
-                _ => parse_list(&body["data"], "embedding"),
-            };
-            let batch_vectors = parsed
-                .filter(|v| v.len() == batch.len())
-                .ok_or_else(|| EmbedError::Unavailable("the embedding service sent an unexpected reply".into()))?;
-            vectors.extend(batch_vectors);
-            // What the API says it served and counted (OpenAI); Gemini says neither.
-            if let Some(model) = body["model"].as_str().filter(|m| !m.is_empty() && m.len() <= 200) {
-                served = Some(model.to_owned());
+                .map_err(|e| EmbedError::unavailable("the embedding service sent an unreadable reply", e))?;
+            let reply = W::reply(reply);
+            if reply.vectors.len() != batch.len() {
+                return Err(EmbedError::Unavailable {
+                    what: "the embedding service sent an unexpected reply",
+                    cause: Some(Arc::new(Mismatch(format!(
+                        "{} vectors for {} texts",
+                        reply.vectors.len(),
+                        batch.len()
+                    )))),
+                });
             }
-            tokens += body["usage"]["prompt_tokens"]
-                .as_u64()
+            vectors.extend(reply.vectors);
+            // What the API says it served and counted (OpenAI); else the model asked for and
+            // the texts' estimated tokens.
+            if let Some(model) = reply.model.filter(|m| !m.is_empty() && m.len() <= 200) {
+                served = Some(model);
+            }
+            tokens += reply
+                .tokens
                 .unwrap_or_else(|| batch.iter().map(|t| u64::from(crate::prompt::estimate_tokens(t))).sum());
         }
         let dims = vectors.first().map_or(0, Vec::len);
         if dims == 0 || vectors.iter().any(|v| v.len() != dims) {
-            return Err(EmbedError::Unavailable("the embedding service sent vectors of different lengths".into()));
+            return Err(EmbedError::Unavailable {
+                what: "the embedding service sent vectors of different lengths",
+                cause: None,
+            });
         }
         let used = ModelUsage {
             model: served.unwrap_or_else(|| self.config.model.clone()),
@@ -302,14 +315,12 @@ impl Embedder {
     }
 }
 
+/// A reply that does not match its request.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Mismatch(String);
+
 /// Runs CPU-bound model work on the blocking pool.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, EmbedError> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| EmbedError::Unavailable("the embedding task failed".into()))
-}
-
-fn parse_list(list: &Value, field: &str) -> Option<Vec<Vec<f32>>> {
-    list.as_array()?
-        .iter()
-        .map(|item| item[field].as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect())
-        .collect()
+    tokio::task::spawn_blocking(work).await.map_err(|e| EmbedError::unavailable("the embedding task failed", e))
 }

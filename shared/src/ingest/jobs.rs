@@ -31,7 +31,6 @@ use std::time::Instant;
 use super::{embedding_text, target, Ingestor, ObjectEvent, Outcome};
 use crate::{
     deadline::Deadline,
-    embeddings::EmbedError,
     error::Error,
     ids::{fnv1a, now_ms},
     model::{EmbedJob, Job, Kind, ReembedJob, Scope, Shard, Status},
@@ -177,10 +176,10 @@ impl Ingestor {
             let texts: Vec<String> = doc.chunks[to..end].iter().map(embedding_text).collect();
             let embedded = match self.embedder.embed(&texts).await {
                 Ok(embedded) => embedded,
-                Err(EmbedError::Unavailable(reason)) => return Err(Error::upstream(reason)),
-                Err(EmbedError::Refused(reason)) => {
+                Err(e) if !e.is_permanent() => return Err(e.into()),
+                Err(e) => {
                     // The document stays searchable by its words; nothing to retry.
-                    tracing::warn!(document_id = %id, reason, "embedding refused; the document keeps words-only search");
+                    tracing::warn!(document_id = %id, reason = %e, "embedding refused; the document keeps words-only search");
                     self.drop_parts(&job.parts).await;
                     return Ok(Outcome::Skipped("the embedding provider refused the document's chunks"));
                 }

@@ -386,9 +386,9 @@ impl Ingestor {
         let embedded = if deferred { Ok((None, 0, Vec::new())) } else { self.embed(&target.scope, &chunks).await };
         let (embedding_model, dims, vectors) = match embedded {
             Ok(embedded) => embedded,
-            Err(EmbedError::Refused(reason)) => return self.fail(target, reason).await.map(Pass::Done),
+            Err(e) if e.is_permanent() => return self.fail(target, e.to_string()).await.map(Pass::Done),
             // Transient: leave the document `processing` and let the event be retried.
-            Err(EmbedError::Unavailable(reason)) => return Err(Error::upstream(reason)),
+            Err(e) => return Err(e.into()),
         };
         let shard = Shard {
             document_id: target.id.clone(),

@@ -662,14 +662,12 @@ async fn sqs_wrapped_events_report_only_failed_messages() {
 async fn malformed_events_are_errors_not_crashes() {
     let stack = TestStack::new().await;
     let services = stack.deploy();
-    assert!(ingest::handle(&services.ingest, json!({"hello": "world"}), ingest_deadline()).await.is_err());
-    assert!(ingest::handle(
-        &services.ingest,
-        json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]}),
-        ingest_deadline()
-    )
-    .await
-    .is_err());
+    let unknown = ingest::handle(&services.ingest, json!({"hello": "world"}), ingest_deadline()).await.unwrap_err();
+    assert!(matches!(unknown, ingest::EventError::Malformed { cause: None, .. }), "{unknown:?}");
+    let broken = json!({"Records": [{"eventSource": "aws:s3", "s3": 5}]});
+    let broken = ingest::handle(&services.ingest, broken, ingest_deadline()).await.unwrap_err();
+    assert!(matches!(broken, ingest::EventError::Malformed { cause: Some(_), .. }), "{broken:?}");
+    assert_eq!(broken.to_string(), "malformed S3 event");
     let ignored = s3_event(&stack, "s3-put.json", "prompt/system_prompt.md");
     assert!(
         ingest::handle(&services.ingest, ignored, ingest_deadline()).await.is_ok(),

@@ -137,7 +137,9 @@ async fn a_missing_or_broken_model_is_reported_not_guessed() {
     std::fs::write(broken.join("model.safetensors"), b"not weights").unwrap();
     let embedder = build_embedder(&[("COACH_EMBEDDING_MODEL_DIR", broken.to_str().unwrap())]).await.unwrap();
     let error = embedder.embed(&["hello".to_owned()]).await.unwrap_err();
-    assert_eq!(error, EmbedError::Unavailable("the embedding model could not be loaded".into()));
+    assert!(matches!(error, EmbedError::Unavailable { cause: Some(_), .. }), "{error:?}");
+    assert!(!error.is_permanent());
+    assert_eq!(error.to_string(), "the embedding model could not be loaded");
     std::fs::remove_dir_all(&broken).unwrap();
 
     // `none` keeps lexical-only retrieval and needs no model.

@@ -133,3 +133,49 @@ async fn without_a_model_sessions_keep_their_first_words_and_renames_are_checked
     let (status, _) = call(&services, "POST", "/sessions", Some(json!({"title": "y".repeat(121)})), &alice()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// A bad model setting in ingest's configuration does not stop its cold start: documents are
+/// ingested as ever, and only the title jobs fail (reported back, so they are retried and
+/// end in the dead-letter queue), each with an error in the log.
+#[tokio::test]
+async fn a_bad_model_setting_fails_only_the_title_jobs_of_ingest() {
+    let server = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "c", "object": "chat.completion", "model": "gpt-test-0613",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Pick three."}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}
+        })))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let (stack, jobs) = with_jobs(&[("COACH_LLM_PROVIDER", "openai"), ("COACH_LLM_BASE_URL", &uri)]).await;
+    let services = stack.deploy();
+    let session = chat(&services, LONG, None).await;
+
+    // Ingest of the same stack, with a model setting out of its bounds.
+    let broken = stack.with_more_env(&[("COACH_LLM_MAX_OUTPUT_TOKENS", "0")]);
+    let ingest = broken.build(&stack.aws, ingest::State::build);
+    assert!(ingest.titler.is_err(), "the setting is refused, and kept for the title jobs");
+    let received = stack.aws.sqs.receive_message().queue_url(&jobs).send().await.unwrap();
+    let message = received.messages.unwrap_or_default().pop().expect("the title job");
+    let event = json!({"Records": [{
+        "messageId": "title-1", "receiptHandle": message.receipt_handle.clone().unwrap(),
+        "body": message.body.clone().unwrap(), "attributes": {}, "messageAttributes": {},
+        "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:jobs", "awsRegion": "us-east-1"
+    }]});
+    let reply = ingest::handle(&ingest, event, coach_testkit::stack::ingest_deadline()).await.unwrap();
+    assert_eq!(reply["batchItemFailures"], json!([{"itemIdentifier": "title-1"}]));
+    assert_eq!(title(&services, &session).await, FIRST_WORDS, "untitled by the failed job");
+
+    // Documents still go through: a shared doc is indexed.
+    let key = "docs/feedback.md";
+    let body = b"# Feedback\n\nPraise in public, correct in private.".to_vec();
+    stack.aws.s3.put_object().bucket(&stack.config.bucket).key(key).body(body.into()).send().await.unwrap();
+    let mut event: Value = serde_json::from_str(&coach_testkit::events::load("s3-put-doc.json")).unwrap();
+    event["Records"][0]["s3"]["object"]["key"] = key.into();
+    event["Records"][0]["s3"]["bucket"]["name"] = stack.config.bucket.clone().into();
+    ingest::handle(&ingest, event, coach_testkit::stack::ingest_deadline()).await.unwrap();
+    let record = stack.items("GLOBAL").await;
+    assert_eq!(record[0]["status"].as_s().unwrap(), "ready");
+}

@@ -22,8 +22,9 @@ use coach::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
     },
-    model::{Author, Chunk, Kind, Message, Passage, Query, Ranking, Segment, Shard, Source},
+    model::{Author, Chunk, Kind, Message, Passage, Query, Ranking, Shard, Source},
     prompt,
+    store::Segment,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

@@ -293,7 +293,7 @@ impl Documents {
     /// A new document's id and the key of its object in the caller's tenant.
     fn new_key(&self, who: &Principal, filename: &str) -> (String, String) {
         let id = self.ids.next().to_string();
-        let key = format!("uploads/{}/{id}/{filename}", who.tenant);
+        let key = crate::store::keys::upload_key(&who.tenant, &id, filename);
         (id, key)
     }
 

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Key of the generated system prompt.
-pub const SYSTEM_PROMPT_KEY: &str = "prompt/system_prompt.md";
+pub use crate::store::keys::SYSTEM_PROMPT_KEY;
 
 /// Used until docs-refresh has written a prompt.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are Coach, a supportive and practical workplace coach. \

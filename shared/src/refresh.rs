@@ -22,9 +22,7 @@ use crate::{
     store::BlobStore,
 };
 
-pub const DOCS_PREFIX: &str = "docs/";
-pub const BASE_KEY: &str = "prompt/base.md";
-pub const MANIFEST_KEY: &str = "prompt/manifest.json";
+pub use crate::store::keys::{BASE_PROMPT_KEY as BASE_KEY, DOCS_PREFIX, PROMPT_MANIFEST_KEY as MANIFEST_KEY};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ManifestDoc {

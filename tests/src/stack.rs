@@ -18,9 +18,11 @@ use coach::{
         segment::{build, documents, memory, split},
         Index,
     },
-    model::{Manifest, Scope, Segment, SegmentInfo, Shard},
+    model::{Scope, Shard},
     secrets::Secrets,
-    store::{AwsClients, DocumentIndex, IndexStore, ManifestRead, PassageSearch, StoreConfig},
+    store::{
+        AwsClients, DocumentIndex, IndexStore, Manifest, ManifestRead, PassageSearch, Segment, SegmentInfo, StoreConfig,
+    },
 };
 
 use crate::{

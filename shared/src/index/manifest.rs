@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::model::{DocEntry, Manifest, Retired, SegmentInfo};
+use crate::store::{DocEntry, Manifest, Retired, SegmentInfo};
 
 /// Segments smaller than this form the lowest tier.
 const TIER_BASE: u64 = 64 * 1024;

@@ -31,8 +31,8 @@ use super::{
 use crate::{
     analysis::Analyzer,
     error::Error,
-    model::{Manifest, Passage, Ranking, Scope, Segment, Shard},
-    store::{IndexStore, ManifestRead, PassageSearch, PendingQuery, ShardRef, StoreError},
+    model::{Passage, Ranking, Scope, Shard},
+    store::{IndexStore, Manifest, ManifestRead, PassageSearch, PendingQuery, Segment, ShardRef, StoreError},
 };
 
 /// Segments read from the store at once, at most, when an instance loads an index.

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use crate::{
     analysis::Analyzer,
-    model::{Chunk, Segment, SegmentDoc, Shard},
+    model::{Chunk, Shard},
+    store::{Segment, SegmentDoc},
 };
 
 /// Scales `v` to unit length (a zero or broken vector becomes zero).

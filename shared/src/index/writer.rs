@@ -38,8 +38,10 @@ use super::{
 use crate::{
     error::Error,
     ids::{now_ms, Ids},
-    model::{Manifest, Scope, Segment, SegmentInfo, Shard},
-    store::{Added, BlobStore, DocumentIndex, IndexStore, ManifestRead, ShardRef, StoreError},
+    model::{Scope, Shard},
+    store::{
+        Added, BlobStore, DocumentIndex, IndexStore, Manifest, ManifestRead, Segment, SegmentInfo, ShardRef, StoreError,
+    },
 };
 
 /// How long a change keeps retrying conflicting manifest writes before giving up (a

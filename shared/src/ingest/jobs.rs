@@ -28,12 +28,13 @@
 
 use std::time::Instant;
 
-use super::{embedding_text, target, Ingestor, ObjectEvent, Outcome};
+use super::{embedding_text, keyed, Ingestor, ObjectEvent, Outcome};
 use crate::{
     deadline::Deadline,
     error::Error,
-    ids::{fnv1a, now_ms},
+    ids::now_ms,
     model::{EmbedJob, Job, Kind, ReembedJob, Scope, Shard, Status},
+    store::keys::embedding_part_key as part_key,
     store::{Added, StoreError},
 };
 
@@ -45,11 +46,6 @@ const REEMBED_PAGE: i32 = 100;
 
 /// Chunks embedded per call to the model within a job (the time limit is checked between).
 pub const STEP: usize = 64;
-
-/// Where a part of document `id` (version `etag`) covering chunks `from..to` is stored.
-fn part_key(scope: &Scope, id: &str, etag: &str, from: usize, to: usize) -> String {
-    format!("index/{}/work/{id}/{:016x}/{from:08}-{to:08}", scope.name(), fnv1a(etag))
-}
 
 impl Ingestor {
     /// Runs one job, in an invocation that ends at `deadline`; see the module's description.
@@ -133,7 +129,7 @@ impl Ingestor {
 
     /// Runs one embedding job; see the module's description.
     async fn embed_job(&self, job: &EmbedJob, deadline: Deadline) -> Result<Outcome, Error> {
-        let Some(target) = target(&job.key) else {
+        let Some(target) = keyed(&job.key) else {
             return Ok(Outcome::Skipped("not a document key"));
         };
         let (scope, id) = (&target.scope, &target.id);

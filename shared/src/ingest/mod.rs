@@ -54,7 +54,10 @@ use crate::{
     error::Error,
     ids::now_ms,
     model::{Chunk, EmbedJob, Finished, Job, Kind, ModelUsage, NewDocument, PurgeJob, Scope, Shard},
-    store::{Added, BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
+    store::{
+        keys::{self, KeyOf},
+        Added, BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError,
+    },
     usage::Ledger,
 };
 
@@ -169,23 +172,26 @@ enum Pass {
     Again,
 }
 
-struct Target {
+/// The document an object is: its scope, id and filename.
+struct KeyedDocument {
     scope: Scope,
     id: String,
     filename: String,
 }
 
-/// Which document a key belongs to; `None` for keys ingest does not own.
-fn target(key: &str) -> Option<Target> {
-    if let Some(rest) = key.strip_prefix("uploads/") {
-        let mut parts = rest.splitn(3, '/');
-        let (tenant, id, filename) = (parts.next()?, parts.next()?, parts.next()?);
-        crate::auth::validate_tenant(tenant).ok()?;
-        let id = ulid::Ulid::from_string(id).ok()?.to_string();
-        return Some(Target { scope: Scope::Tenant(tenant.to_owned()), id, filename: filename.to_owned() });
+/// Which document a key belongs to; `None` for keys ingest does not own (a key of no
+/// document, a tenant or document id that is not valid).
+fn keyed(key: &str) -> Option<KeyedDocument> {
+    match keys::document_of(key)? {
+        KeyOf::Upload { tenant, id, filename } => {
+            crate::auth::validate_tenant(tenant).ok()?;
+            let id = ulid::Ulid::from_string(id).ok()?.to_string();
+            Some(KeyedDocument { scope: Scope::Tenant(tenant.to_owned()), id, filename: filename.to_owned() })
+        }
+        KeyOf::SharedDoc { path } => {
+            Some(KeyedDocument { scope: Scope::Global, id: global_id(key), filename: safe_filename(path) })
+        }
     }
-    let name = key.strip_prefix("docs/").filter(|n| !n.is_empty() && !n.ends_with('/'))?;
-    Some(Target { scope: Scope::Global, id: global_id(key), filename: safe_filename(name) })
 }
 
 /// A stable id for a shared doc, from its key (FNV-1a, 64 bits, hex).
@@ -266,7 +272,7 @@ impl Ingestor {
 
     /// Handles one object event, in an invocation that ends at `deadline`.
     pub async fn handle(&self, event: &ObjectEvent, deadline: Deadline) -> Result<Outcome, Error> {
-        let Some(target) = target(&event.key) else {
+        let Some(target) = keyed(&event.key) else {
             return Ok(Outcome::Skipped("not a document key"));
         };
         for _ in 0..MAX_VERSIONS {
@@ -277,7 +283,7 @@ impl Ingestor {
         Err(Error::Unavailable { message: "the object kept changing while it was indexed".into(), cause: None })
     }
 
-    async fn pass(&self, target: &Target, event: &ObjectEvent, deadline: Deadline) -> Result<Pass, Error> {
+    async fn pass(&self, target: &KeyedDocument, event: &ObjectEvent, deadline: Deadline) -> Result<Pass, Error> {
         let done = |outcome| Ok(Pass::Done(outcome));
         if !event.created {
             if self.blobs.version(&event.key).await?.is_some() {
@@ -481,12 +487,12 @@ impl Ingestor {
     }
 
     /// Marks the document `failed` with `reason`.
-    async fn fail(&self, target: &Target, reason: String) -> Result<Outcome, Error> {
+    async fn fail(&self, target: &KeyedDocument, reason: String) -> Result<Outcome, Error> {
         self.finish(target, Finished::Failed { reason: &reason }).await?;
         Ok(Outcome::Failed(reason))
     }
 
-    async fn finish(&self, target: &Target, finished: Finished<'_>) -> Result<(), Error> {
+    async fn finish(&self, target: &KeyedDocument, finished: Finished<'_>) -> Result<(), Error> {
         match self.records.finish(&target.scope, &target.id, finished, now_ms()).await {
             // Deleted meanwhile, or finished by a newer ingest: nothing to record.
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
@@ -527,14 +533,14 @@ mod tests {
 
     #[test]
     fn targets_are_recognised_and_validated() {
-        let t = target("uploads/acme/01JD3QA1B2C3D4E5F6G7H8J9KM/Team handbook.pdf").unwrap();
+        let t = keyed("uploads/acme/01JD3QA1B2C3D4E5F6G7H8J9KM/Team handbook.pdf").unwrap();
         assert_eq!(t.scope, Scope::Tenant("acme".into()));
         assert_eq!(t.filename, "Team handbook.pdf");
-        assert!(target("uploads/acme/not-a-ulid/x.pdf").is_none());
-        assert!(target("uploads/../01JD3QA1B2C3D4E5F6G7H8J9KM/x.pdf").is_none());
-        assert!(target("prompt/system_prompt.md").is_none());
-        assert!(target("docs/").is_none());
-        let g = target("docs/giving-feedback.md").unwrap();
+        assert!(keyed("uploads/acme/not-a-ulid/x.pdf").is_none());
+        assert!(keyed("uploads/../01JD3QA1B2C3D4E5F6G7H8J9KM/x.pdf").is_none());
+        assert!(keyed("prompt/system_prompt.md").is_none());
+        assert!(keyed("docs/").is_none());
+        let g = keyed("docs/giving-feedback.md").unwrap();
         assert_eq!(g.scope, Scope::Global);
         assert_eq!(g.id, global_id("docs/giving-feedback.md"));
         assert_ne!(g.id, global_id("docs/other.md"));

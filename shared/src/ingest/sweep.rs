@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Ingestor, ObjectEvent, Target};
+use super::{Ingestor, KeyedDocument, ObjectEvent};
 use crate::{
     deadline::Deadline,
     error::Error,
@@ -52,7 +52,7 @@ impl Ingestor {
             let page = self.records.unfinished(before, PAGE).await?;
             let full = page.len() == PAGE as usize;
             for (scope, document) in page {
-                let target = Target {
+                let target = KeyedDocument {
                     scope: scope.clone(),
                     id: document.document_id.clone(),
                     filename: document.filename.clone(),

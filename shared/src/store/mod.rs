@@ -22,7 +22,9 @@
 
 mod aws;
 mod dynamo;
+pub mod keys;
 pub mod postgres;
+mod records;
 mod s3;
 mod secrets;
 mod segment;
@@ -39,6 +41,7 @@ use serde::Serialize;
 pub use aws::{AwsClients, StoreConfig};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
 pub use postgres::{PgConfig, PgIndex};
+pub use records::{DocEntry, Manifest, Retired, Segment, SegmentDoc, SegmentInfo};
 pub use s3::S3Bucket;
 pub use secrets::SecretsManager;
 pub use segment::BadObject;
@@ -48,8 +51,8 @@ pub use sqs::SqsQueue;
 use crate::{
     error::Error,
     model::{
-        DayUsage, Document, Feedback, FeedbackCounts, FeedbackReason, Finished, Job, Manifest, Message, NewDocument,
-        Owner, Page, Passage, Query, Ranking, Rating, Scope, Session, Shard, Source, Usage, UsageCounts,
+        DayUsage, Document, Feedback, FeedbackCounts, FeedbackReason, Finished, Job, Message, NewDocument, Owner, Page,
+        Passage, Query, Ranking, Rating, Scope, Session, Shard, Source, Usage, UsageCounts,
     },
 };
 
@@ -574,7 +577,7 @@ pub enum ManifestRead {
 
 /// A scope's index: one manifest, immutable segments named by id, reports of damaged
 /// segments, and the legacy per-document shards still to be migrated. Segments travel as
-/// bytes; encoding and decoding them ([`crate::model::Segment::encode`], [`crate::model::Segment::decode`]) is CPU work
+/// bytes; encoding and decoding them ([`Segment::encode`], [`Segment::decode`]) is CPU work
 /// the caller schedules.
 #[async_trait]
 pub trait IndexStore: Send + Sync {

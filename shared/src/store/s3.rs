@@ -10,12 +10,14 @@ use async_trait::async_trait;
 use aws_sdk_s3::{presigning::PresigningConfig, primitives::ByteStream};
 use bytes::Bytes;
 
+use super::records::Manifest;
 use super::{
     aws::{classify, service_error},
+    keys::index_prefix,
     Blob, BlobStore, Body, Failure, IndexStore, Listed, ManifestRead, PresignedPut, Probe, Revalidated, ShardRef,
     StoreError, StoreResult,
 };
-use crate::model::{Manifest, Scope};
+use crate::model::Scope;
 
 /// One S3 bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -27,14 +29,6 @@ pub struct S3Bucket {
 impl S3Bucket {
     pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
         Self { client, bucket }
-    }
-}
-
-/// Folder of a scope's index: `index/{tenant}/` or `index/_global/`.
-fn index_prefix(scope: &Scope) -> String {
-    match scope {
-        Scope::Tenant(t) => format!("index/{t}/"),
-        Scope::Global => "index/_global/".to_owned(),
     }
 }
 

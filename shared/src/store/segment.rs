@@ -2,7 +2,8 @@
 //! compact serde format) and a CRC-32 of everything before it, so a damaged or truncated
 //! object is detected rather than misread.
 
-use crate::model::{Chunk, Manifest, Segment, SegmentDoc};
+use super::records::{Manifest, Segment, SegmentDoc};
+use crate::model::Chunk;
 
 /// Segments written since analysers are recorded ([`Segment::analyzer`]).
 const SEGMENT_MAGIC: &[u8; 8] = b"COACHSG2";
@@ -133,7 +134,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Chunk, SegmentDoc};
+    use crate::{model::Chunk, store::SegmentDoc};
 
     fn segment() -> Segment {
         Segment {

@@ -22,10 +22,10 @@ use coach::{
     http::outbound_client,
     index::{IndexConfig, IndexWriter, MERGE_FACTOR},
     ingest::{Ingestor, ObjectEvent, Outcome},
-    model::{Chunk, Manifest, Scope, Segment, Shard},
+    model::{Chunk, Scope, Shard},
     retry::Retries,
     secrets::Secrets,
-    store::{Failure, IndexStore, ManifestRead, S3Bucket, ShardRef, StoreError, StoreResult},
+    store::{Failure, IndexStore, Manifest, ManifestRead, S3Bucket, Segment, ShardRef, StoreError, StoreResult},
 };
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{

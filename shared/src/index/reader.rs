@@ -9,8 +9,7 @@
 //! while its data still sits in a segment.
 //!
 //! A damaged segment is skipped with an error log and reported to the store, so the next
-//! compaction rebuilds it. A scope without a manifest is read the legacy way (one shard
-//! per document) until its first write migrates it. When a scope's index needs more memory
+//! compaction rebuilds it. A scope without a manifest has nothing indexed yet. When a scope's index needs more memory
 //! than the cache holds, the segments that fit answer and an error line says so.
 
 use std::{
@@ -22,17 +21,12 @@ use std::{
 use futures_util::StreamExt;
 use moka::future::Cache;
 
-use super::{
-    cache::SegmentCache,
-    lock, rank,
-    segment::{build, Loaded},
-    IndexConfig,
-};
+use super::{cache::SegmentCache, lock, rank, segment::Loaded, IndexConfig};
 use crate::{
     analysis::Analyzer,
     error::Error,
-    model::{Passage, Ranking, Scope, Shard},
-    store::{IndexStore, Manifest, ManifestRead, PassageSearch, PendingQuery, Segment, ShardRef, StoreError},
+    model::{Passage, Ranking, Scope},
+    store::{IndexStore, Manifest, ManifestRead, PassageSearch, PendingQuery, Segment, StoreError},
 };
 
 /// Segments read from the store at once, at most, when an instance loads an index.
@@ -61,8 +55,8 @@ struct Snapshot {
 enum State {
     /// A manifest version (kept, with what was derived from it, while it is unchanged).
     Manifest(Arc<Version>),
-    /// No manifest: legacy per-document shards, as listed then.
-    Legacy { listed: Instant, shards: Vec<ShardRef> },
+    /// No manifest: nothing indexed yet.
+    Empty,
 }
 
 /// A manifest as read, and which documents of each of its segments are live: computed on
@@ -94,11 +88,6 @@ impl Version {
         live
     }
 }
-
-/// How long a legacy listing is reused. Nothing writes legacy shards any more, and the first
-/// write into a scope (an ingest, a delete) creates its manifest, which every request checks
-/// for, so a cached listing can only miss a document that is already gone from the scope.
-const LEGACY_RELIST: Duration = Duration::from_secs(60);
 
 /// Scope names as used in cache keys and logs ([`Scope::name`]).
 pub fn scope_name(scope: &Scope) -> &str {
@@ -177,15 +166,7 @@ impl IndexReader {
             ManifestRead::Changed { etag, manifest } => {
                 State::Manifest(Arc::new(Version { etag, manifest, live: Mutex::new(HashMap::new()) }))
             }
-            ManifestRead::Missing => match cached.as_deref().map(|c| &c.state) {
-                Some(State::Legacy { listed, shards }) if listed.elapsed() < LEGACY_RELIST => {
-                    State::Legacy { listed: *listed, shards: shards.clone() }
-                }
-                _ => State::Legacy {
-                    listed: Instant::now(),
-                    shards: self.store.legacy_shards(scope).await.map_err(unavailable)?,
-                },
-            },
+            ManifestRead::Missing => State::Empty,
         };
         let snapshot = Arc::new(Snapshot { checked: Instant::now(), state });
         self.snapshots.insert(name, snapshot.clone()).await;
@@ -199,22 +180,9 @@ impl IndexReader {
                 .manifest
                 .segments
                 .iter()
-                .map(|s| Wanted {
-                    scope: scope.clone(),
-                    key: s.id.clone(),
-                    memory: s.memory,
-                    source: Source::Segment(version.clone()),
-                })
+                .map(|s| Wanted { scope: scope.clone(), key: s.id.clone(), memory: s.memory, version: version.clone() })
                 .collect(),
-            State::Legacy { shards, .. } => shards
-                .iter()
-                .map(|s| Wanted {
-                    scope: scope.clone(),
-                    key: format!("legacy:{}:{}", s.key, s.etag),
-                    memory: 0,
-                    source: Source::Legacy(s.clone()),
-                })
-                .collect(),
+            State::Empty => Vec::new(),
         }
     }
 
@@ -276,10 +244,8 @@ impl IndexReader {
                 let Some(segment) = segment else {
                     self.note(damaged_key);
                     tracing::error!(scope = name, segment = %wanted.key, "skipping a damaged index segment");
-                    if let Source::Segment(_) = wanted.source {
-                        if let Err(e) = self.store.report_damaged(&wanted.scope, &wanted.key).await {
-                            tracing::warn!(problem = %e, "could not report the damaged segment");
-                        }
+                    if let Err(e) = self.store.report_damaged(&wanted.scope, &wanted.key).await {
+                        tracing::warn!(problem = %e, "could not report the damaged segment");
                     }
                     return Ok(None);
                 };
@@ -289,34 +255,22 @@ impl IndexReader {
                 segment
             }
         };
-        let live = match &wanted.source {
-            Source::Segment(version) => version.live(&wanted.key, &segment.segment),
-            Source::Legacy(_) => Arc::new(vec![true; segment.segment.docs.len()]),
-        };
+        let live = wanted.version.live(&wanted.key, &segment.segment);
         Ok(Some(Part { segment, live }))
     }
 
     /// Reads and prepares a segment: `None` when it is gone, `Some(None)` when damaged.
     async fn read(&self, wanted: &Wanted) -> Result<Option<(Option<Loaded>, u64)>, Error> {
-        let bytes = match &wanted.source {
-            Source::Segment(_) => self.store.read_segment(&wanted.scope, &wanted.key).await.map_err(unavailable)?,
-            Source::Legacy(shard) => self.store.read_legacy(shard).await.map_err(unavailable)?.map(|(_, b)| b),
-        };
+        let bytes = self.store.read_segment(&wanted.scope, &wanted.key).await.map_err(unavailable)?;
         let Some(bytes) = bytes else {
             tracing::warn!(scope = scope_name(&wanted.scope), segment = %wanted.key, "an index segment vanished; skipped");
             return Ok(None);
         };
-        let legacy = matches!(wanted.source, Source::Legacy(_));
         let size = bytes.len() as u64;
         let analyzer = self.analyzer.clone();
         // Checking, decoding and preparing a segment is CPU work: off the event loop.
         let loaded = tokio::task::spawn_blocking(move || {
-            let segment: Option<Segment> = if legacy {
-                Shard::decode(&bytes).ok().map(|shard| build(vec![shard], &analyzer))
-            } else {
-                Segment::decode(&bytes).ok()
-            };
-            segment.map(|segment| Loaded::new(segment, &analyzer))
+            Segment::decode(&bytes).ok().map(|segment| Loaded::new(segment, &analyzer))
         })
         .await
         .map_err(|e| Error::Internal { detail: "segment loading task failed".into(), cause: Some(Arc::new(e)) })?;
@@ -342,17 +296,14 @@ impl PassageSearch for IndexReader {
             .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
     }
 
-    /// The two manifests' versions (revalidated as a search would), or for a scope still
-    /// in the legacy layout, a digest of its shards' keys and versions.
+    /// The two manifests' versions (revalidated as a search would); `empty` for a scope
+    /// with nothing indexed yet.
     async fn version(&self, tenant: &str) -> Result<String, Error> {
         let own = Scope::Tenant(tenant.to_owned());
         let (shared, own) = tokio::try_join!(self.snapshot(&Scope::Global), self.snapshot(&own))?;
         let version = |snapshot: &Snapshot| match &snapshot.state {
             State::Manifest(version) => version.etag.clone(),
-            State::Legacy { shards, .. } => {
-                let listed: Vec<String> = shards.iter().map(|s| format!("{}={}", s.key, s.etag)).collect();
-                format!("legacy-{:016x}", crate::ids::fnv1a(&listed.join("\n")))
-            }
+            State::Empty => "empty".to_owned(),
         };
         Ok(format!("{}/{}", version(&shared), version(&own)))
     }
@@ -361,13 +312,9 @@ impl PassageSearch for IndexReader {
 /// A segment a request needs.
 struct Wanted {
     scope: Scope,
-    /// Segment id (or a legacy shard's key and version).
+    /// Segment id.
     key: String,
     memory: u64,
-    source: Source,
-}
-
-enum Source {
-    Segment(Arc<Version>),
-    Legacy(ShardRef),
+    /// The manifest version that serves it.
+    version: Arc<Version>,
 }

@@ -39,9 +39,7 @@ use crate::{
     error::Error,
     ids::{now_ms, Ids},
     model::{Scope, Shard},
-    store::{
-        Added, BlobStore, DocumentIndex, IndexStore, Manifest, ManifestRead, Segment, SegmentInfo, ShardRef, StoreError,
-    },
+    store::{Added, BlobStore, DocumentIndex, IndexStore, Manifest, ManifestRead, Segment, SegmentInfo, StoreError},
 };
 
 /// How long a change keeps retrying conflicting manifest writes before giving up (a
@@ -55,7 +53,7 @@ const MAX_ROUNDS: usize = 8;
 const LEASE_MS: u64 = 10 * 60 * 1000;
 /// How long a tombstone is kept: far longer than any ingest can run.
 const TOMBSTONE_TTL_MS: u64 = 24 * 60 * 60 * 1000;
-/// Objects read from the store at once during compaction or migration.
+/// Objects read from the store at once during compaction.
 const READ_PARALLELISM: usize = 8;
 
 fn index_error(cause: StoreError) -> Error {
@@ -66,12 +64,10 @@ fn task_failed(e: tokio::task::JoinError) -> Error {
     Error::Internal { detail: "index task failed".into(), cause: Some(Arc::new(e)) }
 }
 
-/// A manifest as read, with what must be cleaned up once a write based on it succeeds.
+/// A manifest as read (`etag`: `None` for a scope without one yet).
 struct Current {
     etag: Option<String>,
     manifest: Manifest,
-    /// Legacy shards migrated into it (deleted after the first write).
-    migrated: Vec<ShardRef>,
 }
 
 /// An add waiting for its scope's next manifest write.
@@ -185,7 +181,7 @@ impl IndexWriter {
                 Ok(Some(etag)) => {
                     let mut outcomes = outcomes.into_iter();
                     self.answer(scope, batch, true, |_| outcomes.next().unwrap_or_else(|| Err(busy()))).await;
-                    return Some(Current { etag: Some(etag), manifest: current.manifest, migrated: Vec::new() });
+                    return Some(Current { etag: Some(etag), manifest: current.manifest });
                 }
                 Ok(None) if started.elapsed() < COMMIT_BUDGET => {
                     pause(attempt).await;
@@ -240,60 +236,21 @@ impl IndexWriter {
         Err(busy())
     }
 
-    /// The scope's manifest; for a scope without one, a first manifest holding its legacy
-    /// per-document shards (migration).
+    /// The scope's manifest; for a scope without one, an empty first one.
     async fn current(&self, scope: &Scope) -> Result<Current, Error> {
         match self.store.manifest(scope, None).await.map_err(index_error)? {
-            ManifestRead::Changed { etag, manifest } => {
-                Ok(Current { etag: Some(etag), manifest, migrated: Vec::new() })
-            }
-            ManifestRead::Missing => self.migrate(scope).await,
+            ManifestRead::Changed { etag, manifest } => Ok(Current { etag: Some(etag), manifest }),
+            ManifestRead::Missing => Ok(Current { etag: None, manifest: Manifest::default() }),
             ManifestRead::NotModified => Err(Error::internal("the index store answered 304 to an unconditional read")),
         }
     }
 
-    /// A first manifest for `scope` serving its legacy shards from new segments.
-    async fn migrate(&self, scope: &Scope) -> Result<Current, Error> {
-        let legacy = self.store.legacy_shards(scope).await.map_err(index_error)?;
-        let mut manifest = Manifest::default();
-        if legacy.is_empty() {
-            return Ok(Current { etag: None, manifest, migrated: legacy });
-        }
-        let reads = legacy.clone().into_iter().map(|shard| async move { self.store.read_legacy(&shard).await });
-        let read: Vec<_> = futures_util::stream::iter(reads).buffered(READ_PARALLELISM).collect().await;
-        let mut shards = Vec::new();
-        for (shard, bytes) in legacy.iter().zip(read) {
-            let Some((_, bytes)) = bytes.map_err(index_error)? else { continue };
-            match Shard::decode(&bytes) {
-                Ok(decoded) => shards.push(decoded),
-                Err(_) => tracing::error!(key = %shard.key, "a legacy index shard is damaged; not migrated"),
-            }
-        }
-        let now = now_ms();
-        for part in split(shards, self.config.segment_bytes) {
-            let docs: Vec<(String, u32)> =
-                part.iter().map(|s| (s.document_id.clone(), s.chunks.len() as u32)).collect();
-            let (info, bytes) = self.encode(part).await?;
-            self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
-            manifest.serve(info, &docs, "", now);
-        }
-        tracing::info!(documents = manifest.docs.len(), "migrating legacy index shards into segments");
-        Ok(Current { etag: None, manifest, migrated: legacy })
-    }
-
     /// Writes `current` if the stored manifest is still the one it was read from; `None`
-    /// on a conflict. Deletes migrated legacy shards once their manifest is written.
+    /// on a conflict.
     async fn put(&self, scope: &Scope, current: &mut Current) -> Result<Option<String>, Error> {
         current.manifest.generation += 1;
         match self.store.put_manifest(scope, &current.manifest, current.etag.as_deref()).await {
-            Ok(etag) => {
-                for shard in std::mem::take(&mut current.migrated) {
-                    if let Err(e) = self.store.delete_legacy(&shard).await {
-                        tracing::warn!(problem = %e, key = %shard.key, "could not delete a migrated legacy shard");
-                    }
-                }
-                Ok(Some(etag))
-            }
+            Ok(etag) => Ok(Some(etag)),
             Err(StoreError::ConditionFailed { .. }) => Ok(None),
             Err(e) => Err(index_error(e)),
         }
@@ -406,7 +363,7 @@ impl IndexWriter {
                 manifest.collected_ms = now;
             }
             manifest.compacting_until_ms = 0;
-            let mut next = Current { etag: Some(etag.clone()), manifest, migrated: Vec::new() };
+            let mut next = Current { etag: Some(etag.clone()), manifest };
             if let Some(written) = self.put(scope, &mut next).await? {
                 for id in &unused {
                     self.discard(scope, id).await;
@@ -421,7 +378,7 @@ impl IndexWriter {
                     return Ok(None);
                 }
                 tracing::info!(inputs = inputs.len(), outputs = outputs.len(), "compacted index segments");
-                return Ok(Some(Current { etag: Some(written), manifest: next.manifest, migrated: Vec::new() }));
+                return Ok(Some(Current { etag: Some(written), manifest: next.manifest }));
             }
             pause(attempt).await;
             let fresh = self.current(scope).await?;

@@ -21,7 +21,9 @@
 //! index store implements the search index's traits in a module of its own ([`postgres`]).
 
 mod aws;
+mod blobs;
 mod dynamo;
+mod index;
 pub mod keys;
 pub mod postgres;
 mod records;
@@ -32,14 +34,13 @@ mod shard;
 mod spans;
 mod sqs;
 
-use std::{future::Future, pin::Pin};
-
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Serialize;
 
 pub use aws::{AwsClients, StoreConfig};
+pub use blobs::{Blob, BlobStore, Body, Listed, PresignedPut, Revalidated};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
+pub use index::{Added, DocumentIndex, IndexStore, ManifestRead, PassageSearch, PendingQuery};
 pub use postgres::{PgConfig, PgIndex};
 pub use records::{DocEntry, Manifest, Retired, Segment, SegmentDoc, SegmentInfo};
 pub use s3::S3Bucket;
@@ -52,7 +53,7 @@ use crate::{
     error::Error,
     model::{
         DayUsage, Document, Feedback, FeedbackCounts, FeedbackReason, Finished, Job, Message, NewDocument, Owner, Page,
-        Passage, Query, Ranking, Rating, Scope, Session, Shard, Source, Usage, UsageCounts,
+        Rating, Scope, Session, Source, Usage, UsageCounts,
     },
 };
 
@@ -482,186 +483,6 @@ pub trait AnswerCache: Send + Sync {
     async fn cached(&self, tenant: &str, key: &str, now_secs: u64) -> StoreResult<Option<String>>;
     /// Keeps `answer` under `key` until `expires_at` (epoch seconds), replacing any other.
     async fn keep(&self, tenant: &str, key: &str, answer: &str, expires_at: u64) -> StoreResult<()>;
-}
-
-// ------------------------------------------------------------------ objects
-
-/// An object's body, read when asked for (so a caller can look at the size first).
-pub struct Body(Pin<Box<dyn Future<Output = StoreResult<Bytes>> + Send>>);
-
-impl Body {
-    pub fn new(read: impl Future<Output = StoreResult<Bytes>> + Send + 'static) -> Self {
-        Self(Box::pin(read))
-    }
-
-    pub async fn bytes(self) -> StoreResult<Bytes> {
-        self.0.await
-    }
-}
-
-/// An object as read: its version, its size and its body, not yet downloaded.
-pub struct Blob {
-    pub etag: String,
-    pub size: u64,
-    pub body: Body,
-}
-
-/// An object as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub key: String,
-    pub etag: String,
-    pub last_modified_ms: u64,
-}
-
-/// The answer to a conditional read.
-pub enum Revalidated {
-    Changed { etag: Option<String>, bytes: Bytes },
-    NotModified,
-    Missing,
-}
-
-/// A presigned upload: the URL and the headers the uploader must send.
-#[derive(Debug, Clone)]
-pub struct PresignedPut {
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-}
-
-/// Objects in one bucket.
-#[async_trait]
-pub trait BlobStore: Send + Sync {
-    /// The object, or `None` when there is no such key.
-    async fn get(&self, key: &str) -> StoreResult<Option<Blob>>;
-    /// The object unless its ETag is still `etag`.
-    async fn get_if_changed(&self, key: &str, etag: Option<&str>) -> StoreResult<Revalidated>;
-    /// Writes the object whole; returns its new ETag.
-    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> StoreResult<Option<String>>;
-    /// Deletes the object (no error when it is already gone).
-    async fn delete(&self, key: &str) -> StoreResult<()>;
-    /// Deletes every version of the object and its delete markers (in a versioned bucket a
-    /// plain delete only hides it), so nothing of it is left to restore.
-    async fn delete_all_versions(&self, key: &str) -> StoreResult<()>;
-    /// Removes every version of `key` but the first (the oldest stored), so the object is
-    /// what was first written under it; the number removed.
-    async fn keep_first_version(&self, key: &str) -> StoreResult<usize>;
-    /// The object's version (ETag) without reading it, or `None` when there is no such key.
-    async fn version(&self, key: &str) -> StoreResult<Option<String>>;
-    /// Every object under `prefix`, `page_size` at a time (S3's maximum is 1000).
-    async fn list(&self, prefix: &str, page_size: i32) -> StoreResult<Vec<Listed>>;
-    /// A URL that lets its holder PUT exactly this object (key, type, length) for `ttl`.
-    async fn presign_put(
-        &self,
-        key: &str,
-        content_type: &str,
-        length: u64,
-        ttl: std::time::Duration,
-    ) -> StoreResult<PresignedPut>;
-}
-
-// ------------------------------------------------------------------ the index
-
-/// A legacy per-document shard (the index layout before manifests) as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardRef {
-    pub key: String,
-    pub etag: String,
-}
-
-/// The answer to a conditional read of a scope's manifest.
-pub enum ManifestRead {
-    Changed { etag: String, manifest: Manifest },
-    NotModified,
-    Missing,
-}
-
-/// A scope's index: one manifest, immutable segments named by id, reports of damaged
-/// segments, and the legacy per-document shards still to be migrated. Segments travel as
-/// bytes; encoding and decoding them ([`Segment::encode`], [`Segment::decode`]) is CPU work
-/// the caller schedules.
-#[async_trait]
-pub trait IndexStore: Send + Sync {
-    /// The manifest unless its version is still `etag`.
-    async fn manifest(&self, scope: &Scope, etag: Option<&str>) -> StoreResult<ManifestRead>;
-    /// Replaces the manifest if it is still at version `expected` (`None`: only if there is
-    /// none yet); `ConditionFailed` when another writer got there first. Returns the new version.
-    async fn put_manifest(&self, scope: &Scope, manifest: &Manifest, expected: Option<&str>) -> StoreResult<String>;
-    /// A segment's bytes; `None` when there is no such segment.
-    async fn read_segment(&self, scope: &Scope, id: &str) -> StoreResult<Option<Bytes>>;
-    /// Writes a new segment.
-    async fn write_segment(&self, scope: &Scope, id: &str, bytes: Bytes) -> StoreResult<()>;
-    /// Deletes a segment (no error when it is already gone).
-    async fn delete_segment(&self, scope: &Scope, id: &str) -> StoreResult<()>;
-    /// Every stored segment with when it was written: (id, epoch ms).
-    async fn segments(&self, scope: &Scope) -> StoreResult<Vec<(String, u64)>>;
-    /// Records that a reader found segment `id` damaged.
-    async fn report_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()>;
-    /// Segments reported damaged.
-    async fn damaged(&self, scope: &Scope) -> StoreResult<Vec<String>>;
-    /// Removes a damage report (once the segment is repaired).
-    async fn clear_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()>;
-    /// Legacy per-document shards of the scope.
-    async fn legacy_shards(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>>;
-    /// A legacy shard's bytes and ETag; `None` when it vanished since the listing.
-    async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>>;
-    /// Deletes a legacy shard (no error when it is already gone).
-    async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()>;
-}
-
-// ------------------------------------------------------------------ the search index
-
-/// What became of a document handed to [`DocumentIndex::add`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Added {
-    /// Committed: the next search of its scope finds it.
-    Indexed,
-    /// Its source object changed meanwhile; the newer version is what must be indexed.
-    Superseded,
-    /// Its source object was deleted meanwhile; nothing was committed.
-    Gone,
-}
-
-/// The search index as ingest (and a delete) writes it: whole documents, per scope. Two
-/// stores implement it: segments in S3 ([`crate::index::IndexWriter`], the default) and
-/// PostgreSQL with pgvector ([`PgIndex`], `COACH_INDEX_STORE=postgres`).
-///
-/// Every change is atomic per document: a search sees a document's previous version or its
-/// new one, never part of either.
-#[async_trait]
-pub trait DocumentIndex: Send + Sync {
-    /// Indexes `doc` in `scope`, replacing any earlier version, provided its source object
-    /// `source_key` is still at version `source_etag` when the change commits (a delete or
-    /// a newer upload meanwhile is never overwritten).
-    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error>;
-    /// Removes document `id`: no search returns it once this returns. Returns whether it was
-    /// indexed.
-    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error>;
-    /// Document `id` as indexed (chunks and vectors); `None` when the scope has no such document.
-    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error>;
-    /// Erases what removed documents left in the scope's stored objects: rewrites now what
-    /// still holds their data, and deletes (every version of) what nothing references once
-    /// readers may no longer need it. `Some(wait)` when some is left to delete after that
-    /// grace period: call again after `wait`.
-    async fn purge(&self, scope: &Scope) -> Result<Option<std::time::Duration>, Error>;
-}
-
-/// A query while it is made (the conversation read, the query embedded): a future, so a
-/// store can load what it needs meanwhile.
-pub type PendingQuery<'a> = Pin<Box<dyn Future<Output = Query> + Send + 'a>>;
-
-/// The search index as chat reads it: the best passages of a tenant's documents and the
-/// shared docs for a [`Query`], ranked by its weighted terms (BM25) and (given its vector) by
-/// vectors of the same model, the two rankings fused by reciprocal rank and cut by
-/// `ranking`. No other scope is ever read. Both stores rank alike: same terms
-/// ([`crate::analysis`]), same BM25, same fusion.
-#[async_trait]
-pub trait PassageSearch: Send + Sync {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error>;
-
-    /// A token that changes whenever what [`PassageSearch::search`] may return for `tenant`
-    /// changes: a document of the tenant or of the shared docs indexed, replaced or removed.
-    /// Caches of answers grounded in the index key on it.
-    async fn version(&self, tenant: &str) -> Result<String, Error>;
 }
 
 // ------------------------------------------------------------------ jobs

@@ -1,8 +1,8 @@
 //! The S3 bucket: shared docs (`docs/`), the generated prompt (`prompt/`), uploads
 //! (`uploads/{tenant}/{document_id}/{file}`) and the index: per scope (`index/{tenant}/`, or
 //! `index/_global/` for the shared docs) a `manifest` (replaced by conditional writes),
-//! immutable segments `seg/{id}`, damage reports `damaged/{id}`, and the legacy per-document
-//! shards `{document_id}` from before manifests. Each object is written whole.
+//! immutable segments `seg/{id}` and damage reports `damaged/{id}` (the layout is
+//! [`super::keys`]'s). Each object is written whole.
 
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use super::records::Manifest;
 use super::{
     aws::{classify, service_error},
     keys::index_prefix,
-    Blob, BlobStore, Body, Failure, IndexStore, Listed, ManifestRead, PresignedPut, Probe, Revalidated, ShardRef,
-    StoreError, StoreResult,
+    Blob, BlobStore, Body, Failure, IndexStore, Listed, ManifestRead, PresignedPut, Probe, Revalidated, StoreError,
+    StoreResult,
 };
 use crate::model::Scope;
 
@@ -336,36 +336,6 @@ impl IndexStore for S3Bucket {
 
     async fn clear_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()> {
         BlobStore::delete(self, &damaged_key(scope, id)).await
-    }
-
-    async fn legacy_shards(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>> {
-        // Legacy shards sit directly under the scope's folder, beside the manifest and the
-        // `seg/` and `damaged/` folders, which a delimiter listing leaves out.
-        let prefix = index_prefix(scope);
-        let mut shards = Vec::new();
-        let mut pages =
-            self.client.list_objects_v2().bucket(&self.bucket).prefix(&prefix).delimiter("/").into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| service_error("list index shards", e))?;
-            for object in page.contents() {
-                if let (Some(key), Some(etag)) = (object.key(), object.e_tag()) {
-                    if key.strip_prefix(&prefix).is_some_and(|name| name != "manifest") {
-                        shards.push(ShardRef { key: key.to_owned(), etag: etag.to_owned() });
-                    }
-                }
-            }
-        }
-        Ok(shards)
-    }
-
-    async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>> {
-        let Some(blob) = BlobStore::get(self, &shard.key).await? else { return Ok(None) };
-        let etag = if blob.etag.is_empty() { shard.etag.clone() } else { blob.etag };
-        Ok(Some((etag, blob.body.bytes().await?)))
-    }
-
-    async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()> {
-        BlobStore::delete_all_versions(self, &shard.key).await
     }
 }
 

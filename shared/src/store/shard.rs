@@ -1,5 +1,7 @@
-//! The stored form of an index shard: an 8-byte magic followed by postcard, a compact serde
-//! format, small to store and fast to load in the chat path.
+//! The stored form of one document's index data (a [`Shard`]): what embedding jobs keep
+//! between invocations, a part of a large document's vectors at a time
+//! (`index/{scope}/work/...`, see [`crate::ingest::jobs`]). An 8-byte magic followed by
+//! postcard, a compact serde format.
 
 use crate::model::{Chunk, Shard};
 

@@ -1,6 +1,6 @@
 //! The tenant index at scale, against moto: manifest and segments, concurrent ingests,
 //! races with deletes and second uploads, a crash between a segment and its manifest,
-//! compaction, collection of old segments, damaged segments, migration of legacy shards,
+//! compaction, collection of old segments, damaged segments, a scope's first write,
 //! read-your-writes, and an index larger than the cache.
 //!
 //! Races are staged deterministically with [`Gated`], the real S3 index store with one pause
@@ -22,10 +22,10 @@ use coach::{
     http::outbound_client,
     index::{IndexConfig, IndexWriter, MERGE_FACTOR},
     ingest::{Ingestor, ObjectEvent, Outcome},
-    model::{Chunk, Scope, Shard},
+    model::Scope,
     retry::Retries,
     secrets::Secrets,
-    store::{Failure, IndexStore, Manifest, ManifestRead, S3Bucket, Segment, ShardRef, StoreError, StoreResult},
+    store::{Failure, IndexStore, Manifest, ManifestRead, S3Bucket, Segment, StoreError, StoreResult},
 };
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
@@ -125,15 +125,6 @@ impl IndexStore for Gated {
     }
     async fn clear_damaged(&self, scope: &Scope, id: &str) -> StoreResult<()> {
         self.inner.clear_damaged(scope, id).await
-    }
-    async fn legacy_shards(&self, scope: &Scope) -> StoreResult<Vec<ShardRef>> {
-        self.inner.legacy_shards(scope).await
-    }
-    async fn read_legacy(&self, shard: &ShardRef) -> StoreResult<Option<(String, Bytes)>> {
-        self.inner.read_legacy(shard).await
-    }
-    async fn delete_legacy(&self, shard: &ShardRef) -> StoreResult<()> {
-        self.inner.delete_legacy(shard).await
     }
 }
 
@@ -452,37 +443,18 @@ async fn shared_docs_have_the_same_index() {
 }
 
 #[tokio::test]
-async fn legacy_per_document_shards_are_read_then_migrated_on_the_first_write() {
+async fn a_scope_without_a_manifest_is_empty_until_its_first_write() {
     let stack = TestStack::with_env(LEXICAL).await;
     let services = stack.deploy();
-    let mut legacy = Vec::new();
-    for i in 0..3 {
-        let id = format!("01JLEGACY0000000000000000{i}");
-        let shard = Shard {
-            document_id: id.clone(),
-            title: format!("old-{i}.md"),
-            chunks: vec![Chunk { heading: None, text: format!("Legacy keyword zq{i}x."), span: None }],
-            embedding_model: None,
-            dims: 0,
-            vectors: Vec::new(),
-        };
-        stack.put(&format!("index/acme/{id}"), &shard.encode()).await;
-        legacy.push(id);
-    }
-    // Read the old way while the scope has no manifest.
+    // An object beside where the manifest goes is not an index (the layout before manifests
+    // is no longer read).
+    stack.put("index/acme/01JLEGACY00000000000000000", b"COACHIX1 not an index").await;
     assert!(stack.manifest(&acme()).await.is_none());
-    assert_eq!(cited(&services, "acme", "zq1x").await, BTreeSet::from([legacy[1].clone()]));
-    // The first ingest converts them: a manifest, segments, and the old objects deleted.
+    assert_eq!(cited(&services, "acme", "zq3x").await, BTreeSet::new());
     let new = add(&stack, &services, "acme", "new.md", &topic(3)).await;
     let indexed = stack.indexed(&acme()).await;
-    assert_eq!(indexed.len(), 4);
-    assert!(legacy.iter().all(|id| indexed.contains_key(id)) && indexed.contains_key(&new));
-    for id in &legacy {
-        assert!(stack.keys(&format!("index/acme/{id}")).await.is_empty(), "legacy shard deleted");
-    }
-    let cold = stack.deploy();
-    assert_eq!(cited(&cold, "acme", "zq0x").await, BTreeSet::from([legacy[0].clone()]));
-    assert_eq!(cited(&cold, "acme", "zq3x").await, BTreeSet::from([new]));
+    assert_eq!(indexed.keys().cloned().collect::<Vec<_>>(), vec![new.clone()]);
+    assert_eq!(cited(&stack.deploy(), "acme", "zq3x").await, BTreeSet::from([new]));
 }
 
 #[test]

@@ -40,6 +40,15 @@ async fn with_jobs(vars: &[(&str, &str)]) -> (TestStack, String) {
     (base.with_more_env(&[("COACH_INGEST_QUEUE_URL", &jobs)]), jobs)
 }
 
+/// An OpenAI chat completion answering `text`, as the API documents it.
+fn completion(text: &str) -> Value {
+    json!({
+        "id": "c", "object": "chat.completion", "model": "gpt-test-0613",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}
+    })
+}
+
 const LONG: &str = "How should I plan my week when everything seems urgent at once?";
 const FIRST_WORDS: &str = "How should I plan my week when everything…";
 
@@ -51,11 +60,7 @@ async fn a_new_session_is_titled_by_the_model_after_the_reply_unless_its_user_na
             let body: Value = request.body_json().unwrap();
             let naming = body["messages"][0]["content"].as_str().unwrap_or("").starts_with("You name conversations");
             let text = if naming { "\"Weekly Planning Under Pressure.\"" } else { "Pick three priorities." };
-            ResponseTemplate::new(200).set_body_json(json!({
-                "id": "c", "object": "chat.completion", "model": "gpt-test-0613",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}
-            }))
+            ResponseTemplate::new(200).set_body_json(completion(text))
         })
         .mount(&server)
         .await;
@@ -141,11 +146,7 @@ async fn without_a_model_sessions_keep_their_first_words_and_renames_are_checked
 async fn a_bad_model_setting_fails_only_the_title_jobs_of_ingest() {
     let server = MockServer::start().await;
     Mock::given(matchers::path("/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "c", "object": "chat.completion", "model": "gpt-test-0613",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Pick three."}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}
-        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("Pick three.")))
         .mount(&server)
         .await;
     let uri = server.uri();

@@ -100,7 +100,7 @@ impl Analyzer {
 
     /// `COACH_SEARCH_LANGUAGE`: `english` (the default), another Snowball language, or `none`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let wanted = env.string_or("COACH_SEARCH_LANGUAGE", "english").to_ascii_lowercase();
+        let wanted = env.text("COACH_SEARCH_LANGUAGE").to_ascii_lowercase();
         match LANGUAGES.iter().find(|(name, _)| *name == wanted) {
             Some((name, algorithm)) => Ok(Self::new(name, *algorithm)),
             None => {

@@ -90,7 +90,7 @@ pub struct Audit {
 impl Audit {
     /// Retention from `COACH_AUDIT_RETENTION_DAYS` (365).
     pub fn from_env(env: &Env, store: Arc<dyn AuditLog>) -> Result<Self, ConfigError> {
-        let days = env.number("COACH_AUDIT_RETENTION_DAYS", 365, 1, 3650)?;
+        let days = env.number("COACH_AUDIT_RETENTION_DAYS")?;
         Ok(Self { store, retention: Duration::from_secs(days * 86_400) })
     }
 

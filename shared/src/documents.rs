@@ -80,15 +80,15 @@ impl UploadConfig {
         let max_bytes = max_upload_bytes(env)?;
         Ok(Self {
             max_bytes,
-            url_ttl: Duration::from_secs(env.number("COACH_UPLOAD_URL_TTL_SECS", 300, 60, 3600)?),
-            inline_max_bytes: env.number("COACH_INLINE_UPLOAD_MAX_BYTES", 1 << 20, 1, 2 << 20)?.min(max_bytes),
+            url_ttl: Duration::from_secs(env.number("COACH_UPLOAD_URL_TTL_SECS")?),
+            inline_max_bytes: env.number("COACH_INLINE_UPLOAD_MAX_BYTES")?.min(max_bytes),
         })
     }
 }
 
 /// The largest document accepted (`COACH_MAX_UPLOAD_BYTES`), read by upload-url and ingest.
 pub fn max_upload_bytes(env: &Env) -> Result<u64, ConfigError> {
-    env.number("COACH_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, 1, 100 * 1024 * 1024)
+    env.number("COACH_MAX_UPLOAD_BYTES")
 }
 
 /// Types a presigned upload may have.

@@ -65,7 +65,7 @@ pub struct History {
 impl History {
     /// Retention from `COACH_HISTORY_RETENTION_DAYS` (90 days by default).
     pub fn from_env(env: &Env, store: Arc<dyn HistoryStore>) -> Result<Self, ConfigError> {
-        let days = env.number("COACH_HISTORY_RETENTION_DAYS", 90, 1, 3650)?;
+        let days = env.number("COACH_HISTORY_RETENTION_DAYS")?;
         Ok(Self { store, ids: Ids::new(), retention: Duration::from_secs(86_400 * days) })
     }
 

@@ -168,8 +168,8 @@ pub fn outbound_client_without_redirects() -> reqwest::Result<reqwest::Client> {
 /// for each invocation, added to an outbound request (the AWS SDK adds it to AWS calls
 /// itself); the request as it was outside Lambda.
 pub fn traced(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    match std::env::var("_X_AMZN_TRACE_ID") {
-        Ok(trace) if !trace.is_empty() && trace.len() <= 256 && trace.is_ascii() => {
+    match crate::config::lambda_trace_id() {
+        Some(trace) if !trace.is_empty() && trace.len() <= 256 && trace.is_ascii() => {
             request.header("x-amzn-trace-id", trace)
         }
         _ => request,

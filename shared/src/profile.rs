@@ -40,7 +40,7 @@ pub struct ProfileConfig {
 impl ProfileConfig {
     /// `None` unless both `COACH_AUTH0_DOMAIN` and `COACH_AUTH0_CLIENT_ID` are set.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let cache_ttl = Duration::from_secs(env.number("COACH_PROFILE_CACHE_TTL_SECS", 600, 0, 86_400)?);
+        let cache_ttl = Duration::from_secs(env.number("COACH_PROFILE_CACHE_TTL_SECS")?);
         let (domain, client_id) = match (env.string("COACH_AUTH0_DOMAIN"), env.string("COACH_AUTH0_CLIENT_ID")) {
             (None, None) => return Ok(None),
             (Some(d), Some(c)) => (d, c),

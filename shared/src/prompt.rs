@@ -44,7 +44,7 @@ pub struct SystemPrompt {
 impl SystemPrompt {
     /// Revalidated at most every `COACH_PROMPT_REVALIDATE_SECS` (5 s by default).
     pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>) -> Result<Self, ConfigError> {
-        let revalidate = Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS", 5, 0, 3600)?);
+        let revalidate = Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS")?);
         Ok(Self::new(blobs, revalidate))
     }
 

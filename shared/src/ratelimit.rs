@@ -46,9 +46,9 @@ pub struct RateLimitConfig {
 impl RateLimitConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            per_user: env.number("COACH_RATE_LIMIT_USER", 30, 0, 1_000_000)?,
-            per_tenant: env.number("COACH_RATE_LIMIT_TENANT", 600, 0, 10_000_000)?,
-            window: Duration::from_secs(env.number("COACH_RATE_LIMIT_WINDOW_SECS", 60, 1, 86_400)?),
+            per_user: env.number("COACH_RATE_LIMIT_USER")?,
+            per_tenant: env.number("COACH_RATE_LIMIT_TENANT")?,
+            window: Duration::from_secs(env.number("COACH_RATE_LIMIT_WINDOW_SECS")?),
         })
     }
 }

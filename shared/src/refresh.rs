@@ -65,7 +65,7 @@ pub struct Refresher {
 
 impl Refresher {
     pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>) -> Result<Self, ConfigError> {
-        Ok(Self { blobs, ids: Ids::new(), budget: env.number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000)? as u32 })
+        Ok(Self { blobs, ids: Ids::new(), budget: env.number("COACH_PROMPT_MAX_TOKENS")? as u32 })
     }
 
     /// Rebuilds the prompt; `page_size` is the listing page size (S3's maximum is 1000).

@@ -35,11 +35,11 @@ pub struct RerankConfig {
 
 impl RerankConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let provider = env.string_or("COACH_RERANK_PROVIDER", "none").to_ascii_lowercase();
+        let provider = env.text("COACH_RERANK_PROVIDER").to_ascii_lowercase();
         let base_url = match provider.as_str() {
             "none" => None,
             "cohere" => {
-                let url = env.string_or("COACH_RERANK_BASE_URL", "https://api.cohere.com/v2");
+                let url = env.text("COACH_RERANK_BASE_URL");
                 let url = url.trim_end_matches('/').to_owned();
                 if reqwest::Url::parse(&url).is_err() {
                     return Err(ConfigError { var: "COACH_RERANK_BASE_URL", reason: format!("not a URL: {url:?}") });
@@ -55,9 +55,9 @@ impl RerankConfig {
         };
         Ok(Self {
             base_url,
-            model: env.string_or("COACH_RERANK_MODEL", "rerank-v3.5"),
-            candidates: env.number("COACH_RERANK_CANDIDATES", 20, 1, 100)? as usize,
-            timeout: Duration::from_millis(env.number("COACH_RERANK_TIMEOUT_MS", 2000, 50, 30_000)?),
+            model: env.text("COACH_RERANK_MODEL"),
+            candidates: env.number("COACH_RERANK_CANDIDATES")? as usize,
+            timeout: Duration::from_millis(env.number("COACH_RERANK_TIMEOUT_MS")?),
         })
     }
 }

@@ -119,11 +119,11 @@ impl Ranking {
     /// Settings from `COACH_RETRIEVAL_*`.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            top_k: env.number("COACH_RETRIEVAL_TOP_K", 5, 0, 50)? as usize,
-            min_score: env.float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0)?,
-            min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0)?,
+            top_k: env.number("COACH_RETRIEVAL_TOP_K")? as usize,
+            min_score: env.float("COACH_RETRIEVAL_MIN_SCORE")?,
+            min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY")?,
             // Tuned with `make eval` on CISI (docs/PERFORMANCE.md, Retrieval quality).
-            vector_weight: env.float("COACH_RETRIEVAL_VECTOR_WEIGHT", 2.0, 0.1, 10.0)?,
+            vector_weight: env.float("COACH_RETRIEVAL_VECTOR_WEIGHT")?,
         })
     }
 }

@@ -21,8 +21,8 @@ pub struct Retries {
 impl Retries {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            max_attempts: env.number("COACH_LLM_MAX_ATTEMPTS", 3, 1, 10)? as u32,
-            backoff: Duration::from_millis(env.number("COACH_LLM_BACKOFF_MS", 250, 0, 10_000)?),
+            max_attempts: env.number("COACH_LLM_MAX_ATTEMPTS")? as u32,
+            backoff: Duration::from_millis(env.number("COACH_LLM_BACKOFF_MS")?),
         })
     }
 

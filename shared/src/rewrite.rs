@@ -60,8 +60,8 @@ impl QueryRewrite {
     /// The rewrite's timeout when it is on. `llm` needs a language model
     /// (`COACH_LLM_PROVIDER`).
     fn timeout(env: &Env, llm: &LlmConfig) -> Result<Option<Duration>, ConfigError> {
-        let timeout = Duration::from_millis(env.number("COACH_QUERY_REWRITE_TIMEOUT_MS", 2_000, 100, 10_000)?);
-        match env.string_or("COACH_QUERY_REWRITE", "off").to_ascii_lowercase().as_str() {
+        let timeout = Duration::from_millis(env.number("COACH_QUERY_REWRITE_TIMEOUT_MS")?);
+        match env.text("COACH_QUERY_REWRITE").to_ascii_lowercase().as_str() {
             "off" => Ok(None),
             "llm" if llm.provider == Provider::None => Err(ConfigError {
                 var: "COACH_QUERY_REWRITE",

@@ -55,7 +55,7 @@ impl std::fmt::Debug for Secrets {
 impl Secrets {
     /// `secret_id` from the store configuration; the TTL from `COACH_SECRET_CACHE_TTL_SECS`.
     pub fn from_env(env: &Env, source: Arc<dyn SecretSource>, secret_id: &str) -> Result<Self, ConfigError> {
-        let ttl = Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS", 300, 0, 86_400)?);
+        let ttl = Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS")?);
         Ok(Self::new(source, secret_id, ttl))
     }
 

@@ -44,7 +44,7 @@ pub struct Slot {
 impl Streams {
     /// `COACH_STREAMS_PER_TENANT` (10; 0: no limit).
     pub fn from_env(env: &Env, store: Arc<dyn StreamSlots>) -> Result<Self, ConfigError> {
-        let per_tenant = env.number("COACH_STREAMS_PER_TENANT", 10, 0, 1000)? as u32;
+        let per_tenant = env.number("COACH_STREAMS_PER_TENANT")? as u32;
         Ok(Self { store, per_tenant })
     }
 

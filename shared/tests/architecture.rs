@@ -154,3 +154,58 @@ fn the_checks_see_groups_and_loops() {
     assert_eq!(names_sdk(r#"const Q: &str = "aws_smithy_runtime=warn";"#), None);
     assert_eq!(code("// see crate::x\nuse crate::y;"), "use crate::y;");
 }
+
+/// Every Rust file of `shared/src` and of the functions, with its path.
+fn sources() -> Vec<(std::path::PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut all = Vec::new();
+    files(&root.join("src"), &mut all);
+    files(&root.join("../functions"), &mut all);
+    all.into_iter().map(|f| (f.clone(), std::fs::read_to_string(&f).unwrap())).collect()
+}
+
+#[test]
+fn only_the_configuration_reads_the_environment() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    for (file, text) in sources().iter().filter(|(f, _)| !f.starts_with(&config)) {
+        for pattern in ["env::var(", "env::var_os(", "env::vars("] {
+            assert!(
+                !code(text).contains(pattern),
+                "{} reads the environment ({pattern}); use config::Env",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_setting_the_code_reads_is_a_row_of_the_settings_table() {
+    use coach::config::settings::{setting, Kind};
+    // The configuration's own tests read settings the wrong way on purpose.
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut read = 0;
+    for (file, text) in sources().into_iter().filter(|(f, _)| !f.starts_with(&config)) {
+        let text = code(&text);
+        for method in ["number", "number_or", "float", "boolean_or", "text", "string_or", "string", "list"] {
+            let call = format!("env.{method}(\"");
+            for (at, _) in text.match_indices(&call) {
+                let name: String = text[at + call.len()..].chars().take_while(|c| *c != '"').collect();
+                let row = setting(&name).unwrap_or_else(|| panic!("{}: {name} is not in SETTINGS", file.display()));
+                let fits = matches!(
+                    (method, row.kind),
+                    ("number", Kind::Number { default: Some(_), .. })
+                        | ("number_or", Kind::Number { .. })
+                        | ("float", Kind::Float { .. })
+                        | ("boolean_or", Kind::Flag)
+                        | ("list", Kind::List)
+                        | ("text", Kind::Text { default: Some(_) })
+                        | ("string_or", Kind::Text { default: None })
+                        | ("string", _)
+                );
+                assert!(fits, "{}: {name} read with env.{method} but the table says {:?}", file.display(), row.kind);
+                read += 1;
+            }
+        }
+    }
+    assert!(read > 80, "found {read} reads");
+}

@@ -50,9 +50,9 @@ pub struct AssistConfig {
 impl AssistConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            qa_cache: Duration::from_secs(env.number("COACH_QA_CACHE_SECS", 300, 0, 86_400)?),
-            summarize_max_chars: env.number("COACH_SUMMARIZE_MAX_CHARS", 200_000, 1_000, 5_000_000)? as usize,
-            summarize_max_parts: env.number("COACH_SUMMARIZE_MAX_PARTS", 16, 1, 200)? as usize,
+            qa_cache: Duration::from_secs(env.number("COACH_QA_CACHE_SECS")?),
+            summarize_max_chars: env.number("COACH_SUMMARIZE_MAX_CHARS")? as usize,
+            summarize_max_parts: env.number("COACH_SUMMARIZE_MAX_PARTS")? as usize,
         })
     }
 }

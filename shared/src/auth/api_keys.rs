@@ -130,8 +130,8 @@ impl ApiKeys {
     /// Keys looked up are kept `COACH_API_KEY_CACHE_SECS` (5; 0 to 60); keys live at most
     /// `COACH_API_KEY_MAX_DAYS` (0: no limit).
     pub fn from_env(env: &Env, store: Arc<dyn ApiKeyStore>) -> Result<Self, ConfigError> {
-        let ttl = Duration::from_secs(env.number("COACH_API_KEY_CACHE_SECS", 5, 0, 60)?);
-        let max_days = Some(env.number("COACH_API_KEY_MAX_DAYS", 0, 0, MAX_EXPIRY_DAYS)?).filter(|d| *d > 0);
+        let ttl = Duration::from_secs(env.number("COACH_API_KEY_CACHE_SECS")?);
+        let max_days = Some(env.number("COACH_API_KEY_MAX_DAYS")?).filter(|d| *d > 0);
         Ok(Self::new(store, ttl, max_days))
     }
 

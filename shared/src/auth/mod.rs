@@ -72,7 +72,7 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let mode = match env.string_or("COACH_AUTH_MODE", "hs256").to_ascii_lowercase().as_str() {
+        let mode = match env.text("COACH_AUTH_MODE").to_ascii_lowercase().as_str() {
             "hs256" => {
                 let algorithms = env.list("COACH_JWT_ALGORITHMS");
                 if algorithms.iter().any(|a| a != "HS256") {
@@ -113,8 +113,8 @@ impl AuthConfig {
                 AuthMode::Jwks {
                     url,
                     algorithms,
-                    cache_ttl: Duration::from_secs(env.number("COACH_JWKS_CACHE_TTL_SECS", 3600, 1, 86_400)?),
-                    min_refetch: Duration::from_secs(env.number("COACH_JWKS_MIN_REFETCH_SECS", 60, 0, 3600)?),
+                    cache_ttl: Duration::from_secs(env.number("COACH_JWKS_CACHE_TTL_SECS")?),
+                    min_refetch: Duration::from_secs(env.number("COACH_JWKS_MIN_REFETCH_SECS")?),
                 }
             }
             other => {
@@ -130,9 +130,9 @@ impl AuthConfig {
                     .map_err(|reason| ConfigError { var: "COACH_SINGLE_TENANT", reason })?;
                 TenantSource::Single(tenant)
             }
-            None => TenantSource::Claim(env.string_or("COACH_TENANT_CLAIM", "tenant_id")),
+            None => TenantSource::Claim(env.text("COACH_TENANT_CLAIM")),
         };
-        let default_role = match env.string_or("COACH_DEFAULT_ROLE", "user").to_ascii_lowercase().as_str() {
+        let default_role = match env.text("COACH_DEFAULT_ROLE").to_ascii_lowercase().as_str() {
             "none" => None,
             name => Some(name.parse().map_err(|_| ConfigError {
                 var: "COACH_DEFAULT_ROLE",
@@ -165,10 +165,10 @@ impl AuthConfig {
             mode,
             issuer,
             audience,
-            leeway_secs: env.number("COACH_JWT_LEEWAY_SECS", 30, 0, 300)?,
-            user_claim: env.string_or("COACH_USER_CLAIM", "sub"),
+            leeway_secs: env.number("COACH_JWT_LEEWAY_SECS")?,
+            user_claim: env.text("COACH_USER_CLAIM"),
             tenant,
-            roles_claim: env.string_or("COACH_ROLES_CLAIM", "roles"),
+            roles_claim: env.text("COACH_ROLES_CLAIM"),
             default_role,
             platform_admins: env.list("COACH_PLATFORM_ADMINS"),
         })

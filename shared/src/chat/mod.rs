@@ -127,9 +127,9 @@ pub struct ChatConfig {
 impl ChatConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            history_limit: env.number("COACH_HISTORY_LIMIT", 10, 0, 100)? as i32,
-            max_message_chars: env.number("COACH_MAX_MESSAGE_CHARS", 4000, 1, 100_000)? as usize,
-            turn_timeout: Duration::from_secs(env.number("COACH_TURN_TIMEOUT_SECS", 28, 3, 900)?),
+            history_limit: env.number("COACH_HISTORY_LIMIT")? as i32,
+            max_message_chars: env.number("COACH_MAX_MESSAGE_CHARS")? as usize,
+            turn_timeout: Duration::from_secs(env.number("COACH_TURN_TIMEOUT_SECS")?),
         })
     }
 }

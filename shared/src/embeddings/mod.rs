@@ -49,12 +49,9 @@ pub struct EmbeddingConfig {
     pub policy: RetryPolicy,
 }
 
-/// Where the `local` provider's model is by default: the Lambda layer's folder.
-pub const DEFAULT_MODEL_DIR: &str = "/opt/all-minilm-l6-v2";
-
 impl EmbeddingConfig {
     pub fn from_env(env: &Env, retries: Retries) -> Result<Self, ConfigError> {
-        let provider = match env.string_or("COACH_EMBEDDING_PROVIDER", "local").to_ascii_lowercase().as_str() {
+        let provider = match env.text("COACH_EMBEDDING_PROVIDER").to_ascii_lowercase().as_str() {
             "none" => EmbeddingProvider::None,
             "local" => EmbeddingProvider::Local,
             "openai" => EmbeddingProvider::OpenAi,
@@ -66,7 +63,7 @@ impl EmbeddingConfig {
                 })
             }
         };
-        let model_dir = PathBuf::from(env.string_or("COACH_EMBEDDING_MODEL_DIR", DEFAULT_MODEL_DIR));
+        let model_dir = PathBuf::from(env.text("COACH_EMBEDDING_MODEL_DIR"));
         // The local model is named after its folder unless named explicitly: vectors of
         // different models never meet in one ranking.
         let folder_name = model_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -99,12 +96,7 @@ impl EmbeddingConfig {
             model: env.string_or("COACH_EMBEDDING_MODEL", model),
             base_url,
             model_dir,
-            policy: retries.policy(Duration::from_millis(env.number(
-                "COACH_EMBEDDING_TIMEOUT_MS",
-                30_000,
-                100,
-                900_000,
-            )?)),
+            policy: retries.policy(Duration::from_millis(env.number("COACH_EMBEDDING_TIMEOUT_MS")?)),
         })
     }
 }

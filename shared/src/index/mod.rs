@@ -129,13 +129,13 @@ pub struct IndexConfig {
 impl IndexConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         // By default half of the function's memory (Lambda sets its size), else 1 GiB.
-        let memory_mb = env.number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 2048, 128, 10_240)?;
+        let memory_mb = env.number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?;
         Ok(Self {
-            segment_bytes: env.number("COACH_INDEX_SEGMENT_MB", 32, 1, 512)? << 20,
-            gc_grace: Duration::from_secs(env.number("COACH_INDEX_GC_GRACE_SECS", 900, 0, 86_400)?),
-            orphan_age: Duration::from_secs(env.number("COACH_INDEX_ORPHAN_SECS", 3600, 0, 7 * 86_400)?),
-            revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS", 0, 0, 3600)?),
-            cache_bytes: env.number("COACH_INDEX_CACHE_MB", memory_mb / 2, 1, 10_240)? << 20,
+            segment_bytes: env.number("COACH_INDEX_SEGMENT_MB")? << 20,
+            gc_grace: Duration::from_secs(env.number("COACH_INDEX_GC_GRACE_SECS")?),
+            orphan_age: Duration::from_secs(env.number("COACH_INDEX_ORPHAN_SECS")?),
+            revalidate: Duration::from_secs(env.number("COACH_INDEX_REVALIDATE_SECS")?),
+            cache_bytes: env.number_or("COACH_INDEX_CACHE_MB", memory_mb / 2)? << 20,
             analyzer: Analyzer::from_env(env)?,
         })
     }

@@ -22,8 +22,8 @@ pub struct ChunkConfig {
 
 impl ChunkConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let size = env.number("COACH_CHUNK_SIZE", 1000, 100, 20_000)? as usize;
-        let overlap = env.number("COACH_CHUNK_OVERLAP", 150, 0, 10_000)? as usize;
+        let size = env.number("COACH_CHUNK_SIZE")? as usize;
+        let overlap = env.number("COACH_CHUNK_OVERLAP")? as usize;
         if overlap >= size / 2 {
             return Err(ConfigError {
                 var: "COACH_CHUNK_OVERLAP",

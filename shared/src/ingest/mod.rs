@@ -240,11 +240,11 @@ impl Ingestor {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             queue,
-            inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS", 1000, 1, 1_000_000)? as usize,
-            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS", 120, 0, 840)?),
-            max_chunks: env.number("COACH_MAX_CHUNKS", 200_000, 1, 10_000_000)? as usize,
+            inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS")? as usize,
+            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS")?),
+            max_chunks: env.number("COACH_MAX_CHUNKS")? as usize,
             sandbox: Sandbox::from_env(env)?,
-            extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS", 120, 2, 840)?),
+            extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS")?),
             stuck_after: sweep::stuck_after(env)?,
             records,
             index,

@@ -107,8 +107,8 @@ impl Sandbox {
         let default_mib = function_mib.map_or(1024, |mb| mb / 2).clamp(256, 10240);
         Ok(Self {
             program,
-            memory_mib: env.number("COACH_EXTRACT_MEMORY_MB", default_mib, 128, 10240)?,
-            max_text_bytes: env.number("COACH_EXTRACT_MAX_TEXT_MB", 64, 1, 1024)? * MIB,
+            memory_mib: env.number_or("COACH_EXTRACT_MEMORY_MB", default_mib)?,
+            max_text_bytes: env.number("COACH_EXTRACT_MAX_TEXT_MB")? * MIB,
             turn: tokio::sync::Semaphore::new(1),
         })
     }

@@ -90,5 +90,5 @@ impl Ingestor {
 
 /// `COACH_INGEST_STUCK_MINUTES`: how long a record may stay `pending` or `processing`.
 pub fn stuck_after(env: &crate::config::Env) -> Result<Duration, crate::config::ConfigError> {
-    Ok(Duration::from_secs(60 * env.number("COACH_INGEST_STUCK_MINUTES", 15, 6, 1440)?))
+    Ok(Duration::from_secs(60 * env.number("COACH_INGEST_STUCK_MINUTES")?))
 }

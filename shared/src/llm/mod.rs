@@ -58,7 +58,7 @@ pub struct LlmConfig {
 
 impl LlmConfig {
     pub fn from_env(env: &Env, retries: Retries) -> Result<Self, ConfigError> {
-        let provider = match env.string_or("COACH_LLM_PROVIDER", "none").to_ascii_lowercase().as_str() {
+        let provider = match env.text("COACH_LLM_PROVIDER").to_ascii_lowercase().as_str() {
             "none" => Provider::None,
             "openai" => Provider::OpenAi,
             "anthropic" => Provider::Anthropic,
@@ -80,8 +80,8 @@ impl LlmConfig {
         if provider != Provider::None && reqwest::Url::parse(&base_url).is_err() {
             return Err(ConfigError { var: "COACH_LLM_BASE_URL", reason: format!("not a URL: {base_url:?}") });
         }
-        let max_output_tokens = env.number("COACH_LLM_MAX_OUTPUT_TOKENS", 1024, 16, 65_536)? as u32;
-        let context_tokens = env.number("COACH_LLM_CONTEXT_TOKENS", 16_000, 1_000, 2_000_000)? as u32;
+        let max_output_tokens = env.number("COACH_LLM_MAX_OUTPUT_TOKENS")? as u32;
+        let context_tokens = env.number("COACH_LLM_CONTEXT_TOKENS")? as u32;
         if context_tokens <= max_output_tokens {
             return Err(ConfigError {
                 var: "COACH_LLM_CONTEXT_TOKENS",
@@ -94,7 +94,7 @@ impl LlmConfig {
             base_url,
             max_output_tokens,
             context_tokens,
-            timeout: Duration::from_millis(env.number("COACH_LLM_TIMEOUT_MS", 30_000, 100, 900_000)?),
+            timeout: Duration::from_millis(env.number("COACH_LLM_TIMEOUT_MS")?),
             retries,
         })
     }

@@ -49,9 +49,9 @@ const BODY_LOGGERS: [&str; 6] = ["aws_smithy", "aws_sigv4", "aws_runtime", "hype
 
 /// Installs the global JSON subscriber. Call once, first thing in `main`.
 pub fn init() {
-    let var = |name| std::env::var(name).ok();
-    let (spec, lambda_level) = (var("RUST_LOG"), var("AWS_LAMBDA_LOG_LEVEL"));
-    let privacy = Privacy::from_vars(var("COACH_LOG_PII").as_deref(), var("COACH_LOG_PII_KEY").as_deref());
+    let env = crate::config::Env::process();
+    let (spec, lambda_level) = (env.string("RUST_LOG"), env.string("AWS_LAMBDA_LOG_LEVEL"));
+    let privacy = Privacy::from_vars(Some(&env.text("COACH_LOG_PII")), env.string("COACH_LOG_PII_KEY").as_deref());
     // `try_init` so that a second call (tests) is harmless.
     let _ = subscriber_with(spec.as_deref(), lambda_level.as_deref(), privacy, std::io::stdout).try_init();
 }

@@ -13,11 +13,6 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::{spans::CallSpans, DynamoTable, Failure, JobQueue, S3Bucket, SecretsManager, SqsQueue, StoreError};
 use crate::config::{ConfigError, Env, StartupError};
 
-/// Default bucket, table and secret names, those of the local stack.
-pub const DEFAULT_BUCKET: &str = "coach-local";
-pub const DEFAULT_TABLE: &str = "coach-local";
-pub const DEFAULT_SECRET_ID: &str = "coach-local";
-
 /// Coach's AWS resources and how to reach them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -40,9 +35,9 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let bucket = env.string_or("COACH_BUCKET", DEFAULT_BUCKET);
+        let bucket = env.text("COACH_BUCKET");
         validate_bucket_name(&bucket).map_err(|reason| ConfigError { var: "COACH_BUCKET", reason })?;
-        let table = env.string_or("COACH_TABLE", DEFAULT_TABLE);
+        let table = env.text("COACH_TABLE");
         validate_table_name(&table).map_err(|reason| ConfigError { var: "COACH_TABLE", reason })?;
         // Local emulators serve buckets by path, not by virtual host: default to path style
         // whenever a custom endpoint is configured.
@@ -50,12 +45,10 @@ impl StoreConfig {
         Ok(Self {
             bucket,
             table,
-            jwt_secret_id: env
-                .string("COACH_JWT_SECRET_ID")
-                .unwrap_or_else(|| env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID)),
-            secret_id: env.string_or("COACH_SECRET_ID", DEFAULT_SECRET_ID),
-            aws_timeout: Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000)?),
-            s3_force_path_style: env.boolean("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?,
+            jwt_secret_id: env.string("COACH_JWT_SECRET_ID").unwrap_or_else(|| env.text("COACH_SECRET_ID")),
+            secret_id: env.text("COACH_SECRET_ID"),
+            aws_timeout: Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS")?),
+            s3_force_path_style: env.boolean_or("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?,
         })
     }
 }
@@ -210,8 +203,8 @@ mod tests {
     #[test]
     fn defaults_work_with_the_local_stack() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.bucket, DEFAULT_BUCKET);
-        assert_eq!(c.table, DEFAULT_TABLE);
+        assert_eq!(c.bucket, "coach-local");
+        assert_eq!(c.table, "coach-local");
         assert_eq!(c.aws_timeout, Duration::from_secs(3));
         assert!(!c.s3_force_path_style);
     }
@@ -237,6 +230,6 @@ mod tests {
 
     #[test]
     fn blank_values_count_as_unset() {
-        assert_eq!(config(&[("COACH_BUCKET", "  ")]).unwrap().bucket, DEFAULT_BUCKET);
+        assert_eq!(config(&[("COACH_BUCKET", "  ")]).unwrap().bucket, "coach-local");
     }
 }

@@ -46,3 +46,25 @@ fn every_coach_variable_is_in_the_readme_table() {
     let missing: Vec<_> = names.iter().filter(|n| !readme.contains(&format!("| `{n}` |"))).collect();
     assert!(missing.is_empty(), "not in the README's configuration table: {missing:?}");
 }
+
+/// The README's configuration table says what `config::settings::SETTINGS` says: a row for
+/// every `COACH_*` setting, and where the table fixes a default, the same default first in
+/// the row's default column.
+#[test]
+fn the_readme_table_gives_each_setting_its_default() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut checked = 0;
+    for setting in coach::config::settings::SETTINGS.iter().filter(|s| s.name.starts_with("COACH_")) {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}` |", setting.name)))
+            .unwrap_or_else(|| panic!("{} has no row in the README's configuration table", setting.name));
+        let Some(default) = setting.default_text() else { continue };
+        let column = row.split(" | ").nth(2).unwrap_or_default();
+        let written = column.strip_prefix('`').and_then(|c| c.split('`').next());
+        assert_eq!(written, Some(default.as_str()), "the README's default of {}: {column:?}", setting.name);
+        checked += 1;
+    }
+    assert!(checked > 60, "checked {checked} defaults");
+}

@@ -44,7 +44,7 @@ pub struct PgConfig {
 impl PgConfig {
     /// `None` unless `COACH_INDEX_STORE` is `postgres` (the default is `s3`).
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        match env.string_or("COACH_INDEX_STORE", "s3").as_str() {
+        match env.text("COACH_INDEX_STORE").as_str() {
             "s3" => return Ok(None),
             "postgres" => {}
             other => {
@@ -57,7 +57,7 @@ impl PgConfig {
             reason: "required with COACH_INDEX_STORE=postgres (the cluster's or RDS Proxy's endpoint)".into(),
         })?;
         let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        let tls = match env.string_or("COACH_PG_TLS", "verify-full").as_str() {
+        let tls = match env.text("COACH_PG_TLS").as_str() {
             "verify-full" => true,
             "disable" if loopback => false,
             "disable" => {
@@ -71,15 +71,15 @@ impl PgConfig {
         };
         Ok(Some(Self {
             host,
-            port: env.number("COACH_PG_PORT", 5432, 1, 65_535)? as u16,
-            database: env.string_or("COACH_PG_DATABASE", "coach"),
-            user: env.string_or("COACH_PG_USER", "coach"),
+            port: env.number("COACH_PG_PORT")? as u16,
+            database: env.text("COACH_PG_DATABASE"),
+            user: env.text("COACH_PG_USER"),
             tls,
-            pool_size: env.number("COACH_PG_POOL_SIZE", 4, 1, 64)? as usize,
-            connect_timeout: Duration::from_secs(env.number("COACH_PG_CONNECT_TIMEOUT_SECS", 3, 1, 60)?),
-            statement_timeout: Duration::from_secs(env.number("COACH_PG_STATEMENT_TIMEOUT_SECS", 10, 1, 900)?),
-            ef_search: env.number("COACH_PG_EF_SEARCH", 100, 10, 1000)? as u32,
-            word_rows: env.number("COACH_PG_WORD_ROWS", 20_000, 0, 1_000_000_000)?,
+            pool_size: env.number("COACH_PG_POOL_SIZE")? as usize,
+            connect_timeout: Duration::from_secs(env.number("COACH_PG_CONNECT_TIMEOUT_SECS")?),
+            statement_timeout: Duration::from_secs(env.number("COACH_PG_STATEMENT_TIMEOUT_SECS")?),
+            ef_search: env.number("COACH_PG_EF_SEARCH")? as u32,
+            word_rows: env.number("COACH_PG_WORD_ROWS")?,
             analyzer: Analyzer::from_env(env)?,
         }))
     }

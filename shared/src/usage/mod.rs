@@ -27,20 +27,22 @@
 //! [`Ledger::report`] answers `GET /usage`: tokens, cost and calls by day and by model over a
 //! range of at most [`MAX_REPORT_DAYS`] days.
 
+mod report;
+
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, UNIX_EPOCH},
 };
 
-use serde::Serialize;
+pub use report::{DayTotals, ModelTotals, Report, Totals};
 
 use crate::{
     auth::Principal,
     config::{ConfigError, Env},
     error::Error,
     ids::{now_ms, rfc3339},
-    model::{FeedbackCounts, ModelUsage, Usage, UsageCounts},
+    model::{ModelUsage, Usage, UsageCounts},
     store::{UsageEntry, UsageLedger},
 };
 
@@ -188,7 +190,7 @@ impl LedgerConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             prices: Prices::from_env(env)?,
-            retention: Duration::from_secs(env.number("COACH_USAGE_RETENTION_DAYS", 400, 1, 3650)? * 86_400),
+            retention: Duration::from_secs(env.number("COACH_USAGE_RETENTION_DAYS")? * 86_400),
         })
     }
 }
@@ -210,7 +212,7 @@ pub struct BudgetConfig {
 
 impl BudgetConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let unit = match env.string_or("COACH_BUDGET_UNIT", "usd").to_ascii_lowercase().as_str() {
+        let unit = match env.text("COACH_BUDGET_UNIT").to_ascii_lowercase().as_str() {
             "usd" => BudgetUnit::Usd,
             "tokens" => BudgetUnit::Tokens,
             other => {
@@ -218,7 +220,7 @@ impl BudgetConfig {
                 return Err(ConfigError { var: "COACH_BUDGET_UNIT", reason });
             }
         };
-        let budget = |var| Ok::<_, ConfigError>(Some(f64::from(env.float(var, 0.0, 0.0, 1e15)?)).filter(|b| *b > 0.0));
+        let budget = |var| Ok::<_, ConfigError>(Some(f64::from(env.float(var)?)).filter(|b| *b > 0.0));
         Ok(Self {
             unit,
             user_monthly: budget("COACH_BUDGET_USER_MONTHLY")?,
@@ -424,77 +426,6 @@ impl Ledger {
     }
 }
 
-/// Counts as `GET /usage` shows them: tokens, cost in dollars, calls.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Totals {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-    pub requests: u64,
-}
-
-impl From<UsageCounts> for Totals {
-    fn from(c: UsageCounts) -> Self {
-        // Dollars to the micro-dollar: the nano-dollars are an estimate's precision anyway.
-        let cost_usd = (c.cost_nanos as f64 / 1000.0).round() / 1e6;
-        Totals { input_tokens: c.input_tokens, output_tokens: c.output_tokens, cost_usd, requests: c.requests }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ModelTotals {
-    pub model: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DayTotals {
-    pub date: String,
-    #[serde(flatten)]
-    pub totals: Totals,
-    pub models: Vec<ModelTotals>,
-}
-
-/// The answer to `GET /usage`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    pub from: String,
-    pub to: String,
-    pub currency: &'static str,
-    pub totals: Totals,
-    /// Days with any usage, oldest first.
-    pub days: Vec<DayTotals>,
-    /// The whole range by model, the costliest first.
-    pub models: Vec<ModelTotals>,
-    /// In a tenant's report: the ratings of replies given in the range, as they stand.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feedback: Option<FeedbackCounts>,
-}
-
-impl Report {
-    fn of(from: String, to: String, rows: Vec<crate::model::DayUsage>) -> Self {
-        let mut total = UsageCounts::default();
-        let mut by_model: BTreeMap<String, UsageCounts> = BTreeMap::new();
-        let mut by_day: BTreeMap<String, (UsageCounts, Vec<ModelTotals>)> = BTreeMap::new();
-        for row in rows {
-            total.add(&row.counts);
-            by_model.entry(row.model.clone()).or_default().add(&row.counts);
-            let day = by_day.entry(row.day).or_default();
-            day.0.add(&row.counts);
-            day.1.push(ModelTotals { model: row.model, totals: row.counts.into() });
-        }
-        let days = by_day
-            .into_iter()
-            .map(|(date, (counts, models))| DayTotals { date, totals: counts.into(), models })
-            .collect();
-        let mut models: Vec<(String, UsageCounts)> = by_model.into_iter().collect();
-        models.sort_by(|a, b| b.1.cost_nanos.cmp(&a.1.cost_nanos).then(a.0.cmp(&b.0)));
-        let models = models.into_iter().map(|(model, c)| ModelTotals { model, totals: c.into() }).collect();
-        Report { from, to, currency: "USD", totals: total.into(), days, models, feedback: None }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,30 +522,5 @@ mod tests {
         for bad in ["2026-02-30", "2026-13-01", "26-11-01", "2026-11-1", "2026/11/01", "", "2026-11-01T00"] {
             assert_eq!(epoch_day(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn a_report_adds_up_by_day_and_by_model() {
-        let row = |day: &str, model: &str, i, o, c, r| crate::model::DayUsage {
-            day: day.into(),
-            model: model.into(),
-            counts: UsageCounts { input_tokens: i, output_tokens: o, cost_nanos: c, requests: r },
-        };
-        let report = Report::of(
-            "2026-11-01".into(),
-            "2026-11-30".into(),
-            vec![
-                row("2026-11-02", "gpt-4o-mini", 100, 10, 2_500_000, 2),
-                row("2026-11-02", "none", 0, 0, 0, 3),
-                row("2026-11-05", "gpt-4o-mini", 50, 5, 1_000_000, 1),
-            ],
-        );
-        assert_eq!(report.totals, Totals { input_tokens: 150, output_tokens: 15, cost_usd: 0.0035, requests: 6 });
-        assert_eq!(report.days.len(), 2);
-        assert_eq!(report.days[0].date, "2026-11-02");
-        assert_eq!(report.days[0].totals.requests, 5);
-        assert_eq!(report.days[0].models.len(), 2);
-        assert_eq!(report.models[0].model, "gpt-4o-mini", "the costliest first");
-        assert_eq!(report.models[0].totals.cost_usd, 0.0035);
     }
 }

@@ -32,7 +32,7 @@ fi
 
 echo "bench: building release binaries (fat LTO: several minutes the first time)"
 cargo build --release --locked -p chat -p upload-url -p ingest -p docs-refresh
-cargo build --locked -p coach-integration-tests --bin coach-dev
+cargo build --locked -p coach-dev --bin coach-dev
 
 echo "bench: cold start"
 .venv/bin/python scripts/bench/coldstart.py --runs "${BENCH_RUNS:-7}" --python .venv-bench/bin/python \

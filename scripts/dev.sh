@@ -58,7 +58,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-cargo build --quiet --locked -p coach-integration-tests --bin coach-dev
+cargo build --quiet --locked -p coach-dev --bin coach-dev
 coach_dev=target/debug/coach-dev
 
 # The Postgres index store (COACH_INDEX_STORE=postgres): PostgreSQL 18 with pgvector from the

@@ -36,7 +36,7 @@ fn scan_dir(dir: &Path, names: &mut BTreeSet<String>) {
 fn every_coach_variable_is_in_the_readme_table() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut names = BTreeSet::new();
-    for dir in ["shared/src", "functions", "tests/src", "tests/browser", "scripts", ".ci"] {
+    for dir in ["shared/src", "functions", "tests/src", "tests/browser", "tools", "scripts", ".ci"] {
         scan_dir(&root.join(dir), &mut names);
     }
     scan(&std::fs::read_to_string(root.join("template.yaml")).unwrap(), &mut names);

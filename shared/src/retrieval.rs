@@ -3,7 +3,7 @@
 //!
 //! The search itself belongs to the index store ([`PassageSearch`]): the S3 segments,
 //! loaded and ranked in process ([`crate::index`]), or PostgreSQL with pgvector, ranked by
-//! one SQL query ([`crate::store::PgIndex`]). Both rank a [`Query`] twice, by its weighted
+//! one SQL query ([`crate::index::PgIndex`]). Both rank a [`Query`] twice, by its weighted
 //! terms (BM25) and (when it has an embedding) by vectors of the same model, fuse the two
 //! rankings by reciprocal rank and cut them by [`Ranking`]. Either way only the tenant's own
 //! documents and the shared docs are read. The query is made while the S3 store loads; the
@@ -175,7 +175,7 @@ impl Retriever {
 
     /// What [`PassageSearch::version`] says of `tenant`'s index and the shared docs.
     pub async fn index_version(&self, tenant: &str) -> Result<String, Error> {
-        self.index.version(tenant).await
+        Ok(self.index.version(tenant).await?)
     }
 
     /// Like [`Retriever::retrieve`], for `top_k` passages instead of the configured number.

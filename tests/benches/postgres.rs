@@ -33,8 +33,9 @@ use std::{
 
 use coach::{
     analysis::Analyzer,
+    index::postgres::vector_table,
     model::{Chunk, Query, Ranking, Scope, Shard},
-    store::{postgres::vector_table, PassageSearch},
+    store::PassageSearch,
 };
 use coach_testkit::{
     bench::{report, DIMS, EMBEDDING_MODEL},

@@ -75,6 +75,7 @@ impl Chat {
     ) -> Result<Begun, Error> {
         let left = deadline.remaining();
         let lease_until = now_ms() + left.as_millis() as u64;
+        let ends = tokio::time::Instant::now() + left.saturating_sub(END_MARGIN);
         let prepared = match self.prepare(who, input, turn, lease_until).await? {
             Step::Answer(prepared) => *prepared,
             Step::Answered(reply) => return Ok(Begun::Answered(reply)),
@@ -82,10 +83,7 @@ impl Chat {
         // Ends with the stream (see `Llm::start_call`).
         let call = self.llm.start_call(&prepared.prompt);
         match self.llm.stream(&prepared.prompt, &prepared.passages).instrument(call.span.clone()).await {
-            Ok(deltas) => {
-                let ends = tokio::time::Instant::now() + left.saturating_sub(END_MARGIN);
-                Ok(Begun::Streaming(Box::new(Streaming { prepared, deltas, call, ends })))
-            }
+            Ok(deltas) => Ok(Begun::Streaming(Box::new(Streaming { prepared, deltas, call, ends }))),
             Err(err) => {
                 call.end(None);
                 if let Some(lease) = &prepared.lease {

@@ -1,4 +1,8 @@
-//! The index of each scope (a tenant, or the shared docs), as stored in S3: a manifest
+//! The search index's two stores, side by side: `COACH_INDEX_STORE=s3` (the default) and
+//! `postgres` ([`PgIndex`], in [`postgres`]). Both are [`DocumentIndex`] and [`PassageSearch`]
+//! and rank the same way; [`Index`] is the one a function uses.
+//!
+//! In S3, the index of each scope (a tenant, or the shared docs) is a manifest
 //! and immutable segments, so a cold chat instance loads a tenant with one request for the
 //! manifest plus one per segment (concurrently), whatever the number of documents.
 //!
@@ -13,13 +17,14 @@
 //!   ([`rank`]).
 //!
 //! [`IndexWriter`] and [`IndexReader`] are the S3 store's [`DocumentIndex`] and
-//! [`PassageSearch`]; the Postgres store is the other ([`crate::store::PgIndex`]).
+//! [`PassageSearch`]; the Postgres store is the other ([`PgIndex`]).
 //!
 //! The rules of a manifest change are pure functions in [`manifest`]; building and taking
 //! apart segments is [`segment`]; the stored format belongs to [`crate::store`].
 
 mod cache;
 pub mod manifest;
+pub mod postgres;
 pub mod rank;
 mod reader;
 pub mod segment;
@@ -29,6 +34,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use cache::SegmentCache;
 pub use manifest::MERGE_FACTOR;
+pub use postgres::{PgConfig, PgIndex, PgSecret, SecretReader};
 pub use reader::{scope_name, IndexReader, Part, LOAD_PARALLELISM};
 pub use writer::IndexWriter;
 
@@ -36,10 +42,7 @@ use crate::{
     analysis::Analyzer,
     config::{ConfigError, Env},
     secrets::Secrets,
-    store::{
-        postgres::{PgSecret, SecretReader},
-        AwsClients, DocumentIndex, PassageSearch, PgConfig, PgIndex, Probe,
-    },
+    store::{AwsClients, DocumentIndex, PassageSearch, Probe, StoreError, DOCUMENT_INDEX},
 };
 
 /// Fields of the Coach secret the Postgres index store reads.
@@ -65,9 +68,10 @@ impl Index {
         let reader: SecretReader = Arc::new(move || {
             let secrets = secrets.clone();
             Box::pin(async move {
+                let unreadable = |e| StoreError::unavailable(DOCUMENT_INDEX, e);
                 Ok(PgSecret {
-                    password: secrets.field(PG_PASSWORD_FIELD).await?,
-                    ca_pem: secrets.field(PG_CA_FIELD).await?,
+                    password: secrets.field(PG_PASSWORD_FIELD).await.map_err(unreadable)?,
+                    ca_pem: secrets.field(PG_CA_FIELD).await.map_err(unreadable)?,
                 })
             })
         });

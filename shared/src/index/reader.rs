@@ -24,18 +24,16 @@ use moka::future::Cache;
 use super::{cache::SegmentCache, lock, rank, segment::Loaded, IndexConfig};
 use crate::{
     analysis::Analyzer,
-    error::Error,
     model::{Passage, Ranking, Scope},
-    store::{IndexStore, Manifest, ManifestRead, PassageSearch, PendingQuery, Segment, StoreError},
+    store::{IndexStore, Manifest, ManifestRead, PassageSearch, PendingQuery, Segment, StoreError, StoreResult},
 };
 
 /// Segments read from the store at once, at most, when an instance loads an index.
 pub const LOAD_PARALLELISM: usize = 16;
 
-const INDEX_UNAVAILABLE: &str = "the document index is unavailable";
-
-fn unavailable(cause: StoreError) -> Error {
-    Error::unavailable(INDEX_UNAVAILABLE, cause)
+/// What a failure of the index's objects is to a caller.
+fn unavailable(cause: StoreError) -> StoreError {
+    StoreError::unavailable(crate::store::DOCUMENT_INDEX, cause)
 }
 
 /// A loaded segment and which of its documents are live.
@@ -125,7 +123,7 @@ impl IndexReader {
 
     /// The searchable parts of `tenant`'s index and the shared docs': both manifests are
     /// revalidated at once, then the segments not in memory are read concurrently.
-    pub async fn parts_for(&self, tenant: &str) -> Result<Vec<Part>, Error> {
+    pub async fn parts_for(&self, tenant: &str) -> StoreResult<Vec<Part>> {
         let own = Scope::Tenant(tenant.to_owned());
         let (shared, own_snapshot) = tokio::try_join!(self.snapshot(&Scope::Global), self.snapshot(&own))?;
         // The shared docs first: when memory runs short, they are what every tenant shares.
@@ -137,7 +135,7 @@ impl IndexReader {
         let keep: Vec<(&str, &str)> = keep.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
         let keep = &keep;
         let loads = wanted.into_iter().map(|w| async move { self.load(&w, keep).await });
-        let loaded: Vec<Result<Option<Part>, Error>> =
+        let loaded: Vec<StoreResult<Option<Part>>> =
             futures_util::stream::iter(loads).buffered(LOAD_PARALLELISM).collect().await;
         let mut parts = Vec::new();
         for part in loaded {
@@ -146,7 +144,7 @@ impl IndexReader {
         Ok(parts)
     }
 
-    async fn snapshot(&self, scope: &Scope) -> Result<Arc<Snapshot>, Error> {
+    async fn snapshot(&self, scope: &Scope) -> StoreResult<Arc<Snapshot>> {
         let name = scope_name(scope).to_owned();
         let cached = self.snapshots.get(&name).await;
         if let Some(cached) = &cached {
@@ -161,7 +159,7 @@ impl IndexReader {
         let state = match self.store.manifest(scope, etag).await.map_err(unavailable)? {
             ManifestRead::NotModified => match cached.as_deref().map(|c| &c.state) {
                 Some(State::Manifest(version)) => State::Manifest(version.clone()),
-                _ => return Err(Error::internal("the index store answered 304 to an unconditional read")),
+                _ => return Err(StoreError::internal("the index store answered 304 to an unconditional read")),
             },
             ManifestRead::Changed { etag, manifest } => {
                 State::Manifest(Arc::new(Version { etag, manifest, live: Mutex::new(HashMap::new()) }))
@@ -231,7 +229,7 @@ impl IndexReader {
         lock(&self.noted).contains(key)
     }
 
-    async fn load(&self, wanted: &Wanted, keep: &[(&str, &str)]) -> Result<Option<Part>, Error> {
+    async fn load(&self, wanted: &Wanted, keep: &[(&str, &str)]) -> StoreResult<Option<Part>> {
         let name = scope_name(&wanted.scope);
         let segment = match self.segments.get(name, &wanted.key) {
             Some(segment) => segment,
@@ -260,7 +258,7 @@ impl IndexReader {
     }
 
     /// Reads and prepares a segment: `None` when it is gone, `Some(None)` when damaged.
-    async fn read(&self, wanted: &Wanted) -> Result<Option<(Option<Loaded>, u64)>, Error> {
+    async fn read(&self, wanted: &Wanted) -> StoreResult<Option<(Option<Loaded>, u64)>> {
         let bytes = self.store.read_segment(&wanted.scope, &wanted.key).await.map_err(unavailable)?;
         let Some(bytes) = bytes else {
             tracing::warn!(scope = scope_name(&wanted.scope), segment = %wanted.key, "an index segment vanished; skipped");
@@ -273,7 +271,7 @@ impl IndexReader {
             Segment::decode(&bytes).ok().map(|segment| Loaded::new(segment, &analyzer))
         })
         .await
-        .map_err(|e| Error::Internal { detail: "segment loading task failed".into(), cause: Some(Arc::new(e)) })?;
+        .map_err(|e| StoreError::internal_from("segment loading task failed", e))?;
         Ok(Some((loaded, size)))
     }
 }
@@ -283,7 +281,7 @@ impl IndexReader {
 /// work measured in milliseconds).
 #[async_trait::async_trait]
 impl PassageSearch for IndexReader {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error> {
+    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> StoreResult<Vec<Passage>> {
         // The segments load while the query is made.
         let (parts, query) = tokio::join!(self.parts_for(tenant), query);
         let parts = parts?;
@@ -293,12 +291,12 @@ impl PassageSearch for IndexReader {
         let ranking = ranking.clone();
         tokio::task::spawn_blocking(move || rank::search(&parts, &query, &ranking))
             .await
-            .map_err(|e| Error::Internal { detail: "search task failed".into(), cause: Some(Arc::new(e)) })
+            .map_err(|e| StoreError::internal_from("search task failed", e))
     }
 
     /// The two manifests' versions (revalidated as a search would); `empty` for a scope
     /// with nothing indexed yet.
-    async fn version(&self, tenant: &str) -> Result<String, Error> {
+    async fn version(&self, tenant: &str) -> StoreResult<String> {
         let own = Scope::Tenant(tenant.to_owned());
         let (shared, own) = tokio::try_join!(self.snapshot(&Scope::Global), self.snapshot(&own))?;
         let version = |snapshot: &Snapshot| match &snapshot.state {

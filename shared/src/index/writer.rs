@@ -36,10 +36,12 @@ use super::{
     IndexConfig,
 };
 use crate::{
-    error::Error,
     ids::{now_ms, Ids},
     model::{Scope, Shard},
-    store::{Added, BlobStore, DocumentIndex, IndexStore, Manifest, ManifestRead, Segment, SegmentInfo, StoreError},
+    store::{
+        Added, BlobStore, DocumentIndex, IndexStore, Manifest, ManifestRead, Segment, SegmentInfo, StoreError,
+        StoreResult,
+    },
 };
 
 /// How long a change keeps retrying conflicting manifest writes before giving up (a
@@ -56,12 +58,12 @@ const TOMBSTONE_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Objects read from the store at once during compaction.
 const READ_PARALLELISM: usize = 8;
 
-fn index_error(cause: StoreError) -> Error {
-    Error::unavailable("the document index is unavailable", cause)
+fn index_error(cause: StoreError) -> StoreError {
+    StoreError::unavailable(crate::store::DOCUMENT_INDEX, cause)
 }
 
-fn task_failed(e: tokio::task::JoinError) -> Error {
-    Error::Internal { detail: "index task failed".into(), cause: Some(Arc::new(e)) }
+fn task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::internal_from("index task failed", e)
 }
 
 /// A manifest as read (`etag`: `None` for a scope without one yet).
@@ -76,7 +78,7 @@ struct Pending {
     info: SegmentInfo,
     source_key: String,
     source_etag: String,
-    done: oneshot::Sender<Result<Added, Error>>,
+    done: oneshot::Sender<StoreResult<Added>>,
 }
 
 /// Writes the index of any scope. Build once per cold start.
@@ -114,7 +116,7 @@ impl IndexWriter {
         shard: Shard,
         source_key: &str,
         source_etag: &str,
-    ) -> Result<Added, Error> {
+    ) -> StoreResult<Added> {
         let document_id = shard.document_id.clone();
         let (info, bytes) = self.encode(vec![shard]).await?;
         self.store.write_segment(scope, &info.id, bytes).await.map_err(index_error)?;
@@ -135,10 +137,7 @@ impl IndexWriter {
             }
         };
         // The committer's invocation ended before it answered (it was cancelled): transient.
-        let outcome = outcome.await.map_err(|_| Error::Unavailable {
-            message: "the index write was interrupted; try again".into(),
-            cause: None,
-        })?;
+        let outcome = outcome.await.map_err(|_| StoreError::Busy("the index write was interrupted; try again"))?;
         if let (Ok(Added::Indexed), Some(written)) = (&outcome, written) {
             self.maintain(scope, Some(written)).await;
         }
@@ -153,7 +152,10 @@ impl IndexWriter {
         loop {
             let mut current = match self.current(scope).await {
                 Ok(current) => current,
-                Err(e) => return self.answer(scope, batch, false, |_| Err(e.clone())).await,
+                Err(e) => {
+                    let e = Arc::new(e);
+                    return self.answer(scope, batch, false, |_| Err(StoreError::Shared(e.clone()))).await;
+                }
             };
             // Each source object's version, read after the manifest: a delete or a newer
             // upload that happened before this read is seen here, and one that happens after
@@ -170,7 +172,7 @@ impl IndexWriter {
                     }
                     Ok(Some(_)) => Ok(Added::Superseded),
                     Ok(None) => Ok(Added::Gone),
-                    Err(e) => Err(Error::from(e)),
+                    Err(e) => Err(e),
                 });
             }
             if !outcomes.iter().any(|o| matches!(o, Ok(Added::Indexed))) {
@@ -190,7 +192,10 @@ impl IndexWriter {
                 Ok(None) => return self.answer(scope, batch, true, |_| Err(busy())).await,
                 // The write may have happened (a timeout, say): keep the deltas; if no
                 // manifest names them, collection deletes them later.
-                Err(e) => return self.answer(scope, batch, false, |_| Err(e.clone())).await,
+                Err(e) => {
+                    let e = Arc::new(e);
+                    return self.answer(scope, batch, false, |_| Err(StoreError::Shared(e.clone()))).await;
+                }
             }
         }
     }
@@ -202,7 +207,7 @@ impl IndexWriter {
         scope: &Scope,
         batch: Vec<Pending>,
         certain: bool,
-        mut outcome: impl FnMut(&Pending) -> Result<Added, Error>,
+        mut outcome: impl FnMut(&Pending) -> StoreResult<Added>,
     ) -> Option<Current> {
         for pending in batch {
             let result = outcome(&pending);
@@ -217,7 +222,7 @@ impl IndexWriter {
 
     /// Deletes document `id` from the index: a tombstone at once, so no search returns it
     /// again; its data leaves the segments at the next compaction. Returns whether it was live.
-    async fn remove_document(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+    async fn remove_document(&self, scope: &Scope, id: &str) -> StoreResult<bool> {
         let started = Instant::now();
         for attempt in 0.. {
             if started.elapsed() > COMMIT_BUDGET {
@@ -237,17 +242,19 @@ impl IndexWriter {
     }
 
     /// The scope's manifest; for a scope without one, an empty first one.
-    async fn current(&self, scope: &Scope) -> Result<Current, Error> {
+    async fn current(&self, scope: &Scope) -> StoreResult<Current> {
         match self.store.manifest(scope, None).await.map_err(index_error)? {
             ManifestRead::Changed { etag, manifest } => Ok(Current { etag: Some(etag), manifest }),
             ManifestRead::Missing => Ok(Current { etag: None, manifest: Manifest::default() }),
-            ManifestRead::NotModified => Err(Error::internal("the index store answered 304 to an unconditional read")),
+            ManifestRead::NotModified => {
+                Err(StoreError::internal("the index store answered 304 to an unconditional read"))
+            }
         }
     }
 
     /// Writes `current` if the stored manifest is still the one it was read from; `None`
     /// on a conflict.
-    async fn put(&self, scope: &Scope, current: &mut Current) -> Result<Option<String>, Error> {
+    async fn put(&self, scope: &Scope, current: &mut Current) -> StoreResult<Option<String>> {
         current.manifest.generation += 1;
         match self.store.put_manifest(scope, &current.manifest, current.etag.as_deref()).await {
             Ok(etag) => Ok(Some(etag)),
@@ -257,7 +264,7 @@ impl IndexWriter {
     }
 
     /// Encodes a new segment of `docs` (CPU work, on the blocking pool).
-    async fn encode(&self, docs: Vec<Shard>) -> Result<(SegmentInfo, Bytes), Error> {
+    async fn encode(&self, docs: Vec<Shard>) -> StoreResult<(SegmentInfo, Bytes)> {
         let id = self.ids.next().to_string();
         let analyzer = self.config.analyzer.clone();
         tokio::task::spawn_blocking(move || {
@@ -292,18 +299,13 @@ impl IndexWriter {
 
     /// Rounds of maintenance until nothing is left to do: a burst of adds can queue more
     /// segments than one compaction takes, while its lease keeps other writers out.
-    async fn try_maintain(&self, scope: &Scope, mut current: Option<Current>) -> Result<(), Error> {
+    async fn try_maintain(&self, scope: &Scope, mut current: Option<Current>) -> StoreResult<()> {
         self.maintain_rounds(scope, current.take(), false).await
     }
 
     /// Up to [`MAX_ROUNDS`] rounds of maintenance, the first collecting unreferenced objects
     /// whether or not it is due when `collect_now`.
-    async fn maintain_rounds(
-        &self,
-        scope: &Scope,
-        mut current: Option<Current>,
-        collect_now: bool,
-    ) -> Result<(), Error> {
+    async fn maintain_rounds(&self, scope: &Scope, mut current: Option<Current>, collect_now: bool) -> StoreResult<()> {
         let mut collect_now = collect_now;
         for _ in 0..MAX_ROUNDS {
             let round = self.maintain_once(scope, current.take(), std::mem::take(&mut collect_now)).await?;
@@ -322,7 +324,7 @@ impl IndexWriter {
         scope: &Scope,
         current: Option<Current>,
         collect_now: bool,
-    ) -> Result<Option<Current>, Error> {
+    ) -> StoreResult<Option<Current>> {
         let damaged = self.store.damaged(scope).await.map_err(index_error)?;
         let mut current = match current {
             Some(current) => current,
@@ -396,7 +398,7 @@ impl IndexWriter {
         scope: &Scope,
         manifest: &Manifest,
         inputs: &[String],
-    ) -> Result<Vec<(SegmentInfo, Vec<String>)>, Error> {
+    ) -> StoreResult<Vec<(SegmentInfo, Vec<String>)>> {
         let reads = inputs.iter().cloned().map(|id| async move {
             let segment = self.read(scope, &id).await;
             (id, segment)
@@ -433,7 +435,7 @@ impl IndexWriter {
 
     /// A live document as the index holds it (chunks and vectors), from the segment that
     /// serves it; `None` when the scope has no such document.
-    async fn read_document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+    async fn read_document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>> {
         let manifest = match self.store.manifest(scope, None).await.map_err(index_error)? {
             ManifestRead::Changed { manifest, .. } => manifest,
             ManifestRead::Missing | ManifestRead::NotModified => return Ok(None),
@@ -444,7 +446,7 @@ impl IndexWriter {
     }
 
     /// A segment, decoded; `None` when it is missing or damaged.
-    async fn read(&self, scope: &Scope, id: &str) -> Result<Option<Segment>, Error> {
+    async fn read(&self, scope: &Scope, id: &str) -> StoreResult<Option<Segment>> {
         let Some(bytes) = self.store.read_segment(scope, id).await.map_err(index_error)? else { return Ok(None) };
         let decoded = tokio::task::spawn_blocking(move || Segment::decode(&bytes)).await.map_err(task_failed)?;
         Ok(decoded.ok())
@@ -459,7 +461,7 @@ impl IndexWriter {
         manifest: &Manifest,
         fresh: &[String],
         now: u64,
-    ) -> Result<Vec<String>, Error> {
+    ) -> StoreResult<Vec<String>> {
         let mut stored = self.store.segments(scope).await.map_err(index_error)?;
         stored.retain(|(id, _)| !fresh.contains(id));
         let grace = self.config.gc_grace.as_millis() as u64;
@@ -477,19 +479,19 @@ impl IndexWriter {
 
 #[async_trait::async_trait]
 impl DocumentIndex for IndexWriter {
-    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
+    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> StoreResult<Added> {
         self.add_document(scope, doc, source_key, source_etag).await
     }
 
-    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+    async fn remove(&self, scope: &Scope, id: &str) -> StoreResult<bool> {
         self.remove_document(scope, id).await
     }
 
-    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+    async fn document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>> {
         self.read_document(scope, id).await
     }
 
-    async fn purge(&self, scope: &Scope) -> Result<Option<Duration>, Error> {
+    async fn purge(&self, scope: &Scope) -> StoreResult<Option<Duration>> {
         // Compaction rewrites the segments holding removed documents' data (they are stale);
         // the objects they leave are retired, and deleted once past the grace period.
         self.maintain_rounds(scope, None, true).await?;
@@ -503,8 +505,8 @@ impl DocumentIndex for IndexWriter {
     }
 }
 
-fn busy() -> Error {
-    Error::Unavailable { message: "the document index is busy with other writes; try again".into(), cause: None }
+fn busy() -> StoreError {
+    StoreError::Busy("the document index is busy with other writes; try again")
 }
 
 /// A jittered pause growing from about 10 ms to about 1 s.

@@ -8,10 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Manifest, StoreResult};
-use crate::{
-    error::Error,
-    model::{Passage, Query, Ranking, Scope, Shard},
-};
+use crate::model::{Passage, Query, Ranking, Scope, Shard};
 
 /// The answer to a conditional read of a scope's manifest.
 pub enum ManifestRead {
@@ -71,18 +68,21 @@ pub trait DocumentIndex: Send + Sync {
     /// Indexes `doc` in `scope`, replacing any earlier version, provided its source object
     /// `source_key` is still at version `source_etag` when the change commits (a delete or
     /// a newer upload meanwhile is never overwritten).
-    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error>;
+    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> StoreResult<Added>;
     /// Removes document `id`: no search returns it once this returns. Returns whether it was
     /// indexed.
-    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error>;
+    async fn remove(&self, scope: &Scope, id: &str) -> StoreResult<bool>;
     /// Document `id` as indexed (chunks and vectors); `None` when the scope has no such document.
-    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error>;
+    async fn document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>>;
     /// Erases what removed documents left in the scope's stored objects: rewrites now what
     /// still holds their data, and deletes (every version of) what nothing references once
     /// readers may no longer need it. `Some(wait)` when some is left to delete after that
     /// grace period: call again after `wait`.
-    async fn purge(&self, scope: &Scope) -> Result<Option<std::time::Duration>, Error>;
+    async fn purge(&self, scope: &Scope) -> StoreResult<Option<std::time::Duration>>;
 }
+
+/// The document index, as its failures name it ("the document index is unavailable").
+pub const DOCUMENT_INDEX: &str = "the document index";
 
 /// A query while it is made (the conversation read, the query embedded): a future, so a
 /// store can load what it needs meanwhile.
@@ -95,10 +95,10 @@ pub type PendingQuery<'a> = Pin<Box<dyn Future<Output = Query> + Send + 'a>>;
 /// ([`crate::analysis`]), same BM25, same fusion.
 #[async_trait]
 pub trait PassageSearch: Send + Sync {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error>;
+    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> StoreResult<Vec<Passage>>;
 
     /// A token that changes whenever what [`PassageSearch::search`] may return for `tenant`
     /// changes: a document of the tenant or of the shared docs indexed, replaced or removed.
     /// Caches of answers grounded in the index key on it.
-    async fn version(&self, tenant: &str) -> Result<String, Error>;
+    async fn version(&self, tenant: &str) -> StoreResult<String>;
 }

@@ -11,21 +11,21 @@
 //! | [`UsageLedger`] | tokens, cost and calls per tenant and user, by day and month | [`DynamoTable`] |
 //! | [`BlobStore`] | objects: docs, prompt, uploads | [`S3Bucket`] |
 //! | [`IndexStore`] | per scope: index manifest and segments | [`S3Bucket`] |
-//! | [`DocumentIndex`], [`PassageSearch`] | the search index, written and searched | [`crate::index`] over [`IndexStore`]; [`PgIndex`] |
+//! | [`DocumentIndex`], [`PassageSearch`] | the search index, written and searched | [`crate::index`]: `IndexWriter` and `IndexReader` over [`IndexStore`]; `PgIndex` |
 //! | [`SecretSource`] | secret strings | [`SecretsManager`] |
 //! | [`Probe`] | can the dependency be reached | [`DynamoTable`], [`S3Bucket`] |
 //!
 //! Everything that knows how a record is stored lives here and nowhere else: key layout,
 //! cursor encoding, attribute conversion, the index formats, and the mapping of SDK
-//! errors to [`StoreError`]. Domain modules never name an SDK type or SQL; the Postgres
-//! index store implements the search index's traits in a module of its own ([`postgres`]).
+//! errors to [`StoreError`]. Domain modules never name an SDK type or SQL; both index
+//! stores (the S3 one over [`IndexStore`], and the PostgreSQL one) live in
+//! [`crate::index`] and implement [`DocumentIndex`] and [`PassageSearch`] from here.
 
 mod aws;
 mod blobs;
 mod dynamo;
 mod index;
 pub mod keys;
-pub mod postgres;
 mod records;
 mod s3;
 mod secrets;
@@ -40,8 +40,7 @@ use serde::Serialize;
 pub use aws::{AwsClients, StoreConfig};
 pub use blobs::{Blob, BlobStore, Body, Listed, PresignedPut, Revalidated};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
-pub use index::{Added, DocumentIndex, IndexStore, ManifestRead, PassageSearch, PendingQuery};
-pub use postgres::{PgConfig, PgIndex};
+pub use index::{Added, DocumentIndex, IndexStore, ManifestRead, PassageSearch, PendingQuery, DOCUMENT_INDEX};
 pub use records::{DocEntry, Manifest, Retired, Segment, SegmentDoc, SegmentInfo};
 pub use s3::S3Bucket;
 pub use secrets::SecretsManager;
@@ -103,6 +102,28 @@ pub enum StoreError {
         #[source]
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A store as a whole cannot serve (the document index: its database, its objects, its
+    /// secret), said by its name.
+    #[error("{store} is unavailable")]
+    Unavailable {
+        store: &'static str,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A store busy with other work that a moment later will do (a caller's retry).
+    #[error("{0}")]
+    Busy(&'static str),
+    /// One failure answered to several callers (the adds of one batched manifest write).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
+    /// Something that should not happen (a task that died, a configuration that cannot
+    /// work), with its cause.
+    #[error("{detail}")]
+    Internal {
+        detail: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl StoreError {
@@ -111,31 +132,57 @@ impl StoreError {
         StoreError::Build { action, cause: Box::new(cause) }
     }
 
+    /// `store` cannot serve, because of `cause`.
+    pub fn unavailable(store: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable { store, cause: Box::new(cause) }
+    }
+
+    /// A failure that should not happen, said in `detail`.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        StoreError::Internal { detail: detail.into(), cause: None }
+    }
+
+    /// A failure that should not happen, said in `detail`, because of `cause`.
+    pub fn internal_from(detail: impl Into<String>, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Internal { detail: detail.into(), cause: Some(Box::new(cause)) }
+    }
+
     /// The operator's view of a service failure; `None` for the other kinds.
     pub fn failure(&self) -> Option<Failure> {
         match self {
             StoreError::Service { failure, .. } => Some(*failure),
+            StoreError::Shared(inner) => inner.failure(),
             _ => None,
         }
     }
 }
 
 /// What a storage failure means to a caller: a bad cursor is theirs (400), a damaged item
-/// ours (500), a failed condition a conflict (409) unless the domain says more, and a
-/// failed service a 503 ("busy" when throttled).
+/// or a bug ours (500), a failed condition a conflict (409) unless the domain says more, and
+/// a failed or busy service a 503 ("busy" when throttled). The failure is the error's cause.
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Error {
-        match err {
-            StoreError::BadCursor(message) => Error::BadRequest(message.to_owned()),
-            StoreError::ConditionFailed { .. } => Error::Conflict("the item changed meanwhile; try again".into()),
-            StoreError::Corrupt(_) | StoreError::Build { .. } => {
-                Error::Internal { detail: err.to_string(), cause: Some(std::sync::Arc::new(err)) }
-            }
-            StoreError::Service { failure: Failure::Throttled, .. } => {
-                Error::unavailable("storage is busy; try again", err)
-            }
-            StoreError::Service { .. } => Error::unavailable("storage is unavailable", err),
+        let err = match err {
+            StoreError::Shared(shared) => shared,
+            other => std::sync::Arc::new(other),
+        };
+        meaning(&err, err.clone())
+    }
+}
+
+fn meaning(err: &StoreError, cause: crate::error::Cause) -> Error {
+    let unavailable = |message: String| Error::Unavailable { message, cause: Some(cause.clone()) };
+    match err {
+        StoreError::BadCursor(message) => Error::BadRequest((*message).to_owned()),
+        StoreError::ConditionFailed { .. } => Error::Conflict("the item changed meanwhile; try again".into()),
+        StoreError::Corrupt(_) | StoreError::Build { .. } | StoreError::Internal { .. } => {
+            Error::Internal { detail: err.to_string(), cause: Some(cause) }
         }
+        StoreError::Service { failure: Failure::Throttled, .. } => unavailable("storage is busy; try again".into()),
+        StoreError::Service { .. } => unavailable("storage is unavailable".into()),
+        StoreError::Unavailable { store, .. } => unavailable(format!("{store} is unavailable")),
+        StoreError::Busy(message) => Error::Unavailable { message: (*message).to_owned(), cause: None },
+        StoreError::Shared(inner) => meaning(inner, cause),
     }
 }
 

@@ -9,13 +9,10 @@ use std::{collections::BTreeSet, sync::Arc};
 use async_trait::async_trait;
 use bytes::Bytes;
 use coach::{
+    index::{PgConfig, PgIndex, PgSecret, SecretReader},
     ingest::{ObjectEvent, Outcome},
     model::{Chunk, Query, Ranking, Scope, Shard},
-    store::{
-        postgres::{PgSecret, SecretReader},
-        Added, Blob, BlobStore, DocumentIndex, Listed, PassageSearch, PgConfig, PgIndex, PresignedPut, Revalidated,
-        StoreResult,
-    },
+    store::{Added, Blob, BlobStore, DocumentIndex, Listed, PassageSearch, PresignedPut, Revalidated, StoreResult},
 };
 use coach_testkit::{
     child::free_port,
@@ -110,7 +107,7 @@ async fn the_schema_is_coach_s_own_applied_once_with_a_vector_table_per_model() 
     let lengths = stack.sql("SELECT count(*) || ' ' || sum(length) FROM coach_chunks WHERE scope = 'acme'");
     assert_eq!(stats, lengths);
     let tables = stack.sql("SELECT model || ' ' || dims || ' ' || table_name FROM coach_vector_tables");
-    let table = coach::store::postgres::vector_table("all-minilm-l6-v2", 384);
+    let table = coach::index::postgres::vector_table("all-minilm-l6-v2", 384);
     assert_eq!(tables, format!("all-minilm-l6-v2 384 {table}"));
     assert_eq!(count(&stack, &format!("SELECT count(*) FROM {table}")), 2, "a vector per chunk");
     let indexes = stack.sql("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname");

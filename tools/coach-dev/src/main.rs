@@ -34,10 +34,11 @@ use aws_config::BehaviorVersion;
 use coach::{
     auth::{AuthConfig, HS256_SECRET_FIELD},
     config::Env,
-    store::{
+    index::{
         postgres::{Database, PgSecret, SecretReader},
-        AwsClients, PgConfig, StoreConfig,
+        PgConfig,
     },
+    store::{AwsClients, StoreConfig},
 };
 use coach_testkit::{
     stack::{create_bucket, create_secret, create_table, notify_queue, queue_name},
@@ -121,7 +122,10 @@ async fn migrate() -> Result<(), String> {
         let secret = secret.clone();
         Box::pin(async move { Ok(secret) })
     });
-    Database::new(config.clone(), reader).migrate().await.map_err(|e| format!("{e}: {}", e.causes()))?;
+    Database::new(config.clone(), reader).migrate().await.map_err(|e| {
+        let e = coach::Error::from(e);
+        format!("{e}: {}", e.causes())
+    })?;
     println!("migrated {}:{}/{}", config.host, config.port, config.database);
     Ok(())
 }

@@ -15,8 +15,7 @@ use tokio_postgres::error::SqlState;
 use crate::{
     analysis::Analyzer,
     config::{ConfigError, Env},
-    error::Error,
-    store::{Failure, StoreError},
+    store::{Failure, StoreError, StoreResult},
 };
 
 /// Connection settings (`COACH_PG_*`); the password and an extra CA come from the Coach secret.
@@ -96,7 +95,7 @@ pub struct PgSecret {
 }
 
 /// Reads [`PgSecret`] when the pool (re)connects.
-pub type SecretReader = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<PgSecret, Error>> + Send>> + Send + Sync>;
+pub type SecretReader = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = StoreResult<PgSecret>> + Send>> + Send + Sync>;
 
 /// Connections to Coach's database (a pool, built on first use from the configuration and
 /// the secret) and its schema.
@@ -160,10 +159,8 @@ pub(super) fn pool_error(action: &'static str, e: PoolError) -> StoreError {
     }
 }
 
-pub(super) const UNAVAILABLE: &str = "the document index is unavailable";
-
-pub(super) fn unavailable(cause: StoreError) -> Error {
-    Error::unavailable(UNAVAILABLE, cause)
+pub(super) fn unavailable(cause: StoreError) -> StoreError {
+    StoreError::unavailable(crate::store::DOCUMENT_INDEX, cause)
 }
 
 /// PostgreSQL text cannot hold NUL: extracted text rarely has one, and it means nothing.
@@ -187,7 +184,7 @@ impl Database {
     }
 
     /// The pool, built on first use from the configuration and the secret.
-    pub(super) async fn pool(&self) -> Result<Pool, Error> {
+    pub(super) async fn pool(&self) -> StoreResult<Pool> {
         let mut pool = self.pool.lock().await;
         if let Some(pool) = pool.as_ref() {
             return Ok(pool.clone());
@@ -198,7 +195,7 @@ impl Database {
         Ok(built)
     }
 
-    pub(super) fn build_pool(&self, secret: &PgSecret) -> Result<Pool, Error> {
+    pub(super) fn build_pool(&self, secret: &PgSecret) -> StoreResult<Pool> {
         let c = &self.config;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&c.host)
@@ -238,12 +235,12 @@ impl Database {
             .wait_timeout(Some(c.statement_timeout + c.connect_timeout))
             .recycle_timeout(Some(c.connect_timeout))
             .build()
-            .map_err(|e| Error::Internal { detail: format!("database pool: {e}"), cause: None })
+            .map_err(|e| StoreError::internal(format!("database pool: {e}")))
     }
 
     /// A pooled connection. After a refused login the pool is dropped, so the next use reads
     /// the secret again (a rotated password).
-    pub(super) async fn client(&self, action: &'static str) -> Result<deadpool_postgres::Object, Error> {
+    pub(super) async fn client(&self, action: &'static str) -> StoreResult<deadpool_postgres::Object> {
         let pool = self.pool().await?;
         match pool.get().await {
             Ok(client) => Ok(client),
@@ -260,7 +257,7 @@ impl Database {
     /// Runs `work` on a pooled connection; when the connection turns out dead (the server
     /// or a proxy closed it while the instance was frozen), once more on a fresh one. `work`
     /// must be safe to repeat: every operation here is.
-    pub(super) async fn with_client<T, F>(&self, action: &'static str, work: F) -> Result<T, Error>
+    pub(super) async fn with_client<T, F>(&self, action: &'static str, work: F) -> StoreResult<T>
     where
         F: for<'c> Fn(&'c mut deadpool_postgres::Object) -> Pin<Box<dyn Future<Output = Result<T, Op>> + Send + 'c>>,
     {
@@ -279,7 +276,7 @@ impl Database {
 /// Why an operation on a connection failed.
 pub(super) enum Op {
     Db(tokio_postgres::Error),
-    Other(Error),
+    Other(StoreError),
 }
 
 impl From<tokio_postgres::Error> for Op {
@@ -288,14 +285,14 @@ impl From<tokio_postgres::Error> for Op {
     }
 }
 
-impl From<Error> for Op {
-    fn from(e: Error) -> Self {
+impl From<StoreError> for Op {
+    fn from(e: StoreError) -> Self {
         Op::Other(e)
     }
 }
 
 impl Op {
-    fn into_error(self, action: &'static str) -> Error {
+    fn into_error(self, action: &'static str) -> StoreError {
         match self {
             Op::Db(e) => unavailable(service(action, e)),
             Op::Other(e) => e,
@@ -304,7 +301,7 @@ impl Op {
 }
 
 /// The TLS connector: the system's roots, plus `ca_pem`'s certificates.
-pub(super) fn tls(ca_pem: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, Error> {
+pub(super) fn tls(ca_pem: Option<&str>) -> StoreResult<tokio_postgres_rustls::MakeRustlsConnect> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -312,19 +309,19 @@ pub(super) fn tls(ca_pem: Option<&str>) -> Result<tokio_postgres_rustls::MakeRus
     if let Some(pem) = ca_pem {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<_, _>>()
-            .map_err(|_| Error::internal("postgres_ca_pem in the Coach secret is not PEM certificates"))?;
+            .map_err(|_| StoreError::internal("postgres_ca_pem in the Coach secret is not PEM certificates"))?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
-            return Err(Error::internal("postgres_ca_pem in the Coach secret holds no usable certificate"));
+            return Err(StoreError::internal("postgres_ca_pem in the Coach secret holds no usable certificate"));
         }
     }
     if roots.is_empty() {
-        return Err(Error::internal("no trusted certificates to verify the database with"));
+        return Err(StoreError::internal("no trusted certificates to verify the database with"));
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal(format!("TLS configuration: {e}")))?
+        .map_err(|e| StoreError::internal(format!("TLS configuration: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))

@@ -12,9 +12,9 @@ use super::{
 };
 use crate::{
     analysis::{Analyzer, MAX_TERM_FREQUENCY},
-    error::Error,
     model::{Chunk, Scope, Shard, Span},
     store::{Added, DocumentIndex},
+    store::{StoreError, StoreResult},
 };
 
 /// Bumps a scope's change counter and moves its chunk and term counts by $2 and $3, in the
@@ -50,12 +50,12 @@ pub(super) fn chunk_vector(analyzer: &Analyzer, chunk: &Chunk) -> (String, i32) 
 
 #[async_trait]
 impl DocumentIndex for PgIndex {
-    async fn purge(&self, _scope: &Scope) -> Result<Option<std::time::Duration>, Error> {
+    async fn purge(&self, _scope: &Scope) -> StoreResult<Option<std::time::Duration>> {
         // A remove deletes the document's rows in its transaction: nothing is left to rewrite.
         Ok(None)
     }
 
-    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> Result<Added, Error> {
+    async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> StoreResult<Added> {
         self.prepare_write().await?;
         let dims = doc.dims;
         let with_vectors = doc
@@ -63,7 +63,7 @@ impl DocumentIndex for PgIndex {
             .as_deref()
             .filter(|_| dims > 0 && !doc.chunks.is_empty() && doc.vectors.len() == doc.chunks.len() * dims as usize);
         if doc.embedding_model.is_some() && with_vectors.is_none() && !doc.chunks.is_empty() {
-            return Err(Error::internal("a document's vectors do not match its chunks"));
+            return Err(StoreError::internal("a document's vectors do not match its chunks"));
         }
         let table = match with_vectors {
             Some(model) => Some(self.ensure_vector_table(model, dims).await?),
@@ -86,7 +86,7 @@ impl DocumentIndex for PgIndex {
                     tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
                     // Under the lock a delete also takes: a delete of the object before this
                     // check is seen here; one after it removes what this commits.
-                    match blobs.version(&key).await.map_err(Error::from)? {
+                    match blobs.version(&key).await? {
                         Some(version) if version == etag => {}
                         Some(_) => return Ok(Added::Superseded),
                         None => return Ok(Added::Gone),
@@ -164,7 +164,7 @@ impl DocumentIndex for PgIndex {
             .await
     }
 
-    async fn remove(&self, scope: &Scope, id: &str) -> Result<bool, Error> {
+    async fn remove(&self, scope: &Scope, id: &str) -> StoreResult<bool> {
         self.migrate().await?;
         let (scope, id) = (scope.name().to_owned(), id.to_owned());
         let removed = self
@@ -201,7 +201,7 @@ impl DocumentIndex for PgIndex {
         Ok(removed.unwrap_or(false))
     }
 
-    async fn document(&self, scope: &Scope, id: &str) -> Result<Option<Shard>, Error> {
+    async fn document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>> {
         let (scope, id) = (scope.name().to_owned(), id.to_owned());
         self.db.with_client("read a document", move |client| {
             let (scope, id) = (scope.clone(), id.clone());

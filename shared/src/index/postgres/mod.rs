@@ -56,8 +56,7 @@ use migrations::{REANALYSE_PER_WRITE, SCHEMA_LOCK};
 pub use connection::{Database, PgConfig, PgSecret, SecretReader};
 pub use migrations::MIGRATIONS;
 
-use super::{BlobStore, Failure, Probe};
-use crate::error::Error;
+use crate::store::{BlobStore, Failure, Probe, StoreError, StoreResult};
 /// pgvector's HNSW indexes `vector` up to this dimension; above it, `halfvec` (up to 4,000).
 pub(super) const HNSW_MAX_VECTOR_DIMS: u32 = 2000;
 pub(super) const HNSW_MAX_HALFVEC_DIMS: u32 = 4000;
@@ -117,13 +116,13 @@ impl PgIndex {
     }
 
     /// Applies Coach's schema migrations not applied yet ([`Database::migrate`]).
-    pub async fn migrate(&self) -> Result<(), Error> {
+    pub async fn migrate(&self) -> StoreResult<()> {
         self.db.migrate().await
     }
 
     /// Before a write: the schema migrated, and documents of another analyser analysed
     /// again for at most [`REANALYSE_PER_WRITE`] while any are left.
-    async fn prepare_write(&self) -> Result<(), Error> {
+    async fn prepare_write(&self) -> StoreResult<()> {
         use std::sync::atomic::Ordering;
         self.migrate().await?;
         if !self.reanalysed.load(Ordering::Relaxed) && self.db.reanalyse(REANALYSE_PER_WRITE).await? {
@@ -133,13 +132,13 @@ impl PgIndex {
     }
 
     /// Creates the vector table of `model` at `dims` unless it exists.
-    async fn ensure_vector_table(&self, model: &str, dims: u32) -> Result<String, Error> {
+    async fn ensure_vector_table(&self, model: &str, dims: u32) -> StoreResult<String> {
         let table = vector_table(model, dims);
         if lock(&self.tables).contains(&table) {
             return Ok(table);
         }
         if dims == 0 || dims > HNSW_MAX_HALFVEC_DIMS {
-            return Err(Error::internal(format!(
+            return Err(StoreError::internal(format!(
                 "vectors of {dims} dimensions cannot be indexed in PostgreSQL (at most {HNSW_MAX_HALFVEC_DIMS})"
             )));
         }

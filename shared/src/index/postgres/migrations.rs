@@ -9,7 +9,7 @@ use super::{
     connection::Database,
     documents::{chunk_vector, BUMP_VERSION},
 };
-use crate::{error::Error, model::Chunk};
+use crate::{model::Chunk, store::StoreResult};
 
 /// Advisory lock (any constant) serialising Coach's schema changes.
 pub(super) const SCHEMA_LOCK: i64 = 0x436f_6163_6853_6368;
@@ -79,7 +79,7 @@ pub const MIGRATIONS: &[&str] = &[
 impl Database {
     /// Applies the [`MIGRATIONS`] not applied yet (once per instance; concurrent instances
     /// wait for each other on an advisory lock).
-    pub async fn migrate(&self) -> Result<(), Error> {
+    pub async fn migrate(&self) -> StoreResult<()> {
         self.migrated
             .get_or_try_init(|| {
                 self.with_client("migrate the index schema", |client| {
@@ -123,7 +123,7 @@ impl Database {
     /// before analysers were recorded), [`REANALYSE_BATCH`] per transaction, each document's
     /// chunks and its scope's statistics together, until none is left (`Ok(true)`) or
     /// `budget` has passed (`Ok(false)`). Concurrent callers skip each other's documents.
-    pub async fn reanalyse(&self, budget: Duration) -> Result<bool, Error> {
+    pub async fn reanalyse(&self, budget: Duration) -> StoreResult<bool> {
         let started = Instant::now();
         let analyzer = Arc::new(self.config.analyzer.clone());
         loop {

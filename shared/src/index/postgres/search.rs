@@ -12,8 +12,8 @@ use super::{
 };
 use crate::{
     analysis::MAX_TERM_FREQUENCY,
-    error::Error,
     model::{Chunk, Passage, Ranking, Span},
+    store::StoreResult,
     store::{PassageSearch, PendingQuery},
 };
 
@@ -177,7 +177,7 @@ impl PgIndex {
         terms: &[&(String, f32)],
         vector: Option<(String, Vec<f32>)>,
         ranking: &Ranking,
-    ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, Error> {
+    ) -> StoreResult<Result<Vec<Row>, tokio_postgres::Error>> {
         let window = ranking.window() as i64;
         let top_k = ranking.top_k as i64;
         let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
@@ -231,7 +231,7 @@ impl PgIndex {
 
 #[async_trait]
 impl PassageSearch for PgIndex {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> Result<Vec<Passage>, Error> {
+    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> StoreResult<Vec<Passage>> {
         if ranking.top_k == 0 {
             return Ok(Vec::new());
         }
@@ -260,7 +260,7 @@ impl PassageSearch for PgIndex {
     }
 
     /// The change counters of the tenant and the shared docs.
-    async fn version(&self, tenant: &str) -> Result<String, Error> {
+    async fn version(&self, tenant: &str) -> StoreResult<String> {
         let tenant = tenant.to_owned();
         let version = self
             .db

@@ -87,12 +87,12 @@ impl S3Bucket {
                 .iter()
                 .map(|version| ObjectIdentifier::builder().key(key).set_version_id(version.clone()).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| StoreError::Corrupt("object version"))?;
+                .map_err(|e| StoreError::build("delete object versions", e))?;
             let delete = Delete::builder()
                 .set_objects(Some(doomed))
                 .quiet(true)
                 .build()
-                .map_err(|_| StoreError::Corrupt("delete request"))?;
+                .map_err(|e| StoreError::build("delete object versions", e))?;
             let output = self
                 .client
                 .delete_objects()

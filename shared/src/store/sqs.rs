@@ -26,7 +26,8 @@ impl JobQueue for SqsQueue {
 
     async fn send_later(&self, job: &Job, delay: std::time::Duration) -> StoreResult<()> {
         // The message body is the job as JSON, tagged by its `job` field.
-        let body = serde_json::to_string(job).map_err(|_| StoreError::Corrupt("job"))?;
+        let body =
+            serde_json::to_string(job).map_err(|e| StoreError::internal_from("a job cannot be written as JSON", e))?;
         // SQS delays a message by at most 15 minutes.
         let delay = delay.as_secs().min(900) as i32;
         self.client

@@ -107,7 +107,8 @@ fn message_item(owner: Owner, session_id: &str, m: &StoredMessage) -> StoreResul
         ("expires_at".to_owned(), n(m.expires_at)),
     ]);
     if !m.sources.is_empty() {
-        let json = serde_json::to_string(m.sources).map_err(|_| StoreError::Corrupt("sources"))?;
+        let json = serde_json::to_string(m.sources)
+            .map_err(|e| StoreError::internal_from("a message's sources cannot be written as JSON", e))?;
         item.insert("sources".to_owned(), s(&json));
     }
     if let Some(usage) = m.usage {

@@ -266,20 +266,10 @@ impl Documents {
                 req.size_bytes, self.uploads.max_bytes
             )));
         }
-        let (id, key) = self.new_key(who, &filename);
-        let now = now_ms();
-        let record = NewDocument {
-            document_id: &id,
-            filename: &filename,
-            kind,
-            size_bytes: req.size_bytes,
-            key: &key,
-            uploaded_by: &who.user_id,
-            metadata: None,
-        };
         // A record whose upload never comes expires (DynamoDB TTL) a day after its URL does.
-        let expires_at = (now + self.uploads.url_ttl.as_millis() as u64) / 1000 + PENDING_GRACE_SECS;
-        self.records.create(&Scope::Tenant(who.tenant.clone()), &record, now, expires_at).await?;
+        let url_ttl = self.uploads.url_ttl.as_millis() as u64;
+        let expiry = |now| (now + url_ttl) / 1000 + PENDING_GRACE_SECS;
+        let (id, key, now) = self.record_pending(who, &filename, kind, req.size_bytes, None, expiry).await?;
         let presigned = self.blobs.presign_put(&key, kind.content_type(), req.size_bytes, self.uploads.url_ttl).await?;
         Ok(Upload {
             document_id: id,
@@ -290,11 +280,32 @@ impl Documents {
         })
     }
 
-    /// A new document's id and the key of its object in the caller's tenant.
-    fn new_key(&self, who: &Principal, filename: &str) -> (String, String) {
+    /// Records a new document of the caller's tenant as `pending`, expiring (DynamoDB TTL,
+    /// epoch seconds) at `expiry` of when it was recorded, unless its object lands: its id,
+    /// its object's key, and when (epoch ms).
+    async fn record_pending(
+        &self,
+        who: &Principal,
+        filename: &str,
+        kind: Kind,
+        size_bytes: u64,
+        metadata: Option<&std::collections::BTreeMap<String, String>>,
+        expiry: impl FnOnce(u64) -> u64,
+    ) -> Result<(String, String, u64), Error> {
         let id = self.ids.next().to_string();
         let key = crate::store::keys::upload_key(&who.tenant, &id, filename);
-        (id, key)
+        let now = now_ms();
+        let record = NewDocument {
+            document_id: &id,
+            filename,
+            kind,
+            size_bytes,
+            key: &key,
+            uploaded_by: &who.user_id,
+            metadata,
+        };
+        self.records.create(&Scope::Tenant(who.tenant.clone()), &record, now, expiry(now)).await?;
+        Ok((id, key, now))
     }
 
     /// Largest text accepted inline, in bytes.
@@ -320,20 +331,10 @@ impl Documents {
         if let Some(metadata) = &req.metadata {
             validate_metadata(metadata)?;
         }
-        let (id, key) = self.new_key(who, &filename);
-        let now = now_ms();
-        let record = NewDocument {
-            document_id: &id,
-            filename: &filename,
-            kind,
-            size_bytes: size,
-            key: &key,
-            uploaded_by: &who.user_id,
-            metadata: req.metadata.as_ref(),
-        };
-        let scope = Scope::Tenant(who.tenant.clone());
         // Like an upload's: a record whose object never lands expires, a day on.
-        self.records.create(&scope, &record, now, now / 1000 + PENDING_GRACE_SECS).await?;
+        let expiry = |now| now / 1000 + PENDING_GRACE_SECS;
+        let (id, key, _) = self.record_pending(who, &filename, kind, size, req.metadata.as_ref(), expiry).await?;
+        let scope = Scope::Tenant(who.tenant.clone());
         let body = bytes::Bytes::copy_from_slice(req.content.as_bytes());
         if let Err(e) = self.blobs.put(&key, body, kind.content_type()).await {
             // Nothing was stored: no record either (best effort; the TTL removes it otherwise).

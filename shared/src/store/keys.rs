@@ -53,6 +53,21 @@ pub fn index_prefix(scope: &Scope) -> String {
     format!("index/{}/", scope.name())
 }
 
+/// A scope's manifest: `index/{scope}/manifest`.
+pub fn manifest_key(scope: &Scope) -> String {
+    format!("{}manifest", index_prefix(scope))
+}
+
+/// A segment of the scope's index: `index/{scope}/seg/{id}`.
+pub fn segment_key(scope: &Scope, id: &str) -> String {
+    format!("{}seg/{id}", index_prefix(scope))
+}
+
+/// A reader's report that a segment is damaged: `index/{scope}/damaged/{id}`.
+pub fn damaged_key(scope: &Scope, id: &str) -> String {
+    format!("{}damaged/{id}", index_prefix(scope))
+}
+
 /// Where a part of document `id` (version `etag`) covering chunks `from..to` is stored.
 pub fn embedding_part_key(scope: &Scope, id: &str, etag: &str, from: usize, to: usize) -> String {
     format!("{}work/{id}/{:016x}/{from:08}-{to:08}", index_prefix(scope), fnv1a(etag))

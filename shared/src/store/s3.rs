@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::records::Manifest;
 use super::{
     aws::{classify, service_error},
-    keys::index_prefix,
+    keys::{damaged_key, manifest_key, segment_key},
     Blob, BlobStore, Body, Failure, IndexStore, Listed, ManifestRead, PresignedPut, Probe, Revalidated, StoreError,
     StoreResult,
 };
@@ -30,16 +30,6 @@ impl S3Bucket {
     pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
         Self { client, bucket }
     }
-}
-
-/// A segment of the scope's index: `index/{scope}/seg/{id}`.
-fn segment_key(scope: &Scope, id: &str) -> String {
-    format!("{}seg/{id}", index_prefix(scope))
-}
-
-/// A reader's report that a segment is damaged: `index/{scope}/damaged/{id}`.
-fn damaged_key(scope: &Scope, id: &str) -> String {
-    format!("{}damaged/{id}", index_prefix(scope))
 }
 
 fn broke_off(action: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -262,7 +252,7 @@ impl BlobStore for S3Bucket {
 #[async_trait]
 impl IndexStore for S3Bucket {
     async fn manifest(&self, scope: &Scope, etag: Option<&str>) -> StoreResult<ManifestRead> {
-        let key = format!("{}manifest", index_prefix(scope));
+        let key = manifest_key(scope);
         match BlobStore::get_if_changed(self, &key, etag).await? {
             Revalidated::NotModified => Ok(ManifestRead::NotModified),
             Revalidated::Missing => Ok(ManifestRead::Missing),
@@ -278,7 +268,7 @@ impl IndexStore for S3Bucket {
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(format!("{}manifest", index_prefix(scope)))
+            .key(manifest_key(scope))
             .content_type("application/octet-stream")
             .body(ByteStream::from(manifest.encode()));
         // S3 conditional writes: replace only the version read, or create only if absent.

@@ -143,7 +143,7 @@ pub(super) fn failure(e: &tokio_postgres::Error) -> Failure {
     }
 }
 
-pub(super) fn service(action: &'static str, e: tokio_postgres::Error) -> StoreError {
+fn service(action: &'static str, e: tokio_postgres::Error) -> StoreError {
     StoreError::Service { action, failure: failure(&e), cause: Box::new(e) }
 }
 
@@ -159,7 +159,7 @@ pub(super) fn pool_error(action: &'static str, e: PoolError) -> StoreError {
     }
 }
 
-pub(super) fn unavailable(cause: StoreError) -> StoreError {
+fn unavailable(cause: StoreError) -> StoreError {
     StoreError::unavailable(crate::store::DOCUMENT_INDEX, cause)
 }
 
@@ -195,7 +195,7 @@ impl Database {
         Ok(built)
     }
 
-    pub(super) fn build_pool(&self, secret: &PgSecret) -> StoreResult<Pool> {
+    fn build_pool(&self, secret: &PgSecret) -> StoreResult<Pool> {
         let c = &self.config;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&c.host)

@@ -113,7 +113,7 @@ impl Database {
 }
 
 /// Documents analysed again per transaction by [`Database::reanalyse`].
-pub(super) const REANALYSE_BATCH: i64 = 20;
+const REANALYSE_BATCH: i64 = 20;
 /// How long a write spends analysing older documents again before its own work, until
 /// none is left (`coach-dev migrate` does them all at once).
 pub(super) const REANALYSE_PER_WRITE: Duration = Duration::from_secs(5);

@@ -58,10 +58,10 @@ pub use migrations::MIGRATIONS;
 
 use crate::store::{BlobStore, Failure, Probe, StoreError, StoreResult};
 /// pgvector's HNSW indexes `vector` up to this dimension; above it, `halfvec` (up to 4,000).
-pub(super) const HNSW_MAX_VECTOR_DIMS: u32 = 2000;
+const HNSW_MAX_VECTOR_DIMS: u32 = 2000;
 pub(super) const HNSW_MAX_HALFVEC_DIMS: u32 = 4000;
 /// How long a missing vector table is remembered before it is looked for again.
-pub(super) const MISSING_TABLE_RECHECK: Duration = Duration::from_secs(30);
+const MISSING_TABLE_RECHECK: Duration = Duration::from_secs(30);
 
 /// The search index in PostgreSQL. Build once per cold start; connects on first use.
 pub struct PgIndex {

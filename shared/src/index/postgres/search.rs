@@ -69,7 +69,7 @@ pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
 /// chunk scores weight / (60 + rank) in each ranking, summed; the best `top_k` documents,
 /// each with its chunk of the best chunk-level fused score, then (when fewer documents
 /// match) other chunks by that score.
-pub(super) fn search_sql(vectors: Option<(&str, u32)>) -> String {
+fn search_sql(vectors: Option<(&str, u32)>) -> String {
     let (nearest, semantic) = match vectors {
         Some((table, dims)) => {
             let distance = distance("v.embedding", "$8", dims);
@@ -155,7 +155,7 @@ LIMIT $5",
     )
 }
 
-pub(super) fn passage(row: &Row) -> Passage {
+fn passage(row: &Row) -> Passage {
     let (document_id, title): (String, String) = (row.get(0), row.get(1));
     let (number, score): (i32, f32) = (row.get(2), row.get(3));
     let chunk = Chunk { heading: row.get(4), text: row.get(5), span: span(row, 6) };
@@ -171,7 +171,7 @@ pub(super) fn span(row: &Row, at: usize) -> Option<Span> {
 }
 
 impl PgIndex {
-    pub(super) async fn run_search(
+    async fn run_search(
         &self,
         tenant: &str,
         terms: &[&(String, f32)],

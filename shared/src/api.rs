@@ -25,13 +25,13 @@ use lambda_http::{
 };
 
 use crate::{
-    audit::{Audit, Operation},
-    auth::{ApiKeys, Authenticator, Principal, Role},
-    config::{Env, StartupError},
+    audit::{Audit, AuditConfig, Operation},
+    auth::{api_keys::ApiKeyConfig, ApiKeys, AuthConfig, Authenticator, Principal, Role},
+    config::{ConfigError, Env},
     error::Error,
     http::{error_response, request_id, route, route_name, Route},
     metrics,
-    secrets::Secrets,
+    secrets::{Secrets, SecretsConfig},
     store::AwsClients,
 };
 
@@ -129,6 +129,33 @@ pub enum Keys {
     Refused,
 }
 
+/// The settings of a surface's pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub auth: AuthConfig,
+    /// `None` where API keys are refused.
+    pub api_keys: Option<ApiKeyConfig>,
+    pub audit: AuditConfig,
+    /// The signing key's secret's cache.
+    pub secrets: SecretsConfig,
+}
+
+impl PipelineConfig {
+    /// `COACH_AUTH_*`, `COACH_JWT_*`, `COACH_JWKS_*`, the claim variables, `COACH_API_KEY_*`
+    /// (when `keys` accepts them) and `COACH_AUDIT_RETENTION_DAYS`.
+    pub fn from_env(env: &Env, keys: Keys) -> Result<Self, ConfigError> {
+        Ok(Self {
+            auth: AuthConfig::from_env(env)?,
+            api_keys: match keys {
+                Keys::Accepted => Some(ApiKeyConfig::from_env(env)?),
+                Keys::Refused => None,
+            },
+            audit: AuditConfig::from_env(env)?,
+            secrets: SecretsConfig::from_env(env)?,
+        })
+    }
+}
+
 /// One function's HTTP surface: its name (in metrics), its endpoints, and what admits and
 /// audits its callers. Built once per cold start.
 pub struct Pipeline {
@@ -143,22 +170,20 @@ impl Pipeline {
         Self { function, endpoints, auth, audit }
     }
 
-    /// The pipeline of `function`, its authenticator (the signing key's secret, and the API
-    /// keys when `keys` accepts them) and audit log built from the configuration.
-    pub fn from_env(
+    /// The pipeline of `function` as `config` says: its authenticator (the signing key's
+    /// secret, and the tenants' API keys where they are accepted) and audit log.
+    pub fn assemble(
         function: &'static str,
         endpoints: &'static [Endpoint],
-        keys: Keys,
-        env: &Env,
+        config: PipelineConfig,
         aws: &AwsClients,
-    ) -> Result<Self, StartupError> {
-        let signing_key = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id)?;
-        let auth = Authenticator::from_env(env, signing_key)?;
-        let auth = match keys {
-            Keys::Accepted => auth.with_api_keys(Arc::new(ApiKeys::from_env(env, Arc::new(aws.table()))?)),
-            Keys::Refused => auth,
+    ) -> Self {
+        let auth = Authenticator::new(config.auth, Secrets::signing_key(aws, config.secrets));
+        let auth = match config.api_keys {
+            Some(keys) => auth.with_api_keys(Arc::new(ApiKeys::new(Arc::new(aws.table()), keys))),
+            None => auth,
         };
-        Ok(Self::new(function, endpoints, auth, Audit::from_env(env, Arc::new(aws.table()))?))
+        Self::new(function, endpoints, auth, Audit::new(Arc::new(aws.table()), config.audit))
     }
 
     pub fn auth(&self) -> &Authenticator {

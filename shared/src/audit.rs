@@ -87,11 +87,22 @@ pub struct Audit {
     retention: Duration,
 }
 
+/// How long audit events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// `COACH_AUDIT_RETENTION_DAYS` (365).
+    pub retention: Duration,
+}
+
+impl AuditConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self { retention: Duration::from_secs(env.number("COACH_AUDIT_RETENTION_DAYS")? * 86_400) })
+    }
+}
+
 impl Audit {
-    /// Retention from `COACH_AUDIT_RETENTION_DAYS` (365).
-    pub fn from_env(env: &Env, store: Arc<dyn AuditLog>) -> Result<Self, ConfigError> {
-        let days = env.number("COACH_AUDIT_RETENTION_DAYS")?;
-        Ok(Self { store, retention: Duration::from_secs(days * 86_400) })
+    pub fn new(store: Arc<dyn AuditLog>, config: AuditConfig) -> Self {
+        Self { store, retention: config.retention }
     }
 
     /// Records that `who` did `operation` on `resource`.

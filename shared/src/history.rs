@@ -62,11 +62,22 @@ pub struct History {
     retention: Duration,
 }
 
+/// How long sessions and their messages are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// `COACH_HISTORY_RETENTION_DAYS` (90).
+    pub retention: Duration,
+}
+
+impl HistoryConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self { retention: Duration::from_secs(86_400 * env.number("COACH_HISTORY_RETENTION_DAYS")?) })
+    }
+}
+
 impl History {
-    /// Retention from `COACH_HISTORY_RETENTION_DAYS` (90 days by default).
-    pub fn from_env(env: &Env, store: Arc<dyn HistoryStore>) -> Result<Self, ConfigError> {
-        let days = env.number("COACH_HISTORY_RETENTION_DAYS")?;
-        Ok(Self { store, ids: Ids::new(), retention: Duration::from_secs(86_400 * days) })
+    pub fn new(store: Arc<dyn HistoryStore>, config: HistoryConfig) -> Self {
+        Self { store, ids: Ids::new(), retention: config.retention }
     }
 
     /// Creates a session titled `title` (checked as [`History::rename`] checks it), or without

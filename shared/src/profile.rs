@@ -97,11 +97,6 @@ enum Miss {
 }
 
 impl Profiles {
-    /// `None` unless `COACH_AUTH0_DOMAIN` and `COACH_AUTH0_CLIENT_ID` are set.
-    pub fn from_env(env: &Env, http: reqwest::Client, secrets: Secrets) -> Result<Option<Self>, ConfigError> {
-        Ok(ProfileConfig::from_env(env)?.map(|config| Self::new(config, http, secrets)))
-    }
-
     pub fn new(config: ProfileConfig, http: reqwest::Client, secrets: Secrets) -> Self {
         Self {
             token: Cache::builder().max_capacity(1).time_to_live(TOKEN_TTL).build(),

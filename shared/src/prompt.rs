@@ -34,6 +34,12 @@ struct Cached {
     checked: Instant,
 }
 
+/// How long an instance keeps the prompt before it asks whether it changed
+/// (`COACH_PROMPT_REVALIDATE_SECS`, 5 s by default).
+pub fn revalidate_after(env: &Env) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS")?))
+}
+
 /// The current system prompt, cached per instance.
 pub struct SystemPrompt {
     blobs: Arc<dyn BlobStore>,
@@ -42,12 +48,7 @@ pub struct SystemPrompt {
 }
 
 impl SystemPrompt {
-    /// Revalidated at most every `COACH_PROMPT_REVALIDATE_SECS` (5 s by default).
-    pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>) -> Result<Self, ConfigError> {
-        let revalidate = Duration::from_secs(env.number("COACH_PROMPT_REVALIDATE_SECS")?);
-        Ok(Self::new(blobs, revalidate))
-    }
-
+    /// Revalidated at most every `revalidate_after` ([`revalidate_after`]).
     pub fn new(blobs: Arc<dyn BlobStore>, revalidate_after: Duration) -> Self {
         Self { blobs, revalidate_after, cached: tokio::sync::Mutex::new(None) }
     }

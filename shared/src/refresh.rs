@@ -63,9 +63,15 @@ pub struct Refresher {
     budget: u32,
 }
 
+/// The token budget of the generated prompt (`COACH_PROMPT_MAX_TOKENS`).
+pub fn prompt_budget(env: &Env) -> Result<u32, ConfigError> {
+    Ok(env.number("COACH_PROMPT_MAX_TOKENS")? as u32)
+}
+
 impl Refresher {
-    pub fn from_env(env: &Env, blobs: Arc<dyn BlobStore>) -> Result<Self, ConfigError> {
-        Ok(Self { blobs, ids: Ids::new(), budget: env.number("COACH_PROMPT_MAX_TOKENS")? as u32 })
+    /// Rebuilds prompts of at most `budget` tokens ([`prompt_budget`]).
+    pub fn new(blobs: Arc<dyn BlobStore>, budget: u32) -> Self {
+        Self { blobs, ids: Ids::new(), budget }
     }
 
     /// Rebuilds the prompt; `page_size` is the listing page size (S3's maximum is 1000).

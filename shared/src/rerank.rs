@@ -73,10 +73,6 @@ impl Reranker {
         Self { config, http, secrets }
     }
 
-    pub fn from_env(env: &Env, http: reqwest::Client, secrets: Secrets) -> Result<Self, ConfigError> {
-        Ok(Self::new(RerankConfig::from_env(env)?, http, secrets))
-    }
-
     /// How many fused candidates to fetch for reranking, 0 when reranking is off.
     pub fn candidates(&self) -> usize {
         if self.config.base_url.is_some() {

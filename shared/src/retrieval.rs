@@ -141,25 +141,26 @@ pub struct Retriever {
 }
 
 impl Retriever {
-    /// Ranking settings from `COACH_RETRIEVAL_*`, terms as `COACH_SEARCH_LANGUAGE` makes them;
-    /// `index` is the configured store's search.
-    pub fn from_env(
-        env: &Env,
+    /// Ranks by `ranking`, makes terms with `analyzer` (the index's); `index` is the
+    /// configured store's search.
+    pub fn new(
+        ranking: Ranking,
+        analyzer: Analyzer,
         index: Arc<dyn PassageSearch>,
         embedder: Embedder,
         reranker: Reranker,
-    ) -> Result<Self, ConfigError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             index,
             embedder,
             reranker,
-            ranking: Ranking::from_env(env)?,
-            analyzer: Analyzer::from_env(env)?,
+            ranking,
+            analyzer,
             embeddings: moka::future::Cache::builder()
                 .max_capacity(EMBEDDING_CACHE)
                 .time_to_live(EMBEDDING_TTL)
                 .build(),
-        })
+        }
     }
 
     /// The passages of `tenant`'s documents and the shared docs that best match `query`.

@@ -42,24 +42,17 @@ pub struct Rewritten {
     pub used: Option<ModelUsage>,
 }
 
-impl QueryRewrite {
-    /// `COACH_QUERY_REWRITE` (`off`, the default, or `llm`) and
-    /// `COACH_QUERY_REWRITE_TIMEOUT_MS`; the chat model's settings, with one attempt.
-    pub fn from_env(
-        env: &Env,
-        llm: &LlmConfig,
-        http: reqwest::Client,
-        secrets: Secrets,
-    ) -> Result<Option<Self>, ConfigError> {
-        let Some(timeout) = Self::timeout(env, llm)? else { return Ok(None) };
-        let retries = Retries { max_attempts: 1, ..llm.retries };
-        let config = LlmConfig { retries, timeout: llm.timeout.min(timeout), ..llm.clone() };
-        Ok(Some(Self { timeout, llm: Llm::new(config, http, secrets) }))
-    }
+/// The rewrite's settings, when it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewriteConfig {
+    /// `COACH_QUERY_REWRITE_TIMEOUT_MS`.
+    pub timeout: Duration,
+}
 
-    /// The rewrite's timeout when it is on. `llm` needs a language model
-    /// (`COACH_LLM_PROVIDER`).
-    fn timeout(env: &Env, llm: &LlmConfig) -> Result<Option<Duration>, ConfigError> {
+impl RewriteConfig {
+    /// `COACH_QUERY_REWRITE` (`off`, the default: `None`, or `llm`, which needs a language
+    /// model: `llm` is the chat model's settings) and `COACH_QUERY_REWRITE_TIMEOUT_MS`.
+    pub fn from_env(env: &Env, llm: &LlmConfig) -> Result<Option<Self>, ConfigError> {
         let timeout = Duration::from_millis(env.number("COACH_QUERY_REWRITE_TIMEOUT_MS")?);
         match env.text("COACH_QUERY_REWRITE").to_ascii_lowercase().as_str() {
             "off" => Ok(None),
@@ -67,11 +60,21 @@ impl QueryRewrite {
                 var: "COACH_QUERY_REWRITE",
                 reason: "llm needs a language model (COACH_LLM_PROVIDER is none)".into(),
             }),
-            "llm" => Ok(Some(timeout)),
+            "llm" => Ok(Some(Self { timeout })),
             other => {
                 Err(ConfigError { var: "COACH_QUERY_REWRITE", reason: format!("expected off or llm, got {other:?}") })
             }
         }
+    }
+}
+
+impl QueryRewrite {
+    /// The chat model (`llm`'s settings), asked once within the rewrite's timeout.
+    pub fn new(config: RewriteConfig, llm: &LlmConfig, http: reqwest::Client, secrets: Secrets) -> Self {
+        let timeout = config.timeout;
+        let retries = Retries { max_attempts: 1, ..llm.retries };
+        let config = LlmConfig { retries, timeout: llm.timeout.min(timeout), ..llm.clone() };
+        Self { timeout, llm: Llm::new(config, http, secrets) }
     }
 
     /// The standalone query of `latest` after the `earlier` user turns (most recent first).
@@ -145,11 +148,11 @@ mod tests {
             .unwrap()
         };
         let read = |vars: &[(&str, &str)], model: &LlmConfig| {
-            crate::config::with(vars, |env| QueryRewrite::timeout(env, model))
+            crate::config::with(vars, |env| RewriteConfig::from_env(env, model))
         };
         assert_eq!(read(&[], &llm("openai")), Ok(None), "off by default");
         let on = read(&[("COACH_QUERY_REWRITE", "llm")], &llm("openai")).unwrap().unwrap();
-        assert_eq!(on, Duration::from_secs(2));
+        assert_eq!(on.timeout, Duration::from_secs(2));
         assert_eq!(read(&[("COACH_QUERY_REWRITE", "llm")], &llm("none")).unwrap_err().var, "COACH_QUERY_REWRITE");
         assert_eq!(read(&[("COACH_QUERY_REWRITE", "yes")], &llm("openai")).unwrap_err().var, "COACH_QUERY_REWRITE");
         let slow = [("COACH_QUERY_REWRITE", "llm"), ("COACH_QUERY_REWRITE_TIMEOUT_MS", "60000")];

@@ -12,7 +12,7 @@ use moka::future::Cache;
 use crate::{
     config::{ConfigError, Env},
     error::Error,
-    store::{SecretSource, StoreError},
+    store::{AwsClients, SecretSource, StoreError},
 };
 
 /// Field of the Coach secret holding the language model provider's API key (also the
@@ -52,15 +52,32 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-impl Secrets {
-    /// `secret_id` from the store configuration; the TTL from `COACH_SECRET_CACHE_TTL_SECS`.
-    pub fn from_env(env: &Env, source: Arc<dyn SecretSource>, secret_id: &str) -> Result<Self, ConfigError> {
-        let ttl = Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS")?);
-        Ok(Self::new(source, secret_id, ttl))
-    }
+/// How long the secret's fields are kept (`COACH_SECRET_CACHE_TTL_SECS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretsConfig {
+    pub ttl: Duration,
+}
 
+impl SecretsConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self { ttl: Duration::from_secs(env.number("COACH_SECRET_CACHE_TTL_SECS")?) })
+    }
+}
+
+impl Secrets {
     pub fn new(source: Arc<dyn SecretSource>, secret_id: &str, ttl: Duration) -> Self {
         Self { source, secret_id: secret_id.into(), cache: Cache::builder().max_capacity(1).time_to_live(ttl).build() }
+    }
+
+    /// The Coach secret (`COACH_SECRET_ID`) in Secrets Manager.
+    pub fn coach(aws: &AwsClients, config: SecretsConfig) -> Self {
+        Self::new(Arc::new(aws.secrets_manager()), &aws.config.secret_id, config.ttl)
+    }
+
+    /// The secret holding the token signing key (`COACH_JWT_SECRET_ID`, by default the
+    /// Coach secret) in Secrets Manager.
+    pub fn signing_key(aws: &AwsClients, config: SecretsConfig) -> Self {
+        Self::new(Arc::new(aws.secrets_manager()), &aws.config.jwt_secret_id, config.ttl)
     }
 
     /// The string field `field`; `Ok(None)` when the secret has no such field (or it is

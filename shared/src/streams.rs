@@ -41,11 +41,15 @@ pub struct Slot {
     holder: String,
 }
 
+/// How many streams a tenant may hold at once (`COACH_STREAMS_PER_TENANT`, 10; 0: no limit).
+pub fn per_tenant(env: &Env) -> Result<u32, ConfigError> {
+    Ok(env.number("COACH_STREAMS_PER_TENANT")? as u32)
+}
+
 impl Streams {
-    /// `COACH_STREAMS_PER_TENANT` (10; 0: no limit).
-    pub fn from_env(env: &Env, store: Arc<dyn StreamSlots>) -> Result<Self, ConfigError> {
-        let per_tenant = env.number("COACH_STREAMS_PER_TENANT")? as u32;
-        Ok(Self { store, per_tenant })
+    /// At most `per_tenant` streams at once per tenant ([`per_tenant`]; 0: no limit).
+    pub fn new(store: Arc<dyn StreamSlots>, per_tenant: u32) -> Self {
+        Self { store, per_tenant }
     }
 
     /// A slot of `tenant`'s for one stream, leased until `deadline` (the stream's

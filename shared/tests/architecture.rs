@@ -178,6 +178,35 @@ fn only_the_configuration_reads_the_environment() {
     }
 }
 
+/// Settings are read before anything is built: a function that reads the environment
+/// (takes an [`coach::config::Env`]) takes no client, store or secret, so each function's
+/// settings are one value read at cold start and every module gets its dependencies through
+/// its `new`. `AwsClients::cold_start` is the one place that does both, in that order.
+#[test]
+fn what_reads_settings_builds_nothing() {
+    let mut readers = 0;
+    for (file, text) in sources() {
+        let text = code(&text);
+        for (at, _) in text.match_indices("fn ") {
+            let signature: String = text[at..].chars().take_while(|c| *c != '{' && *c != ';').collect();
+            let parameters = signature.split("->").next().unwrap_or_default();
+            if !parameters.contains("&Env") || signature.starts_with("fn cold_start") {
+                continue;
+            }
+            readers += 1;
+            for dependency in ["Arc<", "Client", "Secrets", "Store", "reqwest", "Bucket", "Table"] {
+                assert!(
+                    !parameters.contains(dependency),
+                    "{}: `{}` reads settings and takes a {dependency}: read a config, pass it to `new`",
+                    file.display(),
+                    signature.trim()
+                );
+            }
+        }
+    }
+    assert!(readers > 30, "found {readers} settings readers");
+}
+
 #[test]
 fn every_setting_the_code_reads_is_a_row_of_the_settings_table() {
     use coach::config::settings::{setting, Kind};

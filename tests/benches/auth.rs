@@ -23,7 +23,7 @@ fn bench_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let (hs256, jwks, _server) = runtime.block_on(async {
         let stack = TestStack::new().await;
-        let hs256 = stack.build(&stack.aws, chat::State::build);
+        let hs256 = stack.start(&stack.aws, chat::Settings::load, chat::State::new);
         let server = MockServer::start().await;
         Mock::given(matchers::method("GET"))
             .respond_with(ResponseTemplate::new(200).set_body_json(tokens::jwks(&["rsa-1", "ec-1"])))
@@ -37,7 +37,7 @@ fn bench_verify(c: &mut Criterion) {
             ("COACH_JWT_AUDIENCE", AUDIENCE),
         ];
         let stack = TestStack::without_resources(&vars).await;
-        let jwks = stack.build(&stack.aws, chat::State::build);
+        let jwks = stack.start(&stack.aws, chat::Settings::load, chat::State::new);
         (hs256, jwks, server)
     });
     let cases: [(&str, &chat::State, String); 3] = [

@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use aws_sdk_s3::config::Credentials;
 use coach::{
-    config::Env,
+    config::{ConfigError, Env, StartupError},
     index::{
         segment::{build, documents, memory, split},
-        Index,
+        Index, IndexStoreConfig,
     },
     model::{Scope, Shard},
-    secrets::Secrets,
+    secrets::{Secrets, SecretsConfig},
     store::{
         AwsClients, DocumentIndex, IndexStore, Manifest, ManifestRead, PassageSearch, Segment, SegmentInfo, StoreConfig,
     },
@@ -279,20 +279,22 @@ impl TestStack {
         Postgres::shared().sql(database, statements).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The configured index store, as the functions build it.
+    fn index(&self) -> Index {
+        self.build(&self.aws, |env, aws| -> Result<_, coach::config::ConfigError> {
+            let secrets = Secrets::coach(aws, SecretsConfig::from_env(env)?);
+            Ok(Index::new(IndexStoreConfig::from_env(env)?, aws, &secrets))
+        })
+    }
+
     /// The index store's search, as chat builds it.
     pub fn passage_search(&self) -> Arc<dyn PassageSearch> {
-        self.build(&self.aws, |env, aws| -> Result<_, coach::config::ConfigError> {
-            let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-            Ok(Index::from_env(env, aws, &secrets)?.search(aws))
-        })
+        self.index().search(&self.aws)
     }
 
     /// The index store's writer, as ingest builds it.
     pub fn document_index(&self) -> Arc<dyn DocumentIndex> {
-        self.build(&self.aws, |env, aws| -> Result<_, coach::config::ConfigError> {
-            let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-            Ok(Index::from_env(env, aws, &secrets)?.writer(aws))
-        })
+        self.index().writer(&self.aws)
     }
 
     /// Configuration and clients for unique names, with nothing created.
@@ -353,7 +355,20 @@ impl TestStack {
         read(&Env(&lookup))
     }
 
-    /// Builds a function's state over this stack, as its `main` does, with `aws`'s clients.
+    /// Starts a function over this stack as its cold start does, with `aws`'s clients:
+    /// `load` reads its settings from this stack's environment, `new` builds its state.
+    pub fn start<C, S>(
+        &self,
+        aws: &AwsClients,
+        load: impl FnOnce(&Env) -> Result<C, ConfigError>,
+        new: impl FnOnce(C, &AwsClients) -> Result<S, StartupError>,
+    ) -> S {
+        let settings = Self::read(&self.vars, load).expect("function settings");
+        new(settings, aws).expect("function state")
+    }
+
+    /// Builds something of a function's over this stack from its environment, with `aws`'s
+    /// clients.
     pub fn build<T, E: std::fmt::Debug>(
         &self,
         aws: &AwsClients,
@@ -473,11 +488,15 @@ impl TestStack {
         let iam = Arc::new(Iam::new(self.iam_names()));
         let held = |function: &str| if checked { enforcing(aws, iam.enforcer(function)) } else { aws.clone() };
         Deployment {
-            chat: self.build(&held("ChatFunction"), chat::State::build),
-            stream: Arc::new(self.build(&held("ChatStreamFunction"), chat::stream::StreamState::build)),
-            uploads: self.build(&held("UploadUrlFunction"), upload_url::State::build),
-            ingest: self.build(&held("IngestFunction"), ingest::State::build),
-            refresh: self.build(&held("DocsRefreshFunction"), docs_refresh::State::build),
+            chat: self.start(&held("ChatFunction"), chat::Settings::load, chat::State::new),
+            stream: Arc::new(self.start(
+                &held("ChatStreamFunction"),
+                chat::StreamSettings::load,
+                chat::stream::StreamState::new,
+            )),
+            uploads: self.start(&held("UploadUrlFunction"), upload_url::Settings::load, upload_url::State::new),
+            ingest: self.start(&held("IngestFunction"), ingest::Settings::load, ingest::State::new),
+            refresh: self.start(&held("DocsRefreshFunction"), docs_refresh::Settings::load, docs_refresh::State::new),
             iam,
         }
     }

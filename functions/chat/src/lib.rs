@@ -22,22 +22,21 @@
 //! | `POST /api-keys`, `GET /api-keys`, `DELETE /api-keys/{id}` | role `admin`, own tenant's keys |
 //! | `GET /audit?from=&to=&cursor=&limit=` | role `admin`, own tenant's events |
 
+pub mod settings;
 pub mod stream;
 
 use std::sync::Arc;
 
 use coach::{
-    api::{Call, Endpoint, Keys, Pipeline},
-    assist::{
-        mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistConfig, AssistParts,
-    },
+    api::{Call, Endpoint, Pipeline},
+    assist::{mindmap::MindmapInput, qa::CacheUse, qa::QaInput, summary::SummaryInput, Assist, AssistParts},
     audit::Operation,
     auth::{
         api_keys::{ApiKeys, NewApiKey},
         Principal, Role,
     },
-    chat::{Chat, ChatConfig, ChatInput, ChatParts, TurnKey},
-    config::{Env, StartupError},
+    chat::{Chat, ChatInput, ChatParts, TurnKey},
+    config::StartupError,
     deadline::Deadline,
     embeddings::Embedder,
     health::{self, Health},
@@ -47,10 +46,9 @@ use coach::{
     llm::Llm,
     profile::Profiles,
     prompt::SystemPrompt,
-    ratelimit::{RateLimitConfig, RateLimiter},
+    ratelimit::RateLimiter,
     rerank::Reranker,
     retrieval::Retriever,
-    retry::Retries,
     rewrite::QueryRewrite,
     secrets::Secrets,
     store::{AwsClients, Probe},
@@ -63,6 +61,8 @@ use lambda_http::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use settings::TurnSettings;
+pub use settings::{Settings, StreamSettings};
 
 /// Most sessions or messages in one page.
 const MAX_PAGE: i32 = 100;
@@ -83,18 +83,18 @@ pub struct State {
 }
 
 impl State {
-    /// Reads the configuration from the environment and builds everything from it.
+    /// Reads the settings from the environment and builds everything from them.
     pub async fn from_env() -> Result<Self, StartupError> {
-        AwsClients::cold_start(Self::build).await
+        AwsClients::cold_start(Settings::load, Self::new).await
     }
 
-    /// Builds the state from a configuration and ready clients (tests point them at the
-    /// local emulator).
-    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (parts, index) = turn(env, aws)?;
+    /// Builds the state from its settings and ready clients (tests point them at the local
+    /// emulator).
+    pub fn new(settings: Settings, aws: &AwsClients) -> Result<Self, StartupError> {
+        let (parts, index) = turn(settings.turn, aws)?;
         let table = Arc::new(aws.table());
         let assist = Assist::new(AssistParts {
-            config: AssistConfig::from_env(env)?,
+            config: settings.assist,
             limits: parts.limits.clone(),
             llm: parts.llm.clone(),
             retriever: parts.retriever.clone(),
@@ -108,7 +108,7 @@ impl State {
         let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(aws.bucket()), Arc::new(aws.table())];
         probes.extend(index.probe());
         Ok(Self {
-            pipeline: Pipeline::from_env("chat", ENDPOINTS, Keys::Accepted, env, aws)?,
+            pipeline: Pipeline::assemble("chat", ENDPOINTS, settings.pipeline, aws),
             history: parts.history.clone(),
             ledger: parts.ledger.clone(),
             profiles: parts.profiles.clone(),
@@ -120,33 +120,33 @@ impl State {
 }
 
 /// What both entry points use: the chat turn's parts (and the index store it searches).
-fn turn(env: &Env, aws: &AwsClients) -> Result<(ChatParts, Index), StartupError> {
+fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), StartupError> {
     let http = outbound_client()?;
-    let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-    let retries = Retries::from_env(env)?;
+    let secrets = Secrets::coach(aws, settings.secrets);
     let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
-    let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
-    let index = Index::from_env(env, aws, &secrets)?;
-    let llm = Llm::from_env(env, retries, http.clone(), secrets.clone())?;
-    let rewrite = QueryRewrite::from_env(env, llm.config(), http.clone(), secrets.clone())?;
-    let ledger = Arc::new(Ledger::from_env(env, table.clone())?);
-    let limiter = RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?);
+    let index = Index::new(settings.index, aws, &secrets);
+    let rewrite =
+        settings.rewrite.map(|config| QueryRewrite::new(config, &settings.llm, http.clone(), secrets.clone()));
+    let ledger = Arc::new(Ledger::new(table.clone(), settings.ledger, settings.budgets));
+    let limiter = RateLimiter::new(table.clone(), settings.rate_limit);
+    let retriever = Retriever::new(
+        settings.ranking,
+        settings.analyzer,
+        index.search(aws),
+        Embedder::new(settings.embeddings, http.clone(), secrets.clone()),
+        Reranker::new(settings.rerank, http.clone(), secrets.clone()),
+    );
     let parts = ChatParts {
-        limits: ChatConfig::from_env(env)?,
-        history: Arc::new(History::from_env(env, table)?),
-        system_prompt: Arc::new(SystemPrompt::from_env(env, bucket)?),
-        profiles: Profiles::from_env(env, http.clone(), secrets.clone())?.map(Arc::new),
-        retriever: Arc::new(Retriever::from_env(
-            env,
-            index.search(aws),
-            embedder,
-            Reranker::from_env(env, http, secrets)?,
-        )?),
-        llm: Arc::new(llm),
+        limits: settings.chat,
+        history: Arc::new(History::new(table, settings.history)),
+        system_prompt: Arc::new(SystemPrompt::new(bucket, settings.prompt_revalidate)),
+        profiles: settings.profiles.map(|config| Arc::new(Profiles::new(config, http.clone(), secrets.clone()))),
+        retriever: Arc::new(retriever),
+        llm: Arc::new(Llm::new(settings.llm, http, secrets)),
         rewrite,
         admission: Arc::new(Admission::new(limiter, ledger.clone())),
         ledger,
-        jobs: aws.job_queue(env),
+        jobs: aws.job_queue(),
     };
     Ok((parts, index))
 }

@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use coach::{
-    api::{Call, Endpoint, Keys, Pipeline},
+    api::{Call, Endpoint, Pipeline},
     auth::Role,
     chat::{Begun, Chat, ChatInput, ChatReply, Ended, ReplySink, TurnKey},
-    config::{Env, StartupError},
+    config::StartupError,
     deadline::Deadline,
     http::{error_object, json_body},
     store::AwsClients,
@@ -40,6 +40,8 @@ use lambda_http::{
     Request, RequestExt, Response,
 };
 use serde_json::json;
+
+use crate::settings::StreamSettings;
 
 pub use coach::chat::END_MARGIN;
 
@@ -54,18 +56,19 @@ pub struct StreamState {
 }
 
 impl StreamState {
-    /// Reads the configuration from the environment and builds everything from it.
+    /// Reads the settings from the environment and builds everything from them.
     pub async fn from_env() -> Result<Self, StartupError> {
-        AwsClients::cold_start(Self::build).await
+        AwsClients::cold_start(StreamSettings::load, Self::new).await
     }
 
-    /// Builds the state from a configuration and ready clients.
-    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let (parts, _) = crate::turn(env, aws)?;
+    /// Builds the state from its settings and ready clients (tests point them at the local
+    /// emulator).
+    pub fn new(settings: StreamSettings, aws: &AwsClients) -> Result<Self, StartupError> {
+        let (parts, _) = crate::turn(settings.turn, aws)?;
         Ok(Self {
-            pipeline: Pipeline::from_env("chat-stream", ENDPOINTS, Keys::Accepted, env, aws)?,
+            pipeline: Pipeline::assemble("chat-stream", ENDPOINTS, settings.pipeline, aws),
             chat: Chat::new(parts),
-            streams: Streams::from_env(env, Arc::new(aws.table()))?,
+            streams: Streams::new(Arc::new(aws.table()), settings.streams_per_tenant),
         })
     }
 }

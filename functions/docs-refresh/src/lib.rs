@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use coach::{
-    api::{Call, Endpoint, Keys, Pipeline},
+    api::{Call, Endpoint, Keys, Pipeline, PipelineConfig},
     audit::Operation,
     auth::Role,
-    config::{Env, StartupError},
+    config::{ConfigError, Env, StartupError},
     http::json_response,
-    refresh::Refresher,
+    refresh::{self, Refresher},
     store::AwsClients,
     Error,
 };
@@ -31,19 +31,37 @@ pub struct State {
     pub refresher: Refresher,
 }
 
+/// The docs-refresh function's settings, read from the environment once at cold start
+/// (names, defaults and bounds: [`coach::config::settings::SETTINGS`]).
+pub struct Settings {
+    /// No API key: the shared prompt belongs to no tenant.
+    pub pipeline: PipelineConfig,
+    /// The generated prompt's token budget.
+    pub prompt_budget: u32,
+}
+
+impl Settings {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            pipeline: PipelineConfig::from_env(env, Keys::Refused)?,
+            prompt_budget: refresh::prompt_budget(env)?,
+        })
+    }
+}
+
 impl State {
-    /// Reads the configuration from the environment and builds everything from it.
+    /// Reads the settings from the environment and builds everything from them.
     pub async fn from_env() -> Result<Self, StartupError> {
-        AwsClients::cold_start(Self::build).await
+        AwsClients::cold_start(Settings::load, Self::new).await
     }
 
-    /// Builds the state from a configuration and ready clients.
-    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        // The signing key's secret alone: this function reads no other. No API key: the
-        // shared prompt belongs to no tenant.
+    /// The signing key's secret alone: this function reads no other.
+    /// Builds the state from its settings and ready clients (tests point them at the local
+    /// emulator).
+    pub fn new(settings: Settings, aws: &AwsClients) -> Result<Self, StartupError> {
         Ok(Self {
-            pipeline: Pipeline::from_env("docs-refresh", ENDPOINTS, Keys::Refused, env, aws)?,
-            refresher: Refresher::from_env(env, Arc::new(aws.bucket()))?,
+            pipeline: Pipeline::assemble("docs-refresh", ENDPOINTS, settings.pipeline, aws),
+            refresher: Refresher::new(Arc::new(aws.bucket()), settings.prompt_budget),
         })
     }
 }

@@ -18,18 +18,18 @@ use aws_lambda_events::sqs::SqsEvent;
 use coach::{
     config::{ConfigError, Env, StartupError},
     deadline::Deadline,
-    embeddings::Embedder,
-    history::History,
+    embeddings::{Embedder, EmbeddingConfig},
+    history::{History, HistoryConfig},
     http::outbound_client,
-    index::Index,
-    ingest::{Ingestor, ObjectEvent, Outcome, S3Notification},
-    llm::{Llm, Provider},
+    index::{Index, IndexStoreConfig},
+    ingest::{IngestConfig, Ingestor, ObjectEvent, Outcome, S3Notification},
+    llm::{Llm, LlmConfig, Provider},
     model::{Job, TitleJob},
     retry::Retries,
-    secrets::Secrets,
+    secrets::{Secrets, SecretsConfig},
     store::AwsClients,
     titles::{Titled, Titler},
-    usage::Ledger,
+    usage::{Ledger, LedgerConfig},
     Error,
 };
 use serde_json::{json, Value};
@@ -57,32 +57,67 @@ pub enum EventError {
     Failed(#[from] Error),
 }
 
-impl State {
-    /// Reads the configuration from the environment and builds everything from it.
-    pub async fn from_env() -> Result<Self, StartupError> {
-        AwsClients::cold_start(Self::build).await
-    }
+/// The ingest function's settings, read from the environment once at cold start (names,
+/// defaults and bounds: [`coach::config::settings::SETTINGS`]).
+pub struct Settings {
+    /// The Coach secret's cache (embedding and model credentials).
+    pub secrets: SecretsConfig,
+    pub ingest: IngestConfig,
+    pub index: IndexStoreConfig,
+    pub embeddings: EmbeddingConfig,
+    pub ledger: LedgerConfig,
+    /// Where title jobs rename sessions.
+    pub history: HistoryConfig,
+    /// The chat model, for title jobs alone: invalid settings fail those jobs, each loudly,
+    /// and nothing else.
+    pub titles: Result<LlmConfig, ConfigError>,
+}
 
-    /// Builds the state from a configuration and ready clients.
-    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
-        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-        let index = Index::from_env(env, aws, &secrets)?.writer(aws);
-        let http = outbound_client()?;
+impl Settings {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
         let retries = Retries::from_env(env)?;
-        let embedder = Embedder::from_env(env, retries, http.clone(), secrets.clone())?;
-        let queue = aws.job_queue(env);
-        let table = Arc::new(aws.table());
-        let ledger = Arc::new(Ledger::recorder_from_env(env, table.clone())?);
-        // Session titles, with a model (with the `none` provider sessions keep their first words).
-        let titler = Llm::from_env(env, retries, http, secrets).and_then(|llm| match llm.config().provider {
-            Provider::None => Ok(None),
-            _ => Ok(Some(Titler::new(History::from_env(env, table.clone())?, llm, ledger.clone()))),
-        });
-        if let Err(e) = &titler {
+        let titles = LlmConfig::from_env(env, retries);
+        if let Err(e) = &titles {
             tracing::error!(error = %e, "the language model's settings are invalid: title jobs will fail");
         }
+        Ok(Self {
+            secrets: SecretsConfig::from_env(env)?,
+            ingest: IngestConfig::from_env(env)?,
+            index: IndexStoreConfig::from_env(env)?,
+            embeddings: EmbeddingConfig::from_env(env, retries)?,
+            ledger: LedgerConfig::from_env(env)?,
+            history: HistoryConfig::from_env(env)?,
+            titles,
+        })
+    }
+}
+
+impl State {
+    /// Reads the settings from the environment and builds everything from them.
+    pub async fn from_env() -> Result<Self, StartupError> {
+        AwsClients::cold_start(Settings::load, Self::new).await
+    }
+
+    /// Builds the state from its settings and ready clients (tests point them at the local
+    /// emulator).
+    pub fn new(settings: Settings, aws: &AwsClients) -> Result<Self, StartupError> {
+        let secrets = Secrets::coach(aws, settings.secrets);
+        let index = Index::new(settings.index, aws, &secrets).writer(aws);
+        let http = outbound_client()?;
+        let embedder = Embedder::new(settings.embeddings, http.clone(), secrets.clone());
+        let table = Arc::new(aws.table());
+        let ledger = Arc::new(Ledger::recorder(table.clone(), settings.ledger));
+        // Session titles, with a model (with the `none` provider sessions keep their first words).
+        let titler = settings.titles.map(|llm| match llm.provider {
+            Provider::None => None,
+            _ => {
+                let history = History::new(table.clone(), settings.history);
+                Some(Titler::new(history, Llm::new(llm, http, secrets), ledger.clone()))
+            }
+        });
+        let bucket = Arc::new(aws.bucket());
         let ingestor =
-            Ingestor::from_env(env, table, Arc::new(aws.bucket()), index, embedder, queue)?.with_ledger(ledger);
+            Ingestor::new(settings.ingest, table, bucket, index, embedder, aws.job_queue()).with_ledger(ledger);
         Ok(Self { ingestor, titler })
     }
 }

@@ -15,15 +15,15 @@
 use std::sync::Arc;
 
 use coach::{
-    api::{Call, Endpoint, Keys, Pipeline},
+    api::{Call, Endpoint, Keys, Pipeline, PipelineConfig},
     audit::Operation,
     auth::Role,
-    config::{Env, StartupError},
+    config::{ConfigError, Env, StartupError},
     documents::{Documents, InlineDocument, UploadConfig, UploadRequest, MAX_CHUNK_CONTEXT},
     http::{empty_response, json_body, json_body_within, json_response, query_limit, query_param},
-    index::Index,
+    index::{Index, IndexStoreConfig},
     ratelimit::{RateLimitConfig, RateLimiter},
-    secrets::Secrets,
+    secrets::{Secrets, SecretsConfig},
     store::AwsClients,
     Error,
 };
@@ -37,24 +37,48 @@ pub struct State {
     pub documents: Documents,
 }
 
+/// The upload-url function's settings, read from the environment once at cold start
+/// (names, defaults and bounds: [`coach::config::settings::SETTINGS`]).
+pub struct Settings {
+    pub pipeline: PipelineConfig,
+    pub rate_limit: RateLimitConfig,
+    pub uploads: UploadConfig,
+    /// Where deletes remove a document's passages.
+    pub index: IndexStoreConfig,
+    /// The Coach secret's cache (read only with the Postgres index store: its password).
+    pub secrets: SecretsConfig,
+}
+
+impl Settings {
+    pub fn load(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            pipeline: PipelineConfig::from_env(env, Keys::Accepted)?,
+            rate_limit: RateLimitConfig::from_env(env)?,
+            uploads: UploadConfig::from_env(env)?,
+            index: IndexStoreConfig::from_env(env)?,
+            secrets: SecretsConfig::from_env(env)?,
+        })
+    }
+}
+
 impl State {
-    /// Reads the configuration from the environment and builds everything from it.
+    /// Reads the settings from the environment and builds everything from them.
     pub async fn from_env() -> Result<Self, StartupError> {
-        AwsClients::cold_start(Self::build).await
+        AwsClients::cold_start(Settings::load, Self::new).await
     }
 
-    /// Builds the state from a configuration and ready clients.
-    pub fn build(env: &Env, aws: &AwsClients) -> Result<Self, StartupError> {
+    /// Builds the state from its settings and ready clients (tests point them at the local
+    /// emulator).
+    pub fn new(settings: Settings, aws: &AwsClients) -> Result<Self, StartupError> {
         // The Coach secret only with the Postgres index store (its password), read on a
         // delete's first use of the database.
-        let coach_secret = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-        let index = Index::from_env(env, aws, &coach_secret)?.writer(aws);
+        let index = Index::new(settings.index, aws, &Secrets::coach(aws, settings.secrets)).writer(aws);
         let table = Arc::new(aws.table());
         Ok(Self {
-            pipeline: Pipeline::from_env("upload-url", ENDPOINTS, Keys::Accepted, env, aws)?,
-            limiter: RateLimiter::new(table.clone(), RateLimitConfig::from_env(env)?),
-            documents: Documents::new(table, Arc::new(aws.bucket()), index, UploadConfig::from_env(env)?)
-                .with_jobs(aws.job_queue(env)),
+            pipeline: Pipeline::assemble("upload-url", ENDPOINTS, settings.pipeline, aws),
+            limiter: RateLimiter::new(table.clone(), settings.rate_limit),
+            documents: Documents::new(table, Arc::new(aws.bucket()), index, settings.uploads)
+                .with_jobs(aws.job_queue()),
         })
     }
 }

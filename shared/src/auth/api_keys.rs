@@ -96,7 +96,7 @@ pub struct CreatedApiKey {
 /// cold start.
 pub struct ApiKeys {
     store: Arc<dyn ApiKeyStore>,
-    /// Keys looked up, by id (`None`: no such key), for [`ApiKeys::from_env`]'s time.
+    /// Keys looked up, by id (`None`: no such key), for the configured time ([`ApiKeyConfig::cache_ttl`]).
     cache: moka::future::Cache<String, Option<Arc<StoredApiKey>>>,
     /// Keys whose use this instance wrote in the last minute.
     touched: moka::future::Cache<String, ()>,
@@ -126,16 +126,27 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-impl ApiKeys {
-    /// Keys looked up are kept `COACH_API_KEY_CACHE_SECS` (5; 0 to 60); keys live at most
-    /// `COACH_API_KEY_MAX_DAYS` (0: no limit).
-    pub fn from_env(env: &Env, store: Arc<dyn ApiKeyStore>) -> Result<Self, ConfigError> {
-        let ttl = Duration::from_secs(env.number("COACH_API_KEY_CACHE_SECS")?);
-        let max_days = Some(env.number("COACH_API_KEY_MAX_DAYS")?).filter(|d| *d > 0);
-        Ok(Self::new(store, ttl, max_days))
-    }
+/// How API keys are checked and how long they may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// How long a key looked up is kept (`COACH_API_KEY_CACHE_SECS`, 5; 0 to 60).
+    pub cache_ttl: Duration,
+    /// Longest life of a key in days (`COACH_API_KEY_MAX_DAYS`; `None` for 0: no limit).
+    pub max_days: Option<u64>,
+}
 
-    pub fn new(store: Arc<dyn ApiKeyStore>, ttl: Duration, max_days: Option<u64>) -> Self {
+impl ApiKeyConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            cache_ttl: Duration::from_secs(env.number("COACH_API_KEY_CACHE_SECS")?),
+            max_days: Some(env.number("COACH_API_KEY_MAX_DAYS")?).filter(|d| *d > 0),
+        })
+    }
+}
+
+impl ApiKeys {
+    pub fn new(store: Arc<dyn ApiKeyStore>, config: ApiKeyConfig) -> Self {
+        let ApiKeyConfig { cache_ttl: ttl, max_days } = config;
         let cache =
             moka::future::Cache::builder().max_capacity(10_000).time_to_live(ttl.max(Duration::from_millis(1))).build();
         let touched = moka::future::Cache::builder()

@@ -203,11 +203,6 @@ enum Keys {
 }
 
 impl Authenticator {
-    /// Settings from `COACH_AUTH_*`, `COACH_JWT_*`, `COACH_JWKS_*` and the claim variables.
-    pub fn from_env(env: &Env, secrets: Secrets) -> Result<Self, ConfigError> {
-        Ok(Self::new(AuthConfig::from_env(env)?, secrets))
-    }
-
     /// `secrets` serve HS256 mode; JWKS mode fetches keys with an HTTP client of its own,
     /// built on the first fetch (it follows no redirects).
     pub fn new(config: AuthConfig, secrets: Secrets) -> Self {

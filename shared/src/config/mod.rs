@@ -2,9 +2,11 @@
 //!
 //! Every setting is a row of one table ([`settings::SETTINGS`]): its name, default and
 //! bounds. Each module parses its own section (`AuthConfig::from_env`, `LlmConfig::from_env`,
-//! ...) through [`Env`], which reads a setting as its row says, so a function reads only the
-//! variables of the modules it builds, and a bad setting of one module cannot stop another
-//! function's cold start. Every default works with the local stack (`make dev`); deployed
+//! ...) through [`Env`], which reads a setting as its row says; each function's settings are
+//! one typed value (its `Settings`) assembled from the sections of the modules it builds and
+//! read once at cold start, before anything is built, so a function reads only the variables
+//! of the modules it builds, and a bad setting of one module cannot stop another function's
+//! cold start. Every default works with the local stack (`make dev`); deployed
 //! functions get their values from `template.yaml`. A bad value stops the cold start with
 //! an error naming the variable. Nothing else in Coach reads the process environment (a
 //! test holds it so), except for what Lambda sets per invocation ([`lambda_trace_id`]).

@@ -160,11 +160,6 @@ impl Embedder {
         Self { config, http, secrets, local: tokio::sync::OnceCell::new() }
     }
 
-    /// The provider named by `COACH_EMBEDDING_PROVIDER`, with its settings.
-    pub fn from_env(env: &Env, retries: Retries, http: reqwest::Client, secrets: Secrets) -> Result<Self, ConfigError> {
-        Ok(Self::new(EmbeddingConfig::from_env(env, retries)?, http, secrets))
-    }
-
     pub fn enabled(&self) -> bool {
         self.config.provider != EmbeddingProvider::None
     }

@@ -58,12 +58,32 @@ pub enum Index {
     Postgres(Arc<PgIndex>),
 }
 
-impl Index {
+/// Which index store a function uses, with its settings.
+#[derive(Debug, Clone)]
+pub enum IndexStoreConfig {
+    S3(IndexConfig),
+    Postgres(PgConfig),
+}
+
+impl IndexStoreConfig {
     /// `COACH_INDEX_STORE` (`s3` or `postgres`) with its settings (`COACH_INDEX_*` or
-    /// `COACH_PG_*`). `secrets` is the Coach secret, read (for the database's password and
-    /// CA) only by the Postgres store, when it connects.
-    pub fn from_env(env: &Env, aws: &AwsClients, secrets: &Secrets) -> Result<Self, ConfigError> {
-        let Some(config) = PgConfig::from_env(env)? else { return Ok(Index::S3(IndexConfig::from_env(env)?)) };
+    /// `COACH_PG_*`).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(match PgConfig::from_env(env)? {
+            Some(config) => Self::Postgres(config),
+            None => Self::S3(IndexConfig::from_env(env)?),
+        })
+    }
+}
+
+impl Index {
+    /// The store `config` names. `secrets` is the Coach secret, read (for the database's
+    /// password and CA) only by the Postgres store, when it connects.
+    pub fn new(config: IndexStoreConfig, aws: &AwsClients, secrets: &Secrets) -> Self {
+        let config = match config {
+            IndexStoreConfig::S3(config) => return Index::S3(config),
+            IndexStoreConfig::Postgres(config) => config,
+        };
         let secrets = secrets.clone();
         let reader: SecretReader = Arc::new(move || {
             let secrets = secrets.clone();
@@ -75,7 +95,7 @@ impl Index {
                 })
             })
         });
-        Ok(Index::Postgres(Arc::new(PgIndex::new(config, reader, Arc::new(aws.bucket())))))
+        Index::Postgres(Arc::new(PgIndex::new(config, reader, Arc::new(aws.bucket()))))
     }
 
     /// What chat searches.

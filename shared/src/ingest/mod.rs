@@ -226,34 +226,71 @@ pub struct Ingestor {
     ledger: Option<Arc<Ledger>>,
 }
 
+/// Ingest's settings.
+#[derive(Debug)]
+pub struct IngestConfig {
+    /// `COACH_CHUNK_SIZE`, `COACH_CHUNK_OVERLAP`.
+    pub chunks: ChunkConfig,
+    /// `COACH_MAX_UPLOAD_BYTES`.
+    pub max_bytes: u64,
+    /// `COACH_MAX_CHUNKS`.
+    pub max_chunks: usize,
+    /// `COACH_EMBED_INLINE_CHUNKS`.
+    pub inline_chunks: usize,
+    /// `COACH_EMBED_JOB_SECS`.
+    pub job_time: Duration,
+    /// `COACH_EXTRACT_PROGRAM`, `COACH_EXTRACT_MEMORY_MB`, `COACH_EXTRACT_MAX_TEXT_MB`.
+    pub sandbox: Sandbox,
+    /// `COACH_EXTRACT_SECS`.
+    pub extract_time: Duration,
+    /// `COACH_INGEST_STUCK_MINUTES`.
+    pub stuck_after: Duration,
+}
+
+impl IngestConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            chunks: ChunkConfig::from_env(env)?,
+            max_bytes: max_upload_bytes(env)?,
+            max_chunks: env.number("COACH_MAX_CHUNKS")? as usize,
+            inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS")? as usize,
+            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS")?),
+            sandbox: Sandbox::from_env(env)?,
+            extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS")?),
+            stuck_after: sweep::stuck_after(env)?,
+        })
+    }
+}
+
 impl Ingestor {
-    /// Chunk sizes (`COACH_CHUNK_*`), the size limits (`COACH_MAX_UPLOAD_BYTES`,
-    /// `COACH_MAX_CHUNKS`), extraction limits (`COACH_EXTRACT_*`) and embedding steps
-    /// (`COACH_EMBED_*`) from `env`; `index` is the configured index store's.
-    pub fn from_env(
-        env: &Env,
+    /// `index` is the configured index store's; `queue`, ingest's job queue when the
+    /// deployment has one.
+    pub fn new(
+        config: IngestConfig,
         records: Arc<dyn DocumentStore>,
         blobs: Arc<dyn BlobStore>,
         index: Arc<dyn DocumentIndex>,
         embedder: Embedder,
         queue: Option<Arc<dyn JobQueue>>,
-    ) -> Result<Self, ConfigError> {
-        Ok(Self {
+    ) -> Self {
+        let IngestConfig { chunks, max_bytes, max_chunks, inline_chunks, job_time, sandbox, extract_time, stuck_after } =
+            config;
+        Self {
             queue,
-            inline_chunks: env.number("COACH_EMBED_INLINE_CHUNKS")? as usize,
-            job_time: Duration::from_secs(env.number("COACH_EMBED_JOB_SECS")?),
-            max_chunks: env.number("COACH_MAX_CHUNKS")? as usize,
-            sandbox: Sandbox::from_env(env)?,
-            extract_time: Duration::from_secs(env.number("COACH_EXTRACT_SECS")?),
-            stuck_after: sweep::stuck_after(env)?,
+            inline_chunks,
+            job_time,
+            max_chunks,
+            sandbox,
+            extract_time,
+            stuck_after,
             records,
             index,
             blobs,
             embedder,
-            chunks: ChunkConfig::from_env(env)?,
-            max_bytes: max_upload_bytes(env)?,
+            chunks,
+            max_bytes,
             ledger: None,
-        })
+        }
     }
 
     /// Records the embedding calls of tenants' documents in `ledger` (the shared docs' are

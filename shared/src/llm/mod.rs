@@ -150,11 +150,6 @@ pub struct Llm {
 }
 
 impl Llm {
-    /// The provider named by `COACH_LLM_PROVIDER`, with its settings.
-    pub fn from_env(env: &Env, retries: Retries, http: reqwest::Client, secrets: Secrets) -> Result<Self, ConfigError> {
-        Ok(Self::new(LlmConfig::from_env(env, retries)?, http, secrets))
-    }
-
     pub fn new(config: LlmConfig, http: reqwest::Client, secrets: Secrets) -> Self {
         let model: Arc<dyn ChatModel> = match config.provider {
             Provider::None => Arc::new(Offline),

@@ -31,6 +31,8 @@ pub struct StoreConfig {
     pub aws_timeout: Duration,
     /// Path-style S3 addressing, needed by local emulators (`COACH_S3_FORCE_PATH_STYLE`).
     pub s3_force_path_style: bool,
+    /// The SQS queue of ingest's jobs (`COACH_INGEST_QUEUE_URL`), when the deployment has one.
+    pub queue_url: Option<String>,
 }
 
 impl StoreConfig {
@@ -49,6 +51,7 @@ impl StoreConfig {
             secret_id: env.text("COACH_SECRET_ID"),
             aws_timeout: Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS")?),
             s3_force_path_style: env.boolean_or("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?,
+            queue_url: env.string("COACH_INGEST_QUEUE_URL"),
         })
     }
 }
@@ -78,14 +81,17 @@ impl AwsClients {
         Self::from_sdk_config(&sdk, config)
     }
 
-    /// A function's cold start: reads the process environment, loads the clients, and
-    /// hands both to `build`, which makes the function's state.
-    pub async fn cold_start<S>(
-        build: impl FnOnce(&Env, &AwsClients) -> Result<S, StartupError>,
+    /// A function's cold start: reads the whole configuration from the process environment
+    /// first (the store's and, with `load`, the function's settings), then loads the
+    /// clients and hands them and the settings to `build`, which makes the function's state.
+    pub async fn cold_start<C, S>(
+        load: impl FnOnce(&Env) -> Result<C, ConfigError>,
+        build: impl FnOnce(C, &AwsClients) -> Result<S, StartupError>,
     ) -> Result<S, StartupError> {
         let env = Env::process();
-        let aws = Self::load(StoreConfig::from_env(&env)?).await;
-        build(&env, &aws)
+        let store = StoreConfig::from_env(&env)?;
+        let settings = load(&env)?;
+        build(settings, &Self::load(store).await)
     }
 
     /// Builds the clients from an already loaded SDK configuration (tests point it at an
@@ -120,8 +126,8 @@ impl AwsClients {
     }
 
     /// The ingest jobs queue (`COACH_INGEST_QUEUE_URL`), if the deployment has one.
-    pub fn job_queue(&self, env: &Env) -> Option<Arc<dyn JobQueue>> {
-        let url = env.string("COACH_INGEST_QUEUE_URL")?;
+    pub fn job_queue(&self) -> Option<Arc<dyn JobQueue>> {
+        let url = self.config.queue_url.clone()?;
         Some(Arc::new(SqsQueue::new(self.sqs.clone(), url)))
     }
 

@@ -292,16 +292,10 @@ impl Ledger {
         Self { store, config, budgets, unpriced: Mutex::new(HashSet::new()) }
     }
 
-    /// Ledger and budget settings from `COACH_PRICES`, `COACH_USAGE_RETENTION_DAYS` and `COACH_BUDGET_*`.
-    pub fn from_env(env: &Env, store: Arc<dyn UsageLedger>) -> Result<Self, ConfigError> {
-        Ok(Self::new(store, LedgerConfig::from_env(env)?, BudgetConfig::from_env(env)?))
-    }
-
-    /// A ledger that only records (ingest: no request of a user to admit), from
-    /// `COACH_PRICES` and `COACH_USAGE_RETENTION_DAYS`.
-    pub fn recorder_from_env(env: &Env, store: Arc<dyn UsageLedger>) -> Result<Self, ConfigError> {
+    /// A ledger that only records (ingest: no request of a user to admit).
+    pub fn recorder(store: Arc<dyn UsageLedger>, config: LedgerConfig) -> Self {
         let no_budgets = BudgetConfig { unit: BudgetUnit::Usd, user_monthly: None, tenant_monthly: None };
-        Ok(Self::new(store, LedgerConfig::from_env(env)?, no_budgets))
+        Self::new(store, config, no_budgets)
     }
 
     /// The estimated cost of `usage` by a model the provider answered as `served` when

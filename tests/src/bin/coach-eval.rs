@@ -114,7 +114,7 @@ async fn run(dir: &Path, out: &Path, variants: &[(String, Vec<(String, String)>)
         let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let asking = stack.with_more_env(&pairs);
         run_settings.insert(name.clone(), json!(settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()));
-        let chat = asking.build(&stack.aws, chat::State::build);
+        let chat = asking.start(&stack.aws, chat::Settings::load, chat::State::new);
         let user = tokens::for_test("reader", "cisi", &["user"]);
         let started = Instant::now();
         let mut run = serde_json::Map::new();

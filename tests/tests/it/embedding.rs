@@ -4,20 +4,18 @@
 //! cosine similarity above 0.999, however the texts are batched. And large documents, whose
 //! vectors are computed in queued steps after they are indexed by their words.
 
-use std::sync::Arc;
-
 use coach::{
     auth::{Principal, Role},
     config::{ConfigError, StartupError},
     documents::UploadRequest,
     embeddings::{
         local::{Kernels, LocalModel},
-        EmbedError, Embedder,
+        EmbedError, Embedder, EmbeddingConfig,
     },
     http::outbound_client,
     ingest::{jobs::STEP, ObjectEvent, Outcome},
     retry::Retries,
-    secrets::Secrets,
+    secrets::{Secrets, SecretsConfig},
 };
 use coach_testkit::stack::ingest_deadline;
 use coach_testkit::{
@@ -102,8 +100,8 @@ fn vectors_match_the_reference_implementation_one_text_at_a_time_and_batched() {
 async fn build_embedder(vars: &[(&str, &str)]) -> Result<Embedder, ConfigError> {
     let stack = TestStack::with_env(vars).await;
     stack.build(&stack.aws, |env, aws| -> Result<_, StartupError> {
-        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-        Ok(Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets))
+        let (secrets, http) = (Secrets::coach(aws, SecretsConfig::from_env(env)?), outbound_client()?);
+        Ok(EmbeddingConfig::from_env(env, Retries::from_env(env)?).map(|config| Embedder::new(config, http, secrets)))
     })
 }
 

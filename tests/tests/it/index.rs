@@ -18,13 +18,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use coach::{
     config::StartupError,
-    embeddings::Embedder,
+    embeddings::{Embedder, EmbeddingConfig},
     http::outbound_client,
     index::{IndexConfig, IndexWriter, MERGE_FACTOR},
-    ingest::{Ingestor, ObjectEvent, Outcome},
+    ingest::{IngestConfig, Ingestor, ObjectEvent, Outcome},
     model::Scope,
     retry::Retries,
-    secrets::Secrets,
+    secrets::{Secrets, SecretsConfig},
     store::{Failure, IndexStore, Manifest, ManifestRead, S3Bucket, Segment, StoreError, StoreResult},
 };
 use coach_testkit::stack::ingest_deadline;
@@ -136,10 +136,12 @@ const LEXICAL: &[(&str, &str)] = &[("COACH_EMBEDDING_PROVIDER", "none")];
 /// An ingestor as the ingest function builds it, over `index` instead of the bucket.
 fn ingestor(stack: &TestStack, index: Arc<dyn IndexStore>) -> Ingestor {
     stack.build(&stack.aws, |env, aws| -> Result<Ingestor, StartupError> {
-        let secrets = Secrets::from_env(env, Arc::new(aws.secrets_manager()), &aws.config.secret_id)?;
-        let embedder = Embedder::from_env(env, Retries::from_env(env)?, outbound_client()?, secrets)?;
+        let secrets = Secrets::coach(aws, SecretsConfig::from_env(env)?);
+        let embeddings = EmbeddingConfig::from_env(env, Retries::from_env(env)?)?;
+        let embedder = Embedder::new(embeddings, outbound_client()?, secrets);
         let writer = Arc::new(IndexWriter::new(index, Arc::new(aws.bucket()), IndexConfig::from_env(env)?));
-        Ok(Ingestor::from_env(env, Arc::new(aws.table()), Arc::new(aws.bucket()), writer, embedder, None)?)
+        let config = IngestConfig::from_env(env)?;
+        Ok(Ingestor::new(config, Arc::new(aws.table()), Arc::new(aws.bucket()), writer, embedder, None))
     })
 }
 

@@ -156,7 +156,7 @@ async fn a_bad_model_setting_fails_only_the_title_jobs_of_ingest() {
 
     // Ingest of the same stack, with a model setting out of its bounds.
     let broken = stack.with_more_env(&[("COACH_LLM_MAX_OUTPUT_TOKENS", "0")]);
-    let ingest = broken.build(&stack.aws, ingest::State::build);
+    let ingest = broken.start(&stack.aws, ingest::Settings::load, ingest::State::new);
     assert!(ingest.titler.is_err(), "the setting is refused, and kept for the title jobs");
     let received = stack.aws.sqs.receive_message().queue_url(&jobs).send().await.unwrap();
     let message = received.messages.unwrap_or_default().pop().expect("the title job");

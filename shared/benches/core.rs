@@ -22,7 +22,8 @@ use coach::{
         chunk::{chunk_markdown, chunk_text, ChunkConfig},
         extract::{extract, html_to_text},
     },
-    model::{Author, Chunk, Kind, Message, Passage, Query, Ranking, Shard, Source},
+    llm::Turn,
+    model::{Author, Chunk, Kind, Passage, Query, Ranking, Shard, Source},
     prompt,
     store::Segment,
 };
@@ -222,18 +223,8 @@ fn bench_prompt(c: &mut Criterion) {
             text: (0..9).map(|_| words.sentence(15)).collect::<Vec<_>>().join(" "),
         })
         .collect();
-    let history: Vec<Message> = (0..20)
-        .map(|i| Message {
-            message_id: format!("m{i}"),
-            role: if i % 2 == 0 { Author::User } else { Author::Assistant },
-            content: words.sentence(60),
-            sources: Vec::new(),
-            usage: None,
-            model: None,
-            incomplete: false,
-            created_at: "2026-11-22T10:00:00Z".into(),
-            feedback: None,
-        })
+    let history: Vec<Turn> = (0..20)
+        .map(|i| Turn { role: if i % 2 == 0 { Author::User } else { Author::Assistant }, content: words.sentence(60) })
         .collect();
     let profile = serde_json::json!({"name": "Ada", "role": "team lead", "goals": ["delegate more"]});
     let boundary = prompt::boundary();

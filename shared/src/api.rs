@@ -29,7 +29,7 @@ use crate::{
     auth::{api_keys::ApiKeyConfig, ApiKeys, AuthConfig, Authenticator, Principal, Role},
     config::{ConfigError, Env},
     error::Error,
-    http::{error_response, request_id, route, route_name, Route},
+    http::{error_response, error_response_as, request_id, route, route_name, Route},
     metrics,
     secrets::{Secrets, SecretsConfig},
     store::AwsClients,
@@ -44,23 +44,58 @@ pub enum Access {
     Role(Role),
 }
 
-/// One endpoint of a surface: its route and who may call it.
+/// The interface an endpoint belongs to, which decides the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Coach's own API: `{"error": {code, message, request_id}}`.
+    Coach,
+    /// The OpenAI-compatible API: OpenAI's `{"error": {message, type, param, code}}`.
+    OpenAi,
+}
+
+impl Dialect {
+    fn error_response(self, err: &Error, request_id: &str) -> Response<Body> {
+        match self {
+            Dialect::Coach => error_response(err, request_id),
+            Dialect::OpenAi => error_response_as(err, &crate::openai::error_body(err, request_id)),
+        }
+    }
+}
+
+/// One endpoint of a surface: its route, who may call it and its interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
     pub route: Route,
     pub access: Access,
+    pub dialect: Dialect,
 }
 
 impl Endpoint {
     /// An endpoint for callers holding `role`.
     pub const fn new(method: &'static str, path: &'static str, role: Role) -> Self {
-        Self { route: Route::new(method, path), access: Access::Role(role) }
+        Self { route: Route::new(method, path), access: Access::Role(role), dialect: Dialect::Coach }
     }
 
     /// An endpoint anyone may call.
     pub const fn open(method: &'static str, path: &'static str) -> Self {
-        Self { route: Route::new(method, path), access: Access::Anyone }
+        Self { route: Route::new(method, path), access: Access::Anyone, dialect: Dialect::Coach }
     }
+
+    /// The same endpoint, of the OpenAI-compatible API.
+    pub const fn openai(self) -> Self {
+        Self { dialect: Dialect::OpenAi, ..self }
+    }
+}
+
+/// The dialect of the endpoints under the first segment of `path` (`/v1/...`), so a path
+/// no endpoint serves is answered in the dialect of its neighbours.
+fn dialect_of(endpoints: &[Endpoint], path: &str) -> Dialect {
+    let first = |p: &str| p.trim_start_matches('/').split('/').next().unwrap_or_default().to_owned();
+    let segment = first(path);
+    endpoints
+        .iter()
+        .find(|e| e.dialect != Dialect::Coach && first(e.route.path) == segment)
+        .map_or(Dialect::Coach, |e| e.dialect)
 }
 
 impl AsRef<Route> for Endpoint {
@@ -221,7 +256,8 @@ impl Pipeline {
             Err(err) => {
                 let route = route_name(self.endpoints, req.method().as_str(), req.uri().path());
                 self.audit.refusal(&err, &route, &request_id).await;
-                B::from_buffered(error_response(&err, &request_id))
+                let dialect = dialect_of(self.endpoints, req.uri().path());
+                B::from_buffered(dialect.error_response(&err, &request_id))
             }
         };
         // For a stream, the status and the time to its first byte.

@@ -22,6 +22,10 @@ pub enum Error {
     /// The request is malformed or fails validation (400).
     #[error("{0}")]
     BadRequest(String),
+    /// One field of the request is invalid (400): `field` names it, `code` says how (an
+    /// interface that reports the field and a code, like OpenAI's, shows them).
+    #[error("{message}")]
+    InvalidField { field: String, code: &'static str, message: String },
     /// Missing or invalid credentials (401).
     #[error("{0}")]
     Unauthorized(String),
@@ -113,7 +117,7 @@ impl Error {
     /// HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::RoleRefused { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
@@ -134,7 +138,7 @@ impl Error {
     /// Stable machine-readable code for clients to branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::BadRequest(_) => "bad_request",
+            Error::BadRequest(_) | Error::InvalidField { .. } => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) | Error::RoleRefused { .. } => "forbidden",
             Error::NotFound(_) => "not_found",

@@ -118,8 +118,13 @@ pub fn error_object(err: &Error, request_id: &str) -> serde_json::Value {
 /// `Retry-After` and `Allow` headers. This is where a failed request is logged, once, with
 /// what caused it (dependency failures keep their cause for this line).
 pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
-    log(err);
-    let mut response = json_response(err.status(), &json!({ "error": error_object(err, request_id) }));
+    error_response_as(err, &json!({ "error": error_object(err, request_id) }))
+}
+
+/// Like [`error_response`], with another interface's error `body` (OpenAI's).
+pub fn error_response_as(err: &Error, body: &serde_json::Value) -> Response<Body> {
+    log_failure(err);
+    let mut response = json_response(err.status(), body);
     let headers = response.headers_mut();
     match err {
         Error::RateLimited { retry_after_secs }
@@ -142,7 +147,7 @@ pub fn error_response(err: &Error, request_id: &str) -> Response<Body> {
 
 /// Logs a failed request once: server-side failures with their cause chain, rejections
 /// of the caller's request at `info`.
-fn log(err: &Error) {
+pub fn log_failure(err: &Error) {
     match err {
         Error::Internal { detail, .. } => tracing::error!(error = %detail, cause = %err.causes(), "internal error"),
         other if other.status().is_server_error() => {

@@ -48,6 +48,7 @@ pub mod llm;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod openai;
 pub mod profile;
 pub mod prompt;
 pub mod ratelimit;

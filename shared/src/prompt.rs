@@ -15,7 +15,7 @@ use crate::{
     config::{ConfigError, Env},
     llm::{Prompt, Turn},
     model::Passage,
-    model::{Author, Message, Usage},
+    model::{Author, Usage},
     store::{BlobStore, Revalidated},
 };
 
@@ -180,7 +180,7 @@ pub fn build(
     system_prompt: &str,
     profile: Option<&serde_json::Value>,
     passages: &[Passage],
-    history: &[Message],
+    history: &[Turn],
     message: &str,
     budget_tokens: u32,
     boundary: &str,
@@ -217,11 +217,7 @@ pub fn build(
         }
     }
     let mut turns: Vec<Turn> = Vec::with_capacity(history.len() + 1);
-    for m in history
-        .iter()
-        .map(|m| Turn { role: m.role, content: m.content.clone() })
-        .chain([Turn { role: Author::User, content: message }])
-    {
+    for m in history.iter().cloned().chain([Turn { role: Author::User, content: message }]) {
         match turns.last_mut() {
             Some(last) if last.role == m.role => {
                 last.content.push_str("\n\n");
@@ -235,25 +231,15 @@ pub fn build(
     while turns.len() > 1 && (total > budget_tokens || turns[0].role == Author::Assistant) {
         total -= cost(&turns.remove(0));
     }
-    Prompt { system, turns }
+    Prompt { system, turns, ..Prompt::default() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn msg(role: Author, content: &str) -> Message {
-        Message {
-            message_id: String::new(),
-            role,
-            content: content.into(),
-            sources: vec![],
-            usage: None,
-            model: None,
-            incomplete: false,
-            created_at: String::new(),
-            feedback: None,
-        }
+    fn msg(role: Author, content: &str) -> Turn {
+        Turn { role, content: content.into() }
     }
 
     #[test]

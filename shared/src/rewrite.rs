@@ -122,7 +122,7 @@ fn rewrite_prompt(latest: &str, earlier: &[String]) -> Prompt {
     data.push_str("The latest message:\n");
     data.push_str(&prompt::quote(latest, &boundary));
     let content = format!("{}\n\nThe search query:", prompt::fenced(&data, &boundary));
-    Prompt { system, turns: vec![Turn { role: Author::User, content }] }
+    Prompt { system, turns: vec![Turn { role: Author::User, content }], ..Prompt::default() }
 }
 
 /// The query in a model's answer: its first non-empty line, without surrounding quotes or a

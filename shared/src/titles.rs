@@ -77,7 +77,7 @@ impl Titler {
             data.push_str(&prompt::quote(&excerpt(&answer.content), &boundary));
         }
         let content = format!("{}\n\nThe title:", prompt::fenced(&data, &boundary));
-        let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }] };
+        let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }], ..Prompt::default() };
         let completion = self.llm.complete(&prompt, &[]).await?;
         self.ledger.record_for(&who, &[self.llm.used(&completion)]).await;
         let Some(title) = crate::history::clean_title(&completion.text) else {

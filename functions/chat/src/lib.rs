@@ -21,7 +21,9 @@
 //! | `GET /usage` | role `user` (own usage); `?scope=tenant` role `admin` |
 //! | `POST /api-keys`, `GET /api-keys`, `DELETE /api-keys/{id}` | role `admin`, own tenant's keys |
 //! | `GET /audit?from=&to=&cursor=&limit=` | role `admin`, own tenant's events |
+//! | `GET /v1/models`, `POST /v1/chat/completions` | role `user`: the OpenAI-compatible API ([`openai`]) |
 
+pub mod openai;
 pub mod settings;
 pub mod stream;
 
@@ -43,7 +45,7 @@ use coach::{
     history::{FeedbackInput, History},
     http::{empty_response, error_object, json_body, json_response, outbound_client, query_limit, query_param},
     index::Index,
-    llm::Llm,
+    llm::{Llm, LlmConfig},
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
@@ -136,6 +138,10 @@ fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), 
         Embedder::new(settings.embeddings, http.clone(), secrets.clone()),
         Reranker::new(settings.rerank, http.clone(), secrets.clone()),
     );
+    // The models a caller may pick: the configured provider's, with its settings.
+    let choices = (settings.allowed_models.into_iter())
+        .map(|model| Arc::new(Llm::new(LlmConfig { model, ..settings.llm.clone() }, http.clone(), secrets.clone())))
+        .collect();
     let parts = ChatParts {
         limits: settings.chat,
         history: Arc::new(History::new(table, settings.history)),
@@ -147,6 +153,7 @@ fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), 
         admission: Arc::new(Admission::new(limiter, ledger.clone())),
         ledger,
         jobs: aws.job_queue(),
+        choices,
     };
     Ok((parts, index))
 }
@@ -180,6 +187,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new("GET", "/api-keys", Role::Admin),
     Endpoint::new("DELETE", "/api-keys/{id}", Role::Admin),
     Endpoint::new("GET", "/audit", Role::Admin),
+    openai::MODELS,
+    openai::COMPLETIONS,
 ];
 
 /// The API's OpenAPI document, served at `GET /openapi.yaml`.
@@ -210,6 +219,8 @@ async fn route(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
         ("GET", "/api-keys", _) => list_api_keys(state, call).await,
         ("DELETE", "/api-keys/{id}", [id]) => revoke_api_key(state, call, id).await,
         ("GET", "/audit", _) => audit(state, call).await,
+        ("GET", "/v1/models", _) => Ok(openai::models(&state.chat)),
+        ("POST", "/v1/chat/completions", _) => completions(state, call).await,
         (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }
 }
@@ -265,8 +276,19 @@ async fn post_chat(state: &State, call: &Call<'_>) -> Result<Response<Body>, Err
     Ok(json_response(StatusCode::OK, &reply))
 }
 
+/// `POST /v1/chat/completions`: whole, or the chunks of a stream in one body (the HTTP API
+/// cannot stream; the streaming Function URL does).
+async fn completions(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
+    let (exchange, delivery) = openai::request(call)?;
+    if !delivery.stream {
+        return openai::whole(&state.chat, call, exchange, &delivery, deadline(call.req)).await;
+    }
+    let stream = state.chat.begin_exchange(call.who()?, exchange, deadline(call.req)).await?;
+    openai::buffered(&state.chat, call, stream, &delivery).await
+}
+
 /// The invocation's deadline.
-fn deadline(req: &Request) -> Deadline {
+pub(crate) fn deadline(req: &Request) -> Deadline {
     Deadline::of_invocation(req.lambda_context_ref().map_or(0, |c| c.deadline))
 }
 

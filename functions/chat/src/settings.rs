@@ -15,7 +15,7 @@ use coach::{
     embeddings::EmbeddingConfig,
     history::HistoryConfig,
     index::IndexStoreConfig,
-    llm::LlmConfig,
+    llm::{self, LlmConfig},
     model::Ranking,
     profile::ProfileConfig,
     prompt,
@@ -33,6 +33,8 @@ pub struct TurnSettings {
     /// The Coach secret's cache (model, embedding and Auth0 credentials).
     pub secrets: SecretsConfig,
     pub llm: LlmConfig,
+    /// Other models of the provider a caller may pick by name (the OpenAI-compatible API).
+    pub allowed_models: Vec<String>,
     /// `None` when the query rewrite is off.
     pub rewrite: Option<RewriteConfig>,
     pub embeddings: EmbeddingConfig,
@@ -59,6 +61,7 @@ impl TurnSettings {
         Ok(Self {
             secrets: SecretsConfig::from_env(env)?,
             rewrite: RewriteConfig::from_env(env, &llm)?,
+            allowed_models: llm::allowed_models(env, &llm)?,
             llm,
             embeddings: EmbeddingConfig::from_env(env, retries)?,
             index: IndexStoreConfig::from_env(env)?,

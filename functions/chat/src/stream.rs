@@ -37,7 +37,7 @@ use coach::{
 use lambda_http::{
     http::{header, HeaderValue},
     lambda_runtime::streaming::{channel, Body as StreamBody, Sender},
-    Request, RequestExt, Response,
+    Body, Request, Response,
 };
 use serde_json::json;
 
@@ -45,8 +45,10 @@ use crate::settings::StreamSettings;
 
 pub use coach::chat::END_MARGIN;
 
-/// What the `chat-stream` function answers (behind its Function URL), and who may ask.
-pub const ENDPOINTS: &[Endpoint] = &[Endpoint::new("POST", "/chat/stream", Role::User)];
+/// What the `chat-stream` function answers (behind its Function URL), and who may ask:
+/// the stream, and the OpenAI-compatible API, whose answers stream here.
+pub const ENDPOINTS: &[Endpoint] =
+    &[Endpoint::new("POST", "/chat/stream", Role::User), crate::openai::MODELS, crate::openai::COMPLETIONS];
 
 /// What the `chat-stream` function uses, built once per cold start.
 pub struct StreamState {
@@ -75,12 +77,60 @@ impl StreamState {
 
 /// Handles one streaming request. Never fails: errors become JSON or an `error` event.
 pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBody> {
-    state.pipeline.serve(&req, |call| start(state.clone(), call)).await
+    state.pipeline.serve(&req, |call| route(state.clone(), call)).await
+}
+
+async fn route(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
+    match (call.route.method, call.route.path) {
+        ("POST", "/chat/stream") => start(state, call).await,
+        ("GET", "/v1/models") => Ok(whole(crate::openai::models(&state.chat))),
+        ("POST", "/v1/chat/completions") => completions(state, call).await,
+        (method, path) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
+    }
+}
+
+/// `POST /v1/chat/completions`: chunks as the model writes them (within the tenant's stream
+/// slots), or a whole answer.
+async fn completions(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
+    let (exchange, delivery) = crate::openai::request(&call)?;
+    let deadline = deadline(call.req);
+    if !delivery.stream {
+        return Ok(whole(crate::openai::whole(&state.chat, &call, exchange, &delivery, deadline).await?));
+    }
+    let (who, request_id) = (call.who()?.clone(), call.request_id.clone());
+    let slot = state.streams.acquire(&who.tenant, deadline).await?;
+    let stream = match state.chat.begin_exchange(&who, exchange, deadline).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            state.streams.release(slot).await;
+            return Err(err);
+        }
+    };
+    let (tx, body) = channel();
+    tokio::spawn(async move {
+        let mut client = Client::new(tx);
+        coach::openai::relay(&state.chat, &who, stream, &delivery, &request_id, &mut client).await;
+        state.streams.release(slot).await;
+        drop(client);
+    });
+    Ok(event_stream(body))
+}
+
+/// A whole response, as the body of a streamed one.
+fn whole(response: Response<Body>) -> Response<StreamBody> {
+    let (parts, body) = response.into_parts();
+    let (mut tx, stream_body) = channel();
+    let bytes = Bytes::copy_from_slice(body.as_ref());
+    tokio::spawn(async move {
+        // The client may have gone: nothing more to do for it.
+        let _ = tx.send_data(bytes).await;
+    });
+    Response::from_parts(parts, stream_body)
 }
 
 /// The invocation's deadline (Lambda's longest where the context gives none, as in tests).
 fn deadline(req: &Request) -> Deadline {
-    Deadline::of_invocation(req.lambda_context_ref().map_or(0, |c| c.deadline))
+    crate::deadline(req)
 }
 
 async fn start(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
@@ -163,13 +213,22 @@ impl Client {
 
     /// Writes one SSE event, unless a write already failed (the client left).
     async fn send(&mut self, event: &str, data: &serde_json::Value) {
-        if self.gone {
-            return;
-        }
-        let frame = Bytes::from(format!("event: {event}\ndata: {data}\n\n"));
-        if self.tx.send_data(frame).await.is_err() {
+        self.write_frame(format!("event: {event}\ndata: {data}\n\n")).await;
+    }
+
+    /// Writes `frame`, unless a write already failed; `false` once the client has left.
+    async fn write_frame(&mut self, frame: String) -> bool {
+        if !self.gone && self.tx.send_data(Bytes::from(frame)).await.is_err() {
             self.gone = true;
         }
+        !self.gone
+    }
+}
+
+/// The OpenAI-compatible API's `data:` lines.
+impl coach::openai::Lines for Client {
+    async fn write(&mut self, line: String) -> bool {
+        self.write_frame(line).await
     }
 }
 

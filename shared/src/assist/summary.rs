@@ -280,7 +280,7 @@ async fn ask(
         data.push_str(&prompt::quote(text, &boundary));
     }
     let content = format!("{}\n\n{instruction}", prompt::fenced(&data, &boundary));
-    let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }] };
+    let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }], ..Prompt::default() };
     tally.complete(assist, &prompt, &[]).await
 }
 

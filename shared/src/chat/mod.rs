@@ -23,6 +23,7 @@
 //! gave up (a model failure, a timeout) or died, the retry takes its lease and answers the
 //! message already stored.
 
+pub mod exchange;
 pub mod stream;
 
 use std::{sync::Arc, time::Duration};
@@ -38,7 +39,7 @@ use crate::{
     error::Error,
     history::{History, Target},
     ids::{digest, now_ms},
-    llm::{Completion, Llm, Prompt, Provider},
+    llm::{Completion, Llm, Prompt, Provider, Turn},
     model::{Author, Job, Message, ModelUsage, NewMessage, Passage, Source, TitleJob, Usage},
     profile::Profiles,
     prompt::SystemPrompt,
@@ -189,6 +190,9 @@ pub struct ChatParts {
     /// Where a new session's title job goes (the ingest jobs queue); `None`: sessions keep
     /// their first message's first words.
     pub jobs: Option<Arc<dyn JobQueue>>,
+    /// The models a caller of the OpenAI-compatible API may pick by name besides the
+    /// configured one (`COACH_ALLOWED_MODELS`), each the configured provider's.
+    pub choices: Vec<Arc<Llm>>,
 }
 
 /// One chat turn: whole ([`Chat::chat`]) or streamed ([`Chat::begin_stream`],
@@ -204,13 +208,25 @@ pub struct Chat {
     admission: Arc<Admission>,
     ledger: Arc<Ledger>,
     jobs: Option<Arc<dyn JobQueue>>,
+    choices: Vec<Arc<Llm>>,
 }
 
 impl Chat {
     pub fn new(parts: ChatParts) -> Self {
-        let ChatParts { limits, history, system_prompt, profiles, retriever, llm, rewrite, admission, ledger, jobs } =
-            parts;
-        Self { limits, history, system_prompt, profiles, retriever, llm, rewrite, admission, ledger, jobs }
+        let ChatParts {
+            limits,
+            history,
+            system_prompt,
+            profiles,
+            retriever,
+            llm,
+            rewrite,
+            admission,
+            ledger,
+            jobs,
+            choices,
+        } = parts;
+        Self { limits, history, system_prompt, profiles, retriever, llm, rewrite, admission, ledger, jobs, choices }
     }
 
     /// The turn's limits (`COACH_HISTORY_LIMIT`, `COACH_MAX_MESSAGE_CHARS`,
@@ -250,17 +266,9 @@ fn reply_message<'a>(completion: &'a Completion, sources: &'a [Source], incomple
 }
 
 impl Chat {
-    /// Validates the input, counts the request, stores the user's message (with the turn's
-    /// record under `turn`, leased until `lease_until`) and builds the prompt; or, for a
-    /// retry, the stored answer or the message the first attempt stored.
-    async fn prepare(
-        &self,
-        who: &Principal,
-        input: ChatInput,
-        turn: Option<&TurnKey>,
-        lease_until: u64,
-    ) -> Result<Step, Error> {
-        let message = input.message.trim();
+    /// The user's message, trimmed: 400 when empty, 413 over `COACH_MAX_MESSAGE_CHARS`.
+    fn checked<'m>(&self, message: &'m str) -> Result<&'m str, Error> {
+        let message = message.trim();
         if message.is_empty() {
             return Err(Error::BadRequest("message must not be empty".into()));
         }
@@ -271,30 +279,36 @@ impl Chat {
                 self.limits.max_message_chars
             )));
         }
+        Ok(message)
+    }
+}
 
-        // Everything that only reads, at once; the first failure ends the turn. Retrieval
-        // takes the session's earlier user turns from the history read (and loads the index
-        // meanwhile).
-        let (turns_read, earlier_turns) = tokio::sync::oneshot::channel::<Vec<String>>();
-        let session = async {
-            let Some(id) = input.session_id.as_deref() else {
-                let _ = turns_read.send(Vec::new());
-                return Ok(None);
-            };
-            let (session, past) = tokio::try_join!(
-                self.history.session(who, id),
-                self.history.recent_messages(who, id, self.limits.history_limit)
-            )?;
-            let _ = turns_read.send(earlier_user_turns(&past, message));
-            let empty = session.message_count == 0 && session.auto_title;
-            Ok(Some((session.session_id, past, empty)))
-        };
-        // With the model's rewrite, a message with earlier turns is rewritten once the turn
-        // is admitted (so a refused turn costs nothing).
+/// What a turn reads before the model, beside what the caller reads with it.
+struct Gathered {
+    system: Arc<str>,
+    profile: Option<Arc<serde_json::Value>>,
+    passages: Vec<Passage>,
+    /// What retrieval's calls used (the query's embedding when metered, the rewrite).
+    retrieval: Vec<ModelUsage>,
+}
+
+impl Chat {
+    /// Everything a turn only reads, at once, with `also` (the session's reads): the rate
+    /// limits and budgets, the system prompt, the user's profile and retrieval for `message`
+    /// after the `earlier` user turns (most recent first). With the model's rewrite, a
+    /// message with earlier turns is rewritten once the turn is admitted, so a refused turn
+    /// costs nothing. The first failure ends the turn.
+    async fn gather<T>(
+        &self,
+        who: &Principal,
+        message: &str,
+        earlier: impl std::future::Future<Output = Vec<String>> + Send,
+        also: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<(T, Gathered), Error> {
         let (admitted, admission) = tokio::sync::oneshot::channel::<()>();
         let rewrite_used = std::sync::Mutex::new(None);
         let conversation = async {
-            let earlier = earlier_turns.await.unwrap_or_default();
+            let earlier = earlier.await;
             let mut standalone = None;
             if let Some(rewrite) = self.rewrite.as_ref().filter(|_| !earlier.is_empty()) {
                 if admission.await.is_ok() {
@@ -319,15 +333,48 @@ impl Chat {
             };
             Ok::<_, Error>(tokio::join!(self.system_prompt.current(), profile))
         };
-        let ((), session, (system, profile), retrieved) = tokio::try_join!(
+        let ((), also, (system, profile), retrieved) = tokio::try_join!(
             admit,
-            session,
+            also,
             context,
             self.retriever.retrieve_in_conversation(&who.tenant, message, conversation)
         )?;
-        let passages = retrieved.passages;
         let mut retrieval: Vec<ModelUsage> = retrieved.embedding.into_iter().collect();
         retrieval.extend(rewrite_used.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        Ok((also, Gathered { system, profile, passages: retrieved.passages, retrieval }))
+    }
+
+    /// Validates the input, counts the request, stores the user's message (with the turn's
+    /// record under `turn`, leased until `lease_until`) and builds the prompt; or, for a
+    /// retry, the stored answer or the message the first attempt stored.
+    async fn prepare(
+        &self,
+        who: &Principal,
+        input: ChatInput,
+        turn: Option<&TurnKey>,
+        lease_until: u64,
+    ) -> Result<Step, Error> {
+        let message = self.checked(&input.message)?;
+
+        // Retrieval takes the session's earlier user turns from the history read (and loads
+        // the index meanwhile).
+        let (turns_read, earlier_turns) = tokio::sync::oneshot::channel::<Vec<String>>();
+        let session = async {
+            let Some(id) = input.session_id.as_deref() else {
+                let _ = turns_read.send(Vec::new());
+                return Ok(None);
+            };
+            let (session, past) = tokio::try_join!(
+                self.history.session(who, id),
+                self.history.recent_messages(who, id, self.limits.history_limit)
+            )?;
+            let _ = turns_read.send(earlier_user_turns(&past, message));
+            let empty = session.message_count == 0 && session.auto_title;
+            Ok(Some((session.session_id, past, empty)))
+        };
+        let earlier = async { earlier_turns.await.unwrap_or_default() };
+        let (session, Gathered { system, profile, passages, retrieval }) =
+            self.gather(who, message, earlier, session).await?;
 
         let (existing, mut past, first_exchange) = match session {
             Some((id, past, empty)) => (Some(id), past, empty.then_some(true)),
@@ -365,6 +412,7 @@ impl Chat {
         let config = self.llm.config();
         let budget = config.context_tokens.saturating_sub(config.max_output_tokens);
         let boundary = crate::prompt::boundary();
+        let past: Vec<Turn> = past.into_iter().map(|m| Turn { role: m.role, content: m.content }).collect();
         let prompt = crate::prompt::build(&system, profile.as_deref(), &passages, &past, message, budget, &boundary);
         let lease = turn.map(|turn| Lease { key: turn.key.clone(), until: lease_until });
         // A retry that takes over a stored message answers a turn already begun.

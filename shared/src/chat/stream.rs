@@ -17,7 +17,7 @@ use crate::{
     deadline::Deadline,
     error::Error,
     ids::now_ms,
-    llm::{Completion, Delta, DeltaStream, ModelCall},
+    llm::{Completion, Delta, DeltaStream, Llm, ModelCall, Prompt},
     model::Usage,
     prompt::streamed_usage,
 };
@@ -57,9 +57,52 @@ pub enum Ended {
 }
 
 /// Why the model's stream stopped before it finished.
-enum Cut {
+pub(super) enum Cut {
     ReceiverLeft,
     Failed(Error),
+}
+
+/// Sends `llm`'s streamed reply to `prompt` to `sink` as it comes, until it ends, `sink`'s
+/// receiver leaves, the model fails or `ends` comes: what was written (with its usage, as
+/// the provider counted it or else estimated), and why it stopped early, if it did.
+pub(super) async fn pump(
+    llm: &Llm,
+    prompt: &Prompt,
+    mut deltas: DeltaStream,
+    ends: tokio::time::Instant,
+    sink: &mut impl ReplySink,
+) -> (Completion, Option<Cut>) {
+    let mut text = String::new();
+    let mut usage = Usage::default();
+    let mut model = llm.config().model.clone();
+    let cut = loop {
+        let delta = tokio::select! {
+            delta = deltas.next() => delta,
+            () = tokio::time::sleep_until(ends) => {
+                let message = "the reply took longer than a stream may last; what was written so far is kept";
+                break Some(Cut::Failed(Error::Timeout(message.into())));
+            }
+        };
+        match delta {
+            None => break None,
+            Some(Ok(Delta::Text(piece))) => {
+                let heard = sink.piece(&piece).await;
+                text.push_str(&piece);
+                if !heard {
+                    break Some(Cut::ReceiverLeft);
+                }
+            }
+            Some(Ok(Delta::Usage(u))) => {
+                usage.input_tokens = if u.input_tokens > 0 { u.input_tokens } else { usage.input_tokens };
+                usage.output_tokens = if u.output_tokens > 0 { u.output_tokens } else { usage.output_tokens };
+            }
+            Some(Ok(Delta::Model(m))) => model = m,
+            Some(Err(err)) => break Some(Cut::Failed(err)),
+        }
+    };
+    // Dropping the model's stream closes its connection: generation stops.
+    drop(deltas);
+    (Completion { usage: streamed_usage(prompt, &text, usage), text, model }, cut)
 }
 
 impl Chat {
@@ -97,38 +140,8 @@ impl Chat {
     /// Sends the model's reply to `sink` as it comes, then stores it; a stream cut short
     /// keeps what was written (see the module's description).
     pub async fn relay(&self, who: &Principal, streaming: Streaming, sink: &mut impl ReplySink) -> Ended {
-        let Streaming { prepared, mut deltas, call, ends } = streaming;
-        let mut text = String::new();
-        let mut usage = Usage::default();
-        let mut model = self.llm.config().model.clone();
-        let cut = loop {
-            let delta = tokio::select! {
-                delta = deltas.next() => delta,
-                () = tokio::time::sleep_until(ends) => {
-                    let message = "the reply took longer than a stream may last; what was written so far is kept";
-                    break Some(Cut::Failed(Error::Timeout(message.into())));
-                }
-            };
-            match delta {
-                None => break None,
-                Some(Ok(Delta::Text(piece))) => {
-                    let heard = sink.piece(&piece).await;
-                    text.push_str(&piece);
-                    if !heard {
-                        break Some(Cut::ReceiverLeft);
-                    }
-                }
-                Some(Ok(Delta::Usage(u))) => {
-                    usage.input_tokens = if u.input_tokens > 0 { u.input_tokens } else { usage.input_tokens };
-                    usage.output_tokens = if u.output_tokens > 0 { u.output_tokens } else { usage.output_tokens };
-                }
-                Some(Ok(Delta::Model(m))) => model = m,
-                Some(Err(err)) => break Some(Cut::Failed(err)),
-            }
-        };
-        // Dropping the model's stream closes its connection: generation stops.
-        drop(deltas);
-        let completion = Completion { usage: streamed_usage(&prepared.prompt, &text, usage), text, model };
+        let Streaming { prepared, deltas, call, ends } = streaming;
+        let (completion, cut) = pump(&self.llm, &prepared.prompt, deltas, ends, sink).await;
         match cut {
             None => {
                 call.end(Some(completion.usage));

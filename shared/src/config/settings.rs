@@ -156,6 +156,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::number("COACH_PROMPT_MAX_TOKENS", 8000, 100, 1_000_000),
     Setting::number("COACH_PROMPT_REVALIDATE_SECS", 5, 0, 3600),
     Setting::number("COACH_QA_CACHE_SECS", 300, 0, 86_400),
+    Setting::list("COACH_ALLOWED_MODELS"),
     Setting::text("COACH_QUERY_REWRITE", "off"),
     Setting::number("COACH_QUERY_REWRITE_TIMEOUT_MS", 2_000, 100, 10_000),
     Setting::number("COACH_RATE_LIMIT_TENANT", 600, 0, 10_000_000),

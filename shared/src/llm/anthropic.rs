@@ -18,6 +18,8 @@ pub(super) struct Request<'a> {
     system: &'a str,
     messages: Vec<Message<'a>>,
     max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
     stream: bool,
 }
 
@@ -93,7 +95,8 @@ impl Wire for Anthropic {
             model: &config.model,
             system: &prompt.system,
             messages: prompt.turns.iter().map(|t| Message { role: t.role.as_str(), content: &t.content }).collect(),
-            max_tokens: config.max_output_tokens,
+            max_tokens: prompt.sampling.max_output_tokens(config),
+            temperature: prompt.sampling.temperature.map(|t| t.min(1.0)),
             stream,
         }
     }

@@ -38,6 +38,8 @@ struct Part<'a> {
 #[serde(rename_all = "camelCase")]
 struct GenerationConfig {
     max_output_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -124,7 +126,10 @@ impl Wire for Gemini {
         Request {
             system_instruction: Content { role: None, parts: [Part { text: &prompt.system }] },
             contents,
-            generation_config: GenerationConfig { max_output_tokens: config.max_output_tokens },
+            generation_config: GenerationConfig {
+                max_output_tokens: prompt.sampling.max_output_tokens(config),
+                temperature: prompt.sampling.temperature,
+            },
         }
     }
 

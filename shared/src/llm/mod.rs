@@ -108,10 +108,29 @@ pub struct Turn {
 }
 
 /// What the model is asked: a system prompt and the turns, the last one the user's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Prompt {
     pub system: String,
     pub turns: Vec<Turn>,
+    /// What the caller asked of the reply's length and randomness, within the settings.
+    pub sampling: Sampling,
+}
+
+/// A caller's limits on one reply (the OpenAI-compatible API's `max_tokens` and
+/// `temperature`); unset, the deployment's settings and the provider's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sampling {
+    /// At most this many output tokens, and never more than `COACH_LLM_MAX_OUTPUT_TOKENS`.
+    pub max_output_tokens: Option<u32>,
+    /// 0 to 2 (Anthropic's 0 to 1: higher values are sent as 1).
+    pub temperature: Option<f32>,
+}
+
+impl Sampling {
+    /// The reply's output token limit under `config`.
+    pub fn max_output_tokens(&self, config: &LlmConfig) -> u32 {
+        self.max_output_tokens.map_or(config.max_output_tokens, |n| n.clamp(1, config.max_output_tokens))
+    }
 }
 
 /// A finished reply.
@@ -141,6 +160,31 @@ pub type DeltaStream = Pin<Box<dyn Stream<Item = Result<Delta, Error>> + Send>>;
 pub trait ChatModel: Send + Sync {
     async fn complete(&self, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error>;
     async fn stream(&self, prompt: &Prompt, passages: &[Passage]) -> Result<DeltaStream, Error>;
+}
+
+/// The models a caller of the OpenAI-compatible API may ask for by name besides the
+/// configured one (`COACH_ALLOWED_MODELS`, comma-separated): other models of the configured
+/// provider (`llm`), each a name of up to 128 letters, digits and `-._:/@`. Needs a language
+/// model; `coach` is the API's own name for the configured one.
+pub fn allowed_models(env: &Env, llm: &LlmConfig) -> Result<Vec<String>, ConfigError> {
+    let var = "COACH_ALLOWED_MODELS";
+    let mut names: Vec<String> = Vec::new();
+    for name in env.list(var) {
+        let valid = name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._:/@".contains(c));
+        if !valid {
+            return Err(ConfigError { var, reason: format!("not a model name: {name:?}") });
+        }
+        if name == "coach" {
+            return Err(ConfigError { var, reason: "coach always names the configured model".into() });
+        }
+        if name != llm.model && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if llm.provider == Provider::None && !names.is_empty() {
+        return Err(ConfigError { var, reason: "needs a language model (COACH_LLM_PROVIDER is none)".into() });
+    }
+    Ok(names)
 }
 
 /// The configured model. Build once per cold start.
@@ -284,5 +328,31 @@ mod tests {
         assert!(answer.text.contains("[1] giving-feedback.md (part 1)\nBe specific."));
         assert_eq!(answer.model, "none");
         assert!(offline_answer(&[]).text.contains("no passage"));
+    }
+
+    #[test]
+    fn allowed_models_are_names_of_the_configured_provider() {
+        let read = |vars: &[(&str, &str)]| {
+            crate::config::with(vars, |env| {
+                let llm = LlmConfig::from_env(env, crate::retry::Retries::from_env(env)?)?;
+                allowed_models(env, &llm)
+            })
+        };
+        let openai = ("COACH_LLM_PROVIDER", "openai");
+        assert_eq!(read(&[openai]), Ok(vec![]));
+        let list = ("COACH_ALLOWED_MODELS", "gpt-4o, gpt-4o-mini, gpt-4o, o3-mini");
+        assert_eq!(
+            read(&[openai, list]),
+            Ok(vec!["gpt-4o".to_owned(), "o3-mini".to_owned()]),
+            "the configured one once"
+        );
+        for bad in ["coach", "gpt 4o", "x;y"] {
+            assert_eq!(
+                read(&[openai, ("COACH_ALLOWED_MODELS", bad)]).unwrap_err().var,
+                "COACH_ALLOWED_MODELS",
+                "{bad}"
+            );
+        }
+        assert_eq!(read(&[("COACH_ALLOWED_MODELS", "gpt-4o")]).unwrap_err().var, "COACH_ALLOWED_MODELS", "no model");
     }
 }

@@ -16,6 +16,8 @@ pub(super) struct Request<'a> {
     model: &'a str,
     messages: Vec<Message<'a>>,
     max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
@@ -88,7 +90,8 @@ impl Wire for OpenAi {
         Request {
             model: &config.model,
             messages,
-            max_tokens: config.max_output_tokens,
+            max_tokens: prompt.sampling.max_output_tokens(config),
+            temperature: prompt.sampling.temperature,
             stream,
             stream_options: stream.then_some(StreamOptions { include_usage: true }),
         }

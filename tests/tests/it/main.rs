@@ -36,6 +36,7 @@ mod feedback;
 mod health;
 mod index;
 mod logs;
+mod openai;
 mod openapi;
 mod policies;
 mod postgres;

@@ -32,7 +32,12 @@ fn documented() -> BTreeSet<(String, String, String, String)> {
                 None if operation["security"].as_sequence().is_some_and(Vec::is_empty) => "anyone".to_owned(),
                 None => panic!("{method} {path:?} has neither x-coach-role nor an empty security"),
             };
-            operations.insert((method, path.as_str().unwrap().to_owned(), function.to_owned(), access));
+            let path = path.as_str().unwrap().to_owned();
+            // An operation both chat functions serve (the OpenAI-compatible API).
+            if let Some(also) = operation["x-coach-also-function"].as_str() {
+                operations.insert((method.clone(), path.clone(), also.to_owned(), access.clone()));
+            }
+            operations.insert((method, path, function.to_owned(), access));
         }
     }
     operations

@@ -1,0 +1,67 @@
+//! The OpenAI-compatible API in both chat functions ([`coach::openai`] is its wire format):
+//!
+//! | route | who |
+//! |---|---|
+//! | `GET /v1/models` | role `user`: `coach`, then `COACH_ALLOWED_MODELS` |
+//! | `POST /v1/chat/completions` | role `user`: a stateless turn over the request's conversation |
+//!
+//! Behind the HTTP API (the `chat` function) a `stream: true` request gets its chunks in one
+//! body, as the HTTP API cannot stream; behind the streaming Function URL (`chat-stream`)
+//! they stream as the model writes, within the tenant's stream slots.
+
+use coach::{
+    api::{Call, Endpoint},
+    auth::Role,
+    chat::{
+        exchange::{Exchange, ExchangeStream},
+        Chat,
+    },
+    deadline::Deadline,
+    http::{json_body, json_response},
+    openai::{self, CompletionRequest, Delivery},
+    Error,
+};
+use lambda_http::{
+    http::{header, HeaderValue, StatusCode},
+    Body, Response,
+};
+
+/// The API's endpoints, in both functions' tables.
+pub const MODELS: Endpoint = Endpoint::new("GET", "/v1/models", Role::User).openai();
+pub const COMPLETIONS: Endpoint = Endpoint::new("POST", "/v1/chat/completions", Role::User).openai();
+
+/// `GET /v1/models`.
+pub fn models(chat: &Chat) -> Response<Body> {
+    json_response(StatusCode::OK, &openai::model_list(chat.models()))
+}
+
+/// The exchange a `POST /v1/chat/completions` asks for, and how to answer it.
+pub fn request(call: &Call<'_>) -> Result<(Exchange, Delivery), Error> {
+    json_body::<CompletionRequest>(call.req)?.into_exchange()
+}
+
+/// A whole answer as a `chat.completion`.
+pub async fn whole(
+    chat: &Chat,
+    call: &Call<'_>,
+    exchange: Exchange,
+    delivery: &Delivery,
+    deadline: Deadline,
+) -> Result<Response<Body>, Error> {
+    let answer = chat.exchange(call.who()?, exchange, deadline).await?;
+    Ok(json_response(StatusCode::OK, &openai::completion(&answer, delivery)))
+}
+
+/// A streamed answer's chunks, all in one body.
+pub async fn buffered(
+    chat: &Chat,
+    call: &Call<'_>,
+    stream: ExchangeStream,
+    delivery: &Delivery,
+) -> Result<Response<Body>, Error> {
+    let mut body = String::new();
+    openai::relay(chat, call.who()?, stream, delivery, &call.request_id, &mut body).await;
+    let mut response = Response::new(Body::Text(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    Ok(response)
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests and the integration tests, which start moto's server on a
-# free loopback port themselves, then (for the whole suite) the playground's browser test.
+# free loopback port themselves, then (for the whole suite) the playground's browser test and
+# the official OpenAI SDK against the local stack.
 # Extra arguments go to `cargo test` (and skip the browser test). Ends with one line
 # totalling every test binary: "tests: N passed, N failed".
 set -euo pipefail
@@ -20,6 +21,16 @@ if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
   else
     status=1
     echo "test result: FAILED. 0 passed; 1 failed (browser)" >>"$log"
+  fi
+fi
+# The official OpenAI SDK against the OpenAI-compatible API on the local stack, with the
+# whole suite only.
+if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
+  if .venv/bin/python tests/clients/openai_sdk.py 2>&1 | tee -a "$log"; then
+    grep -q '^openai-sdk: passed' "$log" && echo "test result: ok. 1 passed; 0 failed (openai sdk)" >>"$log"
+  else
+    status=1
+    echo "test result: FAILED. 0 passed; 1 failed (openai sdk)" >>"$log"
   fi
 fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }

@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// The model name that means "the deployment's model over the caller's documents".
-pub const COACH_MODEL: &str = "coach";
+pub const GROUNDED_MODEL: &str = "coach";
 
 /// Body of `POST /v1/chat/completions`; fields not listed are ignored.
 #[derive(Debug, Deserialize)]
@@ -104,7 +104,7 @@ impl CompletionRequest {
         let model = self.model.filter(|m| !m.trim().is_empty()).ok_or_else(|| Error::InvalidField {
             field: "model".into(),
             code: "missing_required_parameter",
-            message: format!("model is required; {COACH_MODEL:?} answers from your documents"),
+            message: format!("model is required; {GROUNDED_MODEL:?} answers from your documents"),
         })?;
         if self.n.is_some_and(|n| n != 1) {
             return Err(invalid("n", "only one choice (n = 1) is supported"));
@@ -118,7 +118,7 @@ impl CompletionRequest {
         }
         let mut exchange = Exchange {
             sampling: Sampling { max_output_tokens: max_tokens, temperature: self.temperature },
-            model: (model != COACH_MODEL).then(|| model.clone()),
+            model: (model != GROUNDED_MODEL).then(|| model.clone()),
             ..Exchange::default()
         };
         let mut turns = Vec::new();
@@ -167,7 +167,7 @@ impl CompletionRequest {
 
 /// `GET /v1/models`: `names` as OpenAI's model list.
 pub fn model_list<'a>(names: impl Iterator<Item = &'a str>) -> Value {
-    let data: Vec<Value> = std::iter::once(COACH_MODEL)
+    let data: Vec<Value> = std::iter::once(GROUNDED_MODEL)
         .chain(names)
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "coach"}))
         .collect();
@@ -337,9 +337,9 @@ pub async fn relay(
     lines: &mut impl Lines,
 ) {
     let chunks = Chunks::new(delivery);
-    if !lines.write(chunks.start()).await {
-        return;
-    }
+    // A receiver gone already is found at the first piece, where what the model used is
+    // still recorded.
+    lines.write(chunks.start()).await;
     let finished = chat.relay_exchange(who, stream, &mut ChunkSink { chunks: &chunks, lines }).await;
     match finished {
         Finished::Done(answer) => {

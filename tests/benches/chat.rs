@@ -121,6 +121,46 @@ async fn run() {
     }
     println!("stream: {STREAM_TURNS} turns of POST /chat/stream");
     report("  model first token -> client first token", &added);
+
+    // The OpenAI-compatible route over the same retrieval and model, with a conversation as
+    // long as the session's history: what it adds to (or saves on) a /chat turn, same run.
+    let history = services.chat.chat.limits().history_limit as usize;
+    let mut openai_own = Vec::with_capacity(TURNS);
+    for i in 0..TURNS {
+        emulator.reset();
+        let started = Instant::now();
+        let (status, body) = completion(&services, &token, history, i).await;
+        let elapsed = started.elapsed();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(!body["sources"].as_array().expect("sources").is_empty(), "retrieval found passages: {body}");
+        openai_own.push(elapsed.saturating_sub(emulator.take().busy));
+    }
+    println!("openai: {TURNS} completions of POST /v1/chat/completions ({} messages before the question)", history);
+    report("  handler (total - emulator)", &openai_own);
+    let p50 = |samples: &[Duration]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        sorted[sorted.len() / 2].as_secs_f64() * 1000.0
+    };
+    println!("  added over POST /chat's handler, p50: {:+.3} ms", p50(&openai_own) - p50(&own));
+}
+
+/// `POST /v1/chat/completions` with `history` earlier messages, alternating user and
+/// assistant, before the question.
+async fn completion(services: &Deployment, token: &str, history: usize, i: usize) -> (StatusCode, Value) {
+    let mut messages: Vec<Value> = (0..history)
+        .map(|m| {
+            let role = if m % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": format!("Earlier message {m} about goals and feedback.")})
+        })
+        .collect();
+    messages.push(
+        json!({"role": "user", "content": format!("How do I give useful feedback to my team about goals? ({i})")}),
+    );
+    let body = json!({"model": "coach", "messages": messages});
+    let request = events::with("chat-post.json", "POST", "/v1/chat/completions", Some(&body), Some(token));
+    let response = chat::handle(&services.chat, request).await;
+    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
 
 async fn chat(services: &Deployment, token: &str, session: Option<&str>, i: usize) -> (StatusCode, Value) {

@@ -15,7 +15,7 @@ use crate::{
     deadline::Deadline,
     error::Error,
     llm::{Completion, DeltaStream, Llm, ModelCall, Prompt, Sampling, Turn},
-    model::{Author, ModelUsage, Passage, Source, Usage},
+    model::{Author, ModelUsage, Passage, Source, Surface, Usage},
 };
 
 /// One stateless turn: the conversation as the caller holds it.
@@ -104,6 +104,15 @@ impl Chat {
     async fn ready(&self, who: &Principal, exchange: Exchange) -> Result<Ready, Error> {
         let llm = self.model(exchange.model.as_deref())?;
         let message = self.checked(&exchange.message)?;
+        // The caller's instructions join the system text, which is never cut to fit: they
+        // are held to a message's length.
+        let instructions: usize = exchange.instructions.iter().map(|i| i.chars().count()).sum();
+        if instructions > self.limits.max_message_chars {
+            return Err(Error::PayloadTooLarge(format!(
+                "the system and developer messages have {instructions} characters; the limit is {}",
+                self.limits.max_message_chars
+            )));
+        }
         let earlier: Vec<String> = exchange
             .history
             .iter()
@@ -128,7 +137,7 @@ impl Chat {
     async fn record(&self, who: &Principal, ready: &Ready, completion: &Completion) {
         let mut used = vec![ready.llm.used(completion)];
         used.extend(ready.retrieval.iter().cloned());
-        self.ledger.record_for(who, &used).await;
+        self.ledger.record_for_via(who, Surface::OpenAi, &used).await;
     }
 
     /// A whole answer, before `deadline` (and within `COACH_TURN_TIMEOUT_SECS`), or a 504.

@@ -83,7 +83,35 @@ pub struct DayUsage {
     /// `YYYY-MM-DD` (UTC).
     pub day: String,
     pub model: String,
+    /// The interface the calls came through.
+    pub surface: Surface,
     pub counts: UsageCounts,
+}
+
+/// The interface a model call came through, a dimension of the usage ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Surface {
+    /// Coach's own routes (`/chat`, `/qa`, ...) and its background work (ingest, titles).
+    #[default]
+    Api,
+    /// The OpenAI-compatible API (`/v1/chat/completions`).
+    OpenAi,
+}
+
+impl Surface {
+    pub const ALL: [Surface; 2] = [Surface::Api, Surface::OpenAi];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Api => "api",
+            Surface::OpenAi => "openai",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// Where a reply's grounding came from.

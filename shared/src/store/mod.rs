@@ -52,7 +52,7 @@ use crate::{
     error::Error,
     model::{
         DayUsage, Document, Feedback, FeedbackCounts, FeedbackReason, Finished, Job, Message, NewDocument, Owner, Page,
-        Rating, Scope, Session, Source, Usage, UsageCounts,
+        Rating, Scope, Session, Source, Surface, Usage, UsageCounts,
     },
 };
 
@@ -410,6 +410,8 @@ pub struct UsageEntry<'a> {
     pub day: &'a str,
     pub month: &'a str,
     pub model: &'a str,
+    /// The interface the calls came through (the day counters are kept per surface).
+    pub surface: Surface,
     pub counts: UsageCounts,
     /// When the day's items expire (epoch seconds); month totals are kept.
     pub day_expires_at: u64,

@@ -42,7 +42,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{now_ms, rfc3339},
-    model::{ModelUsage, Usage, UsageCounts},
+    model::{ModelUsage, Surface, Usage, UsageCounts},
     store::{UsageEntry, UsageLedger},
 };
 
@@ -322,6 +322,11 @@ impl Ledger {
     /// under the name the provider served. Best effort: a failure is logged, and the caller
     /// carries on.
     pub async fn record(&self, tenant: &str, user: Option<&str>, used: &ModelUsage) {
+        self.record_via(tenant, user, Surface::Api, used).await;
+    }
+
+    /// Like [`Ledger::record`], for calls that came through `surface`.
+    pub async fn record_via(&self, tenant: &str, user: Option<&str>, surface: Surface, used: &ModelUsage) {
         let now = now_ms();
         let (day, month) = today(now);
         let (model, usage) = (used.model.as_str(), used.usage);
@@ -332,7 +337,7 @@ impl Ledger {
             requests: used.calls,
         };
         let day_expires_at = now / 1000 + self.config.retention.as_secs();
-        let entry = UsageEntry { tenant, user, day: &day, month: &month, model, counts, day_expires_at };
+        let entry = UsageEntry { tenant, user, day: &day, month: &month, model, surface, counts, day_expires_at };
         if let Err(e) = self.store.add(&entry).await {
             tracing::warn!(problem = %e, model, "could not record usage");
             crate::metrics::usage_unrecorded();
@@ -341,7 +346,12 @@ impl Ledger {
 
     /// Records what `who`'s request used, model by model (see [`Ledger::record`]).
     pub async fn record_for(&self, who: &Principal, used: &[ModelUsage]) {
-        let records = used.iter().map(|u| self.record(&who.tenant, Some(&who.user_id), u));
+        self.record_for_via(who, Surface::Api, used).await;
+    }
+
+    /// Like [`Ledger::record_for`], for a request that came through `surface`.
+    pub async fn record_for_via(&self, who: &Principal, surface: Surface, used: &[ModelUsage]) {
+        let records = used.iter().map(|u| self.record_via(&who.tenant, Some(&who.user_id), surface, u));
         futures_util::future::join_all(records).await;
     }
 

@@ -92,6 +92,7 @@ async fn each_security_relevant_operation_leaves_exactly_one_event_of_its_tenant
         day: &today[..10],
         month: &today[..7],
         model: "m",
+        surface: coach::model::Surface::Api,
         counts: coach::model::UsageCounts { input_tokens: 20, output_tokens: 0, cost_nanos: 0, requests: 1 },
         day_expires_at: coach::ids::now_ms() / 1000 + 60,
     };

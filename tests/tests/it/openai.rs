@@ -151,6 +151,11 @@ async fn a_whole_completion_is_grounded_cited_and_metered_and_nothing_is_stored(
     let models = usage["models"].as_array().unwrap();
     let served = models.iter().find(|m| m["model"] == Provider::OpenAi.served()).expect("the served model");
     assert_eq!((served["input_tokens"].as_u64(), served["requests"].as_u64()), (Some(input), Some(1)), "{usage}");
+    // The surface is a dimension of the ledger: this call came through the OpenAI API.
+    let surfaces = usage["surfaces"].as_array().unwrap();
+    let openai = surfaces.iter().find(|s| s["surface"] == "openai").expect("the openai surface");
+    assert_eq!(openai["input_tokens"].as_u64(), Some(input), "{usage}");
+    assert!(surfaces.iter().all(|s| s["surface"] != "api" || s["input_tokens"] == 0), "{usage}");
     let sessions = call(&services, false, "GET", "/sessions", None, Some(&alice())).await.json();
     assert_eq!(sessions["sessions"], json!([]), "{sessions}");
 }
@@ -246,6 +251,14 @@ async fn errors_take_openais_shape_with_the_statuses_the_sdks_map() {
     let image = json!({"model": "coach", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}]});
     let bad = call(&services, false, "POST", "/v1/chat/completions", Some(image), Some(&alice())).await;
     assert_eq!((bad.status, error(&bad)["param"].as_str()), (StatusCode::BAD_REQUEST, Some("messages[0].content")));
+    let long = "Answer as a pirate. ".repeat(1_000);
+    let verbose =
+        json!({"model": "coach", "messages": [{"role": "system", "content": long}, {"role": "user", "content": "hi"}]});
+    let too_long = call(&services, false, "POST", "/v1/chat/completions", Some(verbose), Some(&alice())).await;
+    assert_eq!(
+        (too_long.status, error(&too_long)["type"].as_str(), error(&too_long)["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("invalid_request_error"), Some("payload_too_large"))
+    );
     // Coach's own routes keep Coach's shape.
     let own = call(&services, false, "GET", "/nothing/here", None, Some(&alice())).await;
     assert_eq!(error(&own)["code"], "not_found");

@@ -168,6 +168,7 @@ async fn spent_earlier(stack: &TestStack, who: Option<&str>, nanos: u64, tokens:
         day: &earlier,
         month,
         model: "gpt-test-0613",
+        surface: coach::model::Surface::Api,
         counts: coach::model::UsageCounts { input_tokens: tokens, output_tokens: 0, cost_nanos: nanos, requests: 1 },
         day_expires_at: coach::ids::now_ms() / 1000 + 86_400,
     };

@@ -4,7 +4,7 @@
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD as B64, Engine};
 
 use crate::{
-    model::{Owner, Scope},
+    model::{Owner, Scope, Surface},
     store::{Counter, StoreError, StoreResult},
 };
 
@@ -128,8 +128,13 @@ pub(super) fn usage_pk(tenant: &str, user: Option<&str>) -> String {
     }
 }
 
-pub(super) fn day_sk(day: &str, model: &str) -> String {
-    format!("DAY#{day}#{}", key_part(model))
+/// A day counter's `sk`: the day, the model and, for a surface other than Coach's own API
+/// (whose counters kept the key they had before surfaces were counted), the surface.
+pub(super) fn day_sk(day: &str, model: &str, surface: Surface) -> String {
+    match surface {
+        Surface::Api => format!("DAY#{day}#{}", key_part(model)),
+        other => format!("DAY#{day}#{}#{}", key_part(model), other.as_str()),
+    }
 }
 
 /// The first and last `sk` of the day counters from `from` to `to`: `$` sorts after `#`, so
@@ -138,10 +143,14 @@ pub(super) fn day_range(from: &str, to: &str) -> (String, String) {
     (format!("DAY#{from}#"), format!("DAY#{to}$"))
 }
 
-/// The day and the model of a day counter's `sk`.
-pub(super) fn day_and_model(sk: &str) -> Option<(String, String)> {
-    let (day, model) = sk.strip_prefix("DAY#")?.split_once('#')?;
-    Some((day.to_owned(), unescape(model)))
+/// The day, the model and the surface of a day counter's `sk`.
+pub(super) fn day_model_surface(sk: &str) -> Option<(String, String, Surface)> {
+    let (day, rest) = sk.strip_prefix("DAY#")?.split_once('#')?;
+    let (model, surface) = match rest.split_once('#') {
+        Some((model, surface)) => (model, Surface::parse(surface)?),
+        None => (rest, Surface::Api),
+    };
+    Some((day.to_owned(), unescape(model), surface))
 }
 
 pub(super) fn month_sk(month: &str) -> String {
@@ -236,7 +245,13 @@ mod tests {
         let owner = Owner { tenant: "t", user: "a%23b" };
         assert_eq!(user_pk(owner), "TENANT#t#USER#a%2523b");
         assert_eq!(unescape(&key_part("a%23#b")), "a%23#b");
-        assert_eq!(day_and_model(&day_sk("2026-12-06", "gpt#4o%")), Some(("2026-12-06".into(), "gpt#4o%".into())));
+        for surface in Surface::ALL {
+            let sk = day_sk("2026-12-06", "gpt#4o%", surface);
+            assert_eq!(day_model_surface(&sk), Some(("2026-12-06".into(), "gpt#4o%".into(), surface)));
+        }
+        // Coach's own API keeps the key it had before surfaces were counted.
+        assert_eq!(day_sk("2026-12-06", "m", Surface::Api), "DAY#2026-12-06#m");
+        assert_eq!(day_model_surface("DAY#2026-12-06#m#nowhere"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::{
     feedback::counter_attribute,
-    keys::{day_and_model, day_range, day_sk, feedback_sk, month_sk, usage_pk},
+    keys::{day_model_surface, day_range, day_sk, feedback_sk, month_sk, usage_pk},
     n, number, string, DynamoTable, Item,
 };
 use crate::{
@@ -50,7 +50,7 @@ impl UsageLedger for DynamoTable {
             };
             async move { update.send().await.map(|_| ()).map_err(|e| service_error("add usage", e)) }
         };
-        let day = day_sk(entry.day, entry.model);
+        let day = day_sk(entry.day, entry.model, entry.surface);
         let month = month_sk(entry.month);
         let mut writes = vec![
             add(usage_pk(entry.tenant, None), day.clone(), Some(entry.day_expires_at)),
@@ -91,8 +91,8 @@ impl UsageLedger for DynamoTable {
             .iter()
             .map(|item| {
                 let sk = string(item, "sk").ok_or(StoreError::Corrupt("usage"))?;
-                let (day, model) = day_and_model(sk).ok_or(StoreError::Corrupt("usage"))?;
-                Ok(DayUsage { day, model, counts: usage_counts(item) })
+                let (day, model, surface) = day_model_surface(sk).ok_or(StoreError::Corrupt("usage"))?;
+                Ok(DayUsage { day, model, surface, counts: usage_counts(item) })
             })
             .collect()
     }

@@ -165,13 +165,23 @@ impl CompletionRequest {
     }
 }
 
-/// `GET /v1/models`: `names` as OpenAI's model list.
+fn model_object(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "coach"})
+}
+
+/// `GET /v1/models`: `coach`, then `names`, as OpenAI's model list.
 pub fn model_list<'a>(names: impl Iterator<Item = &'a str>) -> Value {
-    let data: Vec<Value> = std::iter::once(GROUNDED_MODEL)
-        .chain(names)
-        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "coach"}))
-        .collect();
+    let data: Vec<Value> = std::iter::once(GROUNDED_MODEL).chain(names).map(model_object).collect();
     json!({"object": "list", "data": data})
+}
+
+/// `GET /v1/models/{id}`: the model `id` when it is `coach` or one of `names`, else a 404.
+pub fn model<'a>(mut names: impl Iterator<Item = &'a str>, id: &str) -> Result<Value, Error> {
+    if id == GROUNDED_MODEL || names.any(|name| name == id) {
+        Ok(model_object(id))
+    } else {
+        Err(Error::NotFound(format!("the model {id:?} is not offered here; GET /v1/models lists those that are")))
+    }
 }
 
 /// The answer's numbered sources as text a plain client shows after the answer (empty

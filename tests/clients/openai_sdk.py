@@ -5,7 +5,7 @@ usage as OpenAI answers) and `scripts/dev.sh` (moto, the example docs, `cargo la
 on free loopback ports, waits until the example docs are indexed, creates an API key with
 the dev token, then drives `openai.OpenAI` as a team's client would, through the streaming
 Function URL (`/lambda-url/chat-stream/v1`) and the HTTP API's function (`/lambda-url/chat/v1`):
-the model list, a whole completion (with its numbered sources and the `sources` field), a
+the model list and one model, a whole completion (with its numbered sources and the `sources` field), a
 streamed one (usage in the last chunk), and the SDK's exceptions for a bad key
 (AuthenticationError), an unknown model (BadRequestError) and a spent rate limit
 (RateLimitError). Stops everything at the end, whatever happened.
@@ -46,6 +46,7 @@ def drive(base, token):
 
     ids = [m.id for m in streaming.models.list()]
     check(ids[0] == "coach", f"the model list: {ids}")
+    check(http_api.models.retrieve("coach").id == "coach", "GET /v1/models/coach")
 
     question = [
         {"role": "system", "content": "Answer briefly."},

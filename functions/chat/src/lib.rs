@@ -188,6 +188,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new("DELETE", "/api-keys/{id}", Role::Admin),
     Endpoint::new("GET", "/audit", Role::Admin),
     openai::MODELS,
+    openai::MODEL,
     openai::COMPLETIONS,
 ];
 
@@ -220,6 +221,7 @@ async fn route(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
         ("DELETE", "/api-keys/{id}", [id]) => revoke_api_key(state, call, id).await,
         ("GET", "/audit", _) => audit(state, call).await,
         ("GET", "/v1/models", _) => Ok(openai::models(&state.chat)),
+        ("GET", "/v1/models/{id}", [id]) => openai::model(&state.chat, id),
         ("POST", "/v1/chat/completions", _) => completions(state, call).await,
         (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }

@@ -3,6 +3,7 @@
 //! | route | who |
 //! |---|---|
 //! | `GET /v1/models` | role `user`: `coach`, then `COACH_ALLOWED_MODELS` |
+//! | `GET /v1/models/{id}` | role `user`: one of them |
 //! | `POST /v1/chat/completions` | role `user`: a stateless turn over the request's conversation |
 //!
 //! Behind the HTTP API (the `chat` function) a `stream: true` request gets its chunks in one
@@ -28,11 +29,17 @@ use lambda_http::{
 
 /// The API's endpoints, in both functions' tables.
 pub const MODELS: Endpoint = Endpoint::new("GET", "/v1/models", Role::User).openai();
+pub const MODEL: Endpoint = Endpoint::new("GET", "/v1/models/{id}", Role::User).openai();
 pub const COMPLETIONS: Endpoint = Endpoint::new("POST", "/v1/chat/completions", Role::User).openai();
 
 /// `GET /v1/models`.
 pub fn models(chat: &Chat) -> Response<Body> {
     json_response(StatusCode::OK, &openai::model_list(chat.models()))
+}
+
+/// `GET /v1/models/{id}`.
+pub fn model(chat: &Chat, id: &str) -> Result<Response<Body>, Error> {
+    Ok(json_response(StatusCode::OK, &openai::model(chat.models(), id)?))
 }
 
 /// The exchange a `POST /v1/chat/completions` asks for, and how to answer it.

@@ -47,8 +47,12 @@ pub use coach::chat::END_MARGIN;
 
 /// What the `chat-stream` function answers (behind its Function URL), and who may ask:
 /// the stream, and the OpenAI-compatible API, whose answers stream here.
-pub const ENDPOINTS: &[Endpoint] =
-    &[Endpoint::new("POST", "/chat/stream", Role::User), crate::openai::MODELS, crate::openai::COMPLETIONS];
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint::new("POST", "/chat/stream", Role::User),
+    crate::openai::MODELS,
+    crate::openai::MODEL,
+    crate::openai::COMPLETIONS,
+];
 
 /// What the `chat-stream` function uses, built once per cold start.
 pub struct StreamState {
@@ -81,11 +85,12 @@ pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBod
 }
 
 async fn route(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
-    match (call.route.method, call.route.path) {
-        ("POST", "/chat/stream") => start(state, call).await,
-        ("GET", "/v1/models") => Ok(whole(crate::openai::models(&state.chat))),
-        ("POST", "/v1/chat/completions") => completions(state, call).await,
-        (method, path) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
+    match (call.route.method, call.route.path, call.params.as_slice()) {
+        ("POST", "/chat/stream", _) => start(state, call).await,
+        ("GET", "/v1/models", _) => Ok(whole(crate::openai::models(&state.chat))),
+        ("GET", "/v1/models/{id}", [id]) => Ok(whole(crate::openai::model(&state.chat, id)?)),
+        ("POST", "/v1/chat/completions", _) => completions(state, call).await,
+        (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }
 }
 

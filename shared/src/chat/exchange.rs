@@ -14,7 +14,7 @@ use crate::{
     auth::Principal,
     deadline::Deadline,
     error::Error,
-    llm::{Completion, DeltaStream, Llm, ModelCall, Prompt, Sampling, Turn},
+    llm::{Completion, DeltaStream, Llm, ModelCall, Prompt, Provider, Sampling, Turn},
     model::{Author, ModelUsage, Passage, Source, Surface, Usage},
 };
 
@@ -81,23 +81,25 @@ pub enum Finished {
 const CONTEXT_TURNS: usize = crate::retrieval::CONTEXT_TURNS;
 
 impl Chat {
-    /// The models a caller may ask for by name: the configured one first, then
-    /// `COACH_ALLOWED_MODELS`.
+    /// The models a caller may ask for by name: the configured one first (unless there is no
+    /// language model), then `COACH_ALLOWED_MODELS`.
     pub fn models(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(&self.llm).chain(&self.choices).map(|llm| llm.config().model.as_str())
+        let configured = Some(&self.llm).filter(|llm| llm.config().provider != Provider::None);
+        configured.into_iter().chain(&self.choices).map(|llm| llm.config().model.as_str())
     }
 
     /// The model named `name` ([`Chat::models`]), the configured one without a name; a 400
     /// naming the field for any other.
     fn model(&self, name: Option<&str>) -> Result<Arc<Llm>, Error> {
         let Some(name) = name else { return Ok(self.llm.clone()) };
-        std::iter::once(&self.llm).chain(&self.choices).find(|llm| llm.config().model == name).cloned().ok_or_else(
-            || Error::InvalidField {
+        let configured = Some(&self.llm).filter(|llm| llm.config().provider != Provider::None);
+        configured.into_iter().chain(&self.choices).find(|llm| llm.config().model == name).cloned().ok_or_else(|| {
+            Error::InvalidField {
                 field: "model".into(),
                 code: "model_not_found",
                 message: format!("the model {name:?} is not offered here; GET /v1/models lists those that are"),
-            },
-        )
+            }
+        })
     }
 
     /// Checks the exchange, reads what it needs and builds its prompt.

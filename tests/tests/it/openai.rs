@@ -208,6 +208,11 @@ async fn callers_pick_among_the_allowed_models_and_nothing_else() {
     let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["coach", Provider::OpenAi.requested(), "gpt-4o", "o3-mini"]);
 
+    let one = call(&services, true, "GET", "/v1/models/o3-mini", None, Some(&alice())).await;
+    assert_eq!((one.status, one.json()["id"].as_str()), (StatusCode::OK, Some("o3-mini")));
+    let none = call(&services, false, "GET", "/v1/models/gpt-5-pro", None, Some(&alice())).await;
+    assert_eq!((none.status, none.json()["error"]["type"].as_str()), (StatusCode::NOT_FOUND, Some("not_found_error")));
+
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "How do I give feedback?"}]});
     let answer = call(&services, false, "POST", "/v1/chat/completions", Some(body), Some(&alice())).await;
     assert_eq!((answer.status, answer.json()["model"].as_str()), (StatusCode::OK, Some("gpt-4o")));

@@ -18,7 +18,7 @@ use coach::{
         Chat,
     },
     deadline::Deadline,
-    http::{json_body, json_response},
+    http::{json_body_within, json_response},
     openai::{self, CompletionRequest, Delivery},
     Error,
 };
@@ -42,9 +42,13 @@ pub fn model(chat: &Chat, id: &str) -> Result<Response<Body>, Error> {
     Ok(json_response(StatusCode::OK, &openai::model(chat.models(), id)?))
 }
 
+/// Largest `POST /v1/chat/completions` body: clients send the whole conversation each time
+/// (its oldest turns are left out of the prompt when they do not fit the model's context).
+pub const MAX_COMPLETION_BYTES: usize = 1 << 20;
+
 /// The exchange a `POST /v1/chat/completions` asks for, and how to answer it.
 pub fn request(call: &Call<'_>) -> Result<(Exchange, Delivery), Error> {
-    json_body::<CompletionRequest>(call.req)?.into_exchange()
+    json_body_within::<CompletionRequest>(call.req, MAX_COMPLETION_BYTES)?.into_exchange()
 }
 
 /// A whole answer as a `chat.completion`.

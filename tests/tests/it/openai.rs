@@ -256,6 +256,17 @@ async fn errors_take_openais_shape_with_the_statuses_the_sdks_map() {
     let image = json!({"model": "coach", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}]});
     let bad = call(&services, false, "POST", "/v1/chat/completions", Some(image), Some(&alice())).await;
     assert_eq!((bad.status, error(&bad)["param"].as_str()), (StatusCode::BAD_REQUEST, Some("messages[0].content")));
+    // A long conversation is accepted (clients send all of it every time); what does not fit
+    // the model's context is left out.
+    let mut turns: Vec<Value> = (0..200)
+        .map(|i| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "words ".repeat(100)}))
+        .collect();
+    turns.push(json!({"role": "user", "content": "hi"}));
+    let long_chat = json!({"model": "coach", "messages": turns});
+    assert!(long_chat.to_string().len() > 64 * 1024);
+    let carol = tokens::for_test("carol", "acme", &["user"]);
+    let answered = call(&services, false, "POST", "/v1/chat/completions", Some(long_chat), Some(&carol)).await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text);
     let long = "Answer as a pirate. ".repeat(1_000);
     let verbose =
         json!({"model": "coach", "messages": [{"role": "system", "content": long}, {"role": "user", "content": "hi"}]});

@@ -13,25 +13,26 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
-# The playground in headless Chromium against the local stack (tests/browser/playground.py),
-# with the whole suite only: it skips, saying why, without chromium and chromedriver.
-if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
-  if .venv/bin/python tests/browser/playground.py 2>&1 | tee -a "$log"; then
-    grep -q '^playground: passed' "$log" && echo "test result: ok. 1 passed; 0 failed (browser)" >>"$log"
+# A test of a client nobody here wrote against the local stack, with the whole suite only:
+# `script` prints "`marker`: passed" when it ran (the browser test skips, saying why,
+# without chromium and chromedriver) and fails otherwise.
+client_test() {
+  local script=$1 marker=$2 name=$3
+  if [ "$status" -ne 0 ]; then return; fi
+  if .venv/bin/python "$script" 2>&1 | tee -a "$log"; then
+    if grep -q "^$marker: passed" "$log"; then
+      echo "test result: ok. 1 passed; 0 failed ($name)" >>"$log"
+    fi
   else
     status=1
-    echo "test result: FAILED. 0 passed; 1 failed (browser)" >>"$log"
+    echo "test result: FAILED. 0 passed; 1 failed ($name)" >>"$log"
   fi
-fi
-# The official OpenAI SDK against the OpenAI-compatible API on the local stack, with the
-# whole suite only.
-if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
-  if .venv/bin/python tests/clients/openai_sdk.py 2>&1 | tee -a "$log"; then
-    grep -q '^openai-sdk: passed' "$log" && echo "test result: ok. 1 passed; 0 failed (openai sdk)" >>"$log"
-  else
-    status=1
-    echo "test result: FAILED. 0 passed; 1 failed (openai sdk)" >>"$log"
-  fi
+}
+if [ "$#" -eq 0 ]; then
+  # The playground in headless Chromium (tests/browser/playground.py).
+  client_test tests/browser/playground.py playground browser
+  # The official OpenAI SDK against the OpenAI-compatible API (tests/clients/openai_sdk.py).
+  client_test tests/clients/openai_sdk.py openai-sdk "openai sdk"
 fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -140,19 +140,25 @@ impl ResponseBody for Body {
 
 impl ResponseBody for StreamBody {
     fn from_buffered(response: Response<Body>) -> Response<StreamBody> {
-        let (parts, body) = response.into_parts();
-        let (mut tx, stream_body) = channel();
-        let bytes = Bytes::copy_from_slice(body.as_ref());
-        tokio::spawn(async move {
-            // The client may have gone: nothing more to do for it.
-            let _ = tx.send_data(bytes).await;
-        });
-        let mut response = Response::from_parts(parts, stream_body);
+        let mut response = streamed(response);
         if response.status() == StatusCode::OK {
             *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         }
         response
     }
+}
+
+/// A whole response as the body of a streamed one (a surface that streams some answers and
+/// not others).
+pub fn streamed(response: Response<Body>) -> Response<StreamBody> {
+    let (parts, body) = response.into_parts();
+    let (mut tx, stream_body) = channel();
+    let bytes = Bytes::copy_from_slice(body.as_ref());
+    tokio::spawn(async move {
+        // The client may have gone: nothing more to do for it.
+        let _ = tx.send_data(bytes).await;
+    });
+    Response::from_parts(parts, stream_body)
 }
 
 /// Whether a surface accepts API keys besides tokens.

@@ -31,30 +31,24 @@ use crate::{
 /// The model name that means "the deployment's model over the caller's documents".
 pub const GROUNDED_MODEL: &str = "coach";
 
-/// Body of `POST /v1/chat/completions`; fields not listed are ignored.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /v1/chat/completions`; fields not listed are ignored, and any may be
+/// absent or null here (what must be there is checked in [`CompletionRequest::into_exchange`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct CompletionRequest {
-    #[serde(default)]
     pub model: Option<String>,
-    #[serde(default)]
-    pub messages: Vec<WireMessage>,
-    #[serde(default)]
+    pub messages: Option<Vec<WireMessage>>,
     pub stream: Option<bool>,
-    #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
     pub max_tokens: Option<u32>,
-    #[serde(default)]
     pub max_completion_tokens: Option<u32>,
-    #[serde(default)]
     pub temperature: Option<f32>,
-    #[serde(default)]
     pub n: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct StreamOptions {
-    #[serde(default)]
     pub include_usage: Option<bool>,
 }
 
@@ -122,7 +116,7 @@ impl CompletionRequest {
             ..Exchange::default()
         };
         let mut turns = Vec::new();
-        for (i, message) in self.messages.into_iter().enumerate() {
+        for (i, message) in self.messages.unwrap_or_default().into_iter().enumerate() {
             let text = match message.content {
                 None => String::new(),
                 Some(Content::Text(text)) => text,
@@ -247,15 +241,20 @@ impl Chunks {
         Self { id, created, model: delivery.model.clone(), include_usage: delivery.include_usage }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>) -> String {
-        let mut chunk = json!({
+    /// A `chat.completion.chunk` with `choices`.
+    fn envelope(&self, choices: Value) -> Value {
+        json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
+            "choices": choices,
+        })
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>) -> String {
+        let mut chunk = self.envelope(json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]));
         if let Some((key, value)) = extra {
             chunk[key] = value;
         }
@@ -283,14 +282,7 @@ impl Chunks {
         let sources = serde_json::to_value(&answer.sources).unwrap_or(Value::Null);
         end.push_str(&self.chunk(json!({}), Some("stop"), Some(("sources", sources))));
         if self.include_usage {
-            let mut chunk = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": null,
-                "choices": [],
-            });
+            let mut chunk = self.envelope(json!([]));
             chunk["usage"] = usage(answer);
             end.push_str(&line(&chunk));
         }

@@ -13,6 +13,7 @@ COACH_REQUIRE_BROWSER=1 (CI), where that is a failure.
     .venv/bin/python tests/browser/playground.py
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,6 +77,34 @@ def stop(stack):
     except subprocess.TimeoutExpired:
         os.killpg(stack.pid, signal.SIGKILL)
         stack.wait()
+
+
+@contextlib.contextmanager
+def local_stack(log_path, extra_env=None):
+    """`scripts/dev.sh` on free loopback ports in a directory of its own, with `extra_env`:
+    yields (the functions' base URL, the dev token, the page's port, the directory) once the
+    example docs are indexed, and stops the stack (its whole process group) after."""
+    moto, watch, web = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="coach-stack-") as workdir:
+        env = dict(os.environ, COACH_MOTO_PORT=str(moto), COACH_WATCH_PORT=str(watch), COACH_WEB_PORT=str(web),
+                   COACH_DEV_DIR=str(Path(workdir) / "dev"), RUST_LOG="warn", **(extra_env or {}))
+        with open(log_path, "w") as log:
+            stack = subprocess.Popen([str(ROOT / "scripts" / "dev.sh")], cwd=ROOT, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            dev_json = Path(workdir) / "dev" / "web" / "dev.json"
+            wait_for("dev.json", dev_json.exists, STARTUP_SECS, stack)
+            token = json.loads(dev_json.read_text())["token"]
+            base = f"http://127.0.0.1:{watch}/lambda-url"
+            wait_for("the chat function", lambda: request(f"{base}/chat/health/live")[0] == 200, STARTUP_SECS, stack)
+            # The example docs are indexed through the relay: wait until chat cites them.
+            def cited():
+                status, body = request(f"{base}/chat/qa", {"question": "feedback", "use_documents": True}, token)
+                return status == 200 and body["sources"]
+            wait_for("the example docs indexed", cited, STARTUP_SECS, stack)
+            yield base, token, web, workdir
+        finally:
+            stop(stack)
 
 
 def browser(chromium, chromedriver):
@@ -163,38 +192,20 @@ def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):
         old.unlink()
-    moto, watch, web = free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="coach-playground-") as workdir:
-        env = dict(os.environ, COACH_MOTO_PORT=str(moto), COACH_WATCH_PORT=str(watch), COACH_WEB_PORT=str(web),
-                   COACH_DEV_DIR=str(Path(workdir) / "dev"), RUST_LOG="warn")
-        # Selenium must never try to download a driver or a browser.
-        env["SE_OFFLINE"] = "true"
-        os.environ["SE_OFFLINE"] = "true"
-        log_path = SHOTS / "stack.log"
-        with open(log_path, "w") as log:
-            stack = subprocess.Popen([str(ROOT / "scripts" / "dev.sh")], cwd=ROOT, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        driver = None
-        try:
-            dev_json = Path(workdir) / "dev" / "web" / "dev.json"
-            wait_for("dev.json", dev_json.exists, STARTUP_SECS, stack)
-            token = json.loads(dev_json.read_text())["token"]
-            base = f"http://127.0.0.1:{watch}/lambda-url"
-            wait_for("the chat function", lambda: request(f"{base}/chat/health/live")[0] == 200, STARTUP_SECS, stack)
-            # The example docs are indexed through the relay: wait until chat cites them.
-            def cited():
-                status, body = request(f"{base}/chat/qa", {"question": "feedback", "use_documents": True}, token)
-                return status == 200 and body["sources"]
-            wait_for("the example docs indexed", cited, STARTUP_SECS, stack)
+    # Selenium must never try to download a driver or a browser.
+    os.environ["SE_OFFLINE"] = "true"
+    log_path = SHOTS / "stack.log"
+    driver = None
+    try:
+        with local_stack(log_path) as (_, _, web, workdir):
             driver = browser(chromium, chromedriver)
             drive(driver, f"http://127.0.0.1:{web}/", workdir)
-        except Exception:
-            print(f"playground: failed; the stack's log is {log_path}", file=sys.stderr)
-            raise
-        finally:
-            if driver is not None:
-                driver.quit()
-            stop(stack)
+    except Exception:
+        print(f"playground: failed; the stack's log is {log_path}", file=sys.stderr)
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
     print(f"playground: passed; screenshots in {SHOTS.relative_to(ROOT)}/")
     return 0
 

@@ -13,16 +13,13 @@ streamed one (usage in the last chunk), and the SDK's exceptions for a bad key
     .venv/bin/python tests/clients/openai_sdk.py
 """
 
-import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
-from playground import STARTUP_SECS, free_port, request, stop, wait_for  # noqa: E402
+from playground import free_port, local_stack, request, stop  # noqa: E402
 
 LOGS = ROOT / "target" / "clients"
 # More requests than a user may make a minute (COACH_RATE_LIMIT_USER's default, 30).
@@ -108,36 +105,20 @@ def drive(base, token):
 
 def main():
     LOGS.mkdir(parents=True, exist_ok=True)
-    moto, watch, web, model = free_port(), free_port(), free_port(), free_port()
-    with tempfile.TemporaryDirectory(prefix="coach-openai-sdk-") as workdir:
-        env = dict(os.environ, COACH_MOTO_PORT=str(moto), COACH_WATCH_PORT=str(watch), COACH_WEB_PORT=str(web),
-                   COACH_DEV_DIR=str(Path(workdir) / "dev"), RUST_LOG="warn",
-                   COACH_LLM_PROVIDER="openai", COACH_LLM_BASE_URL=f"http://127.0.0.1:{model}/v1")
-        log_path = LOGS / "openai-sdk-stack.log"
-        with open(log_path, "w") as log:
-            fake = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake-llm.py"), "--port", str(model)],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-            stack = subprocess.Popen([str(ROOT / "scripts" / "dev.sh")], cwd=ROOT, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            dev_json = Path(workdir) / "dev" / "web" / "dev.json"
-            wait_for("dev.json", dev_json.exists, STARTUP_SECS, stack)
-            token = json.loads(dev_json.read_text())["token"]
-            base = f"http://127.0.0.1:{watch}/lambda-url"
-            wait_for("the chat function", lambda: request(f"{base}/chat/health/live")[0] == 200, STARTUP_SECS, stack)
-
-            def indexed():
-                status, body = request(f"{base}/chat/qa", {"question": "feedback", "use_documents": True}, token)
-                return status == 200 and body["sources"]
-            wait_for("the example docs indexed", indexed, STARTUP_SECS, stack)
+    model = free_port()
+    log_path = LOGS / "openai-sdk-stack.log"
+    with open(LOGS / "openai-sdk-model.log", "w") as log:
+        fake = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake-llm.py"), "--port", str(model)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    model_env = {"COACH_LLM_PROVIDER": "openai", "COACH_LLM_BASE_URL": f"http://127.0.0.1:{model}/v1"}
+    try:
+        with local_stack(log_path, model_env) as (base, token, _, _):
             drive(base, token)
-        except Exception:
-            print(f"openai-sdk: failed; the stack's log is {log_path}", file=sys.stderr)
-            raise
-        finally:
-            stop(stack)
-            stop(fake)
+    except Exception:
+        print(f"openai-sdk: failed; the stack's log is {log_path}", file=sys.stderr)
+        raise
+    finally:
+        stop(fake)
     print("openai-sdk: passed")
     return 0
 

@@ -24,24 +24,24 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use coach::{
-    api::{Call, Endpoint, Pipeline},
+    api::{streamed, Call, Endpoint, Pipeline},
     auth::Role,
     chat::{Begun, Chat, ChatInput, ChatReply, Ended, ReplySink, TurnKey},
     config::StartupError,
     deadline::Deadline,
     http::{error_object, json_body},
     store::AwsClients,
-    streams::Streams,
+    streams::{Slot, Streams},
     Error,
 };
 use lambda_http::{
     http::{header, HeaderValue},
     lambda_runtime::streaming::{channel, Body as StreamBody, Sender},
-    Body, Request, Response,
+    Request, Response,
 };
 use serde_json::json;
 
-use crate::settings::StreamSettings;
+use crate::{deadline, settings::StreamSettings};
 
 pub use coach::chat::END_MARGIN;
 
@@ -87,8 +87,8 @@ pub async fn handle(state: Arc<StreamState>, req: Request) -> Response<StreamBod
 async fn route(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
     match (call.route.method, call.route.path, call.params.as_slice()) {
         ("POST", "/chat/stream", _) => start(state, call).await,
-        ("GET", "/v1/models", _) => Ok(whole(crate::openai::models(&state.chat))),
-        ("GET", "/v1/models/{id}", [id]) => Ok(whole(crate::openai::model(&state.chat, id)?)),
+        ("GET", "/v1/models", _) => Ok(streamed(crate::openai::models(&state.chat))),
+        ("GET", "/v1/models/{id}", [id]) => Ok(streamed(crate::openai::model(&state.chat, id)?)),
         ("POST", "/v1/chat/completions", _) => completions(state, call).await,
         (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }
@@ -100,17 +100,11 @@ async fn completions(state: Arc<StreamState>, call: Call<'_>) -> Result<Response
     let (exchange, delivery) = crate::openai::request(&call)?;
     let deadline = deadline(call.req);
     if !delivery.stream {
-        return Ok(whole(crate::openai::whole(&state.chat, &call, exchange, &delivery, deadline).await?));
+        return Ok(streamed(crate::openai::whole(&state.chat, &call, exchange, &delivery, deadline).await?));
     }
     let (who, request_id) = (call.who()?.clone(), call.request_id.clone());
-    let slot = state.streams.acquire(&who.tenant, deadline).await?;
-    let stream = match state.chat.begin_exchange(&who, exchange, deadline).await {
-        Ok(stream) => stream,
-        Err(err) => {
-            state.streams.release(slot).await;
-            return Err(err);
-        }
-    };
+    let (slot, stream) =
+        in_slot(&state, &who.tenant, deadline, state.chat.begin_exchange(&who, exchange, deadline)).await?;
     let (tx, body) = channel();
     tokio::spawn(async move {
         let mut client = Client::new(tx);
@@ -121,21 +115,22 @@ async fn completions(state: Arc<StreamState>, call: Call<'_>) -> Result<Response
     Ok(event_stream(body))
 }
 
-/// A whole response, as the body of a streamed one.
-fn whole(response: Response<Body>) -> Response<StreamBody> {
-    let (parts, body) = response.into_parts();
-    let (mut tx, stream_body) = channel();
-    let bytes = Bytes::copy_from_slice(body.as_ref());
-    tokio::spawn(async move {
-        // The client may have gone: nothing more to do for it.
-        let _ = tx.send_data(bytes).await;
-    });
-    Response::from_parts(parts, stream_body)
-}
-
-/// The invocation's deadline (Lambda's longest where the context gives none, as in tests).
-fn deadline(req: &Request) -> Deadline {
-    crate::deadline(req)
+/// Runs `begin` holding a stream slot of `tenant`'s (until `deadline`), given back when it
+/// fails; 429 when every slot is taken.
+async fn in_slot<T>(
+    state: &StreamState,
+    tenant: &str,
+    deadline: Deadline,
+    begin: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<(Option<Slot>, T), Error> {
+    let slot = state.streams.acquire(tenant, deadline).await?;
+    match begin.await {
+        Ok(begun) => Ok((slot, begun)),
+        Err(err) => {
+            state.streams.release(slot).await;
+            Err(err)
+        }
+    }
 }
 
 async fn start(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
@@ -143,16 +138,12 @@ async fn start(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<Strea
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(crate::idempotency_key(req)?, &input)?;
     let deadline = deadline(req);
-    let slot = state.streams.acquire(&who.tenant, deadline).await?;
-    let streaming = match state.chat.begin_stream(&who, input, turn.as_ref(), deadline).await {
-        Ok(Begun::Streaming(streaming)) => streaming,
-        Ok(Begun::Answered(reply)) => {
+    let begin = state.chat.begin_stream(&who, input, turn.as_ref(), deadline);
+    let (slot, streaming) = match in_slot(&state, &who.tenant, deadline, begin).await? {
+        (slot, Begun::Streaming(streaming)) => (slot, streaming),
+        (slot, Begun::Answered(reply)) => {
             state.streams.release(slot).await;
             return Ok(replay(reply));
-        }
-        Err(err) => {
-            state.streams.release(slot).await;
-            return Err(err);
         }
     };
     let (tx, body) = channel();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every benchmark behind docs/PERFORMANCE.md and keeps the raw output in target/bench/:
 #   coldstart.txt/.json  release binaries under a local Runtime API, beside the Python stack
-#   chat.txt             chat handler overhead without the model, emulator time apart
+#   chat.txt             chat handler overhead without the model, emulator time apart, and
+#                        the OpenAI-compatible route beside /chat
 #   index.txt            tenant index at scale: 1,000 documents ingested at once, cold first
 #                        chat for 1,400 and 10,000 documents, S3 requests, memory
 #   embedding.txt        the embedded model: load, query p50, chunks/s at ingest, peak RSS,
@@ -74,7 +75,7 @@ fi
 echo
 echo "bench: summary (full output in $out/)"
 cat "$out/coldstart.txt"
-grep -E "^(chat|stream):|p50" "$out/chat.txt"
+grep -E "^(chat|stream|openai):|p50|added over" "$out/chat.txt"
 grep -E "^(ingest|  checked|cold|  of which|  S3|warm|  handler|memory)" "$out/index.txt"
 grep -E "^(postgres|[0-9]\.|  )" "$out/postgres.txt"
 grep -E "^(embedding|kernels|load|query|ingest|memory)" "$out/embedding.txt"

@@ -60,13 +60,6 @@ pub struct ExchangeStream {
     ends: tokio::time::Instant,
 }
 
-impl ExchangeStream {
-    /// The passages the model was given, as the answer's sources.
-    pub fn sources(&self) -> Vec<Source> {
-        self.ready.passages.iter().map(|p| p.source.clone()).collect()
-    }
-}
-
 /// How a streamed exchange ended.
 pub enum Finished {
     /// The whole reply.
@@ -77,28 +70,27 @@ pub enum Finished {
     Failed(Error),
 }
 
-/// Most earlier user turns read for retrieval (as many as a session's).
-const CONTEXT_TURNS: usize = crate::retrieval::CONTEXT_TURNS;
-
 impl Chat {
     /// The models a caller may ask for by name: the configured one first (unless there is no
     /// language model), then `COACH_ALLOWED_MODELS`.
     pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.offered().map(|llm| llm.config().model.as_str())
+    }
+
+    /// The models [`Chat::models`] names.
+    fn offered(&self) -> impl Iterator<Item = &Arc<Llm>> {
         let configured = Some(&self.llm).filter(|llm| llm.config().provider != Provider::None);
-        configured.into_iter().chain(&self.choices).map(|llm| llm.config().model.as_str())
+        configured.into_iter().chain(&self.choices)
     }
 
     /// The model named `name` ([`Chat::models`]), the configured one without a name; a 400
     /// naming the field for any other.
     fn model(&self, name: Option<&str>) -> Result<Arc<Llm>, Error> {
         let Some(name) = name else { return Ok(self.llm.clone()) };
-        let configured = Some(&self.llm).filter(|llm| llm.config().provider != Provider::None);
-        configured.into_iter().chain(&self.choices).find(|llm| llm.config().model == name).cloned().ok_or_else(|| {
-            Error::InvalidField {
-                field: "model".into(),
-                code: "model_not_found",
-                message: format!("the model {name:?} is not offered here; GET /v1/models lists those that are"),
-            }
+        self.offered().find(|llm| llm.config().model == name).cloned().ok_or_else(|| Error::InvalidField {
+            field: "model".into(),
+            code: "model_not_found",
+            message: format!("the model {name:?} is not offered here; GET /v1/models lists those that are"),
         })
     }
 
@@ -121,7 +113,8 @@ impl Chat {
             .rev()
             .filter(|t| t.role == Author::User)
             .map(|t| t.content.clone())
-            .take(CONTEXT_TURNS)
+            // As many earlier user turns as a session's.
+            .take(crate::retrieval::CONTEXT_TURNS)
             .collect();
         let ((), Gathered { system, profile, passages, retrieval }) =
             self.gather(who, message, async { earlier }, async { Ok(()) }).await?;

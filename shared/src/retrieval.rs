@@ -122,7 +122,8 @@ impl Ranking {
             top_k: env.number("COACH_RETRIEVAL_TOP_K")? as usize,
             min_score: env.float("COACH_RETRIEVAL_MIN_SCORE")?,
             min_similarity: env.float("COACH_RETRIEVAL_MIN_SIMILARITY")?,
-            // Tuned with `make eval` on CISI (docs/PERFORMANCE.md, Retrieval quality).
+            // 1 by default: both rankings' scores are shares of their best, and neither is
+            // preferred (docs/PERFORMANCE.md, Retrieval quality).
             vector_weight: env.float("COACH_RETRIEVAL_VECTOR_WEIGHT")?,
         })
     }

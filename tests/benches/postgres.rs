@@ -258,7 +258,7 @@ async fn search(
     queries: &[(String, Vec<f32>, String)],
     vectors: bool,
 ) -> (Vec<Duration>, usize) {
-    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 };
     let run = |text: &str, vector: &[f32]| {
         let query = Query {
             terms: Analyzer::default().weighted_terms(text),

@@ -6,8 +6,9 @@
 //!
 //!     cargo run -p coach-integration-tests --example rank_eval -- ../shared/eval/cisi [models/all-minilm-l6-v2]
 //!
-//! `COACH_SEARCH_LANGUAGE` and `COACH_CHUNK_*` are read as Coach reads them. Chunk vectors
-//! are cached in `target/eval/` (keyed by the collection's size and chunk count).
+//! `COACH_SEARCH_LANGUAGE`, `COACH_CHUNK_*` and `COACH_RETRIEVAL_*` (but ten passages) are
+//! read as Coach reads them. Chunk vectors are cached in `target/eval/` (keyed by the
+//! collection's size and chunk count).
 
 use std::{path::Path, sync::Arc};
 
@@ -70,7 +71,7 @@ fn main() {
     let segment = build(shards, &analyzer);
     let live = Arc::new(vec![true; segment.docs.len()]);
     let parts = vec![Part { segment: Arc::new(Loaded::new(segment, &analyzer)), live }];
-    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let ranking = Ranking { top_k: 10, ..Ranking::from_env(&env).expect("COACH_RETRIEVAL_*") };
     let embed = |text: &str| Some(Arc::new(model.embed(&[text]).expect("embed").remove(0)));
 
     let rank = |texts: &[&str], vectors: bool| -> Vec<String> {

@@ -170,7 +170,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::float("COACH_RETRIEVAL_MIN_SCORE", 0.0, 0.0, 1.0),
     Setting::float("COACH_RETRIEVAL_MIN_SIMILARITY", 0.3, -1.0, 1.0),
     Setting::number("COACH_RETRIEVAL_TOP_K", 5, 0, 50),
-    Setting::float("COACH_RETRIEVAL_VECTOR_WEIGHT", 2.0, 0.1, 10.0),
+    Setting::float("COACH_RETRIEVAL_VECTOR_WEIGHT", 1.0, 0.1, 10.0),
     Setting::text("COACH_ROLES_CLAIM", "roles"),
     Setting::computed_flag("COACH_S3_FORCE_PATH_STYLE"),
     Setting::text("COACH_SEARCH_LANGUAGE", "english"),

@@ -3,8 +3,9 @@
 //! A query is ranked twice: BM25 over its weighted terms (always), and cosine similarity
 //! against chunk vectors when both the query and the document have embeddings from the same
 //! model (an 8-bit scan picks candidates, exact f32 cosine ranks them). The best
-//! [`Ranking::window`] chunks of each ranking are fused by document with reciprocal rank
-//! fusion ([`fuse`]); the top `top_k` above `min_score` are returned with their sources.
+//! [`Ranking::window`] chunks of each ranking are fused by document, a weighted mean of the
+//! rankings' scores each divided by its best ([`fuse`]); the top `top_k` above `min_score`
+//! are returned with their sources.
 
 use std::collections::{HashMap, HashSet};
 
@@ -76,7 +77,11 @@ pub fn search(parts: &[Part], query: &Query, ranking: &Ranking) -> Vec<Passage> 
         None => Vec::new(),
     };
     let document = |(pi, ci): (usize, u32)| (pi, parts[pi].segment.chunk_doc[ci as usize]);
-    fuse(&[(&lexical, 1.0), (&semantic, ranking.vector_weight)], document, ranking)
+    let rankings: &[(&[Hit], f32)] = match query.vector {
+        Some(_) => &[(&lexical, 1.0), (&semantic, ranking.vector_weight)],
+        None => &[(&lexical, 1.0)],
+    };
+    fuse(rankings, document, ranking)
         .into_iter()
         .map(|((pi, ci), score)| {
             let loaded = &parts[pi].segment;
@@ -88,13 +93,16 @@ pub fn search(parts: &[Part], query: &Query, ranking: &Ranking) -> Vec<Passage> 
         .collect()
 }
 
-/// Reciprocal rank fusion by document: in each ranking a document takes the rank of its best
-/// chunk (its other chunks do not push other documents down), and scores weight / (RRF_K +
-/// rank) there, summed over the rankings. The best `top_k` documents above `min_score`
-/// come first, each with its chunk of the best chunk-level fused score; when fewer documents
-/// than `top_k` match, their other chunks follow in chunk-level fused order. So the
-/// passages of a few long documents cannot fill the list while other documents match, and a
-/// document split into several chunks is not outranked for it.
+/// Fusion by document, a convex combination of the rankings' scores: each ranking's scores
+/// are divided by its best (so each lies in 0..1, the best chunk of a ranking at 1), and a
+/// chunk scores the weighted mean of them over the rankings (`rankings` are those the query
+/// takes part in; a ranking where the chunk is not among the best `window` counts 0 for it).
+/// A document scores the same of its best chunk in each ranking, so a second chunk of one
+/// document does not add to it. The best `top_k` documents above `min_score` come first,
+/// each with its chunk of the best chunk-level score; when fewer documents than `top_k`
+/// match, their other chunks follow in chunk-level order. So the passages of a few long
+/// documents cannot fill the list while other documents match, and a document split into
+/// several chunks is not outranked for it.
 fn fuse<D: Copy + Eq + std::hash::Hash + Ord>(
     rankings: &[(&[Hit], f32)],
     document: impl Fn((usize, u32)) -> D,
@@ -102,15 +110,25 @@ fn fuse<D: Copy + Eq + std::hash::Hash + Ord>(
 ) -> Vec<Hit> {
     let mut chunks: HashMap<(usize, u32), f32> = HashMap::new();
     let mut documents: HashMap<D, f32> = HashMap::new();
+    let total: f32 = rankings.iter().map(|(_, weight)| weight).sum();
     for (hits, weight) in rankings {
+        let Some(&(_, best)) = hits.first() else { continue };
+        if best <= 0.0 || total <= 0.0 {
+            continue;
+        }
         let mut seen = HashSet::new();
-        for (rank, (id, _)) in hits.iter().enumerate() {
-            *chunks.entry(*id).or_default() += weight / (Ranking::RRF_K + rank as f32 + 1.0);
+        for (id, score) in hits.iter() {
+            let share = weight / total * (score / best).clamp(0.0, 1.0);
+            *chunks.entry(*id).or_default() += share;
+            // Best first: a document's first chunk here is its best.
             if seen.insert(document(*id)) {
-                *documents.entry(document(*id)).or_default() += weight / (Ranking::RRF_K + seen.len() as f32);
+                *documents.entry(document(*id)).or_default() += share;
             }
         }
     }
+    // Shares add up to 1 at most, but for rounding.
+    chunks.values_mut().for_each(|s| *s = s.min(1.0));
+    documents.values_mut().for_each(|s| *s = s.min(1.0));
     // Chunks best first, ties by position.
     let mut chunks: Vec<Hit> = chunks.into_iter().collect();
     chunks.sort_unstable_by(by_score);
@@ -286,15 +304,30 @@ mod tests {
     }
 
     #[test]
-    fn the_fusion_window_is_wide_enough_for_any_top_k() {
-        for top_k in [1, 5, 20, 21, 50, 100] {
-            for weight in [0.1f32, 0.5, 1.0, 2.0, 10.0] {
-                let ranking = Ranking { top_k, vector_weight: weight, ..config() };
-                let w = ranking.window() as f32;
-                let outside = (1.0 + weight) / (Ranking::RRF_K + w + 1.0);
-                assert!(outside < weight.min(1.0) / (Ranking::RRF_K + top_k as f32), "top_k {top_k}, weight {weight}");
-            }
+    fn the_fusion_window_is_the_reference_depth_or_ten_per_passage() {
+        for (top_k, window) in [(1, 100), (5, 100), (10, 100), (11, 110), (50, 500)] {
+            assert_eq!(Ranking { top_k, ..config() }.window(), window, "top_k {top_k}");
         }
+    }
+
+    #[test]
+    fn fused_scores_are_the_weighted_mean_of_each_rankings_share_of_its_best() {
+        // "a" is best in both rankings; "b" has only the commoner of the two terms (same
+        // length) and is not similar enough to count.
+        let shards = vec![
+            shard("a", &["deadlines slip quietly"], Some(("m", vec![vec![1.0, 0.0]]))),
+            shard("b", &["deadlines happen to everyone"], Some(("m", vec![vec![0.0, 1.0]]))),
+        ];
+        let weighted = Ranking { vector_weight: 3.0, ..config() };
+        let hits = search(&shards, "deadlines slip", Some(("m", &[1.0, 0.0])), &weighted);
+        assert_eq!(hits[0].source.document_id, "a");
+        assert!((hits[0].source.score - 1.0).abs() < 1e-6, "best of both: {}", hits[0].source.score);
+        let b = hits[1].source.score;
+        assert!(b > 0.0 && b < 0.25, "only the words' quarter of the weight, and less than its best: {b}");
+        // Without a query vector the word ranking is the whole score.
+        let words = search(&shards, "deadlines slip", None, &weighted);
+        assert!((words[0].source.score - 1.0).abs() < 1e-6);
+        assert!((words[1].source.score - 4.0 * b).abs() < 1e-5, "{} vs {}", words[1].source.score, 4.0 * b);
     }
 
     #[test]
@@ -426,7 +459,9 @@ mod tests {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let shards = vec![shard("a", &refs, None)];
         assert_eq!(search(&shards, "feedback", None, &config()).len(), 3);
-        let strict = Ranking { min_score: 1.0, ..config() };
-        assert!(search(&shards, "feedback", None, &strict).is_empty());
+        // Found by the words alone, they score at most the words' half of the fusion.
+        let vector = Some(("m", &[1.0f32, 0.0][..]));
+        assert_eq!(search(&shards, "feedback", vector, &Ranking { min_score: 0.5, ..config() }).len(), 3);
+        assert!(search(&shards, "feedback", vector, &Ranking { min_score: 0.6, ..config() }).is_empty());
     }
 }

@@ -200,11 +200,13 @@ impl Query {
 }
 
 /// How a search ranks and cuts its passages (`COACH_RETRIEVAL_*`), whichever index store
-/// runs it: a word ranking and a vector ranking, fused by reciprocal rank.
+/// runs it: a word ranking and a vector ranking, fused by a weighted mean of their scores,
+/// each divided by its ranking's best.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranking {
     pub top_k: usize,
-    /// Least fused score a passage needs (0 keeps every match).
+    /// Least fused score a passage needs, 0 to 1 (1: the best of every ranking; 0 keeps
+    /// every match).
     pub min_score: f32,
     /// Least cosine similarity for a vector match to count.
     pub min_similarity: f32,
@@ -213,24 +215,19 @@ pub struct Ranking {
 }
 
 impl Ranking {
-    /// Reciprocal rank fusion's constant: a chunk at rank r (from 1) of a ranking of weight
-    /// w scores w / (RRF_K + r).
-    pub const RRF_K: f32 = 60.0;
     /// BM25's parameters, in both stores: k1 = 1.2 and b = 0.75, the values of Robertson and
     /// Walker's experiments that Lucene and Elasticsearch default to.
     pub const BM25_K1: f32 = 1.2;
     pub const BM25_B: f32 = 0.75;
     /// How many of each ranking take part in fusion, at least (see [`Ranking::window`]).
     const LEAST_WINDOW: usize = 100;
+    /// Candidates of each ranking per passage asked, past the least window.
+    const CANDIDATES_PER_PASSAGE: usize = 10;
 
-    /// How many of each ranking to fuse: enough that a chunk outside both windows, scoring
-    /// at most (1 + w) / (RRF_K + window + 1) with the vector ranking weighted w, could not
-    /// beat the `top_k`-th chunk of either ranking, which scores at least
-    /// min(1, w) / (RRF_K + top_k).
+    /// How many of each ranking to fuse: the best 100 (the depth of the handbook's reference
+    /// fusion), or ten per passage asked when more than ten are.
     pub fn window(&self) -> usize {
-        let weakest = self.vector_weight.min(1.0);
-        let needed = (1.0 + self.vector_weight) * (Self::RRF_K + self.top_k as f32) / weakest - Self::RRF_K - 1.0;
-        Self::LEAST_WINDOW.max(needed.ceil() as usize + 1)
+        Self::LEAST_WINDOW.max(Self::CANDIDATES_PER_PASSAGE * self.top_k)
     }
 }
 

@@ -90,7 +90,8 @@ pub type PendingQuery<'a> = Pin<Box<dyn Future<Output = Query> + Send + 'a>>;
 
 /// The search index as chat reads it: the best passages of a tenant's documents and the
 /// shared docs for a [`Query`], ranked by its weighted terms (BM25) and (given its vector) by
-/// vectors of the same model, the two rankings fused by reciprocal rank and cut by
+/// vectors of the same model, the two rankings fused (a weighted mean of each one's scores
+/// as shares of its best) and cut by
 /// `ranking`. No other scope is ever read. Both stores rank alike: same terms
 /// ([`crate::analysis`]), same BM25, same fusion.
 #[async_trait]

@@ -333,7 +333,7 @@ async fn vectors_of_another_model_never_share_a_ranking() {
     // The second chunk's vector is unusable (zero): kept out, the chunk still found by words.
     shard.vectors = vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     assert_eq!(index.add(&Scope::Global, shard, key, &etag).await.unwrap(), Added::Indexed);
-    let ranking = Ranking { top_k: 5, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let ranking = Ranking { top_k: 5, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 };
     let search = |model: &'static str| {
         let index = index.clone();
         let ranking = ranking.clone();
@@ -440,7 +440,7 @@ fn words(text: &str, vector: Option<(&str, Vec<f32>)>) -> Query {
 async fn by_words(stack: &TestStack, word_rows: &str, query: &str) -> Vec<String> {
     let stack = stack.with_more_env(&[("COACH_PG_WORD_ROWS", word_rows)]);
     let search = stack.passage_search();
-    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 2.0 };
+    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 };
     let query = words(query, None);
     let passages = search.search("acme", Box::pin(async { query }), &ranking).await.unwrap();
     passages.into_iter().map(|p| p.source.document_id).collect()

@@ -401,7 +401,7 @@ async fn the_model_rewrites_a_follow_up_and_a_failed_rewrite_falls_back_to_the_c
 }
 
 /// The S3 segments and PostgreSQL rank alike: the same terms, the same BM25, the same fusion
-/// by document (by words only, and with the embedded model's vectors).
+/// by document (by words only, and with the embedded model's vectors), the same scores.
 #[tokio::test]
 async fn both_stores_rank_the_same_passages_in_the_same_order() {
     let questions = [
@@ -413,7 +413,7 @@ async fn both_stores_rank_the_same_passages_in_the_same_order() {
         "Why?",
     ];
     for embedding in ["none", "local"] {
-        let mut rankings = Vec::new();
+        let (mut rankings, mut all_scores) = (Vec::new(), Vec::new());
         for store in [Store::S3, Store::Postgres] {
             let vars = [("COACH_RETRIEVAL_TOP_K", "5"), ("COACH_EMBEDDING_PROVIDER", embedding)];
             let stack = TestStack::with_store(store, &vars).await;
@@ -421,9 +421,10 @@ async fn both_stores_rank_the_same_passages_in_the_same_order() {
             for (name, body) in &corpus() {
                 add_shared(&stack, &services, name, body).await;
             }
-            let mut ranking = Vec::new();
+            let (mut ranking, mut scores) = (Vec::new(), Vec::new());
             for question in questions {
                 let reply = ask(&services, "acme", question).await;
+                scores.extend(reply["sources"].as_array().unwrap().iter().map(|s| s["score"].as_f64().unwrap()));
                 // Each passage, and where it is (heading path, character range).
                 let passages: Vec<(String, u64, Value)> = reply["sources"]
                     .as_array()
@@ -438,9 +439,14 @@ async fn both_stores_rank_the_same_passages_in_the_same_order() {
                 ranking.push((question, passages));
             }
             rankings.push(ranking);
+            all_scores.push(scores);
         }
         assert!(rankings[0].iter().filter(|(_, p)| !p.is_empty()).count() >= 5, "{:?}", rankings[0]);
         assert_eq!(rankings[0], rankings[1], "embedding {embedding}: S3 first, Postgres second");
+        // The same fused scores, shares of the best (0 to 1), to float precision.
+        let (s3, pg) = (&all_scores[0], &all_scores[1]);
+        assert!(s3.iter().all(|s| *s > 0.0 && *s <= 1.0 + 1e-6), "{s3:?}");
+        assert!(s3.iter().zip(pg).all(|(a, b)| (a - b).abs() < 1e-4), "S3 {s3:?}, Postgres {pg:?}");
     }
 }
 

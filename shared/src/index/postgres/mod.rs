@@ -30,7 +30,7 @@
 //! same k1 and b, document frequencies counted over the scope's matching chunks, the
 //! scope's chunk count and mean length; words too common to be worth their cost left out at
 //! scale, see `search::QUERY_WORDS`), and the nearest as many by cosine distance (HNSW, iterative
-//! scan so the scope filter cannot starve it), fused by reciprocal rank in SQL.
+//! scan so the scope filter cannot starve it), fused in SQL as the S3 store fuses them.
 //!
 //! Connections ([`Database`]): a small pool per function instance (kept across invocations), TLS verified
 //! against the system's roots plus the CA in the Coach secret (`postgres_ca_pem`), the

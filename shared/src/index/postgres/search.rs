@@ -1,4 +1,4 @@
-//! Search: one statement, BM25 and vector ranks fused by document in SQL.
+//! Search: one statement, BM25 and vector scores fused by document in SQL.
 
 use std::time::Instant;
 
@@ -65,10 +65,11 @@ pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
 /// (`setweight` marks the query's terms, `ts_filter` keeps them), document frequencies
 /// counted over the scope's matching chunks, chunk count and mean length from
 /// `coach_index_versions`. Each ranking keeps its best `window`; they are fused by document
-/// as the S3 store fuses them ([`crate::index::rank`]): a document at the rank of its best
-/// chunk scores weight / (60 + rank) in each ranking, summed; the best `top_k` documents,
-/// each with its chunk of the best chunk-level fused score, then (when fewer documents
-/// match) other chunks by that score.
+/// as the S3 store fuses them ([`crate::index::rank`]): in each ranking a chunk's score is
+/// divided by the ranking's best and weighted, and a document takes its best chunk's; the
+/// best `top_k` documents, each with its chunk of the best chunk-level fused score, then
+/// (when fewer documents match) other chunks by that score. The statement sums the weighted
+/// shares; the caller divides by the query's total weight ($4 is multiplied by it).
 fn search_sql(vectors: Option<(&str, u32)>) -> String {
     let (nearest, semantic) = match vectors {
         Some((table, dims)) => {
@@ -85,7 +86,10 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
                 ),
                 "
     UNION ALL
-    SELECT 1, n.id, c.scope, c.document_id, row_number() OVER (ORDER BY n.distance, n.id), $10::float8
+    SELECT 1, n.id, c.scope, c.document_id,
+           CASE WHEN max(1 - n.distance) OVER () > 0
+                THEN greatest((1 - n.distance) / max(1 - n.distance) OVER (), 0) ELSE 0 END,
+           $10::float8
     FROM nearest n JOIN coach_chunks c ON c.id = n.id
     WHERE n.distance <= $9",
             )
@@ -113,16 +117,15 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
     ORDER BY score DESC, m.id
     LIMIT $3
 ){nearest}, ranked AS (
-    SELECT 0 AS k, b.id, c.scope, c.document_id, row_number() OVER (ORDER BY b.score DESC, b.id) AS r, 1.0::float8 AS w
+    SELECT 0 AS k, b.id, c.scope, c.document_id,
+           CASE WHEN max(b.score) OVER () > 0 THEN greatest(b.score / max(b.score) OVER (), 0) ELSE 0 END AS s,
+           1.0::float8 AS w
     FROM best_words b JOIN coach_chunks c ON c.id = b.id{semantic}
 ), chunk_scores AS (
-    SELECT id, scope, document_id, sum(w / (60 + r)) AS score FROM ranked GROUP BY id, scope, document_id
+    SELECT id, scope, document_id, sum(w * s) AS score FROM ranked GROUP BY id, scope, document_id
 ), document_scores AS (
-    SELECT scope, document_id, sum(w / (60 + rank)) AS score
-    FROM (
-        SELECT scope, document_id, w, row_number() OVER (PARTITION BY k ORDER BY best) AS rank
-        FROM (SELECT k, scope, document_id, max(w) AS w, min(r) AS best FROM ranked GROUP BY k, scope, document_id) b
-    ) d
+    SELECT scope, document_id, sum(w * s) AS score
+    FROM (SELECT k, scope, document_id, max(w) AS w, max(s) AS s FROM ranked GROUP BY k, scope, document_id) b
     GROUP BY scope, document_id
 ), best_chunks AS (
     SELECT DISTINCT ON (scope, document_id) id, scope, document_id
@@ -238,6 +241,19 @@ impl PassageSearch for PgIndex {
         // The schema is migrated (once per instance) while the query is made.
         let (migrated, mut query) = tokio::join!(self.migrate(), query);
         migrated?;
+        // The rankings the query takes part in, as the S3 store counts them: the vector
+        // ranking's weight whenever the query has a vector, matches or not.
+        let total = 1.0 + if query.vector.is_some() { ranking.vector_weight } else { 0.0 };
+        let ranking = &Ranking { min_score: ranking.min_score * total, ..ranking.clone() };
+        let shares = |rows: Vec<Row>| -> Vec<Passage> {
+            rows.iter()
+                .map(|row| {
+                    let mut passage = passage(row);
+                    passage.source.score = (passage.source.score / total).min(1.0);
+                    passage
+                })
+                .collect()
+        };
         let vector = query.vector.take().filter(|(_, v)| usable(v) && v.len() as u32 <= HNSW_MAX_HALFVEC_DIMS);
         let vector = vector
             .map(|(model, v)| (vector_table(&model, v.len() as u32), v))
@@ -245,12 +261,12 @@ impl PassageSearch for PgIndex {
         let table = vector.as_ref().map(|(t, _)| t.clone());
         let terms: Vec<&(String, f32)> = query.ranked_terms().collect();
         match self.run_search(tenant, &terms, vector, ranking).await? {
-            Ok(rows) => Ok(rows.iter().map(passage).collect()),
+            Ok(rows) => Ok(shares(rows)),
             // No vectors of this model yet: by words, and remember for a while.
             Err(_) if table.is_some() => {
                 lock(&self.missing).insert(table.unwrap_or_default(), Instant::now());
                 match self.run_search(tenant, &terms, None, ranking).await? {
-                    Ok(rows) => Ok(rows.iter().map(passage).collect()),
+                    Ok(rows) => Ok(shares(rows)),
                     Err(_) => Ok(Vec::new()),
                 }
             }

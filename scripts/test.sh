@@ -33,6 +33,8 @@ if [ "$#" -eq 0 ]; then
   client_test tests/browser/playground.py playground browser
   # The official OpenAI SDK against the OpenAI-compatible API (tests/clients/openai_sdk.py).
   client_test tests/clients/openai_sdk.py openai-sdk "openai sdk"
+  # The official MCP SDK against the MCP server (tests/clients/mcp_sdk.py).
+  client_test tests/clients/mcp_sdk.py mcp-sdk "mcp sdk"
 fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -51,6 +51,8 @@ pub enum Dialect {
     Coach,
     /// The OpenAI-compatible API: OpenAI's `{"error": {message, type, param, code}}`.
     OpenAi,
+    /// The MCP server: a JSON-RPC error, at the error's HTTP status.
+    Mcp,
 }
 
 impl Dialect {
@@ -58,6 +60,7 @@ impl Dialect {
         match self {
             Dialect::Coach => error_response(err, request_id),
             Dialect::OpenAi => error_response_as(err, &crate::openai::error_body(err, request_id)),
+            Dialect::Mcp => error_response_as(err, &crate::mcp::error_body(err, request_id)),
         }
     }
 }
@@ -84,6 +87,11 @@ impl Endpoint {
     /// The same endpoint, of the OpenAI-compatible API.
     pub const fn openai(self) -> Self {
         Self { dialect: Dialect::OpenAi, ..self }
+    }
+
+    /// The endpoint, of the MCP server.
+    pub const fn mcp(self) -> Self {
+        Self { dialect: Dialect::Mcp, ..self }
     }
 }
 
@@ -241,6 +249,13 @@ impl Pipeline {
         if let Some(who) = &call.who {
             self.audit.record(who, operation, resource, &call.request_id).await;
         }
+    }
+
+    /// Records a refusal worth auditing (a role refused, a budget spent) that the handler of
+    /// `call` answered itself rather than failing (an MCP tool's, which the model reads).
+    pub async fn refused(&self, call: &Call<'_>, err: &Error) {
+        let route = route_name(self.endpoints, call.route.method, call.route.path);
+        self.audit.refusal(err, &route, &call.request_id).await;
     }
 
     /// Serves one request: routes and admits it, hands it to `answer`, and turns any error

@@ -217,6 +217,18 @@ pub struct ChunkView {
     pub after: Vec<PassageView>,
 }
 
+/// The caller's tenant's documents in `records`, newest first, a page of `limit` after
+/// `cursor` (the documents routes and the MCP server's `list_documents`).
+pub async fn list(
+    records: &dyn DocumentStore,
+    who: &Principal,
+    limit: i32,
+    cursor: Option<&str>,
+) -> Result<(Vec<Document>, Option<String>), Error> {
+    let page = records.list(&Scope::Tenant(who.tenant.clone()), limit, cursor).await?;
+    Ok((page.items, page.next_cursor))
+}
+
 pub struct Documents {
     records: Arc<dyn DocumentStore>,
     blobs: Arc<dyn BlobStore>,
@@ -353,8 +365,7 @@ impl Documents {
         limit: i32,
         cursor: Option<&str>,
     ) -> Result<(Vec<Document>, Option<String>), Error> {
-        let page = self.records.list(&Scope::Tenant(who.tenant.clone()), limit, cursor).await?;
-        Ok((page.items, page.next_cursor))
+        list(self.records.as_ref(), who, limit, cursor).await
     }
 
     /// One document of the caller's tenant, or 404.

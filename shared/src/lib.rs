@@ -46,6 +46,7 @@ pub mod index;
 pub mod ingest;
 pub mod llm;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod openai;

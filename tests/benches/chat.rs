@@ -143,6 +143,43 @@ async fn run() {
         sorted[sorted.len() / 2].as_secs_f64() * 1000.0
     };
     println!("  added over POST /chat's handler, p50: {:+.3} ms", p50(&openai_own) - p50(&own));
+
+    // The MCP server's search tool over the same index: the protocol, the pipeline and the
+    // admission around one retrieval (no model call), same run.
+    let mut mcp_own = Vec::with_capacity(TURNS);
+    for i in 0..TURNS {
+        emulator.reset();
+        let started = Instant::now();
+        let (status, body) = mcp_search(&services, &token, i).await;
+        let elapsed = started.elapsed();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let passages = body["result"]["structuredContent"]["passages"].as_array();
+        assert!(passages.is_some_and(|p| !p.is_empty()), "retrieval found passages: {body}");
+        mcp_own.push(elapsed.saturating_sub(emulator.take().busy));
+    }
+    println!("mcp: {TURNS} calls of tools/call search_documents (POST /mcp, protocol 2026-07-28)");
+    report("  handler (total - emulator)", &mcp_own);
+    println!("  added over POST /chat's handler, p50: {:+.3} ms", p50(&mcp_own) - p50(&own));
+}
+
+/// `tools/call search_documents` as a client of the current protocol revision sends it.
+async fn mcp_search(services: &Deployment, token: &str, i: usize) -> (StatusCode, Value) {
+    let body = json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+        "name": "search_documents",
+        "arguments": {"query": format!("How do I give useful feedback to my team about goals? ({i})")},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    }});
+    let mut request = events::with("chat-post.json", "POST", "/mcp", Some(&body), Some(token));
+    for (name, value) in
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "search_documents")]
+    {
+        request.headers_mut().insert(name, lambda_http::http::HeaderValue::from_static(value));
+    }
+    let response = chat::handle(&services.chat, request).await;
+    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
 
 /// `POST /v1/chat/completions` with `history` earlier messages, alternating user and

@@ -13,22 +13,14 @@ streamed one (usage in the last chunk), and the SDK's exceptions for a bad key
     .venv/bin/python tests/clients/openai_sdk.py
 """
 
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "browser"))
-from playground import free_port, local_stack, request, stop  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import check, request, stack_with_model  # noqa: E402
 
-LOGS = ROOT / "target" / "clients"
 # More requests than a user may make a minute (COACH_RATE_LIMIT_USER's default, 30).
 PAST_THE_RATE_LIMIT = 40
-
-
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
 
 
 def drive(base, token):
@@ -104,21 +96,8 @@ def drive(base, token):
 
 
 def main():
-    LOGS.mkdir(parents=True, exist_ok=True)
-    model = free_port()
-    log_path = LOGS / "openai-sdk-stack.log"
-    with open(LOGS / "openai-sdk-model.log", "w") as log:
-        fake = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake-llm.py"), "--port", str(model)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    model_env = {"COACH_LLM_PROVIDER": "openai", "COACH_LLM_BASE_URL": f"http://127.0.0.1:{model}/v1"}
-    try:
-        with local_stack(log_path, model_env) as (base, token, _, _):
-            drive(base, token)
-    except Exception:
-        print(f"openai-sdk: failed; the stack's log is {log_path}", file=sys.stderr)
-        raise
-    finally:
-        stop(fake)
+    with stack_with_model("openai-sdk") as (base, token):
+        drive(base, token)
     print("openai-sdk: passed")
     return 0
 

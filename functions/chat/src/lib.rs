@@ -22,7 +22,9 @@
 //! | `POST /api-keys`, `GET /api-keys`, `DELETE /api-keys/{id}` | role `admin`, own tenant's keys |
 //! | `GET /audit?from=&to=&cursor=&limit=` | role `admin`, own tenant's events |
 //! | `GET /v1/models`, `POST /v1/chat/completions` | role `user`: the OpenAI-compatible API ([`openai`]) |
+//! | `POST /mcp` | role `user`: the MCP server ([`mcp`]); each tool checks its own role |
 
+pub mod mcp;
 pub mod openai;
 pub mod settings;
 pub mod stream;
@@ -46,6 +48,7 @@ use coach::{
     http::{empty_response, error_object, json_body, json_response, outbound_client, query_limit, query_param},
     index::Index,
     llm::{Llm, LlmConfig},
+    model::Surface,
     profile::Profiles,
     prompt::SystemPrompt,
     ratelimit::RateLimiter,
@@ -190,6 +193,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     openai::MODELS,
     openai::MODEL,
     openai::COMPLETIONS,
+    mcp::MCP,
 ];
 
 /// The API's OpenAPI document, served at `GET /openapi.yaml`.
@@ -223,6 +227,7 @@ async fn route(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
         ("GET", "/v1/models", _) => Ok(openai::models(&state.chat)),
         ("GET", "/v1/models/{id}", [id]) => openai::model(&state.chat, id),
         ("POST", "/v1/chat/completions", _) => completions(state, call).await,
+        ("POST", "/mcp", _) => mcp::serve(state, call).await,
         (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
     }
 }
@@ -299,7 +304,7 @@ async fn post_qa(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error
     let (req, who) = (call.req, call.who()?);
     let input: QaInput = json_body(req)?;
     let cache = CacheUse::from_header(req.headers().get("cache-control").and_then(|v| v.to_str().ok()));
-    let answer = state.assist.qa(who, input, cache, deadline(req)).await?;
+    let answer = state.assist.qa(who, Surface::Api, input, cache, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &answer))
 }
 
@@ -307,7 +312,7 @@ async fn post_qa(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error
 async fn post_summarize(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
     let (req, who) = (call.req, call.who()?);
     let input: SummaryInput = json_body(req)?;
-    let summary = state.assist.summarize(who, input, deadline(req)).await?;
+    let summary = state.assist.summarize(who, Surface::Api, input, deadline(req)).await?;
     Ok(json_response(StatusCode::OK, &summary))
 }
 

@@ -1,6 +1,7 @@
 //! One-shot work over a tenant's documents, without a session: a question answered
 //! (`POST /qa`, [`qa`]), a document or a text summarised (`POST /summarize`, [`summary`]), a
-//! topic laid out as a mind map (`POST /mindmap`, [`mindmap`]).
+//! topic laid out as a mind map (`POST /mindmap`, [`mindmap`]), passages found without an
+//! answer and the tenant's documents listed ([`search`], for the MCP server's tools).
 //!
 //! Each counts against the caller's rate limits like a chat turn, uses the chat turn's model,
 //! retrieval and system prompt (shared with [`crate::chat::Chat`]), and answers within the
@@ -11,6 +12,7 @@
 
 pub mod mindmap;
 pub mod qa;
+pub mod search;
 pub mod summary;
 
 use std::{
@@ -26,7 +28,7 @@ use crate::{
     deadline::Deadline,
     error::Error,
     llm::{Completion, Llm, Prompt, Provider},
-    model::{ModelUsage, Passage, Usage},
+    model::{ModelUsage, Passage, Surface, Usage},
     prompt::SystemPrompt,
     retrieval::Retriever,
     store::{AnswerCache, DocumentIndex, DocumentStore},
@@ -103,9 +105,14 @@ impl Assist {
 /// and recorded in the usage ledger once the request ends, whatever its outcome (a failed
 /// part of a summary, a mind map the model answered unusably, a timeout).
 #[derive(Default)]
-struct Tally(Mutex<Vec<ModelUsage>>);
+struct Tally(Mutex<Vec<ModelUsage>>, Surface);
 
 impl Tally {
+    /// A tally of calls that came through `surface`.
+    fn via(surface: Surface) -> Self {
+        Self(Mutex::default(), surface)
+    }
+
     fn add(&self, used: ModelUsage) {
         let mut all = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match all.iter_mut().find(|u| u.model == used.model) {
@@ -128,7 +135,7 @@ impl Tally {
     async fn record(self, assist: &Assist, who: &Principal) {
         let used = self.0.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !used.is_empty() {
-            assist.ledger.record_for(who, &used).await;
+            assist.ledger.record_for_via(who, self.1, &used).await;
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     error::Error,
     ids::{digest, now_ms},
     llm::Completion,
-    model::{Source, Usage},
+    model::{Source, Surface, Usage},
     prompt,
 };
 
@@ -94,10 +94,12 @@ pub fn normalise(question: &str) -> String {
 }
 
 impl Assist {
-    /// Answers `input` for `who`; a kept answer when `cache` allows and one is there.
+    /// Answers `input` for `who`, asked through `via`; a kept answer when `cache` allows and
+    /// one is there.
     pub async fn qa(
         &self,
         who: &Principal,
+        via: Surface,
         input: QaInput,
         cache: CacheUse,
         deadline: Deadline,
@@ -109,7 +111,7 @@ impl Assist {
             (true, Some(k)) if (1..=MAX_TOP_K).contains(&k) => k,
             (true, Some(_)) => return Err(Error::BadRequest(format!("top_k must be 1 to {MAX_TOP_K}"))),
         };
-        let tally = Tally::default();
+        let tally = Tally::via(via);
         let answer = within(self, deadline, "the answer", self.answer(who, question, top_k, cache, &tally)).await;
         tally.record(self, who).await;
         answer

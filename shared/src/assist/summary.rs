@@ -24,7 +24,7 @@ use crate::{
     error::Error,
     ingest::chunk::{chunk_text, ChunkConfig},
     llm::{Prompt, Turn},
-    model::{Author, Chunk, Scope, Status, Usage},
+    model::{Author, Chunk, Scope, Status, Surface, Usage},
     prompt::{self, estimate_tokens},
 };
 
@@ -109,8 +109,14 @@ pub const EXTRACTIVE_NOTE: &str = "No language model is configured: this is an e
 of the text that best cover its most frequent words, in their order.";
 
 impl Assist {
-    /// Summarises the document or text `input` names, for `who`.
-    pub async fn summarize(&self, who: &Principal, input: SummaryInput, deadline: Deadline) -> Result<Summary, Error> {
+    /// Summarises the document or text `input` names, for `who`, asked through `via`.
+    pub async fn summarize(
+        &self,
+        who: &Principal,
+        via: Surface,
+        input: SummaryInput,
+        deadline: Deadline,
+    ) -> Result<Summary, Error> {
         let style = input.style;
         let source = match (input.document_id, input.text) {
             (Some(id), None) => Source::Document(crate::documents::document_scope(&who.tenant, &id)?, id),
@@ -119,7 +125,7 @@ impl Assist {
             }
             _ => return Err(Error::BadRequest("give either document_id or text".into())),
         };
-        let tally = Tally::default();
+        let tally = Tally::via(via);
         let summary = within(self, deadline, "the summary", async {
             let (document_id, text) = match source {
                 Source::Text(text) => {

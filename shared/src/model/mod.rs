@@ -97,15 +97,18 @@ pub enum Surface {
     Api,
     /// The OpenAI-compatible API (`/v1/chat/completions`).
     OpenAi,
+    /// The MCP server's tools (`/mcp`).
+    Mcp,
 }
 
 impl Surface {
-    pub const ALL: [Surface; 2] = [Surface::Api, Surface::OpenAi];
+    pub const ALL: [Surface; 3] = [Surface::Api, Surface::OpenAi, Surface::Mcp];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Surface::Api => "api",
             Surface::OpenAi => "openai",
+            Surface::Mcp => "mcp",
         }
     }
 

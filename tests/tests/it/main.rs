@@ -36,6 +36,7 @@ mod feedback;
 mod health;
 mod index;
 mod logs;
+mod mcp;
 mod openai;
 mod openapi;
 mod policies;

@@ -206,13 +206,14 @@ fn supported() -> Value {
     json!(MODERN_VERSIONS.iter().chain(HANDSHAKE_VERSIONS.iter()).map(ProtocolVersion::as_str).collect::<Vec<_>>())
 }
 
-/// The era of a request, checked: the current revision's envelope and headers agree, or the
-/// handshake era's version header is one the server speaks.
+/// The era of a request, checked: the current revision's (an envelope, its version header or
+/// `server/discover`) with its envelope and headers agreeing, or the handshake era's, whose
+/// version header, when there is one, must be a version the server speaks.
 fn era(method: &str, params: &Value, header: &impl Fn(&str) -> Option<String>) -> Result<Era, (RpcError, Era)> {
     let meta = params.get("_meta").and_then(Value::as_object);
     let version_header = header(VERSION_HEADER);
     let enveloped = meta.is_some_and(|m| m.contains_key(PROTOCOL_VERSION_KEY));
-    let modern_header = version_header.as_deref().is_some_and(|v| version_in(&HANDSHAKE_VERSIONS, v).is_none());
+    let modern_header = version_header.as_deref().is_some_and(|v| version_in(&MODERN_VERSIONS, v).is_some());
     if !enveloped && !modern_header && method != "server/discover" {
         return match version_header {
             Some(v) if version_in(&HANDSHAKE_VERSIONS, &v).is_none() => Err((
@@ -680,6 +681,11 @@ mod tests {
         let body = modern("tools/call", json!({"name": "ask"})).to_string();
         let Message::Request(request) = read(body.as_bytes(), headers(&ok)) else { panic!("a request") };
         assert_eq!(request.era, Era::Modern);
+
+        let unknown = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+        let reply = refused(read(unknown.as_bytes(), headers(&[("mcp-protocol-version", "2024-11-05")])));
+        assert_eq!((reply.status, reply.body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!(-32600)));
+        assert_eq!(reply.body["error"]["data"]["requested"], "2024-11-05");
 
         let mismatched = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "other")];
         let reply = refused(read(body.as_bytes(), headers(&mismatched)));

@@ -25,7 +25,7 @@ use crate::{
     error::Error,
     ids::now_ms,
     llm::{Sampling, Turn},
-    model::{Author, Source},
+    model::{numbered_sources, Author, Source},
 };
 
 /// The model name that means "the deployment's model over the caller's documents".
@@ -179,22 +179,9 @@ pub fn model<'a>(mut names: impl Iterator<Item = &'a str>, id: &str) -> Result<V
 }
 
 /// The answer's numbered sources as text a plain client shows after the answer (empty
-/// without sources).
+/// without sources): `[n] title, pages`.
 pub fn references(sources: &[Source]) -> String {
-    if sources.is_empty() {
-        return String::new();
-    }
-    let mut text = String::from("\n\nSources:");
-    for (i, source) in sources.iter().enumerate() {
-        let title = source.title.replace(['\n', '\r'], " ");
-        let pages = match source.pages {
-            Some([first, last]) if first == last => format!(", page {first}"),
-            Some([first, last]) => format!(", pages {first}-{last}"),
-            None => String::new(),
-        };
-        text.push_str(&format!("\n[{}] {title}{pages}", i + 1));
-    }
-    text
+    numbered_sources(sources, |source| source.citation(false))
 }
 
 fn usage(answer: &Answer) -> Value {

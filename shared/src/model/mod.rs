@@ -140,6 +140,37 @@ pub struct Source {
     pub end: Option<u64>,
 }
 
+impl Source {
+    /// How a numbered reference names the source: its title, the heading path when `heading`
+    /// is asked for and there is one, and its pages ("guide.pdf > Praise, pages 3-4").
+    pub fn citation(&self, heading: bool) -> String {
+        let mut citation = self.title.replace(['\n', '\r'], " ");
+        if let Some(path) = self.heading.as_deref().filter(|_| heading) {
+            citation.push_str(&format!(" > {}", path.replace(['\n', '\r'], " ")));
+        }
+        match self.pages {
+            Some([first, last]) if first == last => citation.push_str(&format!(", page {first}")),
+            Some([first, last]) => citation.push_str(&format!(", pages {first}-{last}")),
+            None => {}
+        }
+        citation
+    }
+}
+
+/// An answer's numbered sources as text a plain client shows after it (`Sources:`, then
+/// `[n]` and each source as `name` gives it), so what `[n]` cites is there; empty without
+/// sources.
+pub fn numbered_sources(sources: &[Source], name: impl Fn(&Source) -> String) -> String {
+    if sources.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("\n\nSources:");
+    for (i, source) in sources.iter().enumerate() {
+        text.push_str(&format!("\n[{}] {}", i + 1, name(source)));
+    }
+    text
+}
+
 /// A retrieved passage: what to cite, and the text to put in the prompt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Passage {

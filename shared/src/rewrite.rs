@@ -21,6 +21,7 @@ use crate::{
     prompt,
     retry::Retries,
     secrets::Secrets,
+    store::AwsClients,
 };
 
 /// Longest earlier turn put in the prompt, in characters (the latest message is whole:
@@ -70,11 +71,17 @@ impl RewriteConfig {
 
 impl QueryRewrite {
     /// The chat model (`llm`'s settings), asked once within the rewrite's timeout.
-    pub fn new(config: RewriteConfig, llm: &LlmConfig, http: reqwest::Client, secrets: Secrets) -> Self {
+    pub fn new(
+        config: RewriteConfig,
+        llm: &LlmConfig,
+        http: reqwest::Client,
+        secrets: Secrets,
+        aws: &AwsClients,
+    ) -> Self {
         let timeout = config.timeout;
         let retries = Retries { max_attempts: 1, ..llm.retries };
         let config = LlmConfig { retries, timeout: llm.timeout.min(timeout), ..llm.clone() };
-        Self { timeout, llm: Llm::new(config, http, secrets) }
+        Self { timeout, llm: Llm::new(config, http, secrets, aws) }
     }
 
     /// The standalone query of `latest` after the `earlier` user turns (most recent first).

@@ -91,6 +91,9 @@ pub struct Names {
     pub queue_url: Option<String>,
     /// Template conditions that hold for this stack (`UsePostgres`, `UseLocalEmbeddings`).
     pub conditions: BTreeSet<String>,
+    /// Template parameters this stack sets, by name (`LlmModel`); the others take their
+    /// defaults.
+    pub parameters: BTreeMap<String, String>,
 }
 
 /// The policies of every function of a stack, and the denials seen so far.
@@ -106,6 +109,18 @@ fn template() -> &'static Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
         serde_norway::from_str(&std::fs::read_to_string(path).expect("template.yaml")).expect("template.yaml parses")
     })
+}
+
+/// `template` with `parameters` as their parameters' values (their defaults, as `!Ref` reads
+/// them here).
+fn with_parameters(template: &Value, parameters: &BTreeMap<String, String>) -> Value {
+    let mut template = template.clone();
+    for (name, value) in parameters {
+        let parameter = template.get_mut("Parameters").and_then(|p| p.get_mut(name.as_str()));
+        let parameter = parameter.and_then(Value::as_mapping_mut).unwrap_or_else(|| panic!("no parameter {name}"));
+        parameter.insert(Value::String("Default".into()), Value::String(value.clone()));
+    }
+    template
 }
 
 /// A tag's name without its `!`, and the tagged value.
@@ -125,7 +140,7 @@ fn intrinsic(value: &Value) -> Option<(String, &Value)> {
 impl Iam {
     /// The policies of every function in `template.yaml`, resolved for `names`.
     pub fn new(names: Names) -> Self {
-        let template = template();
+        let template = &with_parameters(template(), &names.parameters);
         let mut functions = BTreeMap::new();
         let resources = template["Resources"].as_mapping().expect("Resources");
         for (name, resource) in resources {
@@ -333,6 +348,35 @@ impl Iam {
                     resources.push(format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{id}"));
                 }
                 vec![Need { action: format!("secretsmanager:{operation}"), resources, context: BTreeMap::new() }]
+            }
+            "bedrock runtime" | "bedrockruntime" => {
+                // `/model/{modelId}/converse`: a model id, an inference profile's id or an ARN.
+                let model = request.path.strip_prefix("/model/").and_then(|p| p.rsplit_once('/'));
+                let id = percent_decode(model.map_or("", |(m, _)| m));
+                let action = match operation {
+                    "Converse" | "InvokeModel" => "bedrock:InvokeModel",
+                    "ConverseStream" | "InvokeModelWithResponseStream" => "bedrock:InvokeModelWithResponseStream",
+                    other => return vec![need(format!("bedrock:{other}"), "*".to_owned())],
+                };
+                let geographies = ["us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"];
+                match id.split_once('.') {
+                    _ if id.starts_with("arn:") => vec![need(action.to_owned(), id.clone())],
+                    // An inference profile: the profile, and each model it routes to (in any
+                    // region) as reached through that profile.
+                    Some((geography, model)) if geographies.contains(&geography) && model.contains('.') => {
+                        let profile = format!("arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/{id}");
+                        let through = BTreeMap::from([("bedrock:InferenceProfileArn".to_owned(), profile.clone())]);
+                        vec![
+                            need(action.to_owned(), profile),
+                            Need {
+                                action: action.to_owned(),
+                                resources: vec![format!("arn:aws:bedrock:{REGION}::foundation-model/{model}")],
+                                context: through,
+                            },
+                        ]
+                    }
+                    _ => vec![need(action.to_owned(), format!("arn:aws:bedrock:{REGION}::foundation-model/{id}"))],
+                }
             }
             other => vec![need(format!("{other}:{operation}"), "*".to_owned())],
         }

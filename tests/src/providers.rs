@@ -1,9 +1,11 @@
 //! Fake model providers that answer as the real APIs document it, from the wire fixtures in
 //! `tests/fixtures/providers/` (see its README): OpenAI chat completions, Anthropic Messages
 //! and Gemini `generateContent`, whole and streamed, under the *dated* model name each API
-//! serves for the undated one Coach asks for. Failures (a 429 with `retry-after`, a
-//! context-length 400, Anthropic's 529, a stream that breaks midway) are served from the
-//! same files.
+//! serves for the undated one Coach asks for, and Amazon Bedrock's Converse and
+//! ConverseStream (its stream in the event-stream framing, its errors named by
+//! `x-amzn-errortype`), reached through the AWS SDK. Failures (a 429 with `retry-after`, a
+//! context-length 400, Anthropic's 529, Bedrock's exceptions, a stream that breaks midway)
+//! are served from the same files.
 
 use serde_json::Value;
 use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
@@ -14,10 +16,14 @@ pub enum Provider {
     OpenAi,
     Anthropic,
     Gemini,
+    Bedrock,
 }
 
-/// Every HTTP provider, for tests that run each.
-pub const PROVIDERS: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::Gemini];
+/// Every provider, for tests that run each.
+pub const PROVIDERS: [Provider; 4] = [Provider::OpenAi, Provider::Anthropic, Provider::Gemini, Provider::Bedrock];
+
+/// The providers reached over HTTP with an API key, whose refusals carry `retry-after`.
+pub const HTTP_PROVIDERS: [Provider; 3] = [Provider::OpenAi, Provider::Anthropic, Provider::Gemini];
 
 /// Tokens of every fixture reply: in, out.
 pub const FIXTURE_USAGE: (u64, u64) = (1200, 300);
@@ -29,6 +35,7 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::Anthropic => "anthropic",
             Provider::Gemini => "gemini",
+            Provider::Bedrock => "bedrock",
         }
     }
 
@@ -38,15 +45,18 @@ impl Provider {
             Provider::OpenAi => "gpt-4o-mini",
             Provider::Anthropic => "claude-3-5-haiku-latest",
             Provider::Gemini => "gemini-1.5-flash",
+            Provider::Bedrock => "anthropic.claude-3-5-haiku-20241022-v1:0",
         }
     }
 
-    /// The model the provider says answered: what the fixtures name.
+    /// The model the provider says answered: what the fixtures name (Converse names none:
+    /// the model id asked for).
     pub fn served(self) -> &'static str {
         match self {
             Provider::OpenAi => "gpt-4o-mini-2024-07-18",
             Provider::Anthropic => "claude-3-5-haiku-20241022",
             Provider::Gemini => "gemini-1.5-flash-002",
+            Provider::Bedrock => "anthropic.claude-3-5-haiku-20241022-v1:0",
         }
     }
 
@@ -76,8 +86,54 @@ impl Provider {
                 Mock::given(matchers::method("POST"))
                     .and(matchers::path_regex(format!(r"^/v1beta/models/[^/:]+:{action}$")))
             }
+            Provider::Bedrock => {
+                let operation = if stream { "converse-stream" } else { "converse" };
+                Mock::given(matchers::method("POST")).and(matchers::path_regex(format!(r"^/model/[^/]+/{operation}$")))
+            }
         }
     }
+
+    /// A streamed reply's body from the fixture `name` (without its extension), as the
+    /// provider sends it.
+    fn stream_body(self, name: &str) -> ResponseTemplate {
+        match self {
+            Provider::Bedrock => ResponseTemplate::new(200).set_body_raw(
+                event_stream_frames(&self.json(&format!("{name}.json"))),
+                "application/vnd.amazon.eventstream",
+            ),
+            _ => event_stream(self.fixture(&format!("{name}.sse"))),
+        }
+    }
+}
+
+/// Bedrock's exception for a refusal fixture, as `x-amzn-errortype` names it.
+fn bedrock_error(file: &str) -> &'static str {
+    match file {
+        "rate-limited.json" => "ThrottlingException",
+        "context-length.json" => "ValidationException",
+        "access-denied.json" => "AccessDeniedException",
+        "not-ready.json" => "ModelNotReadyException",
+        other => panic!("no Bedrock exception for {other}"),
+    }
+}
+
+/// ConverseStream's events in the event-stream framing (`application/vnd.amazon.eventstream`):
+/// each `{"name": {body}}` of `events` one message, an event of that type, or an exception
+/// when the name ends with `Exception`, its body JSON.
+pub fn event_stream_frames(events: &Value) -> Vec<u8> {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let mut frames = Vec::new();
+    for event in events.as_array().expect("a list of events") {
+        let (name, body) = event.as_object().and_then(|o| o.iter().next()).expect("one member per event");
+        let (kind, type_header) =
+            if name.ends_with("Exception") { ("exception", ":exception-type") } else { ("event", ":event-type") };
+        let message = Message::new(serde_json::to_vec(body).expect("JSON"))
+            .add_header(Header::new(":message-type", HeaderValue::String(kind.into())))
+            .add_header(Header::new(type_header, HeaderValue::String(name.clone().into())))
+            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())));
+        aws_smithy_eventstream::frame::write_message_to(&message, &mut frames).expect("a frame");
+    }
+    frames
 }
 
 /// A fake provider on a free loopback port.
@@ -102,7 +158,7 @@ impl FakeProvider {
             .respond_with(ResponseTemplate::new(200).set_body_json(provider.json("reply.json")))
             .mount(&fake.server)
             .await;
-        provider.route(true).respond_with(event_stream(provider.fixture("stream.sse"))).mount(&fake.server).await;
+        provider.route(true).respond_with(provider.stream_body("stream")).mount(&fake.server).await;
         fake
     }
 
@@ -110,6 +166,9 @@ impl FakeProvider {
     pub async fn failing(provider: Provider, status: u16, file: &str, headers: &[(&str, &str)]) -> Self {
         let fake = Self { provider, server: MockServer::start().await };
         let mut response = ResponseTemplate::new(status).set_body_json(provider.json(file));
+        if provider == Provider::Bedrock {
+            response = response.insert_header("x-amzn-errortype", bedrock_error(file));
+        }
         for (name, value) in headers {
             response = response.insert_header(*name, *value);
         }
@@ -120,16 +179,21 @@ impl FakeProvider {
     /// Streams replies that break off midway (`stream-error.sse`).
     pub async fn breaking_stream(provider: Provider) -> Self {
         let fake = Self { provider, server: MockServer::start().await };
-        provider.route(true).respond_with(event_stream(provider.fixture("stream-error.sse"))).mount(&fake.server).await;
+        provider.route(true).respond_with(provider.stream_body("stream-error")).mount(&fake.server).await;
         fake
     }
 
     /// The environment that points Coach's language model here, asking for the undated
     /// model, quickly retried.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        // Bedrock is reached through the AWS SDK, at its own endpoint.
+        let endpoint = match self.provider {
+            Provider::Bedrock => "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+            _ => "COACH_LLM_BASE_URL",
+        };
         vec![
             ("COACH_LLM_PROVIDER", self.provider.name().to_owned()),
-            ("COACH_LLM_BASE_URL", self.server.uri()),
+            (endpoint, self.server.uri()),
             ("COACH_LLM_MODEL", self.provider.requested().to_owned()),
             ("COACH_LLM_BACKOFF_MS", "1".to_owned()),
         ]

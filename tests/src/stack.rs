@@ -345,7 +345,7 @@ impl TestStack {
         all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         // Store settings that are not resource names (the signing key's secret, timeouts).
         let config = Self::read(&all, StoreConfig::from_env).expect("test configuration is valid");
-        let aws = AwsClients { config: config.clone(), ..self.aws.clone() };
+        let aws = self.aws.with_config(config.clone());
         Self { sdk: self.sdk.clone(), config, aws, vars: all, database: self.database.clone() }
     }
 
@@ -512,30 +512,27 @@ impl TestStack {
         if var("COACH_EMBEDDING_PROVIDER").is_none_or(|p| p == "local") {
             conditions.insert("UseLocalEmbeddings".to_owned());
         }
+        if var("COACH_LLM_PROVIDER").as_deref() == Some("bedrock") {
+            conditions.insert("UseBedrock".to_owned());
+        }
+        // The model is a parameter of the template, which the Bedrock policy names.
+        let raw = |name: &str| self.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let parameters = raw("COACH_LLM_MODEL").map(|m| ("LlmModel".to_owned(), m)).into_iter().collect();
         Names {
             table: self.config.table.clone(),
             bucket: self.config.bucket.clone(),
             secret_id: self.config.secret_id.clone(),
             jwt_secret_id: self.config.jwt_secret_id.clone(),
-            queue_url: self.vars.iter().rev().find(|(k, _)| k == "COACH_INGEST_QUEUE_URL").map(|(_, v)| v.clone()),
+            queue_url: raw("COACH_INGEST_QUEUE_URL"),
             conditions,
+            parameters,
         }
     }
 }
 
 /// `aws`'s clients, each also held to a function's policies by `enforce`.
 pub fn enforcing(aws: &AwsClients, enforce: Enforce) -> AwsClients {
-    AwsClients {
-        s3: aws_sdk_s3::Client::from_conf(aws.s3.config().to_builder().interceptor(enforce.clone()).build()),
-        dynamodb: aws_sdk_dynamodb::Client::from_conf(
-            aws.dynamodb.config().to_builder().interceptor(enforce.clone()).build(),
-        ),
-        secrets: aws_sdk_secretsmanager::Client::from_conf(
-            aws.secrets.config().to_builder().interceptor(enforce.clone()).build(),
-        ),
-        sqs: aws_sdk_sqs::Client::from_conf(aws.sqs.config().to_builder().interceptor(enforce).build()),
-        config: aws.config.clone(),
-    }
+    aws.with_interceptor(enforce)
 }
 
 /// The embedded embedding model's folder: `models/` at the repository's root, where

@@ -131,7 +131,7 @@ fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), 
     let (table, bucket) = (Arc::new(aws.table()), Arc::new(aws.bucket()));
     let index = Index::new(settings.index, aws, &secrets);
     let rewrite =
-        settings.rewrite.map(|config| QueryRewrite::new(config, &settings.llm, http.clone(), secrets.clone()));
+        settings.rewrite.map(|config| QueryRewrite::new(config, &settings.llm, http.clone(), secrets.clone(), aws));
     let ledger = Arc::new(Ledger::new(table.clone(), settings.ledger, settings.budgets));
     let limiter = RateLimiter::new(table.clone(), settings.rate_limit);
     let retriever = Retriever::new(
@@ -143,7 +143,9 @@ fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), 
     );
     // The models a caller may pick: the configured provider's, with its settings.
     let choices = (settings.allowed_models.into_iter())
-        .map(|model| Arc::new(Llm::new(LlmConfig { model, ..settings.llm.clone() }, http.clone(), secrets.clone())))
+        .map(|model| {
+            Arc::new(Llm::new(LlmConfig { model, ..settings.llm.clone() }, http.clone(), secrets.clone(), aws))
+        })
         .collect();
     let parts = ChatParts {
         limits: settings.chat,
@@ -151,7 +153,7 @@ fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), 
         system_prompt: Arc::new(SystemPrompt::new(bucket, settings.prompt_revalidate)),
         profiles: settings.profiles.map(|config| Arc::new(Profiles::new(config, http.clone(), secrets.clone()))),
         retriever: Arc::new(retriever),
-        llm: Arc::new(Llm::new(settings.llm, http, secrets)),
+        llm: Arc::new(Llm::new(settings.llm, http, secrets, aws)),
         rewrite,
         admission: Arc::new(Admission::new(limiter, ledger.clone())),
         ledger,

@@ -112,7 +112,7 @@ impl State {
             Provider::None => None,
             _ => {
                 let history = History::new(table.clone(), settings.history);
-                Some(Titler::new(history, Llm::new(llm, http, secrets), ledger.clone()))
+                Some(Titler::new(history, Llm::new(llm, http, secrets, aws), ledger.clone()))
             }
         });
         let bucket = Arc::new(aws.bucket());

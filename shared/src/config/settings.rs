@@ -80,6 +80,7 @@ pub fn setting(name: &str) -> Option<&'static Setting> {
 /// Every setting, by name. `AWS_*` ones are Lambda's and the SDK's, read as inputs.
 pub const SETTINGS: &[Setting] = &[
     Setting::optional("AWS_ENDPOINT_URL"),
+    Setting::optional("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
     Setting::optional("AWS_ENDPOINT_URL_S3"),
     Setting::number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 2048, 128, 10_240),
     Setting::optional("AWS_LAMBDA_LOG_LEVEL"),

@@ -15,6 +15,7 @@
 //! byte. Failures become 502 errors; prompts and replies are never logged.
 
 mod anthropic;
+mod bedrock;
 mod gemini;
 mod openai;
 pub mod sse;
@@ -32,6 +33,7 @@ use crate::{
     model::{Author, ModelUsage, Usage},
     retry::Retries,
     secrets::Secrets,
+    store::AwsClients,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,8 @@ pub enum Provider {
     OpenAi,
     Anthropic,
     Gemini,
+    /// Amazon Bedrock's Converse API, through the AWS SDK and the function's IAM role.
+    Bedrock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +67,11 @@ impl LlmConfig {
             "openai" => Provider::OpenAi,
             "anthropic" => Provider::Anthropic,
             "gemini" => Provider::Gemini,
+            "bedrock" => Provider::Bedrock,
             other => {
                 return Err(ConfigError {
                     var: "COACH_LLM_PROVIDER",
-                    reason: format!("expected none, openai, anthropic or gemini, got {other:?}"),
+                    reason: format!("expected none, openai, anthropic, gemini or bedrock, got {other:?}"),
                 })
             }
         };
@@ -75,9 +80,12 @@ impl LlmConfig {
             Provider::OpenAi => ("https://api.openai.com/v1", "gpt-4o-mini"),
             Provider::Anthropic => ("https://api.anthropic.com", "claude-3-5-haiku-latest"),
             Provider::Gemini => ("https://generativelanguage.googleapis.com", "gemini-1.5-flash"),
+            // No URL: the SDK's endpoint (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME` for a stand-in).
+            Provider::Bedrock => ("", "amazon.nova-lite-v1:0"),
         };
         let base_url = env.string_or("COACH_LLM_BASE_URL", default_url).trim_end_matches('/').to_owned();
-        if provider != Provider::None && reqwest::Url::parse(&base_url).is_err() {
+        let http = !matches!(provider, Provider::None | Provider::Bedrock);
+        if http && reqwest::Url::parse(&base_url).is_err() {
             return Err(ConfigError { var: "COACH_LLM_BASE_URL", reason: format!("not a URL: {base_url:?}") });
         }
         let max_output_tokens = env.number("COACH_LLM_MAX_OUTPUT_TOKENS")? as u32;
@@ -194,9 +202,16 @@ pub struct Llm {
 }
 
 impl Llm {
-    pub fn new(config: LlmConfig, http: reqwest::Client, secrets: Secrets) -> Self {
+    /// The model `config` names: over `http` with the API key in `secrets`, or for `bedrock`
+    /// through `aws` (a runtime client of the model's timeout and attempts; no key read).
+    pub fn new(config: LlmConfig, http: reqwest::Client, secrets: Secrets, aws: &AwsClients) -> Self {
         let model: Arc<dyn ChatModel> = match config.provider {
             Provider::None => Arc::new(Offline),
+            Provider::Bedrock => {
+                let retries = config.retries;
+                let runtime = aws.model_runtime(config.timeout, retries.max_attempts, retries.backoff);
+                Arc::new(bedrock::Bedrock::new(config.clone(), runtime))
+            }
             Provider::OpenAi => Arc::new(wire::HttpModel::<openai::OpenAi>::new(config.clone(), http, secrets)),
             Provider::Anthropic => {
                 Arc::new(wire::HttpModel::<anthropic::Anthropic>::new(config.clone(), http, secrets))

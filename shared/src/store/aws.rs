@@ -7,10 +7,19 @@
 use std::{sync::Arc, time::Duration};
 
 use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
-use aws_smithy_runtime_api::{client::result::SdkError, http::Response as HttpResponse};
+use aws_smithy_runtime_api::{
+    client::{
+        interceptors::{Intercept, SharedInterceptor},
+        result::SdkError,
+    },
+    http::Response as HttpResponse,
+};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
-use super::{spans::CallSpans, DynamoTable, Failure, JobQueue, S3Bucket, SecretsManager, SqsQueue, StoreError};
+use super::{
+    spans::CallSpans, BedrockRuntime, DynamoTable, Failure, JobQueue, ModelRuntime, S3Bucket, SecretsManager, SqsQueue,
+    StoreError,
+};
 use crate::config::{ConfigError, Env, StartupError};
 
 /// Coach's AWS resources and how to reach them.
@@ -33,6 +42,9 @@ pub struct StoreConfig {
     pub s3_force_path_style: bool,
     /// The SQS queue of ingest's jobs (`COACH_INGEST_QUEUE_URL`), when the deployment has one.
     pub queue_url: Option<String>,
+    /// Amazon Bedrock's runtime endpoint, over `AWS_ENDPOINT_URL`
+    /// (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: a local stand-in).
+    pub bedrock_endpoint: Option<String>,
 }
 
 impl StoreConfig {
@@ -52,6 +64,7 @@ impl StoreConfig {
             aws_timeout: Duration::from_millis(env.number("COACH_AWS_TIMEOUT_MS")?),
             s3_force_path_style: env.boolean_or("COACH_S3_FORCE_PATH_STYLE", custom_endpoint)?,
             queue_url: env.string("COACH_INGEST_QUEUE_URL"),
+            bedrock_endpoint: env.string("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
         })
     }
 }
@@ -64,6 +77,11 @@ pub struct AwsClients {
     pub secrets: aws_sdk_secretsmanager::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub config: StoreConfig,
+    /// The SDK's configuration, for clients built on demand (the model runtime's).
+    sdk: aws_config::SdkConfig,
+    /// Interceptors every client has besides Coach's call spans (tests hold clients to a
+    /// function's IAM policies with one).
+    interceptors: Vec<SharedInterceptor>,
 }
 
 impl AwsClients {
@@ -112,6 +130,33 @@ impl AwsClients {
             ),
             sqs: aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk).interceptor(CallSpans).build()),
             config,
+            sdk: sdk.clone(),
+            interceptors: Vec::new(),
+        }
+    }
+
+    /// The same clients, for the resources and settings of `config`.
+    pub fn with_config(&self, config: StoreConfig) -> Self {
+        Self { config, ..self.clone() }
+    }
+
+    /// The same clients, each also running `interceptor` (the model runtime's too).
+    pub fn with_interceptor(&self, interceptor: impl Intercept + 'static) -> Self {
+        let shared = SharedInterceptor::new(interceptor);
+        let mut interceptors = self.interceptors.clone();
+        interceptors.push(shared.clone());
+        Self {
+            s3: aws_sdk_s3::Client::from_conf(self.s3.config().to_builder().interceptor(shared.clone()).build()),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                self.dynamodb.config().to_builder().interceptor(shared.clone()).build(),
+            ),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(
+                self.secrets.config().to_builder().interceptor(shared.clone()).build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(self.sqs.config().to_builder().interceptor(shared).build()),
+            config: self.config.clone(),
+            sdk: self.sdk.clone(),
+            interceptors,
         }
     }
 
@@ -129,6 +174,13 @@ impl AwsClients {
     pub fn job_queue(&self) -> Option<Arc<dyn JobQueue>> {
         let url = self.config.queue_url.clone()?;
         Some(Arc::new(SqsQueue::new(self.sqs.clone(), url)))
+    }
+
+    /// Amazon Bedrock's runtime, as the model runtime, each call bounded by `timeout` and
+    /// tried at most `attempts` times, backing off from `backoff`.
+    pub fn model_runtime(&self, timeout: Duration, attempts: u32, backoff: Duration) -> Arc<dyn ModelRuntime> {
+        let endpoint = self.config.bedrock_endpoint.as_deref();
+        Arc::new(BedrockRuntime::new(&self.sdk, endpoint, timeout, attempts, backoff, &self.interceptors))
     }
 
     /// Secrets Manager, as the secret source.

@@ -27,6 +27,7 @@ mod dynamo;
 mod index;
 pub mod keys;
 mod records;
+mod runtime;
 mod s3;
 mod secrets;
 mod segment;
@@ -42,6 +43,9 @@ pub use blobs::{Blob, BlobStore, Body, Listed, PresignedPut, Revalidated};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
 pub use index::{Added, DocumentIndex, IndexStore, ManifestRead, PassageSearch, PendingQuery, DOCUMENT_INDEX};
 pub use records::{DocEntry, Manifest, Retired, Segment, SegmentDoc, SegmentInfo};
+pub use runtime::{
+    BedrockRuntime, ModelRuntime, RuntimeError, RuntimeEvent, RuntimeEvents, RuntimeReply, RuntimeRequest, Stop,
+};
 pub use s3::S3Bucket;
 pub use secrets::SecretsManager;
 pub use segment::BadObject;

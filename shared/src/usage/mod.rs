@@ -55,6 +55,15 @@ pub const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
     ("gpt-4o-mini", 0.15, 0.60),
     ("claude-3-5-haiku-latest", 0.80, 4.00),
     ("gemini-1.5-flash", 0.075, 0.30),
+    // Amazon Bedrock, on demand (us-east-1); an inference profile (`us.`, `eu.`, ...) is
+    // priced as its model.
+    ("amazon.nova-micro-v1:0", 0.035, 0.14),
+    ("amazon.nova-lite-v1:0", 0.06, 0.24),
+    ("amazon.nova-pro-v1:0", 0.80, 3.20),
+    ("anthropic.claude-3-haiku-20240307-v1:0", 0.25, 1.25),
+    ("anthropic.claude-3-5-haiku-20241022-v1:0", 0.80, 4.00),
+    ("meta.llama3-1-8b-instruct-v1:0", 0.22, 0.22),
+    ("amazon.titan-embed-text-v2:0", 0.02, 0.0),
     ("text-embedding-3-small", 0.02, 0.0),
     ("text-embedding-004", 0.0, 0.0),
     ("all-minilm-l6-v2", 0.0, 0.0),
@@ -141,8 +150,16 @@ impl Prices {
 /// A model name without its date and version suffixes, as providers add them to the name
 /// they serve: `@…` (`claude-3-5-haiku@20241022`), `-latest`, a date (`-2024-07-18`,
 /// `-20241022`, `-0613`) or a version number (`-002`), a Bedrock version (`:0`), repeatedly: `gpt-4o-mini-2024-07-18` is `gpt-4o-mini`. A name that is all suffix stays.
+/// A Bedrock inference profile's geography (`us.`, `eu.`, `apac.`, `global.`, ...) goes too:
+/// `us.amazon.nova-lite-v1:0` is priced as `amazon.nova-lite-v1:0`.
 pub fn base_name(model: &str) -> &str {
     let mut name = model.split('@').next().unwrap_or(model);
+    if let Some((geography, rest)) = name.split_once('.') {
+        let geographies = ["us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"];
+        if geographies.contains(&geography) && rest.contains('.') {
+            name = rest;
+        }
+    }
     loop {
         let shorter = strip_version(name);
         if shorter.is_empty() || shorter.len() == name.len() {
@@ -494,6 +511,9 @@ mod tests {
             ("gpt-4-0613", "gpt-4"),
             ("anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1"),
             ("amazon.titan-embed-text-v2:0", "amazon.titan-embed-text-v2"),
+            ("us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1"),
+            ("eu.amazon.nova-lite-v1:0", "amazon.nova-lite-v1"),
+            ("us.example", "us.example"),
             ("gpt-4o-mini", "gpt-4o-mini"),
             ("gemini-1.5-flash", "gemini-1.5-flash"),
             ("o3-mini", "o3-mini"),

@@ -1,11 +1,13 @@
 //! What Coach answers and records when a model provider answers as its API documents it
 //! (the wire fixtures in `tests/fixtures/providers/`): a whole reply, a stream with its usage,
 //! a 429 with `retry-after`, an overload (Anthropic's 529), a prompt over the context window
-//! and a stream that breaks off midway, for OpenAI, Anthropic and Gemini.
+//! and a stream that breaks off midway, for OpenAI, Anthropic, Gemini and Amazon Bedrock
+//! (through the AWS SDK, against a stand-in speaking Converse and ConverseStream), and
+//! Bedrock's own refusals: throttling, a model not ready, access not enabled.
 
 use coach_testkit::{
     flows::{chat_call, stream_call},
-    providers::{pairs, FakeProvider, Provider, FIXTURE_USAGE, PROVIDERS},
+    providers::{pairs, FakeProvider, Provider, FIXTURE_USAGE, HTTP_PROVIDERS, PROVIDERS},
     stack::{Deployment, TestStack},
     tokens,
 };
@@ -99,7 +101,7 @@ async fn a_stream_gives_its_text_and_its_final_usage() {
 /// this long is not spent inside the request: one attempt), and costs nothing.
 #[tokio::test]
 async fn a_rate_limited_provider_is_a_429_with_its_retry_after() {
-    for provider in PROVIDERS {
+    for provider in HTTP_PROVIDERS {
         let fake = FakeProvider::failing(provider, 429, "rate-limited.json", &[("retry-after", "20")]).await;
         let (_stack, services) = deploy(&fake).await;
         let request = events_request("/chat");
@@ -167,11 +169,69 @@ async fn a_stream_that_breaks_off_ends_with_an_error_and_is_metered() {
         let (model, input, output, requests) = &used[0];
         assert_eq!((model.as_str(), *requests), (provider.served(), 1), "{provider:?}");
         assert!(*input > 0 && *output > 0, "{provider:?}: {used:?}");
-        if provider != Provider::OpenAi {
-            // Anthropic's message_start and Gemini's first chunk count the prompt.
+        if matches!(provider, Provider::Anthropic | Provider::Gemini) {
+            // Anthropic's message_start and Gemini's first chunk count the prompt (OpenAI and
+            // Bedrock count at the end: estimates here).
             assert_eq!(*input, FIXTURE_USAGE.0, "{provider:?}");
         }
     }
+}
+
+/// Bedrock's throttling is retried by the SDK (`COACH_LLM_MAX_ATTEMPTS`, backing off), then
+/// the caller's 429 with a `Retry-After`; nothing is metered.
+#[tokio::test]
+async fn a_throttled_bedrock_model_is_retried_then_a_429() {
+    let fake = FakeProvider::failing(Provider::Bedrock, 429, "rate-limited.json", &[]).await;
+    let (_stack, services) = deploy(&fake).await;
+    let response = chat::handle(&services.chat, events_request("/chat")).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_rate_limited", "{body}");
+    assert_eq!(fake.requests().await, 3, "COACH_LLM_MAX_ATTEMPTS tries");
+    let (status, _, events) = stream_call(&services, json!({"message": "How?"}), &alice()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{events:?}");
+    assert!(usage(&services).await.is_empty());
+}
+
+/// A model not ready is retried, then a 503; access not enabled in the account is a 503
+/// that says what to enable, not retried; the requests went to Converse, signed.
+#[tokio::test]
+async fn bedrock_refusals_say_what_to_do() {
+    let fake = FakeProvider::failing(Provider::Bedrock, 429, "not-ready.json", &[]).await;
+    let (_stack, services) = deploy(&fake).await;
+    let response = chat::handle(&services.chat, events_request("/chat")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_overloaded", "{body}");
+    assert_eq!(fake.requests().await, 3);
+
+    let fake = FakeProvider::failing(Provider::Bedrock, 403, "access-denied.json", &[]).await;
+    let (_stack, services) = deploy(&fake).await;
+    let response = chat::handle(&services.chat, events_request("/chat")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(Provider::Bedrock.requested()) && message.contains("Model access"), "{message}");
+    let requests = fake.server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1, "not retried");
+    let path = requests[0].url.path();
+    assert!(path.starts_with("/model/") && path.ends_with("/converse"), "{path}");
+    let signed = requests[0].headers.get("authorization").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert!(signed.starts_with("AWS4-HMAC-SHA256 Credential="), "SigV4, not an API key: {signed}");
+    assert!(signed.contains("/bedrock/aws4_request"), "{signed}");
+    // What Converse was asked: the system prompt, the conversation, the limits.
+    let fake = FakeProvider::start(Provider::Bedrock).await;
+    let (_stack, services) = deploy(&fake).await;
+    let (status, _) = chat_call(&services, "POST", "/chat", Some(json!({"message": "How?"})), &alice()).await;
+    assert_eq!(status, StatusCode::OK);
+    let requests = fake.server.received_requests().await.unwrap();
+    let sent: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert!(sent["system"][0]["text"].as_str().is_some_and(|s| !s.is_empty()), "{sent}");
+    let last = sent["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "user", "{sent}");
+    assert!(last["content"][0]["text"].as_str().unwrap().contains("How?"), "{sent}");
+    assert!(sent["inferenceConfig"]["maxTokens"].as_u64().is_some(), "{sent}");
 }
 
 fn events_request(path: &str) -> lambda_http::Request {

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A stand-in OpenAI-compatible chat completions server for trying Coach locally offline.
+"""A stand-in OpenAI-compatible chat completions server (and Amazon Bedrock Converse
+runtime) for trying Coach locally offline.
 
 It is not a language model: it answers every request with a short canned reply that
 quotes the last user message and says how many turns it received, so a multi-turn
@@ -14,6 +15,13 @@ ledger and budgets are exercised as with OpenAI itself.
     python3 scripts/fake-llm.py --port 5060
     COACH_LLM_PROVIDER=openai COACH_LLM_BASE_URL=http://127.0.0.1:5060/v1 make dev
 
+It also answers Amazon Bedrock's Converse (`POST /model/{id}/converse`) and ConverseStream
+(`POST /model/{id}/converse-stream`, in the event-stream framing the AWS SDK reads: each
+event a binary message with its headers and CRC32s), with the usage Bedrock reports:
+
+    COACH_LLM_PROVIDER=bedrock COACH_LLM_MODEL=amazon.nova-lite-v1:0 \
+      AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:5060 make dev
+
 Listens on 127.0.0.1 only. Standard library only.
 """
 import argparse
@@ -21,7 +29,9 @@ import hashlib
 import json
 import math
 import re
+import struct
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -58,6 +68,29 @@ def vector(text, dims=384):
     return [x / norm for x in v]
 
 
+def converse_reply(body):
+    """A Converse request's reply text and input tokens (its content blocks read as text)."""
+    text_of = lambda blocks: "".join(b.get("text", "") for b in blocks or [])
+    messages = [{"role": m.get("role"), "content": text_of(m.get("content"))} for m in body.get("messages", [])]
+    system = text_of(body.get("system"))
+    return reply_for({"messages": [{"role": "system", "content": system}] + messages})
+
+
+def event_frame(event_type, payload, message_type="event"):
+    """One message of the event-stream framing: prelude (total and headers lengths, CRC32),
+    string headers, the JSON payload, CRC32 of it all."""
+    headers = b""
+    for name, value in ((":event-type" if message_type == "event" else ":exception-type", event_type),
+                        (":content-type", "application/json"), (":message-type", message_type)):
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+    data = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(data) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + headers + data
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
 class Handler(BaseHTTPRequestHandler):
     def send_json(self, payload):
         data = json.dumps(payload).encode()
@@ -79,6 +112,34 @@ class Handler(BaseHTTPRequestHandler):
                             "data": [{"object": "embedding", "index": i, "embedding": vector(t)}
                                      for i, t in enumerate(texts)],
                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return
+        if path.startswith("/model/") and path.endswith("/converse"):
+            text, input_tokens = converse_reply(body)
+            output_tokens = len(text) // 4
+            self.send_json({"output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                            "stopReason": "end_turn", "metrics": {"latencyMs": 30},
+                            "usage": {"inputTokens": input_tokens, "outputTokens": output_tokens,
+                                      "totalTokens": input_tokens + output_tokens}})
+            return
+        if path.startswith("/model/") and path.endswith("/converse-stream"):
+            text, input_tokens = converse_reply(body)
+            self.send_response(200)
+            self.send_header("content-type", "application/vnd.amazon.eventstream")
+            self.end_headers()
+            events = [("messageStart", {"role": "assistant"})]
+            for i, word in enumerate(text.split(" ")):
+                events.append(("contentBlockDelta",
+                               {"contentBlockIndex": 0, "delta": {"text": word if i == 0 else " " + word}}))
+            output_tokens = len(text) // 4
+            events += [("contentBlockStop", {"contentBlockIndex": 0}), ("messageStop", {"stopReason": "end_turn"}),
+                       ("metadata", {"usage": {"inputTokens": input_tokens, "outputTokens": output_tokens,
+                                               "totalTokens": input_tokens + output_tokens},
+                                     "metrics": {"latencyMs": 30}})]
+            for name, payload in events:
+                self.wfile.write(event_frame(name, payload))
+                self.wfile.flush()
+                if name == "contentBlockDelta":
+                    time.sleep(0.03)
             return
         if not path.endswith("/chat/completions"):
             self.send_error(404)

@@ -234,6 +234,60 @@ async fn bedrock_refusals_say_what_to_do() {
     assert!(sent["inferenceConfig"]["maxTokens"].as_u64().is_some(), "{sent}");
 }
 
+/// `make dev`'s stand-in (`scripts/fake-llm.py`) speaks Converse and ConverseStream as the
+/// AWS SDK reads them: a whole reply and a stream through the Bedrock provider, with usage.
+#[tokio::test]
+async fn the_local_stand_in_answers_the_bedrock_provider_whole_and_streamed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = root.join(".venv/bin/python");
+    let python = if venv.exists() { venv } else { "python3".into() };
+    let child = std::process::Command::new(python)
+        .arg(root.join("scripts/fake-llm.py"))
+        .args(["--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the stand-in starts");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(child);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let vars = [
+        ("COACH_LLM_PROVIDER", "bedrock"),
+        ("COACH_LLM_MODEL", "amazon.nova-lite-v1:0"),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint.as_str()),
+    ];
+    let stack = TestStack::with_env(&vars).await;
+    let services = stack.deploy();
+    let (status, reply) = chat_call(&services, "POST", "/chat", Some(json!({"message": "How?"})), &alice()).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(reply["answer"].as_str().unwrap().starts_with("(fake-llm) You said: \"How?\""), "{reply}");
+    assert_eq!(reply["model"], "amazon.nova-lite-v1:0");
+    assert!(reply["usage"]["input_tokens"].as_u64().unwrap() > 0, "{reply}");
+    let (status, _, events) = stream_call(&services, json!({"message": "And then?"}), &alice()).await;
+    assert_eq!(status, StatusCode::OK);
+    let text: String =
+        events.iter().filter(|(kind, _)| kind == "token").map(|(_, data)| data["text"].as_str().unwrap()).collect();
+    assert!(text.starts_with("(fake-llm) You said: \"And then?\""), "{events:?}");
+    let (kind, done) = events.last().unwrap();
+    assert_eq!(kind, "done", "{events:?}");
+    assert!(done["usage"]["output_tokens"].as_u64().unwrap() > 0, "{done}");
+    // Priced: amazon.nova-lite-v1:0 is in the default table.
+    let (_, own) = chat_call(&services, "GET", "/usage", None, &alice()).await;
+    assert!(own["models"][0]["cost_usd"].as_f64().unwrap() > 0.0, "{own}");
+}
+
 fn events_request(path: &str) -> lambda_http::Request {
     coach_testkit::events::with("chat-post.json", "POST", path, Some(&json!({"message": "How?"})), Some(&alice()))
 }

@@ -92,6 +92,11 @@ pub fn model_call(model: &str, ok: bool, elapsed: Duration, tokens: Option<(u64,
     emit(&[("Model", model), ("Outcome", outcome)], &values);
 }
 
+/// A guardrail intervened in a model call (its message answered instead of the model's).
+pub fn guardrail_intervened(model: &str) {
+    emit(&[("Model", model)], &[("GuardrailInterventions", 1.0, Unit::Count)]);
+}
+
 /// One retrieval, and how many passages it found.
 pub fn retrieval(elapsed: Duration, passages: usize) {
     emit(&[], &[("RetrievalLatency", millis(elapsed), Unit::Milliseconds), ("Passages", passages as f64, Unit::Count)]);

@@ -359,7 +359,18 @@ impl Iam {
                     other => return vec![need(format!("bedrock:{other}"), "*".to_owned())],
                 };
                 let geographies = ["us", "eu", "apac", "global", "us-gov", "jp", "au", "ca"];
-                match id.split_once('.') {
+                // A guardrail in the request is applied on the caller's behalf.
+                let body: Json = serde_json::from_slice(&request.body).unwrap_or(Json::Null);
+                let guardrail = body["guardrailConfig"]["guardrailIdentifier"].as_str().map(|g| {
+                    let arn = if g.starts_with("arn:") {
+                        g.to_owned()
+                    } else {
+                        format!("arn:aws:bedrock:{REGION}:{ACCOUNT}:guardrail/{g}")
+                    };
+                    need("bedrock:ApplyGuardrail".to_owned(), arn)
+                });
+                let mut needs: Vec<Need> = guardrail.into_iter().collect();
+                needs.extend(match id.split_once('.') {
                     _ if id.starts_with("arn:") => vec![need(action.to_owned(), id.clone())],
                     // An inference profile: the profile, and each model it routes to (in any
                     // region) as reached through that profile.
@@ -376,7 +387,8 @@ impl Iam {
                         ]
                     }
                     _ => vec![need(action.to_owned(), format!("arn:aws:bedrock:{REGION}::foundation-model/{id}"))],
-                }
+                });
+                needs
             }
             other => vec![need(format!("{other}:{operation}"), "*".to_owned())],
         }
@@ -425,6 +437,25 @@ fn collect(template: &Value, conditions: &BTreeSet<String>, policy: &Value, out:
         panic!("a policy iam.rs cannot read (a SAM policy template?): {policy:?}")
     };
     for statement in statements {
+        // A statement under `!If [condition, statement, !Ref AWS::NoValue]`.
+        let statement = match intrinsic(statement) {
+            Some((name, inner)) if name == "If" => {
+                let parts = inner.as_sequence().expect("!If [condition, yes, no]");
+                let condition = parts[0].as_str().expect("a condition name");
+                assert!(
+                    template["Conditions"].get(condition).is_some(),
+                    "condition {condition} is not in template.yaml"
+                );
+                let branch = if conditions.contains(condition) { &parts[1] } else { &parts[2] };
+                if matches!(intrinsic(branch), Some((name, target)) if name == "Ref" && target.as_str() == Some("AWS::NoValue"))
+                {
+                    continue;
+                }
+                branch
+            }
+            Some((name, _)) => panic!("statement intrinsic {name} is not evaluated here; add it to iam.rs"),
+            None => statement,
+        };
         let list = |field: &str| -> Vec<String> {
             match statement.get(field) {
                 Some(Value::Sequence(items)) => items.iter().map(|v| resolve_string(template, v)).collect(),

@@ -512,12 +512,18 @@ impl TestStack {
         if var("COACH_EMBEDDING_PROVIDER").is_none_or(|p| p == "local") {
             conditions.insert("UseLocalEmbeddings".to_owned());
         }
+        let raw = |name: &str| self.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         if var("COACH_LLM_PROVIDER").as_deref() == Some("bedrock") {
             conditions.insert("UseBedrock".to_owned());
+            if raw("COACH_BEDROCK_GUARDRAIL_ID").is_some() {
+                conditions.insert("UseBedrockGuardrail".to_owned());
+            }
         }
-        // The model is a parameter of the template, which the Bedrock policy names.
-        let raw = |name: &str| self.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        let parameters = raw("COACH_LLM_MODEL").map(|m| ("LlmModel".to_owned(), m)).into_iter().collect();
+        // The model and the guardrail are parameters of the template, which the Bedrock policy names.
+        let parameters = [("LlmModel", "COACH_LLM_MODEL"), ("BedrockGuardrailId", "COACH_BEDROCK_GUARDRAIL_ID")]
+            .into_iter()
+            .filter_map(|(parameter, var)| raw(var).map(|value| (parameter.to_owned(), value)))
+            .collect();
         Names {
             table: self.config.table.clone(),
             bucket: self.config.bucket.clone(),

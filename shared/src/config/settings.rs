@@ -92,6 +92,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::optional("COACH_AUTH0_DOMAIN"),
     Setting::text("COACH_AUTH_MODE", "hs256"),
     Setting::number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000),
+    Setting::optional("COACH_BEDROCK_GUARDRAIL_ID"),
+    Setting::text("COACH_BEDROCK_GUARDRAIL_VERSION", "DRAFT"),
     Setting::text("COACH_BUCKET", "coach-local"),
     Setting::float("COACH_BUDGET_TENANT_MONTHLY", 0.0, 0.0, 1e15),
     Setting::text("COACH_BUDGET_UNIT", "usd"),

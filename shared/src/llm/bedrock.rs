@@ -15,7 +15,7 @@ use super::{ChatModel, Completion, Delta, DeltaStream, LlmConfig, Prompt};
 use crate::{
     error::Error,
     model::{Passage, Usage},
-    store::{ModelRuntime, RuntimeError, RuntimeEvent, RuntimeRequest},
+    store::{ModelRuntime, RuntimeError, RuntimeEvent, RuntimeRequest, Stop},
 };
 
 /// `Retry-After` for a throttled or busy model (the service names no time).
@@ -39,7 +39,7 @@ impl Bedrock {
             max_tokens: prompt.sampling.max_output_tokens(&self.config),
             // Converse's models take 0 to 1.
             temperature: prompt.sampling.temperature.map(|t| t.clamp(0.0, 1.0)),
-            guardrail: None,
+            guardrail: self.config.guardrail.clone(),
         }
     }
 
@@ -92,6 +92,13 @@ impl Bedrock {
     }
 }
 
+/// A guardrail intervened: the caller gets its message (Bedrock's text of the reply), which
+/// is counted and logged, never with the text.
+fn intervened(model: &str) {
+    tracing::warn!(model, "the Bedrock guardrail intervened; its message is the answer");
+    crate::metrics::guardrail_intervened(model);
+}
+
 /// Whether a `ValidationException`'s message says the input is longer than the model's
 /// context ("Input is too long for requested model.", "prompt is too long: ...", "too many
 /// input tokens").
@@ -104,6 +111,10 @@ fn context_too_long(message: &str) -> bool {
 impl ChatModel for Bedrock {
     async fn complete(&self, prompt: &Prompt, _passages: &[Passage]) -> Result<Completion, Error> {
         let reply = self.runtime.converse(&self.request(prompt)).await.map_err(|e| self.refusal(e))?;
+        if reply.stop == Stop::Guardrail {
+            // The guardrail's own message is the answer; never the model's text.
+            intervened(&self.config.model);
+        }
         if reply.text.is_empty() {
             return Err(Error::upstream("the language model returned no text"));
         }
@@ -123,6 +134,10 @@ impl ChatModel for Bedrock {
                 Ok(RuntimeEvent::Text(text)) => Some(Ok(Delta::Text(text))),
                 Ok(RuntimeEvent::Usage { input_tokens, output_tokens }) => {
                     Some(Ok(Delta::Usage(Usage { input_tokens, output_tokens })))
+                }
+                Ok(RuntimeEvent::Stop(Stop::Guardrail)) => {
+                    intervened(&refusal.config.model);
+                    None
                 }
                 Ok(RuntimeEvent::Stop(_)) => None,
                 Err(e) => Some(Err(refusal.refusal(e))),

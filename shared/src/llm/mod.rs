@@ -58,6 +58,9 @@ pub struct LlmConfig {
     /// Bound on one attempt (non-streaming) or on the wait for each streamed chunk.
     pub timeout: Duration,
     pub retries: Retries,
+    /// An Amazon Bedrock guardrail (id or ARN, version) applied to the model's input and
+    /// output (`COACH_BEDROCK_GUARDRAIL_ID`, `_VERSION`; Bedrock only).
+    pub guardrail: Option<(String, String)>,
 }
 
 impl LlmConfig {
@@ -96,8 +99,36 @@ impl LlmConfig {
                 reason: "must be larger than COACH_LLM_MAX_OUTPUT_TOKENS".into(),
             });
         }
+        let guardrail = match env.string("COACH_BEDROCK_GUARDRAIL_ID") {
+            None => None,
+            Some(_) if provider != Provider::Bedrock => {
+                return Err(ConfigError {
+                    var: "COACH_BEDROCK_GUARDRAIL_ID",
+                    reason: "a guardrail needs COACH_LLM_PROVIDER=bedrock".into(),
+                })
+            }
+            Some(id) => {
+                let valid_id = id.len() <= 2048 && id.chars().all(|c| c.is_ascii_alphanumeric() || ":/-_.".contains(c));
+                if !valid_id {
+                    return Err(ConfigError {
+                        var: "COACH_BEDROCK_GUARDRAIL_ID",
+                        reason: format!("not a guardrail id or ARN: {id:?}"),
+                    });
+                }
+                let version = env.text("COACH_BEDROCK_GUARDRAIL_VERSION");
+                let numbered = !version.is_empty() && version.len() <= 8 && version.bytes().all(|b| b.is_ascii_digit());
+                if version != "DRAFT" && !numbered {
+                    return Err(ConfigError {
+                        var: "COACH_BEDROCK_GUARDRAIL_VERSION",
+                        reason: format!("expected DRAFT or a version number, got {version:?}"),
+                    });
+                }
+                Some((id, version))
+            }
+        };
         Ok(Self {
             provider,
+            guardrail,
             model: env.string_or("COACH_LLM_MODEL", default_model),
             base_url,
             max_output_tokens,
@@ -343,6 +374,26 @@ mod tests {
         assert!(answer.text.contains("[1] giving-feedback.md (part 1)\nBe specific."));
         assert_eq!(answer.model, "none");
         assert!(offline_answer(&[]).text.contains("no passage"));
+    }
+
+    #[test]
+    fn a_guardrail_is_bedrocks_and_named_with_its_version() {
+        let read = |vars: &[(&str, &str)]| {
+            crate::config::with(vars, |env| LlmConfig::from_env(env, crate::retry::Retries::from_env(env)?))
+        };
+        let bedrock = ("COACH_LLM_PROVIDER", "bedrock");
+        let id = ("COACH_BEDROCK_GUARDRAIL_ID", "gr1abc2def3g");
+        assert_eq!(read(&[bedrock]).unwrap().guardrail, None);
+        assert_eq!(read(&[bedrock, id]).unwrap().guardrail, Some(("gr1abc2def3g".into(), "DRAFT".into())));
+        let numbered = ("COACH_BEDROCK_GUARDRAIL_VERSION", "3");
+        assert_eq!(read(&[bedrock, id, numbered]).unwrap().guardrail, Some(("gr1abc2def3g".into(), "3".into())));
+        let err = |vars: &[(&str, &str)]| read(vars).unwrap_err().var;
+        assert_eq!(err(&[("COACH_LLM_PROVIDER", "openai"), id]), "COACH_BEDROCK_GUARDRAIL_ID");
+        assert_eq!(err(&[bedrock, ("COACH_BEDROCK_GUARDRAIL_ID", "a b")]), "COACH_BEDROCK_GUARDRAIL_ID");
+        assert_eq!(
+            err(&[bedrock, id, ("COACH_BEDROCK_GUARDRAIL_VERSION", "latest")]),
+            "COACH_BEDROCK_GUARDRAIL_VERSION"
+        );
     }
 
     #[test]

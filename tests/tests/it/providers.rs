@@ -234,6 +234,34 @@ async fn bedrock_refusals_say_what_to_do() {
     assert!(sent["inferenceConfig"]["maxTokens"].as_u64().is_some(), "{sent}");
 }
 
+/// With a guardrail configured, Converse is asked to apply it (and the policy grants
+/// `bedrock:ApplyGuardrail` on it); an intervention is answered with the guardrail's
+/// message, a 200, never the model's text or a 500.
+#[tokio::test]
+async fn a_bedrock_guardrail_is_applied_and_its_intervention_answered() {
+    let fake = FakeProvider::start(Provider::Bedrock).await;
+    wiremock::Mock::given(wiremock::matchers::path_regex(r"^/model/[^/]+/converse$"))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(Provider::Bedrock.json("guardrail.json")))
+        .with_priority(1)
+        .mount(&fake.server)
+        .await;
+    let mut vars = fake.env();
+    vars.push(("COACH_BEDROCK_GUARDRAIL_ID", "gr1abc2def3g".to_owned()));
+    vars.push(("COACH_BEDROCK_GUARDRAIL_VERSION", "3".to_owned()));
+    let stack = TestStack::with_env(&pairs(&vars)).await;
+    let services = stack.deploy();
+    let (status, reply) = chat_call(&services, "POST", "/chat", Some(json!({"message": "How?"})), &alice()).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["answer"], "Sorry, this assistant cannot help with that request.");
+    let requests = fake.server.received_requests().await.unwrap();
+    let sent: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let guardrail = &sent["guardrailConfig"];
+    assert_eq!(
+        (guardrail["guardrailIdentifier"].as_str(), guardrail["guardrailVersion"].as_str()),
+        (Some("gr1abc2def3g"), Some("3"))
+    );
+}
+
 /// `make dev`'s stand-in (`scripts/fake-llm.py`) speaks Converse and ConverseStream as the
 /// AWS SDK reads them: a whole reply and a stream through the Bedrock provider, with usage.
 #[tokio::test]

@@ -15,9 +15,10 @@ ledger and budgets are exercised as with OpenAI itself.
     python3 scripts/fake-llm.py --port 5060
     COACH_LLM_PROVIDER=openai COACH_LLM_BASE_URL=http://127.0.0.1:5060/v1 make dev
 
-It also answers Amazon Bedrock's Converse (`POST /model/{id}/converse`) and ConverseStream
+It also answers Amazon Bedrock's Converse (`POST /model/{id}/converse`), ConverseStream
 (`POST /model/{id}/converse-stream`, in the event-stream framing the AWS SDK reads: each
-event a binary message with its headers and CRC32s), with the usage Bedrock reports:
+event a binary message with its headers and CRC32s), with the usage Bedrock reports, and
+Titan Text Embeddings v2 (`POST /model/{id}/invoke`):
 
     COACH_LLM_PROVIDER=bedrock COACH_LLM_MODEL=amazon.nova-lite-v1:0 \
       AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:5060 make dev
@@ -112,6 +113,12 @@ class Handler(BaseHTTPRequestHandler):
                             "data": [{"object": "embedding", "index": i, "embedding": vector(t)}
                                      for i, t in enumerate(texts)],
                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return
+        if path.startswith("/model/") and path.endswith("/invoke"):
+            # Titan Text Embeddings v2 on Bedrock: one text, its vector and token count.
+            text = body.get("inputText", "")
+            self.send_json({"embedding": vector(text, int(body.get("dimensions", 1024))),
+                            "inputTextTokenCount": len(text) // 4 + 1})
             return
         if path.startswith("/model/") and path.endswith("/converse"):
             text, input_tokens = converse_reply(body)

@@ -519,11 +519,19 @@ impl TestStack {
                 conditions.insert("UseBedrockGuardrail".to_owned());
             }
         }
-        // The model and the guardrail are parameters of the template, which the Bedrock policy names.
-        let parameters = [("LlmModel", "COACH_LLM_MODEL"), ("BedrockGuardrailId", "COACH_BEDROCK_GUARDRAIL_ID")]
-            .into_iter()
-            .filter_map(|(parameter, var)| raw(var).map(|value| (parameter.to_owned(), value)))
-            .collect();
+        if var("COACH_EMBEDDING_PROVIDER").as_deref() == Some("bedrock") {
+            conditions.insert("UseBedrockEmbeddings".to_owned());
+        }
+        // The models and the guardrail are parameters of the template, which the Bedrock
+        // policies name.
+        let parameters = [
+            ("LlmModel", "COACH_LLM_MODEL"),
+            ("BedrockGuardrailId", "COACH_BEDROCK_GUARDRAIL_ID"),
+            ("EmbeddingModel", "COACH_EMBEDDING_MODEL"),
+        ]
+        .into_iter()
+        .filter_map(|(parameter, var)| raw(var).map(|value| (parameter.to_owned(), value)))
+        .collect();
         Names {
             table: self.config.table.clone(),
             bucket: self.config.bucket.clone(),

@@ -138,7 +138,7 @@ fn turn(settings: TurnSettings, aws: &AwsClients) -> Result<(ChatParts, Index), 
         settings.ranking,
         settings.analyzer,
         index.search(aws),
-        Embedder::new(settings.embeddings, http.clone(), secrets.clone()),
+        Embedder::new(settings.embeddings, http.clone(), secrets.clone(), aws),
         Reranker::new(settings.rerank, http.clone(), secrets.clone()),
     );
     // The models a caller may pick: the configured provider's, with its settings.

@@ -104,7 +104,7 @@ impl State {
         let secrets = Secrets::coach(aws, settings.secrets);
         let index = Index::new(settings.index, aws, &secrets).writer(aws);
         let http = outbound_client()?;
-        let embedder = Embedder::new(settings.embeddings, http.clone(), secrets.clone());
+        let embedder = Embedder::new(settings.embeddings, http.clone(), secrets.clone(), aws);
         let table = Arc::new(aws.table());
         let ledger = Arc::new(Ledger::recorder(table.clone(), settings.ledger));
         // Session titles, with a model (with the `none` provider sessions keep their first words).

@@ -3,10 +3,13 @@
 //! Providers (`COACH_EMBEDDING_PROVIDER`): `local` (default: the embedded model of [`local`],
 //! run in-process from `COACH_EMBEDDING_MODEL_DIR`, no key, no network), `none` (lexical
 //! retrieval only), `openai` (any OpenAI-compatible `POST {base}/embeddings`) and `gemini`
-//! (`POST {base}/v1beta/models/{model}:batchEmbedContents`). For the HTTP providers the key
-//! is the secret's `embedding_api_key` field, else `llm_api_key`; calls are retried with the
-//! same settings as the language model's ([`Retries`]), each bounded by
-//! `COACH_EMBEDDING_TIMEOUT_MS`; texts go in batches of [`BATCH`].
+//! (`POST {base}/v1beta/models/{model}:batchEmbedContents`), and `bedrock` (Amazon Titan Text
+//! Embeddings v2 through Bedrock's `InvokeModel` and the IAM role: one text a request, as the
+//! model takes them, [`BEDROCK_CONCURRENCY`] at a time, `COACH_BEDROCK_EMBEDDING_DIMENSIONS`
+//! long and normalised). For the HTTP providers the key is the secret's `embedding_api_key`
+//! field, else `llm_api_key`; calls are retried with the same settings as the language
+//! model's ([`Retries`]), each bounded by `COACH_EMBEDDING_TIMEOUT_MS`; texts go in batches of
+//! [`BATCH`].
 
 pub use coach_embed as local;
 
@@ -24,12 +27,15 @@ use crate::{
     model::{ModelUsage, Usage},
     retry::{self, Retries, RetryPolicy, SendError},
     secrets::{Secrets, LLM_API_KEY_FIELD},
+    store::{AwsClients, ModelRuntime, RuntimeError},
 };
 
 /// Field of the Coach secret with the embedding key (falls back to `llm_api_key`).
 pub const EMBEDDING_KEY_FIELD: &str = "embedding_api_key";
 /// Texts per request.
 pub const BATCH: usize = 64;
+/// Bedrock embedding requests in flight at once (Titan takes one text a request).
+pub const BEDROCK_CONCURRENCY: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingProvider {
@@ -37,6 +43,8 @@ pub enum EmbeddingProvider {
     Local,
     OpenAi,
     Gemini,
+    /// Amazon Titan Text Embeddings on Bedrock.
+    Bedrock,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +55,8 @@ pub struct EmbeddingConfig {
     /// The `local` provider's model folder.
     pub model_dir: PathBuf,
     pub policy: RetryPolicy,
+    /// The `bedrock` provider's vector length (256, 512 or 1024).
+    pub dimensions: u32,
 }
 
 impl EmbeddingConfig {
@@ -56,10 +66,11 @@ impl EmbeddingConfig {
             "local" => EmbeddingProvider::Local,
             "openai" => EmbeddingProvider::OpenAi,
             "gemini" => EmbeddingProvider::Gemini,
+            "bedrock" => EmbeddingProvider::Bedrock,
             other => {
                 return Err(ConfigError {
                     var: "COACH_EMBEDDING_PROVIDER",
-                    reason: format!("expected local, none, openai or gemini, got {other:?}"),
+                    reason: format!("expected local, none, openai, gemini or bedrock, got {other:?}"),
                 })
             }
         };
@@ -72,7 +83,15 @@ impl EmbeddingConfig {
             EmbeddingProvider::Local => ("", folder_name.as_str()),
             EmbeddingProvider::OpenAi => ("https://api.openai.com/v1", "text-embedding-3-small"),
             EmbeddingProvider::Gemini => ("https://generativelanguage.googleapis.com", "text-embedding-004"),
+            EmbeddingProvider::Bedrock => ("", "amazon.titan-embed-text-v2:0"),
         };
+        let dimensions = env.number("COACH_BEDROCK_EMBEDDING_DIMENSIONS")? as u32;
+        if ![256, 512, 1024].contains(&dimensions) {
+            return Err(ConfigError {
+                var: "COACH_BEDROCK_EMBEDDING_DIMENSIONS",
+                reason: format!("Titan Text Embeddings v2 makes vectors of 256, 512 or 1024, not {dimensions}"),
+            });
+        }
         let base_url = env.string_or("COACH_EMBEDDING_BASE_URL", url).trim_end_matches('/').to_owned();
         if provider == EmbeddingProvider::Local {
             let missing = local::missing_files(&model_dir);
@@ -97,6 +116,7 @@ impl EmbeddingConfig {
             base_url,
             model_dir,
             policy: retries.policy(Duration::from_millis(env.number("COACH_EMBEDDING_TIMEOUT_MS")?)),
+            dimensions,
         })
     }
 }
@@ -114,6 +134,10 @@ pub enum EmbedError {
         #[source]
         cause: SendError,
     },
+    /// The model runtime refused the request for good (no access, no such model, an invalid
+    /// request): retrying will not help.
+    #[error("the embedding model refused the request: {reason}")]
+    Denied { reason: String },
     /// The service or the model is unavailable, or answered nonsense; try again later.
     #[error("{what}")]
     Unavailable {
@@ -130,7 +154,7 @@ impl EmbedError {
 
     /// Whether retrying cannot help: the document is failed, or keeps words-only search.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, EmbedError::NotConfigured | EmbedError::Refused { .. })
+        matches!(self, EmbedError::NotConfigured | EmbedError::Refused { .. } | EmbedError::Denied { .. })
     }
 }
 
@@ -151,13 +175,21 @@ pub struct Embedder {
     config: EmbeddingConfig,
     http: reqwest::Client,
     secrets: Secrets,
+    /// The `bedrock` provider's runtime.
+    runtime: Option<Arc<dyn ModelRuntime>>,
     /// The `local` provider's model, once the first embedding has loaded it.
     local: tokio::sync::OnceCell<Arc<LocalModel>>,
 }
 
 impl Embedder {
-    pub fn new(config: EmbeddingConfig, http: reqwest::Client, secrets: Secrets) -> Self {
-        Self { config, http, secrets, local: tokio::sync::OnceCell::new() }
+    /// The provider `config` names: over `http` with the key in `secrets`, or for `bedrock`
+    /// through `aws` (no key read).
+    pub fn new(config: EmbeddingConfig, http: reqwest::Client, secrets: Secrets, aws: &AwsClients) -> Self {
+        let runtime = (config.provider == EmbeddingProvider::Bedrock).then(|| {
+            let policy = &config.policy;
+            aws.model_runtime(policy.timeout, policy.max_attempts, policy.backoff)
+        });
+        Self { config, http, secrets, runtime, local: tokio::sync::OnceCell::new() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -189,6 +221,7 @@ impl Embedder {
                 EmbeddingProvider::Local => Ok(Embedded { vectors: self.embed_locally(texts).await?, used: None }),
                 EmbeddingProvider::OpenAi => self.embed_remotely::<wire::OpenAi>(texts).await,
                 EmbeddingProvider::Gemini => self.embed_remotely::<wire::Gemini>(texts).await,
+                EmbeddingProvider::Bedrock => self.embed_on_bedrock(texts).await,
             }
         }
         .instrument(span.clone())
@@ -300,6 +333,76 @@ impl Embedder {
         };
         Ok(Embedded { vectors, used: Some(used) })
     }
+}
+
+/// Titan Text Embeddings v2's request (`InvokeModel`).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TitanRequest<'a> {
+    input_text: &'a str,
+    dimensions: u32,
+    normalize: bool,
+}
+
+/// Its reply.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TitanReply {
+    embedding: Vec<f32>,
+    #[serde(default)]
+    input_text_token_count: Option<u64>,
+}
+
+impl Embedder {
+    /// The vectors of Titan Text Embeddings on Bedrock: one request a text, a few at a time,
+    /// in order; the tokens Bedrock counted.
+    async fn embed_on_bedrock(&self, texts: &[String]) -> Result<Embedded, EmbedError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let Some(runtime) = &self.runtime else { return Err(EmbedError::NotConfigured) };
+        let (model, dimensions) = (self.config.model.as_str(), self.config.dimensions);
+        let replies: Vec<TitanReply> = futures_util::stream::iter(texts.iter().cloned())
+            .map(|text: String| {
+                let (runtime, model) = (runtime.clone(), model.to_owned());
+                async move { titan(runtime.as_ref(), &model, &text, dimensions).await }
+            })
+            .buffered(BEDROCK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let tokens = replies
+            .iter()
+            .zip(texts)
+            .map(|(r, t)| r.input_text_token_count.unwrap_or_else(|| u64::from(crate::prompt::estimate_tokens(t))))
+            .sum();
+        let vectors: Vec<Vec<f32>> = replies.into_iter().map(|r| r.embedding).collect();
+        if vectors.iter().any(|v| v.len() != self.config.dimensions as usize) {
+            return Err(EmbedError::Unavailable {
+                what: "the embedding model sent vectors of another length than asked",
+                cause: None,
+            });
+        }
+        let used = ModelUsage {
+            model: model.to_owned(),
+            requested: model.to_owned(),
+            usage: Usage { input_tokens: tokens, output_tokens: 0 },
+            calls: texts.len() as u64,
+        };
+        Ok(Embedded { vectors, used: Some(used) })
+    }
+}
+
+/// One text's Titan vector, through `runtime`.
+async fn titan(runtime: &dyn ModelRuntime, model: &str, text: &str, dimensions: u32) -> Result<TitanReply, EmbedError> {
+    let request = TitanRequest { input_text: text, dimensions, normalize: true };
+    let body =
+        serde_json::to_vec(&request).map_err(|e| EmbedError::unavailable("the request could not be written", e))?;
+    let reply = runtime.invoke(model, body).await.map_err(|e| match e {
+        RuntimeError::Invalid(_) | RuntimeError::AccessDenied(_) | RuntimeError::NotFound(_) => {
+            EmbedError::Denied { reason: e.to_string() }
+        }
+        other => EmbedError::unavailable("the embedding model is unavailable", other),
+    })?;
+    serde_json::from_slice(&reply)
+        .map_err(|e| EmbedError::unavailable("the embedding model sent an unreadable reply", e))
 }
 
 /// A reply that does not match its request.

@@ -100,6 +100,8 @@ pub enum RuntimeError {
 pub trait ModelRuntime: Send + Sync {
     async fn converse(&self, request: &RuntimeRequest) -> Result<RuntimeReply, RuntimeError>;
     async fn converse_stream(&self, request: &RuntimeRequest) -> Result<RuntimeEvents, RuntimeError>;
+    /// `InvokeModel`: `body` (JSON, in the model's own format) to `model`, its JSON reply.
+    async fn invoke(&self, model: &str, body: Vec<u8>) -> Result<Vec<u8>, RuntimeError>;
 }
 
 /// Amazon Bedrock's runtime (`bedrock-runtime`), the endpoint from the SDK's environment
@@ -246,6 +248,20 @@ impl ModelRuntime for BedrockRuntime {
         };
         let (input_tokens, output_tokens) = tokens(output.usage());
         Ok(RuntimeReply { text, input_tokens, output_tokens, stop: stop(output.stop_reason()) })
+    }
+
+    async fn invoke(&self, model: &str, body: Vec<u8>) -> Result<Vec<u8>, RuntimeError> {
+        let output = self
+            .client
+            .invoke_model()
+            .model_id(model)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(aws_smithy_types::Blob::new(body))
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(output.body.into_inner())
     }
 
     async fn converse_stream(&self, request: &RuntimeRequest) -> Result<RuntimeEvents, RuntimeError> {

@@ -775,6 +775,59 @@ async fn ingest_with(vars: &[(&str, &str)]) -> (TestStack, Deployment, String) {
     (stack, services, id)
 }
 
+/// Titan Text Embeddings on Bedrock (`COACH_EMBEDDING_PROVIDER=bedrock`): one `InvokeModel`
+/// a text with the configured length and `normalize`, through the IAM role (the policy
+/// names the model), the vectors stored under the model's id, the calls metered at its price.
+#[tokio::test]
+async fn chunks_are_embedded_on_bedrock_and_the_calls_metered() {
+    use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path_regex(r"^/model/[^/]+/invoke$"))
+        .respond_with(|request: &wiremock::Request| {
+            let body: Value = request.body_json().unwrap();
+            let (text, dims) = (body["inputText"].as_str().unwrap(), body["dimensions"].as_u64().unwrap() as usize);
+            assert_eq!(body["normalize"], true);
+            // As Titan answers: a unit vector, and the tokens it counted (a thousand a word
+            // here, so that the cost shows in dollars).
+            let mut vector = vec![0.0f32; dims];
+            vector[text.len() % dims] = 1.0;
+            let tokens = 1000 * text.split_whitespace().count();
+            ResponseTemplate::new(200).set_body_json(json!({"embedding": vector, "inputTextTokenCount": tokens}))
+        })
+        .mount(&server)
+        .await;
+    let endpoint = server.uri();
+    let model = "amazon.titan-embed-text-v2:0";
+    let (stack, services, id) = ingest_with(&[
+        ("COACH_EMBEDDING_PROVIDER", "bedrock"),
+        ("COACH_EMBEDDING_MODEL", model),
+        ("COACH_BEDROCK_EMBEDDING_DIMENSIONS", "256"),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint.as_str()),
+    ])
+    .await;
+    let indexed = stack.indexed_doc("acme", &id).await.expect("indexed");
+    assert_eq!((indexed.embedding_model.as_deref(), indexed.dims), (Some(model), 256));
+    assert_eq!(indexed.vectors.len(), indexed.chunks.len() * 256);
+    let calls = server.received_requests().await.unwrap();
+    assert_eq!(calls.len(), indexed.chunks.len(), "one request a chunk");
+    assert!(calls[0].url.path().ends_with("/invoke") && calls[0].headers.contains_key("authorization"));
+
+    let user = tokens::for_test("alice", "acme", &["user"]);
+    let request =
+        events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": "How do I plan?"})), Some(&user));
+    assert_eq!(chat::handle(&services.chat, request).await.status(), StatusCode::OK);
+    let admin = tokens::for_test("carol", "acme", &["admin"]);
+    let request = events::with("chat-post.json", "GET", "/usage?scope=tenant", None, Some(&admin));
+    let usage: Value = serde_json::from_slice(chat::handle(&services.chat, request).await.body().as_ref()).unwrap();
+    let titan = usage["models"].as_array().unwrap().iter().find(|m| m["model"] == model).cloned();
+    let titan = titan.unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(titan["requests"].as_u64(), Some(indexed.chunks.len() as u64 + 1), "{usage}");
+    // At the default price of the model: $0.02 a million tokens.
+    let tokens = titan["input_tokens"].as_f64().unwrap();
+    assert!((titan["cost_usd"].as_f64().unwrap() - tokens * 0.02 / 1e6).abs() < 1e-6, "{usage}");
+}
+
 #[tokio::test]
 async fn chunks_are_embedded_when_a_provider_is_configured() {
     use wiremock::{matchers, Mock, MockServer};

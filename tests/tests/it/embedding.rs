@@ -101,7 +101,8 @@ async fn build_embedder(vars: &[(&str, &str)]) -> Result<Embedder, ConfigError> 
     let stack = TestStack::with_env(vars).await;
     stack.build(&stack.aws, |env, aws| -> Result<_, StartupError> {
         let (secrets, http) = (Secrets::coach(aws, SecretsConfig::from_env(env)?), outbound_client()?);
-        Ok(EmbeddingConfig::from_env(env, Retries::from_env(env)?).map(|config| Embedder::new(config, http, secrets)))
+        Ok(EmbeddingConfig::from_env(env, Retries::from_env(env)?)
+            .map(|config| Embedder::new(config, http, secrets, aws)))
     })
 }
 

@@ -138,7 +138,7 @@ fn ingestor(stack: &TestStack, index: Arc<dyn IndexStore>) -> Ingestor {
     stack.build(&stack.aws, |env, aws| -> Result<Ingestor, StartupError> {
         let secrets = Secrets::coach(aws, SecretsConfig::from_env(env)?);
         let embeddings = EmbeddingConfig::from_env(env, Retries::from_env(env)?)?;
-        let embedder = Embedder::new(embeddings, outbound_client()?, secrets);
+        let embedder = Embedder::new(embeddings, outbound_client()?, secrets, aws);
         let writer = Arc::new(IndexWriter::new(index, Arc::new(aws.bucket()), IndexConfig::from_env(env)?));
         let config = IngestConfig::from_env(env)?;
         Ok(Ingestor::new(config, Arc::new(aws.table()), Arc::new(aws.bucket()), writer, embedder, None))

@@ -75,7 +75,7 @@ fi
 echo
 echo "bench: summary (full output in $out/)"
 cat "$out/coldstart.txt"
-grep -E "^(chat|stream|openai|mcp):|p50|added over" "$out/chat.txt"
+grep -E "^(chat|stream|openai|mcp|bedrock):|p50|added over|added by" "$out/chat.txt"
 grep -E "^(ingest|  checked|cold|  of which|  S3|warm|  handler|memory)" "$out/index.txt"
 grep -E "^(postgres|[0-9]\.|  )" "$out/postgres.txt"
 grep -E "^(embedding|kernels|load|query|ingest|memory)" "$out/embedding.txt"

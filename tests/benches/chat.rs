@@ -175,6 +175,42 @@ async fn run() {
     report("  handler (total - emulator)", &mcp_own);
     report("  the search it wraps, Assist::search (total - emulator)", &search_own);
     println!("  added over the search it wraps, p50: {:+.3} ms", p50(&mcp_own) - p50(&search_own));
+
+    // The same one-shot question (`POST /qa`, not kept) through the OpenAI provider and
+    // through the Bedrock one (the AWS SDK: SigV4 signing, its retry and timeout layers),
+    // each against the same loopback stand-in, alternately in the same run.
+    let bedrock_vars = [
+        ("COACH_LLM_PROVIDER", "bedrock"),
+        ("COACH_LLM_MODEL", "amazon.nova-lite-v1:0"),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", base.as_str()),
+    ];
+    let bedrock_stack = stack.with_more_env(&bedrock_vars);
+    let bedrock = bedrock_stack.deploy_unchecked(&aws.with_config(bedrock_stack.config.clone()));
+    let (mut openai_qa, mut bedrock_qa) = (Vec::with_capacity(TURNS), Vec::with_capacity(TURNS));
+    for i in 0..TURNS {
+        for (deployment, samples) in [(&*services, &mut openai_qa), (&bedrock, &mut bedrock_qa)] {
+            emulator.reset();
+            let started = Instant::now();
+            let (status, body) = qa(deployment, &token, i).await;
+            let elapsed = started.elapsed();
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["usage"]["output_tokens"], 60, "the model answered: {body}");
+            samples.push(elapsed.saturating_sub(emulator.take().busy));
+        }
+    }
+    println!("bedrock: {TURNS} questions of POST /qa each, OpenAI provider and Bedrock provider alternately");
+    report("  openai provider, handler (total - emulator)", &openai_qa);
+    report("  bedrock provider, handler (total - emulator)", &bedrock_qa);
+    println!("  added by the Bedrock provider over the OpenAI one, p50: {:+.3} ms", p50(&bedrock_qa) - p50(&openai_qa));
+}
+
+/// `POST /qa`, not answered from or kept in the answer cache.
+async fn qa(services: &Deployment, token: &str, i: usize) -> (StatusCode, Value) {
+    let body = json!({"question": format!("How do I give useful feedback to my team about goals? ({i})")});
+    let mut request = events::with("chat-post.json", "POST", "/qa", Some(&body), Some(token));
+    request.headers_mut().insert("cache-control", lambda_http::http::HeaderValue::from_static("no-store"));
+    let response = chat::handle(&services.chat, request).await;
+    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
 
 /// `tools/call search_documents` as a client of the current protocol revision sends it.

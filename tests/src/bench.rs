@@ -225,6 +225,16 @@ async fn serve(mut socket: TcpStream, first_token: Arc<Mutex<Option<Instant>>>, 
             let data: Vec<Value> =
                 (0..inputs).map(|i| json!({"object": "embedding", "index": i, "embedding": vector})).collect();
             respond_json(&mut socket, &json!({"object": "list", "data": data, "model": EMBEDDING_MODEL})).await
+        } else if path.starts_with("/model/") && path.ends_with("/converse") {
+            // Amazon Bedrock's Converse, the same reply and usage.
+            *called.lock().expect("lock") = Some(arrived);
+            let reply = json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": REPLY}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 900, "outputTokens": 60, "totalTokens": 960},
+                "metrics": {"latencyMs": 1}
+            });
+            respond_json(&mut socket, &reply).await
         } else if request["stream"] == true {
             respond_stream(&mut socket, &first_token).await
         } else {

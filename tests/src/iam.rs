@@ -406,20 +406,23 @@ fn secret_arn(logical: &str) -> String {
     format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{logical}-AbCdEf")
 }
 
+/// The branch of `!If [condition, yes, no]` (`inner`) that the stack's `conditions` take.
+fn branch<'a>(template: &Value, conditions: &BTreeSet<String>, inner: &'a Value) -> &'a Value {
+    let parts = inner.as_sequence().expect("!If [condition, yes, no]");
+    let condition = parts[0].as_str().expect("a condition name");
+    assert!(template["Conditions"].get(condition).is_some(), "condition {condition} is not in template.yaml");
+    if conditions.contains(condition) {
+        &parts[1]
+    } else {
+        &parts[2]
+    }
+}
+
 /// Statements of one entry of a function's `Policies`.
 fn collect(template: &Value, conditions: &BTreeSet<String>, policy: &Value, out: &mut Vec<Statement>) {
     if let Some((name, inner)) = intrinsic(policy) {
         match name.as_str() {
-            "If" => {
-                let parts = inner.as_sequence().expect("!If [condition, yes, no]");
-                let condition = parts[0].as_str().expect("a condition name");
-                assert!(
-                    template["Conditions"].get(condition).is_some(),
-                    "condition {condition} is not in template.yaml"
-                );
-                let branch = if conditions.contains(condition) { &parts[1] } else { &parts[2] };
-                collect(template, conditions, branch, out);
-            }
+            "If" => collect(template, conditions, branch(template, conditions, inner), out),
             "Ref" => {
                 let target = inner.as_str().expect("a Ref name");
                 if target == "AWS::NoValue" {
@@ -440,13 +443,7 @@ fn collect(template: &Value, conditions: &BTreeSet<String>, policy: &Value, out:
         // A statement under `!If [condition, statement, !Ref AWS::NoValue]`.
         let statement = match intrinsic(statement) {
             Some((name, inner)) if name == "If" => {
-                let parts = inner.as_sequence().expect("!If [condition, yes, no]");
-                let condition = parts[0].as_str().expect("a condition name");
-                assert!(
-                    template["Conditions"].get(condition).is_some(),
-                    "condition {condition} is not in template.yaml"
-                );
-                let branch = if conditions.contains(condition) { &parts[1] } else { &parts[2] };
+                let branch = branch(template, conditions, inner);
                 if matches!(intrinsic(branch), Some((name, target)) if name == "Ref" && target.as_str() == Some("AWS::NoValue"))
                 {
                     continue;

@@ -42,52 +42,50 @@ impl Bedrock {
             guardrail: self.config.guardrail.clone(),
         }
     }
+}
 
-    fn refusal(&self, e: RuntimeError) -> Error {
-        let cause = |e: RuntimeError| Some(Arc::new(e) as crate::error::Cause);
-        let model = &self.config.model;
-        match e {
-            RuntimeError::Throttled => Error::UpstreamBusy {
-                message: "Amazon Bedrock is throttling requests to the language model; try again shortly".into(),
-                retry_after_secs: BUSY_RETRY_SECS,
-                overloaded: false,
-                cause: cause(e),
-            },
-            RuntimeError::NotReady => Error::UpstreamBusy {
-                message: "the language model is not ready yet on Amazon Bedrock; try again shortly".into(),
-                retry_after_secs: BUSY_RETRY_SECS,
-                overloaded: true,
-                cause: cause(e),
-            },
-            RuntimeError::Invalid(ref message) if context_too_long(message) => Error::PayloadTooLarge(
-                "the conversation is too long for the language model; start a new session or send a shorter message"
-                    .into(),
-            ),
-            RuntimeError::Invalid(_) => Error::Upstream {
-                message: "Amazon Bedrock refused the request to the language model".into(),
-                cause: cause(e),
-            },
-            RuntimeError::AccessDenied(_) => Error::Unavailable {
-                message: format!(
-                    "this deployment may not use the model {model} on Amazon Bedrock: enable access to it in the \
+/// What the caller of `model` is told of a failed call.
+fn refusal(model: &str, e: RuntimeError) -> Error {
+    let cause = |e: RuntimeError| Some(Arc::new(e) as crate::error::Cause);
+    match e {
+        RuntimeError::Throttled => Error::UpstreamBusy {
+            message: "Amazon Bedrock is throttling requests to the language model; try again shortly".into(),
+            retry_after_secs: BUSY_RETRY_SECS,
+            overloaded: false,
+            cause: cause(e),
+        },
+        RuntimeError::NotReady => Error::UpstreamBusy {
+            message: "the language model is not ready yet on Amazon Bedrock; try again shortly".into(),
+            retry_after_secs: BUSY_RETRY_SECS,
+            overloaded: true,
+            cause: cause(e),
+        },
+        RuntimeError::Invalid(ref message) if context_too_long(message) => Error::PayloadTooLarge(
+            "the conversation is too long for the language model; start a new session or send a shorter message".into(),
+        ),
+        RuntimeError::Invalid(_) => Error::Upstream {
+            message: "Amazon Bedrock refused the request to the language model".into(),
+            cause: cause(e),
+        },
+        RuntimeError::AccessDenied(_) => Error::Unavailable {
+            message: format!(
+                "this deployment may not use the model {model} on Amazon Bedrock: enable access to it in the \
                      Bedrock console (Model access) for this account and region, and check the functions' IAM role"
-                ),
-                cause: cause(e),
-            },
-            RuntimeError::NotFound(_) => Error::Unavailable {
-                message: format!("Amazon Bedrock has no model or inference profile {model} in this region"),
-                cause: cause(e),
-            },
-            RuntimeError::Unavailable(_) => Error::UpstreamBusy {
-                message: "Amazon Bedrock is unavailable; try again shortly".into(),
-                retry_after_secs: BUSY_RETRY_SECS,
-                overloaded: true,
-                cause: cause(e),
-            },
-            RuntimeError::Failed(_) => Error::Upstream {
-                message: "the language model is unavailable; try again shortly".into(),
-                cause: cause(e),
-            },
+            ),
+            cause: cause(e),
+        },
+        RuntimeError::NotFound(_) => Error::Unavailable {
+            message: format!("Amazon Bedrock has no model or inference profile {model} in this region"),
+            cause: cause(e),
+        },
+        RuntimeError::Unavailable(_) => Error::UpstreamBusy {
+            message: "Amazon Bedrock is unavailable; try again shortly".into(),
+            retry_after_secs: BUSY_RETRY_SECS,
+            overloaded: true,
+            cause: cause(e),
+        },
+        RuntimeError::Failed(_) => {
+            Error::Upstream { message: "the language model is unavailable; try again shortly".into(), cause: cause(e) }
         }
     }
 }
@@ -110,7 +108,7 @@ fn context_too_long(message: &str) -> bool {
 #[async_trait]
 impl ChatModel for Bedrock {
     async fn complete(&self, prompt: &Prompt, _passages: &[Passage]) -> Result<Completion, Error> {
-        let reply = self.runtime.converse(&self.request(prompt)).await.map_err(|e| self.refusal(e))?;
+        let reply = self.runtime.converse(&self.request(prompt)).await.map_err(|e| refusal(&self.config.model, e))?;
         if reply.stop == Stop::Guardrail {
             // The guardrail's own message is the answer; never the model's text.
             intervened(&self.config.model);
@@ -126,9 +124,9 @@ impl ChatModel for Bedrock {
     }
 
     async fn stream(&self, prompt: &Prompt, _passages: &[Passage]) -> Result<DeltaStream, Error> {
-        let events = self.runtime.converse_stream(&self.request(prompt)).await.map_err(|e| self.refusal(e))?;
         let model = self.config.model.clone();
-        let refusal = Bedrock { config: self.config.clone(), runtime: self.runtime.clone() };
+        let events = self.runtime.converse_stream(&self.request(prompt)).await.map_err(|e| refusal(&model, e))?;
+        let named = model.clone();
         let deltas = events.filter_map(move |event| {
             let delta = match event {
                 Ok(RuntimeEvent::Text(text)) => Some(Ok(Delta::Text(text))),
@@ -136,11 +134,11 @@ impl ChatModel for Bedrock {
                     Some(Ok(Delta::Usage(Usage { input_tokens, output_tokens })))
                 }
                 Ok(RuntimeEvent::Stop(Stop::Guardrail)) => {
-                    intervened(&refusal.config.model);
+                    intervened(&named);
                     None
                 }
                 Ok(RuntimeEvent::Stop(_)) => None,
-                Err(e) => Some(Err(refusal.refusal(e))),
+                Err(e) => Some(Err(refusal(&named, e))),
             };
             std::future::ready(delta)
         });

@@ -132,6 +132,19 @@ impl Call<'_> {
             .as_ref()
             .ok_or_else(|| Error::internal(format!("{} {} has no caller", self.route.method, self.route.path)))
     }
+
+    /// Who asked what, owned: for work that outlives the request (a stream's body).
+    pub fn asked(&self) -> Result<Asked, Error> {
+        Ok(Asked { who: self.who()?.clone(), route: self.route, request_id: self.request_id.clone() })
+    }
+}
+
+/// A call's caller, route and request id, kept past the request (see [`Call::asked`]).
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub who: Principal,
+    pub route: Route,
+    pub request_id: String,
 }
 
 /// A response body the pipeline can put an error response in: a buffered one as it is, a
@@ -249,6 +262,13 @@ impl Pipeline {
         if let Some(who) = &call.who {
             self.audit.record(who, operation, resource, &call.request_id).await;
         }
+    }
+
+    /// Records that a guardrail intervened in the answer to what was `asked` (its resource:
+    /// the route).
+    pub async fn intervened(&self, asked: &Asked) {
+        let route = format!("{} {}", asked.route.method, asked.route.path);
+        self.audit.record(&asked.who, Operation::GuardrailIntervened, Some(&route), &asked.request_id).await;
     }
 
     /// Records a refusal worth auditing (a role refused, a budget spent) that the handler of

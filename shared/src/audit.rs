@@ -1,10 +1,11 @@
 //! The audit log: security-relevant operations of a tenant, as events.
 //!
 //! Recorded: documents uploaded (`POST /uploads`, `POST /documents`) and deleted, the prompt
-//! refreshed, API keys created and revoked (each when it succeeds), and refusals: a caller
-//! without the role a route needs, a request over its budget. An event names the tenant, the
-//! actor (a user id, or `key:{id}`), the operation, the resource (a document or key id, or for
-//! a refusal the route), the outcome, the time (its ULID) and the request id. It is written to
+//! refreshed, API keys created and revoked (each when it succeeds), refusals (a caller
+//! without the role a route needs, a request over its budget), and a guardrail's intervention
+//! in an answer. An event names the tenant, the actor (a user id, or `key:{id}`), the
+//! operation, the resource (a document or key id, or for a refusal or an intervention the
+//! route), the outcome, the time (its ULID) and the request id. It is written to
 //! DynamoDB under the tenant, kept `COACH_AUDIT_RETENTION_DAYS` (365), and logged as a
 //! structured line (target `coach::audit`). Writing is best effort: when DynamoDB refuses,
 //! the event is logged at `error` with all its fields, so it is never lost silently, and the
@@ -38,6 +39,9 @@ pub enum Operation {
     AccessDenied,
     /// A request refused for a used-up budget.
     BudgetExceeded,
+    /// A guardrail (Amazon Bedrock's) intervened in a model's answer: the caller got its
+    /// message.
+    GuardrailIntervened,
 }
 
 impl Operation {
@@ -50,6 +54,7 @@ impl Operation {
             Operation::ApiKeyRevoke => "api_key.revoke",
             Operation::AccessDenied => "access.denied",
             Operation::BudgetExceeded => "budget.exceeded",
+            Operation::GuardrailIntervened => "guardrail.intervened",
         }
     }
 
@@ -57,6 +62,7 @@ impl Operation {
     fn outcome(self) -> &'static str {
         match self {
             Operation::AccessDenied | Operation::BudgetExceeded => "refused",
+            Operation::GuardrailIntervened => "intervened",
             _ => "success",
         }
     }

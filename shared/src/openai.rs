@@ -194,6 +194,16 @@ fn stamp() -> (String, u64) {
     (format!("chatcmpl-{}", ulid::Ulid::generate()), now_ms() / 1000)
 }
 
+/// Why the answer ended, as OpenAI names it: `content_filter` when a guardrail intervened
+/// (the text is its message), else `stop`.
+fn finish_reason(answer: &Answer) -> &'static str {
+    if answer.intervened {
+        "content_filter"
+    } else {
+        "stop"
+    }
+}
+
 /// A whole answer as a `chat.completion`.
 pub fn completion(answer: &Answer, delivery: &Delivery) -> Value {
     let (id, created) = stamp();
@@ -206,7 +216,7 @@ pub fn completion(answer: &Answer, delivery: &Delivery) -> Value {
             "index": 0,
             "message": {"role": "assistant", "content": format!("{}{}", answer.text, references(&answer.sources)), "refusal": null},
             "logprobs": null,
-            "finish_reason": "stop",
+            "finish_reason": finish_reason(answer),
         }],
         "usage": usage(answer),
         "system_fingerprint": null,
@@ -267,7 +277,7 @@ impl Chunks {
             end.push_str(&self.piece(&references));
         }
         let sources = serde_json::to_value(&answer.sources).unwrap_or(Value::Null);
-        end.push_str(&self.chunk(json!({}), Some("stop"), Some(("sources", sources))));
+        end.push_str(&self.chunk(json!({}), Some(finish_reason(answer)), Some(("sources", sources))));
         if self.include_usage {
             let mut chunk = self.envelope(json!([]));
             chunk["usage"] = usage(answer);
@@ -316,7 +326,8 @@ impl<L: Lines> ReplySink for ChunkSink<'_, L> {
 
 /// Sends `stream`'s answer to `lines` as OpenAI streams one: the role chunk, the pieces as
 /// the model writes them, then the end ([`Chunks::end`]), or an `error` chunk when the
-/// model fails midway or the stream's time runs out.
+/// model fails midway or the stream's time runs out. Whether a guardrail intervened (for
+/// the caller to audit).
 pub async fn relay(
     chat: &Chat,
     who: &Principal,
@@ -324,7 +335,7 @@ pub async fn relay(
     delivery: &Delivery,
     request_id: &str,
     lines: &mut impl Lines,
-) {
+) -> bool {
     let chunks = Chunks::new(delivery);
     // A receiver gone already is found at the first piece, where what the model used is
     // still recorded.
@@ -333,10 +344,12 @@ pub async fn relay(
     match finished {
         Finished::Done(answer) => {
             lines.write(chunks.end(&answer)).await;
+            answer.intervened
         }
-        Finished::Left => {}
+        Finished::Left => false,
         Finished::Failed(err) => {
             lines.write(chunks.error(&err, request_id)).await;
+            false
         }
     }
 }
@@ -480,6 +493,7 @@ mod tests {
             sources: vec![source],
             usage: crate::model::Usage { input_tokens: 10, output_tokens: 3 },
             model: "gpt-4o-mini-2024-07-18".into(),
+            intervened: false,
         };
         let chunks = Chunks::new(&Delivery { stream: true, include_usage: true, model: "coach".into() });
         let end = chunks.end(&answer);

@@ -103,6 +103,11 @@ impl QueryRewrite {
             }
         };
         let used = Some(llm.used(&completion));
+        if completion.intervened {
+            // A guardrail's message is no query; the chat's own call meets the guardrail too.
+            tracing::warn!("a guardrail intervened in the query rewrite; searching the conversation");
+            return Rewritten { query: None, used };
+        }
         let query = clean_query(&completion.text);
         if query.is_none() {
             tracing::warn!("query rewrite gave no query; searching the conversation");

@@ -80,6 +80,10 @@ impl Titler {
         let prompt = Prompt { system, turns: vec![Turn { role: Author::User, content }], ..Prompt::default() };
         let completion = self.llm.complete(&prompt, &[]).await?;
         self.ledger.record_for(&who, &[self.llm.used(&completion)]).await;
+        if completion.intervened {
+            // A guardrail's message is no title: the first words stay.
+            return Ok(Titled::Skipped("a guardrail intervened"));
+        }
         let Some(title) = crate::history::clean_title(&completion.text) else {
             return Ok(Titled::Skipped("the model gave no title"));
         };

@@ -95,7 +95,7 @@ impl Provider {
 
     /// A streamed reply's body from the fixture `name` (without its extension), as the
     /// provider sends it.
-    fn stream_body(self, name: &str) -> ResponseTemplate {
+    pub fn stream_body(self, name: &str) -> ResponseTemplate {
         match self {
             Provider::Bedrock => ResponseTemplate::new(200).set_body_raw(
                 event_stream_frames(&self.json(&format!("{name}.json"))),

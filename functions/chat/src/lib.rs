@@ -282,7 +282,16 @@ async fn post_chat(state: &State, call: &Call<'_>) -> Result<Response<Body>, Err
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(idempotency_key(req)?, &input)?;
     let reply = state.chat.chat(who, input, turn, deadline(req)).await?;
+    audit_guardrail(&state.pipeline, call, reply.intervened).await?;
     Ok(json_response(StatusCode::OK, &reply))
+}
+
+/// Audits a guardrail's intervention in the answer to `call`, when one intervened.
+pub(crate) async fn audit_guardrail(pipeline: &Pipeline, call: &Call<'_>, intervened: bool) -> Result<(), Error> {
+    if intervened {
+        pipeline.intervened(&call.asked()?).await;
+    }
+    Ok(())
 }
 
 /// `POST /v1/chat/completions`: whole, or the chunks of a stream in one body (the HTTP API
@@ -290,10 +299,10 @@ async fn post_chat(state: &State, call: &Call<'_>) -> Result<Response<Body>, Err
 async fn completions(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error> {
     let (exchange, delivery) = openai::request(call)?;
     if !delivery.stream {
-        return openai::whole(&state.chat, call, exchange, &delivery, deadline(call.req)).await;
+        return openai::whole(&state.chat, &state.pipeline, call, exchange, &delivery, deadline(call.req)).await;
     }
     let stream = state.chat.begin_exchange(call.who()?, exchange, deadline(call.req)).await?;
-    openai::buffered(&state.chat, call, stream, &delivery).await
+    openai::buffered(&state.chat, &state.pipeline, call, stream, &delivery).await
 }
 
 /// The invocation's deadline.
@@ -307,6 +316,7 @@ async fn post_qa(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error
     let input: QaInput = json_body(req)?;
     let cache = CacheUse::from_header(req.headers().get("cache-control").and_then(|v| v.to_str().ok()));
     let answer = state.assist.qa(who, Surface::Api, input, cache, deadline(req)).await?;
+    audit_guardrail(&state.pipeline, call, answer.intervened).await?;
     Ok(json_response(StatusCode::OK, &answer))
 }
 
@@ -315,6 +325,7 @@ async fn post_summarize(state: &State, call: &Call<'_>) -> Result<Response<Body>
     let (req, who) = (call.req, call.who()?);
     let input: SummaryInput = json_body(req)?;
     let summary = state.assist.summarize(who, Surface::Api, input, deadline(req)).await?;
+    audit_guardrail(&state.pipeline, call, summary.intervened).await?;
     Ok(json_response(StatusCode::OK, &summary))
 }
 
@@ -323,6 +334,7 @@ async fn post_mindmap(state: &State, call: &Call<'_>) -> Result<Response<Body>, 
     let (req, who) = (call.req, call.who()?);
     let input: MindmapInput = json_body(req)?;
     let mindmap = state.assist.mindmap(who, input, deadline(req)).await?;
+    audit_guardrail(&state.pipeline, call, mindmap.intervened).await?;
     Ok(json_response(StatusCode::OK, &mindmap))
 }
 

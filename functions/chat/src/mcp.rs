@@ -37,9 +37,12 @@ pub async fn serve(state: &State, call: &Call<'_>) -> Result<Response<Body>, Err
         Message::Refused(reply) => return Ok(json_response(reply.status, &reply.body)),
         Message::Request(request) => request,
     };
-    let (reply, failed) = mcp::answer(&state.assist, call.who()?, request, deadline(req)).await;
-    if let Some(err) = failed {
+    let (reply, aftermath) = mcp::answer(&state.assist, call.who()?, request, deadline(req)).await;
+    if let Some(err) = aftermath.failed {
         state.pipeline.refused(call, &err).await;
+    }
+    if aftermath.intervened {
+        state.pipeline.intervened(&call.asked()?).await;
     }
     Ok(json_response(reply.status, &reply.body))
 }

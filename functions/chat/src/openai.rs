@@ -11,7 +11,7 @@
 //! they stream as the model writes, within the tenant's stream slots.
 
 use coach::{
-    api::{Call, Endpoint},
+    api::{Call, Endpoint, Pipeline},
     auth::Role,
     chat::{
         exchange::{Exchange, ExchangeStream},
@@ -51,27 +51,31 @@ pub fn request(call: &Call<'_>) -> Result<(Exchange, Delivery), Error> {
     json_body_within::<CompletionRequest>(call.req, MAX_COMPLETION_BYTES)?.into_exchange()
 }
 
-/// A whole answer as a `chat.completion`.
+/// A whole answer as a `chat.completion` (a guardrail's intervention audited in `pipeline`).
 pub async fn whole(
     chat: &Chat,
+    pipeline: &Pipeline,
     call: &Call<'_>,
     exchange: Exchange,
     delivery: &Delivery,
     deadline: Deadline,
 ) -> Result<Response<Body>, Error> {
     let answer = chat.exchange(call.who()?, exchange, deadline).await?;
+    crate::audit_guardrail(pipeline, call, answer.intervened).await?;
     Ok(json_response(StatusCode::OK, &openai::completion(&answer, delivery)))
 }
 
 /// A streamed answer's chunks, all in one body.
 pub async fn buffered(
     chat: &Chat,
+    pipeline: &Pipeline,
     call: &Call<'_>,
     stream: ExchangeStream,
     delivery: &Delivery,
 ) -> Result<Response<Body>, Error> {
     let mut body = String::new();
-    openai::relay(chat, call.who()?, stream, delivery, &call.request_id, &mut body).await;
+    let intervened = openai::relay(chat, call.who()?, stream, delivery, &call.request_id, &mut body).await;
+    crate::audit_guardrail(pipeline, call, intervened).await?;
     let mut response = Response::new(Body::Text(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     Ok(response)

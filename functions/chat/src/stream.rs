@@ -100,15 +100,19 @@ async fn completions(state: Arc<StreamState>, call: Call<'_>) -> Result<Response
     let (exchange, delivery) = crate::openai::request(&call)?;
     let deadline = deadline(call.req);
     if !delivery.stream {
-        return Ok(streamed(crate::openai::whole(&state.chat, &call, exchange, &delivery, deadline).await?));
+        let whole = crate::openai::whole(&state.chat, &state.pipeline, &call, exchange, &delivery, deadline);
+        return Ok(streamed(whole.await?));
     }
-    let (who, request_id) = (call.who()?.clone(), call.request_id.clone());
-    let (slot, stream) =
-        in_slot(&state, &who.tenant, deadline, state.chat.begin_exchange(&who, exchange, deadline)).await?;
+    let asked = call.asked()?;
+    let begin = state.chat.begin_exchange(&asked.who, exchange, deadline);
+    let (slot, stream) = in_slot(&state, &asked.who.tenant, deadline, begin).await?;
     let (tx, body) = channel();
     tokio::spawn(async move {
         let mut client = Client::new(tx);
-        coach::openai::relay(&state.chat, &who, stream, &delivery, &request_id, &mut client).await;
+        let relayed = coach::openai::relay(&state.chat, &asked.who, stream, &delivery, &asked.request_id, &mut client);
+        if relayed.await {
+            state.pipeline.intervened(&asked).await;
+        }
         state.streams.release(slot).await;
         drop(client);
     });
@@ -134,12 +138,12 @@ async fn in_slot<T>(
 }
 
 async fn start(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<StreamBody>, Error> {
-    let (req, who, request_id) = (call.req, call.who()?.clone(), call.request_id.clone());
+    let (req, asked) = (call.req, call.asked()?);
     let input: ChatInput = json_body(req)?;
     let turn = TurnKey::for_turn(crate::idempotency_key(req)?, &input)?;
     let deadline = deadline(req);
-    let begin = state.chat.begin_stream(&who, input, turn.as_ref(), deadline);
-    let (slot, streaming) = match in_slot(&state, &who.tenant, deadline, begin).await? {
+    let begin = state.chat.begin_stream(&asked.who, input, turn.as_ref(), deadline);
+    let (slot, streaming) = match in_slot(&state, &asked.who.tenant, deadline, begin).await? {
         (slot, Begun::Streaming(streaming)) => (slot, streaming),
         (slot, Begun::Answered(reply)) => {
             state.streams.release(slot).await;
@@ -152,10 +156,15 @@ async fn start(state: Arc<StreamState>, call: Call<'_>) -> Result<Response<Strea
         // (or what there is of it) is stored, so the invocation, which lasts as long as its
         // body, never ends before.
         let mut client = Client::new(tx);
-        match state.chat.relay(&who, *streaming, &mut client).await {
-            Ended::Stored(reply) => send_end(&mut client, &reply).await,
+        match state.chat.relay(&asked.who, *streaming, &mut client).await {
+            Ended::Stored(reply) => {
+                send_end(&mut client, &reply).await;
+                if reply.intervened {
+                    state.pipeline.intervened(&asked).await;
+                }
+            }
             Ended::Left => {}
-            Ended::Failed(err) => client.send("error", &error_object(&err, &request_id)).await,
+            Ended::Failed(err) => client.send("error", &error_object(&err, &asked.request_id)).await,
         }
         // Given back before the body ends: a client that saw the end may start another.
         state.streams.release(slot).await;

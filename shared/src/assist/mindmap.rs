@@ -80,9 +80,13 @@ pub struct Mindmap {
     pub sources: Vec<Source>,
     pub usage: Usage,
     pub model: String,
-    /// Set when no model made the tree: what it is instead.
+    /// Set when no model made the tree (what it is instead), or when a guardrail stopped
+    /// the model (its message).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A guardrail intervened: the answer is its message (audited by the caller's handler).
+    #[serde(skip)]
+    pub intervened: bool,
 }
 
 /// The label of a tree made without a model.
@@ -124,7 +128,14 @@ impl Assist {
             if offline(self) {
                 let root = from_headings(topic, &passages, depth);
                 let note = Some(HEADINGS_NOTE.to_owned());
-                return Ok(Mindmap { root, sources, usage: Usage::default(), model: "none".into(), note });
+                return Ok(Mindmap {
+                    root,
+                    sources,
+                    usage: Usage::default(),
+                    model: "none".into(),
+                    note,
+                    intervened: false,
+                });
             }
             let boundary = prompt::boundary();
             let system = "You make mind maps. Answer with a nested Markdown bullet list only: one line per idea, a \
@@ -140,8 +151,14 @@ impl Assist {
             let completion = tally.complete(self, &prompt, &passages).await?;
             let mut usage = Usage::default();
             add_usage(&mut usage, completion.usage);
+            if completion.intervened {
+                // No tree past a guardrail: the topic alone, and the guardrail's message.
+                let root = Node { title: topic.to_owned(), children: Vec::new() };
+                let note = Some(completion.text.trim().to_owned());
+                return Ok(Mindmap { root, sources, usage, model: completion.model, note, intervened: true });
+            }
             let root = parse(&completion.text, topic, depth)?;
-            Ok(Mindmap { root, sources, usage, model: completion.model, note: None })
+            Ok(Mindmap { root, sources, usage, model: completion.model, note: None, intervened: false })
         })
         .await;
         tally.record(self, who).await;

@@ -17,7 +17,10 @@ pub mod summary;
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -103,14 +106,20 @@ impl Assist {
 
 /// The model and embedding calls of one request, added up model by model as they return,
 /// and recorded in the usage ledger once the request ends, whatever its outcome (a failed
-/// part of a summary, a mind map the model answered unusably, a timeout).
+/// part of a summary, a mind map the model answered unusably, a timeout); and whether a
+/// guardrail intervened in any of them.
 #[derive(Default)]
-struct Tally(Mutex<Vec<ModelUsage>>, Surface);
+struct Tally(Mutex<Vec<ModelUsage>>, Surface, AtomicBool);
 
 impl Tally {
     /// A tally of calls that came through `surface`.
     fn via(surface: Surface) -> Self {
-        Self(Mutex::default(), surface)
+        Self(Mutex::default(), surface, AtomicBool::new(false))
+    }
+
+    /// Whether a guardrail intervened in a call of the request.
+    fn intervened(&self) -> bool {
+        self.2.load(Ordering::Relaxed)
     }
 
     fn add(&self, used: ModelUsage) {
@@ -128,6 +137,9 @@ impl Tally {
     async fn complete(&self, assist: &Assist, prompt: &Prompt, passages: &[Passage]) -> Result<Completion, Error> {
         let completion = assist.llm.complete(prompt, passages).await?;
         self.add(assist.llm.used(&completion));
+        if completion.intervened {
+            self.2.store(true, Ordering::Relaxed);
+        }
         Ok(completion)
     }
 

@@ -52,6 +52,9 @@ pub struct QaAnswer {
     pub model: String,
     /// Whether the answer is one kept from an earlier identical question.
     pub cached: bool,
+    /// A guardrail intervened: the answer is its message (audited by the caller's handler).
+    #[serde(skip)]
+    pub intervened: bool,
 }
 
 /// An answer as kept in the cache.
@@ -161,8 +164,8 @@ impl Assist {
                 text: "No language model is configured and no documents were searched, so there is nothing to \
                        answer from."
                     .to_owned(),
-                usage: Usage::default(),
                 model: "none".to_owned(),
+                ..Completion::default()
             }
         } else {
             let boundary = prompt::boundary();
@@ -176,8 +179,11 @@ impl Assist {
             usage: completion.usage,
             model: completion.model,
             cached: false,
+            intervened: completion.intervened,
         };
-        if kept && cache.write {
+        // A guardrail's message is no answer to keep: the question meets the guardrail (and
+        // its audit) each time.
+        if kept && cache.write && !answer.intervened {
             self.keep(tenant, &key, &answer).await;
         }
         Ok(answer)
@@ -200,6 +206,7 @@ impl Assist {
                 usage: Usage::default(),
                 model: kept.model,
                 cached: true,
+                intervened: false,
             }),
             Err(e) => {
                 tracing::warn!(problem = %e, "a kept answer is damaged; answering afresh");

@@ -102,6 +102,9 @@ pub struct Summary {
     /// Set when no model wrote the summary: what it is instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// A guardrail intervened: the answer is its message (audited by the caller's handler).
+    #[serde(skip)]
+    pub intervened: bool,
 }
 
 /// The label of a summary made without a model.
@@ -154,6 +157,7 @@ impl Assist {
                 usage,
                 model,
                 note,
+                intervened: tally.intervened(),
             })
         })
         .await;
@@ -216,6 +220,9 @@ impl Assist {
         // proof that the handler's future is `Send`.
         let maps: Vec<_> = maps.collect();
         let mapped: Vec<_> = futures_util::stream::iter(maps).buffered(MAP_PARALLELISM).try_collect().await?;
+        if let Some(stopped) = guardrails_message(&mapped) {
+            return Ok((stopped, count, total_usage(&mapped), model_of(&mapped)));
+        }
         let mut summaries = Vec::with_capacity(mapped.len());
         for completion in mapped {
             add_usage(&mut usage, completion.usage);
@@ -252,6 +259,10 @@ impl Assist {
             });
             let merges: Vec<_> = merges.collect();
             let merged: Vec<_> = futures_util::stream::iter(merges).buffered(MAP_PARALLELISM).try_collect().await?;
+            if let Some(stopped) = guardrails_message(&merged) {
+                add_usage(&mut usage, total_usage(&merged));
+                return Ok((stopped, count, usage, model_of(&merged)));
+            }
             summaries = Vec::with_capacity(merged.len());
             for completion in merged {
                 add_usage(&mut usage, completion.usage);
@@ -259,6 +270,24 @@ impl Assist {
             }
         }
     }
+}
+
+/// The message of the first guardrail that intervened in `completions`: the summary, for
+/// nothing is summarised past it.
+fn guardrails_message(completions: &[crate::llm::Completion]) -> Option<String> {
+    completions.iter().find(|c| c.intervened).map(|c| c.text.trim().to_owned())
+}
+
+fn total_usage(completions: &[crate::llm::Completion]) -> Usage {
+    let mut usage = Usage::default();
+    for completion in completions {
+        add_usage(&mut usage, completion.usage);
+    }
+    usage
+}
+
+fn model_of(completions: &[crate::llm::Completion]) -> String {
+    completions.first().map(|c| c.model.clone()).unwrap_or_default()
 }
 
 enum Source {

@@ -42,6 +42,9 @@ pub struct Answer {
     pub usage: Usage,
     /// The model that answered, as its provider names it.
     pub model: String,
+    /// A guardrail intervened: the text is its message (the OpenAI-compatible API's
+    /// `content_filter`, audited by the caller's handler).
+    pub intervened: bool,
 }
 
 /// An exchange whose prompt is ready for its model.
@@ -193,6 +196,7 @@ fn answer(ready: &Ready, completion: Completion) -> Answer {
         sources: ready.passages.iter().map(|p| p.source.clone()).collect(),
         usage: completion.usage,
         model: completion.model,
+        intervened: completion.intervened,
     }
 }
 

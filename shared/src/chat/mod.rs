@@ -78,6 +78,9 @@ pub struct ChatReply {
     pub sources: Vec<Source>,
     pub usage: Usage,
     pub model: String,
+    /// A guardrail intervened: the answer is its message (audited by the caller's handler).
+    #[serde(skip)]
+    pub intervened: bool,
 }
 
 /// Chat limits (`COACH_HISTORY_LIMIT`, `COACH_MAX_MESSAGE_CHARS`).
@@ -421,6 +424,8 @@ impl Chat {
                 sources: reply.sources,
                 usage: reply.usage.unwrap_or_default(),
                 model: reply.model.unwrap_or_default(),
+                // Audited when it was answered.
+                intervened: false,
             }));
         }
         if record.lease_until > now_ms()
@@ -464,6 +469,7 @@ impl Chat {
             sources: prepared.sources,
             usage: completion.usage,
             model: completion.model,
+            intervened: completion.intervened,
         })
     }
 

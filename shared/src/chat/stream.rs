@@ -75,6 +75,7 @@ pub(super) async fn pump(
     let mut text = String::new();
     let mut usage = Usage::default();
     let mut model = llm.config().model.clone();
+    let mut intervened = false;
     let cut = loop {
         let delta = tokio::select! {
             delta = deltas.next() => delta,
@@ -97,12 +98,13 @@ pub(super) async fn pump(
                 usage.output_tokens = if u.output_tokens > 0 { u.output_tokens } else { usage.output_tokens };
             }
             Some(Ok(Delta::Model(m))) => model = m,
+            Some(Ok(Delta::Intervened)) => intervened = true,
             Some(Err(err)) => break Some(Cut::Failed(err)),
         }
     };
     // Dropping the model's stream closes its connection: generation stops.
     drop(deltas);
-    (Completion { usage: streamed_usage(prompt, &text, usage), text, model }, cut)
+    (Completion { usage: streamed_usage(prompt, &text, usage), text, model, intervened }, cut)
 }
 
 impl Chat {

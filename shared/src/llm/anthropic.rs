@@ -112,7 +112,8 @@ impl Wire for Anthropic {
     fn completion(response: Response) -> Option<Completion> {
         let text: String =
             response.content.into_iter().filter(|b| b.kind.as_deref() == Some("text")).filter_map(|b| b.text).collect();
-        Some(Completion { text, usage: (&response.usage).into(), model: response.model.unwrap_or_default() })
+        let model = response.model.unwrap_or_default();
+        Some(Completion { text, usage: (&response.usage).into(), model, intervened: false })
     }
 
     fn context_too_long(status: u16, body: &str) -> bool {

@@ -91,8 +91,8 @@ fn refusal(model: &str, e: RuntimeError) -> Error {
 }
 
 /// A guardrail intervened: the caller gets its message (Bedrock's text of the reply), which
-/// is counted and logged, never with the text.
-fn intervened(model: &str) {
+/// is counted and logged, never with the text (the caller's handler audits it).
+fn counted(model: &str) {
     tracing::warn!(model, "the Bedrock guardrail intervened; its message is the answer");
     crate::metrics::guardrail_intervened(model);
 }
@@ -109,9 +109,10 @@ fn context_too_long(message: &str) -> bool {
 impl ChatModel for Bedrock {
     async fn complete(&self, prompt: &Prompt, _passages: &[Passage]) -> Result<Completion, Error> {
         let reply = self.runtime.converse(&self.request(prompt)).await.map_err(|e| refusal(&self.config.model, e))?;
-        if reply.stop == Stop::Guardrail {
-            // The guardrail's own message is the answer; never the model's text.
-            intervened(&self.config.model);
+        // A guardrail's intervention: its own message is the answer, never the model's text.
+        let intervened = reply.stop == Stop::Guardrail;
+        if intervened {
+            counted(&self.config.model);
         }
         if reply.text.is_empty() {
             return Err(Error::upstream("the language model returned no text"));
@@ -120,6 +121,7 @@ impl ChatModel for Bedrock {
             text: reply.text,
             usage: Usage { input_tokens: reply.input_tokens, output_tokens: reply.output_tokens },
             model: self.config.model.clone(),
+            intervened,
         })
     }
 
@@ -134,8 +136,8 @@ impl ChatModel for Bedrock {
                     Some(Ok(Delta::Usage(Usage { input_tokens, output_tokens })))
                 }
                 Ok(RuntimeEvent::Stop(Stop::Guardrail)) => {
-                    intervened(&named);
-                    None
+                    counted(&named);
+                    Some(Ok(Delta::Intervened))
                 }
                 Ok(RuntimeEvent::Stop(_)) => None,
                 Err(e) => Some(Err(refusal(&named, e))),

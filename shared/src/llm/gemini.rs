@@ -145,6 +145,7 @@ impl Wire for Gemini {
             text: response.text()?,
             usage: response.usage(),
             model: response.model_version.take().unwrap_or_default(),
+            intervened: false,
         })
     }
 

@@ -173,11 +173,14 @@ impl Sampling {
 }
 
 /// A finished reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Completion {
     pub text: String,
     pub usage: Usage,
     pub model: String,
+    /// A guardrail (Amazon Bedrock's) intervened: the text is the guardrail's message, not
+    /// the model's.
+    pub intervened: bool,
 }
 
 /// A piece of a streamed reply.
@@ -189,6 +192,8 @@ pub enum Delta {
     Usage(Usage),
     /// The model that answered, when the provider names it.
     Model(String),
+    /// A guardrail intervened: the text is its message (see [`Completion::intervened`]).
+    Intervened,
 }
 
 pub type DeltaStream = Pin<Box<dyn Stream<Item = Result<Delta, Error>> + Send>>;
@@ -352,7 +357,7 @@ pub fn offline_answer(passages: &[Passage]) -> Completion {
         }
         text
     };
-    Completion { text, usage: Usage::default(), model: "none".to_owned() }
+    Completion { text, model: "none".to_owned(), ..Completion::default() }
 }
 
 #[cfg(test)]

@@ -110,6 +110,7 @@ impl Wire for OpenAi {
             text,
             usage: response.usage.as_ref().map(Usage::from).unwrap_or_default(),
             model: response.model.unwrap_or_default(),
+            intervened: false,
         })
     }
 

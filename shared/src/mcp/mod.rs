@@ -256,11 +256,20 @@ fn server_info() -> Implementation {
     Implementation::new("coach", env!("CARGO_PKG_VERSION"))
 }
 
-/// Answers an admitted request for `who`, through `assist`. With the reply, the error of a
-/// tool that failed, for the caller to audit.
-pub async fn answer(assist: &Assist, who: &Principal, request: Request, deadline: Deadline) -> (Reply, Option<Error>) {
+/// What the handler of a message audits of its answer.
+#[derive(Debug, Default)]
+pub struct Aftermath {
+    /// The error of a tool that failed (its result says why).
+    pub failed: Option<Error>,
+    /// A guardrail intervened in the tool's answer.
+    pub intervened: bool,
+}
+
+/// Answers an admitted request for `who`, through `assist`. With the reply, what the caller
+/// audits of it.
+pub async fn answer(assist: &Assist, who: &Principal, request: Request, deadline: Deadline) -> (Reply, Aftermath) {
     let Request { id, method, params, era } = request;
-    let mut failed = None;
+    let mut aftermath = Aftermath::default();
     let mut result = match method.as_str() {
         "initialize" => {
             let requested = params.get("protocolVersion").and_then(Value::as_str);
@@ -286,15 +295,15 @@ pub async fn answer(assist: &Assist, who: &Principal, request: Request, deadline
             ServerResult::ListToolsResult(result)
         }
         "tools/call" => match tools::call(assist, who, &params, deadline).await {
-            Ok((result, error)) => {
-                failed = error;
+            Ok((result, after)) => {
+                aftermath = after;
                 ServerResult::CallToolResult(result)
             }
-            Err(error) => return (error.reply(Some(&id), Some(era)), None),
+            Err(error) => return (error.reply(Some(&id), Some(era)), Aftermath::default()),
         },
         _ => {
             let error = RpcError::new(ErrorCode::METHOD_NOT_FOUND, format!("Method not found: {method}"));
-            return (error.reply(Some(&id), Some(era)), None);
+            return (error.reply(Some(&id), Some(era)), Aftermath::default());
         }
     };
     let mut value = match era {
@@ -308,7 +317,7 @@ pub async fn answer(assist: &Assist, who: &Principal, request: Request, deadline
     if era == Era::Modern && value.get("resultType").is_none() {
         value["resultType"] = "complete".into();
     }
-    (Reply { status: StatusCode::OK, body: json!({"jsonrpc": "2.0", "id": id, "result": value}) }, failed)
+    (Reply { status: StatusCode::OK, body: json!({"jsonrpc": "2.0", "id": id, "result": value}) }, aftermath)
 }
 
 fn to_value(result: &ServerResult) -> Value {

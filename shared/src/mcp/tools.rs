@@ -8,7 +8,7 @@ use rmcp::model::{CallToolResult, ContentBlock, ErrorCode, Tool, ToolAnnotations
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{json, Map, Value};
 
-use super::RpcError;
+use super::{Aftermath, RpcError};
 use crate::{
     assist::{
         qa::{CacheUse, QaInput},
@@ -179,39 +179,39 @@ fn arguments<T: DeserializeOwned>(tool: &ToolSpec, arguments: Value) -> Result<T
     serde_json::from_value(arguments).map_err(|e| Error::BadRequest(format!("{} arguments: {e}", tool.name)))
 }
 
-/// Runs the tool a `tools/call`'s `params` name for `who`: its result, and the error of a
-/// tool that failed (whose result says why). An unknown tool or malformed params: a protocol
-/// error.
+/// Runs the tool a `tools/call`'s `params` name for `who`: its result, and what the handler
+/// records of it (the error of a tool that failed, whose result says why; a guardrail's
+/// intervention). An unknown tool or malformed params: a protocol error.
 pub(super) async fn call(
     assist: &Assist,
     who: &Principal,
     params: &Value,
     deadline: Deadline,
-) -> Result<(CallToolResult, Option<Error>), RpcError> {
+) -> Result<(CallToolResult, Aftermath), RpcError> {
     let (name, arguments) = tool_call(params)?;
     let Some(tool) = TOOLS.iter().find(|t| t.name == name) else {
         return Err(RpcError::new(ErrorCode::INVALID_PARAMS, format!("Unknown tool: {name}")));
     };
     Ok(match run(assist, who, tool, arguments, deadline).await {
-        Ok(result) => (result, None),
-        Err(err) => (tool_error(&err), Some(err)),
+        Ok((result, intervened)) => (result, Aftermath { failed: None, intervened }),
+        Err(err) => (tool_error(&err), Aftermath { failed: Some(err), intervened: false }),
     })
 }
 
-/// Runs `tool` for `who`.
+/// Runs `tool` for `who`: its result, and whether a guardrail intervened in it.
 async fn run(
     assist: &Assist,
     who: &Principal,
     tool: &ToolSpec,
     args: Value,
     deadline: Deadline,
-) -> Result<CallToolResult, Error> {
+) -> Result<(CallToolResult, bool), Error> {
     who.require(tool.role)?;
     match tool.name {
         "search_documents" => {
             let args: SearchArgs = arguments(tool, args)?;
             let passages = assist.search(who, Surface::Mcp, &args.query, args.top_k, deadline).await?;
-            Ok(search_result(&passages))
+            Ok((search_result(&passages), false))
         }
         "ask" => {
             let args: AskArgs = arguments(tool, args)?;
@@ -224,14 +224,14 @@ async fn run(
                 "model": answer.model,
                 "cached": answer.cached,
             });
-            Ok(structured_result(text, structured))
+            Ok((structured_result(text, structured), answer.intervened))
         }
         "summarize_document" => {
             let args: SummarizeArgs = arguments(tool, args)?;
             let input = SummaryInput { document_id: Some(args.document_id), text: None, style: args.style };
             let summary = assist.summarize(who, Surface::Mcp, input, deadline).await?;
             let structured = serde_json::to_value(&summary).map_err(|e| Error::internal(e.to_string()))?;
-            Ok(structured_result(summary.summary, structured))
+            Ok((structured_result(summary.summary, structured), summary.intervened))
         }
         "list_documents" => {
             let args: ListArgs = arguments(tool, args)?;
@@ -251,7 +251,7 @@ async fn run(
             if let Some(next) = &next {
                 text.push_str(&format!("More: call again with cursor {next:?}.\n"));
             }
-            Ok(structured_result(text, json!({"documents": documents, "next_cursor": next})))
+            Ok((structured_result(text, json!({"documents": documents, "next_cursor": next})), false))
         }
         other => Err(Error::internal(format!("no handler for the tool {other}"))),
     }

@@ -234,14 +234,24 @@ async fn bedrock_refusals_say_what_to_do() {
     assert!(sent["inferenceConfig"]["maxTokens"].as_u64().is_some(), "{sent}");
 }
 
+/// The message Bedrock's guardrail answers with in the fixtures.
+const BLOCKED: &str = "Sorry, this assistant cannot help with that request.";
+
 /// With a guardrail configured, Converse is asked to apply it (and the policy grants
-/// `bedrock:ApplyGuardrail` on it); an intervention is answered with the guardrail's
-/// message, a 200, never the model's text or a 500.
+/// `bedrock:ApplyGuardrail` on it). An intervention, whole or streamed, is answered on every
+/// route with the guardrail's message (a 200, never the model's text or a 500), is never kept
+/// as a cached answer, tells OpenAI clients `content_filter`, and is audited: one
+/// `guardrail.intervened` event per request, naming the route.
 #[tokio::test]
-async fn a_bedrock_guardrail_is_applied_and_its_intervention_answered() {
+async fn a_bedrock_guardrail_is_applied_and_its_intervention_answered_and_audited() {
     let fake = FakeProvider::start(Provider::Bedrock).await;
     wiremock::Mock::given(wiremock::matchers::path_regex(r"^/model/[^/]+/converse$"))
         .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(Provider::Bedrock.json("guardrail.json")))
+        .with_priority(1)
+        .mount(&fake.server)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::path_regex(r"^/model/[^/]+/converse-stream$"))
+        .respond_with(Provider::Bedrock.stream_body("guardrail-stream"))
         .with_priority(1)
         .mount(&fake.server)
         .await;
@@ -250,9 +260,9 @@ async fn a_bedrock_guardrail_is_applied_and_its_intervention_answered() {
     vars.push(("COACH_BEDROCK_GUARDRAIL_VERSION", "3".to_owned()));
     let stack = TestStack::with_env(&pairs(&vars)).await;
     let services = stack.deploy();
+
     let (status, reply) = chat_call(&services, "POST", "/chat", Some(json!({"message": "How?"})), &alice()).await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    assert_eq!(reply["answer"], "Sorry, this assistant cannot help with that request.");
+    assert_eq!((status, reply["answer"].as_str()), (StatusCode::OK, Some(BLOCKED)), "{reply}");
     let requests = fake.server.received_requests().await.unwrap();
     let sent: Value = serde_json::from_slice(&requests[0].body).unwrap();
     let guardrail = &sent["guardrailConfig"];
@@ -260,6 +270,73 @@ async fn a_bedrock_guardrail_is_applied_and_its_intervention_answered() {
         (guardrail["guardrailIdentifier"].as_str(), guardrail["guardrailVersion"].as_str()),
         (Some("gr1abc2def3g"), Some("3"))
     );
+    let session = reply["session_id"].as_str().unwrap();
+    assert_eq!(stored(&services, session).await[1].1, BLOCKED);
+
+    let (status, _, events) = stream_call(&services, json!({"message": "And then?"}), &alice()).await;
+    assert_eq!(status, StatusCode::OK);
+    let written: String =
+        events.iter().filter(|(name, _)| name == "token").map(|(_, data)| data["text"].as_str().unwrap()).collect();
+    assert_eq!((written.as_str(), events.last().map(|e| e.0.as_str())), (BLOCKED, Some("done")), "{events:?}");
+
+    // Asked twice: answered by the model (and its guardrail) twice, never from the cache.
+    for _ in 0..2 {
+        let (status, answer) = chat_call(&services, "POST", "/qa", Some(json!({"question": "How?"})), &alice()).await;
+        assert_eq!(
+            (status, answer["answer"].as_str(), &answer["cached"]),
+            (StatusCode::OK, Some(BLOCKED), &json!(false))
+        );
+    }
+    let (status, summary) =
+        chat_call(&services, "POST", "/summarize", Some(json!({"text": "A text to summarise."})), &alice()).await;
+    assert_eq!((status, summary["summary"].as_str()), (StatusCode::OK, Some(BLOCKED)), "{summary}");
+    let (status, map) = chat_call(&services, "POST", "/mindmap", Some(json!({"topic": "Feedback"})), &alice()).await;
+    assert_eq!(status, StatusCode::OK, "{map}");
+    assert_eq!((&map["root"], map["note"].as_str()), (&json!({"title": "Feedback", "children": []}), Some(BLOCKED)));
+    let completion = json!({"model": "coach", "messages": [{"role": "user", "content": "How?"}]});
+    let (status, openai) = chat_call(&services, "POST", "/v1/chat/completions", Some(completion), &alice()).await;
+    assert_eq!(status, StatusCode::OK, "{openai}");
+    let choice = &openai["choices"][0];
+    assert_eq!(
+        (choice["finish_reason"].as_str(), choice["message"]["content"].as_str()),
+        (Some("content_filter"), Some(BLOCKED))
+    );
+    let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "ask", "arguments": {"question": "How?"}}});
+    let mut request = coach_testkit::events::with("chat-post.json", "POST", "/mcp", Some(&ask), Some(&alice()));
+    request.headers_mut().insert("mcp-protocol-version", lambda_http::http::HeaderValue::from_static("2025-11-25"));
+    let response = chat::handle(&services.chat, request).await;
+    let tool: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!(tool["result"]["structuredContent"]["answer"].as_str(), Some(BLOCKED), "{tool}");
+
+    let admin = tokens::for_test("ada", "acme", &["admin"]);
+    let (status, audit) = chat_call(&services, "GET", "/audit", None, &admin).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let mut audited: Vec<(String, String, String)> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["operation"] == "guardrail.intervened")
+        .map(|e| {
+            let field = |f: &str| e[f].as_str().unwrap().to_owned();
+            (field("resource"), field("actor"), field("outcome"))
+        })
+        .collect();
+    audited.sort();
+    let expected: Vec<(String, String, String)> = [
+        "POST /chat",
+        "POST /chat/stream",
+        "POST /mcp",
+        "POST /mindmap",
+        "POST /qa",
+        "POST /qa",
+        "POST /summarize",
+        "POST /v1/chat/completions",
+    ]
+    .iter()
+    .map(|route| ((*route).to_owned(), "alice".to_owned(), "intervened".to_owned()))
+    .collect();
+    assert_eq!(audited, expected, "{audit}");
 }
 
 /// `make dev`'s stand-in (`scripts/fake-llm.py`) speaks Converse and ConverseStream as the

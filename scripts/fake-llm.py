@@ -18,7 +18,7 @@ ledger and budgets are exercised as with OpenAI itself.
 It also answers Amazon Bedrock's Converse (`POST /model/{id}/converse`), ConverseStream
 (`POST /model/{id}/converse-stream`, in the event-stream framing the AWS SDK reads: each
 event a binary message with its headers and CRC32s), with the usage Bedrock reports, and
-Titan Text Embeddings v2 (`POST /model/{id}/invoke`):
+Titan Text Embeddings v2 and Cohere Embed v3 and v4 (`POST /model/{id}/invoke`):
 
     COACH_LLM_PROVIDER=bedrock COACH_LLM_MODEL=amazon.nova-lite-v1:0 \
       AWS_ENDPOINT_URL_BEDROCK_RUNTIME=http://127.0.0.1:5060 make dev
@@ -113,6 +113,16 @@ class Handler(BaseHTTPRequestHandler):
                             "data": [{"object": "embedding", "index": i, "embedding": vector(t)}
                                      for i, t in enumerate(texts)],
                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+            return
+        if path.startswith("/model/") and path.endswith("/invoke") and "cohere.embed" in path:
+            # Cohere Embed on Bedrock: up to 96 texts; v4 answers by type when asked.
+            texts = body.get("texts", [])
+            by_type = "embedding_types" in body
+            dims = int(body.get("output_dimension", 1536 if by_type else 1024))
+            vectors = [vector(t, dims) for t in texts]
+            self.send_json({"id": "fake-embed", "texts": texts,
+                            "response_type": "embeddings_by_type" if by_type else "embeddings_floats",
+                            "embeddings": {"float": vectors} if by_type else vectors})
             return
         if path.startswith("/model/") and path.endswith("/invoke"):
             # Titan Text Embeddings v2 on Bedrock: one text, its vector and token count.

@@ -8,13 +8,16 @@ usual variables, AWS calls to moto on loopback), and measure
   first  that first invocation: event handed over -> response received
   rss    peak resident memory after the first invocation (VmHWM)
 
-over --runs fresh processes each, reporting the median (and min-max). The Python stack
+over --runs fresh processes each, reporting the median (and min-max). `POST /chat` is also
+measured with a language model: the OpenAI provider and the Amazon Bedrock one (its AWS SDK
+client built at init), both against scripts/fake-llm.py on loopback. The Python stack
 (scripts/bench/python_stack.py, when --python is given) is measured the same way in the same
 run. Everything listens on and talks to 127.0.0.1 only. Prints a table, and writes JSON with
 --json.
 
     scripts/bench/coldstart.py --bin-dir target/release --coach-dev target/debug/coach-dev \\
-        --moto-server .venv/bin/coach-moto-server [--python .venv-bench/bin/python] [--runs 7]
+        --moto-server .venv/bin/coach-moto-server [--python .venv-bench/bin/python] [--runs 7] \\
+        [--only chat]
 """
 
 import argparse
@@ -260,12 +263,19 @@ def main():
     parser.add_argument("--python", help="interpreter with the Python stack installed (skipped when absent)")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--only", help="measure only the cases whose name contains this")
     args = parser.parse_args()
     if not 1 <= args.runs <= 100:
         sys.exit("coldstart: --runs must be 1-100")
 
     work = Path(tempfile.mkdtemp(prefix="coach-coldstart-"))
     log = open(work / "functions.log", "w")
+    llm_port = free_port()
+    llm = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "fake-llm.py"), "--port", str(llm_port)],
+        stdout=open(work / "fake-llm.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     moto_port = free_port()
     moto = subprocess.Popen(
         [args.moto_server, "-H", "127.0.0.1", "-p", str(moto_port)],
@@ -276,6 +286,7 @@ def main():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         wait_for_port(moto_port, moto, "moto")
+        wait_for_port(llm_port, llm, "fake-llm")
         aws = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
@@ -317,6 +328,17 @@ def main():
             "AWS_LAMBDA_LOG_LEVEL": "info",
         }
         question = {"message": "How do I give feedback to a teammate who keeps missing deadlines?"}
+        # The same stand-in behind both providers: what differs is the client Coach builds.
+        openai = {
+            "COACH_LLM_PROVIDER": "openai",
+            "COACH_LLM_MODEL": "gpt-4o-mini",
+            "COACH_LLM_BASE_URL": f"http://127.0.0.1:{llm_port}/v1",
+        }
+        bedrock = {
+            "COACH_LLM_PROVIDER": "bedrock",
+            "COACH_LLM_MODEL": "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": f"http://127.0.0.1:{llm_port}",
+        }
         upload = {"filename": "notes.md", "content_type": "text/markdown", "size_bytes": 1200}
         cases = [
             # Ingest first, so chat has an index to search.
@@ -324,6 +346,8 @@ def main():
             ("docs-refresh", "docs-refresh", json.loads((ROOT / "events" / "schedule.json").read_text())),
             ("chat GET /health", "chat", http_event("chat-health.json", "GET", "/health", None, token)),
             ("chat POST /chat", "chat", http_event("chat-post.json", "POST", "/chat", question, token)),
+            ("chat POST /chat, OpenAI", "chat", http_event("chat-post.json", "POST", "/chat", question, token), openai),
+            ("chat POST /chat, Bedrock", "chat", http_event("chat-post.json", "POST", "/chat", question, token), bedrock),
             (
                 "chat-stream POST /chat/stream",
                 "chat-stream",
@@ -332,9 +356,11 @@ def main():
             ("upload-url POST /uploads", "upload-url", http_event("uploads-create.json", "POST", "/uploads", upload, token)),
         ]
         rows = []
-        for name, binary, event in cases:
+        for name, binary, event, *extra in cases:
+            if args.only and args.only not in name:
+                continue
             path = Path(args.bin_dir) / binary
-            env = {**lambda_env, "AWS_LAMBDA_FUNCTION_NAME": binary}
+            env = {**lambda_env, "AWS_LAMBDA_FUNCTION_NAME": binary, **(extra[0] if extra else {})}
             rows.append(summarise(name, measure([str(path)], env, event, args.runs, log), path.stat().st_size))
         if args.python:
             script = ROOT / "scripts" / "bench" / "python_stack.py"
@@ -346,8 +372,9 @@ def main():
             rows.append(summarise("python stack GET /health", measured, None))
     finally:
         server.shutdown()
-        moto.kill()
-        moto.wait()
+        for child in (moto, llm):
+            child.kill()
+            child.wait()
         log.close()
 
     print(f"cold start, median of {args.runs} runs (min-max); log: {work / 'functions.log'}")

@@ -29,7 +29,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use crate::{
     analysis::Analyzer,
     config::{ConfigError, Env},
-    embeddings::Embedder,
+    embeddings::{Embedder, Purpose},
     error::Error,
     model::{ModelUsage, Passage, Query, Ranking},
     rerank::Reranker,
@@ -241,7 +241,7 @@ impl Retriever {
             return (vectors, None);
         }
         let batch: Vec<String> = missing.iter().map(|&i| texts[i].to_owned()).collect();
-        match self.embedder.embed(&batch).await {
+        match self.embedder.embed_as(&batch, Purpose::Query).await {
             Ok(embedded) => {
                 for (i, vector) in missing.into_iter().zip(embedded.vectors) {
                     let vector = Arc::new(vector);

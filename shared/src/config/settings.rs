@@ -92,7 +92,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::optional("COACH_AUTH0_DOMAIN"),
     Setting::text("COACH_AUTH_MODE", "hs256"),
     Setting::number("COACH_AWS_TIMEOUT_MS", 3_000, 100, 60_000),
-    Setting::number("COACH_BEDROCK_EMBEDDING_DIMENSIONS", 1024, 256, 1024),
+    Setting::number("COACH_BEDROCK_EMBEDDING_DIMENSIONS", 1024, 256, 1536),
     Setting::optional("COACH_BEDROCK_GUARDRAIL_ID"),
     Setting::text("COACH_BEDROCK_GUARDRAIL_VERSION", "DRAFT"),
     Setting::text("COACH_BUCKET", "coach-local"),

@@ -828,6 +828,92 @@ async fn chunks_are_embedded_on_bedrock_and_the_calls_metered() {
     assert!((titan["cost_usd"].as_f64().unwrap() - tokens * 0.02 / 1e6).abs() < 1e-6, "{usage}");
 }
 
+/// Cohere Embed on Bedrock: the chunks in one `InvokeModel` (up to 96 texts) as
+/// `search_document`, a question as `search_query`; v3's list of vectors, v4's vectors by
+/// type at the configured length; stored at unit length under the model's id; metered.
+#[tokio::test]
+async fn chunks_are_embedded_by_cohere_on_bedrock_as_documents_and_questions_as_queries() {
+    use wiremock::{matchers, Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(matchers::method("POST"))
+        .and(matchers::path_regex(r"^/model/[^/]+/invoke$"))
+        .respond_with(|request: &wiremock::Request| {
+            let body: Value = request.body_json().unwrap();
+            let texts = body["texts"].as_array().unwrap();
+            assert!(!texts.is_empty() && texts.len() <= 96, "{body}");
+            assert_eq!(body["truncate"], "END");
+            // Not unit length, as a model may answer: Coach scales them.
+            let vector = |t: &Value, dims: usize| {
+                let mut v = vec![1.0f32; dims];
+                v[t.as_str().unwrap().len() % dims] = 3.0;
+                v
+            };
+            match body["output_dimension"].as_u64() {
+                None => {
+                    let vectors: Vec<Vec<f32>> = texts.iter().map(|t| vector(t, 1024)).collect();
+                    ResponseTemplate::new(200).set_body_json(
+                        json!({"id": "e1", "texts": texts, "response_type": "embeddings_floats", "embeddings": vectors}),
+                    )
+                }
+                Some(dims) => {
+                    assert_eq!(body["embedding_types"], json!(["float"]));
+                    let vectors: Vec<Vec<f32>> = texts.iter().map(|t| vector(t, dims as usize)).collect();
+                    ResponseTemplate::new(200).set_body_json(
+                        json!({"id": "e2", "texts": texts, "response_type": "embeddings_by_type", "embeddings": {"float": vectors}}),
+                    )
+                }
+            }
+        })
+        .mount(&server)
+        .await;
+    let endpoint = server.uri();
+    let model = "cohere.embed-multilingual-v3";
+    let (stack, services, id) = ingest_with(&[
+        ("COACH_EMBEDDING_PROVIDER", "bedrock"),
+        ("COACH_EMBEDDING_MODEL", model),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint.as_str()),
+    ])
+    .await;
+    let indexed = stack.indexed_doc("acme", &id).await.expect("indexed");
+    assert_eq!((indexed.embedding_model.as_deref(), indexed.dims), (Some(model), 1024));
+    let norm = indexed.vectors[..1024].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "stored at unit length: {norm}");
+    let calls = server.received_requests().await.unwrap();
+    assert_eq!(calls.len(), 1, "the chunks in one request");
+    let sent: Value = calls[0].body_json().unwrap();
+    assert_eq!(
+        (sent["input_type"].as_str(), sent["texts"].as_array().unwrap().len()),
+        (Some("search_document"), indexed.chunks.len())
+    );
+
+    let user = tokens::for_test("alice", "acme", &["user"]);
+    let request =
+        events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": "How do I plan?"})), Some(&user));
+    assert_eq!(chat::handle(&services.chat, request).await.status(), StatusCode::OK);
+    let asked: Value = server.received_requests().await.unwrap()[1].body_json().unwrap();
+    assert_eq!((asked["input_type"].as_str(), &asked["texts"]), (Some("search_query"), &json!(["How do I plan?"])));
+    let admin = tokens::for_test("carol", "acme", &["admin"]);
+    let request = events::with("chat-post.json", "GET", "/usage?scope=tenant", None, Some(&admin));
+    let usage: Value = serde_json::from_slice(chat::handle(&services.chat, request).await.body().as_ref()).unwrap();
+    let cohere = usage["models"].as_array().unwrap().iter().find(|m| m["model"] == model).cloned();
+    let cohere = cohere.unwrap_or_else(|| panic!("{usage}"));
+    assert_eq!(cohere["requests"].as_u64(), Some(2), "{usage}");
+    assert!(cohere["input_tokens"].as_u64().unwrap() > 0 && cohere["cost_usd"].as_f64().unwrap() > 0.0, "{usage}");
+
+    // v4, through an inference profile, at a length of its choice.
+    let v4 = "us.cohere.embed-v4:0";
+    let (stack, _, id) = ingest_with(&[
+        ("COACH_EMBEDDING_PROVIDER", "bedrock"),
+        ("COACH_EMBEDDING_MODEL", v4),
+        ("COACH_BEDROCK_EMBEDDING_DIMENSIONS", "512"),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint.as_str()),
+    ])
+    .await;
+    let indexed = stack.indexed_doc("acme", &id).await.expect("indexed");
+    assert_eq!((indexed.embedding_model.as_deref(), indexed.dims), (Some(v4), 512));
+    assert_eq!(indexed.vectors.len(), indexed.chunks.len() * 512);
+}
+
 #[tokio::test]
 async fn chunks_are_embedded_when_a_provider_is_configured() {
     use wiremock::{matchers, Mock, MockServer};

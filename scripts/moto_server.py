@@ -1,28 +1,110 @@
-"""moto's server, with S3 conditional writes made atomic as they are on AWS.
+"""moto's server, with two behaviours made as they are on AWS.
 
-Coach's index manifest is replaced with conditional PutObject (`If-Match` / `If-None-Match:
-*`). S3 checks the condition and writes in one step; moto's threaded server checks it, then
-writes, without a lock, so two concurrent writers can both pass the check and one update is
-lost, which real S3 never allows. This wrapper runs moto's PutObject handler under one lock
-and changes nothing else. Usage is moto_server's: `moto_server.py -H 127.0.0.1 -p 5050`.
+S3 conditional writes, atomic. Coach's index manifest is replaced with conditional PutObject
+(`If-Match` / `If-None-Match: *`). S3 checks the condition and writes in one step; moto's
+threaded server checks it, then writes, without a lock, so two concurrent writers can both
+pass the check and one update is lost, which real S3 never allows. moto's PutObject handler
+runs under one lock here.
+
+DynamoDB transactions that cost what they touch. moto backs up every table a
+TransactWriteItems names, with a deep copy of the whole table, before each transaction, to
+restore it if the transaction is cancelled. Coach writes a chat turn, an upload, a usage
+record in transactions on one table, so with a few thousand items every transaction copied
+them all: the emulator grew to gigabytes and answered after Coach's timeout. Here the backup
+holds only the items the transaction touches (each as it was, or its absence), restored when
+it is cancelled; transactions run one at a time, as DynamoDB isolates them. Everything else is
+moto's own: the checks, the writes, the cancellation reasons.
+
+Usage is moto_server's: `moto_server.py -H 127.0.0.1 -p 5050`.
 """
 
+import copy
 import sys
 import threading
 
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.s3.responses import S3Response
 from moto.server import main
 
-_lock = threading.Lock()
+_put_lock = threading.Lock()
 _put_object = S3Response.put_object
 
 
 def _atomic_put_object(self, *args, **kwargs):
-    with _lock:
+    with _put_lock:
         return _put_object(self, *args, **kwargs)
 
 
 S3Response.put_object = _atomic_put_object
+
+
+class _TablesKept:
+    """`copy` for moto's DynamoDB module: a table is "copied" as itself (the backup of whole
+    tables becomes a no-op, and so does its restore); anything else is copied as before."""
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        if isinstance(value, Table):
+            return value
+        return copy.deepcopy(value, memo)
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+
+dynamodb_models.copy = _TablesKept()
+
+_transactions = threading.Lock()
+_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _touched(backend, transact_items):
+    """Each item a transaction names, once: (table name, key, a copy of the item or None)."""
+    seen, touched = set(), []
+    for entry in transact_items:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            continue
+        op = next(iter(entry.values()))
+        table = backend.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+        if table is None:
+            continue
+        source = op.get("Key") if "Key" in op else op.get("Item") or {}
+        names = [table.hash_key_attr] + ([table.range_key_attr] if table.range_key_attr else [])
+        if not all(name in source for name in names):
+            continue  # moto refuses it, before writing anything
+        key = {name: source[name] for name in names}
+        ident = (table.name, repr(sorted(key.items())))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        current = backend.get_item(table.name, key)
+        touched.append((table.name, key, copy.deepcopy(current.to_json()["Attributes"]) if current else None))
+    return touched
+
+
+def _restore(backend, touched):
+    """Puts each touched item back as it was (or removes it, when there was none)."""
+    for table_name, key, attributes in touched:
+        if attributes is None:
+            if backend.get_item(table_name, key) is not None:
+                backend.delete_item(table_name, key)
+        else:
+            backend.put_item(table_name, attributes)
+
+
+def _transact_write_items_touched_only(self, transact_items):
+    with _transactions:
+        touched = _touched(self, transact_items)
+        try:
+            return _transact_write_items(self, transact_items)
+        except Exception:
+            _restore(self, touched)
+            raise
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items_touched_only
 
 if __name__ == "__main__":
     sys.exit(main())

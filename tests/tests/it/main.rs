@@ -30,6 +30,7 @@ mod auth;
 mod chat;
 mod documents;
 mod embedding;
+mod emulator;
 mod events;
 mod faults;
 mod feedback;

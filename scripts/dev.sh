@@ -26,6 +26,9 @@ export COACH_BUCKET=${COACH_BUCKET:-coach-local}
 export COACH_TABLE=${COACH_TABLE:-coach-local}
 export COACH_SECRET_ID=${COACH_SECRET_ID:-coach-local}
 export RUST_LOG=${RUST_LOG:-info}
+# Lines for people on the terminal (a request a line; AWS calls and metrics at RUST_LOG=debug);
+# COACH_LOG_FORMAT=json gives the JSON lines of Lambda.
+export COACH_LOG_FORMAT=${COACH_LOG_FORMAT:-text}
 # The embedded embedding model installed by scripts/model.sh (on Lambda: the model layer).
 export COACH_EMBEDDING_MODEL_DIR=${COACH_EMBEDDING_MODEL_DIR:-$PWD/models/all-minilm-l6-v2}
 # Ingest's follow-up jobs (a large document's embedding steps) go to the queue the relay

@@ -55,6 +55,17 @@ impl Capture {
         tracing::subscriber::set_default(coach::logging::subscriber_with(spec, None, privacy, self.clone()))
     }
 
+    /// Installs Coach's subscriber in the log format `format` writing here, `spec` its
+    /// `RUST_LOG`, for the current thread until the guard is dropped.
+    pub fn install_coach_as(
+        &self,
+        format: coach::logging::LogFormat,
+        spec: Option<&str>,
+    ) -> tracing::subscriber::DefaultGuard {
+        let privacy = coach::logging::privacy::Privacy::default();
+        tracing::subscriber::set_default(coach::logging::subscriber_in(format, spec, None, privacy, self.clone()))
+    }
+
     /// Installs a JSON subscriber writing here with `filter`, for the current thread until
     /// the guard is dropped.
     pub fn install(&self, filter: &str) -> tracing::subscriber::DefaultGuard {

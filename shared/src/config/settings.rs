@@ -83,6 +83,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::optional("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
     Setting::optional("AWS_ENDPOINT_URL_S3"),
     Setting::number("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 2048, 128, 10_240),
+    Setting::optional("AWS_LAMBDA_FUNCTION_NAME"),
     Setting::optional("AWS_LAMBDA_LOG_LEVEL"),
     Setting::list("COACH_ALLOWED_MODELS"),
     Setting::number("COACH_API_KEY_CACHE_SECS", 5, 0, 60),
@@ -140,6 +141,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::computed_text("COACH_LLM_MODEL"),
     Setting::text("COACH_LLM_PROVIDER", "none"),
     Setting::number("COACH_LLM_TIMEOUT_MS", 30_000, 100, 900_000),
+    Setting::text("COACH_LOG_FORMAT", "auto"),
     Setting::text("COACH_LOG_PII", "hashed"),
     Setting::optional("COACH_LOG_PII_KEY"),
     Setting::number("COACH_MAX_CHUNKS", 200_000, 1, 10_000_000),
@@ -190,6 +192,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::number("COACH_UPLOAD_URL_TTL_SECS", 300, 60, 3600),
     Setting::number("COACH_USAGE_RETENTION_DAYS", 400, 1, 3650),
     Setting::text("COACH_USER_CLAIM", "sub"),
+    Setting::optional("NO_COLOR"),
     Setting::optional("RUST_LOG"),
 ];
 

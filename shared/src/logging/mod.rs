@@ -1,4 +1,9 @@
-//! Structured JSON logs for CloudWatch, one object per line.
+//! Structured JSON logs for CloudWatch, one object per line; or, on a terminal, compact lines
+//! for people ([`human`]).
+//!
+//! `COACH_LOG_FORMAT` chooses: `json` (what follows), `text` (the [`human`] lines), or `auto`
+//! (the default): `text` when standard output is a terminal, else `json`, so a function on
+//! Lambda always writes JSON.
 //!
 //! The Lambda runtime opens a span per invocation carrying `requestId` (and `xrayTraceId`);
 //! every line carries its current span (`span`) and all the spans it is in, outermost first
@@ -20,13 +25,14 @@
 //! people's ids and addresses hashed (or dropped), secrets and card or SSN-like numbers
 //! redacted.
 
+mod human;
 pub mod privacy;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tracing::{field::Visit, Event, Subscriber};
 use tracing_subscriber::{
-    filter::{filter_fn, LevelFilter, Targets},
+    filter::{filter_fn, FilterExt, LevelFilter, Targets},
     fmt::MakeWriter,
     layer::{Context, SubscriberExt},
     util::SubscriberInitExt,
@@ -47,13 +53,41 @@ const RAW_EVENT_LOGGERS: [&str; 3] = ["lambda_runtime", "lambda_runtime_api_clie
 /// Each is a prefix of the targets it holds (`aws_smithy` holds `aws_smithy_runtime`, ...).
 const BODY_LOGGERS: [&str; 6] = ["aws_smithy", "aws_sigv4", "aws_runtime", "hyper", "h2", "reqwest"];
 
-/// Installs the global JSON subscriber. Call once, first thing in `main`.
+/// How log lines are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line, and the EMF metric documents (Lambda, CloudWatch).
+    Json,
+    /// Compact lines for people ([`human`]): `function` on each, levels in colour with `ansi`.
+    Text { function: String, ansi: bool },
+}
+
+impl LogFormat {
+    /// `COACH_LOG_FORMAT` (`auto`, `json`, `text`), for output to a terminal when `terminal`;
+    /// an unknown value is `auto`. The function is `AWS_LAMBDA_FUNCTION_NAME`'s.
+    pub fn from_env(env: &crate::config::Env, terminal: bool) -> Self {
+        let text = match env.text("COACH_LOG_FORMAT").to_ascii_lowercase().as_str() {
+            "json" => false,
+            "text" => true,
+            _ => terminal,
+        };
+        if !text {
+            return LogFormat::Json;
+        }
+        let function = env.string("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "coach".to_owned());
+        LogFormat::Text { function, ansi: terminal && env.string("NO_COLOR").is_none() }
+    }
+}
+
+/// Installs the global subscriber (see the module's description). Call once, first thing
+/// in `main`.
 pub fn init() {
     let env = crate::config::Env::process();
     let (spec, lambda_level) = (env.string("RUST_LOG"), env.string("AWS_LAMBDA_LOG_LEVEL"));
     let privacy = Privacy::from_vars(Some(&env.text("COACH_LOG_PII")), env.string("COACH_LOG_PII_KEY").as_deref());
+    let format = LogFormat::from_env(&env, std::io::stdout().is_terminal());
     // `try_init` so that a second call (tests) is harmless.
-    let _ = subscriber_with(spec.as_deref(), lambda_level.as_deref(), privacy, std::io::stdout).try_init();
+    let _ = subscriber_in(format, spec.as_deref(), lambda_level.as_deref(), privacy, std::io::stdout).try_init();
 }
 
 /// The subscriber [`init`] installs, writing to `writer`, with the default privacy (people
@@ -75,6 +109,20 @@ pub fn subscriber_with<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    subscriber_in(LogFormat::Json, spec, lambda_level, privacy, writer)
+}
+
+/// [`subscriber_with`] in the log format `format`.
+pub fn subscriber_in<W>(
+    format: LogFormat,
+    spec: Option<&str>,
+    lambda_level: Option<&str>,
+    privacy: Privacy,
+    writer: W,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = spec.and_then(|spec| EnvFilter::try_new(spec).ok()).unwrap_or_else(|| {
         let level = lambda_level.map(str::to_ascii_lowercase).unwrap_or_else(|| "info".to_owned());
         EnvFilter::try_new(format!("{level},{QUIET_DEPENDENCIES}"))
@@ -85,7 +133,18 @@ where
     let bodies = BODY_LOGGERS.iter().map(|target| (*target, LevelFilter::DEBUG));
     let never_raw = Targets::new().with_default(LevelFilter::TRACE).with_targets(raw.chain(bodies));
     let writer = Shared(std::sync::Arc::new(writer));
-    let scrubbed = Scrubbing { inner: writer.clone(), privacy: std::sync::Arc::new(privacy) };
+    let privacy = std::sync::Arc::new(privacy);
+    if let LogFormat::Text { function, ansi } = format {
+        let detail = filter.max_level_hint().is_some_and(|level| level >= LevelFilter::DEBUG);
+        // Metric events and Coach's spans (for the request id, and at `debug` their close)
+        // always reach the layer; other events as the filters say.
+        let events = filter.and(never_raw).and(filter_fn(|meta| meta.target() != metrics::TARGET));
+        let spans = filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO);
+        let wanted = events.or(filter_fn(|meta| meta.target() == metrics::TARGET)).or(spans);
+        let human = human::Human::new(writer, privacy, function, detail, ansi).with_filter(wanted);
+        return tracing_subscriber::registry().with(None).with(None).with(Some(human));
+    }
+    let scrubbed = Scrubbing { inner: writer.clone(), privacy };
     let format = tracing_subscriber::fmt::layer()
         .json()
         .with_writer(scrubbed)
@@ -99,7 +158,7 @@ where
         .with_filter(never_raw)
         .with_filter(filter_fn(|meta| meta.target() != metrics::TARGET));
     let emf = MetricLines(writer).with_filter(filter_fn(|meta| meta.target() == metrics::TARGET));
-    tracing_subscriber::registry().with(format).with(emf)
+    tracing_subscriber::registry().with(Some(format)).with(Some(emf)).with(None)
 }
 
 /// One writer for both layers.
@@ -187,5 +246,25 @@ where
         if let Some(line) = document.0 {
             let _ = writeln!(self.0.make_writer(), "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_format_is_json_off_a_terminal_unless_asked() {
+        let format = |vars: &[(&str, &str)], terminal: bool| {
+            crate::config::with(vars, |env| LogFormat::from_env(env, terminal))
+        };
+        assert_eq!(format(&[], false), LogFormat::Json, "Lambda: no terminal");
+        let on_screen = LogFormat::Text { function: "ingest".into(), ansi: true };
+        assert_eq!(format(&[("AWS_LAMBDA_FUNCTION_NAME", "ingest")], true), on_screen);
+        assert_eq!(format(&[("COACH_LOG_FORMAT", "json")], true), LogFormat::Json);
+        let piped = LogFormat::Text { function: "coach".into(), ansi: false };
+        assert_eq!(format(&[("COACH_LOG_FORMAT", "text")], false), piped);
+        let plain = LogFormat::Text { function: "coach".into(), ansi: false };
+        assert_eq!(format(&[("NO_COLOR", "1")], true), plain);
     }
 }

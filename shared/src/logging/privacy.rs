@@ -128,7 +128,7 @@ impl Privacy {
         }
     }
 
-    fn scrub_value(&self, value: &mut Value) {
+    pub(crate) fn scrub_value(&self, value: &mut Value) {
         match value {
             Value::Object(map) => {
                 let mut dropped = Vec::new();

@@ -452,3 +452,73 @@ async fn trace_logs_never_print_request_or_response_bodies_alone() {
         assert!(leaks.is_empty(), "{secret} logged at trace in {} lines, the first:\n{}", leaks.len(), leaks[0]);
     }
 }
+
+#[test]
+fn on_a_terminal_a_request_is_one_line_for_people() {
+    coach_testkit::logs::run_alone("logs::on_a_terminal_a_request_is_one_line_for_people_alone");
+}
+
+/// `COACH_LOG_FORMAT=text` (`make dev`): a request is one line (function, route, status, time,
+/// request id); a refusal's warning is a line with its fields, people's ids hashed as in the
+/// JSON lines; AWS calls, model calls and metrics stay out at `info` and come in at `debug`.
+#[tokio::test]
+#[ignore = "captures logs: run in a process of its own by on_a_terminal_a_request_is_one_line_for_people"]
+async fn on_a_terminal_a_request_is_one_line_for_people_alone() {
+    use coach::logging::LogFormat;
+    use tracing::Instrument;
+    let text = LogFormat::Text { function: "chat".into(), ansi: false };
+    let upstream = MockServer::start().await;
+    Mock::given(matchers::path("/chat/completions")).respond_with(completion(30, 6)).mount(&upstream).await;
+    let uri = upstream.uri();
+    let stack = TestStack::with_env(&[
+        ("COACH_LLM_PROVIDER", "openai"),
+        ("COACH_LLM_BASE_URL", &uri),
+        ("COACH_LLM_MODEL", "test-model"),
+    ])
+    .await;
+    let services = stack.deploy();
+    let token = tokens::for_test("alice", "acme", &["user"]);
+    let turn = |id: &'static str| {
+        let invocation = tracing::info_span!("Lambda runtime invoke", requestId = id, xrayTraceId = "Root=1-2-3");
+        let request = events::with("chat-post.json", "POST", "/chat", Some(&json!({"message": MESSAGE})), Some(&token));
+        chat::handle(&services.chat, request).instrument(invocation)
+    };
+
+    let capture = Capture::default();
+    let guard = capture.install_coach_as(text.clone(), Some("info"));
+    assert_eq!(turn("3f9c2a71-req-one").await.status(), 200);
+    let refused = events::with("chat-post.json", "GET", "/audit", None, Some(&token));
+    let invocation = tracing::info_span!("Lambda runtime invoke", requestId = "77aa01bc-req-two");
+    assert_eq!(chat::handle(&services.chat, refused).instrument(invocation).await.status(), 403);
+    drop(guard);
+    let logs = capture.text();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.iter().all(|l| !l.starts_with('{')), "no JSON line:\n{logs}");
+    let requests: Vec<&str> = lines.iter().copied().filter(|l| l.contains(" chat  POST /chat  ")).collect();
+    assert_eq!(requests.len(), 1, "one line for the turn:\n{logs}");
+    let line = requests[0];
+    assert!(line.contains(" INFO ") && line.contains("  200  ") && line.contains(" ms  req=3f9c2a71"), "{line}");
+    let refusal = lines.iter().find(|l| l.contains("GET /audit  403")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(refusal.ends_with("req=77aa01bc"), "{refusal}");
+    let rejected = lines.iter().find(|l| l.contains("request rejected")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(rejected.contains("status=403") && rejected.contains("req=77aa01bc"), "{rejected}");
+    for quiet in ["aws_call", "model_call", "_aws", "TransactWriteItems"] {
+        assert!(!logs.contains(quiet), "{quiet} at info:\n{logs}");
+    }
+    for secret in [MESSAGE, REPLY, "alice"] {
+        assert!(!logs.contains(secret), "{secret} in:\n{logs}");
+    }
+
+    // At debug: the spans as they close, with their fields, and the metrics.
+    let capture = Capture::default();
+    let guard = capture.install_coach_as(text, Some("debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn"));
+    assert_eq!(turn("5e5e5e5e-req-three").await.status(), 200);
+    drop(guard);
+    let logs = capture.text();
+    let done = |name: &str| logs.lines().filter(|l| l.contains(&format!("  {name} done"))).collect::<Vec<_>>();
+    let model = done("model_call");
+    assert!(model.len() == 1 && model[0].contains("model=test-model") && model[0].contains("input_tokens=30"), "{logs}");
+    assert!(done("aws_call").iter().any(|l| l.contains("operation=TransactWriteItems")), "{logs}");
+    assert!(logs.lines().any(|l| l.contains("metric {") && l.contains("ModelCalls")), "{logs}");
+    assert!(!logs.contains(MESSAGE) && !logs.contains(REPLY), "{logs}");
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Least-privilege checks over template.yaml's IAM policies (run by the integration tests).
 
-Rules, each for a reason in README "Security and limits":
+Rules, each for a reason in docs/SECURITY.md:
 - The HS256 signing key's secret (JwtSecret) is readable by the HTTP functions only; ingest,
   which parses untrusted files, reads the Coach secret alone, and upload-url and docs-refresh,
   which call no provider, read the signing key alone (upload-url also the Coach secret, for

@@ -121,7 +121,7 @@ Try:
     -d '{"message":"How do I give feedback?"}' ${base}/chat/chat
   curl -sN -H "Authorization: Bearer \$TOKEN" -H 'content-type: application/json' \\
     -d '{"message":"Plan my week"}' ${base}/chat-stream/chat/stream
-  (model: COACH_LLM_PROVIDER=${COACH_LLM_PROVIDER:-none}; see README "Chat")
+  (model: COACH_LLM_PROVIDER=${COACH_LLM_PROVIDER:-none}; see docs/CHAT.md)
 
 Upload a document (editor role): POST ${base}/upload-url/uploads, then PUT the file to
 upload_url with the returned headers; ingest runs on its own (log: $dev_dir/relay.log):

@@ -2,8 +2,8 @@
 //! its default, and its bounds. [`super::Env`] reads a setting as the table says, so no
 //! module writes a default or a bound of its own; a default that depends on another
 //! setting (the model's URL on its provider, a cache's size on the function's memory) is
-//! marked computed here and given by the module that knows it. The README's configuration
-//! table is held to this one by a test (names and literal defaults), and another test holds
+//! marked computed here and given by the module that knows it. The configuration
+//! table of `docs/CONFIGURATION.md` is held to this one by a test (names and literal defaults), and another test holds
 //! every read in the code to a row of it.
 
 /// What kind of value a setting holds, and its default when it has a fixed one.
@@ -61,7 +61,7 @@ impl Setting {
         Self { name, kind: Kind::List }
     }
 
-    /// The default as the README writes it, when the table fixes one.
+    /// The default as `docs/CONFIGURATION.md` writes it, when the table fixes one.
     pub fn default_text(&self) -> Option<String> {
         match self.kind {
             Kind::Number { default: Some(n), .. } => Some(n.to_string()),

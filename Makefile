@@ -1,5 +1,5 @@
 # Coach developer commands. Each script installs what it needs into ./.venv first.
-.PHONY: dev test lint ci fuzz loadtest bench eval
+.PHONY: dev test lint ci fuzz loadtest loadtest-volume contract arm64 bench eval
 
 dev:  ## Run the local stack: moto + example docs + cargo lambda watch
 	scripts/dev.sh
@@ -18,6 +18,15 @@ fuzz: ## Run the cargo-fuzz targets for FUZZ_SECONDS each (default 60); not part
 
 loadtest: ## Bounded load test of a running `make dev` stack: make loadtest TOKEN=...
 	@python3 scripts/loadtest.py --token "$(TOKEN)"
+
+loadtest-volume: ## A running `make dev` through 5,000 documents and 2,000 chat turns: make loadtest-volume TOKEN=...
+	@python3 scripts/loadtest.py --token "$(TOKEN)" --documents 5000 --turns 2000
+
+contract: ## The API contract fuzzed: schemathesis, every check, every operation, against the local stack
+	scripts/bootstrap.sh && .venv/bin/python tests/clients/contract.py
+
+arm64: ## Cross-build for aarch64 and run the embedding tests and each function's cold start under qemu-user
+	scripts/arm64.sh
 
 bench: ## Benchmarks and cold start vs the Python stack, raw output in target/bench/ (docs/PERFORMANCE.md)
 	scripts/bench.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests and the integration tests, which start moto's server on a
-# free loopback port themselves, then (for the whole suite) the playground's browser test and
-# the official OpenAI SDK against the local stack.
+# free loopback port themselves, then (for the whole suite) the playground's browser test,
+# the official OpenAI and MCP SDKs and the schemathesis contract run against the local stack.
 # Extra arguments go to `cargo test` (and skip the browser test). Ends with one line
 # totalling every test binary: "tests: N passed, N failed".
 set -euo pipefail
@@ -35,6 +35,8 @@ if [ "$#" -eq 0 ]; then
   client_test tests/clients/openai_sdk.py openai-sdk "openai sdk"
   # The official MCP SDK against the MCP server (tests/clients/mcp_sdk.py).
   client_test tests/clients/mcp_sdk.py mcp-sdk "mcp sdk"
+  # The API contract fuzzed by schemathesis (tests/clients/contract.py).
+  client_test tests/clients/contract.py contract "api contract"
 fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

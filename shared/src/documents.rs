@@ -32,6 +32,7 @@ use crate::{
 pub struct UploadRequest {
     pub filename: String,
     pub content_type: String,
+    #[serde(deserialize_with = "crate::http::whole")]
     pub size_bytes: u64,
 }
 

@@ -26,6 +26,10 @@ pub enum Error {
     /// interface that reports the field and a code, like OpenAI's, shows them).
     #[error("{message}")]
     InvalidField { field: String, code: &'static str, message: String },
+    /// One field of the request names something that is not there (404), as
+    /// [`Error::InvalidField`] names the field and a code (OpenAI's unknown model).
+    #[error("{message}")]
+    UnknownField { field: String, code: &'static str, message: String },
     /// Missing or invalid credentials (401).
     #[error("{0}")]
     Unauthorized(String),
@@ -120,7 +124,7 @@ impl Error {
             Error::BadRequest(_) | Error::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::RoleRefused { .. } => StatusCode::FORBIDDEN,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::UnknownField { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -141,7 +145,7 @@ impl Error {
             Error::BadRequest(_) | Error::InvalidField { .. } => "bad_request",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) | Error::RoleRefused { .. } => "forbidden",
-            Error::NotFound(_) => "not_found",
+            Error::NotFound(_) | Error::UnknownField { .. } => "not_found",
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Conflict(_) => "conflict",
             Error::PayloadTooLarge(_) => "payload_too_large",

@@ -267,7 +267,8 @@ impl History {
         let gone = || Error::NotFound("no such message".into());
         let mut message = self.store.message(who.owner(), &session_id, &message_id).await?.ok_or_else(gone)?;
         if message.role != Author::Assistant {
-            return Err(Error::BadRequest("only replies can be rated".into()));
+            // The message exists, as the caller's: it is what it is that stands in the way.
+            return Err(Error::Conflict("only replies can be rated; this is a user message".into()));
         }
         let now = crate::ids::now_ms();
         // Versions are times: a second rating in the same millisecond still moves on.

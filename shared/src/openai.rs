@@ -40,9 +40,12 @@ pub struct CompletionRequest {
     pub messages: Option<Vec<WireMessage>>,
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
+    #[serde(deserialize_with = "crate::http::whole_opt")]
     pub max_tokens: Option<u32>,
+    #[serde(deserialize_with = "crate::http::whole_opt")]
     pub max_completion_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    #[serde(deserialize_with = "crate::http::whole_opt")]
     pub n: Option<u32>,
 }
 
@@ -359,6 +362,8 @@ pub async fn relay(
 pub fn error_body(err: &Error, request_id: &str) -> Value {
     let status = err.status().as_u16();
     let kind = match status {
+        // OpenAI's unknown model: a 404 of the request's own.
+        _ if matches!(err, Error::UnknownField { .. }) => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -368,7 +373,9 @@ pub fn error_body(err: &Error, request_id: &str) -> Value {
         _ => "invalid_request_error",
     };
     let (param, code) = match err {
-        Error::InvalidField { field, code, .. } => (Some(field.as_str()), *code),
+        Error::InvalidField { field, code, .. } | Error::UnknownField { field, code, .. } => {
+            (Some(field.as_str()), *code)
+        }
         Error::BudgetExceeded { .. } => (None, "insufficient_quota"),
         other => (None, other.code()),
     };

@@ -7,7 +7,7 @@ the dev token, then drives `openai.OpenAI` as a team's client would, through the
 Function URL (`/lambda-url/chat-stream/v1`) and the HTTP API's function (`/lambda-url/chat/v1`):
 the model list and one model, a whole completion (with its numbered sources and the `sources` field), a
 streamed one (usage in the last chunk), and the SDK's exceptions for a bad key
-(AuthenticationError), an unknown model (BadRequestError) and a spent rate limit
+(AuthenticationError), an unknown model (NotFoundError, as OpenAI answers one) and a spent rate limit
 (RateLimitError). Stops everything at the end, whatever happened.
 
     .venv/bin/python tests/clients/openai_sdk.py
@@ -84,8 +84,8 @@ def drive(base, token):
     try:
         streaming.chat.completions.create(model="no-such-model", messages=question)
         raise AssertionError("an unknown model was accepted")
-    except openai.BadRequestError as e:
-        check(e.status_code == 400 and e.body.get("param") == "model" and e.code == "model_not_found", e.body)
+    except openai.NotFoundError as e:
+        check(e.status_code == 404 and e.body.get("param") == "model" and e.code == "model_not_found", e.body)
     try:
         for _ in range(PAST_THE_RATE_LIMIT):
             http_api.chat.completions.create(model="coach", messages=question, max_tokens=20)

@@ -40,7 +40,7 @@ pub const MAX_TOPIC_CHARS: usize = 500;
 pub struct MindmapInput {
     pub topic: String,
     /// Levels below the root, 1 to [`MAX_DEPTH`] (default 2).
-    #[serde(default = "default_depth")]
+    #[serde(default = "default_depth", deserialize_with = "crate::http::whole")]
     pub depth: u8,
     #[serde(default = "yes")]
     pub use_documents: bool,

@@ -31,7 +31,7 @@ use crate::{
 pub struct QaInput {
     pub question: String,
     /// Passages to ground the answer in (1 to [`MAX_TOP_K`]; `COACH_RETRIEVAL_TOP_K` by default).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::whole_opt")]
     pub top_k: Option<usize>,
     /// Whether to search the documents at all (default true).
     #[serde(default = "yes")]

@@ -52,7 +52,7 @@ pub struct NewApiKey {
     pub name: String,
     pub roles: Vec<String>,
     /// Days until the key expires; by default never, or `COACH_API_KEY_MAX_DAYS` when set.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::whole_opt")]
     pub expires_in_days: Option<u64>,
 }
 
@@ -217,7 +217,9 @@ impl ApiKeys {
         refuse_keys(who)?;
         let name = input.name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-            return Err(Error::BadRequest(format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+            return Err(Error::BadRequest(format!(
+                "name must be 1 to {MAX_NAME_CHARS} characters, not all spaces, without control characters"
+            )));
         }
         let mut roles: Vec<Role> = Vec::new();
         for role in &input.roles {

@@ -86,11 +86,11 @@ impl Chat {
         configured.into_iter().chain(&self.choices)
     }
 
-    /// The model named `name` ([`Chat::models`]), the configured one without a name; a 400
-    /// naming the field for any other.
+    /// The model named `name` ([`Chat::models`]), the configured one without a name; for any
+    /// other, a 404 naming the field, as OpenAI answers an unknown model.
     fn model(&self, name: Option<&str>) -> Result<Arc<Llm>, Error> {
         let Some(name) = name else { return Ok(self.llm.clone()) };
-        self.offered().find(|llm| llm.config().model == name).cloned().ok_or_else(|| Error::InvalidField {
+        self.offered().find(|llm| llm.config().model == name).cloned().ok_or_else(|| Error::UnknownField {
             field: "model".into(),
             code: "model_not_found",
             message: format!("the model {name:?} is not offered here; GET /v1/models lists those that are"),

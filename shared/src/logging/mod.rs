@@ -255,9 +255,8 @@ mod tests {
 
     #[test]
     fn the_log_format_is_json_off_a_terminal_unless_asked() {
-        let format = |vars: &[(&str, &str)], terminal: bool| {
-            crate::config::with(vars, |env| LogFormat::from_env(env, terminal))
-        };
+        let format =
+            |vars: &[(&str, &str)], terminal: bool| crate::config::with(vars, |env| LogFormat::from_env(env, terminal));
         assert_eq!(format(&[], false), LogFormat::Json, "Lambda: no terminal");
         let on_screen = LogFormat::Text { function: "ingest".into(), ansi: true };
         assert_eq!(format(&[("AWS_LAMBDA_FUNCTION_NAME", "ingest")], true), on_screen);

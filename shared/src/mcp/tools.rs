@@ -146,7 +146,7 @@ fn tool_call(params: &Value) -> Result<(&str, Value), RpcError> {
 #[serde(deny_unknown_fields)]
 struct SearchArgs {
     query: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::whole_opt")]
     top_k: Option<usize>,
 }
 
@@ -154,7 +154,7 @@ struct SearchArgs {
 #[serde(deny_unknown_fields)]
 struct AskArgs {
     question: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::whole_opt")]
     top_k: Option<usize>,
 }
 
@@ -169,7 +169,7 @@ struct SummarizeArgs {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListArgs {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::whole_opt")]
     limit: Option<i32>,
     #[serde(default)]
     cursor: Option<String>,

@@ -64,7 +64,7 @@ async fn a_reply_is_rated_by_its_user_and_counted_for_the_tenant() {
             format!("/sessions/{session}/messages/{user_message}/feedback"),
             json!({"rating": "up"}),
             &alice,
-            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
         ),
         (path.clone(), json!({"rating": "up"}), &token("bob", "acme"), StatusCode::NOT_FOUND),
         (path.clone(), json!({"rating": "up"}), &token("alice", "globex"), StatusCode::NOT_FOUND),

@@ -511,13 +511,19 @@ async fn on_a_terminal_a_request_is_one_line_for_people_alone() {
 
     // At debug: the spans as they close, with their fields, and the metrics.
     let capture = Capture::default();
-    let guard = capture.install_coach_as(text, Some("debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn"));
+    let guard = capture.install_coach_as(
+        text,
+        Some("debug,aws_config=warn,aws_smithy_runtime=warn,hyper=warn,h2=warn,rustls=warn,reqwest=warn,wiremock=warn"),
+    );
     assert_eq!(turn("5e5e5e5e-req-three").await.status(), 200);
     drop(guard);
     let logs = capture.text();
     let done = |name: &str| logs.lines().filter(|l| l.contains(&format!("  {name} done"))).collect::<Vec<_>>();
     let model = done("model_call");
-    assert!(model.len() == 1 && model[0].contains("model=test-model") && model[0].contains("input_tokens=30"), "{logs}");
+    assert!(
+        model.len() == 1 && model[0].contains("model=test-model") && model[0].contains("input_tokens=30"),
+        "{logs}"
+    );
     assert!(done("aws_call").iter().any(|l| l.contains("operation=TransactWriteItems")), "{logs}");
     assert!(logs.lines().any(|l| l.contains("metric {") && l.contains("ModelCalls")), "{logs}");
     assert!(!logs.contains(MESSAGE) && !logs.contains(REPLY), "{logs}");

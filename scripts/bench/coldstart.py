@@ -192,6 +192,10 @@ def s3_event(name, bucket):
     return event
 
 
+# Longest wait for a started process's answer, in seconds (--start-timeout).
+START_TIMEOUT = 20
+
+
 def start_once(command, env, event, log):
     """One cold start: the sample, and the answer (None when the process gave none in time)."""
     inv = Invocation(json.dumps(event).encode())
@@ -199,9 +203,10 @@ def start_once(command, env, event, log):
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
-        if not inv.done.wait(20):
+        if not inv.done.wait(START_TIMEOUT):
             seen = f"next calls {inv.next_calls}, event sent {inv.sent_at is not None}, posts {inv.posts}"
-            print(f"coldstart: {command[-1]} gave no response in 20 s ({seen}); trying again", file=sys.stderr)
+            print(f"coldstart: {command[-1]} gave no response in {START_TIMEOUT} s ({seen}); trying again",
+                  file=sys.stderr)
             return None, None
         if inv.error is not None:
             sys.exit(f"coldstart: {command[-1]} reported an error: {inv.error[:500]}")
@@ -264,7 +269,13 @@ def main():
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--only", help="measure only the cases whose name contains this")
+    parser.add_argument("--runner", help="a command to start each function under (qemu-user for another arch)")
+    parser.add_argument("--start-timeout", type=float, default=20, help="longest wait for a start's answer, s")
+    parser.add_argument("--no-times", action="store_true",
+                        help="report each start's status only (under an emulator, times say nothing)")
     args = parser.parse_args()
+    global START_TIMEOUT
+    START_TIMEOUT = args.start_timeout
     if not 1 <= args.runs <= 100:
         sys.exit("coldstart: --runs must be 1-100")
 
@@ -355,13 +366,22 @@ def main():
             ),
             ("upload-url POST /uploads", "upload-url", http_event("uploads-create.json", "POST", "/uploads", upload, token)),
         ]
+        if args.runner:
+            # Ingest starts its extraction child as a program of its own: under the runner too
+            # (an emulated process cannot start another arch's binary itself), with room for
+            # the emulator in the child's address-space limit.
+            wrapper = work / "extract-under-runner"
+            wrapper.write_text(f'#!/bin/sh\nexec {args.runner} {Path(args.bin_dir).resolve() / "ingest"} "$@"\n')
+            wrapper.chmod(0o755)
+            lambda_env = {**lambda_env, "COACH_EXTRACT_PROGRAM": str(wrapper), "COACH_EXTRACT_MEMORY_MB": "8192"}
         rows = []
         for name, binary, event, *extra in cases:
             if args.only and args.only not in name:
                 continue
             path = Path(args.bin_dir) / binary
             env = {**lambda_env, "AWS_LAMBDA_FUNCTION_NAME": binary, **(extra[0] if extra else {})}
-            rows.append(summarise(name, measure([str(path)], env, event, args.runs, log), path.stat().st_size))
+            command = (args.runner.split() if args.runner else []) + [str(path)]
+            rows.append(summarise(name, measure(command, env, event, args.runs, log), path.stat().st_size))
         if args.python:
             script = ROOT / "scripts" / "bench" / "python_stack.py"
             env = {**lambda_env, "AWS_LAMBDA_FUNCTION_NAME": "python-stack"}
@@ -377,6 +397,24 @@ def main():
             child.wait()
         log.close()
 
+    if args.no_times:
+        print(f"cold start under {args.runner or 'no runner'}, {args.runs} start(s) each; log: {work / 'functions.log'}")
+        for row in rows:
+            status = row["status"] if row["status"] is not None else "answered (not HTTP)"
+            print(f"{row['name']:<32} {status}")
+    else:
+        print_times(rows, args, work)
+    lost = sum(row["lost"] for row in rows)
+    if lost:
+        print(f"({lost} start(s) gave no response within {START_TIMEOUT:.0f} s and were run again; see stderr)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    bad = [r["name"] for r in rows if r["status"] is not None and not 200 <= r["status"] < 300]
+    if bad:
+        sys.exit(f"coldstart: these answered with an error status: {', '.join(bad)}")
+
+
+def print_times(rows, args, work):
     print(f"cold start, median of {args.runs} runs (min-max); log: {work / 'functions.log'}")
     print(f"{'function':<32} {'status':>6} {'init ms':>18} {'first call ms':>20} {'peak RSS MiB':>18} {'binary MiB':>10}")
     for row in rows:
@@ -387,14 +425,6 @@ def main():
             f"{row['name']:<32} {status:>6} {cell('init_ms', '.1f'):>18} {cell('first_ms', '.1f'):>20} "
             f"{cell('rss_mib', '.1f'):>18} {size:>10}"
         )
-    lost = sum(row["lost"] for row in rows)
-    if lost:
-        print(f"({lost} start(s) gave no response within 20 s and were run again; see stderr)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-    bad = [r["name"] for r in rows if r["status"] is not None and not 200 <= r["status"] < 300]
-    if bad:
-        sys.exit(f"coldstart: these answered with an error status: {', '.join(bad)}")
 
 
 if __name__ == "__main__":

@@ -266,6 +266,37 @@ pub fn route<'a, 'p, T: AsRef<Route>>(
     }
 }
 
+/// A whole number as JSON may write it, `4` or `4.0` (JSON Schema's `integer` is both), for
+/// `#[serde(deserialize_with = "crate::http::whole")]`; a fraction, a negative number or one
+/// out of `T`'s range is refused.
+pub fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let number: serde_json::Number = serde::Deserialize::deserialize(deserializer)?;
+    whole_number(number)
+}
+
+fn whole_number<T: TryFrom<u64>, E: serde::de::Error>(number: serde_json::Number) -> Result<T, E> {
+    let value = number.as_u64().or_else(|| {
+        number.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f as u64)
+    });
+    value
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, got {number}")))
+}
+
+/// [`whole`] for an optional field (with `#[serde(default)]`): `null` is absent.
+pub fn whole_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let number: Option<serde_json::Number> = serde::Deserialize::deserialize(deserializer)?;
+    number.map(whole_number).transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,35 +415,4 @@ mod tests {
             assert_eq!(status("GET", path).status(), StatusCode::NOT_FOUND, "{path}");
         }
     }
-}
-
-/// A whole number as JSON may write it, `4` or `4.0` (JSON Schema's `integer` is both), for
-/// `#[serde(deserialize_with = "crate::http::whole")]`; a fraction, a negative number or one
-/// out of `T`'s range is refused.
-pub fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<u64>,
-{
-    let number: serde_json::Number = serde::Deserialize::deserialize(deserializer)?;
-    whole_number(number)
-}
-
-fn whole_number<T: TryFrom<u64>, E: serde::de::Error>(number: serde_json::Number) -> Result<T, E> {
-    let value = number.as_u64().or_else(|| {
-        number.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f as u64)
-    });
-    value
-        .and_then(|v| T::try_from(v).ok())
-        .ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, got {number}")))
-}
-
-/// [`whole`] for an optional field (with `#[serde(default)]`): `null` is absent.
-pub fn whole_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<u64>,
-{
-    let number: Option<serde_json::Number> = serde::Deserialize::deserialize(deserializer)?;
-    number.map(whole_number).transpose()
 }

@@ -1,17 +1,13 @@
-//! The embedded embedding model (`COACH_EMBEDDING_PROVIDER=local`) against the reference
-//! implementation: vectors for the sentences in `tests/fixtures/minilm_reference.json`, made
-//! once with sentence-transformers by `scripts/reference_vectors.py`, must be matched to a
-//! cosine similarity above 0.999, however the texts are batched. And large documents, whose
-//! vectors are computed in queued steps after they are indexed by their words.
+//! The embedded embedding model (`COACH_EMBEDDING_PROVIDER=local`) as the functions build it
+//! (its vectors against sentence-transformers' are `coach-embed`'s reference test,
+//! `shared/embed/tests/reference.rs`); and large documents, whose vectors are computed in
+//! queued steps after they are indexed by their words.
 
 use coach::{
     auth::{Principal, Role},
     config::{ConfigError, StartupError},
     documents::UploadRequest,
-    embeddings::{
-        local::{Kernels, LocalModel},
-        EmbedError, Embedder, EmbeddingConfig,
-    },
+    embeddings::{local::LocalModel, EmbedError, Embedder, EmbeddingConfig},
     http::outbound_client,
     ingest::{jobs::STEP, ObjectEvent, Outcome},
     retry::Retries,
@@ -26,74 +22,10 @@ use coach_testkit::{
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 
-struct Case {
-    text: String,
-    vector: Vec<f32>,
-}
-
-fn reference() -> Vec<Case> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/minilm_reference.json");
-    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    fixture["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            text: c["text"].as_str().unwrap().to_owned(),
-            vector: c["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect(),
-        })
-        .collect()
-}
-
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (norm(a) * norm(b))
-}
-
-fn assert_matches(cases: &[Case], vectors: &[Vec<f32>]) {
-    assert_eq!(vectors.len(), cases.len());
-    for (case, vector) in cases.iter().zip(vectors) {
-        assert_eq!(vector.len(), 384, "{:?}", case.text);
-        let similarity = cosine(vector, &case.vector);
-        assert!(similarity > 0.999, "cosine {similarity} for {:?}", case.text);
-        let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-4, "norm {norm} for {:?}", case.text);
-    }
-}
-
-#[test]
-fn vectors_match_the_reference_implementation_one_text_at_a_time_and_batched() {
-    let cases = reference();
-    assert!(cases.len() >= 5);
-    let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
-    let mut by_kernels = Vec::new();
-    // The kernels the model picks on this CPU (bf16 with AVX512-BF16), and plain f32.
-    for kernels in [Kernels::Fastest, Kernels::F32] {
-        let model = LocalModel::load_with(&model_dir(), kernels).expect("scripts/model.sh installs the model");
-        eprintln!("{kernels:?}: {} kernels", model.kernels());
-        assert_eq!(model.dims(), 384);
-
-        let alone: Vec<Vec<f32>> = cases.iter().map(|c| model.embed(&[c.text.as_str()]).unwrap().remove(0)).collect();
-        assert_matches(&cases, &alone);
-
-        // One call: texts of very different lengths share padded batches, sorted by length,
-        // and must come back in the caller's order.
-        assert_matches(&cases, &model.embed(&texts).unwrap());
-
-        // Padding must not change a vector: the short text beside the 256-token one.
-        let longest = cases.iter().max_by_key(|c| c.text.len()).unwrap();
-        let pair = model.embed(&[cases[0].text.as_str(), longest.text.as_str()]).unwrap();
-        assert!(cosine(&pair[0], &alone[0]) > 0.9999);
-
-        assert!(model.embed(&[]).unwrap().is_empty());
-        by_kernels.push(alone);
-    }
-    // The kernels agree more closely with each other than either must with the reference.
-    for (fast, exact) in by_kernels[0].iter().zip(&by_kernels[1]) {
-        let similarity = cosine(fast, exact);
-        assert!(similarity > 0.9999, "kernels differ: cosine {similarity}");
-    }
 }
 
 /// An embedder as the chat and ingest functions build it, over a stack with `vars`.
@@ -113,9 +45,14 @@ async fn local_is_the_default_provider_and_loads_its_model_on_the_first_embeddin
     assert!(embedder.enabled());
     // Named after the folder: vectors of different models never meet in one ranking.
     assert_eq!(embedder.model(), "all-minilm-l6-v2");
-    let cases = reference();
-    let texts: Vec<String> = cases.iter().map(|c| c.text.clone()).collect();
-    assert_matches(&cases, &embedder.embed(&texts).await.unwrap().vectors);
+    // The model's own vectors (held to sentence-transformers' by coach-embed's reference
+    // test, on x86_64 and under qemu on arm64).
+    let texts = vec!["How do I give feedback?".to_owned(), "Plan the week on Monday.".to_owned()];
+    let model = LocalModel::load(&model_dir()).unwrap();
+    let expected = model.embed(&[texts[0].as_str(), texts[1].as_str()]).unwrap();
+    for (got, want) in embedder.embed(&texts).await.unwrap().vectors.iter().zip(&expected) {
+        assert!(cosine(got, want) > 0.9999);
+    }
 }
 
 #[tokio::test]

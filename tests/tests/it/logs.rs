@@ -21,6 +21,14 @@ fn completion(prompt_tokens: u64, completion_tokens: u64) -> ResponseTemplate {
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}))
 }
 
+/// A deployment whose language model (`test-model`, OpenAI's wire format) is `upstream`.
+async fn with_test_model(upstream: &MockServer) -> coach_testkit::stack::Deployment {
+    let uri = upstream.uri();
+    let vars =
+        [("COACH_LLM_PROVIDER", "openai"), ("COACH_LLM_BASE_URL", uri.as_str()), ("COACH_LLM_MODEL", "test-model")];
+    TestStack::with_env(&vars).await.deploy()
+}
+
 #[test]
 fn logs_carry_no_tokens_secrets_or_message_text() {
     coach_testkit::logs::run_alone("logs::logs_carry_no_tokens_secrets_or_message_text_alone");
@@ -292,14 +300,7 @@ async fn a_request_leaves_its_trace_in_the_logs_alone() {
         .respond_with(completion(30, 6))
         .mount(&upstream)
         .await;
-    let uri = upstream.uri();
-    let stack = TestStack::with_env(&[
-        ("COACH_LLM_PROVIDER", "openai"),
-        ("COACH_LLM_BASE_URL", &uri),
-        ("COACH_LLM_MODEL", "test-model"),
-    ])
-    .await;
-    let services = stack.deploy();
+    let services = with_test_model(&upstream).await;
     let token = tokens::for_test("alice", "acme", &["user"]);
     // The span the Lambda runtime opens for an invocation.
     let invocation = tracing::info_span!("Lambda runtime invoke", requestId = "req-traced-1", xrayTraceId = TRACE);
@@ -469,14 +470,7 @@ async fn on_a_terminal_a_request_is_one_line_for_people_alone() {
     let text = LogFormat::Text { function: "chat".into(), ansi: false };
     let upstream = MockServer::start().await;
     Mock::given(matchers::path("/chat/completions")).respond_with(completion(30, 6)).mount(&upstream).await;
-    let uri = upstream.uri();
-    let stack = TestStack::with_env(&[
-        ("COACH_LLM_PROVIDER", "openai"),
-        ("COACH_LLM_BASE_URL", &uri),
-        ("COACH_LLM_MODEL", "test-model"),
-    ])
-    .await;
-    let services = stack.deploy();
+    let services = with_test_model(&upstream).await;
     let token = tokens::for_test("alice", "acme", &["user"]);
     let turn = |id: &'static str| {
         let invocation = tracing::info_span!("Lambda runtime invoke", requestId = id, xrayTraceId = "Root=1-2-3");

@@ -47,5 +47,5 @@ readelf -h "target/$target/release/chat" | grep -q AArch64 || { echo "arm64: not
 
 echo "arm64: a cold start of each function under qemu-user"
 .venv/bin/python scripts/bench/coldstart.py --bin-dir "target/$target/release" --runner "$runner" --runs 1 \
-  --start-timeout 180 --no-times
+  --start-timeout 300 --deadline 900 --no-times
 echo "arm64: passed"

@@ -85,7 +85,7 @@ class RuntimeApi(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Lambda-Runtime-Aws-Request-Id", inv.request_id)
-        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30_000))
+        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + DEADLINE_SECS * 1000))
         self.send_header(
             "Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:coach-bench"
         )
@@ -194,6 +194,8 @@ def s3_event(name, bucket):
 
 # Longest wait for a started process's answer, in seconds (--start-timeout).
 START_TIMEOUT = 20
+# The invocation's time, as the Runtime API's deadline says it (--deadline).
+DEADLINE_SECS = 30
 
 
 def start_once(command, env, event, log):
@@ -271,11 +273,12 @@ def main():
     parser.add_argument("--only", help="measure only the cases whose name contains this")
     parser.add_argument("--runner", help="a command to start each function under (qemu-user for another arch)")
     parser.add_argument("--start-timeout", type=float, default=20, help="longest wait for a start's answer, s")
+    parser.add_argument("--deadline", type=int, default=30, help="each invocation's time, s (Lambda's timeout)")
     parser.add_argument("--no-times", action="store_true",
                         help="report each start's status only (under an emulator, times say nothing)")
     args = parser.parse_args()
-    global START_TIMEOUT
-    START_TIMEOUT = args.start_timeout
+    global START_TIMEOUT, DEADLINE_SECS
+    START_TIMEOUT, DEADLINE_SECS = args.start_timeout, args.deadline
     if not 1 <= args.runs <= 100:
         sys.exit("coldstart: --runs must be 1-100")
 

@@ -92,7 +92,7 @@ def drive(base, token):
         raise AssertionError("the rate limit never answered")
     except openai.RateLimitError as e:
         check(e.status_code == 429 and e.response.headers.get("retry-after"), e.body)
-    print("openai-sdk: AuthenticationError, BadRequestError, RateLimitError")
+    print("openai-sdk: AuthenticationError, NotFoundError, RateLimitError")
 
 
 def main():

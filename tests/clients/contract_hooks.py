@@ -22,7 +22,7 @@ import datetime
 
 import schemathesis
 
-# The longest range each route answers, in days, and its defaults (see openapi.yaml).
+# The longest range each route answers, in days (see openapi.yaml).
 RANGES = {"/usage": 92, "/audit": 366}
 
 

@@ -36,14 +36,34 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+# The reference material Coach puts before the question (prompt.rs `fenced`), and its
+# numbered passages' label lines.
+REFERENCE = re.compile(r"\A<<<REFERENCE (\S+)\n(.*?)REFERENCE \1>>>\s*(.*)\Z", re.S)
+PASSAGE = re.compile(r"^\[(\d+)\] (.+)$", re.M)
+
+
 def reply_for(body):
     messages = body.get("messages", [])
     last = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
     turns = sum(1 for m in messages if m.get("role") in ("user", "assistant"))
-    text = (f'(fake-llm) You said: "{last[:200]}". I received {turns} turn(s) of conversation '
+    reference = REFERENCE.match(last)
+    question = reference.group(3) if reference else last
+    text = (f'(fake-llm) You said: "{question[:200]}". I received {turns} turn(s) of conversation '
             f"and a system prompt of {len(messages[0]['content']) if messages else 0} characters.")
+    passages = PASSAGE.findall(reference.group(2)) if reference else []
+    if passages:
+        text += cited(passages)
     prompt_tokens = sum(len(m.get("content", "")) for m in messages) // 4
     return text, prompt_tokens
+
+
+def cited(passages):
+    """Markdown as models write it when told to cite numbered passages: emphasis, a list and
+    a table, each passage cited by its number ([n])."""
+    items = "\n".join(f"{i}. **{title}** is passage [{n}]." for i, (n, title) in enumerate(passages, 1))
+    rows = "\n".join(f"| [{n}] | {title.replace('|', chr(92) + '|')} |" for n, title in passages)
+    return (f"\n\nThe passages I was given, *in the order Coach ranked them*:\n\n{items}\n\n"
+            f"| Passage | Title |\n| --- | --- |\n{rows}\n\nA stand-in wrote this; the `fake-llm` server reads no passage.")
 
 
 # What OpenAI serves for an undated model name.

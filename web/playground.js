@@ -1,5 +1,6 @@
 // Coach playground: chat (streamed), sessions, uploads, against the local stack or a
-// deployed one. Plain DOM, no framework; every text from the API is set with textContent.
+// deployed one. Plain DOM, no framework; every text from the API is set with textContent,
+// and answers are rendered by markdown.js, which builds nodes and never parses HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -95,31 +96,197 @@ $("whoami").addEventListener("click", async () => {
 
 // ------------------------------------------------------------------ chat
 
-function addMessage(role, text) {
+/** A user's message, as text. */
+function addQuestion(text) {
   const item = document.createElement("div");
-  item.className = `message ${role}`;
+  item.className = "message user";
   const who = document.createElement("strong");
-  who.textContent = role === "user" ? "You" : "Coach";
+  who.textContent = "You";
   const body = document.createElement("p");
   body.textContent = text;
   item.append(who, body);
   $("messages").append(item);
   item.scrollIntoView({ block: "end" });
-  return body;
 }
 
-function showSources(sources) {
+/**
+ * A reply: its Markdown (re-rendered as it streams), its sources behind the `[n]` markers,
+ * a usage line and thumbs up/down once it is stored.
+ */
+class Reply {
+  constructor() {
+    this.text = "";
+    this.sources = [];
+    this.element = document.createElement("div");
+    this.element.className = "message assistant";
+    const who = document.createElement("strong");
+    who.textContent = "Coach";
+    this.body = document.createElement("div");
+    this.body.className = "answer";
+    this.meta = document.createElement("div");
+    this.meta.className = "meta";
+    this.element.append(who, this.body, this.meta);
+    $("messages").append(this.element);
+  }
+
+  append(text) {
+    this.text += text;
+    this.render();
+  }
+
+  setSources(sources) {
+    this.sources = sources || [];
+    this.render();
+    showSources(this);
+  }
+
+  render() {
+    this.body.replaceChildren(Markdown.render(this.text, (n) => this.marker(n)));
+    this.element.scrollIntoView({ block: "end" });
+  }
+
+  /** The link a marker `[n]` becomes when the reply has an n-th source. */
+  marker(n) {
+    const source = this.sources[n - 1];
+    if (!source) return null;
+    const link = document.createElement("a");
+    link.className = "cite";
+    link.href = `#source-${n}`;
+    link.textContent = `[${n}]`;
+    link.title = source.title;
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      showSources(this);
+      openPassage(source, n);
+    });
+    return link;
+  }
+
+  /** The usage line and, for a stored reply, the ratings. */
+  finish({ sessionId, messageId, model, usage, seconds, incomplete, feedback }) {
+    this.meta.replaceChildren();
+    const line = document.createElement("span");
+    line.className = "usage";
+    const parts = [model || "no model"];
+    if (usage && (usage.input_tokens || usage.output_tokens)) {
+      parts.push(`${usage.input_tokens.toLocaleString("en")} in · ${usage.output_tokens.toLocaleString("en")} out tokens`);
+    } else parts.push("no model tokens");
+    if (seconds !== undefined) parts.push(`${seconds.toFixed(1)} s`);
+    if (incomplete) parts.push("incomplete");
+    line.textContent = parts.join(" · ");
+    this.meta.append(line);
+    if (sessionId && messageId) this.meta.append(...ratings(sessionId, messageId, feedback && feedback.rating));
+  }
+}
+
+/** Thumbs up and down for a stored reply; the pressed one is the rating Coach holds. */
+function ratings(sessionId, messageId, current) {
+  const buttons = [];
+  // Words, not emoji: a system without an emoji font would show empty boxes.
+  for (const [rating, label] of [["up", "Helpful"], ["down", "Not helpful"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `rate ${rating}`;
+    button.textContent = label;
+    button.title = `Rate this reply ${rating === "up" ? "up" : "down"}`;
+    button.setAttribute("aria-pressed", String(current === rating));
+    button.addEventListener("click", async () => {
+      buttons.forEach((b) => (b.disabled = true));
+      try {
+        const path = `/sessions/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}/feedback`;
+        const stored = await api("chat", "PUT", path, { rating });
+        for (const b of buttons) b.setAttribute("aria-pressed", String(b.classList.contains(stored.feedback.rating)));
+        say("chat-status", `rated ${stored.feedback.rating}`, "ok");
+      } catch (e) {
+        say("chat-status", e.message, "error");
+      } finally {
+        buttons.forEach((b) => (b.disabled = false));
+      }
+    });
+    buttons.push(button);
+  }
+  return buttons;
+}
+
+/** Where a passage is: its heading path, pages and characters in the extracted text. */
+function place(passage) {
+  const parts = [];
+  if (passage.heading) parts.push(passage.heading);
+  if (passage.pages) {
+    const [first, last] = passage.pages;
+    parts.push(first === last ? `page ${first}` : `pages ${first}-${last}`);
+  }
+  if (passage.start !== undefined && passage.end !== undefined) {
+    parts.push(`characters ${passage.start.toLocaleString("en")}-${passage.end.toLocaleString("en")}`);
+  }
+  return parts.join(" · ");
+}
+
+/** The sources of `reply`, numbered as its markers. */
+function showSources(reply) {
   const list = $("sources");
   list.replaceChildren();
-  for (const source of sources) {
+  reply.sources.forEach((source, i) => {
+    const n = i + 1;
     const item = document.createElement("li");
     item.className = "source";
-    const title = document.createElement("strong");
-    title.textContent = `${source.title} (part ${source.chunk + 1})`;
+    item.id = `source-${n}`;
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "link";
+    open.textContent = `${source.title} (part ${source.chunk + 1})`;
+    open.addEventListener("click", () => openPassage(source, n));
+    const where = document.createElement("span");
+    where.className = "muted";
+    where.textContent = [place(source), `score ${source.score.toFixed(2)}`].filter(Boolean).join(" · ");
     const snippet = document.createElement("span");
-    snippet.textContent = ` ${source.snippet}`;
-    item.append(title, snippet);
+    snippet.className = "snippet";
+    snippet.textContent = source.snippet;
+    item.append(open, " ", where, snippet);
     list.append(item);
+  });
+}
+
+/** Source `n`'s passage, with the passages around it, as the document holds them. */
+async function openPassage(source, n) {
+  for (const item of $("sources").children) item.classList.toggle("selected", item.id === `source-${n}`);
+  const panel = $("passage");
+  panel.hidden = false;
+  $("passage-title").textContent = `[${n}] ${source.title}`;
+  $("passage-place").textContent = "";
+  const text = $("passage-text");
+  text.replaceChildren("loading…");
+  try {
+    const path = `/documents/${encodeURIComponent(source.document_id)}/chunks/${source.chunk}?context=1`;
+    const found = await api("documents", "GET", path);
+    $("passage-place").textContent = [`part ${found.passage.chunk + 1} of ${found.chunks}`, place(found.passage)]
+      .filter(Boolean).join(" · ");
+    const paragraph = (passage, className) => {
+      const p = document.createElement("p");
+      p.className = className;
+      p.textContent = passage.text;
+      return p;
+    };
+    text.replaceChildren(
+      ...found.before.map((p) => paragraph(p, "context")),
+      paragraph(found.passage, "cited"),
+      ...found.after.map((p) => paragraph(p, "context")),
+    );
+    panel.scrollIntoView({ block: "nearest" });
+  } catch (e) {
+    text.replaceChildren(e.message);
+  }
+}
+
+/** The caller's usage this month, from `GET /usage`. */
+async function showUsage() {
+  try {
+    const report = await api("chat", "GET", "/usage");
+    const t = report.totals;
+    const tokens = (t.input_tokens + t.output_tokens).toLocaleString("en");
+    say("usage-line", `Since ${report.from}: ${tokens} tokens in ${t.requests} calls, about $${t.cost_usd.toFixed(4)}`);
+  } catch (e) {
+    say("usage-line", `usage: ${e.message}`, "error");
   }
 }
 
@@ -158,8 +325,9 @@ $("chat-form").addEventListener("submit", async (event) => {
   if (!message) return;
   $("message").value = "";
   $("send").disabled = true;
-  addMessage("user", message);
-  const answer = addMessage("assistant", "");
+  addQuestion(message);
+  const reply = new Reply();
+  const started = performance.now();
   say("chat-status", "answering…");
   try {
     const body = sessionId ? { message, session_id: sessionId } : { message };
@@ -173,13 +341,21 @@ $("chat-form").addEventListener("submit", async (event) => {
       throw new Error(data && data.error ? `${data.error.code}: ${data.error.message}` : `HTTP ${response.status}`);
     }
     await readEvents(response, (name, data) => {
-      if (name === "token") answer.textContent += data.text;
-      else if (name === "sources") showSources(data);
+      if (name === "token") reply.append(data.text);
+      else if (name === "sources") reply.setSources(data);
       else if (name === "done") {
         setSession(data.session_id);
+        reply.finish({
+          sessionId: data.session_id,
+          messageId: data.message_id,
+          model: data.model,
+          usage: data.usage,
+          seconds: (performance.now() - started) / 1000,
+        });
         say("chat-status", `answered by ${data.model}`, "ok");
       } else if (name === "error") throw new Error(`${data.code}: ${data.message}`);
     });
+    showUsage();
   } catch (e) {
     say("chat-status", e.message, "error");
   } finally {
@@ -191,6 +367,7 @@ $("new-session").addEventListener("click", () => {
   setSession(null);
   $("messages").replaceChildren();
   $("sources").replaceChildren();
+  $("passage").hidden = true;
 });
 
 // ------------------------------------------------------------------ sessions
@@ -220,9 +397,22 @@ async function openSession(id) {
   try {
     const page = await api("chat", "GET", `/sessions/${encodeURIComponent(id)}/messages?limit=50`);
     $("messages").replaceChildren();
-    for (const m of page.messages.slice().reverse()) addMessage(m.role, m.content);
-    const last = page.messages.find((m) => m.role === "assistant");
-    showSources(last && last.sources ? last.sources : []);
+    $("passage").hidden = true;
+    let latest = null;
+    for (const m of page.messages.slice().reverse()) {
+      if (m.role === "user") {
+        addQuestion(m.content);
+        continue;
+      }
+      latest = new Reply();
+      latest.append(m.content);
+      latest.sources = m.sources || [];
+      latest.render();
+      latest.finish({ sessionId: id, messageId: m.message_id, model: m.model, usage: m.usage,
+        incomplete: m.incomplete, feedback: m.feedback });
+    }
+    if (latest) showSources(latest);
+    else $("sources").replaceChildren();
     setSession(id);
   } catch (e) {
     say("chat-status", e.message, "error");

@@ -4,13 +4,12 @@ names and usage as OpenAI answers), both on free loopback ports, stopped at the 
 happened. Logs go to target/clients/{name}-stack.log and {name}-model.log."""
 
 import contextlib
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
-from playground import free_port, local_stack, request, stop, wait_for  # noqa: E402,F401
+from playground import fake_model, free_port, local_stack, request, stop, wait_for  # noqa: E402,F401
 
 LOGS = ROOT / "target" / "clients"
 
@@ -24,17 +23,10 @@ def check(condition, what):
 def stack_with_model(name):
     """Yields (the functions' base URL, the dev token) once the example docs are indexed."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    model = free_port()
     log_path = LOGS / f"{name}-stack.log"
-    with open(LOGS / f"{name}-model.log", "w") as log:
-        fake = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "fake-llm.py"), "--port", str(model)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    model_env = {"COACH_LLM_PROVIDER": "openai", "COACH_LLM_BASE_URL": f"http://127.0.0.1:{model}/v1"}
     try:
-        with local_stack(log_path, model_env) as (base, token, _, _):
+        with fake_model(LOGS / f"{name}-model.log") as model_env, local_stack(log_path, model_env) as (base, token, _, _):
             yield base, token
     except Exception:
         print(f"{name}: failed; the stack's log is {log_path}", file=sys.stderr)
         raise
-    finally:
-        stop(fake)

@@ -122,7 +122,13 @@ async fn a_queue_counts_its_messages_and_deduplicates_by_content_as_sqs_does() {
     assert!(test_events <= 1, "{test_events}");
     let visible = |n: u32| (n + test_events).to_string();
     for i in 0..5 {
-        s3.put_object().bucket(&bucket).key(format!("uploads/t/{i}/a.md")).body(b"# A".to_vec().into()).send().await.unwrap();
+        s3.put_object()
+            .bucket(&bucket)
+            .key(format!("uploads/t/{i}/a.md"))
+            .body(b"# A".to_vec().into())
+            .send()
+            .await
+            .unwrap();
     }
     sqs.send_message().queue_url(&queue).message_body("direct").send().await.unwrap();
     let counts = queue_attributes(sqs, &queue).await;

@@ -16,7 +16,10 @@ a time, in sessions of five (a question and four follow-ups). It prints the docu
 turns' outcomes and latency by thousand, and exits 1 on any 5xx (the emulator's storage
 "unavailable" 503 among them) or a document that failed:
 
+    COACH_RATE_LIMIT_USER=0 COACH_RATE_LIMIT_TENANT=0 make dev
     python3 scripts/loadtest.py --token "$TOKEN" --documents 5000 --turns 2000
+
+(It stops, saying so, at the first 429 from the rate limiter.)
 
 Standard library only. Refuses any base URL that is not on 127.0.0.1 or localhost.
 """
@@ -113,10 +116,17 @@ def volume(args):
     started = time.monotonic()
     statuses, latencies, ids = {}, [], []
 
+    limited = []
+
     def add(i):
+        if limited:  # the volume is the point, not the rate limiter: stop adding
+            return 429, None, 0.0
         name, text = document(i)
         body = {"filename": name, "content": text, "content_type": "text/markdown"}
-        return call("POST", f"{base}/upload-url/documents", token, body)
+        status, answer, ms = call("POST", f"{base}/upload-url/documents", token, body)
+        if status == 429:
+            limited.append(i)
+        return status, answer, ms
 
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         for status, answer, ms in pool.map(add, range(args.documents)):
@@ -125,6 +135,10 @@ def volume(args):
             if status in (200, 201, 202) and answer:
                 ids.append(answer.get("document_id"))
     added = time.monotonic() - started
+    if limited:
+        print(f"loadtest: rate limited at document {limited[0] + 1}; start the stack with "
+              "COACH_RATE_LIMIT_USER=0 COACH_RATE_LIMIT_TENANT=0", file=sys.stderr)
+        return 2
     print(json.dumps({"documents_added": len(ids), "statuses": statuses, "seconds": round(added, 1),
                       "by_thousand": by_thousand(latencies)}), flush=True)
 

@@ -27,8 +27,10 @@ Usage is moto_server's: `moto_server.py -H 127.0.0.1 -p 5050`.
 """
 
 import copy
+import gc
 import sys
 import threading
+import time
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
@@ -154,6 +156,27 @@ def _without_counts(send):
 
 SQSBackend.send_message = _without_counts(SQSBackend.send_message)
 SQSBackend.send_message_batch = _without_counts(SQSBackend.send_message_batch)
+
+# A full collection of Python's cycle collector walks every object moto holds; with a team's
+# data that is gigabytes, and every request waits for it. Each one over half a second is
+# logged (to stderr: make dev's moto.log) with its length, so such a stall can be told from
+# a slow call.
+_collection_started = [0.0]
+
+
+def _log_long_collections(phase, info):
+    if info.get("generation") != 2:
+        return
+    if phase == "start":
+        _collection_started[0] = time.perf_counter()
+        return
+    took = time.perf_counter() - _collection_started[0]
+    if took > 0.5:
+        print(f"moto_server: a full garbage collection held every request for {took:.1f} s "
+              f"({info.get('collected', 0)} objects freed)", file=sys.stderr, flush=True)
+
+
+gc.callbacks.append(_log_long_collections)
 
 if __name__ == "__main__":
     sys.exit(main())

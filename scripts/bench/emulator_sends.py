@@ -9,40 +9,16 @@ ingest is behind). Prints the p50 of each call by thousand. Loopback only.
     .venv/bin/python scripts/bench/emulator_sends.py [--count 5000]
 """
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-import boto3
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from moto_servers import SERVERS, client, started
 
 
 def run(server, count):
-    port = free_port()
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-    moto = subprocess.Popen(server + ["-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
-    try:
-        kw = dict(endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                  aws_access_key_id="bench", aws_secret_access_key="bench")
-        ddb, s3, sqs = boto3.client("dynamodb", **kw), boto3.client("s3", **kw), boto3.client("sqs", **kw)
-        for _ in range(100):
-            try:
-                ddb.list_tables()
-                break
-            except Exception:
-                time.sleep(0.1)
+    with started(server) as (endpoint, _):
+        ddb, s3, sqs = client("dynamodb", endpoint), client("s3", endpoint), client("sqs", endpoint)
         names = ("pk", "sk", "gsi1pk", "gsi1sk")
         ddb.create_table(
             TableName="coach", BillingMode="PAY_PER_REQUEST",
@@ -59,31 +35,25 @@ def run(server, count):
         body = ("word " * 400).encode()
         put_item, put_object = [], []
         for i in range(count):
-            started = time.perf_counter()
+            begun = time.perf_counter()
             ddb.put_item(TableName="coach", ConditionExpression="attribute_not_exists(pk)", Item={
                 "pk": {"S": "TENANT#bench"}, "sk": {"S": f"DOC#{i:06d}"}, "status": {"S": "pending"},
                 "gsi1pk": {"S": "INGEST#OPEN"}, "gsi1sk": {"S": f"{i:013d}"}})
-            put_item.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
+            put_item.append((time.perf_counter() - begun) * 1000)
+            begun = time.perf_counter()
             s3.put_object(Bucket="coach-bench", Key=f"uploads/bench/{i:06d}/doc.md", Body=body,
                           ContentType="text/markdown")
-            put_object.append((time.perf_counter() - started) * 1000)
+            put_object.append((time.perf_counter() - begun) * 1000)
         return put_item, put_object
-    finally:
-        moto.terminate()
-        moto.wait()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=5000)
     args = parser.parse_args()
-    venv = ROOT / ".venv" / "bin"
-    servers = [("moto_server (plain)", [str(venv / "moto_server")]),
-               ("scripts/moto_server.py", [str(venv / "python"), str(ROOT / "scripts" / "moto_server.py")])]
     print("| server | thousand | PutItem p50 ms | PutObject p50 ms |")
     print("| --- | --- | --- | --- |")
-    for name, server in servers:
+    for name, server in SERVERS:
         put_item, put_object = run(server, args.count)
         for k in range(0, args.count, 1000):
             print(f"| {name} | {k // 1000 + 1} | {statistics.median(put_item[k:k + 1000]):.1f} | "

@@ -35,6 +35,15 @@ const Markdown = (() => {
     return node;
   }
 
+  /** A link that opens apart from the page and tells the target nothing of it. */
+  function link(href) {
+    const a = el("a");
+    a.href = href;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer nofollow";
+    return a;
+  }
+
   const indentOf = (line) => line.length - line.trimStart().length;
 
   function isTable(lines, i) {
@@ -149,10 +158,7 @@ const Markdown = (() => {
       if (m[1] !== undefined) parent.append(el("code", m[2]));
       else if (m[3] !== undefined) {
         if (SAFE_LINK.test(m[4])) {
-          const a = el("a");
-          a.href = m[4];
-          a.target = "_blank";
-          a.rel = "noopener noreferrer nofollow";
+          const a = link(m[4]);
           inline(a, m[3], cite);
           parent.append(a);
         } else inline(parent, m[3], cite);
@@ -174,10 +180,8 @@ const Markdown = (() => {
         inline(del, m[10], cite);
         parent.append(del);
       } else {
-        const a = el("a", m[11]);
-        a.href = m[11];
-        a.target = "_blank";
-        a.rel = "noopener noreferrer nofollow";
+        const a = link(m[11]);
+        a.textContent = m[11];
         parent.append(a);
       }
     }

@@ -405,9 +405,8 @@ async function openSession(id) {
         continue;
       }
       latest = new Reply();
-      latest.append(m.content);
       latest.sources = m.sources || [];
-      latest.render();
+      latest.append(m.content);
       latest.finish({ sessionId: id, messageId: m.message_id, model: m.model, usage: m.usage,
         incomplete: m.incomplete, feedback: m.feedback });
     }

@@ -32,6 +32,8 @@ use crate::{
 pub enum Operation {
     DocumentUpload,
     DocumentDelete,
+    /// Who may read a document changed (`PATCH /documents/{id}`).
+    DocumentAccess,
     PromptRefresh,
     ApiKeyCreate,
     ApiKeyRevoke,
@@ -49,6 +51,7 @@ impl Operation {
         match self {
             Operation::DocumentUpload => "document.upload",
             Operation::DocumentDelete => "document.delete",
+            Operation::DocumentAccess => "document.access",
             Operation::PromptRefresh => "prompt.refresh",
             Operation::ApiKeyCreate => "api_key.create",
             Operation::ApiKeyRevoke => "api_key.revoke",

@@ -22,8 +22,11 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{now_ms, parse_id, rfc3339, Ids},
-    model::{Document, Job, Kind, NewDocument, ReembedJob, Scope},
-    store::{BlobStore, DocumentIndex, DocumentStore, JobQueue},
+    model::{
+        access::{normalise_groups, valid_group, MAX_DOCUMENT_GROUPS, MAX_GROUP_CHARS},
+        Document, Job, Kind, NewDocument, ReembedJob, Scope,
+    },
+    store::{BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
 };
 
 /// Body of `POST /uploads`.
@@ -34,6 +37,60 @@ pub struct UploadRequest {
     pub content_type: String,
     #[serde(deserialize_with = "crate::http::whole")]
     pub size_bytes: u64,
+    /// Who may read it: `"tenant"` (the default) or a list of groups.
+    #[serde(default, deserialize_with = "present")]
+    pub access: Option<AccessInput>,
+}
+
+/// A document's access as a request sends it: `"tenant"` (everyone in the tenant) or a list
+/// of 1 to [`MAX_DOCUMENT_GROUPS`] group names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum AccessInput {
+    Keyword(String),
+    Groups(Vec<String>),
+}
+
+/// An access that is there when its field is (`null` is no access: a 400).
+fn present<'de, D: serde::Deserializer<'de>>(input: D) -> Result<Option<AccessInput>, D::Error> {
+    AccessInput::deserialize(input).map(Some)
+}
+
+/// Body of `PATCH /documents/{id}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentChange {
+    pub access: AccessInput,
+}
+
+/// The access `input` asks for, as `who` may set it: `None` for the tenant, else the groups
+/// (valid names, sorted, distinct). 400 for anything else; 403 when an editor who is not an
+/// admin would restrict a document to groups none of which is theirs (they could not read it).
+pub fn requested_access(who: &Principal, input: Option<&AccessInput>) -> Result<Option<Vec<String>>, Error> {
+    let groups = match input {
+        None => return Ok(None),
+        Some(AccessInput::Keyword(word)) if word == "tenant" => return Ok(None),
+        Some(AccessInput::Keyword(_)) => {
+            return Err(Error::BadRequest("access is \"tenant\" or a list of group names".into()))
+        }
+        Some(AccessInput::Groups(groups)) if groups.len() <= MAX_DOCUMENT_GROUPS => normalise_groups(groups.clone()),
+        Some(AccessInput::Groups(_)) => Vec::new(),
+    };
+    if groups.is_empty() {
+        return Err(Error::BadRequest(format!("access lists 1 to {MAX_DOCUMENT_GROUPS} groups, or is \"tenant\"")));
+    }
+    if !groups.iter().all(|g| valid_group(g)) {
+        return Err(Error::BadRequest(format!(
+            "group names are 1 to {MAX_GROUP_CHARS} characters, without control characters or white space at either end"
+        )));
+    }
+    if !who.clearance().may_read(Some(&groups)) {
+        return Err(Error::Forbidden(
+            "you may restrict a document only to groups that include one of yours (you could not read it otherwise)"
+                .into(),
+        ));
+    }
+    Ok(Some(groups))
 }
 
 /// Body of `POST /documents`: a text document sent inline.
@@ -45,6 +102,9 @@ pub struct InlineDocument {
     pub content_type: String,
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
+    /// Who may read it: `"tenant"` (the default) or a list of groups.
+    #[serde(default, deserialize_with = "present")]
+    pub access: Option<AccessInput>,
 }
 
 /// Most metadata entries an inline document may carry, and their sizes in characters.
@@ -218,16 +278,55 @@ pub struct ChunkView {
     pub after: Vec<PassageView>,
 }
 
-/// The caller's tenant's documents in `records`, newest first, a page of `limit` after
-/// `cursor` (the documents routes and the MCP server's `list_documents`).
+/// Records a list reads at most to fill a page for a caller who may not read some of them.
+const MAX_LIST_EXAMINED: usize = 1000;
+
+/// The documents of the caller's tenant they may read, in `records`, newest first: a page of
+/// up to `limit` after `cursor` (the documents routes and the MCP server's `list_documents`).
+///
+/// Records the caller may not read are skipped, and the store read again until the page is
+/// full or the tenant's records end, so the page's cursor is the last document returned
+/// (the next page re-reads what was skipped) and names no document the caller may not
+/// read. Only when [`MAX_LIST_EXAMINED`] records in a row are unreadable does a short page's
+/// cursor stop at the last one read, so the next request goes on from there.
 pub async fn list(
     records: &dyn DocumentStore,
     who: &Principal,
     limit: i32,
     cursor: Option<&str>,
 ) -> Result<(Vec<Document>, Option<String>), Error> {
-    let page = records.list(&Scope::Tenant(who.tenant.clone()), limit, cursor).await?;
-    Ok((page.items, page.next_cursor))
+    let scope = Scope::Tenant(who.tenant.clone());
+    let clearance = who.clearance();
+    let wanted = limit.max(1) as usize;
+    let mut items: Vec<Document> = Vec::new();
+    let mut cursor = cursor.map(str::to_owned);
+    let mut examined = 0;
+    loop {
+        let page = records.list(&scope, (wanted - items.len()) as i32, cursor.as_deref()).await?;
+        examined += page.items.len();
+        let read = page.items.len();
+        items.extend(page.items.into_iter().filter(|d| clearance.may_read(d.access.as_deref())));
+        cursor = page.next_cursor;
+        if items.len() >= wanted || cursor.is_none() || read == 0 {
+            break;
+        }
+        if examined >= MAX_LIST_EXAMINED {
+            // A run of unreadable records: go on from the last one read next time.
+            return Ok((items, cursor));
+        }
+    }
+    // Full (or the end): the next page starts after the last document returned.
+    let next = cursor.and_then(|_| items.last().map(|d| d.document_id.clone()));
+    Ok((items, next))
+}
+
+/// A new document of the caller's tenant, as [`Documents::record_pending`] records it.
+struct Pending<'a> {
+    filename: &'a str,
+    kind: Kind,
+    size_bytes: u64,
+    metadata: Option<&'a BTreeMap<String, String>>,
+    access: Option<&'a [String]>,
 }
 
 pub struct Documents {
@@ -270,6 +369,7 @@ impl Documents {
     /// Validates the request, records a new document as `pending`, and presigns its upload.
     pub async fn create_upload(&self, who: &Principal, req: &UploadRequest) -> Result<Upload, Error> {
         let (kind, filename) = kind_and_name(&req.content_type, &req.filename, UPLOADED)?;
+        let access = requested_access(who, req.access.as_ref())?;
         if req.size_bytes == 0 {
             return Err(Error::BadRequest("size_bytes must be at least 1".into()));
         }
@@ -282,7 +382,14 @@ impl Documents {
         // A record whose upload never comes expires (DynamoDB TTL) a day after its URL does.
         let url_ttl = self.uploads.url_ttl.as_millis() as u64;
         let expiry = |now| (now + url_ttl) / 1000 + PENDING_GRACE_SECS;
-        let (id, key, now) = self.record_pending(who, &filename, kind, req.size_bytes, None, expiry).await?;
+        let new = Pending {
+            filename: &filename,
+            kind,
+            size_bytes: req.size_bytes,
+            metadata: None,
+            access: access.as_deref(),
+        };
+        let (id, key, now) = self.record_pending(who, new, expiry).await?;
         let presigned = self.blobs.presign_put(&key, kind.content_type(), req.size_bytes, self.uploads.url_ttl).await?;
         Ok(Upload {
             document_id: id,
@@ -299,25 +406,35 @@ impl Documents {
     async fn record_pending(
         &self,
         who: &Principal,
-        filename: &str,
-        kind: Kind,
-        size_bytes: u64,
-        metadata: Option<&std::collections::BTreeMap<String, String>>,
+        new: Pending<'_>,
         expiry: impl FnOnce(u64) -> u64,
     ) -> Result<(String, String, u64), Error> {
         let id = self.ids.next().to_string();
-        let key = crate::store::keys::upload_key(&who.tenant, &id, filename);
+        let key = crate::store::keys::upload_key(&who.tenant, &id, new.filename);
         let now = now_ms();
+        let access = new.access;
         let record = NewDocument {
             document_id: &id,
-            filename,
-            kind,
-            size_bytes,
+            filename: new.filename,
+            kind: new.kind,
+            size_bytes: new.size_bytes,
             key: &key,
             uploaded_by: &who.user_id,
-            metadata,
+            metadata: new.metadata,
+            access,
         };
-        self.records.create(&Scope::Tenant(who.tenant.clone()), &record, now, expiry(now)).await?;
+        let scope = Scope::Tenant(who.tenant.clone());
+        self.records.create(&scope, &record, now, expiry(now)).await?;
+        // A restricted document is restricted in the index before its content can exist, so
+        // no search ever finds it open. Without that, no record either (no URL was given).
+        if let Some(groups) = access {
+            if let Err(e) = self.index.set_access(&scope, &id, Some(groups), 0).await {
+                if let Err(cleanup) = self.records.delete(&scope, &id).await {
+                    tracing::warn!(error = %cleanup, "could not remove the record of a refused upload");
+                }
+                return Err(e.into());
+            }
+        }
         Ok((id, key, now))
     }
 
@@ -344,9 +461,17 @@ impl Documents {
         if let Some(metadata) = &req.metadata {
             validate_metadata(metadata)?;
         }
+        let access = requested_access(who, req.access.as_ref())?;
         // Like an upload's: a record whose object never lands expires, a day on.
         let expiry = |now| now / 1000 + PENDING_GRACE_SECS;
-        let (id, key, _) = self.record_pending(who, &filename, kind, size, req.metadata.as_ref(), expiry).await?;
+        let new = Pending {
+            filename: &filename,
+            kind,
+            size_bytes: size,
+            metadata: req.metadata.as_ref(),
+            access: access.as_deref(),
+        };
+        let (id, key, _) = self.record_pending(who, new, expiry).await?;
         let scope = Scope::Tenant(who.tenant.clone());
         let body = bytes::Bytes::copy_from_slice(req.content.as_bytes());
         if let Err(e) = self.blobs.put(&key, body, kind.content_type()).await {
@@ -369,13 +494,45 @@ impl Documents {
         list(self.records.as_ref(), who, limit, cursor).await
     }
 
-    /// One document of the caller's tenant, or 404.
+    /// One document of the caller's tenant that they may read, or 404 (whether it does not
+    /// exist or is not theirs to read: the answer is the same).
     pub async fn get(&self, who: &Principal, id: &str) -> Result<Document, Error> {
         let id = parse_id(id, "document")?;
-        self.records
-            .get(&Scope::Tenant(who.tenant.clone()), &id.to_string())
-            .await?
+        readable(who, self.records.get(&Scope::Tenant(who.tenant.clone()), &id.to_string()).await?)
             .ok_or_else(|| Error::NotFound("no such document".into()))
+    }
+
+    /// Changes who may read a document of the caller's tenant (one they may read: else 404):
+    /// its record first (conditional on the access read: a concurrent change is a 409), then
+    /// the index, which search reads within seconds. Re-applied to the index even when the
+    /// record already says so, so repeating a change that failed halfway completes it.
+    /// Returns the document, and its access before.
+    pub async fn set_access(
+        &self,
+        who: &Principal,
+        id: &str,
+        change: &DocumentChange,
+    ) -> Result<(Document, Option<Vec<String>>), Error> {
+        let mut doc = self.get(who, id).await?;
+        let access = requested_access(who, Some(&change.access))?;
+        let scope = Scope::Tenant(who.tenant.clone());
+        let before = doc.access.clone();
+        if access != doc.access {
+            let now = now_ms();
+            self.records.set_access(&scope, &doc.document_id, access.as_deref(), doc.access_rev, now).await.map_err(
+                |e| match e {
+                    StoreError::ConditionFailed { .. } => {
+                        Error::Conflict("the document changed meanwhile (or was deleted); read it and try again".into())
+                    }
+                    other => other.into(),
+                },
+            )?;
+            doc.access = access;
+            doc.access_rev += 1;
+            doc.updated_at = rfc3339(now);
+        }
+        self.index.set_access(&scope, &doc.document_id, doc.access.as_deref(), doc.access_rev).await?;
+        Ok((doc, before))
     }
 
     /// Chunk `number` of a document the caller may read (the tenant's, or a shared doc), with
@@ -384,6 +541,10 @@ impl Documents {
     pub async fn chunk(&self, who: &Principal, id: &str, number: u32, context: u32) -> Result<ChunkView, Error> {
         let scope = document_scope(&who.tenant, id)?;
         let not_found = || Error::NotFound("no such chunk".into());
+        // A tenant's document only when the caller may read it (the shared docs are everyone's).
+        if let Scope::Tenant(_) = scope {
+            readable(who, self.records.get(&scope, id).await?).ok_or_else(not_found)?;
+        }
         let doc = self.index.document(&scope, id).await?.ok_or_else(not_found)?;
         let at = number as usize;
         if at >= doc.chunks.len() {
@@ -414,9 +575,54 @@ impl Documents {
     }
 }
 
+/// `record` if `who` may read it.
+pub fn readable(who: &Principal, record: Option<Document>) -> Option<Document> {
+    record.filter(|d| who.clearance().may_read(d.access.as_deref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn caller(roles: &[crate::auth::Role], groups: &[&str]) -> Principal {
+        Principal {
+            user_id: "u".into(),
+            tenant: "t".into(),
+            roles: roles.to_vec(),
+            groups: normalise_groups(groups.iter().map(|g| (*g).to_owned()).collect()),
+        }
+    }
+
+    #[test]
+    fn access_is_the_tenant_or_groups_an_editor_keeps_reading() {
+        use crate::auth::Role;
+        let editor = caller(&[Role::Editor], &["hr"]);
+        let groups = |names: &[&str]| AccessInput::Groups(names.iter().map(|g| (*g).to_owned()).collect());
+        assert_eq!(requested_access(&editor, None), Ok(None));
+        assert_eq!(requested_access(&editor, Some(&AccessInput::Keyword("tenant".into()))), Ok(None));
+        assert_eq!(
+            requested_access(&editor, Some(&groups(&["legal", "hr", "hr"]))),
+            Ok(Some(vec!["hr".to_owned(), "legal".to_owned()]))
+        );
+        let status = |who: &Principal, input: AccessInput| requested_access(who, Some(&input)).unwrap_err().status();
+        assert_eq!(status(&editor, AccessInput::Keyword("public".into())).as_u16(), 400);
+        assert_eq!(status(&editor, groups(&[])).as_u16(), 400);
+        assert_eq!(status(&editor, groups(&["hr", " x"])).as_u16(), 400);
+        let many: Vec<String> = (0..=MAX_DOCUMENT_GROUPS).map(|i| format!("g{i}")).collect();
+        assert_eq!(status(&editor, AccessInput::Groups(many)).as_u16(), 400);
+        // Restricting it away from yourself: refused for an editor, allowed for an admin.
+        assert_eq!(status(&editor, groups(&["board"])).as_u16(), 403);
+        let admin = caller(&[Role::Admin], &[]);
+        assert_eq!(requested_access(&admin, Some(&groups(&["board"]))), Ok(Some(vec!["board".to_owned()])));
+        let body: DocumentChange = serde_json::from_str(r#"{"access": ["hr"]}"#).unwrap();
+        assert_eq!(body.access, groups(&["hr"]));
+        assert!(serde_json::from_str::<DocumentChange>(r#"{"access": 7}"#).is_err());
+        assert!(serde_json::from_str::<DocumentChange>(r#"{"access": null}"#).is_err());
+        let upload = r#"{"filename": "a.md", "content_type": "text/markdown", "size_bytes": 1"#;
+        assert!(serde_json::from_str::<UploadRequest>(&format!("{upload}, \"access\": null}}")).is_err());
+        let open: UploadRequest = serde_json::from_str(&format!("{upload}}}")).unwrap();
+        assert_eq!(open.access, None);
+    }
 
     #[test]
     fn document_ids_name_their_scope() {

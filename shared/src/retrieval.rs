@@ -31,7 +31,7 @@ use crate::{
     config::{ConfigError, Env},
     embeddings::{Embedder, Purpose},
     error::Error,
-    model::{ModelUsage, Passage, Query, Ranking},
+    model::{Clearance, ModelUsage, Passage, Query, Ranking},
     rerank::Reranker,
     store::PassageSearch,
 };
@@ -164,10 +164,11 @@ impl Retriever {
         }
     }
 
-    /// The passages of `tenant`'s documents and the shared docs that best match `query`.
-    /// Without a working embedding service the search is by words only.
-    pub async fn retrieve(&self, tenant: &str, query: &str) -> Result<Retrieved, Error> {
-        self.retrieve_top(tenant, query, self.ranking.top_k).await
+    /// The passages of `tenant`'s documents (those `clearance` may read) and the shared docs
+    /// that best match `query`. Without a working embedding service the search is by words
+    /// only.
+    pub async fn retrieve(&self, tenant: &str, clearance: Clearance<'_>, query: &str) -> Result<Retrieved, Error> {
+        self.retrieve_top(tenant, clearance, query, self.ranking.top_k).await
     }
 
     /// The configured number of passages (`COACH_RETRIEVAL_TOP_K`).
@@ -181,8 +182,14 @@ impl Retriever {
     }
 
     /// Like [`Retriever::retrieve`], for `top_k` passages instead of the configured number.
-    pub async fn retrieve_top(&self, tenant: &str, query: &str, top_k: usize) -> Result<Retrieved, Error> {
-        self.retrieve_turn(tenant, query, async { Conversation::default() }, top_k).await
+    pub async fn retrieve_top(
+        &self,
+        tenant: &str,
+        clearance: Clearance<'_>,
+        query: &str,
+        top_k: usize,
+    ) -> Result<Retrieved, Error> {
+        self.retrieve_turn(tenant, clearance, query, async { Conversation::default() }, top_k).await
     }
 
     /// The passages for the latest message of a `conversation` (a future, so the index
@@ -192,15 +199,17 @@ impl Retriever {
     pub async fn retrieve_in_conversation(
         &self,
         tenant: &str,
+        clearance: Clearance<'_>,
         latest: &str,
         conversation: impl Future<Output = Conversation> + Send,
     ) -> Result<Retrieved, Error> {
-        self.retrieve_turn(tenant, latest, conversation, self.ranking.top_k).await
+        self.retrieve_turn(tenant, clearance, latest, conversation, self.ranking.top_k).await
     }
 
     async fn retrieve_turn(
         &self,
         tenant: &str,
+        clearance: Clearance<'_>,
         latest: &str,
         conversation: impl Future<Output = Conversation> + Send,
         top_k: usize,
@@ -216,7 +225,7 @@ impl Retriever {
             conversation_share = tracing::field::Empty
         );
         let started = std::time::Instant::now();
-        let retrieved = self.search(tenant, latest, conversation, top_k).instrument(span.clone()).await?;
+        let retrieved = self.search(tenant, clearance, latest, conversation, top_k).instrument(span.clone()).await?;
         span.record("passages", retrieved.passages.len());
         span.record("latency_ms", started.elapsed().as_millis() as u64);
         crate::metrics::retrieval(started.elapsed(), retrieved.passages.len());
@@ -260,6 +269,7 @@ impl Retriever {
     async fn search(
         &self,
         tenant: &str,
+        clearance: Clearance<'_>,
         latest: &str,
         conversation: impl Future<Output = Conversation> + Send,
         top_k: usize,
@@ -303,7 +313,7 @@ impl Retriever {
             }
         };
         let ranking = Ranking { top_k: top_k.max(self.reranker.candidates()), ..self.ranking.clone() };
-        let mut passages = self.index.search(tenant, Box::pin(make), &ranking).await?;
+        let mut passages = self.index.search(tenant, clearance, Box::pin(make), &ranking).await?;
         if self.reranker.candidates() > 0 && passages.len() > 1 {
             let query = reranked_query.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
             let texts: Vec<&str> = passages.iter().map(|p| p.text.as_str()).collect();

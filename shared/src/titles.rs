@@ -49,7 +49,13 @@ impl Titler {
         if crate::auth::validate_tenant(&job.tenant).is_err() {
             return Ok(Titled::Skipped("not a tenant"));
         }
-        let who = Principal { user_id: job.user_id.clone(), tenant: job.tenant.clone(), roles: Vec::new() };
+        // Titling reads the session's messages, never the documents: no groups needed.
+        let who = Principal {
+            user_id: job.user_id.clone(),
+            tenant: job.tenant.clone(),
+            roles: Vec::new(),
+            groups: Vec::new(),
+        };
         let session = match self.history.session(&who, &job.session_id).await {
             Ok(session) => session,
             Err(Error::NotFound(_) | Error::BadRequest(_)) => return Ok(Titled::Skipped("no such session")),

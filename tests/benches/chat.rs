@@ -151,6 +151,7 @@ async fn run() {
         user_id: "bench-user".into(),
         tenant: "acme".into(),
         roles: vec![coach::auth::Role::User],
+        groups: vec![],
     };
     let (mut mcp_own, mut search_own) = (Vec::with_capacity(TURNS), Vec::with_capacity(TURNS));
     for i in 0..TURNS {

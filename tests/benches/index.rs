@@ -166,7 +166,7 @@ async fn run() {
     for tenant in ["big", "big-text"] {
         let before = LIVE_BYTES.load(Ordering::Relaxed);
         let reader = reader(&aws);
-        let parts = reader.parts_for(tenant).await.expect("index loads");
+        let parts = reader.parts_for(tenant, coach::model::Clearance::All).await.expect("index loads");
         let held = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(before);
         let chunks: usize = parts.iter().map(|p| p.segment.segment.chunks.len()).sum();
         let text: usize = parts.iter().flat_map(|p| &p.segment.segment.chunks).map(|c| c.text.len()).sum();
@@ -219,7 +219,7 @@ async fn ingest_at_once(
     first: usize,
     count: usize,
 ) -> Vec<String> {
-    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![], groups: vec![] };
     let bodies: Vec<String> = (first..first + count)
         .map(|d| {
             let doc = document(rng, d, 1, false);
@@ -234,6 +234,7 @@ async fn ingest_at_once(
                 filename: name.clone(),
                 content_type: "text/markdown".into(),
                 size_bytes: body.len() as u64,
+                access: None,
             };
             let id = services.uploads.documents.create_upload(who, &request).await.expect("upload").document_id;
             let key = format!("uploads/acme/{id}/{name}");
@@ -264,7 +265,7 @@ async fn ingest_at_once(
 /// Every document `ready`, and each exactly once in the index as stored and as a cold
 /// instance loads it.
 async fn verify(stack: &TestStack, services: &Deployment, tenant: &str, ids: &[String]) {
-    let who = Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] };
+    let who = Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![], groups: vec![] };
     for id in ids {
         let doc = services.uploads.documents.get(&who, id).await.expect("record");
         assert_eq!(doc.status.as_str(), "ready", "{id}");
@@ -273,7 +274,7 @@ async fn verify(stack: &TestStack, services: &Deployment, tenant: &str, ids: &[S
     let stored = stack.indexed(&scope).await;
     let expected: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(stored.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
-    let parts = reader(&stack.aws).parts_for(tenant).await.expect("index loads");
+    let parts = reader(&stack.aws).parts_for(tenant, coach::model::Clearance::All).await.expect("index loads");
     let mut loaded = Vec::new();
     for part in &parts {
         let docs = part.segment.segment.docs.iter().zip(part.live.iter()).filter(|(_, live)| **live);
@@ -321,7 +322,7 @@ async fn cold_runs(
         // The index load alone, on a fresh instance: manifests, then segments.
         let reader = reader(aws);
         let started = Instant::now();
-        let parts = reader.parts_for(tenant).await.expect("index loads");
+        let parts = reader.parts_for(tenant, coach::model::Clearance::All).await.expect("index loads");
         loads.push(started.elapsed());
         assert!(!parts.is_empty());
         // The whole first POST /chat of another fresh instance.

@@ -25,6 +25,12 @@
 //! 4. **Baseline, same run**: the S3 store at 100,000 chunks (the same generator's first
 //!    10,000 documents, written as compaction leaves them), searched warm through its own
 //!    `PassageSearch`, with the same queries.
+//! 5. **Access groups**: 30% of the documents are restricted (a tenth each to `hr`, `board`
+//!    and `legal`; written so by the load, as ingest writes a restricted document). The
+//!    hybrid searches of 3. and 4., each store's, by a caller of group `hr` (who may read 80%
+//!    of the documents) and by one of no group (70%), alternating query by query with the
+//!    unrestricted search (an admin's) in the same run. Checked: no passage of a document the
+//!    caller may not read.
 
 use std::{
     sync::Arc,
@@ -34,8 +40,8 @@ use std::{
 use coach::{
     analysis::Analyzer,
     index::postgres::vector_table,
-    model::{Chunk, Query, Ranking, Scope, Shard},
-    store::PassageSearch,
+    model::{Chunk, Clearance, Query, Ranking, Scope, Shard},
+    store::{IndexStore, ManifestRead, PassageSearch},
 };
 use coach_testkit::{
     bench::{report, DIMS, EMBEDDING_MODEL},
@@ -200,15 +206,19 @@ async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usi
         }
         writer.finish().await.unwrap();
         let sink = client
-            .copy_in("COPY coach_chunks (scope, document_id, chunk, heading, body) FROM STDIN BINARY")
+            .copy_in("COPY coach_chunks (scope, document_id, chunk, heading, body, access) FROM STDIN BINARY")
             .await
             .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT]);
+        let types = [Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT_ARRAY];
+        let writer = BinaryCopyInWriter::new(sink, &types);
         pin_mut!(writer);
-        for doc in &docs {
+        for (doc, d) in docs.iter().zip(start..) {
+            let access = restriction(d);
             for (c, chunk) in doc.chunks.iter().enumerate() {
                 let c = c as i32;
-                writer.as_mut().write(&[&TENANT, &doc.document_id, &c, &chunk.heading, &chunk.text]).await.unwrap();
+                let row: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&TENANT, &doc.document_id, &c, &chunk.heading, &chunk.text, &access];
+                writer.as_mut().write(&row).await.unwrap();
             }
         }
         writer.finish().await.unwrap();
@@ -224,8 +234,8 @@ async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usi
         writer.finish().await.unwrap();
         client
             .batch_execute(&format!(
-                "INSERT INTO {table} (chunk_id, scope, embedding)
-                 SELECT c.id, '{TENANT}', s.embedding FROM staged s
+                "INSERT INTO {table} (chunk_id, scope, access, embedding)
+                 SELECT c.id, '{TENANT}', c.access, s.embedding FROM staged s
                  JOIN coach_chunks c ON c.scope = '{TENANT}' AND c.document_id = s.document_id AND c.chunk = s.chunk;
                  TRUNCATE staged;"
             ))
@@ -233,6 +243,97 @@ async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usi
             .unwrap();
         start = end;
     }
+    // Who may read the restricted documents, as a PATCH (or an upload's `access`) records it.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO coach_document_access (scope, document_id, groups, rev)
+             SELECT DISTINCT scope, document_id, access, 1 FROM coach_chunks
+             WHERE scope = '{TENANT}' AND access IS NOT NULL
+             ON CONFLICT (scope, document_id) DO NOTHING"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Who may read document `d` of the bench: a tenth each restricted to `hr`, `board` and
+/// `legal`, the rest the whole tenant.
+fn restriction(d: usize) -> Option<Vec<String>> {
+    match d % 10 {
+        1 => Some(vec!["hr".to_owned()]),
+        2 => Some(vec!["board".to_owned()]),
+        3 => Some(vec!["legal".to_owned()]),
+        _ => None,
+    }
+}
+
+/// The hybrid searches of `queries`, each one by every caller of `clearances` in turn (warm:
+/// each statement prepared and the data read once before): the times per clearance. Checks
+/// that no caller gets a passage of a document they may not read.
+async fn search_as(
+    index: &Arc<dyn PassageSearch>,
+    queries: &[(String, Vec<f32>, String)],
+    clearances: &[Clearance<'_>],
+) -> Vec<Vec<Duration>> {
+    for (text, vector, _) in queries.iter().take(10) {
+        for clearance in clearances {
+            hybrid(index, text, vector, *clearance).await;
+        }
+    }
+    let mut times = vec![Vec::new(); clearances.len()];
+    for (text, vector, _) in queries {
+        for (i, clearance) in clearances.iter().enumerate() {
+            let started = Instant::now();
+            let passages = hybrid(index, text, vector, *clearance).await;
+            times[i].push(started.elapsed());
+            for p in &passages {
+                let d: usize = p.source.document_id["01BENCH".len()..].parse().expect("a bench document id");
+                assert!(
+                    clearance.may_read(restriction(d).as_deref()),
+                    "{} given to {clearance:?}",
+                    p.source.document_id
+                );
+            }
+        }
+    }
+    times
+}
+
+/// The hybrid top-10 of `text` and `vector` for a caller of `clearance`.
+async fn hybrid(
+    index: &Arc<dyn PassageSearch>,
+    text: &str,
+    vector: &[f32],
+    clearance: Clearance<'_>,
+) -> Vec<coach::model::Passage> {
+    let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 };
+    let query = Query {
+        terms: Analyzer::default().weighted_terms(text),
+        vector: Some((EMBEDDING_MODEL.to_owned(), vector.to_vec())),
+    };
+    index.search(TENANT, clearance, Box::pin(async { query }), &ranking).await.expect("search")
+}
+
+/// p50 of `times`.
+fn p50(times: &[Duration]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// Section 5 for one store: the unrestricted search and two callers' alternately.
+async fn restricted_searches(label: &str, index: &Arc<dyn PassageSearch>, queries: &[(String, Vec<f32>, String)]) {
+    let (hr, none) = (vec!["hr".to_owned()], Vec::new());
+    let clearances = [Clearance::All, Clearance::Groups(&hr), Clearance::Groups(&none)];
+    let times = search_as(index, queries, &clearances).await;
+    report(&format!("  {label} hybrid, unrestricted (an admin)"), &times[0]);
+    report(&format!("  {label} hybrid, a caller of group hr (80% readable)"), &times[1]);
+    report(&format!("  {label} hybrid, a caller of no group (70% readable)"), &times[2]);
+    let base = p50(&times[0]);
+    println!(
+        "  {label}: p50 restricted / unrestricted: hr {:.3}, no group {:.3}",
+        p50(&times[1]) / base,
+        p50(&times[2]) / base
+    );
 }
 
 /// Builds the HNSW index of the model's table (as Coach's schema defines it) and analyses.
@@ -265,7 +366,12 @@ async fn search(
             vector: vectors.then(|| (EMBEDDING_MODEL.to_owned(), vector.to_vec())),
         };
         let (index, ranking) = (index.clone(), ranking.clone());
-        async move { index.search(TENANT, Box::pin(async { query }), &ranking).await.expect("search") }
+        async move {
+            index
+                .search(TENANT, coach::model::Clearance::All, Box::pin(async { query }), &ranking)
+                .await
+                .expect("search")
+        }
     };
     for (text, vector, _) in queries.iter().take(10) {
         run(text, vector).await;
@@ -313,6 +419,14 @@ async fn main() {
     let stack = TestStack::with_store(Store::Postgres, &[lexical]).await;
     let index = stack.document_index();
 
+    // The documents `add` writes below are restricted as the load restricts the others: set
+    // before they are indexed, as an upload's `access` is.
+    for d in docs - INGEST_DOCS..docs {
+        if let Some(groups) = restriction(d) {
+            let id = format!("01BENCH{d:019}");
+            index.set_access(&Scope::Tenant(TENANT.into()), &id, Some(&groups), 1).await.expect("access");
+        }
+    }
     // Coach's schema and the model's vector table, from a first document through `add`.
     let seed = corpus.document(docs - 1);
     let key = format!("uploads/{TENANT}/{}/seed.md", seed.document_id);
@@ -381,6 +495,7 @@ async fn main() {
     let (times, hits) = search(&search_pg, &common, true).await;
     report("  postgres hybrid, with a very common word", &times);
     first("hybrid, common word", hits);
+    let pg_plain = plain.clone();
 
     // To look at the plans: the server stays up until the bench is stopped.
     if std::env::var("BENCH_PG_HOLD").is_ok_and(|v| v == "1") {
@@ -412,6 +527,23 @@ async fn main() {
     let (times, hits) = search(&search_s3, &common, true).await;
     report("  s3 hybrid, with a very common word", &times);
     first("s3 hybrid, common word", hits);
+
+    // 5. Access groups: the S3 store's documents restricted as the load restricted them in
+    // PostgreSQL (one manifest write, as PATCHes would leave it).
+    let scope = Scope::Tenant(TENANT.into());
+    let store = s3.aws.bucket();
+    let ManifestRead::Changed { etag, mut manifest } = store.manifest(&scope, None).await.expect("manifest") else {
+        panic!("the seeded tenant has a manifest")
+    };
+    for d in 0..small {
+        if let Some(groups) = restriction(d) {
+            manifest.set_access(&format!("01BENCH{d:019}"), Some(&groups), 1);
+        }
+    }
+    store.put_manifest(&scope, &manifest, Some(&etag)).await.expect("manifest written");
+    println!("5. access groups, 30% of the documents restricted; each query by each caller in turn, warm:");
+    restricted_searches(&format!("postgres ({} chunks)", docs * CHUNKS_PER_DOC), &search_pg, &pg_plain).await;
+    restricted_searches(&format!("s3 ({} chunks)", small * CHUNKS_PER_DOC), &search_s3, &plain).await;
 }
 
 async fn head(stack: &TestStack, key: &str) -> String {

@@ -19,7 +19,7 @@ use crate::{
 
 /// The uploader of these flows: user `erin` of `tenant`.
 pub fn erin(tenant: &str) -> Principal {
-    Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![] }
+    Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![], groups: vec![] }
 }
 
 /// Creates a markdown document's record and puts its object, without ingesting: (id, key).
@@ -30,8 +30,12 @@ pub async fn upload(
     name: &str,
     body: &str,
 ) -> (String, String) {
-    let request =
-        UploadRequest { filename: name.into(), content_type: "text/markdown".into(), size_bytes: body.len() as u64 };
+    let request = UploadRequest {
+        filename: name.into(),
+        content_type: "text/markdown".into(),
+        size_bytes: body.len() as u64,
+        access: None,
+    };
     let id = services.uploads.documents.create_upload(&erin(tenant), &request).await.unwrap().document_id;
     let key = format!("uploads/{tenant}/{id}/{name}");
     stack.put(&key, body.as_bytes()).await;

@@ -2,15 +2,18 @@
 //!
 //! | route | who |
 //! |---|---|
-//! | `POST /uploads` `{filename, content_type, size_bytes}` | role `editor` |
-//! | `POST /documents` `{filename, content, content_type, metadata?}` | role `editor`: a text document inline |
+//! | `POST /uploads` `{filename, content_type, size_bytes, access?}` | role `editor` |
+//! | `POST /documents` `{filename, content, content_type, metadata?, access?}` | role `editor`: a text document inline |
 //! | `GET /documents?limit=&cursor=` | role `user` |
 //! | `GET /documents/{id}` | role `user` |
+//! | `PATCH /documents/{id}` `{access}` | role `editor`: who may read it (`"tenant"` or groups) |
 //! | `GET /documents/{id}/chunks/{n}?context=` | role `user`: a cited passage with its neighbours (the tenant's documents and the shared docs) |
 //! | `DELETE /documents/{id}` | role `editor` |
 //! | `POST /documents/reembed` | role `admin`: re-embed the tenant's documents in the background |
 //!
-//! Documents belong to the caller's tenant; another tenant's document id is a 404.
+//! Documents belong to the caller's tenant; another tenant's document id is a 404, and so
+//! is one restricted to groups the caller is not in (admins read every document of their
+//! tenant).
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use coach::{
     audit::Operation,
     auth::Role,
     config::{ConfigError, Env, StartupError},
-    documents::{Documents, InlineDocument, UploadConfig, UploadRequest, MAX_CHUNK_CONTEXT},
+    documents::{DocumentChange, Documents, InlineDocument, UploadConfig, UploadRequest, MAX_CHUNK_CONTEXT},
     http::{empty_response, json_body, json_body_within, json_response, query_limit, query_param},
     index::{Index, IndexStoreConfig},
     ratelimit::{RateLimitConfig, RateLimiter},
@@ -95,6 +98,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint::new("POST", "/documents", Role::Editor),
     Endpoint::new("POST", "/documents/reembed", Role::Admin),
     Endpoint::new("GET", "/documents/{id}", Role::User),
+    Endpoint::new("PATCH", "/documents/{id}", Role::Editor),
     Endpoint::new("DELETE", "/documents/{id}", Role::Editor),
     Endpoint::new("GET", "/documents/{id}/chunks/{n}", Role::User),
 ];
@@ -106,6 +110,7 @@ async fn route(state: &State, call: Call<'_>) -> Result<Response<Body>, Error> {
         ("POST", "/documents", _) => create_inline(state, &call).await,
         ("POST", "/documents/reembed", _) => reembed(state, &call).await,
         ("GET", "/documents/{id}", [id]) => get(state, &call, id).await,
+        ("PATCH", "/documents/{id}", [id]) => change(state, &call, id).await,
         ("DELETE", "/documents/{id}", [id]) => delete(state, &call, id).await,
         ("GET", "/documents/{id}/chunks/{n}", [id, n]) => chunk(state, &call, id, n).await,
         (method, path, _) => Err(Error::internal(format!("no handler for the route {method} {path}"))),
@@ -172,6 +177,19 @@ async fn reembed(state: &State, call: &Call<'_>) -> Result<Response<Body>, Error
     state.limiter.check(who).await?;
     state.documents.reembed(who).await?;
     Ok(json_response(StatusCode::ACCEPTED, &json!({"status": "queued"})))
+}
+
+/// `PATCH /documents/{id}` `{access}` (editor): who may read the document, effective for
+/// search within seconds (no re-embedding); 200 with the document. Audited when it changed.
+async fn change(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {
+    let (req, who) = (call.req, call.who()?);
+    state.limiter.check(who).await?;
+    let input: DocumentChange = json_body(req)?;
+    let (doc, before) = state.documents.set_access(who, id, &input).await?;
+    if before != doc.access {
+        state.pipeline.record(call, Operation::DocumentAccess, Some(&doc.document_id)).await;
+    }
+    Ok(json_response(StatusCode::OK, &doc))
 }
 
 async fn delete(state: &State, call: &Call<'_>, id: &str) -> Result<Response<Body>, Error> {

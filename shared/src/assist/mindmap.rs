@@ -115,7 +115,7 @@ impl Assist {
         let mindmap = within(self, deadline, "the mind map", async {
             let retrieved = async {
                 match input.use_documents {
-                    true => self.retriever.retrieve(&who.tenant, topic).await,
+                    true => self.retriever.retrieve(&who.tenant, who.clearance(), topic).await,
                     false => Ok(Default::default()),
                 }
             };

@@ -3,11 +3,13 @@
 //! Answers are kept (`COACH_QA_CACHE_SECS`, 5 minutes by default) in the table, per tenant,
 //! under a digest of everything the answer depends on: the normalised question, `top_k`,
 //! `use_documents`, the index version of the tenant and the shared docs
-//! ([`crate::store::PassageSearch::version`]), the system prompt's text and the model. A
-//! repeated question therefore costs no model call (and no embedding call) until a document
-//! or the prompt changes; the kept answer is shared by every instance. The answer does not
-//! depend on who asks within the tenant (no profile, no history), which is what makes it
-//! shareable. A caller's `Cache-Control: no-cache` skips the lookup (the fresh answer is
+//! ([`crate::store::PassageSearch::version`], which a document's access change moves too),
+//! what the caller may read ([`crate::model::Clearance::key`]: their groups, or everything
+//! for an admin), the system prompt's text and the model. A repeated question therefore
+//! costs no model call (and no embedding call) until a document, an access or the prompt
+//! changes; the kept answer is shared by every instance. The answer does not depend on who
+//! asks beyond what they may read (no profile, no history), which is what makes it
+//! shareable among callers of the same groups, and never beyond them. A caller's `Cache-Control: no-cache` skips the lookup (the fresh answer is
 //! kept); `no-store` skips both.
 
 use std::time::Duration;
@@ -138,11 +140,15 @@ impl Assist {
         let system = async { Ok(self.system_prompt.current().await) };
         let ((), system, version) = tokio::try_join!(self.admission.admit(who), system, version)?;
         let config = self.llm.config();
+        // Keyed by what the caller may read too: an answer built from restricted passages is
+        // never served to a caller outside their groups (with no documents searched, none is).
+        let clearance = if top_k == 0 { String::new() } else { who.clearance().key() };
         let key = digest(&[
             "qa",
             &normalise(question),
             &top_k.to_string(),
             &version,
+            &clearance,
             &digest(&[&system]),
             &format!("{:?}", config.provider),
             &config.model,
@@ -154,7 +160,7 @@ impl Assist {
             }
         }
 
-        let retrieved = self.retriever.retrieve_top(tenant, question, top_k).await?;
+        let retrieved = self.retriever.retrieve_top(tenant, who.clearance(), question, top_k).await?;
         if let Some(embedding) = retrieved.embedding {
             tally.add(embedding);
         }

@@ -31,7 +31,7 @@ impl Assist {
         let tally = Tally::via(via);
         let found = within(self, deadline, "the search", async {
             self.admission.admit(who).await?;
-            let retrieved = self.retriever.retrieve_top(&who.tenant, query, top_k).await?;
+            let retrieved = self.retriever.retrieve_top(&who.tenant, who.clearance(), query, top_k).await?;
             if let Some(embedding) = retrieved.embedding {
                 tally.add(embedding);
             }

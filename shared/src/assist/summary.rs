@@ -136,7 +136,7 @@ impl Assist {
                     (None, text)
                 }
                 Source::Document(scope, id) => {
-                    let ((), text) = tokio::try_join!(self.admission.admit(who), self.document_text(&scope, &id))?;
+                    let ((), text) = tokio::try_join!(self.admission.admit(who), self.document_text(who, &scope, &id))?;
                     (Some(id), text)
                 }
             };
@@ -165,10 +165,17 @@ impl Assist {
         summary
     }
 
-    /// A ready document's text, from its indexed chunks.
-    async fn document_text(&self, scope: &Scope, id: &str) -> Result<String, Error> {
+    /// A ready document's text, from its indexed chunks: one `who` may read (else 404, as for
+    /// a document that does not exist).
+    async fn document_text(&self, who: &Principal, scope: &Scope, id: &str) -> Result<String, Error> {
         let missing = || Error::NotFound("no such document".into());
-        let record = self.records.get(scope, id).await?.ok_or_else(missing)?;
+        let record = self.records.get(scope, id).await?;
+        // The shared docs are every caller's.
+        let record = match scope {
+            Scope::Global => record,
+            Scope::Tenant(_) => crate::documents::readable(who, record),
+        };
+        let record = record.ok_or_else(missing)?;
         if record.status != Status::Ready {
             return Err(Error::Conflict(format!(
                 "the document is {}; it can be summarised once it is ready",

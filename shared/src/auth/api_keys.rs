@@ -1,7 +1,10 @@
 //! API keys for server-to-server callers.
 //!
-//! An admin creates a key for their tenant with some roles (`POST /api-keys`); the key,
+//! An admin creates a key for their tenant with some roles, and optionally access groups
+//! (each one of the admin's own), (`POST /api-keys`); the key,
 //! `coach_{id}_{secret}` (the id a ULID, the secret 256 random bits in hex), is shown once.
+//! A key reads the restricted documents of its groups, as a signed-in caller of those groups
+//! would; a key with the admin role reads everything in the tenant, as an admin does.
 //! Coach keeps only the SHA-256 of the secret (a high-entropy secret needs no slow hash),
 //! under the id, by which a presented key is looked up. A caller sends it as
 //! `Authorization: Bearer coach_...` or `x-api-key: coach_...`; the key's tenant and roles
@@ -29,6 +32,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{hex, now_ms, parse_id, rfc3339},
+    model::access::{normalise_groups, valid_group, MAX_DOCUMENT_GROUPS, MAX_GROUP_CHARS},
     store::{ApiKeyStore, StoreError, StoredApiKey},
 };
 
@@ -51,6 +55,9 @@ const MAX_NAME_CHARS: usize = 100;
 pub struct NewApiKey {
     pub name: String,
     pub roles: Vec<String>,
+    /// Access groups, each one of the creating admin's own; none by default.
+    #[serde(default)]
+    pub groups: Vec<String>,
     /// Days until the key expires; by default never, or `COACH_API_KEY_MAX_DAYS` when set.
     #[serde(default, deserialize_with = "crate::http::whole_opt")]
     pub expires_in_days: Option<u64>,
@@ -62,6 +69,7 @@ pub struct ApiKeyInfo {
     pub id: String,
     pub name: String,
     pub roles: Vec<String>,
+    pub groups: Vec<String>,
     pub created_at: String,
     pub created_by: String,
     /// When the key stops working; `null`: never.
@@ -76,6 +84,7 @@ impl From<&StoredApiKey> for ApiKeyInfo {
             id: key.id.clone(),
             name: key.name.clone(),
             roles: key.roles.clone(),
+            groups: key.groups.clone(),
             created_at: rfc3339(key.created_ms),
             created_by: key.created_by.clone(),
             expires_at: key.expires_ms.map(rfc3339),
@@ -114,6 +123,27 @@ fn refuse_keys(who: &Principal) -> Result<(), Error> {
         return Err(Error::Forbidden("an API key cannot create or revoke API keys; sign in as an admin".into()));
     }
     Ok(())
+}
+
+/// A new key's access groups: valid names, at most [`MAX_DOCUMENT_GROUPS`], each one of
+/// its creator's own groups (never more than the creator's: 403), sorted and distinct.
+fn key_groups(who: &Principal, groups: Vec<String>) -> Result<Vec<String>, Error> {
+    if groups.len() > MAX_DOCUMENT_GROUPS {
+        return Err(Error::BadRequest(format!("a key has at most {MAX_DOCUMENT_GROUPS} groups")));
+    }
+    let groups = normalise_groups(groups);
+    for group in &groups {
+        if !valid_group(group) {
+            return Err(Error::BadRequest(format!(
+                "group names are 1 to {MAX_GROUP_CHARS} characters, without control characters or white space at \
+                 either end"
+            )));
+        }
+        if who.groups.binary_search(group).is_err() {
+            return Err(Error::Forbidden(format!("a key cannot have the group {group:?}, which its creator lacks")));
+        }
+    }
+    Ok(groups)
 }
 
 /// The SHA-256 of `secret`, hex.
@@ -195,6 +225,7 @@ impl ApiKeys {
             user_id: format!("{KEY_USER_PREFIX}{}", key.id),
             tenant: key.tenant.clone(),
             roles: roles.collect(),
+            groups: key.groups.clone(),
         })
     }
 
@@ -240,6 +271,7 @@ impl ApiKeys {
             return Err(Error::BadRequest("roles must name at least one of user, editor, admin".into()));
         }
         roles.sort();
+        let groups = key_groups(who, input.groups)?;
         let days = match (input.expires_in_days, self.max_days) {
             (Some(0), _) => return Err(Error::BadRequest("expires_in_days must be 1 or more".into())),
             (Some(days), Some(max)) if days > max => {
@@ -264,6 +296,7 @@ impl ApiKeys {
             tenant: who.tenant.clone(),
             name: name.to_owned(),
             roles: roles.iter().map(ToString::to_string).collect(),
+            groups,
             hash: hash(&secret),
             created_ms,
             created_by: who.user_id.clone(),

@@ -1,11 +1,14 @@
-//! From verified JWT claims to a [`Principal`]: user id, tenant and roles, read from the
-//! claim names configured in [`AuthConfig`]. Nothing here checks signatures.
+//! From verified JWT claims to a [`Principal`]: user id, tenant, roles and groups, read from
+//! the claim names configured in [`AuthConfig`]. Nothing here checks signatures.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{unauthorized, AuthConfig, TenantSource};
-use crate::error::Error;
+use crate::{
+    error::Error,
+    model::access::{normalise_groups, valid_group, Clearance, MAX_CALLER_GROUPS},
+};
 
 /// What a caller may do. Roles are ordered: a platform admin may do what an admin may, an
 /// admin what an editor may, and an editor what a user may.
@@ -55,6 +58,9 @@ pub struct Principal {
     pub tenant: String,
     /// Known roles named by the token (or the default role), sorted, no duplicates.
     pub roles: Vec<Role>,
+    /// Access groups (the token's `COACH_GROUPS_CLAIM`, or the API key's), sorted, no
+    /// duplicates: which restricted documents the caller reads ([`Principal::clearance`]).
+    pub groups: Vec<String>,
 }
 
 impl Principal {
@@ -66,6 +72,16 @@ impl Principal {
     /// Whether the caller is an API key (user id `key:{id}`; a token's subject never is).
     pub fn is_api_key(&self) -> bool {
         self.user_id.starts_with(super::api_keys::KEY_USER_PREFIX)
+    }
+
+    /// What the caller may read of the tenant's documents: everything for an admin, else the
+    /// open documents and those of the caller's groups.
+    pub fn clearance(&self) -> Clearance<'_> {
+        if self.has_role(Role::Admin) {
+            Clearance::All
+        } else {
+            Clearance::Groups(&self.groups)
+        }
     }
 
     /// Whether the caller has `role` or a higher one.
@@ -134,7 +150,26 @@ pub(super) fn principal(claims: &Map<String, Value>, config: &AuthConfig) -> Res
     }
     roles.sort();
     roles.dedup();
-    Ok(Principal { user_id, tenant, roles })
+    let groups = groups(claims, config)?;
+    Ok(Principal { user_id, tenant, roles, groups })
+}
+
+/// The caller's access groups from the claim `COACH_GROUPS_CLAIM` names (none when it is
+/// empty or the token lacks it): an array of names, or a space- or comma-separated string.
+/// Names that cannot be group names are left out; more than [`MAX_CALLER_GROUPS`] is a 401
+/// (keeping some would make access depend on which).
+fn groups(claims: &Map<String, Value>, config: &AuthConfig) -> Result<Vec<String>, Error> {
+    let Some(claim) = config.groups_claim.as_deref() else { return Ok(Vec::new()) };
+    let names: Vec<String> = match claims.get(claim) {
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::String(s)) => s.split([' ', ',']).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let groups = normalise_groups(names.into_iter().filter(|g| valid_group(g)).collect());
+    if groups.len() > MAX_CALLER_GROUPS {
+        return Err(unauthorized(format!("token claim {claim:?} names more than {MAX_CALLER_GROUPS} groups")));
+    }
+    Ok(groups)
 }
 
 #[cfg(test)]
@@ -154,6 +189,7 @@ mod tests {
             roles_claim: "cognito:groups".into(),
             default_role: Some(Role::User),
             platform_admins: vec!["auth0|ops".into()],
+            groups_claim: Some("https://coach.example.com/groups".into()),
         }
     }
 
@@ -170,7 +206,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             p,
-            Principal { user_id: "auth0|42".into(), tenant: "acme".into(), roles: vec![Role::Editor, Role::Admin] }
+            Principal {
+                user_id: "auth0|42".into(),
+                tenant: "acme".into(),
+                roles: vec![Role::Editor, Role::Admin],
+                groups: vec![]
+            }
         );
         assert!(p.has_role(Role::User));
     }
@@ -226,6 +267,34 @@ mod tests {
     }
 
     #[test]
+    fn groups_come_from_the_configured_claim_and_admins_read_everything() {
+        let mut c = config();
+        let tenant = "https://coach.example.com/tenant";
+        let groups = "https://coach.example.com/groups";
+        let p =
+            principal(&claims(json!({"sub": "u", tenant: "t", groups: ["hr", "board", "hr", "", " x", "a\nb"]})), &c)
+                .unwrap();
+        assert_eq!(p.groups, vec!["board", "hr"], "sorted, distinct, invalid names left out");
+        let hr = vec!["hr".to_owned()];
+        assert_eq!(p.clearance(), Clearance::Groups(&["board".to_owned(), "hr".to_owned()]));
+        assert!(p.clearance().may_read(Some(&hr)) && !p.clearance().may_read(Some(&["legal".to_owned()])));
+        // A string claim, as some IdPs send one group.
+        let p = principal(&claims(json!({"sub": "u", tenant: "t", groups: "hr legal"})), &c).unwrap();
+        assert_eq!(p.groups, vec!["hr", "legal"]);
+        // No claim: no groups; an admin reads everything anyway.
+        let p = principal(&claims(json!({"sub": "u", tenant: "t", "cognito:groups": ["admin"]})), &c).unwrap();
+        assert!(p.groups.is_empty() && p.clearance() == Clearance::All);
+        // Too many is refused rather than cut.
+        let many: Vec<String> = (0..=MAX_CALLER_GROUPS).map(|i| format!("g{i}")).collect();
+        let err = principal(&claims(json!({"sub": "u", tenant: "t", groups: many})), &c).unwrap_err();
+        assert_eq!(err.status().as_u16(), 401);
+        // Without a groups claim configured, a token's groups are not read.
+        c.groups_claim = None;
+        let p = principal(&claims(json!({"sub": "u", tenant: "t", groups: ["hr"]})), &c).unwrap();
+        assert!(p.groups.is_empty());
+    }
+
+    #[test]
     fn single_tenant_ignores_tenant_claims() {
         let mut c = config();
         c.tenant = TenantSource::Single("default".into());
@@ -235,7 +304,7 @@ mod tests {
 
     #[test]
     fn role_guard_follows_the_hierarchy() {
-        let p = Principal { user_id: "u".into(), tenant: "t".into(), roles: vec![Role::Editor] };
+        let p = Principal { user_id: "u".into(), tenant: "t".into(), roles: vec![Role::Editor], groups: vec![] };
         assert!(p.require(Role::User).is_ok());
         assert!(p.require(Role::Editor).is_ok());
         assert_eq!(p.require(Role::Admin), Err(Error::Forbidden("this action needs the admin role".into())));

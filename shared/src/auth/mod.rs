@@ -8,7 +8,7 @@
 //! Algorithms are pinned per mode before any key is chosen (no `none`, no HS256 in JWKS
 //! mode, so a token "signed" with an RSA public key as HMAC secret is refused). `exp` is
 //! required and `nbf` honoured, with a small leeway; `iss` and `aud` are checked when
-//! configured. Claims map to a [`Principal`] (user id, tenant, roles); route guards ask for
+//! configured. Claims map to a [`Principal`] (user id, tenant, roles, access groups); route guards ask for
 //! a [`Role`]. Failures are 401 (bad or missing token) or 403 (wrong role). Tokens are never
 //! logged.
 
@@ -68,6 +68,9 @@ pub struct AuthConfig {
     /// Subjects that are platform admins whatever their token's roles
     /// (`COACH_PLATFORM_ADMINS`, comma-separated).
     pub platform_admins: Vec<String>,
+    /// The claim holding the caller's access groups (`COACH_GROUPS_CLAIM`, `groups`; `None`
+    /// for `none`: no token carries groups).
+    pub groups_claim: Option<String>,
 }
 
 impl AuthConfig {
@@ -171,6 +174,7 @@ impl AuthConfig {
             roles_claim: env.text("COACH_ROLES_CLAIM"),
             default_role,
             platform_admins: env.list("COACH_PLATFORM_ADMINS"),
+            groups_claim: Some(env.text("COACH_GROUPS_CLAIM")).filter(|claim| claim != "none"),
         })
     }
 }
@@ -345,6 +349,8 @@ mod tests {
         assert_eq!(auth.tenant, TenantSource::Claim("tenant_id".into()));
         assert_eq!(auth.roles_claim, "roles");
         assert_eq!(auth.default_role, Some(Role::User));
+        assert_eq!(auth.groups_claim.as_deref(), Some("groups"));
+        assert_eq!(config(&[("COACH_GROUPS_CLAIM", "none")]).unwrap().groups_claim, None);
         assert_eq!(auth.leeway_secs, 30);
     }
 

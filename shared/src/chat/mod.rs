@@ -306,7 +306,7 @@ impl Chat {
             admit,
             also,
             context,
-            self.retriever.retrieve_in_conversation(&who.tenant, message, conversation)
+            self.retriever.retrieve_in_conversation(&who.tenant, who.clearance(), message, conversation)
         )?;
         let mut retrieval: Vec<ModelUsage> = retrieved.embedding.into_iter().collect();
         retrieval.extend(rewrite_used.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));

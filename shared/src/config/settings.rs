@@ -114,6 +114,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::computed_number("COACH_EXTRACT_MEMORY_MB", 128, 10240),
     Setting::optional("COACH_EXTRACT_PROGRAM"),
     Setting::number("COACH_EXTRACT_SECS", 120, 2, 840),
+    Setting::text("COACH_GROUPS_CLAIM", "groups"),
     Setting::number("COACH_HISTORY_LIMIT", 10, 0, 100),
     Setting::number("COACH_HISTORY_RETENTION_DAYS", 90, 1, 3650),
     Setting::computed_number("COACH_INDEX_CACHE_MB", 1, 10_240),

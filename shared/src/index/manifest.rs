@@ -10,7 +10,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::store::{DocEntry, Manifest, Retired, SegmentInfo};
+use crate::{
+    model::Clearance,
+    store::{Access, DocEntry, Manifest, Retired, SegmentInfo},
+};
 
 /// Segments smaller than this form the lowest tier.
 const TIER_BASE: u64 = 64 * 1024;
@@ -87,6 +90,7 @@ impl Manifest {
     /// Returns whether it was live.
     pub fn remove(&mut self, id: &str, now_ms: u64) -> bool {
         self.deleted.insert(id.to_owned(), now_ms);
+        self.access.remove(id);
         match self.docs.remove(id) {
             Some(old) => {
                 self.release(&[old.segment, old.delta], now_ms);
@@ -94,6 +98,43 @@ impl Manifest {
             }
             None => false,
         }
+    }
+
+    /// Sets who may read document `id` (`None`: the whole tenant) as of the record's access
+    /// revision `rev`, unless the manifest holds a newer one. Returns whether it changed.
+    pub fn set_access(&mut self, id: &str, groups: Option<&[String]>, rev: u64) -> bool {
+        let wanted = Access { groups: groups.map(<[String]>::to_vec), rev };
+        match self.access.get(id) {
+            Some(held) if held.rev > rev || *held == wanted => false,
+            // An open document never restricted needs no entry.
+            None if groups.is_none() => false,
+            _ => {
+                self.access.insert(id.to_owned(), wanted);
+                true
+            }
+        }
+    }
+
+    /// Who may read document `id`: `None` the whole tenant, else these groups.
+    pub fn access_of(&self, id: &str) -> Option<&[String]> {
+        self.access.get(id).and_then(|a| a.groups.as_deref())
+    }
+
+    /// Per document of a segment (`ids` in its order, `live` as [`Manifest`] makes it live
+    /// there): whether search may give it to a caller of `clearance`: live, and open to the
+    /// tenant or restricted to a group of the caller's.
+    pub fn readable<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+        live: &[bool],
+        clearance: Clearance<'_>,
+    ) -> Vec<bool> {
+        ids.zip(live).map(|(id, live)| *live && clearance.may_read(self.access_of(id))).collect()
+    }
+
+    /// Whether any document of the scope is restricted to groups.
+    pub fn any_restricted(&self) -> bool {
+        self.access.values().any(|a| a.groups.is_some())
     }
 
     /// Whether document `id` is tombstoned.
@@ -237,6 +278,27 @@ mod tests {
         // Adding again (a re-created shared doc) lifts the tombstone.
         m.add("b", info("s4", 10, 1), "e3", 5);
         assert!(!m.is_deleted("b"));
+    }
+
+    #[test]
+    fn access_changes_apply_in_revision_order_and_leave_with_the_document() {
+        let mut m = Manifest::default();
+        let hr = vec!["hr".to_owned()];
+        assert!(!m.set_access("a", None, 0), "open and never restricted: no entry");
+        assert!(m.access.is_empty() && !m.any_restricted());
+        // Set at upload, before the document is indexed.
+        assert!(m.set_access("a", Some(&hr), 0));
+        assert_eq!(m.access_of("a"), Some(&hr[..]));
+        m.add("a", info("s1", 10, 1), "e", 1);
+        assert_eq!(m.access_of("a"), Some(&hr[..]), "indexing keeps it");
+        assert!(m.set_access("a", None, 1));
+        assert_eq!(m.access_of("a"), None);
+        // A late, older change does not undo a newer one; repeating the newest is a no-op.
+        assert!(!m.set_access("a", Some(&hr), 0));
+        assert!(!m.set_access("a", None, 1));
+        assert!(m.set_access("a", Some(&hr), 2) && m.any_restricted());
+        m.remove("a", 3);
+        assert!(m.access.is_empty());
     }
 
     #[test]

@@ -453,6 +453,83 @@ mod tests {
         assert!(search(&[with_vectors], "zebra", Some(("m", &[1.0, 0.0])), &config()).is_empty());
     }
 
+    use proptest::prelude::*;
+
+    /// A document of the property test: words from a small vocabulary (so they share terms),
+    /// a 4-dimensional vector per chunk, who may read it (an index into `ACCESS`).
+    fn any_document() -> impl Strategy<Value = (Vec<String>, Vec<Vec<f32>>, usize)> {
+        let words = prop::sample::subsequence(
+            vec!["feedback", "bonus", "payroll", "goals", "review", "salary", "plan", "team", "board", "hire"],
+            1..6,
+        );
+        let chunk = (words, prop::collection::vec(-1.0f32..1.0, 4));
+        (prop::collection::vec(chunk, 1..4), 0..ACCESS.len()).prop_map(|(chunks, access)| {
+            let (texts, vectors) = chunks.into_iter().map(|(w, v)| (w.join(" "), v)).unzip();
+            (texts, vectors, access)
+        })
+    }
+
+    /// The accesses documents are given: open, or restricted to some groups.
+    const ACCESS: &[Option<&[&str]>] = &[None, Some(&["hr"]), Some(&["board"]), Some(&["hr", "legal"])];
+    /// The callers: no groups, some groups.
+    const CALLERS: &[&[&str]] = &[&[], &["hr"], &["board", "legal"], &["sales"]];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// What a caller gets from a scope with restricted documents is exactly what an index
+        /// of the documents they may read alone would give: the same passages, in the same
+        /// order, with the same scores (the restriction applies before ranking, statistics
+        /// included), as many as `top_k` allows; and never a document they may not read.
+        #[test]
+        fn a_caller_ranks_as_if_only_their_readable_documents_were_indexed(
+            docs in prop::collection::vec(any_document(), 1..12),
+            query in prop::sample::subsequence(vec!["feedback", "bonus", "payroll", "goals", "salary", "zebra"], 1..4),
+            vector in prop::collection::vec(-1.0f32..1.0, 4),
+            with_vector in any::<bool>(),
+            top_k in 1usize..6,
+        ) {
+            let shards: Vec<Shard> = docs
+                .iter()
+                .enumerate()
+                .map(|(i, (texts, vectors, _))| {
+                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    doc(&format!("d{i}"), &texts, Some(("m", vectors.clone())))
+                })
+                .collect();
+            let mut manifest = crate::store::Manifest::default();
+            for (i, (_, _, access)) in docs.iter().enumerate() {
+                let groups: Option<Vec<String>> = ACCESS[*access].map(|g| g.iter().map(|s| (*s).to_owned()).collect());
+                manifest.set_access(&format!("d{i}"), groups.as_deref(), 0);
+            }
+            let whole = part(shards.clone());
+            let ranking = Ranking { top_k, ..config() };
+            let text = query.join(" ");
+            let vector = with_vector.then_some(("m", &vector[..]));
+            for caller in CALLERS {
+                let groups: Vec<String> = caller.iter().map(|s| (*s).to_owned()).collect();
+                let clearance = crate::model::Clearance::Groups(&groups);
+                let ids = whole.segment.segment.docs.iter().map(|d| d.document_id.as_str());
+                let mask = manifest.readable(ids, &whole.live, clearance);
+                let masked = Part { live: Arc::new(mask.clone()), ..whole.clone() };
+                let got = search(&[masked], &text, vector, &ranking);
+                let readable: Vec<Shard> =
+                    shards.iter().zip(&mask).filter(|(_, r)| **r).map(|(s, _)| s.clone()).collect();
+                let expected = if readable.is_empty() { Vec::new() } else { search(&[part(readable)], &text, vector, &ranking) };
+                let key = |p: &Passage| (p.source.document_id.clone(), p.source.chunk);
+                prop_assert_eq!(got.iter().map(key).collect::<Vec<_>>(), expected.iter().map(key).collect::<Vec<_>>());
+                for (g, e) in got.iter().zip(&expected) {
+                    prop_assert!((g.source.score - e.source.score).abs() < 1e-5, "{} vs {}", g.source.score, e.source.score);
+                }
+                for p in &got {
+                    let i: usize = p.source.document_id[1..].parse().unwrap();
+                    let access = ACCESS[docs[i].2].map(|g| g.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+                    prop_assert!(clearance.may_read(access.as_deref()), "{} given to {:?}", p.source.document_id, caller);
+                }
+            }
+        }
+    }
+
     #[test]
     fn top_k_and_min_score_bound_the_result() {
         let texts: Vec<String> = (0..10).map(|i| format!("feedback note {i}")).collect();

@@ -6,7 +6,9 @@
 //! memory, verified (checksum) and prepared on the blocking pool, and kept in the
 //! byte-bounded [`SegmentCache`]. Which documents of a segment are live comes from the
 //! manifest, tombstones included, so a deleted or replaced document is never returned even
-//! while its data still sits in a segment.
+//! while its data still sits in a segment. So does who may read each document: a caller's
+//! mask leaves out, before ranking, what is restricted to groups the caller is not in, so
+//! it weighs in neither the ranking nor the collection statistics.
 //!
 //! A damaged segment is skipped with an error log and reported to the store, so the next
 //! compaction rebuilds it. A scope without a manifest has nothing indexed yet. When a scope's index needs more memory
@@ -24,7 +26,7 @@ use moka::future::Cache;
 use super::{cache::SegmentCache, lock, rank, segment::Loaded, IndexConfig};
 use crate::{
     analysis::Analyzer,
-    model::{Passage, Ranking, Scope},
+    model::{Clearance, Passage, Ranking, Scope},
     store::{IndexStore, Manifest, ManifestRead, PassageSearch, PendingQuery, Segment, StoreError, StoreResult},
 };
 
@@ -57,13 +59,24 @@ enum State {
     Empty,
 }
 
-/// A manifest as read, and which documents of each of its segments are live: computed on
-/// a segment's first use at this version, then reused by every request until it changes.
+/// A manifest as read, and which documents of each of its segments are live (and, for each
+/// clearance that searched it, live and readable): computed on a segment's first use at
+/// this version, then reused by every request until it changes.
 struct Version {
     etag: String,
     manifest: Manifest,
     live: Mutex<HashMap<String, Arc<Vec<bool>>>>,
+    /// By (segment, [`Clearance::key`]); only when some document is restricted.
+    readable: Mutex<Masks>,
+    /// Whether any document of the scope is restricted to groups.
+    restricted: bool,
 }
+
+/// Per (segment, [`Clearance::key`]): which documents of the segment the caller may be given.
+type Masks = HashMap<(String, String), Arc<Vec<bool>>>;
+
+/// Readable-document masks a version keeps at most (then it starts again).
+const MAX_MASKS: usize = 4096;
 
 impl Version {
     /// Per document of `segment` (served as `id`): whether search may return it.
@@ -84,6 +97,28 @@ impl Version {
         );
         lock(&self.live).insert(id.to_owned(), live.clone());
         live
+    }
+
+    /// Per document of `segment` (served as `id`): whether search may return it to a caller
+    /// of `clearance` (whose [`Clearance::key`] is `key`): live, and open to the tenant or
+    /// restricted to a group of the caller's.
+    fn readable(&self, id: &str, segment: &Segment, clearance: Clearance<'_>, key: &str) -> Arc<Vec<bool>> {
+        let live = self.live(id, segment);
+        if !self.restricted || clearance.is_all() {
+            return live;
+        }
+        let at = (id.to_owned(), key.to_owned());
+        if let Some(mask) = lock(&self.readable).get(&at) {
+            return mask.clone();
+        }
+        let ids = segment.docs.iter().map(|d| d.document_id.as_str());
+        let mask = Arc::new(self.manifest.readable(ids, &live, clearance));
+        let mut masks = lock(&self.readable);
+        if masks.len() >= MAX_MASKS {
+            masks.clear();
+        }
+        masks.insert(at, mask.clone());
+        mask
     }
 }
 
@@ -121,9 +156,12 @@ impl IndexReader {
         self.segments.used()
     }
 
-    /// The searchable parts of `tenant`'s index and the shared docs': both manifests are
-    /// revalidated at once, then the segments not in memory are read concurrently.
-    pub async fn parts_for(&self, tenant: &str) -> StoreResult<Vec<Part>> {
+    /// The searchable parts of `tenant`'s index and the shared docs' for a caller of
+    /// `clearance` (each part's mask leaves out what the caller may not read): both manifests
+    /// are revalidated at once, then the segments not in memory are read concurrently.
+    pub async fn parts_for(&self, tenant: &str, clearance: Clearance<'_>) -> StoreResult<Vec<Part>> {
+        let key = clearance.key();
+        let key = key.as_str();
         let own = Scope::Tenant(tenant.to_owned());
         let (shared, own_snapshot) = tokio::try_join!(self.snapshot(&Scope::Global), self.snapshot(&own))?;
         // The shared docs first: when memory runs short, they are what every tenant shares.
@@ -134,7 +172,11 @@ impl IndexReader {
             wanted.iter().map(|w| (scope_name(&w.scope).to_owned(), w.key.clone())).collect();
         let keep: Vec<(&str, &str)> = keep.iter().map(|(s, k)| (s.as_str(), k.as_str())).collect();
         let keep = &keep;
-        let loads = wanted.into_iter().map(|w| async move { self.load(&w, keep).await });
+        let loads = wanted.into_iter().map(|w| async move {
+            // The shared docs are every caller's.
+            let clearance = if w.scope == Scope::Global { Clearance::All } else { clearance };
+            self.load(&w, keep, clearance, key).await
+        });
         let loaded: Vec<StoreResult<Option<Part>>> =
             futures_util::stream::iter(loads).buffered(LOAD_PARALLELISM).collect().await;
         let mut parts = Vec::new();
@@ -161,9 +203,13 @@ impl IndexReader {
                 Some(State::Manifest(version)) => State::Manifest(version.clone()),
                 _ => return Err(StoreError::internal("the index store answered 304 to an unconditional read")),
             },
-            ManifestRead::Changed { etag, manifest } => {
-                State::Manifest(Arc::new(Version { etag, manifest, live: Mutex::new(HashMap::new()) }))
-            }
+            ManifestRead::Changed { etag, manifest } => State::Manifest(Arc::new(Version {
+                etag,
+                restricted: manifest.any_restricted(),
+                manifest,
+                live: Mutex::new(HashMap::new()),
+                readable: Mutex::new(HashMap::new()),
+            })),
             ManifestRead::Missing => State::Empty,
         };
         let snapshot = Arc::new(Snapshot { checked: Instant::now(), state });
@@ -229,7 +275,13 @@ impl IndexReader {
         lock(&self.noted).contains(key)
     }
 
-    async fn load(&self, wanted: &Wanted, keep: &[(&str, &str)]) -> StoreResult<Option<Part>> {
+    async fn load(
+        &self,
+        wanted: &Wanted,
+        keep: &[(&str, &str)],
+        clearance: Clearance<'_>,
+        key: &str,
+    ) -> StoreResult<Option<Part>> {
         let name = scope_name(&wanted.scope);
         let segment = match self.segments.get(name, &wanted.key) {
             Some(segment) => segment,
@@ -253,7 +305,7 @@ impl IndexReader {
                 segment
             }
         };
-        let live = wanted.version.live(&wanted.key, &segment.segment);
+        let live = wanted.version.readable(&wanted.key, &segment.segment, clearance, key);
         Ok(Some(Part { segment, live }))
     }
 
@@ -281,9 +333,15 @@ impl IndexReader {
 /// work measured in milliseconds).
 #[async_trait::async_trait]
 impl PassageSearch for IndexReader {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> StoreResult<Vec<Passage>> {
+    async fn search(
+        &self,
+        tenant: &str,
+        clearance: Clearance<'_>,
+        query: PendingQuery<'_>,
+        ranking: &Ranking,
+    ) -> StoreResult<Vec<Passage>> {
         // The segments load while the query is made.
-        let (parts, query) = tokio::join!(self.parts_for(tenant), query);
+        let (parts, query) = tokio::join!(self.parts_for(tenant, clearance), query);
         let parts = parts?;
         if parts.is_empty() {
             return Ok(Vec::new());

@@ -241,6 +241,31 @@ impl IndexWriter {
         Err(busy())
     }
 
+    /// Sets who may read document `id` in the manifest (see [`Manifest::set_access`]).
+    async fn set_document_access(
+        &self,
+        scope: &Scope,
+        id: &str,
+        access: Option<&[String]>,
+        rev: u64,
+    ) -> StoreResult<()> {
+        let started = Instant::now();
+        for attempt in 0.. {
+            if started.elapsed() > COMMIT_BUDGET {
+                break;
+            }
+            let mut current = self.current(scope).await?;
+            if !current.manifest.set_access(id, access, rev) {
+                return Ok(());
+            }
+            if self.put(scope, &mut current).await?.is_some() {
+                return Ok(());
+            }
+            pause(attempt).await;
+        }
+        Err(busy())
+    }
+
     /// The scope's manifest; for a scope without one, an empty first one.
     async fn current(&self, scope: &Scope) -> StoreResult<Current> {
         match self.store.manifest(scope, None).await.map_err(index_error)? {
@@ -485,6 +510,10 @@ impl DocumentIndex for IndexWriter {
 
     async fn remove(&self, scope: &Scope, id: &str) -> StoreResult<bool> {
         self.remove_document(scope, id).await
+    }
+
+    async fn set_access(&self, scope: &Scope, id: &str, access: Option<&[String]>, rev: u64) -> StoreResult<()> {
+        self.set_document_access(scope, id, access, rev).await
     }
 
     async fn document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>> {

@@ -386,6 +386,8 @@ impl Ingestor {
                 key: &event.key,
                 uploaded_by: "",
                 metadata: None,
+                // The shared docs are every tenant's.
+                access: None,
             };
             self.records.upsert(&target.scope, &record, now_ms()).await?;
         }

@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_caller_sees_only_the_tools_its_roles_allow() {
-        let who = |roles: Vec<Role>| Principal { user_id: "u".into(), tenant: "t".into(), roles };
+        let who = |roles: Vec<Role>| Principal { user_id: "u".into(), tenant: "t".into(), roles, groups: vec![] };
         let user = who(vec![Role::User]);
         let names: Vec<String> = tools_for(&user).into_iter().map(|t| t.name.into_owned()).collect();
         assert_eq!(names, ["search_documents", "ask", "summarize_document", "list_documents"]);

@@ -5,10 +5,12 @@
 //! has to import the other. Nothing here does I/O or knows how a record is stored (key
 //! layout and attribute conversion belong to [`crate::store`]).
 
+pub mod access;
 mod jobs;
 
 use serde::{Deserialize, Serialize};
 
+pub use access::Clearance;
 pub use jobs::{EmbedJob, Job, ObjectJob, PurgeJob, ReembedJob, TitleJob};
 
 /// Whose data a read or write is about: every key a store builds starts with these, taken
@@ -542,6 +544,21 @@ pub struct Document {
     /// What the uploader attached to an inline upload (`POST /documents`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Who may read it: `None` everyone in the tenant (shown as `"tenant"`), else these
+    /// groups (see [`access`]).
+    #[serde(serialize_with = "serialize_access")]
+    pub access: Option<Vec<String>>,
+    /// Counts the changes of `access` (not sent to callers): each change is conditional on it.
+    #[serde(skip)]
+    pub access_rev: u64,
+}
+
+/// A document's access as the API shows it: `"tenant"` or the list of groups.
+pub fn serialize_access<S: serde::Serializer>(access: &Option<Vec<String>>, out: S) -> Result<S::Ok, S::Error> {
+    match access {
+        None => out.serialize_str("tenant"),
+        Some(groups) => groups.serialize(out),
+    }
 }
 
 /// A document record about to be created, `pending` until its upload is ingested.
@@ -556,6 +573,8 @@ pub struct NewDocument<'a> {
     pub uploaded_by: &'a str,
     /// Key-value pairs the uploader attached (inline uploads).
     pub metadata: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// Who may read it (`None`: the tenant); see [`access`].
+    pub access: Option<&'a [String]>,
 }
 
 /// How ingestion of a document ended.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Manifest, StoreResult};
-use crate::model::{Passage, Query, Ranking, Scope, Shard};
+use crate::model::{Clearance, Passage, Query, Ranking, Scope, Shard};
 
 /// The answer to a conditional read of a scope's manifest.
 pub enum ManifestRead {
@@ -70,8 +70,14 @@ pub trait DocumentIndex: Send + Sync {
     /// a newer upload meanwhile is never overwritten).
     async fn add(&self, scope: &Scope, doc: Shard, source_key: &str, source_etag: &str) -> StoreResult<Added>;
     /// Removes document `id`: no search returns it once this returns. Returns whether it was
-    /// indexed.
+    /// indexed. Its access entry goes with it.
     async fn remove(&self, scope: &Scope, id: &str) -> StoreResult<bool>;
+    /// Sets who may read document `id` (`None`: the whole tenant): no search by a caller
+    /// outside `access` returns it once this returns. Applies only if `rev` (the record's
+    /// access revision) is at least the one the index holds, so an older change arriving
+    /// late never undoes a newer one. May come before the document is indexed (an upload's
+    /// access is set before its content exists); a document with no entry is open.
+    async fn set_access(&self, scope: &Scope, id: &str, access: Option<&[String]>, rev: u64) -> StoreResult<()>;
     /// Document `id` as indexed (chunks and vectors); `None` when the scope has no such document.
     async fn document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>>;
     /// Erases what removed documents left in the scope's stored objects: rewrites now what
@@ -96,10 +102,20 @@ pub type PendingQuery<'a> = Pin<Box<dyn Future<Output = Query> + Send + 'a>>;
 /// ([`crate::analysis`]), same BM25, same fusion.
 #[async_trait]
 pub trait PassageSearch: Send + Sync {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> StoreResult<Vec<Passage>>;
+    /// Only documents `clearance` may read take part: the others are left out before
+    /// ranking (from the collection statistics too), so `top_k` readable passages come back
+    /// whenever there are that many.
+    async fn search(
+        &self,
+        tenant: &str,
+        clearance: Clearance<'_>,
+        query: PendingQuery<'_>,
+        ranking: &Ranking,
+    ) -> StoreResult<Vec<Passage>>;
 
     /// A token that changes whenever what [`PassageSearch::search`] may return for `tenant`
-    /// changes: a document of the tenant or of the shared docs indexed, replaced or removed.
+    /// changes: a document of the tenant or of the shared docs indexed, replaced or removed,
+    /// or its access changed.
     /// Caches of answers grounded in the index key on it.
     async fn version(&self, tenant: &str) -> StoreResult<String>;
 }

@@ -42,7 +42,7 @@ pub use aws::{AwsClients, StoreConfig};
 pub use blobs::{Blob, BlobStore, Body, Listed, PresignedPut, Revalidated};
 pub use dynamo::{DynamoTable, SESSIONS_INDEX};
 pub use index::{Added, DocumentIndex, IndexStore, ManifestRead, PassageSearch, PendingQuery, DOCUMENT_INDEX};
-pub use records::{DocEntry, Manifest, Retired, Segment, SegmentDoc, SegmentInfo};
+pub use records::{Access, DocEntry, Manifest, Retired, Segment, SegmentDoc, SegmentInfo};
 pub use runtime::{
     BedrockRuntime, ModelRuntime, RuntimeError, RuntimeEvent, RuntimeEvents, RuntimeReply, RuntimeRequest, Stop,
 };
@@ -375,6 +375,17 @@ pub trait DocumentStore: Send + Sync {
     /// Records that `done` chunks of version `etag` have vectors; `ConditionFailed` when the
     /// record is gone, not `ready`, or of another version.
     async fn embedding_progress(&self, scope: &Scope, id: &str, etag: &str, done: u64, now_ms: u64) -> StoreResult<()>;
+    /// Sets who may read a document (`None`: the tenant), if its access is still at revision
+    /// `rev` ([`Document::access_rev`]), which becomes `rev + 1`; `ConditionFailed` when it
+    /// changed meanwhile or there is no record.
+    async fn set_access(
+        &self,
+        scope: &Scope,
+        id: &str,
+        access: Option<&[String]>,
+        rev: u64,
+        now_ms: u64,
+    ) -> StoreResult<()>;
     /// Deletes a record (no error when it is already gone).
     async fn delete(&self, scope: &Scope, id: &str) -> StoreResult<()>;
     /// Records of every scope still `pending` or `processing` whose status last changed
@@ -484,6 +495,8 @@ pub struct StoredApiKey {
     pub tenant: String,
     pub name: String,
     pub roles: Vec<String>,
+    /// Access groups (sorted, distinct; none: the key reads only documents open to the tenant).
+    pub groups: Vec<String>,
     /// SHA-256 of the secret part, hex.
     pub hash: String,
     pub created_ms: u64,

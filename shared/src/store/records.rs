@@ -99,4 +99,16 @@ pub struct Manifest {
     pub compacting_until_ms: u64,
     /// When unreferenced objects were last collected.
     pub collected_ms: u64,
+    /// Who may read a document, by id, for documents whose access was ever set (none: the
+    /// whole tenant). Kept apart from `docs`: it is set before a document is indexed.
+    pub access: std::collections::BTreeMap<String, Access>,
+}
+
+/// Who may read a document of a scope, as the index holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// `None`: the whole tenant; else these groups (sorted, distinct).
+    pub groups: Option<Vec<String>>,
+    /// The record's access revision this came from: an older one never replaces it.
+    pub rev: u64,
 }

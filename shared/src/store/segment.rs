@@ -9,7 +9,10 @@ use crate::model::Chunk;
 const SEGMENT_MAGIC: &[u8; 8] = b"COACHSG2";
 /// Segments written before: read as made by [`crate::analysis::LEGACY_ID`].
 const SEGMENT_V1_MAGIC: &[u8; 8] = b"COACHSG1";
-const MANIFEST_MAGIC: &[u8; 8] = b"COACHMF1";
+/// Manifests written since documents have access ([`Manifest::access`]).
+const MANIFEST_MAGIC: &[u8; 8] = b"COACHMF2";
+/// Manifests written before: read with every document open to its tenant.
+const MANIFEST_V1_MAGIC: &[u8; 8] = b"COACHMF1";
 
 /// Why a segment or manifest could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,8 +129,41 @@ impl Manifest {
         frame(MANIFEST_MAGIC, self)
     }
 
+    /// Reads a manifest back (either format), checking its checksum.
     pub fn decode(bytes: &[u8]) -> Result<Manifest, BadObject> {
-        unframe(MANIFEST_MAGIC, "manifest", bytes)
+        match bytes.get(..8) {
+            Some(magic) if magic == MANIFEST_V1_MAGIC => {
+                Ok(unframe::<ManifestV1>(MANIFEST_V1_MAGIC, "manifest", bytes)?.into())
+            }
+            _ => unframe(MANIFEST_MAGIC, "manifest", bytes),
+        }
+    }
+}
+
+/// A manifest as written before [`Manifest::access`]: the same fields, in the same order.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ManifestV1 {
+    generation: u64,
+    segments: Vec<super::SegmentInfo>,
+    docs: std::collections::BTreeMap<String, super::DocEntry>,
+    deleted: std::collections::BTreeMap<String, u64>,
+    retired: Vec<super::Retired>,
+    compacting_until_ms: u64,
+    collected_ms: u64,
+}
+
+impl From<ManifestV1> for Manifest {
+    fn from(v1: ManifestV1) -> Self {
+        Manifest {
+            generation: v1.generation,
+            segments: v1.segments,
+            docs: v1.docs,
+            deleted: v1.deleted,
+            retired: v1.retired,
+            compacting_until_ms: v1.compacting_until_ms,
+            collected_ms: v1.collected_ms,
+            access: Default::default(),
+        }
     }
 }
 
@@ -195,5 +231,26 @@ mod tests {
         // A manifest is not a segment.
         assert!(Segment::decode(&Manifest::default().encode()).is_err());
         assert_eq!(Manifest::decode(&Manifest::default().encode()), Ok(Manifest::default()));
+    }
+
+    #[test]
+    fn manifests_written_before_access_read_with_every_document_open() {
+        use crate::store::{Access, DocEntry};
+        let entry = DocEntry { segment: "s".into(), delta: "s".into(), etag: "e".into(), chunks: 2 };
+        let v1 = ManifestV1 {
+            generation: 7,
+            segments: vec![],
+            docs: [("d".to_owned(), entry.clone())].into(),
+            deleted: [("x".to_owned(), 5)].into(),
+            retired: vec![],
+            compacting_until_ms: 1,
+            collected_ms: 2,
+        };
+        let read = Manifest::decode(&frame(MANIFEST_V1_MAGIC, &v1)).unwrap();
+        assert_eq!((read.generation, read.docs["d"].clone(), read.deleted["x"]), (7, entry, 5));
+        assert!(read.access.is_empty());
+        let mut now = read.clone();
+        now.access.insert("d".into(), Access { groups: Some(vec!["hr".into()]), rev: 3 });
+        assert_eq!(Manifest::decode(&now.encode()), Ok(now));
     }
 }

@@ -69,7 +69,7 @@ async fn an_api_key_authenticates_as_its_tenant_and_roles_until_revoked() {
         let headers: Vec<(&'static str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let (status, _, me) = call(&services, "GET", "/me", None, &headers).await;
         assert_eq!(status, StatusCode::OK, "{me}");
-        assert_eq!(me, json!({"user_id": format!("key:{id}"), "tenant": "acme", "roles": ["user"]}));
+        assert_eq!(me, json!({"user_id": format!("key:{id}"), "tenant": "acme", "roles": ["user"], "groups": []}));
     }
     let with_key = auth(&bearer(&key));
     let with_key: Vec<(&'static str, &str)> = with_key.iter().map(|(n, v)| (*n, v.as_str())).collect();

@@ -43,7 +43,7 @@ async fn hs256_valid_token_gives_the_principal() {
     let services = TestStack::new().await.deploy();
     let response = me(&services, Some(&hs(&claims("alice", "acme", &["editor"], 300)))).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(body(&response), json!({"user_id": "alice", "tenant": "acme", "roles": ["editor"]}));
+    assert_eq!(body(&response), json!({"user_id": "alice", "tenant": "acme", "roles": ["editor"], "groups": []}));
 }
 
 #[tokio::test]
@@ -141,13 +141,15 @@ async fn configured_claim_names_and_default_role() {
     let services = TestStack::with_env(&[
         ("COACH_TENANT_CLAIM", "https://coach.example.com/tenant"),
         ("COACH_ROLES_CLAIM", "cognito:groups"),
+        ("COACH_GROUPS_CLAIM", "cognito:groups"),
     ])
     .await
     .deploy();
-    let c = json!({"sub": "u1", "https://coach.example.com/tenant": "globex", "cognito:groups": ["admin"], "exp": now() + 60});
+    let c = json!({"sub": "u1", "https://coach.example.com/tenant": "globex", "cognito:groups": ["admin", "hr"], "exp": now() + 60});
+    // Cognito's groups claim as both: `admin` is a role, and every name a group.
     assert_eq!(
         body(&me(&services, Some(&hs(&c))).await),
-        json!({"user_id": "u1", "tenant": "globex", "roles": ["admin"]})
+        json!({"user_id": "u1", "tenant": "globex", "roles": ["admin"], "groups": ["admin", "hr"]})
     );
     let c = json!({"sub": "u2", "https://coach.example.com/tenant": "globex", "exp": now() + 60});
     assert_eq!(body(&me(&services, Some(&hs(&c))).await)["roles"], json!(["user"]));

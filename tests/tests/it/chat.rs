@@ -208,7 +208,7 @@ async fn a_message_into_a_session_deleted_meanwhile_is_404_and_stores_nothing() 
     // deleted between a turn's read and its write fails that condition, which means 404.
     let stack = stack(&[]).await;
     let services = stack.deploy();
-    let who = coach::auth::Principal { user_id: "alice".into(), tenant: "acme".into(), roles: vec![] };
+    let who = coach::auth::Principal { user_id: "alice".into(), tenant: "acme".into(), roles: vec![], groups: vec![] };
     let gone = "01JD3Q7Z8X4K2M9N5P6R7S8T9V";
     let history = &services.chat.history;
     let err = history.add_message(&who, Target::Session(gone), NewMessage::user("hello")).await.unwrap_err();

@@ -84,7 +84,7 @@ async fn document(services: &Deployment, token: &str, id: &str) -> (StatusCode, 
 
 /// The object key recorded for a document of tenant `acme`.
 async fn key_of(services: &Deployment, id: &str) -> String {
-    let who = coach::auth::Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
+    let who = coach::auth::Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![], groups: vec![] };
     services.uploads.documents.get(&who, id).await.unwrap().key
 }
 

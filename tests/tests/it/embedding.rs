@@ -125,9 +125,13 @@ fn long_text(sentences: usize) -> String {
 }
 
 async fn upload(stack: &TestStack, services: &Deployment, name: &str, text: &str) -> (String, String) {
-    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
-    let request =
-        UploadRequest { filename: name.into(), content_type: "text/plain".into(), size_bytes: text.len() as u64 };
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![], groups: vec![] };
+    let request = UploadRequest {
+        filename: name.into(),
+        content_type: "text/plain".into(),
+        size_bytes: text.len() as u64,
+        access: None,
+    };
     let id = services.uploads.documents.create_upload(&who, &request).await.unwrap().document_id;
     let key = format!("uploads/acme/{id}/{name}");
     stack.put(&key, text.as_bytes()).await;
@@ -135,7 +139,7 @@ async fn upload(stack: &TestStack, services: &Deployment, name: &str, text: &str
 }
 
 async fn record(services: &Deployment, id: &str) -> Option<Value> {
-    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![] };
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![], groups: vec![] };
     services.uploads.documents.get(&who, id).await.ok().map(|d| serde_json::to_value(d).unwrap())
 }
 
@@ -204,7 +208,7 @@ async fn a_document_deleted_while_it_is_embedded_ends_its_chain_and_leaves_nothi
     assert_eq!(deliver(&stack, &services, &queue).await, 1);
     assert_eq!(stack.keys("index/acme/work/").await.len(), 1, "the first part");
 
-    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![Role::Editor] };
+    let who = Principal { user_id: "erin".into(), tenant: "acme".into(), roles: vec![Role::Editor], groups: vec![] };
     services.uploads.documents.delete(&who, &id).await.unwrap();
     assert_eq!(deliver(&stack, &services, &queue).await, 1, "the next job runs, finds the record gone");
     assert_eq!(deliver(&stack, &services, &queue).await, 0, "and queues nothing");

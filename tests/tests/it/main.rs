@@ -23,6 +23,7 @@ macro_rules! over_both_stores {
     };
 }
 
+mod access;
 mod api_keys;
 mod assist;
 mod audit;

@@ -99,7 +99,7 @@ async fn the_schema_is_coach_s_own_applied_once_with_a_vector_table_per_model() 
     let other = stack.deploy();
     add(&stack, &other, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n").await;
     let migrations = stack.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM coach_schema_migrations");
-    assert_eq!(migrations, "1,2,3,4");
+    assert_eq!(migrations, "1,2,3,4,5");
     // Each write bumped the tenant's change counter (what `/qa` answers are kept under) and
     // counted its chunks and terms (BM25's statistics).
     assert_eq!(stack.sql("SELECT version FROM coach_index_versions WHERE scope = 'acme'"), "2");
@@ -339,7 +339,7 @@ async fn vectors_of_another_model_never_share_a_ranking() {
         let ranking = ranking.clone();
         async move {
             let query = words("zqnothing", Some((model, vec![1.0, 0.1, 0.0])));
-            index.search("acme", Box::pin(async { query }), &ranking).await.unwrap()
+            index.search("acme", coach::model::Clearance::All, Box::pin(async { query }), &ranking).await.unwrap()
         }
     };
     let found = search("model-a").await;
@@ -442,7 +442,8 @@ async fn by_words(stack: &TestStack, word_rows: &str, query: &str) -> Vec<String
     let search = stack.passage_search();
     let ranking = Ranking { top_k: 10, min_score: 0.0, min_similarity: 0.3, vector_weight: 1.0 };
     let query = words(query, None);
-    let passages = search.search("acme", Box::pin(async { query }), &ranking).await.unwrap();
+    let passages =
+        search.search("acme", coach::model::Clearance::All, Box::pin(async { query }), &ranking).await.unwrap();
     passages.into_iter().map(|p| p.source.document_id).collect()
 }
 

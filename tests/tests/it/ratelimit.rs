@@ -135,7 +135,7 @@ async fn limiter_answered_with(server: &MockServer, error: &str) -> coach::ratel
 
 #[tokio::test]
 async fn throttled_counters_refuse_and_other_refusals_are_unavailable() {
-    let who = coach::auth::Principal { user_id: "alice".into(), tenant: "acme".into(), roles: vec![] };
+    let who = coach::auth::Principal { user_id: "alice".into(), tenant: "acme".into(), roles: vec![], groups: vec![] };
     let throttled = MockServer::start().await;
     let limiter = limiter_answered_with(&throttled, "ProvisionedThroughputExceededException").await;
     match limiter.check(&who).await {

@@ -92,6 +92,14 @@ impl DocumentIndex for PgIndex {
                         None => return Ok(Added::Gone),
                     }
                     let id = &doc.document_id;
+                    // Who may read it, as set (under this lock too) before or since its upload.
+                    let access: Option<Vec<String>> = tx
+                        .query_opt(
+                            "SELECT groups FROM coach_document_access WHERE scope = $1 AND document_id = $2",
+                            &[&scope, id],
+                        )
+                        .await?
+                        .and_then(|row| row.get(0));
                     let old = tx
                         .query_opt(
                             "DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2 RETURNING chunks, length",
@@ -125,13 +133,16 @@ impl DocumentIndex for PgIndex {
                         .query(
                             "INSERT INTO coach_chunks
                                  (scope, document_id, chunk, heading, body, terms, length,
-                                  span_start, span_end, first_page, last_page)
-                             SELECT $1, $2, t.n, t.h, t.b, t.v::tsvector, t.l, t.s, t.e, t.f, t.p
+                                  span_start, span_end, first_page, last_page, access)
+                             SELECT $1, $2, t.n, t.h, t.b, t.v::tsvector, t.l, t.s, t.e, t.f, t.p, $12::text[]
                              FROM unnest($3::int4[], $4::text[], $5::text[], $6::text[], $7::int4[],
                                          $8::int8[], $9::int8[], $10::int4[], $11::int4[])
                                   AS t(n, h, b, v, l, s, e, f, p)
                              RETURNING id, chunk",
-                            &[&scope, id, &numbers, &headings, &bodies, terms, lengths, &starts, &ends, &firsts, &lasts],
+                            &[
+                                &scope, id, &numbers, &headings, &bodies, terms, lengths, &starts, &ends, &firsts,
+                                &lasts, &access,
+                            ],
                         )
                         .await?;
                     if let Some(table) = &table {
@@ -148,10 +159,10 @@ impl DocumentIndex for PgIndex {
                         }
                         tx.execute(
                             &format!(
-                                "INSERT INTO {table} (chunk_id, scope, embedding)
-                             SELECT t.id, $1, t.e FROM unnest($2::int8[], $3::vector[]) AS t(id, e)"
+                                "INSERT INTO {table} (chunk_id, scope, access, embedding)
+                             SELECT t.id, $1, $4::text[], t.e FROM unnest($2::int8[], $3::vector[]) AS t(id, e)"
                             ),
-                            &[&scope, &ids, &vectors],
+                            &[&scope, &ids, &vectors, &access],
                         )
                         .await?;
                     }
@@ -183,6 +194,11 @@ impl DocumentIndex for PgIndex {
                         .await;
                     match removed {
                         Ok(row) => {
+                            tx.execute(
+                                "DELETE FROM coach_document_access WHERE scope = $1 AND document_id = $2",
+                                &[&scope, &id],
+                            )
+                            .await?;
                             let found = row.is_some();
                             if let Some(row) = row {
                                 let (chunks, length): (i32, i64) = (row.get(0), row.get(1));
@@ -199,6 +215,68 @@ impl DocumentIndex for PgIndex {
             })
             .await?;
         Ok(removed.unwrap_or(false))
+    }
+
+    async fn set_access(&self, scope: &Scope, id: &str, access: Option<&[String]>, rev: u64) -> StoreResult<()> {
+        self.migrate().await?;
+        let (scope, id) = (scope.name().to_owned(), id.to_owned());
+        let access: Option<Vec<String>> = access.map(<[String]>::to_vec);
+        let rev = rev.min(i64::MAX as u64) as i64;
+        self.db
+            .with_client("change a document's access", move |client| {
+                let (scope, id, access) = (scope.clone(), id.clone(), access.clone());
+                Box::pin(async move {
+                    let tx = client.transaction().await?;
+                    // The lock an add of the document takes: it copies what this commits.
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("{scope}/{id}")])
+                        .await?;
+                    let changed = tx
+                        .query_opt(
+                            "INSERT INTO coach_document_access AS a (scope, document_id, groups, rev)
+                             VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (scope, document_id) DO UPDATE SET groups = excluded.groups, rev = excluded.rev
+                             WHERE a.rev <= excluded.rev AND a.groups IS DISTINCT FROM excluded.groups
+                             RETURNING 1",
+                            &[&scope, &id, &access, &rev],
+                        )
+                        .await?
+                        .is_some();
+                    if changed {
+                        let chunks: Vec<i64> = tx
+                            .query(
+                                "UPDATE coach_chunks SET access = $3 WHERE scope = $1 AND document_id = $2 RETURNING id",
+                                &[&scope, &id, &access],
+                            )
+                            .await?
+                            .iter()
+                            .map(|row| row.get(0))
+                            .collect();
+                        let vectors = tx
+                            .query_opt(
+                                "SELECT embedding_model, dims FROM coach_documents
+                                 WHERE scope = $1 AND document_id = $2 AND embedding_model IS NOT NULL AND dims > 0",
+                                &[&scope, &id],
+                            )
+                            .await?;
+                        if let Some(row) = vectors {
+                            let (model, dims): (String, i32) = (row.get(0), row.get(1));
+                            let table = vector_table(&model, dims as u32);
+                            tx.execute(
+                                &format!("UPDATE {table} SET access = $2 WHERE chunk_id = ANY($1)"),
+                                &[&chunks, &access],
+                            )
+                            .await?;
+                        }
+                        // What a search may return changed: answers kept for the scope go.
+                        if !chunks.is_empty() {
+                            tx.execute(BUMP_VERSION, &[&scope, &0i64, &0i64]).await?;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn document(&self, scope: &Scope, id: &str) -> StoreResult<Option<Shard>> {

@@ -74,6 +74,25 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE coach_chunks
          ADD COLUMN span_start bigint, ADD COLUMN span_end bigint,
          ADD COLUMN first_page integer, ADD COLUMN last_page integer;",
+    // 5: who may read each document. `coach_document_access` holds it per document (set
+    // before the document is indexed; `groups` NULL: the whole tenant) with the record's
+    // revision it came from; each chunk and vector row carries a copy, so a search filters
+    // in the scan itself.
+    "CREATE TABLE coach_document_access (
+         scope text NOT NULL,
+         document_id text NOT NULL,
+         groups text[],
+         rev bigint NOT NULL,
+         PRIMARY KEY (scope, document_id)
+     );
+     ALTER TABLE coach_chunks ADD COLUMN access text[];
+     DO $$
+     DECLARE t text;
+     BEGIN
+         FOR t IN SELECT table_name FROM coach_vector_tables LOOP
+             EXECUTE format('ALTER TABLE %I ADD COLUMN access text[]', t);
+         END LOOP;
+     END $$;",
 ];
 
 impl Database {

@@ -13,9 +13,13 @@
 //!   analyser; documents indexed with another are analysed again ([`Database::reanalyse`]).
 //! - `coach_index_versions`: per scope, a change counter and the chunks and terms it holds
 //!   (BM25's collection statistics), kept by the transactions that change it.
+//! - `coach_document_access`: who may read a document (`groups`, NULL for the whole tenant)
+//!   and the record's revision it came from; set before the document is indexed. Each chunk
+//!   and vector row carries a copy (`access`), so a search leaves out what the caller may
+//!   not read in the scan itself, and the scope's statistics less those documents'.
 //! - one vector table per embedding model and dimension ([`vector_table`]), named from the
 //!   model's name and listed in `coach_vector_tables`: `vector(d)` under an HNSW index
-//!   (cosine), with the chunk's scope. Vectors of different models never share a ranking:
+//!   (cosine), with the chunk's scope and access. Vectors of different models never share a ranking:
 //!   a query's vector is compared with the table of the model that made it.
 //!
 //! Every statement names the scope it reads or writes (a tenant and `_global`, the shared
@@ -165,6 +169,7 @@ impl PgIndex {
                             "CREATE TABLE {table} (
                              chunk_id bigint PRIMARY KEY REFERENCES coach_chunks (id) ON DELETE CASCADE,
                              scope text NOT NULL,
+                             access text[],
                              embedding vector({dims}) NOT NULL
                          );
                          CREATE INDEX {table}_scope ON {table} (scope);

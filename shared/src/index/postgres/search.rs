@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     analysis::MAX_TERM_FREQUENCY,
-    model::{Chunk, Passage, Ranking, Span},
+    model::{Chunk, Clearance, Passage, Ranking, Span},
     store::StoreResult,
     store::{PassageSearch, PendingQuery},
 };
@@ -47,17 +47,35 @@ pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
     SELECT coalesce(string_agg('''' || replace(replace(term, '\', '\\'), '''', '''''') || '''', ' | '), '')::tsquery AS q,
            array_agg(term) AS terms
     FROM searched
+), hidden AS (
+    SELECT coalesce(sum(d.chunks), 0)::float8 AS chunks, coalesce(sum(d.length), 0)::float8 AS length
+    FROM coach_document_access a
+    JOIN coach_documents d ON d.scope = a.scope AND d.document_id = a.document_id
+    WHERE $8::text[] IS NOT NULL AND a.scope = $2 AND a.groups IS NOT NULL AND NOT (a.groups && $8::text[])
 ), stats AS (
-    SELECT greatest(coalesce(sum(v.chunks), 0), 1)::float8 AS n,
-           greatest(coalesce(sum(v.length), 0)::float8 / greatest(coalesce(sum(v.chunks), 0), 1), 1) AS avgdl
+    SELECT greatest(coalesce(sum(v.chunks), 0) - (SELECT chunks FROM hidden), 1)::float8 AS n,
+           greatest((coalesce(sum(v.length), 0) - (SELECT length FROM hidden))::float8
+                    / greatest(coalesce(sum(v.chunks), 0) - (SELECT chunks FROM hidden), 1), 1)::float8 AS avgdl
     FROM coach_index_versions v WHERE v.scope = $2 OR v.scope = '_global'
 )"#;
+
+/// Whether a row of `alias` is one the caller may read: $8 is the caller's groups, or NULL
+/// for a caller who reads everything; a row's `access` is NULL when its document is open to
+/// the tenant (and always for the shared docs).
+fn readable(alias: &str) -> String {
+    format!("($8::text[] IS NULL OR {alias}.access IS NULL OR {alias}.access && $8::text[])")
+}
 
 /// The search statement, words only (`vectors: None`) or words and the vectors of a table
 /// (and its dimension). Parameters: $1 query terms, $2 tenant, $3 window, $4 least fused
 /// score, $5 top_k, $6 most rows a searched term may match (see [`QUERY_WORDS`]), $7 the
-/// terms' weights; with vectors also $8 the query's vector, $9 greatest cosine distance,
-/// $10 the vector ranking's weight.
+/// terms' weights, $8 the caller's groups (NULL: every document); with vectors also $9 the
+/// query's vector, $10 greatest cosine distance, $11 the vector ranking's weight.
+///
+/// Documents the caller may not read are left out of both rankings in the scan itself (a
+/// row's `access`; the HNSW scan is iterative, so the filter cannot starve it) and of the
+/// collection statistics (their chunks and lengths taken from the scope's totals), so the
+/// ranking is the one an index of the readable documents alone would give.
 ///
 /// The word ranking is BM25 as the S3 store computes it ([`crate::index::rank`]): per
 /// searched term in a matching chunk, weight x idf x tf (k1 + 1) / (tf + k1 (1 - b + b
@@ -73,13 +91,14 @@ pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
 fn search_sql(vectors: Option<(&str, u32)>) -> String {
     let (nearest, semantic) = match vectors {
         Some((table, dims)) => {
-            let distance = distance("v.embedding", "$8", dims);
+            let distance = distance("v.embedding", "$9", dims);
+            let readable = readable("v");
             (
                 format!(
                     ", nearest AS MATERIALIZED (
     SELECT v.chunk_id AS id, {distance} AS distance
     FROM {table} v
-    WHERE v.scope = $2 OR v.scope = '_global'
+    WHERE (v.scope = $2 OR v.scope = '_global') AND {readable}
     ORDER BY {distance}
     LIMIT $3
 )"
@@ -89,9 +108,9 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
     SELECT 1, n.id, c.scope, c.document_id,
            CASE WHEN max(1 - n.distance) OVER () > 0
                 THEN greatest((1 - n.distance) / max(1 - n.distance) OVER (), 0) ELSE 0 END,
-           $10::float8
+           $11::float8
     FROM nearest n JOIN coach_chunks c ON c.id = n.id
-    WHERE n.distance <= $9",
+    WHERE n.distance <= $10",
             )
         }
         None => (String::new(), ""),
@@ -102,7 +121,7 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
     FROM coach_chunks c
     CROSS JOIN query
     CROSS JOIN LATERAL unnest(ts_filter(setweight(c.terms, 'A', query.terms), '{{a}}')) AS t
-    WHERE (c.scope = $2 OR c.scope = '_global') AND c.terms @@ query.q
+    WHERE (c.scope = $2 OR c.scope = '_global') AND c.terms @@ query.q AND {readable}
 ), frequencies AS (
     SELECT lexeme, count(*)::float8 AS df FROM matched GROUP BY lexeme
 ), best_words AS (
@@ -155,6 +174,7 @@ ORDER BY f.tier, f.score DESC, f.id
 LIMIT $5",
         k1 = Ranking::BM25_K1,
         b = Ranking::BM25_B,
+        readable = readable("c"),
     )
 }
 
@@ -177,6 +197,7 @@ impl PgIndex {
     async fn run_search(
         &self,
         tenant: &str,
+        groups: Option<Vec<String>>,
         terms: &[&(String, f32)],
         vector: Option<(String, Vec<f32>)>,
         ranking: &Ranking,
@@ -190,7 +211,8 @@ impl PgIndex {
         let tenant = tenant.to_owned();
         self.db
             .with_client("search the index", move |client| {
-                let (tenant, words, weights, vector) = (tenant.clone(), words.clone(), weights.clone(), vector.clone());
+                let (tenant, words, weights, vector, groups) =
+                    (tenant.clone(), words.clone(), weights.clone(), vector.clone(), groups.clone());
                 Box::pin(async move {
                     let sql = search_sql(vector.as_ref().map(|(table, v)| (table.as_str(), v.len() as u32)));
                     let statement = match client.prepare_cached(&sql).await {
@@ -201,7 +223,7 @@ impl PgIndex {
                     let result = match &vector {
                         Some((_, v)) => {
                             let v = Vector::from(v.clone());
-                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
                                 &words,
                                 &tenant,
                                 &window,
@@ -209,6 +231,7 @@ impl PgIndex {
                                 &top_k,
                                 &word_rows,
                                 &weights,
+                                &groups,
                                 &v,
                                 &max_distance,
                                 &weight,
@@ -216,8 +239,8 @@ impl PgIndex {
                             client.query(&statement, &params).await
                         }
                         None => {
-                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
-                                [&words, &tenant, &window, &min_score, &top_k, &word_rows, &weights];
+                            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                                [&words, &tenant, &window, &min_score, &top_k, &word_rows, &weights, &groups];
                             client.query(&statement, &params).await
                         }
                     };
@@ -234,7 +257,13 @@ impl PgIndex {
 
 #[async_trait]
 impl PassageSearch for PgIndex {
-    async fn search(&self, tenant: &str, query: PendingQuery<'_>, ranking: &Ranking) -> StoreResult<Vec<Passage>> {
+    async fn search(
+        &self,
+        tenant: &str,
+        clearance: Clearance<'_>,
+        query: PendingQuery<'_>,
+        ranking: &Ranking,
+    ) -> StoreResult<Vec<Passage>> {
         if ranking.top_k == 0 {
             return Ok(Vec::new());
         }
@@ -260,12 +289,13 @@ impl PassageSearch for PgIndex {
             .filter(|(table, _)| !self.recently_missing(table));
         let table = vector.as_ref().map(|(t, _)| t.clone());
         let terms: Vec<&(String, f32)> = query.ranked_terms().collect();
-        match self.run_search(tenant, &terms, vector, ranking).await? {
+        let groups = clearance.groups().map(<[String]>::to_vec);
+        match self.run_search(tenant, groups.clone(), &terms, vector, ranking).await? {
             Ok(rows) => Ok(shares(rows)),
             // No vectors of this model yet: by words, and remember for a while.
             Err(_) if table.is_some() => {
                 lock(&self.missing).insert(table.unwrap_or_default(), Instant::now());
-                match self.run_search(tenant, &terms, None, ranking).await? {
+                match self.run_search(tenant, groups, &terms, None, ranking).await? {
                     Ok(rows) => Ok(shares(rows)),
                     Err(_) => Ok(Vec::new()),
                 }

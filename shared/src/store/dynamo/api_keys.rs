@@ -19,6 +19,11 @@ fn api_key_from(item: &Item) -> StoreResult<StoredApiKey> {
         tenant: text("tenant")?,
         name: text("name")?,
         roles: roles.iter().filter_map(|r| r.as_s().ok().cloned()).collect(),
+        // Keys created before access groups have none.
+        groups: match item.get("groups") {
+            Some(AttributeValue::L(groups)) => groups.iter().filter_map(|g| g.as_s().ok().cloned()).collect(),
+            _ => Vec::new(),
+        },
         hash: text("hash")?,
         created_ms: number(item, "created_at").ok_or_else(corrupt)?,
         created_by: text("created_by")?,
@@ -31,6 +36,7 @@ fn api_key_from(item: &Item) -> StoreResult<StoredApiKey> {
 impl ApiKeyStore for DynamoTable {
     async fn create_key(&self, key: &StoredApiKey) -> StoreResult<()> {
         let roles = AttributeValue::L(key.roles.iter().map(|r| s(r)).collect());
+        let groups = AttributeValue::L(key.groups.iter().map(|g| s(g)).collect());
         // An expiring key's expiry is the table's TTL attribute: DynamoDB removes it later.
         let expires = key.expires_ms.map(|ms| n(ms.div_ceil(1000)));
         self.client
@@ -46,6 +52,7 @@ impl ApiKeyStore for DynamoTable {
             .item("tenant", s(&key.tenant))
             .item("name", s(&key.name))
             .item("roles", roles)
+            .item("groups", groups)
             .item("hash", s(&key.hash))
             .item("created_at", n(key.created_ms))
             .item("created_by", s(&key.created_by))

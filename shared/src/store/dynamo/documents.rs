@@ -37,7 +37,17 @@ fn document_from(item: &Item) -> StoreResult<Document> {
             }
             _ => None,
         },
+        access: match item.get("access") {
+            Some(AttributeValue::L(groups)) => Some(groups.iter().filter_map(|g| g.as_s().ok().cloned()).collect()),
+            _ => None,
+        },
+        access_rev: number(item, "access_rev").unwrap_or(0),
     })
+}
+
+/// A document's groups as stored: a list of strings.
+fn groups(groups: &[String]) -> AttributeValue {
+    AttributeValue::L(groups.iter().map(|g| s(g)).collect())
 }
 
 #[async_trait]
@@ -65,6 +75,9 @@ impl DocumentStore for DynamoTable {
         if let Some(metadata) = doc.metadata.filter(|m| !m.is_empty()) {
             let map = metadata.iter().map(|(k, v)| (k.clone(), s(v))).collect();
             put = put.item("metadata", AttributeValue::M(map));
+        }
+        if let Some(access) = doc.access {
+            put = put.item("access", groups(access));
         }
         put.condition_expression("attribute_not_exists(pk)")
             .send()
@@ -195,6 +208,34 @@ impl DocumentStore for DynamoTable {
             .send()
             .await
             .map_err(|e| write_error("record embedding progress", e))?;
+        Ok(())
+    }
+
+    async fn set_access(
+        &self,
+        scope: &Scope,
+        id: &str,
+        access: Option<&[String]>,
+        rev: u64,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let update = self.update(scope_pk(scope), document_sk(id));
+        // Revision 0 is a record whose access never changed: it has no `access_rev` yet.
+        let update = match rev {
+            0 => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(access_rev)"),
+            _ => update
+                .condition_expression("attribute_exists(pk) AND access_rev = :rev")
+                .expression_attribute_values(":rev", n(rev)),
+        };
+        let update =
+            update.expression_attribute_values(":next", n(rev + 1)).expression_attribute_values(":now", n(now_ms));
+        let update = match access {
+            Some(access) => update
+                .update_expression("SET access = :access, access_rev = :next, updated_at = :now")
+                .expression_attribute_values(":access", groups(access)),
+            None => update.update_expression("SET access_rev = :next, updated_at = :now REMOVE access"),
+        };
+        update.send().await.map_err(|e| write_error("change document access", e))?;
         Ok(())
     }
 

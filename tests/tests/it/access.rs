@@ -1,0 +1,389 @@
+//! Access groups as a security property, over both index stores: a caller outside a
+//! document's groups never receives its passages, title, snippet, id or a cached answer built
+//! from it, on any path (chat, stream, `/qa`, `/summarize`, `/mindmap`, the documents routes,
+//! MCP, the OpenAI-compatible API), while a caller in one of them (or an admin) does; an
+//! access change applies to search at once, both ways; another tenant never sees it.
+
+use coach::{
+    auth::{Principal, Role},
+    documents::{AccessInput, UploadRequest},
+};
+use coach_testkit::{
+    events,
+    flows::{chat_call, created, stream_call},
+    stack::{ingest_deadline, Deployment, Store, TestStack},
+    tokens,
+};
+use lambda_http::http::StatusCode;
+use serde_json::{json, Value};
+
+/// Uploads and ingests a markdown document of `tenant` readable by `access` (`None`: the
+/// tenant), as an admin would; returns its id.
+async fn add(
+    stack: &TestStack,
+    services: &Deployment,
+    tenant: &str,
+    name: &str,
+    body: &str,
+    access: Option<&[&str]>,
+) -> String {
+    let admin = Principal { user_id: "erin".into(), tenant: tenant.into(), roles: vec![Role::Admin], groups: vec![] };
+    let request = UploadRequest {
+        filename: name.into(),
+        content_type: "text/markdown".into(),
+        size_bytes: body.len() as u64,
+        access: access.map(|groups| AccessInput::Groups(groups.iter().map(|g| (*g).to_owned()).collect())),
+    };
+    let id = services.uploads.documents.create_upload(&admin, &request).await.unwrap().document_id;
+    let key = format!("uploads/{tenant}/{id}/{name}");
+    stack.put(&key, body.as_bytes()).await;
+    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
+    assert!(matches!(outcome, coach::ingest::Outcome::Indexed { .. }), "{outcome:?}");
+    id
+}
+
+/// A token of `user` in `tenant` with `roles` and access `groups` (the `groups` claim).
+fn token(user: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> String {
+    let mut claims = tokens::claims(user, tenant, roles, 600);
+    claims["groups"] = json!(groups);
+    tokens::hs256(coach_testkit::stack::TEST_HS256_KEY.as_bytes(), &claims)
+}
+
+/// `method path` on the upload-url function: status and body (null when empty).
+async fn documents(
+    services: &Deployment,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (StatusCode, Value) {
+    let request = events::with("uploads-create.json", method, path, body.as_ref(), Some(token));
+    let response = upload_url::handle(&services.uploads, request).await;
+    let status = response.status();
+    let body = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// A JSON-RPC `tools/call` of `tool` on `/mcp`: the result.
+async fn mcp(services: &Deployment, token: &str, tool: &str, arguments: Value) -> Value {
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+    let mut request = events::with("chat-post.json", "POST", "/mcp", Some(&body), Some(token));
+    request.headers_mut().insert("mcp-protocol-version", "2025-11-25".parse().unwrap());
+    let response = chat::handle(&services.chat, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    answer["result"].clone()
+}
+
+/// What must never reach a caller outside the restricted documents' groups.
+struct Secret {
+    ids: Vec<String>,
+    /// Their titles and a word only their text holds (never in a question: answers may
+    /// repeat those).
+    words: Vec<&'static str>,
+}
+
+impl Secret {
+    /// The first of the restricted ids, titles or words `text` holds.
+    fn leaked<'a>(&'a self, text: &'a str) -> Option<&'a str> {
+        self.ids.iter().map(String::as_str).chain(self.words.iter().copied()).find(|w| text.contains(w))
+    }
+
+    fn assert_kept_from(&self, what: &str, text: &str) {
+        assert_eq!(self.leaked(text), None, "{what} gave a restricted document away: {text}");
+    }
+
+    fn assert_given(&self, what: &str, text: &str) {
+        assert!(text.contains("zanzibar"), "{what} should find the restricted passages: {text}");
+    }
+}
+
+/// Every path a caller reads documents through, for `token`: each one's whole answer, named.
+async fn every_path(services: &Deployment, token: &str, payroll: &str) -> Vec<(&'static str, String)> {
+    let question = "What is the payroll bonus?";
+    let mut out = Vec::new();
+    let (status, reply) =
+        Box::pin(chat_call(services, "POST", "/chat", Some(json!({"message": question})), token)).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    out.push(("chat", reply.to_string()));
+    let (status, _, events) = Box::pin(stream_call(services, json!({"message": question}), token)).await;
+    assert_eq!(status, StatusCode::OK);
+    out.push(("stream", format!("{events:?}")));
+    let (status, answer) =
+        Box::pin(chat_call(services, "POST", "/qa", Some(json!({"question": question})), token)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    out.push(("qa", answer.to_string()));
+    let (status, summary) =
+        Box::pin(chat_call(services, "POST", "/summarize", Some(json!({"document_id": payroll})), token)).await;
+    assert!(status == StatusCode::OK || status == StatusCode::NOT_FOUND, "{status} {summary}");
+    out.push(("summarize", summary.to_string()));
+    let (status, map) =
+        Box::pin(chat_call(services, "POST", "/mindmap", Some(json!({"topic": "payroll bonus"})), token)).await;
+    assert_eq!(status, StatusCode::OK, "{map}");
+    out.push(("mindmap", map.to_string()));
+    let completion = json!({"model": "coach", "messages": [{"role": "user", "content": question}]});
+    let (status, completed) =
+        Box::pin(chat_call(services, "POST", "/v1/chat/completions", Some(completion), token)).await;
+    assert_eq!(status, StatusCode::OK, "{completed}");
+    out.push(("openai", completed.to_string()));
+    out.push((
+        "mcp search",
+        Box::pin(mcp(services, token, "search_documents", json!({"query": question}))).await.to_string(),
+    ));
+    out.push(("mcp ask", Box::pin(mcp(services, token, "ask", json!({"question": question}))).await.to_string()));
+    let summary = Box::pin(mcp(services, token, "summarize_document", json!({"document_id": payroll}))).await;
+    out.push(("mcp summarize", summary.to_string()));
+    out.push(("mcp list", Box::pin(mcp(services, token, "list_documents", json!({}))).await.to_string()));
+    let (status, listed) = Box::pin(documents(services, "GET", "/documents?limit=100", None, token)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    out.push(("list", listed.to_string()));
+    let (_, record) = Box::pin(documents(services, "GET", &format!("/documents/{payroll}"), None, token)).await;
+    out.push(("status", record.to_string()));
+    let (_, chunk) = Box::pin(documents(services, "GET", &format!("/documents/{payroll}/chunks/0"), None, token)).await;
+    out.push(("chunk", chunk.to_string()));
+    out
+}
+
+async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups(store: Store) {
+    // Two passages a query may return: the restricted documents rank first for it, so a
+    // filter applied after ranking would leave a caller outside their groups short.
+    let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "2"), ("COACH_QA_CACHE_SECS", "300")]).await;
+    let services = stack.deploy();
+    let restricted = [
+        ("payroll-policy.md", "# Payroll\n\nThe zanzibar bonus is paid in payroll every March."),
+        ("payroll-bands.md", "# Bands\n\nZanzibar bands: the payroll bonus grows with each band."),
+        ("payroll-review.md", "# Review\n\nThe zanzibar payroll review sets the bonus pool."),
+    ];
+    let mut ids = Vec::new();
+    for (name, body) in restricted {
+        ids.push(add(&stack, &services, "acme", name, body, Some(&["hr"])).await);
+    }
+    let board = add(
+        &stack,
+        &services,
+        "acme",
+        "board-minutes.md",
+        "# Minutes\n\nThe board discussed the bonus.",
+        Some(&["board"]),
+    )
+    .await;
+    let open = [
+        add(&stack, &services, "acme", "handbook.md", "# Handbook\n\nAsk your manager about the bonus.", None).await,
+        add(&stack, &services, "acme", "benefits.md", "# Benefits\n\nA bonus is paid to everyone in good years.", None)
+            .await,
+    ];
+    let payroll = ids[0].clone();
+    let secret = Secret {
+        ids: ids.clone(),
+        words: vec!["zanzibar", "Zanzibar", "payroll-policy.md", "payroll-bands.md", "payroll-review.md"],
+    };
+
+    // Outside the group: nothing of the restricted documents on any path; still two passages.
+    let alice = token("alice", "acme", &["user"], &[]);
+    let sales = token("sam", "acme", &["user", "editor"], &["sales"]);
+    for (who, token) in [("alice", &alice), ("sam of sales", &sales)] {
+        for (path, text) in Box::pin(every_path(&services, token, &payroll)).await {
+            secret.assert_kept_from(&format!("{path} for {who}"), &text);
+        }
+        let (_, reply) = Box::pin(chat_call(
+            &services,
+            "POST",
+            "/chat",
+            Some(json!({"message": "payroll bonus bands review"})),
+            token,
+        ))
+        .await;
+        let cited: Vec<&str> =
+            reply["sources"].as_array().unwrap().iter().map(|s| s["document_id"].as_str().unwrap()).collect();
+        assert_eq!(cited.len(), 2, "top_k readable passages, not fewer: {reply}");
+        assert!(cited.iter().all(|id| open.iter().any(|o| o == id)), "{cited:?}");
+    }
+
+    // In the group, and an admin: the restricted passages come back.
+    let harry = token("harry", "acme", &["user"], &["hr"]);
+    let admin = token("ada", "acme", &["admin"], &[]);
+    for (who, token) in [("harry of hr", &harry), ("the admin", &admin)] {
+        let paths = Box::pin(every_path(&services, token, &payroll)).await;
+        for (path, text) in &paths {
+            if ["chat", "stream", "qa", "mcp search", "mcp ask", "chunk", "summarize"].contains(path) {
+                secret.assert_given(&format!("{path} for {who}"), text);
+            }
+        }
+        let listed = &paths.iter().find(|(p, _)| *p == "list").unwrap().1;
+        assert!(ids.iter().all(|id| listed.contains(id.as_str())), "{who}: {listed}");
+        assert_eq!(listed.contains(board.as_str()), *who == *"the admin", "board minutes: {listed}");
+    }
+    let (_, record) = Box::pin(documents(&services, "GET", &format!("/documents/{payroll}"), None, &harry)).await;
+    assert_eq!(record["access"], json!(["hr"]), "{record}");
+    let (_, record) = Box::pin(documents(&services, "GET", &format!("/documents/{}", open[0]), None, &harry)).await;
+    assert_eq!(record["access"], "tenant");
+
+    // The answer cache: harry's answer (built from payroll passages) is never alice's; a
+    // caller of the same groups shares it.
+    let question = json!({"question": "How is the payroll bonus paid?"});
+    let (_, kept) = Box::pin(chat_call(&services, "POST", "/qa", Some(question.clone()), &harry)).await;
+    secret.assert_given("qa for harry", &kept.to_string());
+    let (_, theirs) = Box::pin(chat_call(&services, "POST", "/qa", Some(question.clone()), &alice)).await;
+    assert_eq!(theirs["cached"], false, "{theirs}");
+    secret.assert_kept_from("qa for alice after harry", &theirs.to_string());
+    let hana = token("hana", "acme", &["user"], &["hr"]);
+    let (_, shared) = Box::pin(chat_call(&services, "POST", "/qa", Some(question.clone()), &hana)).await;
+    assert_eq!(shared["cached"], true, "{shared}");
+
+    // Editors outside the group can neither change nor delete it: it does not exist for them.
+    let (status, _) =
+        documents(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": "tenant"})), &sales)
+            .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = Box::pin(documents(&services, "DELETE", &format!("/documents/{payroll}"), None, &sales)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Nor restrict a document away from themselves.
+    let (status, refused) =
+        documents(&services, "PATCH", &format!("/documents/{}", open[0]), Some(json!({"access": ["board"]})), &sales)
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+
+    // Opened to the tenant: alice finds it at once (and not a kept answer from before); then
+    // restricted again: gone again.
+    let hr_editor = token("hal", "acme", &["editor"], &["hr"]);
+    let (status, changed) =
+        documents(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": "tenant"})), &hr_editor)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["access"], "tenant");
+    let (_, reply) =
+        Box::pin(chat_call(&services, "POST", "/chat", Some(json!({"message": "payroll bonus bands review"})), &alice))
+            .await;
+    assert!(reply.to_string().contains(payroll.as_str()), "opened: {reply}");
+    let (_, opened) = Box::pin(chat_call(&services, "POST", "/qa", Some(question.clone()), &alice)).await;
+    assert_eq!(opened["cached"], false);
+    assert!(opened.to_string().contains(payroll.as_str()), "{opened}");
+    let (status, changed) =
+        documents(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": ["hr"]})), &hr_editor)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    for (path, text) in Box::pin(every_path(&services, &alice, &payroll)).await {
+        secret.assert_kept_from(&format!("{path} for alice after the document was restricted again"), &text);
+    }
+    // Both changes are audited.
+    let (_, audit) = Box::pin(chat_call(&services, "GET", "/audit", None, &admin)).await;
+    let changes = audit["events"].as_array().unwrap().iter().filter(|e| e["operation"] == "document.access").count();
+    assert_eq!(changes, 2, "{audit}");
+
+    // Another tenant, in a group of the same name: nothing of acme's.
+    let globex = token("gus", "globex", &["user", "editor"], &["hr"]);
+    for (path, text) in Box::pin(every_path(&services, &globex, &payroll)).await {
+        secret.assert_kept_from(&format!("{path} for globex"), &text);
+    }
+
+    // An API key reads what its groups read, never more than its creator's groups.
+    let hr_admin = token("ada", "acme", &["admin"], &["hr"]);
+    let create = |groups: Value| json!({"name": "bot", "roles": ["user"], "groups": groups});
+    let (status, refused) =
+        Box::pin(chat_call(&services, "POST", "/api-keys", Some(create(json!(["board"]))), &hr_admin)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    let (status, key) =
+        Box::pin(chat_call(&services, "POST", "/api-keys", Some(create(json!(["hr"]))), &hr_admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    assert_eq!(key["groups"], json!(["hr"]));
+    let (status, plain) = Box::pin(chat_call(&services, "POST", "/api-keys", Some(create(json!([]))), &hr_admin)).await;
+    assert_eq!(status, StatusCode::CREATED, "{plain}");
+    let ask = json!({"message": "payroll bonus bands review"});
+    let (_, with_group) =
+        Box::pin(chat_call(&services, "POST", "/chat", Some(ask.clone()), key["key"].as_str().unwrap())).await;
+    secret.assert_given("chat for the hr key", &with_group.to_string());
+    let (_, without) = Box::pin(chat_call(&services, "POST", "/chat", Some(ask), plain["key"].as_str().unwrap())).await;
+    secret.assert_kept_from("chat for a key without groups", &without.to_string());
+
+    // Deleted by someone who may read it: gone for everyone, its access with it.
+    let (status, _) =
+        Box::pin(documents(&services, "DELETE", &format!("/documents/{payroll}"), None, &hr_editor)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = Box::pin(documents(&services, "GET", &format!("/documents/{payroll}"), None, &admin)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The property over the real stores: for random group assignments, what each caller's
+/// search returns equals what the same search returns from a tenant holding only the
+/// documents that caller may read (the reference filter), passage for passage, score for
+/// score; so nothing restricted is returned, and nothing readable is crowded out.
+async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(store: Store) {
+    let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "4")]).await;
+    let services = stack.deploy();
+    let words = ["bonus", "payroll", "feedback", "goals", "salary", "review", "hiring", "board", "budget", "team"];
+    let accesses: [Option<&[&str]>; 4] = [None, Some(&["hr"]), Some(&["board"]), Some(&["hr", "legal"])];
+    let callers: [&[&str]; 3] = [&[], &["hr"], &["board", "legal"]];
+    let questions = ["payroll bonus", "feedback on goals", "board budget review", "team salary hiring"];
+    for round in 0..2u64 {
+        let mut rng = fastrand::Rng::with_seed(20261207 + round);
+        let docs: Vec<(String, String, usize)> = (0..8)
+            .map(|i| {
+                let sentences: Vec<String> = (0..rng.usize(1..4))
+                    .map(|_| {
+                        let picked: Vec<&str> = (0..rng.usize(2..6)).map(|_| words[rng.usize(..words.len())]).collect();
+                        format!("{}.", picked.join(" "))
+                    })
+                    .collect();
+                (
+                    format!("doc-{round}-{i}.md"),
+                    format!("# Note {i}\n\n{}", sentences.join(" ")),
+                    rng.usize(..accesses.len()),
+                )
+            })
+            .collect();
+        let tenant = format!("acme-{round}");
+        for (name, body, access) in &docs {
+            add(&stack, &services, &tenant, name, body, accesses[*access]).await;
+        }
+        for (c, groups) in callers.iter().enumerate() {
+            // The reference: a tenant of the readable documents alone, all open.
+            let reference = format!("ref-{round}-{c}");
+            let mut readable = 0;
+            for (name, body, access) in &docs {
+                let may = accesses[*access].is_none_or(|list| list.iter().any(|g| groups.contains(g)));
+                if may {
+                    add(&stack, &services, &reference, name, body, None).await;
+                    readable += 1;
+                }
+            }
+            let caller = token("cleo", &tenant, &["user"], groups);
+            let referee = token("rita", &reference, &["user"], &[]);
+            for question in questions {
+                let ask = |token: String| {
+                    let services = &services;
+                    async move {
+                        let (status, reply) =
+                            Box::pin(chat_call(services, "POST", "/chat", Some(json!({"message": question})), &token))
+                                .await;
+                        assert_eq!(status, StatusCode::OK, "{reply}");
+                        let sources = reply["sources"].as_array().unwrap().clone();
+                        sources
+                            .iter()
+                            .map(|s| {
+                                (
+                                    s["title"].as_str().unwrap().to_owned(),
+                                    s["chunk"].as_u64().unwrap(),
+                                    s["score"].as_f64().unwrap(),
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    }
+                };
+                let got = ask(caller.clone()).await;
+                let expected = if readable == 0 { Vec::new() } else { ask(referee.clone()).await };
+                let strip =
+                    |list: &[(String, u64, f64)]| list.iter().map(|(t, c, _)| (t.clone(), *c)).collect::<Vec<_>>();
+                assert_eq!(strip(&got), strip(&expected), "round {round}, caller {groups:?}, {question:?}");
+                for ((_, _, a), (_, _, b)) in got.iter().zip(&expected) {
+                    assert!((a - b).abs() < 1e-4, "round {round}, caller {groups:?}, {question:?}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+over_both_stores!(
+    every_path_keeps_restricted_documents_from_callers_outside_their_groups,
+    a_callers_search_equals_the_search_of_their_readable_documents_alone,
+);

@@ -343,6 +343,8 @@ impl Ingestor {
 
         // An upload's declared size (signed into its URL; S3 enforces it, emulators may not).
         let mut declared_size = None;
+        // Who may read it, when its record restricts it or ever did (revision, groups).
+        let mut access = None;
         let kind = match &target.scope {
             Scope::Tenant(_) => match self.records.get(&target.scope, &target.id).await? {
                 Some(record) if record.key == event.key => {
@@ -354,6 +356,9 @@ impl Ingestor {
                         tracing::info!(removed, "later uploads through the same URL removed");
                     }
                     declared_size = Some(record.size_bytes);
+                    if record.access.is_some() || record.access_rev > 0 {
+                        access = Some((record.access_rev, record.access.clone()));
+                    }
                     Kind::from_content_type(&record.content_type)
                 }
                 // An upload Coach no longer knows (deleted, or its record expired) arriving
@@ -444,6 +449,12 @@ impl Ingestor {
             vectors,
         };
         let count = shard.chunks.len();
+        // The index holds a restricted document's access from its upload or its last change;
+        // set again from the record before the document becomes searchable, in case a change
+        // reached the record but not the index (an older revision never undoes a newer one).
+        if let Some((rev, groups)) = &access {
+            self.index.set_access(&target.scope, &target.id, groups.as_deref(), *rev).await?;
+        }
         match self.index.add(&target.scope, shard, &event.key, &object.etag).await? {
             Added::Indexed => {}
             Added::Superseded => return Ok(Pass::Again),

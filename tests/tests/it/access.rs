@@ -383,7 +383,31 @@ async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(st
     }
 }
 
+/// A change that reached a document's record but not the index (its request failed halfway)
+/// is applied by ingest before the document becomes searchable.
+async fn ingest_applies_a_restriction_that_reached_only_the_record(store: Store) {
+    use coach::store::DocumentStore;
+    let stack = TestStack::with_store(store, &[]).await;
+    let services = stack.deploy();
+    let (id, key) =
+        coach_testkit::flows::upload(&stack, &services, "acme", "salary.md", "# Salary\n\nThe zanzibar salary table.")
+            .await;
+    let scope = coach::model::Scope::Tenant("acme".into());
+    let groups = vec!["hr".to_owned()];
+    stack.aws.table().set_access(&scope, &id, Some(&groups), 0, 1).await.unwrap();
+    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
+    assert!(matches!(outcome, coach::ingest::Outcome::Indexed { .. }), "{outcome:?}");
+    let ask = json!({"message": "zanzibar salary table"});
+    let (_, reply) =
+        Box::pin(chat_call(&services, "POST", "/chat", Some(ask.clone()), &token("al", "acme", &["user"], &[]))).await;
+    assert!(!reply.to_string().contains("zanzibar") && !reply.to_string().contains(id.as_str()), "{reply}");
+    let (_, reply) =
+        Box::pin(chat_call(&services, "POST", "/chat", Some(ask), &token("hr", "acme", &["user"], &["hr"]))).await;
+    assert!(reply.to_string().contains(id.as_str()), "{reply}");
+}
+
 over_both_stores!(
+    ingest_applies_a_restriction_that_reached_only_the_record,
     every_path_keeps_restricted_documents_from_callers_outside_their_groups,
     a_callers_search_equals_the_search_of_their_readable_documents_alone,
 );

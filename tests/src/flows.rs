@@ -77,6 +77,20 @@ pub async fn chat_call(
     (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
 }
 
+/// `method path` on `services`' upload-url function as `token`, with a JSON body: the status
+/// and the JSON answer (null when there is none).
+pub async fn uploads_call(
+    services: &Deployment,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    token: &str,
+) -> (StatusCode, Value) {
+    let request = events::with("uploads-create.json", method, path, body.as_ref(), Some(token));
+    let response = upload_url::handle(&services.uploads, request).await;
+    (response.status(), serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null))
+}
+
 /// `POST /chat/stream` on `services`' chat-stream function as `token`: the status, the
 /// content type and the events (`("json", body)` for an answer that is not a stream).
 pub async fn stream_call(

@@ -10,7 +10,7 @@ use coach::{
 };
 use coach_testkit::{
     events,
-    flows::{chat_call, created, stream_call},
+    flows::{chat_call, created, stream_call, uploads_call},
     stack::{ingest_deadline, Deployment, Store, TestStack},
     tokens,
 };
@@ -47,21 +47,6 @@ fn token(user: &str, tenant: &str, roles: &[&str], groups: &[&str]) -> String {
     let mut claims = tokens::claims(user, tenant, roles, 600);
     claims["groups"] = json!(groups);
     tokens::hs256(coach_testkit::stack::TEST_HS256_KEY.as_bytes(), &claims)
-}
-
-/// `method path` on the upload-url function: status and body (null when empty).
-async fn documents(
-    services: &Deployment,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-) -> (StatusCode, Value) {
-    let request = events::with("uploads-create.json", method, path, body.as_ref(), Some(token));
-    let response = upload_url::handle(&services.uploads, request).await;
-    let status = response.status();
-    let body = serde_json::from_slice(response.body().as_ref()).unwrap_or(Value::Null);
-    (status, body)
 }
 
 /// A JSON-RPC `tools/call` of `tool` on `/mcp`: the result.
@@ -135,12 +120,13 @@ async fn every_path(services: &Deployment, token: &str, payroll: &str) -> Vec<(&
     let summary = Box::pin(mcp(services, token, "summarize_document", json!({"document_id": payroll}))).await;
     out.push(("mcp summarize", summary.to_string()));
     out.push(("mcp list", Box::pin(mcp(services, token, "list_documents", json!({}))).await.to_string()));
-    let (status, listed) = Box::pin(documents(services, "GET", "/documents?limit=100", None, token)).await;
+    let (status, listed) = Box::pin(uploads_call(services, "GET", "/documents?limit=100", None, token)).await;
     assert_eq!(status, StatusCode::OK, "{listed}");
     out.push(("list", listed.to_string()));
-    let (_, record) = Box::pin(documents(services, "GET", &format!("/documents/{payroll}"), None, token)).await;
+    let (_, record) = Box::pin(uploads_call(services, "GET", &format!("/documents/{payroll}"), None, token)).await;
     out.push(("status", record.to_string()));
-    let (_, chunk) = Box::pin(documents(services, "GET", &format!("/documents/{payroll}/chunks/0"), None, token)).await;
+    let (_, chunk) =
+        Box::pin(uploads_call(services, "GET", &format!("/documents/{payroll}/chunks/0"), None, token)).await;
     out.push(("chunk", chunk.to_string()));
     out
 }
@@ -214,9 +200,9 @@ async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups
         assert!(ids.iter().all(|id| listed.contains(id.as_str())), "{who}: {listed}");
         assert_eq!(listed.contains(board.as_str()), *who == *"the admin", "board minutes: {listed}");
     }
-    let (_, record) = Box::pin(documents(&services, "GET", &format!("/documents/{payroll}"), None, &harry)).await;
+    let (_, record) = Box::pin(uploads_call(&services, "GET", &format!("/documents/{payroll}"), None, &harry)).await;
     assert_eq!(record["access"], json!(["hr"]), "{record}");
-    let (_, record) = Box::pin(documents(&services, "GET", &format!("/documents/{}", open[0]), None, &harry)).await;
+    let (_, record) = Box::pin(uploads_call(&services, "GET", &format!("/documents/{}", open[0]), None, &harry)).await;
     assert_eq!(record["access"], "tenant");
 
     // The answer cache: harry's answer (built from payroll passages) is never alice's; a
@@ -233,23 +219,33 @@ async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups
 
     // Editors outside the group can neither change nor delete it: it does not exist for them.
     let (status, _) =
-        documents(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": "tenant"})), &sales)
+        uploads_call(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": "tenant"})), &sales)
             .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = Box::pin(documents(&services, "DELETE", &format!("/documents/{payroll}"), None, &sales)).await;
+    let (status, _) = Box::pin(uploads_call(&services, "DELETE", &format!("/documents/{payroll}"), None, &sales)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Nor restrict a document away from themselves.
-    let (status, refused) =
-        documents(&services, "PATCH", &format!("/documents/{}", open[0]), Some(json!({"access": ["board"]})), &sales)
-            .await;
+    let (status, refused) = uploads_call(
+        &services,
+        "PATCH",
+        &format!("/documents/{}", open[0]),
+        Some(json!({"access": ["board"]})),
+        &sales,
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 
     // Opened to the tenant: alice finds it at once (and not a kept answer from before); then
     // restricted again: gone again.
     let hr_editor = token("hal", "acme", &["editor"], &["hr"]);
-    let (status, changed) =
-        documents(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": "tenant"})), &hr_editor)
-            .await;
+    let (status, changed) = uploads_call(
+        &services,
+        "PATCH",
+        &format!("/documents/{payroll}"),
+        Some(json!({"access": "tenant"})),
+        &hr_editor,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     assert_eq!(changed["access"], "tenant");
     let (_, reply) =
@@ -260,7 +256,7 @@ async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups
     assert_eq!(opened["cached"], false);
     assert!(opened.to_string().contains(payroll.as_str()), "{opened}");
     let (status, changed) =
-        documents(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": ["hr"]})), &hr_editor)
+        uploads_call(&services, "PATCH", &format!("/documents/{payroll}"), Some(json!({"access": ["hr"]})), &hr_editor)
             .await;
     assert_eq!(status, StatusCode::OK, "{changed}");
     for (path, text) in Box::pin(every_path(&services, &alice, &payroll)).await {
@@ -298,9 +294,9 @@ async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups
 
     // Deleted by someone who may read it: gone for everyone, its access with it.
     let (status, _) =
-        Box::pin(documents(&services, "DELETE", &format!("/documents/{payroll}"), None, &hr_editor)).await;
+        Box::pin(uploads_call(&services, "DELETE", &format!("/documents/{payroll}"), None, &hr_editor)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = Box::pin(documents(&services, "GET", &format!("/documents/{payroll}"), None, &admin)).await;
+    let (status, _) = Box::pin(uploads_call(&services, "GET", &format!("/documents/{payroll}"), None, &admin)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 

@@ -1,17 +1,35 @@
 #!/usr/bin/env python3
-"""Does the local emulator stop answering as its data grows? moto's plain server and the
-project's launcher (scripts/moto_server.py), one after the other: each gets one table and
---seconds of BatchWriteItems (25 items of 12 short attributes each), one at a time. Prints,
-per 50,000 items, moto's resident memory and the slowest batch: a batch that waits for a full
-garbage collection takes seconds instead of milliseconds. Loopback only.
+"""Does the local emulator stop answering as its data grows, and what memory does it hold?
+moto's plain server and the project's launcher (scripts/moto_server.py), one after the
+other: each gets one table and --seconds of BatchWriteItems (25 items of 12 short
+attributes each), one at a time, while a second client keeps S3 busy beside it as ingest
+does (PutObject, GetObject and deleting the version, 256 KiB each, in a versioned bucket:
+nothing it writes stays). Prints, per 50,000 items, moto's resident memory and the slowest
+batch: a batch that waits for a full garbage collection takes seconds instead of
+milliseconds, and memory beyond the plain server's is what the launcher's freezing keeps of
+objects moto dropped. Loopback only.
 
     .venv/bin/python scripts/bench/emulator_pauses.py [--seconds 420]
 """
 import argparse
 import sys
+import threading
 import time
 
 from moto_servers import SERVERS, client, started
+
+def churn(endpoint, stop):
+    """S3 objects written, read and deleted (every version) until `stop` is set."""
+    s3 = client("s3", endpoint)
+    s3.create_bucket(Bucket="coach")
+    s3.put_bucket_versioning(Bucket="coach", VersioningConfiguration={"Status": "Enabled"})
+    body, n = b"s" * (256 << 10), 0
+    while not stop.is_set():
+        key = f"index/segment-{n}"
+        version = s3.put_object(Bucket="coach", Key=key, Body=body)["VersionId"]
+        s3.get_object(Bucket="coach", Key=key)["Body"].read()
+        s3.delete_object(Bucket="coach", Key=key, VersionId=version)
+        n += 1
 
 
 def rss_mb(pid):
@@ -21,6 +39,9 @@ def rss_mb(pid):
 
 def run(name, server, seconds):
     with started(server) as (endpoint, pid):
+        stop = threading.Event()
+        beside = threading.Thread(target=churn, args=(endpoint, stop), daemon=True)
+        beside.start()
         ddb = client("dynamodb", endpoint)
         ddb.create_table(TableName="coach", BillingMode="PAY_PER_REQUEST",
                          AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk")],
@@ -39,6 +60,8 @@ def run(name, server, seconds):
             if batches % 2000 == 0:
                 print(f"| {name} | {batches * 25:,} | {rss_mb(pid):,} | {worst * 1000:,.0f} |", flush=True)
                 worst = 0.0
+        stop.set()
+        beside.join()
 
 
 def main():

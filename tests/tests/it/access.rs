@@ -402,7 +402,79 @@ async fn ingest_applies_a_restriction_that_reached_only_the_record(store: Store)
     assert!(reply.to_string().contains(id.as_str()), "{reply}");
 }
 
+/// The same document id in two tenants: each tenant's access applies to its own document
+/// alone, and a change in one leaves the other as it was.
+async fn the_same_document_id_in_two_tenants_keeps_each_tenants_access(store: Store) {
+    use coach::store::DocumentStore;
+    let stack = TestStack::with_store(store, &[]).await;
+    let services = stack.deploy();
+    let id =
+        add(&stack, &services, "acme", "payroll.md", "# Payroll\n\nThe zanzibar payroll bonus.", Some(&["hr"])).await;
+    // globex holds a document of the very same id, open to its tenant.
+    let globex = coach::model::Scope::Tenant("globex".into());
+    let (name, body) = ("notes.md", "# Notes\n\nThe quokka payroll bonus.");
+    let key = format!("uploads/globex/{id}/{name}");
+    let record = coach::model::NewDocument {
+        document_id: &id,
+        filename: name,
+        kind: coach::model::Kind::Markdown,
+        size_bytes: body.len() as u64,
+        key: &key,
+        uploaded_by: "gus",
+        metadata: None,
+        access: None,
+    };
+    let now = tokens::now() as u64;
+    stack.aws.table().create(&globex, &record, now * 1000, now + 3600).await.unwrap();
+    stack.put(&key, body.as_bytes()).await;
+    let outcome = services.ingest.ingestor.handle(&created(&key), ingest_deadline()).await.unwrap();
+    assert!(matches!(outcome, coach::ingest::Outcome::Indexed { .. }), "{outcome:?}");
+
+    let ask = |token: String| {
+        let services = &services;
+        async move {
+            let (status, reply) =
+                Box::pin(chat_call(services, "POST", "/chat", Some(json!({"message": "payroll bonus"})), &token)).await;
+            assert_eq!(status, StatusCode::OK, "{reply}");
+            reply.to_string()
+        }
+    };
+    let (gus, ann, hal) = (
+        token("gus", "globex", &["user"], &[]),
+        token("ann", "acme", &["user"], &[]),
+        token("hal", "acme", &["user"], &["hr"]),
+    );
+    let board = token("bo", "globex", &["user"], &["board"]);
+    assert!(ask(gus.clone()).await.contains("quokka"), "globex's own, open document");
+    let outside = ask(ann.clone()).await;
+    assert!(!outside.contains(id.as_str()) && !outside.contains("quokka"), "{outside}");
+    let inside = ask(hal.clone()).await;
+    assert!(inside.contains("zanzibar") && !inside.contains("quokka"), "{inside}");
+
+    // globex restricts its document: acme's stays as it was, both ways.
+    let admin = token("gia", "globex", &["admin"], &[]);
+    let change = json!({"access": ["board"]});
+    let (status, changed) =
+        Box::pin(uploads_call(&services, "PATCH", &format!("/documents/{id}"), Some(change), &admin)).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert!(!ask(gus).await.contains("quokka"), "restricted in globex now");
+    assert!(ask(board).await.contains("quokka"));
+    let inside = ask(hal).await;
+    assert!(inside.contains("zanzibar") && !inside.contains("quokka"), "{inside}");
+    let (_, record) = Box::pin(uploads_call(
+        &services,
+        "GET",
+        &format!("/documents/{id}"),
+        None,
+        &token("ada", "acme", &["admin"], &[]),
+    ))
+    .await;
+    assert_eq!(record["access"], json!(["hr"]), "{record}");
+    assert!(!ask(ann).await.contains(id.as_str()));
+}
+
 over_both_stores!(
+    the_same_document_id_in_two_tenants_keeps_each_tenants_access,
     ingest_applies_a_restriction_that_reached_only_the_record,
     every_path_keeps_restricted_documents_from_callers_outside_their_groups,
     a_callers_search_equals_the_search_of_their_readable_documents_alone,

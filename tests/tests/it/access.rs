@@ -479,3 +479,53 @@ over_both_stores!(
     every_path_keeps_restricted_documents_from_callers_outside_their_groups,
     a_callers_search_equals_the_search_of_their_readable_documents_alone,
 );
+
+/// Listing pages past documents a caller may not read: every readable document once, in
+/// order, pages full while there are more, and no cursor naming an unreadable document.
+#[tokio::test]
+async fn a_list_pages_past_unreadable_documents_and_its_cursors_name_none() {
+    let stack = TestStack::new().await;
+    let services = stack.deploy();
+    let mut open = Vec::new();
+    let mut restricted = Vec::new();
+    // Newest first: o4 r3 r2 o3 r1 o2 o1 (a run of two unreadable records inside).
+    for (i, access) in
+        [None, None, Some(&["hr"][..]), None, Some(&["hr"][..]), Some(&["board"][..]), None].iter().enumerate()
+    {
+        let id =
+            add(&stack, &services, "acme", &format!("doc-{i}.md"), &format!("# Doc {i}\n\nText {i}."), *access).await;
+        match access {
+            None => open.push(id),
+            Some(_) => restricted.push(id),
+        }
+    }
+    open.reverse();
+    let alice = token("alice", "acme", &["user"], &[]);
+    for limit in [1, 2, 3, 10] {
+        let (mut seen, mut cursor) = (Vec::new(), None::<String>);
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/documents?limit={limit}&cursor={c}"),
+                None => format!("/documents?limit={limit}"),
+            };
+            let (status, page) = Box::pin(uploads_call(&services, "GET", &path, None, &alice)).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let ids: Vec<String> = page["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["document_id"].as_str().unwrap().to_owned())
+                .collect();
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if cursor.is_some() {
+                assert_eq!(ids.len(), limit, "a page is full while more follow: {page}");
+            }
+            assert!(restricted.iter().all(|r| !page.to_string().contains(r.as_str())), "limit {limit}: {page}");
+            seen.extend(ids);
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, open, "limit {limit}");
+    }
+}

@@ -246,9 +246,10 @@ async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usi
     // Who may read the restricted documents, as a PATCH (or an upload's `access`) records it.
     client
         .batch_execute(&format!(
-            "INSERT INTO coach_document_access (scope, document_id, groups, rev)
-             SELECT DISTINCT scope, document_id, access, 1 FROM coach_chunks
-             WHERE scope = '{TENANT}' AND access IS NOT NULL
+            "INSERT INTO coach_document_access (scope, document_id, groups, rev, chunks, length)
+             SELECT c.scope, c.document_id, min(c.access), 1, count(*), sum(c.length) FROM coach_chunks c
+             WHERE c.scope = '{TENANT}' AND c.access IS NOT NULL
+             GROUP BY c.scope, c.document_id
              ON CONFLICT (scope, document_id) DO NOTHING"
         ))
         .await

@@ -166,6 +166,12 @@ impl DocumentIndex for PgIndex {
                         )
                         .await?;
                     }
+                    // A restricted document's share of the scope's statistics, beside its access.
+                    tx.execute(
+                        "UPDATE coach_document_access SET chunks = $3, length = $4 WHERE scope = $1 AND document_id = $2",
+                        &[&scope, id, &(doc.chunks.len() as i64), &length],
+                    )
+                    .await?;
                     let chunks = doc.chunks.len() as i64 - old_chunks;
                     tx.execute(BUMP_VERSION, &[&scope, &chunks, &(length - old_length)]).await?;
                     tx.commit().await?;

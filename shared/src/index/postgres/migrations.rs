@@ -76,13 +76,17 @@ pub const MIGRATIONS: &[&str] = &[
          ADD COLUMN first_page integer, ADD COLUMN last_page integer;",
     // 5: who may read each document. `coach_document_access` holds it per document (set
     // before the document is indexed; `groups` NULL: the whole tenant) with the record's
-    // revision it came from; each chunk and vector row carries a copy, so a search filters
-    // in the scan itself.
+    // revision it came from, and the document's chunks and terms as indexed (so a search
+    // takes what a caller may not read out of the scope's statistics from this table alone);
+    // each chunk and vector row carries a copy of the groups, so a search filters in the
+    // scan itself.
     "CREATE TABLE coach_document_access (
          scope text NOT NULL,
          document_id text NOT NULL,
          groups text[],
          rev bigint NOT NULL,
+         chunks bigint NOT NULL DEFAULT 0,
+         length bigint NOT NULL DEFAULT 0,
          PRIMARY KEY (scope, document_id)
      );
      ALTER TABLE coach_chunks ADD COLUMN access text[];
@@ -191,6 +195,11 @@ impl Database {
                                 "UPDATE coach_documents SET analyzer = $3, length = $4
                                  WHERE scope = $1 AND document_id = $2",
                                 &[&scope, &document_id, &id, &length],
+                            )
+                            .await?;
+                            tx.execute(
+                                "UPDATE coach_document_access SET length = $3 WHERE scope = $1 AND document_id = $2",
+                                &[&scope, &document_id, &length],
                             )
                             .await?;
                             tx.execute(BUMP_VERSION, &[&scope, &0i64, &(length - old_length)]).await?;

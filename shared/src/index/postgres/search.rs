@@ -48,9 +48,8 @@ pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
            array_agg(term) AS terms
     FROM searched
 ), hidden AS (
-    SELECT coalesce(sum(d.chunks), 0)::float8 AS chunks, coalesce(sum(d.length), 0)::float8 AS length
+    SELECT coalesce(sum(a.chunks), 0)::float8 AS chunks, coalesce(sum(a.length), 0)::float8 AS length
     FROM coach_document_access a
-    JOIN coach_documents d ON d.scope = a.scope AND d.document_id = a.document_id
     WHERE $8::text[] IS NOT NULL AND a.scope = $2 AND a.groups IS NOT NULL AND NOT (a.groups && $8::text[])
 ), stats AS (
     SELECT greatest(coalesce(sum(v.chunks), 0) - (SELECT chunks FROM hidden), 1)::float8 AS n,

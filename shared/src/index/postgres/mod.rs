@@ -13,10 +13,11 @@
 //!   analyser; documents indexed with another are analysed again ([`Database::reanalyse`]).
 //! - `coach_index_versions`: per scope, a change counter and the chunks and terms it holds
 //!   (BM25's collection statistics), kept by the transactions that change it.
-//! - `coach_document_access`: who may read a document (`groups`, NULL for the whole tenant)
-//!   and the record's revision it came from; set before the document is indexed. Each chunk
-//!   and vector row carries a copy (`access`), so a search leaves out what the caller may
-//!   not read in the scan itself, and the scope's statistics less those documents'.
+//! - `coach_document_access`: who may read a document (`groups`, NULL for the whole tenant),
+//!   the record's revision it came from, and the document's chunks and terms as indexed;
+//!   set before the document is indexed. Each chunk and vector row carries a copy of the
+//!   groups (`access`), so a search leaves out what the caller may not read in the scan
+//!   itself, and takes the scope's statistics less those documents' (read from this table).
 //! - one vector table per embedding model and dimension ([`vector_table`]), named from the
 //!   model's name and listed in `coach_vector_tables`: `vector(d)` under an HNSW index
 //!   (cosine), with the chunk's scope and access. Vectors of different models never share a ranking:

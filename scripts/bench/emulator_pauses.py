@@ -18,6 +18,7 @@ import time
 
 from moto_servers import SERVERS, client, started
 
+
 def churn(endpoint, stop):
     """S3 objects written, read and deleted (every version) until `stop` is set."""
     s3 = client("s3", endpoint)

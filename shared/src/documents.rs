@@ -23,7 +23,7 @@ use crate::{
     error::Error,
     ids::{now_ms, parse_id, rfc3339, Ids},
     model::{
-        access::{normalise_groups, valid_group, MAX_DOCUMENT_GROUPS, MAX_GROUP_CHARS},
+        access::{group_list, MAX_DOCUMENT_GROUPS},
         Document, Job, Kind, NewDocument, ReembedJob, Scope,
     },
     store::{BlobStore, DocumentIndex, DocumentStore, JobQueue, StoreError},
@@ -73,16 +73,12 @@ pub fn requested_access(who: &Principal, input: Option<&AccessInput>) -> Result<
         Some(AccessInput::Keyword(_)) => {
             return Err(Error::BadRequest("access is \"tenant\" or a list of group names".into()))
         }
-        Some(AccessInput::Groups(groups)) if groups.len() <= MAX_DOCUMENT_GROUPS => normalise_groups(groups.clone()),
-        Some(AccessInput::Groups(_)) => Vec::new(),
+        Some(AccessInput::Groups(groups)) => {
+            group_list(groups).map_err(|problem| Error::BadRequest(format!("access: {problem}")))?
+        }
     };
     if groups.is_empty() {
         return Err(Error::BadRequest(format!("access lists 1 to {MAX_DOCUMENT_GROUPS} groups, or is \"tenant\"")));
-    }
-    if !groups.iter().all(|g| valid_group(g)) {
-        return Err(Error::BadRequest(format!(
-            "group names are 1 to {MAX_GROUP_CHARS} characters, without control characters or white space at either end"
-        )));
     }
     if !who.clearance().may_read(Some(&groups)) {
         return Err(Error::Forbidden(
@@ -583,6 +579,8 @@ pub fn readable(who: &Principal, record: Option<Document>) -> Option<Document> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::model::access::normalise_groups;
 
     fn caller(roles: &[crate::auth::Role], groups: &[&str]) -> Principal {
         Principal {

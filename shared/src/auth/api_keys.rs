@@ -32,7 +32,7 @@ use crate::{
     config::{ConfigError, Env},
     error::Error,
     ids::{hex, now_ms, parse_id, rfc3339},
-    model::access::{normalise_groups, valid_group, MAX_DOCUMENT_GROUPS, MAX_GROUP_CHARS},
+    model::access::group_list,
     store::{ApiKeyStore, StoreError, StoredApiKey},
 };
 
@@ -125,23 +125,13 @@ fn refuse_keys(who: &Principal) -> Result<(), Error> {
     Ok(())
 }
 
-/// A new key's access groups: valid names, at most [`MAX_DOCUMENT_GROUPS`], each one of
+/// A new key's access groups: valid names, at most
+/// [`MAX_DOCUMENT_GROUPS`](crate::model::access::MAX_DOCUMENT_GROUPS), each one of
 /// its creator's own groups (never more than the creator's: 403), sorted and distinct.
 fn key_groups(who: &Principal, groups: Vec<String>) -> Result<Vec<String>, Error> {
-    if groups.len() > MAX_DOCUMENT_GROUPS {
-        return Err(Error::BadRequest(format!("a key has at most {MAX_DOCUMENT_GROUPS} groups")));
-    }
-    let groups = normalise_groups(groups);
-    for group in &groups {
-        if !valid_group(group) {
-            return Err(Error::BadRequest(format!(
-                "group names are 1 to {MAX_GROUP_CHARS} characters, without control characters or white space at \
-                 either end"
-            )));
-        }
-        if who.groups.binary_search(group).is_err() {
-            return Err(Error::Forbidden(format!("a key cannot have the group {group:?}, which its creator lacks")));
-        }
+    let groups = group_list(&groups).map_err(|problem| Error::BadRequest(format!("groups: {problem}")))?;
+    if let Some(group) = groups.iter().find(|g| who.groups.binary_search(g).is_err()) {
+        return Err(Error::Forbidden(format!("a key cannot have the group {group:?}, which its creator lacks")));
     }
     Ok(groups)
 }

@@ -69,6 +69,21 @@ impl Clearance<'_> {
     }
 }
 
+/// A list of groups as a document or an API key holds it, from `groups` as sent: at most
+/// [`MAX_DOCUMENT_GROUPS`] names (counted as sent), each a valid group name; sorted and
+/// distinct. Otherwise what is wrong with it, to tell the caller.
+pub fn group_list(groups: &[String]) -> Result<Vec<String>, String> {
+    if groups.len() > MAX_DOCUMENT_GROUPS {
+        return Err(format!("at most {MAX_DOCUMENT_GROUPS} groups"));
+    }
+    if !groups.iter().all(|g| valid_group(g)) {
+        return Err(format!(
+            "group names are 1 to {MAX_GROUP_CHARS} characters, without control characters or white space at either end"
+        ));
+    }
+    Ok(normalise_groups(groups.to_vec()))
+}
+
 /// `groups` as a document's or a caller's groups: sorted, distinct.
 pub fn normalise_groups(mut groups: Vec<String>) -> Vec<String> {
     groups.sort();

@@ -48,6 +48,17 @@ pub(super) fn chunk_vector(analyzer: &Analyzer, chunk: &Chunk) -> (String, i32) 
     (out, length as i32)
 }
 
+/// Holds document `id` of `scope` until the transaction ends: an add, a remove and an access
+/// change of one document take it, so each sees the others whole.
+async fn lock_document(
+    tx: &tokio_postgres::Transaction<'_>,
+    scope: &str,
+    id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("{scope}/{id}")]).await?;
+    Ok(())
+}
+
 #[async_trait]
 impl DocumentIndex for PgIndex {
     async fn purge(&self, _scope: &Scope) -> StoreResult<Option<std::time::Duration>> {
@@ -82,8 +93,7 @@ impl DocumentIndex for PgIndex {
                     (doc.clone(), scope.clone(), key.clone(), etag.clone(), table.clone(), blobs.clone(), words.clone());
                 Box::pin(async move {
                     let tx = client.transaction().await?;
-                    let lock = format!("{scope}/{}", doc.document_id);
-                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&lock]).await?;
+                    lock_document(&tx, &scope, &doc.document_id).await?;
                     // Under the lock a delete also takes: a delete of the object before this
                     // check is seen here; one after it removes what this commits.
                     match blobs.version(&key).await? {
@@ -190,8 +200,7 @@ impl DocumentIndex for PgIndex {
                 let (scope, id) = (scope.clone(), id.clone());
                 Box::pin(async move {
                     let tx = client.transaction().await?;
-                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("{scope}/{id}")])
-                        .await?;
+                    lock_document(&tx, &scope, &id).await?;
                     let removed = tx
                         .query_opt(
                             "DELETE FROM coach_documents WHERE scope = $1 AND document_id = $2 RETURNING chunks, length",
@@ -234,8 +243,7 @@ impl DocumentIndex for PgIndex {
                 Box::pin(async move {
                     let tx = client.transaction().await?;
                     // The lock an add of the document takes: it copies what this commits.
-                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&format!("{scope}/{id}")])
-                        .await?;
+                    lock_document(&tx, &scope, &id).await?;
                     let changed = tx
                         .query_opt(
                             "INSERT INTO coach_document_access AS a (scope, document_id, groups, rev)

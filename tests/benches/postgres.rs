@@ -39,7 +39,7 @@ use std::{
 
 use coach::{
     analysis::Analyzer,
-    index::postgres::vector_table,
+    index::postgres::{chunk_vector, vector_table},
     model::{Chunk, Clearance, Query, Ranking, Scope, Shard},
     store::{IndexStore, ManifestRead, PassageSearch},
 };
@@ -170,71 +170,111 @@ async fn connect(stack: &TestStack) -> tokio_postgres::Client {
     client
 }
 
-/// Writes documents `from..to` of the tenant with `COPY`, as ingest would have (documents,
-/// chunks, vectors in the model's table, whose HNSW index is dropped first).
+/// Writes documents `from..to` of the tenant with `COPY`, the rows ingest would have written
+/// (documents with their analyser and length; chunks with their terms, length and access;
+/// vectors in the model's table, whose HNSW index is dropped first).
 async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usize) {
     let client = connect(stack).await;
     let table = vector_table(EMBEDDING_MODEL, DIMS as u32);
     client.batch_execute(&format!("DROP INDEX IF EXISTS {table}_hnsw")).await.unwrap();
     client
         .batch_execute(&format!(
-            "CREATE TEMPORARY TABLE staged (document_id text, chunk int4, embedding vector({DIMS}))"
+            "CREATE TEMPORARY TABLE staged (document_id text, chunk int4, heading text, body text, terms text,
+                                            length int4, access text[], embedding vector({DIMS}))"
         ))
         .await
         .unwrap();
     let vector_type = client.prepare("SELECT $1::vector").await.unwrap().params()[0].clone();
+    let analyzer = Analyzer::default();
     let mut start = from;
     while start < to {
         let end = (start + BATCH).min(to);
         let corpus = corpus.clone();
-        let docs: Vec<Shard> =
-            tokio::task::spawn_blocking(move || (start..end).map(|d| corpus.document(d)).collect()).await.unwrap();
+        let analyzing = analyzer.clone();
+        // Generated and analysed as an add analyses (the CPU work, off the runtime).
+        let docs: Vec<(Shard, Vec<(String, i32)>)> = tokio::task::spawn_blocking(move || {
+            (start..end)
+                .map(|d| {
+                    let doc = corpus.document(d);
+                    let terms = doc.chunks.iter().map(|c| chunk_vector(&analyzing, c)).collect();
+                    (doc, terms)
+                })
+                .collect()
+        })
+        .await
+        .unwrap();
         let sink = client
-            .copy_in("COPY coach_documents (scope, document_id, title, source_etag, embedding_model, dims, chunks) FROM STDIN BINARY")
+            .copy_in(
+                "COPY coach_documents (scope, document_id, title, source_etag, embedding_model, dims, chunks, analyzer, \
+                 length) FROM STDIN BINARY",
+            )
             .await
             .unwrap();
-        let types = [Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::INT4];
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT4,
+            Type::TEXT,
+            Type::INT8,
+        ];
         let writer = BinaryCopyInWriter::new(sink, &types);
         pin_mut!(writer);
-        for doc in &docs {
+        let analyzer_id = analyzer.id();
+        for (doc, terms) in &docs {
             let (dims, chunks) = (DIMS as i32, doc.chunks.len() as i32);
-            writer
-                .as_mut()
-                .write(&[&TENANT, &doc.document_id, &doc.title, &"bulk", &EMBEDDING_MODEL, &dims, &chunks])
-                .await
-                .unwrap();
+            let length: i64 = terms.iter().map(|(_, l)| i64::from(*l)).sum();
+            let row: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &TENANT,
+                &doc.document_id,
+                &doc.title,
+                &"bulk",
+                &EMBEDDING_MODEL,
+                &dims,
+                &chunks,
+                &analyzer_id,
+                &length,
+            ];
+            writer.as_mut().write(&row).await.unwrap();
         }
         writer.finish().await.unwrap();
         let sink = client
-            .copy_in("COPY coach_chunks (scope, document_id, chunk, heading, body, access) FROM STDIN BINARY")
+            .copy_in(
+                "COPY staged (document_id, chunk, heading, body, terms, length, access, embedding) FROM STDIN BINARY",
+            )
             .await
             .unwrap();
-        let types = [Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT_ARRAY];
+        let types = [
+            Type::TEXT,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::TEXT_ARRAY,
+            vector_type.clone(),
+        ];
         let writer = BinaryCopyInWriter::new(sink, &types);
         pin_mut!(writer);
-        for (doc, d) in docs.iter().zip(start..) {
+        for ((doc, terms), d) in docs.iter().zip(start..) {
             let access = restriction(d);
-            for (c, chunk) in doc.chunks.iter().enumerate() {
+            for (c, (chunk, (vector, length))) in doc.chunks.iter().zip(terms).enumerate() {
+                let embedding = pgvector::Vector::from(doc.vectors[c * DIMS..(c + 1) * DIMS].to_vec());
                 let c = c as i32;
-                let row: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                    [&TENANT, &doc.document_id, &c, &chunk.heading, &chunk.text, &access];
+                let row: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                    [&doc.document_id, &c, &chunk.heading, &chunk.text, vector, length, &access, &embedding];
                 writer.as_mut().write(&row).await.unwrap();
-            }
-        }
-        writer.finish().await.unwrap();
-        let sink = client.copy_in("COPY staged (document_id, chunk, embedding) FROM STDIN BINARY").await.unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::INT4, vector_type.clone()]);
-        pin_mut!(writer);
-        for doc in &docs {
-            for c in 0..doc.chunks.len() {
-                let v = pgvector::Vector::from(doc.vectors[c * DIMS..(c + 1) * DIMS].to_vec());
-                writer.as_mut().write(&[&doc.document_id, &(c as i32), &v]).await.unwrap();
             }
         }
         writer.finish().await.unwrap();
         client
             .batch_execute(&format!(
-                "INSERT INTO {table} (chunk_id, scope, access, embedding)
+                "INSERT INTO coach_chunks (scope, document_id, chunk, heading, body, terms, length, access)
+                 SELECT '{TENANT}', document_id, chunk, heading, body, terms::tsvector, length, access FROM staged;
+                 INSERT INTO {table} (chunk_id, scope, access, embedding)
                  SELECT c.id, '{TENANT}', c.access, s.embedding FROM staged s
                  JOIN coach_chunks c ON c.scope = '{TENANT}' AND c.document_id = s.document_id AND c.chunk = s.chunk;
                  TRUNCATE staged;"
@@ -243,6 +283,16 @@ async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usi
             .unwrap();
         start = end;
     }
+    // The scope's statistics, as the adds would have counted them.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO coach_index_versions (scope, version, chunks, length)
+             SELECT '{TENANT}', 1, count(*), coalesce(sum(length), 0) FROM coach_chunks WHERE scope = '{TENANT}'
+             ON CONFLICT (scope) DO UPDATE SET version = coach_index_versions.version + 1,
+                 chunks = excluded.chunks, length = excluded.length"
+        ))
+        .await
+        .unwrap();
     // Who may read the restricted documents, as a PATCH (or an upload's `access`) records it.
     client
         .batch_execute(&format!(

@@ -99,7 +99,7 @@ async fn the_schema_is_coach_s_own_applied_once_with_a_vector_table_per_model() 
     let other = stack.deploy();
     add(&stack, &other, "acme", "tools.md", "# Tools\n\nWe plan work in the tracker every Monday.\n").await;
     let migrations = stack.sql("SELECT string_agg(version::text, ',' ORDER BY version) FROM coach_schema_migrations");
-    assert_eq!(migrations, "1,2,3,4,5");
+    assert_eq!(migrations, "1,2,3,4,5,6");
     // Each write bumped the tenant's change counter (what `/qa` answers are kept under) and
     // counted its chunks and terms (BM25's statistics).
     assert_eq!(stack.sql("SELECT version FROM coach_index_versions WHERE scope = 'acme'"), "2");
@@ -426,6 +426,45 @@ async fn documents_of_an_older_analyser_are_analysed_again_without_loss() {
     let lengths = stack.sql("SELECT count(*) || ' ' || sum(length) FROM coach_chunks WHERE scope = 'acme'");
     assert_eq!(stack.sql(stats), lengths, "the statistics count both documents");
     assert_ne!(before, lengths);
+}
+
+#[tokio::test]
+async fn migration_6_counts_the_documents_restricted_after_they_were_indexed() {
+    let stack = TestStack::with_store(Store::Postgres, &[LEXICAL]).await;
+    let index = stack.document_index();
+    let (pay, tools) = ("01JD3QA1B2C3D4E5F6G7H8JPAY", "01JD3QA1B2C3D4E5F6G7H8JTLS");
+    for (id, text) in [(pay, "salary bands reviewed each spring"), (tools, "we plan work in the tracker")] {
+        let key = format!("uploads/acme/{id}/n.md");
+        let etag = put(&stack, &key, "x").await;
+        index.add(&acme(), doc(id, &[text, "a second chunk"]), &key, &etag).await.unwrap();
+    }
+    // Indexed open, then restricted: the document's chunks and terms go with its groups.
+    index.set_access(&acme(), pay, Some(&["hr".to_owned()]), 1).await.unwrap();
+    let indexed = |id: &str| {
+        stack.sql(&format!("SELECT chunks || ' ' || length FROM coach_documents WHERE document_id = '{id}'"))
+    };
+    let totals = |groups: &str| {
+        stack.sql(&format!(
+            "SELECT chunks || ' ' || length FROM coach_access_totals WHERE scope = 'acme' AND groups = '{groups}'"
+        ))
+    };
+    assert_eq!(totals("{hr}"), indexed(pay));
+    // As migration 5 left such a document (its chunks and terms at 0), before migration 6.
+    stack.sql(
+        "DROP TRIGGER coach_access_totals_keep ON coach_document_access;
+         DROP FUNCTION coach_access_totals_keep(); DROP FUNCTION coach_access_totals_move(text, text[], bigint, bigint);
+         DROP TABLE coach_access_totals; DELETE FROM coach_schema_migrations WHERE version = 6;
+         UPDATE coach_document_access SET chunks = 0, length = 0",
+    );
+    // The next instance migrates, and its writes keep the totals from there.
+    let next = stack.document_index();
+    next.set_access(&acme(), tools, Some(&["board".to_owned()]), 1).await.unwrap();
+    assert_eq!(totals("{hr}"), indexed(pay), "counted again from the indexed document");
+    assert_eq!(totals("{board}"), indexed(tools));
+    next.set_access(&acme(), pay, None, 2).await.unwrap();
+    assert_eq!(totals("{hr}"), "", "open again: nothing of it hidden");
+    next.remove(&acme(), tools).await.unwrap();
+    assert_eq!(stack.sql("SELECT count(*) FROM coach_access_totals"), "0");
 }
 
 /// A query of `text`'s terms, and `vector` if given.

@@ -32,8 +32,9 @@ pub(super) fn lexeme(text: &str) -> String {
 }
 
 /// A chunk's terms as `tsvector` input: each term with positions 1 to its frequency, so the
-/// number of positions is the term frequency. And the chunk's length in terms.
-pub(super) fn chunk_vector(analyzer: &Analyzer, chunk: &Chunk) -> (String, i32) {
+/// number of positions is the term frequency. And the chunk's length in terms. (Public for
+/// bulk loads that write the rows an add writes.)
+pub fn chunk_vector(analyzer: &Analyzer, chunk: &Chunk) -> (String, i32) {
     let (terms, length) = analyzer.chunk_terms(chunk);
     let mut out = String::new();
     for (term, tf) in terms {
@@ -244,17 +245,16 @@ impl DocumentIndex for PgIndex {
                     let tx = client.transaction().await?;
                     // The lock an add of the document takes: it copies what this commits.
                     lock_document(&tx, &scope, &id).await?;
-                    let changed = tx
+                    let current = tx
                         .query_opt(
-                            "INSERT INTO coach_document_access AS a (scope, document_id, groups, rev)
-                             VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (scope, document_id) DO UPDATE SET groups = excluded.groups, rev = excluded.rev
-                             WHERE a.rev <= excluded.rev AND a.groups IS DISTINCT FROM excluded.groups
-                             RETURNING 1",
-                            &[&scope, &id, &access, &rev],
+                            "SELECT groups, rev FROM coach_document_access WHERE scope = $1 AND document_id = $2",
+                            &[&scope, &id],
                         )
-                        .await?
-                        .is_some();
+                        .await?;
+                    let changed = current.is_none_or(|row| {
+                        let (groups, current_rev): (Option<Vec<String>>, i64) = (row.get(0), row.get(1));
+                        current_rev <= rev && groups != access
+                    });
                     if changed {
                         let chunks: Vec<i64> = tx
                             .query(
@@ -281,6 +281,19 @@ impl DocumentIndex for PgIndex {
                             )
                             .await?;
                         }
+                        // Last, as its trigger takes the scope's statistics row (see migration 6).
+                        // With the document's chunks and terms as indexed (none yet: an add sets them).
+                        tx.execute(
+                            "INSERT INTO coach_document_access (scope, document_id, groups, rev, chunks, length)
+                             SELECT $1, $2, $3, $4, coalesce(d.chunks, 0), coalesce(d.length, 0)
+                             FROM (SELECT 1) one
+                             LEFT JOIN coach_documents d ON d.scope = $1 AND d.document_id = $2
+                             ON CONFLICT (scope, document_id) DO UPDATE
+                             SET groups = excluded.groups, rev = excluded.rev,
+                                 chunks = excluded.chunks, length = excluded.length",
+                            &[&scope, &id, &access, &rev],
+                        )
+                        .await?;
                         // What a search may return changed: answers kept for the scope go.
                         if !chunks.is_empty() {
                             tx.execute(BUMP_VERSION, &[&scope, &0i64, &0i64]).await?;

@@ -97,6 +97,56 @@ pub const MIGRATIONS: &[&str] = &[
              EXECUTE format('ALTER TABLE %I ADD COLUMN access text[]', t);
          END LOOP;
      END $$;",
+    // 6: each restricted document's chunks and terms taken again from its indexed row (an
+    // access set after the document was indexed, with no row of it in this table before,
+    // had left them at 0); and summed per scope and set of groups, so a
+    // search takes what a caller may not read out of the statistics in a few rows, however
+    // many documents are restricted. Kept by a trigger on `coach_document_access`, in the
+    // transaction that changes a row; it locks the scope's `coach_index_versions` row first,
+    // the row every writer of the scope updates last, so writers queue in one order.
+    "CREATE TABLE coach_access_totals (
+         scope text NOT NULL,
+         groups text[] NOT NULL,
+         chunks bigint NOT NULL,
+         length bigint NOT NULL,
+         PRIMARY KEY (scope, groups)
+     );
+     UPDATE coach_document_access a SET chunks = d.chunks, length = d.length
+         FROM coach_documents d
+         WHERE d.scope = a.scope AND d.document_id = a.document_id
+           AND (a.chunks, a.length) IS DISTINCT FROM (d.chunks::bigint, d.length);
+     INSERT INTO coach_access_totals (scope, groups, chunks, length)
+         SELECT scope, groups, sum(chunks), sum(length) FROM coach_document_access
+         WHERE groups IS NOT NULL GROUP BY scope, groups HAVING sum(chunks) <> 0 OR sum(length) <> 0;
+     CREATE FUNCTION coach_access_totals_move(s text, g text[], c bigint, l bigint) RETURNS void
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         IF g IS NULL OR (c = 0 AND l = 0) THEN
+             RETURN;
+         END IF;
+         PERFORM 1 FROM coach_index_versions WHERE scope = s FOR UPDATE;
+         INSERT INTO coach_access_totals AS t (scope, groups, chunks, length) VALUES (s, g, c, l)
+         ON CONFLICT (scope, groups) DO UPDATE SET chunks = t.chunks + c, length = t.length + l;
+         DELETE FROM coach_access_totals WHERE scope = s AND groups = g AND chunks = 0 AND length = 0;
+     END $$;
+     CREATE FUNCTION coach_access_totals_keep() RETURNS trigger
+     LANGUAGE plpgsql AS $$
+     BEGIN
+         IF TG_OP = 'UPDATE' AND OLD.scope = NEW.scope AND OLD.groups IS NOT DISTINCT FROM NEW.groups THEN
+             PERFORM coach_access_totals_move(NEW.scope, NEW.groups, NEW.chunks - OLD.chunks, NEW.length - OLD.length);
+             RETURN NULL;
+         END IF;
+         IF TG_OP IN ('UPDATE', 'DELETE') THEN
+             PERFORM coach_access_totals_move(OLD.scope, OLD.groups, -OLD.chunks, -OLD.length);
+         END IF;
+         IF TG_OP IN ('UPDATE', 'INSERT') THEN
+             PERFORM coach_access_totals_move(NEW.scope, NEW.groups, NEW.chunks, NEW.length);
+         END IF;
+         RETURN NULL;
+     END $$;
+     CREATE TRIGGER coach_access_totals_keep
+         AFTER INSERT OR UPDATE OR DELETE ON coach_document_access
+         FOR EACH ROW EXECUTE FUNCTION coach_access_totals_keep();",
 ];
 
 impl Database {

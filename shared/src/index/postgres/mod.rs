@@ -59,6 +59,7 @@ use connection::{failure, lock, pool_error};
 use migrations::{REANALYSE_PER_WRITE, SCHEMA_LOCK};
 
 pub use connection::{Database, PgConfig, PgSecret, SecretReader};
+pub use documents::chunk_vector;
 pub use migrations::MIGRATIONS;
 
 use crate::store::{BlobStore, Failure, Probe, StoreError, StoreResult};

@@ -25,7 +25,7 @@ use crate::{
 /// most to rank (every chunk it matches is read), so at scale it is left out; in a table of
 /// fewer chunks than $6, nothing is, and the ranking is the S3 store's exactly. Terms missing
 /// from the statistics (the rare ones, or a table not analysed yet) count as matching none.
-pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
+const QUERY_WORDS: &str = r#"query_terms AS (
     SELECT term, weight FROM unnest($1::text[], $7::float8[]) AS t(term, weight)
 ), chunks AS (
     SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = 'coach_chunks'::regclass
@@ -47,16 +47,53 @@ pub(super) const QUERY_WORDS: &str = r#"query_terms AS (
     SELECT coalesce(string_agg('''' || replace(replace(term, '\', '\\'), '''', '''''') || '''', ' | '), '')::tsquery AS q,
            array_agg(term) AS terms
     FROM searched
+)"#;
+
+/// The collection statistics of scope `scope` (and the shared docs) as a caller of groups
+/// `groups` (parameters; NULL: every document) sees them: `totals` the chunks and terms
+/// indexed, `hidden` those the caller may not read (the sets of groups that share none with
+/// the caller's, as the trigger of migration 6 sums them: a row per set, not per document),
+/// `stats` the readable chunks and their mean length, as an index of the readable documents
+/// alone would count them.
+fn stats(scope: &str, groups: &str) -> String {
+    format!(
+        "totals AS (
+    SELECT coalesce(sum(v.chunks), 0)::float8 AS chunks, coalesce(sum(v.length), 0)::float8 AS length
+    FROM coach_index_versions v WHERE v.scope = {scope} OR v.scope = '_global'
 ), hidden AS (
     SELECT coalesce(sum(a.chunks), 0)::float8 AS chunks, coalesce(sum(a.length), 0)::float8 AS length
-    FROM coach_document_access a
-    WHERE $8::text[] IS NOT NULL AND a.scope = $2 AND a.groups IS NOT NULL AND NOT (a.groups && $8::text[])
+    FROM coach_access_totals a
+    WHERE {groups}::text[] IS NOT NULL AND a.scope = {scope} AND NOT (a.groups && {groups}::text[])
 ), stats AS (
-    SELECT greatest(coalesce(sum(v.chunks), 0) - (SELECT chunks FROM hidden), 1)::float8 AS n,
-           greatest((coalesce(sum(v.length), 0) - (SELECT length FROM hidden))::float8
-                    / greatest(coalesce(sum(v.chunks), 0) - (SELECT chunks FROM hidden), 1), 1)::float8 AS avgdl
-    FROM coach_index_versions v WHERE v.scope = $2 OR v.scope = '_global'
-)"#;
+    SELECT greatest(t.chunks - h.chunks, 1) AS n,
+           greatest((t.length - h.length) / greatest(t.chunks - h.chunks, 1), 1) AS avgdl
+    FROM totals t CROSS JOIN hidden h
+)"
+    )
+}
+
+/// A restricted caller's HNSW breadth over what their share of the scope alone asks (see
+/// [`ef_search_sql`]): a scan a little short of the window still goes over the graph again.
+const EF_MARGIN: f64 = 1.1;
+
+/// Sets `hnsw.ef_search` for the search that follows on the connection: $3 (the configured
+/// breadth) for a caller who may read everything in scope $1, and for a caller of groups
+/// $2 who may not, $3 divided by the share of the scope's chunks they may read, with a
+/// margin (at most 1,000, pgvector's limit). A scan filtered to a share f of the rows
+/// finds about f x ef_search readable neighbours in its first pass; one short of the
+/// fusion window goes on (the scan is iterative), reading as much of the graph again. So a
+/// restricted caller's scan reads what it needs in one pass, and an admin's is as
+/// configured. Every vector search sets it, so none inherits another caller's.
+fn ef_search_sql() -> String {
+    format!(
+        "WITH {stats}
+SELECT set_config('hnsw.ef_search', (CASE WHEN h.chunks > 0
+    THEN least(1000, greatest($3::float8, ceil($3::float8 * t.chunks / s.n * {EF_MARGIN:?})))
+    ELSE $3::float8 END)::int4::text, false)
+FROM totals t CROSS JOIN hidden h CROSS JOIN stats s",
+        stats = stats("$1", "$2")
+    )
+}
 
 /// Whether a row of `alias` is one the caller may read: $8 is the caller's groups, or NULL
 /// for a caller who reads everything; a row's `access` is NULL when its document is open to
@@ -115,7 +152,7 @@ fn search_sql(vectors: Option<(&str, u32)>) -> String {
         None => (String::new(), ""),
     };
     format!(
-        "WITH {QUERY_WORDS}, matched AS MATERIALIZED (
+        "WITH {QUERY_WORDS}, {stats}, matched AS MATERIALIZED (
     SELECT c.id, c.length, t.lexeme, least(cardinality(t.positions), {MAX_TERM_FREQUENCY})::float8 AS tf
     FROM coach_chunks c
     CROSS JOIN query
@@ -174,6 +211,7 @@ LIMIT $5",
         k1 = Ranking::BM25_K1,
         b = Ranking::BM25_B,
         readable = readable("c"),
+        stats = stats("$2", "$8"),
     )
 }
 
@@ -206,6 +244,7 @@ impl PgIndex {
         let (weight, min_score) = (f64::from(ranking.vector_weight), f64::from(ranking.min_score));
         let max_distance = 1.0 - f64::from(ranking.min_similarity);
         let word_rows = self.db.config.word_rows as f64;
+        let ef_search = f64::from(self.db.config.ef_search);
         let (words, weights): (Vec<String>, Vec<f64>) = terms.iter().map(|(t, w)| (text(t), f64::from(*w))).unzip();
         let tenant = tenant.to_owned();
         self.db
@@ -221,6 +260,11 @@ impl PgIndex {
                     };
                     let result = match &vector {
                         Some((_, v)) => {
+                            let ef = match client.prepare_cached(&ef_search_sql()).await {
+                                Ok(s) => s,
+                                Err(e) if is_undefined_table(&e) => return Ok(Err(e)),
+                                Err(e) => return Err(e.into()),
+                            };
                             let v = Vector::from(v.clone());
                             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
                                 &words,
@@ -235,7 +279,12 @@ impl PgIndex {
                                 &max_distance,
                                 &weight,
                             ];
-                            client.query(&statement, &params).await
+                            // Sent together: the search runs after the setting, one round trip.
+                            let setting: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                                [&tenant, &groups, &ef_search];
+                            let (set, rows) =
+                                tokio::join!(client.query_one(&ef, &setting), client.query(&statement, &params));
+                            set.and(rows)
                         }
                         None => {
                             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =

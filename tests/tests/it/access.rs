@@ -303,7 +303,9 @@ async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups
 /// The property over the real stores: for random group assignments, what each caller's
 /// search returns equals what the same search returns from a tenant holding only the
 /// documents that caller may read (the reference filter), passage for passage, score for
-/// score; so nothing restricted is returned, and nothing readable is crowded out. Then again
+/// score (and MCP's `search_documents` likewise, and the documents list is exactly the
+/// readable documents); so nothing restricted is returned, and nothing readable is crowded
+/// out. Then again
 /// after every document's access is changed (`PATCH`) to another random assignment: the
 /// collection statistics follow the changes, not only the uploads.
 async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(store: Store) {
@@ -317,6 +319,7 @@ async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(st
     let tenant = "acme";
     let admin = token("erin", tenant, &["admin"], &[]);
     let mut docs: Vec<(String, String, String, usize)> = Vec::new();
+    let mut searches_with_passages = 0;
     for i in 0..10 {
         let sentences: Vec<String> = (0..rng.usize(1..4))
             .map(|_| {
@@ -353,9 +356,43 @@ async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(st
                     readable += 1;
                 }
             }
-            let caller = token("cleo", tenant, &["user"], groups);
-            let referee = token("rita", &reference, &["user"], &[]);
+            // A user of each per round, so no one meets the per-user rate limit.
+            let caller = token(&format!("cleo-{round}-{c}"), tenant, &["user"], groups);
+            let referee = token(&format!("rita-{round}-{c}"), &reference, &["user"], &[]);
+            // The list: exactly the readable documents.
+            let (status, listed) =
+                Box::pin(uploads_call(&services, "GET", "/documents?limit=100", None, &caller)).await;
+            assert_eq!(status, StatusCode::OK, "{listed}");
+            let mut names: Vec<&str> =
+                listed["documents"].as_array().unwrap().iter().map(|d| d["filename"].as_str().unwrap()).collect();
+            names.sort_unstable();
+            let mut expected: Vec<&str> = docs
+                .iter()
+                .filter(|(_, _, _, access)| {
+                    accesses[*access].is_none_or(|list| list.iter().any(|g| groups.contains(g)))
+                })
+                .map(|(_, name, _, _)| name.as_str())
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(names, expected, "round {round}, caller {groups:?}: the list");
             for question in questions {
+                // MCP's search: the reference's passages.
+                let searched = |token: String| {
+                    let services = &services;
+                    async move {
+                        let result =
+                            Box::pin(mcp(services, &token, "search_documents", json!({"query": question}))).await;
+                        let passages = result["structuredContent"]["passages"].as_array().cloned().unwrap_or_default();
+                        passages
+                            .iter()
+                            .map(|p| (p["title"].as_str().unwrap_or_default().to_owned(), p["chunk"].as_u64()))
+                            .collect::<Vec<_>>()
+                    }
+                };
+                let got = searched(caller.clone()).await;
+                let expected = if readable == 0 { Vec::new() } else { searched(referee.clone()).await };
+                assert_eq!(got, expected, "round {round}, caller {groups:?}, {question:?}: MCP search");
+                searches_with_passages += usize::from(!got.is_empty());
                 let ask = |token: String| {
                     let services = &services;
                     async move {
@@ -401,6 +438,7 @@ async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(st
             assert_eq!(totals, sums("coach_document_access"), "round {round}");
         }
     }
+    assert!(searches_with_passages >= 12, "most searches find passages: {searches_with_passages} of 24");
 }
 
 /// A change that reached a document's record but not the index (its request failed halfway)

@@ -283,6 +283,10 @@ async fn bulk_load(corpus: &Arc<Corpus>, stack: &TestStack, from: usize, to: usi
             .unwrap();
         start = end;
     }
+    // Every chunk findable by words, as after ingest (the load once wrote none: see
+    // docs/PERFORMANCE.md, "Access groups").
+    let unanalysed = client.query_one("SELECT count(*) FROM coach_chunks WHERE terms IS NULL", &[]).await.unwrap();
+    assert_eq!(unanalysed.get::<_, i64>(0), 0, "chunks loaded without their terms");
     // The scope's statistics, as the adds would have counted them.
     client
         .batch_execute(&format!(

@@ -305,9 +305,8 @@ async fn every_path_keeps_restricted_documents_from_callers_outside_their_groups
 /// documents that caller may read (the reference filter), passage for passage, score for
 /// score (and MCP's `search_documents` likewise, and the documents list is exactly the
 /// readable documents); so nothing restricted is returned, and nothing readable is crowded
-/// out. Then again
-/// after every document's access is changed (`PATCH`) to another random assignment: the
-/// collection statistics follow the changes, not only the uploads.
+/// out. Then again after every document's access is changed (`PATCH`) to another random
+/// assignment: the collection statistics follow the changes, not only the uploads.
 async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(store: Store) {
     let stack = TestStack::with_store(store, &[("COACH_RETRIEVAL_TOP_K", "4")]).await;
     let services = stack.deploy();
@@ -346,12 +345,12 @@ async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(st
             }
         }
         for (c, groups) in callers.iter().enumerate() {
+            let may_read = |access: usize| accesses[access].is_none_or(|list| list.iter().any(|g| groups.contains(g)));
             // The reference: a tenant of the readable documents alone, all open.
             let reference = format!("ref-{round}-{c}");
             let mut readable = 0;
             for (_, name, body, access) in &docs {
-                let may = accesses[*access].is_none_or(|list| list.iter().any(|g| groups.contains(g)));
-                if may {
+                if may_read(*access) {
                     add(&stack, &services, &reference, name, body, None).await;
                     readable += 1;
                 }
@@ -368,9 +367,7 @@ async fn a_callers_search_equals_the_search_of_their_readable_documents_alone(st
             names.sort_unstable();
             let mut expected: Vec<&str> = docs
                 .iter()
-                .filter(|(_, _, _, access)| {
-                    accesses[*access].is_none_or(|list| list.iter().any(|g| groups.contains(g)))
-                })
+                .filter(|(_, _, _, access)| may_read(*access))
                 .map(|(_, name, _, _)| name.as_str())
                 .collect();
             expected.sort_unstable();

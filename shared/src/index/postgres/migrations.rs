@@ -76,8 +76,9 @@ pub const MIGRATIONS: &[&str] = &[
          ADD COLUMN first_page integer, ADD COLUMN last_page integer;",
     // 5: who may read each document. `coach_document_access` holds it per document (set
     // before the document is indexed; `groups` NULL: the whole tenant) with the record's
-    // revision it came from, and the document's chunks and terms as indexed (so a search
-    // takes what a caller may not read out of the scope's statistics from this table alone);
+    // revision it came from, and the document's chunks and terms as indexed (what a search
+    // takes out of the scope's statistics for a caller who may not read it; summed per set
+    // of groups since migration 6);
     // each chunk and vector row carries a copy of the groups, so a search filters in the
     // scan itself.
     "CREATE TABLE coach_document_access (

@@ -17,7 +17,9 @@
 //!   the record's revision it came from, and the document's chunks and terms as indexed;
 //!   set before the document is indexed. Each chunk and vector row carries a copy of the
 //!   groups (`access`), so a search leaves out what the caller may not read in the scan
-//!   itself, and takes the scope's statistics less those documents' (read from this table).
+//!   itself, and takes the scope's statistics less those documents'.
+//! - `coach_access_totals`: those chunks and terms summed per scope and set of groups, by a
+//!   trigger on `coach_document_access`; what a search subtracts from the statistics.
 //! - one vector table per embedding model and dimension ([`vector_table`]), named from the
 //!   model's name and listed in `coach_vector_tables`: `vector(d)` under an HNSW index
 //!   (cosine), with the chunk's scope and access. Vectors of different models never share a ranking:

@@ -1,6 +1,6 @@
 //! Search: one statement, BM25 and vector scores fused by document in SQL.
 
-use std::time::Instant;
+use std::{sync::LazyLock, time::Instant};
 
 use async_trait::async_trait;
 use pgvector::Vector;
@@ -73,7 +73,7 @@ fn stats(scope: &str, groups: &str) -> String {
 }
 
 /// A restricted caller's HNSW breadth over what their share of the scope alone asks (see
-/// [`ef_search_sql`]): a scan a little short of the window still goes over the graph again.
+/// [`EF_SEARCH_SQL`]): a scan a little short of the window still goes over the graph again.
 const EF_MARGIN: f64 = 1.1;
 
 /// Sets `hnsw.ef_search` for the search that follows on the connection: $3 (the configured
@@ -83,8 +83,9 @@ const EF_MARGIN: f64 = 1.1;
 /// finds about f x ef_search readable neighbours in its first pass; one short of the
 /// fusion window goes on (the scan is iterative), reading as much of the graph again. So a
 /// restricted caller's scan reads what it needs in one pass, and an admin's is as
-/// configured. Every vector search sets it, so none inherits another caller's.
-fn ef_search_sql() -> String {
+/// configured. Every vector search sets it, so none inherits another caller's. (Built once:
+/// it is the same statement for every search.)
+static EF_SEARCH_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH {stats}
 SELECT set_config('hnsw.ef_search', (CASE WHEN h.chunks > 0
@@ -93,7 +94,7 @@ SELECT set_config('hnsw.ef_search', (CASE WHEN h.chunks > 0
 FROM totals t CROSS JOIN hidden h CROSS JOIN stats s",
         stats = stats("$1", "$2")
     )
-}
+});
 
 /// Whether a row of `alias` is one the caller may read: $8 is the caller's groups, or NULL
 /// for a caller who reads everything; a row's `access` is NULL when its document is open to
@@ -260,7 +261,7 @@ impl PgIndex {
                     };
                     let result = match &vector {
                         Some((_, v)) => {
-                            let ef = match client.prepare_cached(&ef_search_sql()).await {
+                            let ef = match client.prepare_cached(&EF_SEARCH_SQL).await {
                                 Ok(s) => s,
                                 Err(e) if is_undefined_table(&e) => return Ok(Err(e)),
                                 Err(e) => return Err(e.into()),
